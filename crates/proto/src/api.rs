@@ -1,0 +1,184 @@
+//! JSON bodies of Ferry's HTTP API (`/v1`). Ids are typed, so a malformed id is refused
+//! by the extractor with the path of the offending field.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BatchId, EndpointId, FunctionId, TaskId};
+
+/// The body of every error answer: a closed `code` and a message naming what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// `GET /v1/version`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Version {
+    pub api: String,
+    pub version: String,
+}
+
+/// `POST /v1/functions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterFunction {
+    pub name: String,
+    /// `"python"` (default) or `"shell"`.
+    #[serde(default = "python")]
+    pub kind: String,
+    /// Python: a serialized function (`"01\n<base64 dill>"` and the other strategies of
+    /// the Globus Compute serializer). Shell: the command template, `{name}` placeholders
+    /// filled from the task's named arguments.
+    pub code: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn python() -> String {
+    "python".to_owned()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionRegistered {
+    pub function_id: FunctionId,
+}
+
+/// `GET /v1/functions/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionDoc {
+    pub function_id: FunctionId,
+    pub name: String,
+    pub kind: String,
+    pub description: Option<String>,
+    pub created_at: f64,
+}
+
+/// `POST /v1/tasks`: one task or a batch, all for one endpoint; all are accepted or none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    pub endpoint_id: EndpointId,
+    pub tasks: Vec<SubmitTask>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTask {
+    pub function_id: FunctionId,
+    /// Python: packed serialized `(args, kwargs)`. Shell: a JSON object of named values.
+    #[serde(default)]
+    pub payload: String,
+    /// Retries after a lost worker or manager; the endpoint's default when absent.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub batch_id: BatchId,
+    /// In the order of the request's tasks.
+    pub task_ids: Vec<TaskId>,
+}
+
+/// One entry of a task's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub state: String,
+    pub attempt: u32,
+    /// Unix seconds.
+    pub at: f64,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/tasks/{id}`, and each value of a status answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskDoc {
+    pub task_id: TaskId,
+    /// False once the task is `success` or `failed`.
+    pub pending: bool,
+    pub status: String,
+    pub attempt: u32,
+    pub function_id: FunctionId,
+    pub endpoint_id: EndpointId,
+    pub batch_id: BatchId,
+    pub created_at: f64,
+    /// The serialized return value (success only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// The remote traceback or failure reason (failed only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
+    /// The serialized exception object, when it could be serialized (failed only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_data: Option<String>,
+    /// Unix seconds as a string, once terminal (the Globus Compute convention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_t: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// `POST /v1/tasks/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    pub task_ids: Vec<TaskId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub tasks: BTreeMap<TaskId, TaskDoc>,
+    /// Requested ids that do not exist or are not the caller's.
+    pub unknown: Vec<TaskId>,
+}
+
+/// `GET /v1/batches/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchDoc {
+    pub batch_id: BatchId,
+    pub endpoint_id: EndpointId,
+    pub size: u64,
+    pub created_at: f64,
+    pub task_ids: Vec<TaskId>,
+}
+
+/// `POST /v1/endpoints`: an endpoint daemon registers (or re-registers) itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterEndpoint {
+    pub name: String,
+    /// Present when re-registering an endpoint that already has an id.
+    #[serde(default)]
+    pub endpoint_id: Option<EndpointId>,
+}
+
+/// What an endpoint needs to talk AMQP after registering.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointRegistered {
+    pub endpoint_id: EndpointId,
+    /// `amqp://user:pass@host:port/vhost`.
+    pub broker_url: String,
+    /// The prefix of every queue name.
+    pub namespace: String,
+    pub heartbeat_interval_ms: u64,
+}
+
+/// `GET /v1/endpoints/{id}` and each element of `GET /v1/endpoints`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointDoc {
+    pub endpoint_id: EndpointId,
+    pub name: String,
+    /// `"online"` or `"offline"`.
+    pub status: String,
+    /// Unix seconds of the last heartbeat, if any.
+    pub last_heartbeat: Option<f64>,
+    pub details: serde_json::Value,
+}

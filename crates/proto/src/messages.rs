@@ -1,0 +1,146 @@
+//! Messages that travel over RabbitMQ.
+//!
+//! - [`TaskBatch`]: web-service -> forwarder (`<ns>.submissions`) and forwarder ->
+//!   endpoint (`<ns>.ep.<endpoint-id>.tasks`). Tasks travel many to a message; the code
+//!   of each function they use travels once per message.
+//! - [`EndpointMessage`]: endpoint -> forwarder: heartbeats and status updates
+//!   (`<ns>.status`) and results (`<ns>.results`).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Actor, EventKind};
+use crate::time::Micros;
+use crate::{EndpointId, FunctionId, ManagerId, TaskId};
+
+/// What a function is: Python code run by a warm interpreter, or a shell command run
+/// directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FunctionKind {
+    Python,
+    Shell,
+}
+
+impl FunctionKind {
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            FunctionKind::Python => "python",
+            FunctionKind::Shell => "shell",
+        }
+    }
+
+    pub fn from_wire_name(name: &str) -> Option<Self> {
+        match name {
+            "python" => Some(FunctionKind::Python),
+            "shell" => Some(FunctionKind::Shell),
+            _ => None,
+        }
+    }
+}
+
+/// A function's code as the worker needs it. Opaque to Rust for Python functions (a
+/// serialized-function string); the command template for shell functions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCode {
+    pub function_id: FunctionId,
+    pub kind: FunctionKind,
+    pub code: Bytes,
+}
+
+/// One task as it is dispatched: which function, which input, which attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: TaskId,
+    pub function_id: FunctionId,
+    /// The attempt this dispatch belongs to; every report about it carries it back.
+    pub attempt: u32,
+    /// How many times the endpoint may retry the task after losing its worker or manager.
+    pub max_retries: u32,
+    /// The serialized arguments (opaque to Rust for Python functions; a JSON object of
+    /// named values for shell functions).
+    pub payload: Bytes,
+}
+
+/// Tasks for one endpoint, with the code of every function they use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskBatch {
+    pub endpoint_id: EndpointId,
+    pub functions: Vec<FunctionCode>,
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// One step of a task on the endpoint's side, when it happened and who saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub kind: EventKind,
+    pub at: Micros,
+    pub by: Actor,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Completion {
+    /// The function returned; the serialized value.
+    Success { result: Bytes },
+    /// The function raised or the task could not run. `traceback` is the text a user
+    /// reads; `exception` is the serialized exception object when it could be
+    /// serialized, so the SDK can re-raise it.
+    Failure {
+        traceback: String,
+        exception: Option<Bytes>,
+    },
+}
+
+/// The end of one attempt of one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    /// The task's endpoint-side steps of this attempt, oldest first. The forwarder
+    /// applies them before the terminal event, so the history is complete even when the
+    /// result overtakes the status reports.
+    pub steps: Vec<StatusUpdate>,
+    pub completion: Completion,
+    /// When the function ended.
+    pub finished_at: Micros,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// An endpoint's view of its capacity, sent with every heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointLoad {
+    pub managers: u32,
+    pub total_workers: u32,
+    pub idle_workers: u32,
+    /// Tasks received and not yet given to a manager.
+    pub pending_tasks: u32,
+    /// Tasks held by managers.
+    pub outstanding_tasks: u32,
+    pub manager_ids: Vec<ManagerId>,
+}
+
+/// Everything an endpoint tells the forwarder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndpointMessage {
+    /// "I am alive"; `interval_ms` is how often the next ones will come, `0` on a clean
+    /// shutdown.
+    Heartbeat {
+        endpoint_id: EndpointId,
+        at: Micros,
+        interval_ms: u64,
+        load: EndpointLoad,
+    },
+    /// Non-terminal steps, batched.
+    Status {
+        endpoint_id: EndpointId,
+        updates: Vec<StatusUpdate>,
+    },
+    /// Terminal results, batched.
+    Results {
+        endpoint_id: EndpointId,
+        results: Vec<TaskResult>,
+    },
+}

@@ -217,6 +217,34 @@ pub enum FailureCause {
     Timeout,
 }
 
+impl FailureCause {
+    pub const ALL: [FailureCause; 4] = [
+        FailureCause::Exception,
+        FailureCause::RetriesExhausted,
+        FailureCause::Cancelled,
+        FailureCause::Timeout,
+    ];
+
+    /// The storage code (used by the Redis script).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(code as usize).copied()
+    }
+
+    /// How the history and the API name the cause.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            FailureCause::Exception => "exception",
+            FailureCause::RetriesExhausted => "retries-exhausted",
+            FailureCause::Cancelled => "cancelled",
+            FailureCause::Timeout => "timeout",
+        }
+    }
+}
+
 /// The effects a transition asks the caller to carry out; the state machine itself
 /// does no I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

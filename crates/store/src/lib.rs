@@ -1,1 +1,32 @@
-//! placeholder
+//! Ferry's records in Redis.
+//!
+//! - [`records`]: the typed records (users, functions, endpoints, batches, tasks) and the
+//!   [`records::Report`] that carries one state-machine event into the store.
+//! - [`redis_store`]: the [`Store`] over a Redis connection manager: one pipelined round
+//!   trip per batch of records, and the atomic transition script `scripts/apply.lua`,
+//!   the mirror of `ferry_proto::state::transition`.
+//!
+//! Every key starts with the store's namespace, so tests (and several Ferry deployments)
+//! share one Redis without meeting. Task keys carry a `{task-id}` hash tag so every
+//! script touches one slot (Redis Cluster ready).
+
+pub mod records;
+mod redis_store;
+
+pub use records::*;
+pub use redis_store::Store;
+
+/// What can go wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("corrupt {what} record {id}: {detail}")]
+    Corrupt {
+        what: &'static str,
+        id: String,
+        detail: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

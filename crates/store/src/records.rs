@@ -1,0 +1,120 @@
+//! The records Ferry keeps, as the store hands them out.
+
+use bytes::Bytes;
+use ferry_proto::messages::FunctionKind;
+use ferry_proto::state::FailureCause;
+use ferry_proto::time::Micros;
+use ferry_proto::{Actor, BatchId, EndpointId, Event, FunctionId, TaskId, TaskState, UserId};
+
+/// A registered function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionRecord {
+    pub function_id: FunctionId,
+    pub owner: UserId,
+    pub name: String,
+    pub kind: FunctionKind,
+    pub code: Bytes,
+    pub description: Option<String>,
+    pub created_at: Micros,
+}
+
+/// A registered endpoint and what its heartbeats said last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointRecord {
+    pub endpoint_id: EndpointId,
+    pub owner: UserId,
+    pub name: String,
+    pub created_at: Micros,
+    pub last_heartbeat: Option<Micros>,
+    /// The period the endpoint announced (0 after a clean shutdown).
+    pub heartbeat_interval_ms: u64,
+    /// The endpoint's load as of its last heartbeat, as JSON.
+    pub details: serde_json::Value,
+}
+
+/// A batch of tasks submitted in one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub batch_id: BatchId,
+    pub owner: UserId,
+    pub endpoint_id: EndpointId,
+    pub size: u64,
+    pub created_at: Micros,
+}
+
+/// A task as submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    pub task_id: TaskId,
+    pub function_id: FunctionId,
+    pub max_retries: u32,
+}
+
+/// One step in a task's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryStep {
+    pub state: TaskState,
+    pub attempt: u32,
+    pub at: Micros,
+    pub by: Actor,
+    pub cause: Option<FailureCause>,
+}
+
+/// A task record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub task_id: TaskId,
+    pub owner: UserId,
+    pub function_id: FunctionId,
+    pub endpoint_id: EndpointId,
+    pub batch_id: BatchId,
+    pub state: TaskState,
+    pub attempt: u32,
+    pub max_retries: u32,
+    pub created_at: Micros,
+    pub completed_at: Option<Micros>,
+    pub cause: Option<FailureCause>,
+    pub result: Option<String>,
+    pub traceback: Option<String>,
+    pub exception: Option<String>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub history: Vec<HistoryStep>,
+}
+
+/// The payload of a terminal report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    pub success: bool,
+    /// The serialized result (success) or the traceback text (failure).
+    pub data: Bytes,
+    /// The serialized exception, when there is one.
+    pub exception: Bytes,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// One event for one task, as the store applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub task_id: TaskId,
+    pub event: Event,
+    pub at: Micros,
+    pub by: Actor,
+    /// Present on `Succeeded` and `Failed` reports.
+    pub finish: Option<Finish>,
+}
+
+/// What the store did with a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The record moved; `terminal` when this was the task's first terminal event.
+    Moved {
+        to: TaskState,
+        attempt: u32,
+        cause: Option<FailureCause>,
+    },
+    Ignored(ferry_proto::Ignored),
+    /// No such task (expired, or never existed).
+    Unknown,
+}

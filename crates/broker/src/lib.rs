@@ -1,1 +1,280 @@
-//! placeholder
+//! Ferry's RabbitMQ broker: the queue names, confirmed publishing, consuming with
+//! manual acks, and dead letters. No `lapin` type leaves this crate.
+//!
+//! Queues (all durable, all prefixed by the namespace `<ns>`):
+//! - `<ns>.submissions`: web-service -> forwarder, [`ferry_proto::messages::TaskBatch`]
+//! - `<ns>.ep.<endpoint-id>.tasks`: forwarder -> endpoint, `TaskBatch`
+//! - `<ns>.status` and `<ns>.results`: endpoint -> forwarder, `EndpointMessage`
+//! - `<ns>.dead`: messages nobody could decode, with the reason in the
+//!   `x-ferry-reason` header
+//!
+//! Every message is persistent; every publish waits for the broker's confirm.
+
+use std::time::Duration;
+
+use ferry_proto::EndpointId;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+/// What can go wrong talking to RabbitMQ.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused (nacked) a message for queue {queue}")]
+    Nacked { queue: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Settings shared by everything that declares queues.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Delete a queue after it has had no consumer for this long (tests use it so an
+    /// aborted run cleans up after itself; production leaves it unset).
+    pub queue_expires: Option<Duration>,
+}
+
+/// One connection to RabbitMQ with a confirm-mode channel for publishing. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Broker {
+    conn: std::sync::Arc<Connection>,
+    publisher: Channel,
+    ns: String,
+    options: Options,
+}
+
+impl Broker {
+    /// Connects to `url` (`amqp://user:pass@host:port/vhost`).
+    pub async fn connect(url: &str, namespace: &str, options: Options) -> Result<Self> {
+        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let publisher = conn.create_channel().await?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self {
+            conn: std::sync::Arc::new(conn),
+            publisher,
+            ns: namespace.to_owned(),
+            options,
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    pub fn submissions_queue(&self) -> String {
+        format!("{}.submissions", self.ns)
+    }
+
+    pub fn status_queue(&self) -> String {
+        format!("{}.status", self.ns)
+    }
+
+    pub fn results_queue(&self) -> String {
+        format!("{}.results", self.ns)
+    }
+
+    pub fn dead_queue(&self) -> String {
+        format!("{}.dead", self.ns)
+    }
+
+    pub fn endpoint_queue(&self, endpoint: EndpointId) -> String {
+        format!("{}.ep.{endpoint}.tasks", self.ns)
+    }
+
+    /// Declares the queues the web-service and forwarder share (idempotent).
+    pub async fn declare_core(&self) -> Result<()> {
+        self.declare_queue(&self.dead_queue(), false).await?;
+        for q in [self.submissions_queue(), self.status_queue(), self.results_queue()] {
+            self.declare_queue(&q, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Declares an endpoint's task queue (idempotent).
+    pub async fn declare_endpoint(&self, endpoint: EndpointId) -> Result<()> {
+        self.declare_queue(&self.endpoint_queue(endpoint), true).await
+    }
+
+    async fn declare_queue(&self, name: &str, dead_letters: bool) -> Result<()> {
+        let mut args = FieldTable::default();
+        if dead_letters {
+            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from("")));
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(LongString::from(self.dead_queue())),
+            );
+        }
+        if let Some(expires) = self.options.queue_expires {
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(expires.as_millis() as i64));
+        }
+        self.publisher
+            .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes one persistent message to `queue` and waits for the broker's confirm.
+    pub async fn publish(&self, queue: &str, body: &[u8]) -> Result<()> {
+        self.publish_many(queue, std::iter::once(body)).await
+    }
+
+    /// Publishes several messages to `queue`, then waits for all their confirms: one
+    /// round trip for the lot.
+    pub async fn publish_many<'a>(&self, queue: &str, bodies: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+        let mut confirms = Vec::new();
+        for body in bodies {
+            confirms.push(self.send(queue, body, BasicProperties::default()).await?);
+        }
+        for confirm in confirms {
+            if !confirm.await?.is_ack() {
+                return Err(Error::Nacked { queue: queue.to_owned() });
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        queue: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<lapin::PublisherConfirm> {
+        Ok(self
+            .publisher
+            .basic_publish(
+                ShortString::from(""),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await?)
+    }
+
+    /// Starts consuming `queue` on a channel of its own, at most `prefetch` unacked
+    /// messages at a time.
+    pub async fn consume(&self, queue: &str, prefetch: u16, tag: &str) -> Result<Consumer> {
+        let channel = self.conn.create_channel().await?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let inner = channel
+            .basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        Ok(Consumer {
+            inner,
+            _channel: channel,
+            broker: self.clone(),
+        })
+    }
+
+    /// Deletes a queue (test cleanup); a missing queue is not an error.
+    pub async fn delete_queue(&self, queue: &str) -> Result<()> {
+        let channel = self.conn.create_channel().await?;
+        channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(())
+    }
+
+    /// How many messages wait in `queue` (declares it passively).
+    pub async fn queue_len(&self, queue: &str) -> Result<u32> {
+        let channel = self.conn.create_channel().await?;
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(q.message_count())
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+/// Messages arriving from one queue.
+pub struct Consumer {
+    inner: lapin::Consumer,
+    _channel: Channel,
+    broker: Broker,
+}
+
+impl Consumer {
+    /// The next message; `None` when the consumer was cancelled or the connection closed.
+    pub async fn next(&mut self) -> Option<Result<Delivery>> {
+        let item = self.inner.next().await?;
+        Some(item.map_err(Error::from).map(|inner| Delivery {
+            inner,
+            broker: self.broker.clone(),
+        }))
+    }
+}
+
+/// One message, to be acked once its work is safely done.
+pub struct Delivery {
+    inner: lapin::message::Delivery,
+    broker: Broker,
+}
+
+impl Delivery {
+    pub fn body(&self) -> &[u8] {
+        &self.inner.data
+    }
+
+    /// True when the broker delivered it before and it was not acked.
+    pub fn redelivered(&self) -> bool {
+        self.inner.redelivered
+    }
+
+    /// The work is done: the broker may forget the message.
+    pub async fn ack(&self) -> Result<()> {
+        self.inner.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Give the message back for another delivery.
+    pub async fn requeue(&self) -> Result<()> {
+        self.inner
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Moves an undecodable message to the dead-letter queue with `reason` in its
+    /// `x-ferry-reason` header, then acks it. Nothing is lost and nothing loops.
+    pub async fn dead_letter(&self, reason: &str) -> Result<()> {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-ferry-reason".into(),
+            AMQPValue::LongString(LongString::from(reason.chars().take(1000).collect::<String>())),
+        );
+        headers.insert(
+            "x-ferry-queue".into(),
+            AMQPValue::LongString(LongString::from(self.inner.routing_key.as_str())),
+        );
+        let dead = self.broker.dead_queue();
+        let confirm = self
+            .broker
+            .send(&dead, &self.inner.data, BasicProperties::default().with_headers(headers))
+            .await?;
+        if !confirm.await?.is_ack() {
+            return Err(Error::Nacked { queue: dead });
+        }
+        self.ack().await
+    }
+}

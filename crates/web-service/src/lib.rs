@@ -1,1 +1,134 @@
-//! placeholder
+//! Ferry's web-service: the HTTP API the SDK talks to.
+//!
+//! - [`api`]: one module per resource (version, functions, endpoints, tasks, batches).
+//! - [`extract`]: the caller from its bearer token; JSON bodies with Ferry's errors.
+//! - [`error`]: the closed set of error codes and their HTTP mapping.
+//!
+//! It owns no state of its own: every record is in Redis, every submission is published
+//! (confirmed) to RabbitMQ before its ids are returned, so any number of replicas can run
+//! behind a load balancer.
+
+pub mod api;
+pub mod error;
+pub mod extract;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use ferry_broker::Broker;
+use ferry_proto::FunctionId;
+use ferry_store::{FunctionRecord, Store};
+use tokio_util::sync::CancellationToken;
+
+/// The web-service's settings (flags, or `FERRY_*` environment variables).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Redis URL.
+    #[arg(long, env = "FERRY_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// RabbitMQ URL.
+    #[arg(long, env = "FERRY_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+    /// The broker URL handed to endpoints when they register (defaults to --amqp-url).
+    #[arg(long, env = "FERRY_ENDPOINT_AMQP_URL")]
+    pub endpoint_amqp_url: Option<String>,
+    /// Prefix of every Redis key and queue name.
+    #[arg(long, env = "FERRY_NAMESPACE", default_value = "ferry")]
+    pub namespace: String,
+    /// Largest accepted request body.
+    #[arg(long, env = "FERRY_MAX_REQUEST_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Most tasks in one submission.
+    #[arg(long, env = "FERRY_MAX_BATCH", default_value_t = 100_000)]
+    pub max_batch: usize,
+    /// Retries granted to a task that does not ask for a number.
+    #[arg(long, env = "FERRY_DEFAULT_MAX_RETRIES", default_value_t = 3)]
+    pub default_max_retries: u32,
+    /// How often endpoints are told to send heartbeats, in milliseconds.
+    #[arg(long, env = "FERRY_HEARTBEAT_INTERVAL_MS", default_value_t = 2000)]
+    pub heartbeat_interval_ms: u64,
+    /// How long finished tasks and their results are kept, in seconds (0: forever).
+    #[arg(long, env = "FERRY_RESULT_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub result_ttl_secs: u64,
+    /// Delete queues unused for this many seconds (for tests; 0: never).
+    #[arg(long, env = "FERRY_QUEUE_EXPIRES_SECS", default_value_t = 0)]
+    pub queue_expires_secs: u64,
+}
+
+impl Config {
+    pub fn broker_options(&self) -> ferry_broker::Options {
+        ferry_broker::Options {
+            queue_expires: (self.queue_expires_secs > 0).then(|| Duration::from_secs(self.queue_expires_secs)),
+        }
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub broker: Broker,
+    /// Functions never change once registered, so their records are kept here.
+    functions: Arc<Mutex<HashMap<FunctionId, Arc<FunctionRecord>>>>,
+}
+
+impl AppState {
+    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs).await?;
+        let broker = Broker::connect(&config.amqp_url, &config.namespace, config.broker_options()).await?;
+        broker.declare_core().await?;
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            broker,
+            functions: Arc::default(),
+        })
+    }
+
+    /// A function record, from memory when it was read before.
+    pub async fn function(&self, id: FunctionId) -> Result<Option<Arc<FunctionRecord>>, ferry_store::Error> {
+        if let Some(f) = self.functions.lock().expect("function cache poisoned").get(&id) {
+            return Ok(Some(f.clone()));
+        }
+        let Some(record) = self.store.get_function(id).await? else {
+            return Ok(None);
+        };
+        let record = Arc::new(record);
+        let mut cache = self.functions.lock().expect("function cache poisoned");
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(id, record.clone());
+        Ok(Some(record))
+    }
+}
+
+/// The router with every route.
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.max_request_bytes;
+    api::routes()
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves until `shutdown` is cancelled, then finishes in-flight requests.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let state = AppState::connect(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "web-service listening");
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    state.broker.close().await;
+    Ok(())
+}

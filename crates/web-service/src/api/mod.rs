@@ -1,0 +1,36 @@
+//! Routes, one module per resource.
+
+mod batches;
+mod endpoints;
+mod functions;
+mod tasks;
+
+use axum::Json;
+use axum::Router;
+use axum::routing::{get, post};
+use ferry_proto::api::Version;
+
+use crate::AppState;
+
+pub use tasks::task_doc;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/version", get(version))
+        .route("/v1/functions", post(functions::register))
+        .route("/v1/functions/{id}", get(functions::get))
+        .route("/v1/endpoints", post(endpoints::register).get(endpoints::list))
+        .route("/v1/endpoints/{id}", get(endpoints::get))
+        .route("/v1/tasks", post(tasks::submit))
+        .route("/v1/tasks/status", post(tasks::status))
+        .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/batches/{id}", get(batches::get))
+        .fallback(|| async { crate::error::ApiError::not_found("no such route") })
+}
+
+async fn version() -> Json<Version> {
+    Json(Version {
+        api: "1".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}

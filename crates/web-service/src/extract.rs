@@ -1,0 +1,56 @@
+//! Extractors: the caller's identity from its bearer token, and a JSON body whose
+//! rejection is Ferry's error body.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use ferry_proto::UserId;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::{ApiError, Code};
+
+/// The authenticated caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller(pub UserId);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::new(Code::Unauthenticated, "missing Authorization: Bearer <token> header"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::new(Code::Unauthenticated, "Authorization header must be `Bearer <token>`"))?;
+        match state.store.user_for_token(token).await? {
+            Some(user) => Ok(Caller(user)),
+            None => Err(ApiError::new(Code::Unauthenticated, "unknown or revoked token")),
+        }
+    }
+}
+
+/// `Json<T>` with Ferry's error body on rejection.
+pub struct FerryJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for FerryJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(FerryJson(value))
+    }
+}
+
+/// Parses a path segment as an id, naming the kind on failure.
+pub fn parse_id<T>(raw: &str) -> Result<T, ApiError>
+where
+    T: std::str::FromStr<Err = ferry_proto::ids::Error>,
+{
+    raw.parse().map_err(|e: ferry_proto::ids::Error| ApiError::bad_request(e.to_string()))
+}

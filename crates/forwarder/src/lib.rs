@@ -1,1 +1,68 @@
-//! placeholder
+//! Ferry's forwarder: the only writer of task state after `received`.
+//!
+//! - [`dispatch`]: consumes submissions, moves their tasks to `waiting-for-ep`, and
+//!   publishes them to their endpoint's queue.
+//! - [`reports`]: consumes what endpoints send (heartbeats, status updates, results) and
+//!   applies it to Redis through the transition script.
+//!
+//! It keeps no state of its own: several forwarders can consume the same queues.
+
+pub mod dispatch;
+pub mod reports;
+
+use std::time::Duration;
+
+use ferry_broker::Broker;
+use ferry_store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// The forwarder's settings (flags, or `FERRY_*` environment variables).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Redis URL.
+    #[arg(long, env = "FERRY_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// RabbitMQ URL.
+    #[arg(long, env = "FERRY_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+    /// Prefix of every Redis key and queue name.
+    #[arg(long, env = "FERRY_NAMESPACE", default_value = "ferry")]
+    pub namespace: String,
+    /// How long finished tasks and their results are kept, in seconds (0: forever).
+    #[arg(long, env = "FERRY_RESULT_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub result_ttl_secs: u64,
+    /// Delete queues unused for this many seconds (for tests; 0: never).
+    #[arg(long, env = "FERRY_QUEUE_EXPIRES_SECS", default_value_t = 0)]
+    pub queue_expires_secs: u64,
+    /// Unacked messages each consumer may hold.
+    #[arg(long, env = "FERRY_PREFETCH", default_value_t = 32)]
+    pub prefetch: u16,
+}
+
+/// Runs the consumers until `shutdown` is cancelled or one of them fails.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs).await?;
+    store.load_scripts().await?;
+    let options = ferry_broker::Options {
+        queue_expires: (config.queue_expires_secs > 0).then(|| Duration::from_secs(config.queue_expires_secs)),
+    };
+    let broker = Broker::connect(&config.amqp_url, &config.namespace, options).await?;
+    broker.declare_core().await?;
+
+    let dispatcher = dispatch::Dispatcher::new(store.clone(), broker.clone());
+    let applier = reports::Applier::new(store.clone());
+    let submissions = broker.consume(&broker.submissions_queue(), config.prefetch, "forwarder-dispatch").await?;
+    let status = broker.consume(&broker.status_queue(), config.prefetch, "forwarder-status").await?;
+    let results = broker.consume(&broker.results_queue(), config.prefetch, "forwarder-results").await?;
+    tracing::info!(namespace = %config.namespace, "forwarder running");
+
+    let outcome = tokio::select! {
+        r = dispatcher.run(submissions) => r,
+        r = applier.clone().run(status) => r,
+        r = applier.run(results) => r,
+        _ = shutdown.cancelled() => Ok(()),
+    };
+    // Unacked deliveries go back to their queues when the connection closes.
+    broker.close().await;
+    outcome
+}

@@ -1,0 +1,135 @@
+//! Endpoint messages -> Redis.
+
+use ferry_broker::{Consumer, Delivery};
+use ferry_proto::messages::{Completion, EndpointMessage, TaskResult};
+use ferry_proto::{Event, EventKind};
+use ferry_store::{Applied, Finish, Report, Store};
+
+/// Applies heartbeats, status updates and results.
+#[derive(Clone)]
+pub struct Applier {
+    store: Store,
+}
+
+impl Applier {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Consumes endpoint messages until the consumer ends.
+    pub async fn run(self, mut consumer: Consumer) -> anyhow::Result<()> {
+        while let Some(delivery) = consumer.next().await {
+            self.step(delivery?).await?;
+        }
+        anyhow::bail!("an endpoint-message consumer was closed")
+    }
+
+    /// Handles one message; acks only after Redis has it.
+    pub async fn step(&self, delivery: Delivery) -> anyhow::Result<()> {
+        let message: EndpointMessage = match ferry_proto::codec::decode(delivery.body()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-lettering a malformed endpoint message");
+                delivery.dead_letter(&e.to_string()).await?;
+                return Ok(());
+            }
+        };
+        match message {
+            EndpointMessage::Heartbeat {
+                endpoint_id,
+                at,
+                interval_ms,
+                load,
+            } => {
+                let load = serde_json::to_value(&load)?;
+                if !self.store.record_heartbeat(endpoint_id, at, interval_ms, &load).await? {
+                    tracing::warn!(%endpoint_id, "heartbeat from an unregistered endpoint");
+                }
+            }
+            EndpointMessage::Status { endpoint_id, updates } => {
+                let reports: Vec<Report> = updates
+                    .iter()
+                    .map(|u| Report {
+                        task_id: u.task_id,
+                        event: Event {
+                            kind: u.kind,
+                            attempt: u.attempt,
+                        },
+                        at: u.at,
+                        by: u.by,
+                        finish: None,
+                    })
+                    .collect();
+                let applied = self.store.apply(&reports).await?;
+                log_outcomes(&reports, &applied, endpoint_id);
+            }
+            EndpointMessage::Results { endpoint_id, results } => {
+                let reports: Vec<Report> = results.into_iter().flat_map(result_reports).collect();
+                let applied = self.store.apply(&reports).await?;
+                log_outcomes(&reports, &applied, endpoint_id);
+            }
+        }
+        delivery.ack().await?;
+        Ok(())
+    }
+}
+
+/// A result becomes its endpoint-side steps (so the history is whole even when the
+/// result overtook the status updates) followed by the terminal event.
+fn result_reports(r: TaskResult) -> Vec<Report> {
+    let mut reports: Vec<Report> = r
+        .steps
+        .iter()
+        .map(|s| Report {
+            task_id: r.task_id,
+            event: Event {
+                kind: s.kind,
+                attempt: s.attempt,
+            },
+            at: s.at,
+            by: s.by,
+            finish: None,
+        })
+        .collect();
+    let (kind, data, exception) = match r.completion {
+        Completion::Success { result } => (EventKind::Succeeded, result, bytes::Bytes::new()),
+        Completion::Failure { traceback, exception } => (
+            EventKind::Failed,
+            bytes::Bytes::from(traceback),
+            exception.unwrap_or_default(),
+        ),
+    };
+    reports.push(Report {
+        task_id: r.task_id,
+        event: Event {
+            kind,
+            attempt: r.attempt,
+        },
+        at: r.finished_at,
+        by: ferry_proto::Actor::Worker,
+        finish: Some(Finish {
+            success: kind == EventKind::Succeeded,
+            data,
+            exception,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        }),
+    });
+    reports
+}
+
+fn log_outcomes(reports: &[Report], applied: &[Applied], endpoint_id: ferry_proto::EndpointId) {
+    for (report, outcome) in reports.iter().zip(applied) {
+        match outcome {
+            Applied::Moved { to, attempt, .. } => {
+                tracing::debug!(task_id = %report.task_id, state = to.wire_name(), attempt, "transition")
+            }
+            Applied::Ignored(reason) => {
+                tracing::debug!(task_id = %report.task_id, ?reason, event = ?report.event.kind, "report ignored")
+            }
+            Applied::Unknown => {
+                tracing::warn!(task_id = %report.task_id, %endpoint_id, "report about an unknown task")
+            }
+        }
+    }
+}

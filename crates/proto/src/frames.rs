@@ -42,6 +42,13 @@ pub enum FromManager {
     /// A worker started a task.
     Started { task_id: TaskId, attempt: u32, at: Micros },
     Finished(TaskResult),
+    /// The worker running a task died before it finished (crash, kill, out of memory).
+    Lost {
+        task_id: TaskId,
+        attempt: u32,
+        at: Micros,
+        reason: String,
+    },
 }
 
 /// Manager -> worker.

@@ -1,1 +1,22 @@
-//! placeholder
+//! Ferry's worker: one process per worker slot, running one task at a time.
+//!
+//! - [`host`]: the warm Python interpreter (`python -m ferry.host`) the worker keeps for
+//!   Python functions, and the small binary protocol it speaks over pipes.
+//! - [`shell`]: shell functions, run directly with `/bin/sh -c`.
+//! - [`run`]: the loop that reads [`ToWorker`](ferry_proto::frames::ToWorker) frames from
+//!   the manager on stdin and answers on stdout.
+//!
+//! If the Python host dies in the middle of a task the worker exits: the manager sees a
+//! lost worker and the task is retried elsewhere, which is the rule for any worker death.
+
+pub mod host;
+pub mod run;
+pub mod shell;
+
+/// The worker's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// The Python interpreter that runs `-m ferry.host`.
+    #[arg(long, env = "FERRY_PYTHON", default_value = "python3")]
+    pub python: String,
+}

@@ -1,1 +1,17 @@
-fn main() {}
+//! `ferry-worker`: run tasks handed over by a manager on stdin/stdout.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "Ferry's worker: runs one task at a time for its manager (frames on stdin/stdout)")]
+struct Cli {
+    #[command(flatten)]
+    config: ferry_worker::Config,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    ferry_telemetry::init("ferry_worker=info");
+    ferry_worker::run::run(cli.config).await
+}

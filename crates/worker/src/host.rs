@@ -1,0 +1,192 @@
+//! The warm Python host and its pipe protocol.
+//!
+//! Frames both ways are a 4-byte big-endian length and a body whose first byte names it:
+//! - host -> worker `R` + JSON `{"pid", "python"}`: ready, once at start;
+//! - worker -> host `T` + task id (16) + function id (16) + u32 len + function code
+//!   (empty when the host already has it) + u32 len + payload;
+//! - host -> worker `D` + task id (16) + u8 status (0 success, 1 failure) + f64 started
+//!   + f64 ended + four u32-length fields: data (result or traceback), serialized
+//!   exception, stdout, stderr.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+
+use bytes::Bytes;
+use ferry_proto::messages::{FunctionCode, TaskSpec};
+use ferry_proto::time::Micros;
+use ferry_proto::{FunctionId, TaskId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// Largest frame the host may send (results above it are refused, not read).
+const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start the Python host `{python} -m ferry.host`: {source}")]
+    Spawn { python: String, source: std::io::Error },
+    #[error("the Python host exited ({status})")]
+    Exited { status: String },
+    #[error("the Python host broke the protocol: {0}")]
+    Protocol(String),
+}
+
+/// What the host answered for one task.
+#[derive(Debug)]
+pub struct HostOutcome {
+    pub success: bool,
+    pub started_at: Micros,
+    pub ended_at: Micros,
+    pub data: Bytes,
+    pub exception: Bytes,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A running Python host.
+pub struct Host {
+    child: Child,
+    stdin: BufWriter<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    /// Functions this host has been sent (it keeps them deserialized).
+    loaded: HashSet<FunctionId>,
+    pub pid: u32,
+}
+
+impl Host {
+    /// Starts `python -m ferry.host` and waits for its ready frame.
+    pub async fn start(python: &str) -> Result<Self, Error> {
+        let mut child = Command::new(python)
+            .args(["-u", "-m", "ferry.host"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                python: python.to_owned(),
+                source,
+            })?;
+        let stdin = BufWriter::new(child.stdin.take().expect("piped stdin"));
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut host = Self {
+            pid: child.id().unwrap_or(0),
+            child,
+            stdin,
+            stdout,
+            loaded: HashSet::new(),
+        };
+        let frame = host.read_frame().await?;
+        if frame.first() != Some(&b'R') {
+            return Err(Error::Protocol("expected a ready frame first".into()));
+        }
+        Ok(host)
+    }
+
+    /// Runs one task to its end.
+    pub async fn run(&mut self, function: &FunctionCode, task: &TaskSpec) -> Result<HostOutcome, Error> {
+        let send_code = !self.loaded.contains(&function.function_id);
+        let code: &[u8] = if send_code { &function.code } else { &[] };
+        let len = 1 + 16 + 16 + 4 + code.len() + 4 + task.payload.len();
+        let io = |e: std::io::Error| Error::Protocol(format!("writing a task: {e}"));
+        self.stdin.write_u32(len as u32).await.map_err(io)?;
+        self.stdin.write_u8(b'T').await.map_err(io)?;
+        self.stdin.write_all(task.task_id.0.as_bytes()).await.map_err(io)?;
+        self.stdin.write_all(function.function_id.0.as_bytes()).await.map_err(io)?;
+        self.stdin.write_u32(code.len() as u32).await.map_err(io)?;
+        self.stdin.write_all(code).await.map_err(io)?;
+        self.stdin.write_u32(task.payload.len() as u32).await.map_err(io)?;
+        self.stdin.write_all(&task.payload).await.map_err(io)?;
+        if let Err(e) = self.stdin.flush().await {
+            return Err(self.exit_error(e).await);
+        }
+        self.loaded.insert(function.function_id);
+        let frame = self.read_frame().await?;
+        parse_done(&frame, task.task_id)
+    }
+
+    async fn read_frame(&mut self) -> Result<Vec<u8>, Error> {
+        let len = match self.stdout.read_u32().await {
+            Ok(len) => len as usize,
+            Err(e) => return Err(self.exit_error(e).await),
+        };
+        if len > MAX_FRAME {
+            return Err(Error::Protocol(format!("a {len}-byte frame is over the {MAX_FRAME}-byte limit")));
+        }
+        let mut body = vec![0; len];
+        if let Err(e) = self.stdout.read_exact(&mut body).await {
+            return Err(self.exit_error(e).await);
+        }
+        Ok(body)
+    }
+
+    /// The error for a broken pipe: the host's exit status when it is gone.
+    async fn exit_error(&mut self, e: std::io::Error) -> Error {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await {
+            Ok(Ok(status)) => Error::Exited {
+                status: describe_status(status),
+            },
+            _ => Error::Protocol(format!("pipe broken: {e}")),
+        }
+    }
+}
+
+/// `exit code 3` or `killed by signal 9 (SIGKILL)`.
+pub fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => {
+            let name = match sig {
+                libc::SIGKILL => " (SIGKILL)",
+                libc::SIGSEGV => " (SIGSEGV)",
+                libc::SIGTERM => " (SIGTERM)",
+                libc::SIGABRT => " (SIGABRT)",
+                libc::SIGBUS => " (SIGBUS)",
+                _ => "",
+            };
+            format!("killed by signal {sig}{name}")
+        }
+        _ => "unknown status".to_owned(),
+    }
+}
+
+fn parse_done(frame: &[u8], expected: TaskId) -> Result<HostOutcome, Error> {
+    let bad = |what: &str| Error::Protocol(format!("malformed result frame: {what}"));
+    let mut cur = frame;
+    let mut take = |n: usize| -> Result<&[u8], Error> {
+        if cur.len() < n {
+            return Err(bad("truncated"));
+        }
+        let (head, rest) = cur.split_at(n);
+        cur = rest;
+        Ok(head)
+    };
+    if take(1)? != b"D" {
+        return Err(bad("not a result"));
+    }
+    let id = uuid::Uuid::from_slice(take(16)?).map_err(|_| bad("task id"))?;
+    if id != expected.0 {
+        return Err(bad("result for another task"));
+    }
+    let status = take(1)?[0];
+    let started = f64::from_be_bytes(take(8)?.try_into().expect("8 bytes"));
+    let ended = f64::from_be_bytes(take(8)?.try_into().expect("8 bytes"));
+    let mut field = || -> Result<Vec<u8>, Error> {
+        let len = u32::from_be_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+        Ok(take(len)?.to_vec())
+    };
+    let data = field()?;
+    let exception = field()?;
+    let stdout = field()?;
+    let stderr = field()?;
+    Ok(HostOutcome {
+        success: status == 0,
+        started_at: (started * 1e6) as Micros,
+        ended_at: (ended * 1e6) as Micros,
+        data: Bytes::from(data),
+        exception: Bytes::from(exception),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}

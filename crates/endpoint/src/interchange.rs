@@ -1,0 +1,376 @@
+//! The interchange: which manager runs which task.
+//!
+//! One task owns all the state (pending tasks, managers and their free slots, tasks in
+//! flight, the AMQP deliveries they came in) and reacts to [`Input`]s one at a time, so
+//! no lock is ever taken. A delivery is acked only once every task it carried has its
+//! result confirmed by the broker (or was settled as lost): delivery is at-least-once,
+//! recording exactly-once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use ferry_broker::Delivery;
+use ferry_proto::frames::{FromManager, ManagerInfo, ToManager};
+use ferry_proto::messages::{EndpointLoad, FunctionCode, StatusUpdate, TaskBatch, TaskResult, TaskSpec};
+use ferry_proto::state::{Outcome, TaskStatus, transition};
+use ferry_proto::time::now_micros;
+use ferry_proto::{Actor, Event, EventKind, FunctionId, ManagerId, TaskId, TaskState};
+use tokio::sync::mpsc;
+
+/// Everything the interchange reacts to.
+pub enum Input {
+    /// A message from the endpoint's queue.
+    Tasks { batch: TaskBatch, delivery: Delivery },
+    ManagerConnected {
+        info: ManagerInfo,
+        tx: mpsc::UnboundedSender<ToManager>,
+    },
+    FromManager { manager: ManagerId, message: FromManager },
+    ManagerGone { manager: ManagerId, reason: String },
+    /// These results are confirmed by the broker.
+    Published { tasks: Vec<TaskId> },
+    /// Time to check managers' liveness and send a heartbeat.
+    Tick,
+}
+
+/// Where the interchange sends what it learns.
+pub trait Sink {
+    fn status(&self, update: StatusUpdate);
+    fn result(&self, result: TaskResult);
+    fn heartbeat(&self, load: EndpointLoad);
+}
+
+struct Manager {
+    tx: mpsc::UnboundedSender<ToManager>,
+    info: ManagerInfo,
+    free: u32,
+    functions_sent: HashSet<FunctionId>,
+    tasks: HashSet<TaskId>,
+    last_seen: Instant,
+}
+
+struct InFlight {
+    spec: TaskSpec,
+    delivery: u64,
+    manager: Option<ManagerId>,
+    /// Endpoint-side steps of the current attempt, sent again with the result.
+    steps: Vec<StatusUpdate>,
+}
+
+struct Tracked {
+    delivery: Delivery,
+    remaining: usize,
+}
+
+pub struct Interchange<S> {
+    sink: S,
+    manager_timeout: Duration,
+    pending: VecDeque<TaskId>,
+    inflight: HashMap<TaskId, InFlight>,
+    /// Results sent to the broker, awaiting its confirm: task -> delivery.
+    publishing: HashMap<TaskId, u64>,
+    functions: HashMap<FunctionId, FunctionCode>,
+    managers: HashMap<ManagerId, Manager>,
+    deliveries: HashMap<u64, Tracked>,
+    next_delivery: u64,
+}
+
+impl<S: Sink> Interchange<S> {
+    pub fn new(sink: S, manager_timeout: Duration) -> Self {
+        Self {
+            sink,
+            manager_timeout,
+            pending: VecDeque::new(),
+            inflight: HashMap::new(),
+            publishing: HashMap::new(),
+            functions: HashMap::new(),
+            managers: HashMap::new(),
+            deliveries: HashMap::new(),
+            next_delivery: 0,
+        }
+    }
+
+    /// Reacts to inputs until the channel closes.
+    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
+        while let Some(input) = inputs.recv().await {
+            self.step(input).await;
+        }
+        for manager in self.managers.values() {
+            let _ = manager.tx.send(ToManager::Shutdown);
+        }
+    }
+
+    /// Handles one input, then hands out whatever can be handed out.
+    pub async fn step(&mut self, input: Input) {
+        match input {
+            Input::Tasks { batch, delivery } => self.receive(batch, delivery).await,
+            Input::ManagerConnected { info, tx } => {
+                tracing::info!(manager_id = %info.manager_id, workers = info.workers, host = %info.hostname, "manager connected");
+                self.managers.insert(
+                    info.manager_id,
+                    Manager {
+                        tx,
+                        free: info.workers,
+                        info,
+                        functions_sent: HashSet::new(),
+                        tasks: HashSet::new(),
+                        last_seen: Instant::now(),
+                    },
+                );
+            }
+            Input::FromManager { manager, message } => self.from_manager(manager, message).await,
+            Input::ManagerGone { manager, reason } => self.manager_gone(manager, &reason).await,
+            Input::Published { tasks } => {
+                for task in tasks {
+                    if let Some(delivery) = self.publishing.remove(&task) {
+                        self.settle(delivery).await;
+                    }
+                }
+            }
+            Input::Tick => {
+                let stale: Vec<ManagerId> = self
+                    .managers
+                    .iter()
+                    .filter(|(_, m)| m.last_seen.elapsed() > self.manager_timeout)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in stale {
+                    self.manager_gone(id, "its heartbeats stopped").await;
+                }
+                self.sink.heartbeat(self.load());
+            }
+        }
+        self.assign();
+    }
+
+    async fn receive(&mut self, batch: TaskBatch, delivery: Delivery) {
+        for f in batch.functions {
+            self.functions.insert(f.function_id, f);
+        }
+        let id = self.next_delivery;
+        self.next_delivery += 1;
+        let mut fresh = 0;
+        let now = now_micros();
+        for spec in batch.tasks {
+            if self.inflight.contains_key(&spec.task_id) || self.publishing.contains_key(&spec.task_id) {
+                tracing::debug!(task_id = %spec.task_id, "task delivered twice; keeping the first");
+                continue;
+            }
+            let step = StatusUpdate {
+                task_id: spec.task_id,
+                attempt: spec.attempt,
+                kind: EventKind::Received,
+                at: now,
+                by: Actor::Endpoint,
+            };
+            self.sink.status(step);
+            self.pending.push_back(spec.task_id);
+            self.inflight.insert(
+                spec.task_id,
+                InFlight {
+                    spec,
+                    delivery: id,
+                    manager: None,
+                    steps: vec![step],
+                },
+            );
+            fresh += 1;
+        }
+        if fresh == 0 {
+            if let Err(e) = delivery.ack().await {
+                tracing::warn!(error = %e, "cannot ack a delivery");
+            }
+            return;
+        }
+        self.deliveries.insert(
+            id,
+            Tracked {
+                delivery,
+                remaining: fresh,
+            },
+        );
+    }
+
+    async fn from_manager(&mut self, manager_id: ManagerId, message: FromManager) {
+        if let Some(m) = self.managers.get_mut(&manager_id) {
+            m.last_seen = Instant::now();
+        }
+        match message {
+            FromManager::Register(_) | FromManager::Heartbeat { .. } => {}
+            FromManager::Started { task_id, attempt, at } => {
+                if let Some(t) = self.inflight.get_mut(&task_id)
+                    && t.spec.attempt == attempt
+                {
+                    let step = StatusUpdate {
+                        task_id,
+                        attempt,
+                        kind: EventKind::Started,
+                        at,
+                        by: Actor::Manager,
+                    };
+                    self.sink.status(step);
+                }
+            }
+            FromManager::Finished(mut result) => {
+                let task_id = result.task_id;
+                if let Some(m) = self.managers.get_mut(&manager_id)
+                    && m.tasks.remove(&task_id)
+                {
+                    m.free += 1;
+                }
+                if self.inflight.get(&task_id).map(|t| t.spec.attempt) != Some(result.attempt) {
+                    tracing::debug!(%task_id, attempt = result.attempt, "result for an attempt no longer held; dropped");
+                    return;
+                }
+                let t = self.inflight.remove(&task_id).expect("checked above");
+                let mut steps = t.steps;
+                steps.append(&mut result.steps);
+                result.steps = steps;
+                self.publishing.insert(task_id, t.delivery);
+                self.sink.result(result);
+            }
+            FromManager::Lost {
+                task_id,
+                attempt,
+                at,
+                reason,
+            } => {
+                if let Some(m) = self.managers.get_mut(&manager_id)
+                    && m.tasks.remove(&task_id)
+                {
+                    m.free += 1;
+                }
+                self.lost(task_id, attempt, at, &reason).await;
+            }
+        }
+    }
+
+    async fn manager_gone(&mut self, manager_id: ManagerId, reason: &str) {
+        let Some(manager) = self.managers.remove(&manager_id) else {
+            return;
+        };
+        tracing::warn!(%manager_id, host = %manager.info.hostname, reason, tasks = manager.tasks.len(), "manager lost");
+        let at = now_micros();
+        for task_id in manager.tasks {
+            let attempt = self.inflight.get(&task_id).map(|t| t.spec.attempt).unwrap_or(0);
+            self.lost(task_id, attempt, at, &format!("manager {manager_id} lost: {reason}")).await;
+        }
+    }
+
+    /// A task's worker or manager is gone: retry it here, or let it fail once its retries
+    /// are spent. The decision is the state machine's.
+    async fn lost(&mut self, task_id: TaskId, attempt: u32, at: u64, reason: &str) {
+        let Some(t) = self.inflight.get_mut(&task_id) else {
+            return;
+        };
+        if t.spec.attempt != attempt {
+            return;
+        }
+        self.sink.status(StatusUpdate {
+            task_id,
+            attempt,
+            kind: EventKind::Lost,
+            at,
+            by: Actor::Endpoint,
+        });
+        let status = TaskStatus {
+            state: TaskState::Running,
+            attempt,
+            max_retries: t.spec.max_retries,
+        };
+        match transition(
+            status,
+            Event {
+                kind: EventKind::Lost,
+                attempt,
+            },
+        ) {
+            Outcome::Applied(next) if next.to == TaskState::WaitingForNodes => {
+                tracing::warn!(%task_id, attempt, reason, "task lost; retrying");
+                t.spec.attempt = next.attempt;
+                t.manager = None;
+                t.steps.clear();
+                self.pending.push_front(task_id);
+            }
+            _ => {
+                tracing::warn!(%task_id, attempt, reason, "task lost and out of retries; it fails");
+                let delivery = t.delivery;
+                self.inflight.remove(&task_id);
+                self.settle(delivery).await;
+            }
+        }
+    }
+
+    /// One more task of `delivery` is settled; ack the delivery when all are.
+    async fn settle(&mut self, delivery: u64) {
+        let Some(tracked) = self.deliveries.get_mut(&delivery) else {
+            return;
+        };
+        tracked.remaining -= 1;
+        if tracked.remaining == 0 {
+            let tracked = self.deliveries.remove(&delivery).expect("present");
+            if let Err(e) = tracked.delivery.ack().await {
+                tracing::warn!(error = %e, "cannot ack a delivery");
+            }
+        }
+    }
+
+    /// Hands pending tasks to managers with free slots, the emptiest manager first, in
+    /// one frame per manager.
+    fn assign(&mut self) {
+        while !self.pending.is_empty() {
+            let Some((&manager_id, _)) = self.managers.iter().filter(|(_, m)| m.free > 0).max_by_key(|(_, m)| m.free)
+            else {
+                return;
+            };
+            let manager = self.managers.get_mut(&manager_id).expect("present");
+            let mut tasks = Vec::new();
+            let mut functions = Vec::new();
+            let now = now_micros();
+            while manager.free > 0 {
+                let Some(task_id) = self.pending.pop_front() else {
+                    break;
+                };
+                let Some(t) = self.inflight.get_mut(&task_id) else {
+                    continue;
+                };
+                if manager.functions_sent.insert(t.spec.function_id)
+                    && let Some(f) = self.functions.get(&t.spec.function_id)
+                {
+                    functions.push(f.clone());
+                }
+                let step = StatusUpdate {
+                    task_id,
+                    attempt: t.spec.attempt,
+                    kind: EventKind::Assigned,
+                    at: now,
+                    by: Actor::Endpoint,
+                };
+                self.sink.status(step);
+                t.steps.push(step);
+                t.manager = Some(manager_id);
+                manager.free -= 1;
+                manager.tasks.insert(task_id);
+                tasks.push(t.spec.clone());
+            }
+            if tasks.is_empty() {
+                continue;
+            }
+            if manager.tx.send(ToManager::Run { functions, tasks }).is_err() {
+                // Its connection is closing; ManagerGone follows and puts the tasks back.
+                manager.free = 0;
+            }
+        }
+    }
+
+    fn load(&self) -> EndpointLoad {
+        EndpointLoad {
+            managers: self.managers.len() as u32,
+            total_workers: self.managers.values().map(|m| m.info.workers).sum(),
+            idle_workers: self.managers.values().map(|m| m.free).sum(),
+            pending_tasks: self.pending.len() as u32,
+            outstanding_tasks: self.managers.values().map(|m| m.tasks.len() as u32).sum(),
+            manager_ids: self.managers.keys().copied().collect(),
+        }
+    }
+}

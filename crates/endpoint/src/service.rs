@@ -1,0 +1,153 @@
+//! Running an endpoint in the foreground: register, connect, serve managers, consume
+//! the task queue, report, until told to stop.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ferry_broker::Broker;
+use ferry_proto::EndpointId;
+use ferry_proto::api::{EndpointRegistered, ErrorBody, RegisterEndpoint};
+use ferry_proto::messages::{EndpointLoad, EndpointMessage, TaskBatch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EndpointConfig;
+use crate::interchange::{Input, Interchange};
+use crate::{managers, provider, reporter, state};
+
+/// The token to register with: `FERRY_TOKEN`, else the config's.
+pub fn token(config: &EndpointConfig) -> anyhow::Result<String> {
+    std::env::var("FERRY_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or_else(|| config.token.clone())
+        .ok_or_else(|| anyhow::anyhow!("no token: set `token` in config.toml or FERRY_TOKEN"))
+}
+
+/// Registers with the web-service (keeping the id from an earlier start).
+pub async fn register(
+    config: &EndpointConfig,
+    name: &str,
+    endpoint_id: Option<EndpointId>,
+) -> anyhow::Result<EndpointRegistered> {
+    let url = format!("{}/v1/endpoints", config.url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token(config)?)
+        .json(&RegisterEndpoint {
+            name: name.to_owned(),
+            endpoint_id,
+        })
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the web-service at {url}: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body: Option<ErrorBody> = response.json().await.ok();
+        let message = body.map(|b| format!("{}: {}", b.code, b.message)).unwrap_or_default();
+        anyhow::bail!("registration refused by {url} ({status}): {message}");
+    }
+    Ok(response.json().await?)
+}
+
+/// Runs the endpoint `name` until `shutdown` is cancelled or a part of it fails.
+pub async fn run(name: &str, dir: &Path, config: EndpointConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let saved = state::read_id(dir);
+    let registration = register(&config, name, saved).await?;
+    let endpoint_id = registration.endpoint_id;
+    state::write_id(dir, endpoint_id)?;
+    tracing::info!(%endpoint_id, name, "endpoint registered");
+
+    let broker = Broker::connect(&registration.broker_url, &registration.namespace, Default::default()).await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    let manager_addr = listener.local_addr()?;
+
+    let (inputs, inputs_rx) = mpsc::unbounded_channel();
+    let (sink, mut flushers) = reporter::start(
+        broker.clone(),
+        endpoint_id,
+        registration.heartbeat_interval_ms,
+        inputs.clone(),
+    );
+    let accept = tokio::spawn(managers::accept(listener, inputs.clone()));
+    let interchange = tokio::spawn(
+        Interchange::new(sink, Duration::from_secs(config.manager_timeout_secs)).run(inputs_rx),
+    );
+    let providers = CancellationToken::new();
+    let provider = tokio::spawn(provider::local::run(config.provider.clone(), manager_addr, providers.clone()));
+
+    let queue = broker.endpoint_queue(endpoint_id);
+    let mut consumer = broker.consume(&queue, config.prefetch, &format!("endpoint-{endpoint_id}")).await?;
+    let consume_inputs = inputs.clone();
+    let mut consume = tokio::spawn(async move {
+        while let Some(delivery) = consumer.next().await {
+            let delivery = delivery?;
+            match ferry_proto::codec::decode::<TaskBatch>(delivery.body()) {
+                Ok(batch) if batch.endpoint_id == endpoint_id => {
+                    if consume_inputs.send(Input::Tasks { batch, delivery }).is_err() {
+                        break;
+                    }
+                }
+                Ok(batch) => {
+                    let reason = format!("tasks for endpoint {} on the queue of {endpoint_id}", batch.endpoint_id);
+                    tracing::warn!(%reason, "dead-lettering");
+                    delivery.dead_letter(&reason).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dead-lettering a malformed task message");
+                    delivery.dead_letter(&e.to_string()).await?;
+                }
+            }
+        }
+        anyhow::Ok(())
+    });
+    let tick_inputs = inputs.clone();
+    let interval = Duration::from_millis(registration.heartbeat_interval_ms.max(100));
+    let ticker = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if tick_inputs.send(Input::Tick).is_err() {
+                return;
+            }
+        }
+    });
+    state::write_running(dir, endpoint_id, manager_addr)?;
+    tracing::info!(%endpoint_id, %manager_addr, queue, "endpoint running");
+
+    let outcome = tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        r = &mut consume => match r {
+            Ok(Ok(())) => Err(anyhow::anyhow!("the task queue consumer stopped")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e.into()),
+        },
+        Some(r) = flushers.join_next() => match r {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a report publisher stopped")),
+            Ok(Err(e)) => Err(e.context("publishing reports")),
+            Err(e) => Err(e.into()),
+        },
+    };
+
+    // Stop intake; unacked task messages return to the queue when the connection closes.
+    consume.abort();
+    ticker.abort();
+    accept.abort();
+    let goodbye = EndpointMessage::Heartbeat {
+        endpoint_id,
+        at: ferry_proto::time::now_micros(),
+        interval_ms: 0,
+        load: EndpointLoad::default(),
+    };
+    if let Ok(body) = ferry_proto::codec::encode(&goodbye) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), broker.publish(&broker.status_queue(), &body)).await;
+    }
+    drop(inputs);
+    interchange.abort();
+    providers.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), provider).await;
+    broker.close().await;
+    state::clear_running(dir);
+    outcome
+}

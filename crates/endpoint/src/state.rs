@@ -1,0 +1,63 @@
+//! The files an endpoint keeps in its directory:
+//! - `endpoint.json`: its id, kept across restarts;
+//! - `endpoint.pid`: the pid of the running endpoint;
+//! - `running.json`: written once the endpoint is registered and serving.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use ferry_proto::EndpointId;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    endpoint_id: EndpointId,
+}
+
+/// What a running endpoint says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Running {
+    pub endpoint_id: EndpointId,
+    pub pid: u32,
+    pub manager_addr: SocketAddr,
+}
+
+pub fn read_id(dir: &Path) -> Option<EndpointId> {
+    let text = std::fs::read_to_string(dir.join("endpoint.json")).ok()?;
+    serde_json::from_str::<Saved>(&text).ok().map(|s| s.endpoint_id)
+}
+
+pub fn write_id(dir: &Path, endpoint_id: EndpointId) -> std::io::Result<()> {
+    std::fs::write(dir.join("endpoint.json"), serde_json::to_vec(&Saved { endpoint_id })?)
+}
+
+pub fn write_pid(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(dir.join("endpoint.pid"), std::process::id().to_string())
+}
+
+pub fn read_pid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("endpoint.pid")).ok()?.trim().parse().ok()
+}
+
+pub fn write_running(dir: &Path, endpoint_id: EndpointId, manager_addr: SocketAddr) -> std::io::Result<()> {
+    let running = Running {
+        endpoint_id,
+        pid: std::process::id(),
+        manager_addr,
+    };
+    std::fs::write(dir.join("running.json"), serde_json::to_vec(&running)?)
+}
+
+pub fn read_running(dir: &Path) -> Option<Running> {
+    serde_json::from_slice(&std::fs::read(dir.join("running.json")).ok()?).ok()
+}
+
+pub fn clear_running(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join("running.json"));
+    let _ = std::fs::remove_file(dir.join("endpoint.pid"));
+}
+
+/// True when a process with this pid exists.
+pub fn alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}

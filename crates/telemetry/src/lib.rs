@@ -9,7 +9,11 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber. `default_filter` applies when `RUST_LOG` is unset.
 pub fn init(default_filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let result = if std::env::var("FERRY_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().try_init()
     } else {

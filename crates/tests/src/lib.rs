@@ -1,1 +1,402 @@
-//! placeholder
+//! The end-to-end harness: [`Stack::start`] runs the real binaries (web-service,
+//! forwarder, an endpoint with its managers and workers) against the real RabbitMQ and
+//! Redis, in a namespace of their own, so tests run in parallel without meeting.
+//!
+//! Each part gets a log file in the stack's temp dir; `FERRY_TEST_KEEP_DIR=1` keeps the
+//! dir (and prints where it is) for a look after the run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_proto::api::TaskDoc;
+use ferry_proto::{EndpointId, TaskId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Redis URL for tests (`FERRY_TEST_REDIS`).
+pub fn redis_url() -> String {
+    std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// RabbitMQ URL for tests (`FERRY_TEST_AMQP`).
+pub fn amqp_url() -> String {
+    std::env::var("FERRY_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Where the built binaries are: next to the test executable's `deps/` directory.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FERRY_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().and_then(Path::parent).expect("target dir").to_owned()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// The repository root (for the Python package the workers import).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// The parts of a stack a test can stop or kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    WebService,
+    Forwarder,
+    Endpoint,
+}
+
+/// A running Ferry.
+pub struct Stack {
+    pub namespace: String,
+    pub url: String,
+    pub token: String,
+    pub endpoint_id: Option<EndpointId>,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    web: Option<Child>,
+    forwarder: Option<Child>,
+    endpoint: Option<Child>,
+    web_port: u16,
+}
+
+impl Stack {
+    /// Web-service, forwarder, a user, and an endpoint named `ep` with one manager of two
+    /// workers, running and registered.
+    pub async fn start() -> Self {
+        let mut stack = Self::start_without_endpoint().await;
+        stack.start_endpoint().await;
+        stack
+    }
+
+    /// Web-service, forwarder and a user; no endpoint yet.
+    pub async fn start_without_endpoint() -> Self {
+        let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let dir = tempfile::Builder::new().prefix("ferry-e2e-").tempdir().expect("temp dir");
+        let web_port = free_port();
+        let mut stack = Self {
+            url: format!("http://127.0.0.1:{web_port}"),
+            namespace,
+            token: String::new(),
+            endpoint_id: None,
+            dir,
+            http: reqwest::Client::new(),
+            web: None,
+            forwarder: None,
+            endpoint: None,
+            web_port,
+        };
+        stack.start_part(Part::WebService);
+        stack.start_part(Part::Forwarder);
+        stack.wait_until_serving().await;
+        let out = stack
+            .command("ferry-web-service")
+            .args(["create-user", "tester"])
+            .stderr(Stdio::null())
+            .output()
+            .expect("create-user");
+        assert!(out.status.success(), "create-user failed");
+        stack.token = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
+        stack
+    }
+
+    fn command(&self, name: &str) -> Command {
+        let mut c = Command::new(bin(name));
+        c.env("FERRY_NAMESPACE", &self.namespace)
+            .env("FERRY_REDIS_URL", redis_url())
+            .env("FERRY_AMQP_URL", amqp_url())
+            .env("FERRY_LISTEN", format!("127.0.0.1:{}", self.web_port))
+            .env("FERRY_QUEUE_EXPIRES_SECS", "300")
+            .env("FERRY_HEARTBEAT_INTERVAL_MS", "500")
+            .env("FERRY_HOME", self.dir.path().join("home"))
+            .env("PYTHONPATH", repo_root().join("sdk"))
+            .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .expect("log file")
+    }
+
+    /// Starts (or restarts) a part.
+    pub fn start_part(&mut self, part: Part) {
+        let (name, args): (&str, Vec<&str>) = match part {
+            Part::WebService => ("ferry-web-service", vec![]),
+            Part::Forwarder => ("ferry-forwarder", vec![]),
+            Part::Endpoint => ("ferry-endpoint", vec!["start", "ep", "--foreground"]),
+        };
+        let log = self.log(name);
+        let child = self
+            .command(name)
+            .args(args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        *self.slot(part) = Some(child);
+    }
+
+    fn slot(&mut self, part: Part) -> &mut Option<Child> {
+        match part {
+            Part::WebService => &mut self.web,
+            Part::Forwarder => &mut self.forwarder,
+            Part::Endpoint => &mut self.endpoint,
+        }
+    }
+
+    /// The pid of a running part.
+    pub fn pid(&mut self, part: Part) -> Option<u32> {
+        self.slot(part).as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self, part: Part) {
+        if let Some(mut child) = self.slot(part).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit (SIGKILL after 20 s).
+    pub fn stop(&mut self, part: Part) {
+        if let Some(mut child) = self.slot(part).take() {
+            stop_child(&mut child);
+        }
+    }
+
+    async fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http.get(format!("{}/v1/version", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the web-service did not come up; logs in {}", self.dir.path().display());
+    }
+
+    /// Configures and starts endpoint `ep` in the foreground, and waits until its
+    /// managers are connected.
+    pub async fn start_endpoint(&mut self) {
+        let out = self
+            .command("ferry-endpoint")
+            .args(["configure", "ep", "--url", &self.url, "--token", &self.token, "--force"])
+            .env("FERRY_PYTHON", python())
+            .output()
+            .expect("configure");
+        assert!(out.status.success(), "configure failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.start_part(Part::Endpoint);
+        let home = self.dir.path().join("home/endpoints/ep");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(home.join("running.json")) {
+                let v: serde_json::Value = serde_json::from_str(&text).expect("running.json");
+                self.endpoint_id = Some(v["endpoint_id"].as_str().unwrap().parse().unwrap());
+                break;
+            }
+            assert!(Instant::now() < deadline, "endpoint did not start; logs in {}", self.dir.path().display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Online once a heartbeat reports a connected manager.
+        let id = self.endpoint_id.unwrap();
+        let this = &*self;
+        this.wait_until(Duration::from_secs(60), "the endpoint has a manager", || async move {
+            let doc: serde_json::Value = this.get(&format!("/v1/endpoints/{id}")).await.1;
+            doc["status"] == "online" && doc["details"]["managers"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+    }
+
+    /// Polls `condition` until it holds, panicking with `what` at the deadline.
+    pub async fn wait_until<F, Fut>(&self, within: Duration, what: &str, mut condition: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        while !condition().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}; logs in {}",
+                self.dir.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// GET with the stack's token: status and JSON body.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> (u16, T) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("JSON body"))
+    }
+
+    /// POST JSON with the stack's token: status and JSON body.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> (u16, T) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("JSON body"))
+    }
+
+    /// Registers a function; returns its id.
+    pub async fn register(&self, kind: &str, name: &str, code: &str) -> String {
+        let (status, body): (u16, serde_json::Value) = self
+            .post("/v1/functions", &serde_json::json!({"name": name, "kind": kind, "code": code}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["function_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Submits tasks `(function_id, payload)` to the stack's endpoint; returns their ids.
+    pub async fn submit(&self, tasks: &[(&str, &str)]) -> Vec<TaskId> {
+        let tasks: Vec<_> = tasks
+            .iter()
+            .map(|(f, p)| serde_json::json!({"function_id": f, "payload": p}))
+            .collect();
+        let body = serde_json::json!({"endpoint_id": self.endpoint_id.expect("an endpoint"), "tasks": tasks});
+        let (status, answer): (u16, serde_json::Value) = self.post("/v1/tasks", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        serde_json::from_value(answer["task_ids"].clone()).unwrap()
+    }
+
+    pub async fn task(&self, id: TaskId) -> TaskDoc {
+        let (status, doc) = self.get(&format!("/v1/tasks/{id}")).await;
+        assert_eq!(status, 200);
+        doc
+    }
+
+    /// Waits until the task is terminal and returns it.
+    pub async fn wait_done(&self, id: TaskId, within: Duration) -> TaskDoc {
+        let deadline = Instant::now() + within;
+        loop {
+            let doc = self.task(id).await;
+            if !doc.pending {
+                return doc;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} still {} after {within:?}; logs in {}",
+                doc.status,
+                self.dir.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The text of a part's log.
+    pub fn log_text(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Stops everything and deletes the stack's keys and queues.
+    pub async fn shutdown(mut self) {
+        self.stop(Part::Endpoint);
+        self.stop(Part::Forwarder);
+        self.stop(Part::WebService);
+        if let Ok(store) = ferry_store::Store::connect(&redis_url(), &self.namespace, 0).await {
+            let _ = store.delete_namespace().await;
+        }
+        if let Ok(broker) = ferry_broker::Broker::connect(&amqp_url(), &self.namespace, Default::default()).await {
+            let mut queues = vec![
+                broker.submissions_queue(),
+                broker.status_queue(),
+                broker.results_queue(),
+                broker.dead_queue(),
+            ];
+            if let Some(id) = self.endpoint_id {
+                queues.push(broker.endpoint_queue(id));
+            }
+            for q in queues {
+                let _ = broker.delete_queue(&q).await;
+            }
+            broker.close().await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for part in [Part::Endpoint, Part::Forwarder, Part::WebService] {
+            if let Some(mut child) = self.slot(part).take() {
+                stop_child(&mut child);
+            }
+        }
+        if std::env::var_os("FERRY_TEST_KEEP_DIR").is_some() {
+            let path = self.dir.path().to_owned();
+            eprintln!("keeping {}", path.display());
+            std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir")));
+        }
+    }
+}
+
+fn stop_child(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The Python the workers run (`FERRY_TEST_PYTHON`, else `python3`).
+pub fn python() -> String {
+    std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A Python function in the `st` (source text) form, which a test can write by hand:
+/// `pack(["st\n<name>:<source>"])`.
+pub fn python_source(name: &str, source: &str) -> String {
+    pack(&[&format!("st\n{name}:{source}")])
+}
+
+/// Arguments as JSON data (`11`), packed as `(args, kwargs)`.
+pub fn json_args(args: &serde_json::Value) -> String {
+    pack(&[&format!("11\n{args}"), "11\n{}"])
+}
+
+/// The packed-buffer form: each buffer behind its length in characters and a newline.
+pub fn pack(buffers: &[&str]) -> String {
+    buffers.iter().map(|b| format!("{}\n{b}", b.chars().count())).collect()
+}

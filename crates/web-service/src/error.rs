@@ -83,11 +83,15 @@ impl From<ferry_store::Error> for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(Code::PayloadTooLarge, "request body is larger than the configured limit")
+impl ApiError {
+    /// Turns a JSON extractor's rejection into Ferry's error, naming the body limit when
+    /// that was the problem.
+    pub fn from_json_rejection(rejection: JsonRejection, limit: usize) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                Code::PayloadTooLarge,
+                format!("request body is larger than the limit of {limit} bytes"),
+            )
         } else {
             ApiError::bad_request(rejection.body_text())
         }

@@ -38,12 +38,14 @@ impl FromRequestParts<AppState> for Caller {
 /// `Json<T>` with Ferry's error body on rejection.
 pub struct FerryJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for FerryJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for FerryJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(FerryJson(value))
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(FerryJson(value)),
+            Err(rejection) => Err(ApiError::from_json_rejection(rejection, state.config.max_request_bytes)),
+        }
     }
 }
 

@@ -1,0 +1,133 @@
+//! Bad input gets a 4xx with a JSON error naming the problem, and breaks nothing.
+
+use std::time::Duration;
+
+use ferry_broker::Broker;
+use ferry_tests::{Stack, amqp_url};
+use serde_json::{Value, json};
+
+async fn raw_post(stack: &Stack, path: &str, token: Option<&str>, body: &'static str) -> (u16, Value) {
+    let mut request = stack
+        .http
+        .post(format!("{}{path}", stack.url))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let r = request.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn every_bad_request_is_answered_with_a_code_and_a_message_naming_it() {
+    let stack = Stack::start().await;
+    let ep = stack.endpoint_id.unwrap();
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let missing = uuid::Uuid::new_v4();
+
+    let (s, b): (u16, Value) = stack.post("/v1/tasks", &json!({"endpoint_id": ep, "tasks": [{"function_id": missing}]})).await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("not_found")));
+    assert!(b["message"].as_str().unwrap().contains(&missing.to_string()), "{b}");
+
+    let (s, b): (u16, Value) = stack.post("/v1/tasks", &json!({"endpoint_id": missing, "tasks": [{"function_id": f}]})).await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("not_found")));
+    assert!(b["message"].as_str().unwrap().contains("endpoint"), "{b}");
+
+    let (s, b) = raw_post(&stack, "/v1/functions", Some("fy_not_a_token"), "{}").await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("unauthenticated")));
+    let (s, b) = raw_post(&stack, "/v1/functions", None, "{}").await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("unauthenticated")));
+
+    let (s, b) = raw_post(&stack, "/v1/tasks", Some(&stack.token), "{not json").await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")));
+
+    let (s, b): (u16, Value) = stack.post("/v1/tasks", &json!({"endpoint_id": "nope", "tasks": []})).await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")));
+    assert!(b["message"].as_str().unwrap().contains("endpoint_id"), "{b}");
+
+    let (s, b): (u16, Value) = stack.post("/v1/tasks", &json!({"endpoint_id": ep, "tasks": []})).await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")));
+
+    let (s, b): (u16, Value) = stack
+        .post("/v1/tasks", &json!({"endpoint_id": ep, "tasks": [{"function_id": f, "payload": "[1, 2]"}]}))
+        .await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")));
+    assert!(b["message"].as_str().unwrap().contains("tasks[0].payload"), "{b}");
+
+    // The server closes a connection whose body it refused, so this one gets its own.
+    let huge = "x".repeat(11 * 1024 * 1024);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/tasks", stack.url))
+        .bearer_auth(&stack.token)
+        .json(&json!({"endpoint_id": ep, "tasks": [{"function_id": f, "payload": huge}]}))
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!((s, b["code"].as_str()), (413, Some("payload_too_large")));
+    assert!(b["message"].as_str().unwrap().contains("10485760"), "names the limit: {b}");
+
+    let (s, b): (u16, Value) = stack.get(&format!("/v1/tasks/{missing}")).await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("not_found")));
+    let (s, b): (u16, Value) = stack.get("/v1/tasks/not-a-uuid").await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")));
+    assert!(b["message"].as_str().unwrap().contains("task"), "{b}");
+
+    // After all that, the service still works.
+    let ids = stack.submit(&[(&f, "")]).await;
+    assert_eq!(stack.wait_done(ids[0], Duration::from_secs(60)).await.status, "success");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn users_see_only_their_own_things() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let ids = stack.submit(&[(&f, "")]).await;
+    let other = {
+        let out = std::process::Command::new(ferry_tests::bin_dir().join("ferry-web-service"))
+            .args(["create-user", "mallory"])
+            .env("FERRY_NAMESPACE", &stack.namespace)
+            .env("FERRY_REDIS_URL", ferry_tests::redis_url())
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let get = |path: String| {
+        let http = stack.http.clone();
+        let url = stack.url.clone();
+        let token = other.clone();
+        async move {
+            let r = http.get(format!("{url}{path}")).bearer_auth(token).send().await.unwrap();
+            r.status().as_u16()
+        }
+    };
+    assert_eq!(get(format!("/v1/tasks/{}", ids[0])).await, 404);
+    assert_eq!(get(format!("/v1/functions/{f}")).await, 403);
+    assert_eq!(get(format!("/v1/endpoints/{}", stack.endpoint_id.unwrap())).await, 403);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_malformed_amqp_message_is_dead_lettered_and_the_forwarder_keeps_running() {
+    let stack = Stack::start().await;
+    let broker = Broker::connect(&amqp_url(), &stack.namespace, Default::default()).await.unwrap();
+
+    broker.publish(&broker.submissions_queue(), b"\x01garbage").await.unwrap();
+    broker.publish(&broker.results_queue(), b"").await.unwrap();
+
+    let dead = broker.dead_queue();
+    stack
+        .wait_until(Duration::from_secs(30), "both messages are dead-lettered", || async {
+            broker.queue_len(&dead).await.unwrap_or(0) == 2
+        })
+        .await;
+    assert!(stack.log_text("ferry-forwarder").contains("dead-lettering a malformed"));
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let ids = stack.submit(&[(&f, "")]).await;
+    assert_eq!(stack.wait_done(ids[0], Duration::from_secs(60)).await.status, "success");
+    broker.close().await;
+    stack.shutdown().await;
+}

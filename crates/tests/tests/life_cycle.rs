@@ -1,0 +1,133 @@
+//! Tasks through the whole real stack: web-service, forwarder, endpoint, manager,
+//! workers, RabbitMQ and Redis.
+
+use std::time::Duration;
+
+use ferry_tests::{Part, Stack, json_args, python_source};
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_shell_task_passes_through_all_six_states_and_keeps_its_history() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "greet", "echo hello {who}").await;
+    let ids = stack.submit(&[(&f, r#"{"who": "ferry"}"#)]).await;
+
+    let doc = stack.wait_done(ids[0], WITHIN).await;
+
+    assert_eq!(doc.status, "success");
+    assert!(doc.completion_t.is_some());
+    let result = doc.result.expect("a result");
+    let json: serde_json::Value = serde_json::from_str(result.strip_prefix("11\n").unwrap()).unwrap();
+    assert_eq!(json["stdout"], "hello ferry\n");
+    let states: Vec<_> = doc.history.iter().map(|h| h.state.as_str()).collect();
+    assert_eq!(
+        states,
+        ["received", "waiting-for-ep", "waiting-for-nodes", "waiting-for-launch", "running", "success"]
+    );
+    let by: Vec<_> = doc.history.iter().map(|h| h.by.as_str()).collect();
+    assert_eq!(by, ["web-service", "forwarder", "endpoint", "endpoint", "manager", "worker"]);
+    assert!(doc.history.windows(2).all(|w| w[0].at <= w[1].at), "timestamps in order");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_python_function_runs_and_its_exception_comes_back_with_the_traceback() {
+    let stack = Stack::start().await;
+    let double = stack.register("python", "double", &python_source("double", "def double(x):\n    return x * 2\n")).await;
+    let divide = stack
+        .register("python", "divide", &python_source("divide", "def divide(x):\n    return x / 0\n"))
+        .await;
+    let ids = stack
+        .submit(&[(&double, &json_args(&serde_json::json!([21]))), (&divide, &json_args(&serde_json::json!([1])))])
+        .await;
+
+    let ok = stack.wait_done(ids[0], WITHIN).await;
+    let failed = stack.wait_done(ids[1], WITHIN).await;
+
+    assert_eq!(ok.status, "success", "{:?}", ok.exception);
+    assert!(ok.result.unwrap().starts_with("00\n"), "a serialized Python value");
+    assert_eq!(failed.status, "failed");
+    let traceback = failed.exception.expect("a traceback");
+    assert!(traceback.contains("ZeroDivisionError"), "{traceback}");
+    assert!(traceback.contains("divide"), "{traceback}");
+    assert!(failed.exception_data.is_some(), "the exception object travels too");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_is_accepted_whole_and_every_task_finishes() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "n", "echo {n}").await;
+    let payloads: Vec<String> = (0..300).map(|n| format!(r#"{{"n": {n}}}"#)).collect();
+    let tasks: Vec<(&str, &str)> = payloads.iter().map(|p| (f.as_str(), p.as_str())).collect();
+
+    let ids = stack.submit(&tasks).await;
+
+    assert_eq!(ids.len(), 300);
+    let (status, answer): (u16, serde_json::Value) =
+        stack.post("/v1/tasks/status", &serde_json::json!({"task_ids": ids})).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["tasks"].as_object().unwrap().len(), 300);
+    for (n, id) in ids.iter().enumerate() {
+        let doc = stack.wait_done(*id, WITHIN).await;
+        assert_eq!(doc.status, "success");
+        assert!(doc.result.unwrap().contains(&format!("\"stdout\":\"{n}\\n\"")));
+    }
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_command_fails_its_task_with_the_exit_status() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "fail", "echo broken >&2; exit 3").await;
+    let ids = stack.submit(&[(&f, "")]).await;
+
+    let doc = stack.wait_done(ids[0], WITHIN).await;
+
+    assert_eq!(doc.status, "failed");
+    let exception = doc.exception.unwrap();
+    assert!(exception.starts_with("command exited with status 3"), "{exception}");
+    assert_eq!(doc.stderr.as_deref(), Some("broken\n"));
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn offline_endpoint_keeps_tasks_waiting_for_ep_until_it_returns() {
+    let mut stack = Stack::start().await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    stack.stop(Part::Endpoint);
+
+    let ids = stack.submit(&[(&f, "")]).await;
+    let id = ids[0];
+    stack
+        .wait_until(WITHIN, "the task waits for its endpoint", || async {
+            stack.task(id).await.status == "waiting-for-ep"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stack.task(id).await.status, "waiting-for-ep", "nothing runs it while the endpoint is away");
+
+    stack.start_endpoint().await;
+    let doc = stack.wait_done(id, WITHIN).await;
+    assert_eq!(doc.status, "success");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_under_a_task_is_replaced_and_the_task_retried() {
+    let stack = Stack::start().await;
+    let marker = stack.dir.path().join("crashed-once");
+    let source = "def crash_once(path):\n    import os\n    if not os.path.exists(path):\n        open(path, 'w').close()\n        os._exit(1)\n    return 'survived'\n";
+    let f = stack.register("python", "crash_once", &python_source("crash_once", source)).await;
+    let ids = stack.submit(&[(&f, &json_args(&serde_json::json!([marker.to_str().unwrap()])))]).await;
+
+    let doc = stack.wait_done(ids[0], WITHIN).await;
+
+    assert_eq!(doc.status, "success", "{:?}", doc.exception);
+    assert_eq!(doc.attempt, 1);
+    assert!(marker.exists());
+    let retried = doc.history.iter().any(|h| h.state == "waiting-for-nodes" && h.attempt == 1);
+    assert!(retried, "the history shows the retry: {:?}", doc.history);
+    stack.shutdown().await;
+}

@@ -91,7 +91,11 @@ impl Broker {
     /// Declares the queues the web-service and forwarder share (idempotent).
     pub async fn declare_core(&self) -> Result<()> {
         self.declare_queue(&self.dead_queue(), false).await?;
-        for q in [self.submissions_queue(), self.status_queue(), self.results_queue()] {
+        for q in [
+            self.submissions_queue(),
+            self.status_queue(),
+            self.results_queue(),
+        ] {
             self.declare_queue(&q, true).await?;
         }
         Ok(())
@@ -105,14 +109,20 @@ impl Broker {
     async fn declare_queue(&self, name: &str, dead_letters: bool) -> Result<()> {
         let mut args = FieldTable::default();
         if dead_letters {
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from("")));
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(LongString::from("")),
+            );
             args.insert(
                 "x-dead-letter-routing-key".into(),
                 AMQPValue::LongString(LongString::from(self.dead_queue())),
             );
         }
         if let Some(expires) = self.options.queue_expires {
-            args.insert("x-expires".into(), AMQPValue::LongLongInt(expires.as_millis() as i64));
+            args.insert(
+                "x-expires".into(),
+                AMQPValue::LongLongInt(expires.as_millis() as i64),
+            );
         }
         self.publisher
             .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
@@ -127,14 +137,20 @@ impl Broker {
 
     /// Publishes several messages to `queue`, then waits for all their confirms: one
     /// round trip for the lot.
-    pub async fn publish_many<'a>(&self, queue: &str, bodies: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+    pub async fn publish_many<'a>(
+        &self,
+        queue: &str,
+        bodies: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<()> {
         let mut confirms = Vec::new();
         for body in bodies {
             confirms.push(self.send(queue, body, BasicProperties::default()).await?);
         }
         for confirm in confirms {
             if !confirm.await?.is_ack() {
-                return Err(Error::Nacked { queue: queue.to_owned() });
+                return Err(Error::Nacked {
+                    queue: queue.to_owned(),
+                });
             }
         }
         Ok(())
@@ -164,7 +180,12 @@ impl Broker {
         let channel = self.conn.create_channel().await?;
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let inner = channel
-            .basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         Ok(Consumer {
             inner,
@@ -176,7 +197,9 @@ impl Broker {
     /// Deletes a queue (test cleanup); a missing queue is not an error.
     pub async fn delete_queue(&self, queue: &str) -> Result<()> {
         let channel = self.conn.create_channel().await?;
-        channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
+        channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await?;
         let _ = channel.close(200, "done".into()).await;
         Ok(())
     }
@@ -270,7 +293,11 @@ impl Delivery {
         let dead = self.broker.dead_queue();
         let confirm = self
             .broker
-            .send(&dead, &self.inner.data, BasicProperties::default().with_headers(headers))
+            .send(
+                &dead,
+                &self.inner.data,
+                BasicProperties::default().with_headers(headers),
+            )
             .await?;
         if !confirm.await?.is_ack() {
             return Err(Error::Nacked { queue: dead });

@@ -36,7 +36,9 @@ pub struct Configure {
 pub fn check_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && !name.starts_with('.');
     if !ok {
         anyhow::bail!("invalid endpoint name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'");
@@ -99,7 +101,10 @@ pub fn start_daemon(name: &str) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(dir.join("running.json"));
     let log_path = dir.join("endpoint.log");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
     use std::os::unix::process::CommandExt;
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["start", name, "--foreground"])
@@ -123,7 +128,10 @@ pub fn start_daemon(name: &str) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    anyhow::bail!("endpoint {name} did not report ready within 60 s; see {}", log_path.display())
+    anyhow::bail!(
+        "endpoint {name} did not report ready within 60 s; see {}",
+        log_path.display()
+    )
 }
 
 fn tail(path: &std::path::Path, lines: usize) -> String {
@@ -162,7 +170,11 @@ pub async fn status(name: &str) -> anyhow::Result<bool> {
     let pid = running_pid(&dir);
     let id = state::read_id(&dir);
     println!("endpoint:  {name}");
-    println!("id:        {}", id.map(|i| i.to_string()).unwrap_or_else(|| "(never registered)".into()));
+    println!(
+        "id:        {}",
+        id.map(|i| i.to_string())
+            .unwrap_or_else(|| "(never registered)".into())
+    );
     match pid {
         Some(pid) => println!("process:   running (pid {pid})"),
         None => println!("process:   stopped"),
@@ -178,7 +190,10 @@ pub async fn status(name: &str) -> anyhow::Result<bool> {
         match answer {
             Ok(r) if r.status().is_success() => {
                 let doc: ferry_proto::api::EndpointDoc = r.json().await?;
-                println!("service:   {} (last heartbeat {:?})", doc.status, doc.last_heartbeat);
+                println!(
+                    "service:   {} (last heartbeat {:?})",
+                    doc.status, doc.last_heartbeat
+                );
             }
             Ok(r) => println!("service:   cannot ask ({})", r.status()),
             Err(e) => println!("service:   unreachable ({e})"),
@@ -202,8 +217,14 @@ pub fn list() -> anyhow::Result<()> {
     println!("{:<24} {:<38} STATE", "NAME", "ID");
     for name in names {
         let dir = endpoint_dir(&name);
-        let id = state::read_id(&dir).map(|i| i.to_string()).unwrap_or_else(|| "-".into());
-        let state = if running_pid(&dir).is_some() { "running" } else { "stopped" };
+        let id = state::read_id(&dir)
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "-".into());
+        let state = if running_pid(&dir).is_some() {
+            "running"
+        } else {
+            "stopped"
+        };
         println!("{name:<24} {id:<38} {state}");
     }
     Ok(())

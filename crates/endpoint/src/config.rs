@@ -9,7 +9,9 @@ pub fn ferry_home() -> PathBuf {
     if let Some(home) = std::env::var_os("FERRY_HOME") {
         return PathBuf::from(home);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".ferry")
 }
 
@@ -144,7 +146,10 @@ mod tests {
     #[test]
     fn a_minimal_config_gets_defaults() {
         let c = EndpointConfig::parse("url = \"http://x\"").unwrap();
-        assert_eq!((c.provider.nodes, c.provider.workers_per_node, c.prefetch), (1, 2, 64));
+        assert_eq!(
+            (c.provider.nodes, c.provider.workers_per_node, c.prefetch),
+            (1, 2, 64)
+        );
     }
 
     #[test]

@@ -20,15 +20,26 @@ use tokio::sync::mpsc;
 /// Everything the interchange reacts to.
 pub enum Input {
     /// A message from the endpoint's queue.
-    Tasks { batch: TaskBatch, delivery: Delivery },
+    Tasks {
+        batch: Box<TaskBatch>,
+        delivery: Box<Delivery>,
+    },
     ManagerConnected {
         info: ManagerInfo,
         tx: mpsc::UnboundedSender<ToManager>,
     },
-    FromManager { manager: ManagerId, message: FromManager },
-    ManagerGone { manager: ManagerId, reason: String },
+    FromManager {
+        manager: ManagerId,
+        message: FromManager,
+    },
+    ManagerGone {
+        manager: ManagerId,
+        reason: String,
+    },
     /// These results are confirmed by the broker.
-    Published { tasks: Vec<TaskId> },
+    Published {
+        tasks: Vec<TaskId>,
+    },
     /// Time to check managers' liveness and send a heartbeat.
     Tick,
 }
@@ -103,7 +114,7 @@ impl<S: Sink> Interchange<S> {
     /// Handles one input, then hands out whatever can be handed out.
     pub async fn step(&mut self, input: Input) {
         match input {
-            Input::Tasks { batch, delivery } => self.receive(batch, delivery).await,
+            Input::Tasks { batch, delivery } => self.receive(*batch, *delivery).await,
             Input::ManagerConnected { info, tx } => {
                 tracing::info!(manager_id = %info.manager_id, workers = info.workers, host = %info.hostname, "manager connected");
                 self.managers.insert(
@@ -118,7 +129,7 @@ impl<S: Sink> Interchange<S> {
                     },
                 );
             }
-            Input::FromManager { manager, message } => self.from_manager(manager, message).await,
+            Input::FromManager { manager, message } => self.manager_said(manager, message).await,
             Input::ManagerGone { manager, reason } => self.manager_gone(manager, &reason).await,
             Input::Published { tasks } => {
                 for task in tasks {
@@ -191,7 +202,7 @@ impl<S: Sink> Interchange<S> {
         );
     }
 
-    async fn from_manager(&mut self, manager_id: ManagerId, message: FromManager) {
+    async fn manager_said(&mut self, manager_id: ManagerId, message: FromManager) {
         if let Some(m) = self.managers.get_mut(&manager_id) {
             m.last_seen = Instant::now();
         }
@@ -253,7 +264,13 @@ impl<S: Sink> Interchange<S> {
         let at = now_micros();
         for task_id in manager.tasks {
             let attempt = self.inflight.get(&task_id).map(|t| t.spec.attempt).unwrap_or(0);
-            self.lost(task_id, attempt, at, &format!("manager {manager_id} lost: {reason}")).await;
+            self.lost(
+                task_id,
+                attempt,
+                at,
+                &format!("manager {manager_id} lost: {reason}"),
+            )
+            .await;
         }
     }
 
@@ -319,7 +336,11 @@ impl<S: Sink> Interchange<S> {
     /// one frame per manager.
     fn assign(&mut self) {
         while !self.pending.is_empty() {
-            let Some((&manager_id, _)) = self.managers.iter().filter(|(_, m)| m.free > 0).max_by_key(|(_, m)| m.free)
+            let Some((&manager_id, _)) = self
+                .managers
+                .iter()
+                .filter(|(_, m)| m.free > 0)
+                .max_by_key(|(_, m)| m.free)
             else {
                 return;
             };

@@ -5,7 +5,10 @@ use ferry_endpoint::{cli, service, state};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(version, about = "Ferry's endpoint: runs tasks on this machine or cluster for a Ferry service")]
+#[command(
+    version,
+    about = "Ferry's endpoint: runs tasks on this machine or cluster for a Ferry service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,8 +37,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Configure(args) => cli::configure(args),
-        Command::Start { name, foreground: false } => cli::start_daemon(&name),
-        Command::Start { name, foreground: true } => foreground(&name),
+        Command::Start {
+            name,
+            foreground: false,
+        } => cli::start_daemon(&name),
+        Command::Start {
+            name,
+            foreground: true,
+        } => foreground(&name),
         Command::Stop { name } => cli::stop(&name),
         Command::Status { name } => {
             let running = runtime()?.block_on(cli::status(&name))?;

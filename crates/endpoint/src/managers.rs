@@ -56,7 +56,9 @@ async fn serve(stream: TcpStream, peer: std::net::SocketAddr, inputs: mpsc::Unbo
     }
     let writer_task = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
-            let Ok(bytes) = ferry_proto::codec::encode(&message) else { continue };
+            let Ok(bytes) = ferry_proto::codec::encode(&message) else {
+                continue;
+            };
             if writer.send(Bytes::from(bytes)).await.is_err() {
                 break;
             }

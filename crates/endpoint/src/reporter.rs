@@ -77,7 +77,9 @@ pub fn start(
                 interval_ms: heartbeat_interval_ms,
                 load,
             };
-            broker.publish(&queue, &ferry_proto::codec::encode(&beat)?).await?;
+            broker
+                .publish(&queue, &ferry_proto::codec::encode(&beat)?)
+                .await?;
         }
         Ok(())
     });

@@ -45,21 +45,33 @@ pub async fn register(
     let status = response.status();
     if !status.is_success() {
         let body: Option<ErrorBody> = response.json().await.ok();
-        let message = body.map(|b| format!("{}: {}", b.code, b.message)).unwrap_or_default();
+        let message = body
+            .map(|b| format!("{}: {}", b.code, b.message))
+            .unwrap_or_default();
         anyhow::bail!("registration refused by {url} ({status}): {message}");
     }
     Ok(response.json().await?)
 }
 
 /// Runs the endpoint `name` until `shutdown` is cancelled or a part of it fails.
-pub async fn run(name: &str, dir: &Path, config: EndpointConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    name: &str,
+    dir: &Path,
+    config: EndpointConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let saved = state::read_id(dir);
     let registration = register(&config, name, saved).await?;
     let endpoint_id = registration.endpoint_id;
     state::write_id(dir, endpoint_id)?;
     tracing::info!(%endpoint_id, name, "endpoint registered");
 
-    let broker = Broker::connect(&registration.broker_url, &registration.namespace, Default::default()).await?;
+    let broker = Broker::connect(
+        &registration.broker_url,
+        &registration.namespace,
+        Default::default(),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     let manager_addr = listener.local_addr()?;
 
@@ -71,26 +83,40 @@ pub async fn run(name: &str, dir: &Path, config: EndpointConfig, shutdown: Cance
         inputs.clone(),
     );
     let accept = tokio::spawn(managers::accept(listener, inputs.clone()));
-    let interchange = tokio::spawn(
-        Interchange::new(sink, Duration::from_secs(config.manager_timeout_secs)).run(inputs_rx),
-    );
+    let interchange =
+        tokio::spawn(Interchange::new(sink, Duration::from_secs(config.manager_timeout_secs)).run(inputs_rx));
     let providers = CancellationToken::new();
-    let provider = tokio::spawn(provider::local::run(config.provider.clone(), manager_addr, providers.clone()));
+    let provider = tokio::spawn(provider::local::run(
+        config.provider.clone(),
+        manager_addr,
+        providers.clone(),
+    ));
 
     let queue = broker.endpoint_queue(endpoint_id);
-    let mut consumer = broker.consume(&queue, config.prefetch, &format!("endpoint-{endpoint_id}")).await?;
+    let mut consumer = broker
+        .consume(&queue, config.prefetch, &format!("endpoint-{endpoint_id}"))
+        .await?;
     let consume_inputs = inputs.clone();
     let mut consume = tokio::spawn(async move {
         while let Some(delivery) = consumer.next().await {
             let delivery = delivery?;
             match ferry_proto::codec::decode::<TaskBatch>(delivery.body()) {
                 Ok(batch) if batch.endpoint_id == endpoint_id => {
-                    if consume_inputs.send(Input::Tasks { batch, delivery }).is_err() {
+                    if consume_inputs
+                        .send(Input::Tasks {
+                            batch: Box::new(batch),
+                            delivery: Box::new(delivery),
+                        })
+                        .is_err()
+                    {
                         break;
                     }
                 }
                 Ok(batch) => {
-                    let reason = format!("tasks for endpoint {} on the queue of {endpoint_id}", batch.endpoint_id);
+                    let reason = format!(
+                        "tasks for endpoint {} on the queue of {endpoint_id}",
+                        batch.endpoint_id
+                    );
                     tracing::warn!(%reason, "dead-lettering");
                     delivery.dead_letter(&reason).await?;
                 }
@@ -141,7 +167,11 @@ pub async fn run(name: &str, dir: &Path, config: EndpointConfig, shutdown: Cance
         load: EndpointLoad::default(),
     };
     if let Ok(body) = ferry_proto::codec::encode(&goodbye) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), broker.publish(&broker.status_queue(), &body)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            broker.publish(&broker.status_queue(), &body),
+        )
+        .await;
     }
     drop(inputs);
     interchange.abort();

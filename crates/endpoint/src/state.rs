@@ -28,7 +28,10 @@ pub fn read_id(dir: &Path) -> Option<EndpointId> {
 }
 
 pub fn write_id(dir: &Path, endpoint_id: EndpointId) -> std::io::Result<()> {
-    std::fs::write(dir.join("endpoint.json"), serde_json::to_vec(&Saved { endpoint_id })?)
+    std::fs::write(
+        dir.join("endpoint.json"),
+        serde_json::to_vec(&Saved { endpoint_id })?,
+    )
 }
 
 pub fn write_pid(dir: &Path) -> std::io::Result<()> {
@@ -36,7 +39,11 @@ pub fn write_pid(dir: &Path) -> std::io::Result<()> {
 }
 
 pub fn read_pid(dir: &Path) -> Option<u32> {
-    std::fs::read_to_string(dir.join("endpoint.pid")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(dir.join("endpoint.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 pub fn write_running(dir: &Path, endpoint_id: EndpointId, manager_addr: SocketAddr) -> std::io::Result<()> {

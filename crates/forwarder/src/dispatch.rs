@@ -48,7 +48,8 @@ impl Dispatcher {
                 return Ok(());
             }
         };
-        let span = tracing::debug_span!("dispatch", endpoint_id = %batch.endpoint_id, tasks = batch.tasks.len());
+        let span =
+            tracing::debug_span!("dispatch", endpoint_id = %batch.endpoint_id, tasks = batch.tasks.len());
         let _enter = span.enter();
         let at = now_micros();
         let reports: Vec<Report> = batch
@@ -84,7 +85,9 @@ impl Dispatcher {
         if !forward.tasks.is_empty() {
             self.ensure_queue(forward.endpoint_id).await?;
             let body = ferry_proto::codec::encode(&forward)?;
-            self.broker.publish(&self.broker.endpoint_queue(forward.endpoint_id), &body).await?;
+            self.broker
+                .publish(&self.broker.endpoint_queue(forward.endpoint_id), &body)
+                .await?;
         }
         delivery.ack().await?;
         for task in &forward.tasks {

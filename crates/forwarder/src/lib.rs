@@ -23,7 +23,11 @@ pub struct Config {
     #[arg(long, env = "FERRY_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// RabbitMQ URL.
-    #[arg(long, env = "FERRY_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "FERRY_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
     /// Prefix of every Redis key and queue name.
     #[arg(long, env = "FERRY_NAMESPACE", default_value = "ferry")]
@@ -44,16 +48,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let store = Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs).await?;
     store.load_scripts().await?;
     let options = ferry_broker::Options {
-        queue_expires: (config.queue_expires_secs > 0).then(|| Duration::from_secs(config.queue_expires_secs)),
+        queue_expires: (config.queue_expires_secs > 0)
+            .then(|| Duration::from_secs(config.queue_expires_secs)),
     };
     let broker = Broker::connect(&config.amqp_url, &config.namespace, options).await?;
     broker.declare_core().await?;
 
     let dispatcher = dispatch::Dispatcher::new(store.clone(), broker.clone());
     let applier = reports::Applier::new(store.clone());
-    let submissions = broker.consume(&broker.submissions_queue(), config.prefetch, "forwarder-dispatch").await?;
-    let status = broker.consume(&broker.status_queue(), config.prefetch, "forwarder-status").await?;
-    let results = broker.consume(&broker.results_queue(), config.prefetch, "forwarder-results").await?;
+    let submissions = broker
+        .consume(&broker.submissions_queue(), config.prefetch, "forwarder-dispatch")
+        .await?;
+    let status = broker
+        .consume(&broker.status_queue(), config.prefetch, "forwarder-status")
+        .await?;
+    let results = broker
+        .consume(&broker.results_queue(), config.prefetch, "forwarder-results")
+        .await?;
     tracing::info!(namespace = %config.namespace, "forwarder running");
 
     let outcome = tokio::select! {

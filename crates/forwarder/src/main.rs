@@ -4,7 +4,10 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(version, about = "Ferry's forwarder: dispatch to endpoint queues, apply status and results to Redis")]
+#[command(
+    version,
+    about = "Ferry's forwarder: dispatch to endpoint queues, apply status and results to Redis"
+)]
 struct Cli {
     #[command(flatten)]
     config: ferry_forwarder::Config,

@@ -42,7 +42,11 @@ impl Applier {
                 load,
             } => {
                 let load = serde_json::to_value(&load)?;
-                if !self.store.record_heartbeat(endpoint_id, at, interval_ms, &load).await? {
+                if !self
+                    .store
+                    .record_heartbeat(endpoint_id, at, interval_ms, &load)
+                    .await?
+                {
                     tracing::warn!(%endpoint_id, "heartbeat from an unregistered endpoint");
                 }
             }

@@ -64,7 +64,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         manager_id,
         hostname: hostname(),
         workers: config.workers,
-        cores: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
         memory_bytes: 0,
         block_id: config.block_id.clone(),
     };

@@ -4,7 +4,10 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(version, about = "Ferry's manager: one per node, keeps worker processes and hands them tasks")]
+#[command(
+    version,
+    about = "Ferry's manager: one per node, keeps worker processes and hands them tasks"
+)]
 struct Cli {
     #[command(flatten)]
     config: ferry_manager::Config,

@@ -97,7 +97,9 @@ async fn run_worker(
             function: first_time.then(|| (*function).clone()),
             task: task.clone(),
         };
-        let sent = to_worker.send(Bytes::from(ferry_proto::codec::encode(&frame)?)).await;
+        let sent = to_worker
+            .send(Bytes::from(ferry_proto::codec::encode(&frame)?))
+            .await;
         let outcome = match sent {
             Ok(()) => relay_until_finished(&mut from_worker, events).await,
             Err(e) => Err(anyhow::anyhow!("cannot write to the worker: {e}")),

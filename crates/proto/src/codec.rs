@@ -57,10 +57,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let kind = kind_of::<T>();
     let (&version, body) = bytes.split_first().ok_or(Error::Empty { kind })?;
     if version != VERSION {
-        return Err(Error::Version {
-            kind,
-            found: version,
-        });
+        return Err(Error::Version { kind, found: version });
     }
     let (value, used) = bincode::serde::decode_from_slice(body, config()).map_err(|e| Error::Malformed {
         kind,
@@ -115,7 +112,10 @@ mod tests {
         let mut bytes = encode(&batch(1)).unwrap();
         bytes[0] = 9;
         let err = decode::<TaskBatch>(&bytes).unwrap_err().to_string();
-        assert_eq!(err, "TaskBatch message has layout version 9, this build reads version 1");
+        assert_eq!(
+            err,
+            "TaskBatch message has layout version 9, this build reads version 1"
+        );
     }
 
     #[test]

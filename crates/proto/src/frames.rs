@@ -38,9 +38,16 @@ pub enum ToManager {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromManager {
     Register(ManagerInfo),
-    Heartbeat { at: Micros, idle_workers: u32 },
+    Heartbeat {
+        at: Micros,
+        idle_workers: u32,
+    },
     /// A worker started a task.
-    Started { task_id: TaskId, attempt: u32, at: Micros },
+    Started {
+        task_id: TaskId,
+        attempt: u32,
+        at: Micros,
+    },
     Finished(TaskResult),
     /// The worker running a task died before it finished (crash, kill, out of memory).
     Lost {
@@ -65,7 +72,13 @@ pub enum ToWorker {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromWorker {
     /// The worker (and its Python host, if it has one) is up.
-    Ready { pid: u32 },
-    Started { task_id: TaskId, attempt: u32, at: Micros },
+    Ready {
+        pid: u32,
+    },
+    Started {
+        task_id: TaskId,
+        attempt: u32,
+        at: Micros,
+    },
     Finished(TaskResult),
 }

@@ -180,10 +180,9 @@ impl EventKind {
             EventKind::Started => &[WaitingForNodes, WaitingForLaunch],
             EventKind::Lost => &[WaitingForLaunch, Running],
             EventKind::EndpointLost => &[WaitingForNodes, WaitingForLaunch, Running],
-            EventKind::Succeeded
-            | EventKind::Failed
-            | EventKind::Cancelled
-            | EventKind::TimedOut => &[Received, WaitingForEp, WaitingForNodes, WaitingForLaunch, Running],
+            EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled | EventKind::TimedOut => {
+                &[Received, WaitingForEp, WaitingForNodes, WaitingForLaunch, Running]
+            }
         }
     }
 }
@@ -389,11 +388,81 @@ mod tests {
         let f = Some((Failed, 0));
         let table: [(TaskState, [Cell; 10]); 7] = [
             //             Queued                  Received               Assigned                 Started             Succeeded        Failed Lost                   EndpointLost            Cancelled TimedOut
-            (Received, [Some((WaitingForEp, 0)), Some((WaitingForNodes, 0)), None, None, Some((Success, 0)), f, None, None, f, f]),
-            (WaitingForEp, [None, Some((WaitingForNodes, 0)), None, None, Some((Success, 0)), f, None, None, f, f]),
-            (WaitingForNodes, [None, None, Some((WaitingForLaunch, 0)), Some((Running, 0)), Some((Success, 0)), f, None, Some((WaitingForEp, 1)), f, f]),
-            (WaitingForLaunch, [None, None, None, Some((Running, 0)), Some((Success, 0)), f, Some((WaitingForNodes, 1)), Some((WaitingForEp, 1)), f, f]),
-            (Running, [None, None, None, None, Some((Success, 0)), f, Some((WaitingForNodes, 1)), Some((WaitingForEp, 1)), f, f]),
+            (
+                Received,
+                [
+                    Some((WaitingForEp, 0)),
+                    Some((WaitingForNodes, 0)),
+                    None,
+                    None,
+                    Some((Success, 0)),
+                    f,
+                    None,
+                    None,
+                    f,
+                    f,
+                ],
+            ),
+            (
+                WaitingForEp,
+                [
+                    None,
+                    Some((WaitingForNodes, 0)),
+                    None,
+                    None,
+                    Some((Success, 0)),
+                    f,
+                    None,
+                    None,
+                    f,
+                    f,
+                ],
+            ),
+            (
+                WaitingForNodes,
+                [
+                    None,
+                    None,
+                    Some((WaitingForLaunch, 0)),
+                    Some((Running, 0)),
+                    Some((Success, 0)),
+                    f,
+                    None,
+                    Some((WaitingForEp, 1)),
+                    f,
+                    f,
+                ],
+            ),
+            (
+                WaitingForLaunch,
+                [
+                    None,
+                    None,
+                    None,
+                    Some((Running, 0)),
+                    Some((Success, 0)),
+                    f,
+                    Some((WaitingForNodes, 1)),
+                    Some((WaitingForEp, 1)),
+                    f,
+                    f,
+                ],
+            ),
+            (
+                Running,
+                [
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some((Success, 0)),
+                    f,
+                    Some((WaitingForNodes, 1)),
+                    Some((WaitingForEp, 1)),
+                    f,
+                    f,
+                ],
+            ),
             (Success, [None; 10]),
             (Failed, [None; 10]),
         ];
@@ -455,7 +524,10 @@ mod tests {
         let Outcome::Applied(t) = transition(status(Running, 3), ev(E::Cancelled, 0)) else {
             panic!("expected a transition");
         };
-        assert_eq!((t.to, t.attempt, t.cause), (Failed, 3, Some(FailureCause::Cancelled)));
+        assert_eq!(
+            (t.to, t.attempt, t.cause),
+            (Failed, 3, Some(FailureCause::Cancelled))
+        );
     }
 
     #[test]

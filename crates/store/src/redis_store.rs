@@ -77,7 +77,11 @@ impl Store {
     }
 
     fn token_key(&self, token: &str) -> String {
-        format!("{}:token:{}", self.ns, hex::encode(Sha256::digest(token.as_bytes())))
+        format!(
+            "{}:token:{}",
+            self.ns,
+            hex::encode(Sha256::digest(token.as_bytes()))
+        )
     }
 
     // ---- users -------------------------------------------------------------------
@@ -92,7 +96,10 @@ impl Store {
             .atomic()
             .hset_multiple(
                 self.user_key(user_id),
-                &[("name", name.to_owned()), ("created", ferry_proto::time::now_micros().to_string())],
+                &[
+                    ("name", name.to_owned()),
+                    ("created", ferry_proto::time::now_micros().to_string()),
+                ],
             )
             .set(self.token_key(&token), user_id.to_string())
             .query_async::<()>(&mut conn)
@@ -137,8 +144,7 @@ impl Store {
             function_id: id,
             owner: f.id("owner")?,
             name: f.string("name")?,
-            kind: FunctionKind::from_wire_name(&f.string("kind")?)
-                .ok_or_else(|| f.corrupt("kind"))?,
+            kind: FunctionKind::from_wire_name(&f.string("kind")?).ok_or_else(|| f.corrupt("kind"))?,
             code: Bytes::from(f.bytes("code")?),
             description: f.opt_string("desc"),
             created_at: f.num("created")?,
@@ -337,7 +343,13 @@ impl Store {
         let maps: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
         ids.iter()
             .zip(maps)
-            .map(|(id, map)| if map.is_empty() { Ok(None) } else { task_from_fields(*id, map).map(Some) })
+            .map(|(id, map)| {
+                if map.is_empty() {
+                    Ok(None)
+                } else {
+                    task_from_fields(*id, map).map(Some)
+                }
+            })
             .collect()
     }
 
@@ -403,7 +415,13 @@ impl Store {
 
     /// Writes a raw task record in any state (the script-agreement test uses it).
     #[doc(hidden)]
-    pub async fn force_task_state(&self, id: TaskId, state: TaskState, attempt: u32, max_retries: u32) -> Result<()> {
+    pub async fn force_task_state(
+        &self,
+        id: TaskId,
+        state: TaskState,
+        attempt: u32,
+        max_retries: u32,
+    ) -> Result<()> {
         let mut conn = self.conn.clone();
         let key = self.task_key(id);
         conn.del::<_, ()>(&key).await?;
@@ -525,7 +543,9 @@ impl Fields {
     }
 
     fn opt_string(&self, field: &str) -> Option<String> {
-        self.map.get(field).map(|b| String::from_utf8_lossy(b).into_owned())
+        self.map
+            .get(field)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
     fn num<T: std::str::FromStr>(&self, field: &str) -> Result<T> {

@@ -9,7 +9,9 @@ use ferry_store::{Applied, BatchRecord, Finish, NewTask, Report, Store};
 async fn store() -> Store {
     let url = std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let ns = format!("ferry-test-{}", uuid::Uuid::new_v4().simple());
-    Store::connect(&url, &ns, 600).await.expect("redis must be running")
+    Store::connect(&url, &ns, 600)
+        .await
+        .expect("redis must be running")
 }
 
 #[tokio::test]
@@ -22,8 +24,18 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
                 for max_retries in [0u32, 1, 3] {
                     let id = TaskId::new();
                     store.force_task_state(id, state, 1, max_retries).await.unwrap();
-                    let event = Event { kind, attempt: event_attempt };
-                    let expected = transition(TaskStatus { state, attempt: 1, max_retries }, event);
+                    let event = Event {
+                        kind,
+                        attempt: event_attempt,
+                    };
+                    let expected = transition(
+                        TaskStatus {
+                            state,
+                            attempt: 1,
+                            max_retries,
+                        },
+                        event,
+                    );
                     let finish = matches!(kind, EventKind::Succeeded | EventKind::Failed).then(|| Finish {
                         success: kind == EventKind::Succeeded,
                         data: Bytes::from_static(b"data"),
@@ -32,16 +44,29 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
                         stderr: String::new(),
                     });
                     let got = store
-                        .apply(&[Report { task_id: id, event, at: 5, by: Actor::Endpoint, finish }])
+                        .apply(&[Report {
+                            task_id: id,
+                            event,
+                            at: 5,
+                            by: Actor::Endpoint,
+                            finish,
+                        }])
                         .await
                         .unwrap()
                         .pop()
                         .unwrap();
                     let want = match expected {
-                        Outcome::Applied(t) => Applied::Moved { to: t.to, attempt: t.attempt, cause: t.cause },
+                        Outcome::Applied(t) => Applied::Moved {
+                            to: t.to,
+                            attempt: t.attempt,
+                            cause: t.cause,
+                        },
                         Outcome::Ignored(i) => Applied::Ignored(i),
                     };
-                    assert_eq!(got, want, "{state:?} attempt 1 (max {max_retries}) + {kind:?} attempt {event_attempt}");
+                    assert_eq!(
+                        got, want,
+                        "{state:?} attempt 1 (max {max_retries}) + {kind:?} attempt {event_attempt}"
+                    );
                     let record = store.get_task(id).await.unwrap().unwrap();
                     if let Applied::Moved { to, attempt, .. } = want {
                         assert_eq!((record.state, record.attempt), (to, attempt));
@@ -68,8 +93,15 @@ async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
         size: 1,
         created_at: 1,
     };
-    let task = NewTask { task_id: TaskId::new(), function_id: FunctionId::new(), max_retries: 2 };
-    store.create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService).await.unwrap();
+    let task = NewTask {
+        task_id: TaskId::new(),
+        function_id: FunctionId::new(),
+        max_retries: 2,
+    };
+    store
+        .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)
+        .await
+        .unwrap();
     let report = |kind, at, finish| Report {
         task_id: task.task_id,
         event: Event { kind, attempt: 0 },
@@ -126,7 +158,10 @@ async fn a_report_about_an_unknown_task_says_so() {
     let got = store
         .apply(&[Report {
             task_id: TaskId::new(),
-            event: Event { kind: EventKind::Queued, attempt: 0 },
+            event: Event {
+                kind: EventKind::Queued,
+                attempt: 0,
+            },
             at: 1,
             by: Actor::Forwarder,
             finish: None,

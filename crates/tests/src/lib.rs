@@ -30,7 +30,10 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target dir").to_owned()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -45,7 +48,10 @@ fn bin(name: &str) -> PathBuf {
 
 /// The repository root (for the Python package the workers import).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// The parts of a stack a test can stop or kill.
@@ -82,7 +88,10 @@ impl Stack {
     /// Web-service, forwarder and a user; no endpoint yet.
     pub async fn start_without_endpoint() -> Self {
         let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let dir = tempfile::Builder::new().prefix("ferry-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-e2e-")
+            .tempdir()
+            .expect("temp dir");
         let web_port = free_port();
         let mut stack = Self {
             url: format!("http://127.0.0.1:{web_port}"),
@@ -120,7 +129,10 @@ impl Stack {
             .env("FERRY_HEARTBEAT_INTERVAL_MS", "500")
             .env("FERRY_HOME", self.dir.path().join("home"))
             .env("PYTHONPATH", repo_root().join("sdk"))
-            .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null());
         c
     }
@@ -189,7 +201,10 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the web-service did not come up; logs in {}", self.dir.path().display());
+        panic!(
+            "the web-service did not come up; logs in {}",
+            self.dir.path().display()
+        );
     }
 
     /// Configures and starts endpoint `ep` in the foreground, and waits until its
@@ -197,11 +212,23 @@ impl Stack {
     pub async fn start_endpoint(&mut self) {
         let out = self
             .command("ferry-endpoint")
-            .args(["configure", "ep", "--url", &self.url, "--token", &self.token, "--force"])
+            .args([
+                "configure",
+                "ep",
+                "--url",
+                &self.url,
+                "--token",
+                &self.token,
+                "--force",
+            ])
             .env("FERRY_PYTHON", python())
             .output()
             .expect("configure");
-        assert!(out.status.success(), "configure failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "configure failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.start_part(Part::Endpoint);
         let home = self.dir.path().join("home/endpoints/ep");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -211,16 +238,24 @@ impl Stack {
                 self.endpoint_id = Some(v["endpoint_id"].as_str().unwrap().parse().unwrap());
                 break;
             }
-            assert!(Instant::now() < deadline, "endpoint did not start; logs in {}", self.dir.path().display());
+            assert!(
+                Instant::now() < deadline,
+                "endpoint did not start; logs in {}",
+                self.dir.path().display()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // Online once a heartbeat reports a connected manager.
         let id = self.endpoint_id.unwrap();
         let this = &*self;
-        this.wait_until(Duration::from_secs(60), "the endpoint has a manager", || async move {
-            let doc: serde_json::Value = this.get(&format!("/v1/endpoints/{id}")).await.1;
-            doc["status"] == "online" && doc["details"]["managers"].as_u64().unwrap_or(0) > 0
-        })
+        this.wait_until(
+            Duration::from_secs(60),
+            "the endpoint has a manager",
+            || async move {
+                let doc: serde_json::Value = this.get(&format!("/v1/endpoints/{id}")).await.1;
+                doc["status"] == "online" && doc["details"]["managers"].as_u64().unwrap_or(0) > 0
+            },
+        )
         .await;
     }
 
@@ -271,7 +306,10 @@ impl Stack {
     /// Registers a function; returns its id.
     pub async fn register(&self, kind: &str, name: &str, code: &str) -> String {
         let (status, body): (u16, serde_json::Value) = self
-            .post("/v1/functions", &serde_json::json!({"name": name, "kind": kind, "code": code}))
+            .post(
+                "/v1/functions",
+                &serde_json::json!({"name": name, "kind": kind, "code": code}),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         body["function_id"].as_str().unwrap().to_owned()
@@ -326,7 +364,9 @@ impl Stack {
         if let Ok(store) = ferry_store::Store::connect(&redis_url(), &self.namespace, 0).await {
             let _ = store.delete_namespace().await;
         }
-        if let Ok(broker) = ferry_broker::Broker::connect(&amqp_url(), &self.namespace, Default::default()).await {
+        if let Ok(broker) =
+            ferry_broker::Broker::connect(&amqp_url(), &self.namespace, Default::default()).await
+        {
             let mut queues = vec![
                 broker.submissions_queue(),
                 broker.status_queue(),
@@ -354,7 +394,10 @@ impl Drop for Stack {
         if std::env::var_os("FERRY_TEST_KEEP_DIR").is_some() {
             let path = self.dir.path().to_owned();
             eprintln!("keeping {}", path.display());
-            std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir")));
+            std::mem::forget(std::mem::replace(
+                &mut self.dir,
+                tempfile::tempdir().expect("temp dir"),
+            ));
         }
     }
 }
@@ -398,5 +441,8 @@ pub fn json_args(args: &serde_json::Value) -> String {
 
 /// The packed-buffer form: each buffer behind its length in characters and a newline.
 pub fn pack(buffers: &[&str]) -> String {
-    buffers.iter().map(|b| format!("{}\n{b}", b.chars().count())).collect()
+    buffers
+        .iter()
+        .map(|b| format!("{}\n{b}", b.chars().count()))
+        .collect()
 }

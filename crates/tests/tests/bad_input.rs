@@ -26,11 +26,24 @@ async fn every_bad_request_is_answered_with_a_code_and_a_message_naming_it() {
     let f = stack.register("shell", "hi", "echo hi").await;
     let missing = uuid::Uuid::new_v4();
 
-    let (s, b): (u16, Value) = stack.post("/v1/tasks", &json!({"endpoint_id": ep, "tasks": [{"function_id": missing}]})).await;
+    let (s, b): (u16, Value) = stack
+        .post(
+            "/v1/tasks",
+            &json!({"endpoint_id": ep, "tasks": [{"function_id": missing}]}),
+        )
+        .await;
     assert_eq!((s, b["code"].as_str()), (404, Some("not_found")));
-    assert!(b["message"].as_str().unwrap().contains(&missing.to_string()), "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains(&missing.to_string()),
+        "{b}"
+    );
 
-    let (s, b): (u16, Value) = stack.post("/v1/tasks", &json!({"endpoint_id": missing, "tasks": [{"function_id": f}]})).await;
+    let (s, b): (u16, Value) = stack
+        .post(
+            "/v1/tasks",
+            &json!({"endpoint_id": missing, "tasks": [{"function_id": f}]}),
+        )
+        .await;
     assert_eq!((s, b["code"].as_str()), (404, Some("not_found")));
     assert!(b["message"].as_str().unwrap().contains("endpoint"), "{b}");
 
@@ -42,15 +55,22 @@ async fn every_bad_request_is_answered_with_a_code_and_a_message_naming_it() {
     let (s, b) = raw_post(&stack, "/v1/tasks", Some(&stack.token), "{not json").await;
     assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")));
 
-    let (s, b): (u16, Value) = stack.post("/v1/tasks", &json!({"endpoint_id": "nope", "tasks": []})).await;
+    let (s, b): (u16, Value) = stack
+        .post("/v1/tasks", &json!({"endpoint_id": "nope", "tasks": []}))
+        .await;
     assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")));
     assert!(b["message"].as_str().unwrap().contains("endpoint_id"), "{b}");
 
-    let (s, b): (u16, Value) = stack.post("/v1/tasks", &json!({"endpoint_id": ep, "tasks": []})).await;
+    let (s, b): (u16, Value) = stack
+        .post("/v1/tasks", &json!({"endpoint_id": ep, "tasks": []}))
+        .await;
     assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")));
 
     let (s, b): (u16, Value) = stack
-        .post("/v1/tasks", &json!({"endpoint_id": ep, "tasks": [{"function_id": f, "payload": "[1, 2]"}]}))
+        .post(
+            "/v1/tasks",
+            &json!({"endpoint_id": ep, "tasks": [{"function_id": f, "payload": "[1, 2]"}]}),
+        )
         .await;
     assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")));
     assert!(b["message"].as_str().unwrap().contains("tasks[0].payload"), "{b}");
@@ -67,7 +87,10 @@ async fn every_bad_request_is_answered_with_a_code_and_a_message_naming_it() {
     let s = r.status().as_u16();
     let b: Value = r.json().await.unwrap();
     assert_eq!((s, b["code"].as_str()), (413, Some("payload_too_large")));
-    assert!(b["message"].as_str().unwrap().contains("10485760"), "names the limit: {b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("10485760"),
+        "names the limit: {b}"
+    );
 
     let (s, b): (u16, Value) = stack.get(&format!("/v1/tasks/{missing}")).await;
     assert_eq!((s, b["code"].as_str()), (404, Some("not_found")));
@@ -77,7 +100,10 @@ async fn every_bad_request_is_answered_with_a_code_and_a_message_naming_it() {
 
     // After all that, the service still works.
     let ids = stack.submit(&[(&f, "")]).await;
-    assert_eq!(stack.wait_done(ids[0], Duration::from_secs(60)).await.status, "success");
+    assert_eq!(
+        stack.wait_done(ids[0], Duration::from_secs(60)).await.status,
+        "success"
+    );
     stack.shutdown().await;
 }
 
@@ -100,34 +126,56 @@ async fn users_see_only_their_own_things() {
         let url = stack.url.clone();
         let token = other.clone();
         async move {
-            let r = http.get(format!("{url}{path}")).bearer_auth(token).send().await.unwrap();
+            let r = http
+                .get(format!("{url}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
             r.status().as_u16()
         }
     };
     assert_eq!(get(format!("/v1/tasks/{}", ids[0])).await, 404);
     assert_eq!(get(format!("/v1/functions/{f}")).await, 403);
-    assert_eq!(get(format!("/v1/endpoints/{}", stack.endpoint_id.unwrap())).await, 403);
+    assert_eq!(
+        get(format!("/v1/endpoints/{}", stack.endpoint_id.unwrap())).await,
+        403
+    );
     stack.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_malformed_amqp_message_is_dead_lettered_and_the_forwarder_keeps_running() {
     let stack = Stack::start().await;
-    let broker = Broker::connect(&amqp_url(), &stack.namespace, Default::default()).await.unwrap();
+    let broker = Broker::connect(&amqp_url(), &stack.namespace, Default::default())
+        .await
+        .unwrap();
 
-    broker.publish(&broker.submissions_queue(), b"\x01garbage").await.unwrap();
+    broker
+        .publish(&broker.submissions_queue(), b"\x01garbage")
+        .await
+        .unwrap();
     broker.publish(&broker.results_queue(), b"").await.unwrap();
 
     let dead = broker.dead_queue();
     stack
-        .wait_until(Duration::from_secs(30), "both messages are dead-lettered", || async {
-            broker.queue_len(&dead).await.unwrap_or(0) == 2
-        })
+        .wait_until(
+            Duration::from_secs(30),
+            "both messages are dead-lettered",
+            || async { broker.queue_len(&dead).await.unwrap_or(0) == 2 },
+        )
         .await;
-    assert!(stack.log_text("ferry-forwarder").contains("dead-lettering a malformed"));
+    assert!(
+        stack
+            .log_text("ferry-forwarder")
+            .contains("dead-lettering a malformed")
+    );
     let f = stack.register("shell", "hi", "echo hi").await;
     let ids = stack.submit(&[(&f, "")]).await;
-    assert_eq!(stack.wait_done(ids[0], Duration::from_secs(60)).await.status, "success");
+    assert_eq!(
+        stack.wait_done(ids[0], Duration::from_secs(60)).await.status,
+        "success"
+    );
     broker.close().await;
     stack.shutdown().await;
 }

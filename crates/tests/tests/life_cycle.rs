@@ -23,35 +23,74 @@ async fn a_shell_task_passes_through_all_six_states_and_keeps_its_history() {
     let states: Vec<_> = doc.history.iter().map(|h| h.state.as_str()).collect();
     assert_eq!(
         states,
-        ["received", "waiting-for-ep", "waiting-for-nodes", "waiting-for-launch", "running", "success"]
+        [
+            "received",
+            "waiting-for-ep",
+            "waiting-for-nodes",
+            "waiting-for-launch",
+            "running",
+            "success"
+        ]
     );
     let by: Vec<_> = doc.history.iter().map(|h| h.by.as_str()).collect();
-    assert_eq!(by, ["web-service", "forwarder", "endpoint", "endpoint", "manager", "worker"]);
-    assert!(doc.history.windows(2).all(|w| w[0].at <= w[1].at), "timestamps in order");
+    assert_eq!(
+        by,
+        [
+            "web-service",
+            "forwarder",
+            "endpoint",
+            "endpoint",
+            "manager",
+            "worker"
+        ]
+    );
+    assert!(
+        doc.history.windows(2).all(|w| w[0].at <= w[1].at),
+        "timestamps in order"
+    );
     stack.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_python_function_runs_and_its_exception_comes_back_with_the_traceback() {
     let stack = Stack::start().await;
-    let double = stack.register("python", "double", &python_source("double", "def double(x):\n    return x * 2\n")).await;
+    let double = stack
+        .register(
+            "python",
+            "double",
+            &python_source("double", "def double(x):\n    return x * 2\n"),
+        )
+        .await;
     let divide = stack
-        .register("python", "divide", &python_source("divide", "def divide(x):\n    return x / 0\n"))
+        .register(
+            "python",
+            "divide",
+            &python_source("divide", "def divide(x):\n    return x / 0\n"),
+        )
         .await;
     let ids = stack
-        .submit(&[(&double, &json_args(&serde_json::json!([21]))), (&divide, &json_args(&serde_json::json!([1])))])
+        .submit(&[
+            (&double, &json_args(&serde_json::json!([21]))),
+            (&divide, &json_args(&serde_json::json!([1]))),
+        ])
         .await;
 
     let ok = stack.wait_done(ids[0], WITHIN).await;
     let failed = stack.wait_done(ids[1], WITHIN).await;
 
     assert_eq!(ok.status, "success", "{:?}", ok.exception);
-    assert!(ok.result.unwrap().starts_with("00\n"), "a serialized Python value");
+    assert!(
+        ok.result.unwrap().starts_with("00\n"),
+        "a serialized Python value"
+    );
     assert_eq!(failed.status, "failed");
     let traceback = failed.exception.expect("a traceback");
     assert!(traceback.contains("ZeroDivisionError"), "{traceback}");
     assert!(traceback.contains("divide"), "{traceback}");
-    assert!(failed.exception_data.is_some(), "the exception object travels too");
+    assert!(
+        failed.exception_data.is_some(),
+        "the exception object travels too"
+    );
     stack.shutdown().await;
 }
 
@@ -65,8 +104,9 @@ async fn a_batch_is_accepted_whole_and_every_task_finishes() {
     let ids = stack.submit(&tasks).await;
 
     assert_eq!(ids.len(), 300);
-    let (status, answer): (u16, serde_json::Value) =
-        stack.post("/v1/tasks/status", &serde_json::json!({"task_ids": ids})).await;
+    let (status, answer): (u16, serde_json::Value) = stack
+        .post("/v1/tasks/status", &serde_json::json!({"task_ids": ids}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(answer["tasks"].as_object().unwrap().len(), 300);
     for (n, id) in ids.iter().enumerate() {
@@ -87,7 +127,10 @@ async fn a_failing_command_fails_its_task_with_the_exit_status() {
 
     assert_eq!(doc.status, "failed");
     let exception = doc.exception.unwrap();
-    assert!(exception.starts_with("command exited with status 3"), "{exception}");
+    assert!(
+        exception.starts_with("command exited with status 3"),
+        "{exception}"
+    );
     assert_eq!(doc.stderr.as_deref(), Some("broken\n"));
     stack.shutdown().await;
 }
@@ -106,7 +149,11 @@ async fn offline_endpoint_keeps_tasks_waiting_for_ep_until_it_returns() {
         })
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(stack.task(id).await.status, "waiting-for-ep", "nothing runs it while the endpoint is away");
+    assert_eq!(
+        stack.task(id).await.status,
+        "waiting-for-ep",
+        "nothing runs it while the endpoint is away"
+    );
 
     stack.start_endpoint().await;
     let doc = stack.wait_done(id, WITHIN).await;
@@ -119,15 +166,22 @@ async fn a_worker_that_dies_under_a_task_is_replaced_and_the_task_retried() {
     let stack = Stack::start().await;
     let marker = stack.dir.path().join("crashed-once");
     let source = "def crash_once(path):\n    import os\n    if not os.path.exists(path):\n        open(path, 'w').close()\n        os._exit(1)\n    return 'survived'\n";
-    let f = stack.register("python", "crash_once", &python_source("crash_once", source)).await;
-    let ids = stack.submit(&[(&f, &json_args(&serde_json::json!([marker.to_str().unwrap()])))]).await;
+    let f = stack
+        .register("python", "crash_once", &python_source("crash_once", source))
+        .await;
+    let ids = stack
+        .submit(&[(&f, &json_args(&serde_json::json!([marker.to_str().unwrap()])))])
+        .await;
 
     let doc = stack.wait_done(ids[0], WITHIN).await;
 
     assert_eq!(doc.status, "success", "{:?}", doc.exception);
     assert_eq!(doc.attempt, 1);
     assert!(marker.exists());
-    let retried = doc.history.iter().any(|h| h.state == "waiting-for-nodes" && h.attempt == 1);
+    let retried = doc
+        .history
+        .iter()
+        .any(|h| h.state == "waiting-for-nodes" && h.attempt == 1);
     assert!(retried, "the history shows the retry: {:?}", doc.history);
     stack.shutdown().await;
 }

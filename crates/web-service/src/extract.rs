@@ -20,14 +20,24 @@ impl FromRequestParts<AppState> for Caller {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::new(Code::Unauthenticated, "missing Authorization: Bearer <token> header"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::Unauthenticated,
+                    "missing Authorization: Bearer <token> header",
+                )
+            })?;
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::new(Code::Unauthenticated, "Authorization header must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::Unauthenticated,
+                    "Authorization header must be `Bearer <token>`",
+                )
+            })?;
         match state.store.user_for_token(token).await? {
             Some(user) => Ok(Caller(user)),
             None => Err(ApiError::new(Code::Unauthenticated, "unknown or revoked token")),
@@ -44,7 +54,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for FerryJson<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(FerryJson(value)),
-            Err(rejection) => Err(ApiError::from_json_rejection(rejection, state.config.max_request_bytes)),
+            Err(rejection) => Err(ApiError::from_json_rejection(
+                rejection,
+                state.config.max_request_bytes,
+            )),
         }
     }
 }
@@ -54,5 +67,6 @@ pub fn parse_id<T>(raw: &str) -> Result<T, ApiError>
 where
     T: std::str::FromStr<Err = ferry_proto::ids::Error>,
 {
-    raw.parse().map_err(|e: ferry_proto::ids::Error| ApiError::bad_request(e.to_string()))
+    raw.parse()
+        .map_err(|e: ferry_proto::ids::Error| ApiError::bad_request(e.to_string()))
 }

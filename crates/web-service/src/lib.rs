@@ -34,7 +34,11 @@ pub struct Config {
     #[arg(long, env = "FERRY_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// RabbitMQ URL.
-    #[arg(long, env = "FERRY_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "FERRY_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
     /// The broker URL handed to endpoints when they register (defaults to --amqp-url).
     #[arg(long, env = "FERRY_ENDPOINT_AMQP_URL")]
@@ -65,7 +69,8 @@ pub struct Config {
 impl Config {
     pub fn broker_options(&self) -> ferry_broker::Options {
         ferry_broker::Options {
-            queue_expires: (self.queue_expires_secs > 0).then(|| Duration::from_secs(self.queue_expires_secs)),
+            queue_expires: (self.queue_expires_secs > 0)
+                .then(|| Duration::from_secs(self.queue_expires_secs)),
         }
     }
 }

@@ -5,7 +5,10 @@ use ferry_web_service::Config;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(version, about = "Ferry's HTTP API: functions, endpoints, task submission and status")]
+#[command(
+    version,
+    about = "Ferry's HTTP API: functions, endpoints, task submission and status"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

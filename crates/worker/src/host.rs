@@ -4,8 +4,8 @@
 //! - host -> worker `R` + JSON `{"pid", "python"}`: ready, once at start;
 //! - worker -> host `T` + task id (16) + function id (16) + u32 len + function code
 //!   (empty when the host already has it) + u32 len + payload;
-//! - host -> worker `D` + task id (16) + u8 status (0 success, 1 failure) + f64 started
-//!   + f64 ended + four u32-length fields: data (result or traceback), serialized
+//! - host -> worker `D` + task id (16) + u8 status (0 success, 1 failure) + f64 started,
+//!   f64 ended, then four u32-length fields: data (result or traceback), serialized
 //!   exception, stdout, stderr.
 
 use std::collections::HashSet;
@@ -91,11 +91,20 @@ impl Host {
         let io = |e: std::io::Error| Error::Protocol(format!("writing a task: {e}"));
         self.stdin.write_u32(len as u32).await.map_err(io)?;
         self.stdin.write_u8(b'T').await.map_err(io)?;
-        self.stdin.write_all(task.task_id.0.as_bytes()).await.map_err(io)?;
-        self.stdin.write_all(function.function_id.0.as_bytes()).await.map_err(io)?;
+        self.stdin
+            .write_all(task.task_id.0.as_bytes())
+            .await
+            .map_err(io)?;
+        self.stdin
+            .write_all(function.function_id.0.as_bytes())
+            .await
+            .map_err(io)?;
         self.stdin.write_u32(code.len() as u32).await.map_err(io)?;
         self.stdin.write_all(code).await.map_err(io)?;
-        self.stdin.write_u32(task.payload.len() as u32).await.map_err(io)?;
+        self.stdin
+            .write_u32(task.payload.len() as u32)
+            .await
+            .map_err(io)?;
         self.stdin.write_all(&task.payload).await.map_err(io)?;
         if let Err(e) = self.stdin.flush().await {
             return Err(self.exit_error(e).await);
@@ -111,7 +120,9 @@ impl Host {
             Err(e) => return Err(self.exit_error(e).await),
         };
         if len > MAX_FRAME {
-            return Err(Error::Protocol(format!("a {len}-byte frame is over the {MAX_FRAME}-byte limit")));
+            return Err(Error::Protocol(format!(
+                "a {len}-byte frame is over the {MAX_FRAME}-byte limit"
+            )));
         }
         let mut body = vec![0; len];
         if let Err(e) = self.stdout.read_exact(&mut body).await {

@@ -3,7 +3,10 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "Ferry's worker: runs one task at a time for its manager (frames on stdin/stdout)")]
+#[command(
+    version,
+    about = "Ferry's worker: runs one task at a time for its manager (frames on stdin/stdout)"
+)]
 struct Cli {
     #[command(flatten)]
     config: ferry_worker::Config,

@@ -32,7 +32,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let send = |msg: FromWorker| ferry_proto::codec::encode(&msg).map(Bytes::from);
-    output.send(send(FromWorker::Ready { pid: std::process::id() })?).await?;
+    output
+        .send(send(FromWorker::Ready {
+            pid: std::process::id(),
+        })?)
+        .await?;
     let mut functions: HashMap<FunctionId, FunctionCode> = HashMap::new();
 
     while let Some(frame) = input.next().await {

@@ -87,7 +87,14 @@ pub async fn run(template: &[u8], payload: &[u8]) -> ShellOutcome {
             Some(c) => format!("exited with status {c}"),
             None => crate::host::describe_status(output.status),
         };
-        let tail: String = stderr.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = stderr
+            .chars()
+            .rev()
+            .take(2000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         failure(format!("command {how}: {cmd}\n{tail}"), stdout, stderr)
     }
 }
@@ -134,7 +141,10 @@ mod tests {
         let out = run(b"echo oops >&2; exit 3", b"").await;
         match out.completion {
             Completion::Failure { traceback, .. } => {
-                assert!(traceback.starts_with("command exited with status 3"), "{traceback}");
+                assert!(
+                    traceback.starts_with("command exited with status 3"),
+                    "{traceback}"
+                );
                 assert!(traceback.contains("oops"));
             }
             other => panic!("expected a failure, got {other:?}"),
@@ -144,7 +154,9 @@ mod tests {
     #[tokio::test]
     async fn a_command_result_is_json() {
         let out = run(b"echo {x}", br#"{"x": "hi"}"#).await;
-        let Completion::Success { result } = out.completion else { panic!() };
+        let Completion::Success { result } = out.completion else {
+            panic!()
+        };
         let text = std::str::from_utf8(&result).unwrap();
         let doc: serde_json::Value = serde_json::from_str(text.strip_prefix("11\n").unwrap()).unwrap();
         assert_eq!(doc["stdout"], "hi\n");

@@ -15,11 +15,21 @@ pub async fn run(config: ProviderConfig, endpoint_addr: SocketAddr, shutdown: Ca
     let bin = config
         .manager_bin
         .clone()
-        .or_else(|| std::env::current_exe().ok().map(|p| p.with_file_name("ferry-manager")))
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .map(|p| p.with_file_name("ferry-manager"))
+        })
         .unwrap_or_else(|| PathBuf::from("ferry-manager"));
     let mut set = tokio::task::JoinSet::new();
     for node in 0..config.nodes {
-        set.spawn(keep_manager(node, bin.clone(), config.clone(), endpoint_addr, shutdown.clone()));
+        set.spawn(keep_manager(
+            node,
+            bin.clone(),
+            config.clone(),
+            endpoint_addr,
+            shutdown.clone(),
+        ));
     }
     while set.join_next().await.is_some() {}
 }

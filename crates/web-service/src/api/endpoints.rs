@@ -58,7 +58,10 @@ pub(crate) async fn register(
     }))
 }
 
-pub(crate) async fn list(State(state): State<AppState>, Caller(user): Caller) -> ApiResult<Json<Vec<EndpointDoc>>> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<Json<Vec<EndpointDoc>>> {
     let records = state.store.list_endpoints(user).await?;
     Ok(Json(records.iter().map(endpoint_doc).collect()))
 }
@@ -73,10 +76,17 @@ pub(crate) async fn get(
 }
 
 /// An endpoint the caller owns, or the error that says why not.
-pub(crate) async fn owned_endpoint(state: &AppState, user: UserId, id: EndpointId) -> ApiResult<EndpointRecord> {
+pub(crate) async fn owned_endpoint(
+    state: &AppState,
+    user: UserId,
+    id: EndpointId,
+) -> ApiResult<EndpointRecord> {
     match state.store.get_endpoint(id).await? {
         Some(e) if e.owner == user => Ok(e),
-        Some(_) => Err(ApiError::new(Code::Forbidden, format!("endpoint {id} belongs to another user"))),
+        Some(_) => Err(ApiError::new(
+            Code::Forbidden,
+            format!("endpoint {id} belongs to another user"),
+        )),
         None => Err(ApiError::not_found(format!("endpoint {id} not found"))),
     }
 }

@@ -18,8 +18,12 @@ pub(crate) async fn register(
     Caller(user): Caller,
     FerryJson(body): FerryJson<RegisterFunction>,
 ) -> ApiResult<Json<FunctionRegistered>> {
-    let kind = FunctionKind::from_wire_name(&body.kind)
-        .ok_or_else(|| ApiError::bad_request(format!("kind must be \"python\" or \"shell\", not {:?}", body.kind)))?;
+    let kind = FunctionKind::from_wire_name(&body.kind).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "kind must be \"python\" or \"shell\", not {:?}",
+            body.kind
+        ))
+    })?;
     if body.code.is_empty() {
         return Err(ApiError::bad_request("code is empty"));
     }
@@ -66,7 +70,10 @@ pub(crate) async fn visible_function(
 ) -> ApiResult<std::sync::Arc<FunctionRecord>> {
     match state.function(id).await? {
         Some(f) if f.owner == user => Ok(f),
-        Some(_) => Err(ApiError::new(Code::Forbidden, format!("function {id} belongs to another user"))),
+        Some(_) => Err(ApiError::new(
+            Code::Forbidden,
+            format!("function {id} belongs to another user"),
+        )),
         None => Err(ApiError::not_found(format!("function {id} not found"))),
     }
 }

@@ -58,7 +58,9 @@ pub(crate) async fn submit(
         }
         if functions[&task.function_id].kind == FunctionKind::Shell && !task.payload.is_empty() {
             let value: serde_json::Value = serde_json::from_str(&task.payload).map_err(|e| {
-                ApiError::bad_request(format!("tasks[{i}].payload: a shell task takes a JSON object of named values: {e}"))
+                ApiError::bad_request(format!(
+                    "tasks[{i}].payload: a shell task takes a JSON object of named values: {e}"
+                ))
             })?;
             if !value.is_object() {
                 return Err(ApiError::bad_request(format!(
@@ -94,7 +96,10 @@ pub(crate) async fn submit(
             max_retries: s.max_retries,
         })
         .collect();
-    state.store.create_tasks(&batch, &new_tasks, Actor::WebService).await?;
+    state
+        .store
+        .create_tasks(&batch, &new_tasks, Actor::WebService)
+        .await?;
 
     let mut messages = Vec::with_capacity(specs.len().div_ceil(TASKS_PER_MESSAGE));
     for chunk in specs.chunks(TASKS_PER_MESSAGE) {
@@ -109,10 +114,16 @@ pub(crate) async fn submit(
             functions: used,
             tasks: chunk.to_vec(),
         };
-        messages.push(ferry_proto::codec::encode(&message).map_err(|e| ApiError::unavailable("cannot encode", e))?);
+        messages.push(
+            ferry_proto::codec::encode(&message).map_err(|e| ApiError::unavailable("cannot encode", e))?,
+        );
     }
     let queue = state.broker.submissions_queue();
-    if let Err(e) = state.broker.publish_many(&queue, messages.iter().map(Vec::as_slice)).await {
+    if let Err(e) = state
+        .broker
+        .publish_many(&queue, messages.iter().map(Vec::as_slice))
+        .await
+    {
         // The records exist but the tasks never reached the queue: fail them so nothing
         // waits forever, and do not hand out their ids.
         fail_unqueued(&state, &specs).await;

@@ -1,0 +1,123 @@
+"""The Python SDK against a real Ferry: functions defined here (in a test module and
+in ``__main__``-like scopes) run on a real endpoint and their results come back."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ferry import Executor, ShellFunction, TaskPending
+
+
+def wait_done(client, task_id, seconds=60):
+    deadline = time.monotonic() + seconds
+    states = []
+    while time.monotonic() < deadline:
+        doc = client.get_task(task_id)
+        if not states or states[-1] != doc["status"]:
+            states.append(doc["status"])
+        if not doc["pending"]:
+            return doc, states
+        time.sleep(0.01)
+    raise AssertionError(f"task {task_id} not done in {seconds}s (seen {states})")
+
+
+def double(x):
+    return x * 2
+
+
+def test_a_registered_function_runs_and_its_result_comes_back(client, stack):
+    fid = client.register_function(double)
+    tid = client.run(21, endpoint_id=stack.endpoint_id, function_id=fid)
+
+    doc, _ = wait_done(client, tid)
+
+    assert doc["status"] == "success"
+    assert client.get_result(tid) == 42
+    states = [h["state"] for h in doc["history"]]
+    assert states == ["received", "waiting-for-ep", "waiting-for-nodes", "waiting-for-launch", "running", "success"]
+    assert all(h["at"] > 0 for h in doc["history"])
+
+
+def test_lambdas_and_closures_run_remotely(client, stack):
+    k = 7
+    fid = client.register_function(lambda y: y * k)
+    tid = client.run(6, endpoint_id=stack.endpoint_id, function_id=fid)
+    wait_done(client, tid)
+    assert client.get_result(tid) == 42
+
+
+def test_a_remote_exception_is_reraised_with_the_remote_traceback(client, stack):
+    def explode(n):
+        raise ValueError(f"bad value {n}")
+
+    fid = client.register_function(explode)
+    tid = client.run(3, endpoint_id=stack.endpoint_id, function_id=fid)
+    doc, _ = wait_done(client, tid)
+
+    assert doc["status"] == "failed"
+    with pytest.raises(ValueError, match="bad value 3") as info:
+        client.get_result(tid)
+    assert "explode" in str(info.value.__cause__)
+
+
+def test_a_pending_task_says_so(client, stack):
+    def slow():
+        import time
+
+        time.sleep(1)
+        return "done"
+
+    fid = client.register_function(slow)
+    tid = client.run(endpoint_id=stack.endpoint_id, function_id=fid)
+    with pytest.raises(TaskPending):
+        client.get_result(tid)
+    wait_done(client, tid)
+    assert client.get_result(tid) == "done"
+
+
+def test_stdout_of_the_function_is_kept(client, stack):
+    def chatty():
+        print("hello from the worker")
+        return 1
+
+    fid = client.register_function(chatty)
+    tid = client.run(endpoint_id=stack.endpoint_id, function_id=fid)
+    doc, _ = wait_done(client, tid)
+    assert "hello from the worker" in doc.get("stdout", "")
+
+
+def test_a_batch_runs_and_its_results_come_back_together(client, stack):
+    fid = client.register_function(double)
+    batch = client.create_batch()
+    for i in range(50):
+        batch.add(fid, i)
+    ids = client.batch_run(stack.endpoint_id, batch)
+    assert len(ids) == 50
+    for tid in ids:
+        wait_done(client, tid)
+    results = client.get_batch_result(ids)
+    assert [results[t]["result"] for t in ids] == [2 * i for i in range(50)]
+
+
+def test_the_executor_runs_functions_and_maps(client, stack):
+    with Executor(endpoint_id=stack.endpoint_id, client=client) as ex:
+        assert ex.submit(pow, 2, 10).result(timeout=60) == 1024
+        assert list(ex.map(double, range(20), timeout=60)) == [2 * i for i in range(20)]
+        failing = ex.submit(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            failing.result(timeout=60)
+
+
+def test_a_shell_function_runs_through_the_executor(client, stack):
+    with Executor(endpoint_id=stack.endpoint_id, client=client) as ex:
+        result = ex.submit(ShellFunction("echo hello {name}"), name="ferry").result(timeout=60)
+    assert result["stdout"] == "hello ferry\n"
+    assert result["returncode"] == 0
+
+
+def test_the_endpoint_is_listed_online(client, stack):
+    status = client.get_endpoint_status(stack.endpoint_id)
+    assert status["status"] == "online"
+    assert any(e["endpoint_id"] == stack.endpoint_id for e in client.list_endpoints())

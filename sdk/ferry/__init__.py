@@ -1,0 +1,25 @@
+"""Ferry's Python SDK: run Python functions and shell commands on Ferry endpoints.
+
+>>> from ferry import Client, Executor                             # doctest: +SKIP
+>>> c = Client("http://127.0.0.1:8000", token="fy_...")            # doctest: +SKIP
+>>> fid = c.register_function(lambda x: x * 2)                     # doctest: +SKIP
+>>> c.get_result(c.run(21, endpoint_id=EP, function_id=fid))       # doctest: +SKIP
+42
+"""
+
+from .client import Batch, Client, ShellFunction
+from .errors import APIError, DeserializationError, FerryError, RemoteExecutionError, TaskPending
+from .executor import Executor
+
+__all__ = [
+    "APIError",
+    "Batch",
+    "Client",
+    "DeserializationError",
+    "Executor",
+    "FerryError",
+    "RemoteExecutionError",
+    "ShellFunction",
+    "TaskPending",
+]
+__version__ = "0.1.0"

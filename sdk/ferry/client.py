@@ -1,0 +1,275 @@
+"""The Ferry client: register functions, run them on endpoints, fetch results.
+
+>>> from ferry import Client                                      # doctest: +SKIP
+>>> c = Client("http://127.0.0.1:8000", token="fy_...")           # doctest: +SKIP
+>>> fid = c.register_function(lambda x: x * 2)                    # doctest: +SKIP
+>>> tid = c.run(21, endpoint_id=EP, function_id=fid)              # doctest: +SKIP
+>>> c.get_result(tid)                                             # doctest: +SKIP
+42
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import urllib.parse
+from typing import Any, Callable, Iterable
+
+from .errors import APIError, FerryError, RemoteExecutionError, RemoteTraceback, TaskPending
+from .serialize import deserialize_data, pack_args, serialize_function
+
+__all__ = ["Client", "Batch", "ShellFunction"]
+
+_RETRYABLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, http.client.CannotSendRequest)
+
+
+class ShellFunction:
+    """A shell command template run on the endpoint with ``/bin/sh -c``; ``{name}``
+    placeholders are filled from the task's keyword arguments.
+
+    >>> ShellFunction("echo hello {name}").command
+    'echo hello {name}'
+    """
+
+    def __init__(self, command: str, name: str | None = None) -> None:
+        self.command = command
+        self.__name__ = name or (command.split()[0] if command.split() else "shell")
+
+    def __repr__(self) -> str:
+        return f"ShellFunction({self.command!r})"
+
+
+class Batch:
+    """Tasks to submit together in one request (all accepted or none)."""
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+        self.tasks: list[tuple[str, str]] = []
+
+    def add(self, function_id: str, *args: Any, **kwargs: Any) -> None:
+        """Adds a call of ``function_id`` with these arguments."""
+        self.tasks.append((function_id, self._client._payload(function_id, args, kwargs)))
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+class Client:
+    """A connection to a Ferry web-service.
+
+    ``url`` defaults to ``$FERRY_URL`` (else ``http://127.0.0.1:8000``) and ``token`` to
+    ``$FERRY_TOKEN``. The client is thread-safe: each thread keeps its own keep-alive
+    connection.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+        self.url = (url or os.environ.get("FERRY_URL") or "http://127.0.0.1:8000").rstrip("/")
+        self.token = token if token is not None else os.environ.get("FERRY_TOKEN")
+        self.timeout = timeout
+        parsed = urllib.parse.urlsplit(self.url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise FerryError(f"invalid Ferry URL {self.url!r}: expected http(s)://host[:port]")
+        self._scheme = parsed.scheme
+        self._host = parsed.hostname
+        self._port = parsed.port
+        self._base = parsed.path.rstrip("/")
+        self._local = threading.local()
+        self._kinds: dict[str, str] = {}
+
+    # ---- HTTP ---------------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        for attempt in range(2):
+            conn = self._connection()
+            try:
+                conn.request(method, self._base + path, body=data, headers=headers)
+                response = conn.getresponse()
+                raw = response.read()
+            except _RETRYABLE:
+                # The server closed a kept-alive connection: reconnect once. The request
+                # was not answered, so sending it again cannot duplicate it.
+                conn.close()
+                self._local.conn = None
+                if attempt == 1:
+                    raise
+                continue
+            except OSError:
+                conn.close()
+                self._local.conn = None
+                raise
+            if response.getheader("Connection", "").lower() == "close":
+                conn.close()
+                self._local.conn = None
+            try:
+                doc = json.loads(raw) if raw else None
+            except ValueError:
+                doc = None
+            if response.status >= 400:
+                if isinstance(doc, dict):
+                    raise APIError(response.status, str(doc.get("code")), str(doc.get("message")))
+                raise APIError(response.status, "http_error", raw[:200].decode("utf-8", "replace"))
+            return doc
+        raise FerryError("unreachable")
+
+    # ---- functions ----------------------------------------------------------------
+
+    def version(self) -> dict:
+        """The service's API and build versions."""
+        return self._request("GET", "/v1/version")
+
+    def register_function(
+        self, function: Callable[..., Any] | ShellFunction, name: str | None = None, description: str | None = None
+    ) -> str:
+        """Registers a Python callable (or a :class:`ShellFunction`); returns its id."""
+        if isinstance(function, ShellFunction):
+            return self.register_shell_function(function.command, name or function.__name__)
+        if not callable(function):
+            raise FerryError(f"register_function needs a callable, not {type(function).__name__}")
+        name = name or getattr(function, "__name__", "function")
+        if name == "<lambda>":
+            name = "lambda"
+        if description is None:
+            description = (getattr(function, "__doc__", None) or "").strip() or None
+        body = {"name": name, "kind": "python", "code": serialize_function(function), "description": description}
+        fid = self._request("POST", "/v1/functions", body)["function_id"]
+        self._kinds[fid] = "python"
+        return fid
+
+    def register_shell_function(self, command: str, name: str | None = None) -> str:
+        """Registers a shell command template; returns its id."""
+        body = {"name": name or "shell", "kind": "shell", "code": command}
+        fid = self._request("POST", "/v1/functions", body)["function_id"]
+        self._kinds[fid] = "shell"
+        return fid
+
+    def get_function(self, function_id: str) -> dict:
+        return self._request("GET", f"/v1/functions/{function_id}")
+
+    def _kind(self, function_id: str) -> str:
+        kind = self._kinds.get(function_id)
+        if kind is None:
+            kind = self.get_function(function_id)["kind"]
+            self._kinds[function_id] = kind
+        return kind
+
+    def _payload(self, function_id: str, args: Iterable[Any], kwargs: dict[str, Any]) -> str:
+        if self._kind(function_id) == "shell":
+            if tuple(args):
+                raise FerryError("a shell function takes keyword arguments only (they fill its {placeholders})")
+            return json.dumps(kwargs) if kwargs else ""
+        return pack_args(tuple(args), kwargs)
+
+    # ---- tasks --------------------------------------------------------------------
+
+    def _submit(self, endpoint_id: str, tasks: list[tuple[str, str]], max_retries: int | None) -> list[str]:
+        body = {
+            "endpoint_id": str(endpoint_id),
+            "tasks": [{"function_id": f, "payload": p, "max_retries": max_retries} for f, p in tasks],
+        }
+        return self._request("POST", "/v1/tasks", body)["task_ids"]
+
+    def run(
+        self, *args: Any, endpoint_id: str, function_id: str, max_retries: int | None = None, **kwargs: Any
+    ) -> str:
+        """Runs a registered function once on an endpoint; returns the task id."""
+        payload = self._payload(function_id, args, kwargs)
+        return self._submit(endpoint_id, [(function_id, payload)], max_retries)[0]
+
+    def create_batch(self) -> Batch:
+        """An empty :class:`Batch` to fill with :meth:`Batch.add`."""
+        return Batch(self)
+
+    def batch_run(self, endpoint_id: str, batch: Batch, max_retries: int | None = None) -> list[str]:
+        """Submits a batch in one request; returns the task ids in the batch's order."""
+        if not batch.tasks:
+            raise FerryError("the batch is empty")
+        return self._submit(endpoint_id, batch.tasks, max_retries)
+
+    def get_task(self, task_id: str) -> dict:
+        """The task's record: ``pending``, ``status``, ``result`` or ``exception``,
+        ``completion_t`` and the ``history`` of its states."""
+        return self._request("GET", f"/v1/tasks/{task_id}")
+
+    def get_result(self, task_id: str) -> Any:
+        """The task's return value. Raises :class:`TaskPending` while it runs, and
+        re-raises the remote exception (with the remote traceback as its cause) when the
+        task failed."""
+        doc = self.get_task(task_id)
+        if doc["pending"]:
+            raise TaskPending(doc["status"])
+        return result_of(doc)
+
+    def get_tasks(self, task_ids: Iterable[str]) -> dict[str, dict]:
+        """Raw records of many tasks, 1,000 per request."""
+        ids = [str(t) for t in task_ids]
+        out: dict[str, dict] = {}
+        for i in range(0, len(ids), 1000):
+            answer = self._request("POST", "/v1/tasks/status", {"task_ids": ids[i : i + 1000]})
+            out.update(answer["tasks"])
+        return out
+
+    def get_batch_result(self, task_ids: Iterable[str]) -> dict[str, dict]:
+        """For each task: ``pending``, ``status``, and once finished ``result`` (the
+        value) or ``exception`` (the exception object), and ``completion_t``."""
+        out: dict[str, dict] = {}
+        for tid, doc in self.get_tasks(task_ids).items():
+            entry: dict[str, Any] = {"pending": doc["pending"], "status": doc["status"]}
+            if not doc["pending"]:
+                entry["completion_t"] = doc.get("completion_t")
+                try:
+                    entry["result"] = result_of(doc)
+                except BaseException as e:  # noqa: BLE001 - the remote exception, as a value
+                    entry["exception"] = e
+            out[tid] = entry
+        return out
+
+    def get_batch(self, batch_id: str) -> dict:
+        return self._request("GET", f"/v1/batches/{batch_id}")
+
+    # ---- endpoints ----------------------------------------------------------------
+
+    def get_endpoint_status(self, endpoint_id: str) -> dict:
+        """``status`` (``online``/``offline``), ``last_heartbeat`` and load ``details``."""
+        return self._request("GET", f"/v1/endpoints/{endpoint_id}")
+
+    def list_endpoints(self) -> list[dict]:
+        return self._request("GET", "/v1/endpoints")
+
+
+def exception_of(doc: dict) -> BaseException:
+    """The exception a failed task's record stands for."""
+    tb = doc.get("exception") or f"task failed ({doc.get('status')})"
+    data = doc.get("exception_data")
+    if data:
+        try:
+            exc = deserialize_data(data)
+            if isinstance(exc, BaseException):
+                exc.__cause__ = RemoteTraceback(tb)
+                return exc
+        except Exception:  # noqa: BLE001 - fall back to the text
+            pass
+    return RemoteExecutionError(tb)
+
+
+def result_of(doc: dict) -> Any:
+    """The value of a finished task's record, or raises its exception."""
+    if doc["status"] == "success":
+        return deserialize_data(doc["result"])
+    raise exception_of(doc)

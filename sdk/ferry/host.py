@@ -1,0 +1,189 @@
+"""The warm Python host a Ferry worker keeps: ``python -m ferry.host``.
+
+It reads tasks from its stdin and writes results to its stdout, framed (a 4-byte
+big-endian length, then the body), and keeps every function it was sent deserialized,
+so a task costs one call. The worker (Rust) drives it; see ``crates/worker/src/host.rs``
+for the frame layout. The function's own prints are captured, and nothing the function
+does to file descriptor 1 can corrupt the protocol: the host moves the protocol off fd 1
+before running anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import struct
+import sys
+import time
+import traceback
+import uuid
+from typing import Any, Callable, BinaryIO
+
+from .serialize import deserialize_function, serialize_data, unpack_args
+
+_LEN = struct.Struct(">I")
+_DONE_HEAD = struct.Struct(">c16sBdd")
+MAX_OUTPUT = 1024 * 1024
+
+
+class _Capped(io.StringIO):
+    """A StringIO that keeps the first MAX_OUTPUT characters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def write(self, s: str) -> int:
+        room = MAX_OUTPUT - self.tell()
+        if room <= 0:
+            self.dropped += len(s)
+            return len(s)
+        if len(s) > room:
+            self.dropped += len(s) - room
+            super().write(s[:room])
+        else:
+            super().write(s)
+        return len(s)
+
+    def text(self) -> str:
+        value = self.getvalue()
+        if self.dropped:
+            value += f"\n[ferry: {self.dropped} more characters dropped]\n"
+        return value
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
+    data = stream.read(n)
+    if not data:
+        return None
+    while len(data) < n:
+        more = stream.read(n - len(data))
+        if not more:
+            raise EOFError(f"truncated frame: wanted {n} bytes, got {len(data)}")
+        data += more
+    return data
+
+
+def _field(buf: bytes, pos: int) -> tuple[bytes, int]:
+    (n,) = _LEN.unpack_from(buf, pos)
+    pos += 4
+    if pos + n > len(buf):
+        raise ValueError("truncated field")
+    return buf[pos : pos + n], pos + n
+
+
+def _user_traceback(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    # Drop the host's own frame (the call site) so the user sees their code only.
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _exception_data(exc: BaseException) -> bytes:
+    try:
+        return serialize_data(exc).encode()
+    except Exception:  # noqa: BLE001 - some exceptions cannot be pickled
+        return b""
+
+
+class Host:
+    def __init__(self, proto_in: BinaryIO, proto_out: BinaryIO) -> None:
+        self.proto_in = proto_in
+        self.proto_out = proto_out
+        self.functions: dict[bytes, Callable[..., Any]] = {}
+
+    def send(self, body: bytes) -> None:
+        self.proto_out.write(_LEN.pack(len(body)))
+        self.proto_out.write(body)
+        self.proto_out.flush()
+
+    def done(self, task_id: bytes, ok: bool, started: float, data: bytes, exc: bytes, out: str, err: str) -> None:
+        parts = [_DONE_HEAD.pack(b"D", task_id, 0 if ok else 1, started, time.time())]
+        for field in (data, exc, out.encode("utf-8", "replace"), err.encode("utf-8", "replace")):
+            parts.append(_LEN.pack(len(field)))
+            parts.append(field)
+        self.send(b"".join(parts))
+
+    def run_task(self, body: bytes) -> None:
+        task_id = body[1:17]
+        function_id = body[17:33]
+        started = time.time()
+        tid = uuid.UUID(bytes=task_id)
+        try:
+            code, pos = _field(body, 33)
+            payload, _ = _field(body, pos)
+        except ValueError:
+            self.done(task_id, False, started, f"malformed task frame for task {tid}".encode(), b"", "", "")
+            return
+        fn = self.functions.get(function_id)
+        if code:
+            try:
+                fn = deserialize_function(code.decode("utf-8"))
+            except Exception as e:  # noqa: BLE001
+                msg = f"could not deserialize the function of task {tid}: {e}"
+                self.done(task_id, False, started, msg.encode(), b"", "", "")
+                return
+            self.functions[function_id] = fn
+        if fn is None:
+            msg = f"ferry host: function {uuid.UUID(bytes=function_id)} is not loaded"
+            self.done(task_id, False, started, msg.encode(), b"", "", "")
+            return
+        try:
+            args, kwargs = unpack_args(payload.decode("utf-8"))
+        except Exception as e:  # noqa: BLE001
+            msg = f"could not deserialize the arguments of task {tid}: {e}"
+            self.done(task_id, False, started, msg.encode(), b"", "", "")
+            return
+        out, err = _Capped(), _Capped()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                value = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - SystemExit and friends fail the task, not the host
+            self.done(task_id, False, started, _user_traceback(e).encode(), _exception_data(e), out.text(), err.text())
+            return
+        try:
+            data = serialize_data(value).encode()
+        except Exception as e:  # noqa: BLE001
+            msg = f"the result of task {tid} could not be serialized: {type(e).__name__}: {e}"
+            self.done(task_id, False, started, msg.encode(), _exception_data(e), out.text(), err.text())
+            return
+        self.done(task_id, True, started, data, b"", out.text(), err.text())
+
+    def serve(self) -> int:
+        ready = json.dumps({"pid": os.getpid(), "python": sys.version.split()[0]}).encode()
+        self.send(b"R" + ready)
+        while True:
+            try:
+                head = _read_exact(self.proto_in, 4)
+                if head is None:
+                    return 0
+                (n,) = _LEN.unpack(head)
+                body = _read_exact(self.proto_in, n)
+            except EOFError as e:
+                print(f"ferry host: {e}", file=sys.stderr)
+                return 2
+            if not body or body[:1] != b"T" or len(body) < 33:
+                print(f"ferry host: unknown frame {body[:1]!r}", file=sys.stderr)
+                return 2
+            self.run_task(body)
+
+
+def main() -> int:
+    proto_in = os.fdopen(os.dup(0), "rb")
+    proto_out = os.fdopen(os.dup(1), "wb")
+    # From here on fd 1 is stderr, and stdin is empty: nothing a function does to them
+    # can touch the protocol.
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115
+    return Host(proto_in, proto_out).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Serialization of functions, arguments and results.
+
+Ferry uses the Globus Compute serialization format, so the same worker can run tasks
+from either SDK. A serialized buffer is a string: a two-character strategy id, a newline,
+then the body:
+
+==== ======================================================================
+id   body
+==== ======================================================================
+00   base64 of ``dill.dumps(obj)`` (data: arguments, results, exceptions)
+01   base64 of ``dill.dumps(fn)`` (code: lambdas, closures, ``__main__``)
+03   base64 of ``dill.dumps((name, source))``; 04 is the same
+11   ``json.dumps(obj)``
+12   a packed buffer of alternative code serializations (first that loads wins)
+13   a packed buffer of alternative data serializations
+sd   ``name + ":" + source``; st is the same
+==== ======================================================================
+
+Several buffers travel as one string with :func:`pack`: each buffer behind its length in
+characters and a newline.
+
+>>> unpack(pack(["00\\nabc", "11\\n[1]"]))
+['00\\nabc', '11\\n[1]']
+>>> deserialize_data(serialize_data({"a": 1}))
+{'a': 1}
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import sys
+import sysconfig
+import types
+from typing import Any, Callable, Sequence
+
+import dill
+
+from .errors import DeserializationError
+
+__all__ = [
+    "pack",
+    "unpack",
+    "serialize_data",
+    "deserialize_data",
+    "serialize_function",
+    "deserialize_function",
+    "pack_args",
+    "unpack_args",
+]
+
+
+def pack(buffers: Sequence[str]) -> str:
+    """Joins buffers into one string: ``"<len>\\n<buffer>"`` for each."""
+    return "".join(f"{len(b)}\n{b}" for b in buffers)
+
+
+def unpack(packed: str) -> list[str]:
+    """Splits a string made by :func:`pack` back into its buffers."""
+    out: list[str] = []
+    i = 0
+    n = len(packed)
+    while i < n:
+        nl = packed.find("\n", i)
+        if nl < 0:
+            raise DeserializationError(f"packed buffer: no length line at offset {i}")
+        head = packed[i:nl]
+        if not head.isdigit():
+            raise DeserializationError(f"packed buffer: bad length {head[:20]!r} at offset {i}")
+        length = int(head)
+        start = nl + 1
+        end = start + length
+        if end > n:
+            raise DeserializationError(f"packed buffer: a {length}-character buffer runs past the end")
+        out.append(packed[start:end])
+        i = end
+    return out
+
+
+def _b64(data: bytes) -> str:
+    return codecs.encode(data, "base64").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return codecs.decode(text.encode("ascii"), "base64")
+
+
+def serialize_data(obj: Any) -> str:
+    """Serializes a value (strategy ``00``)."""
+    return "00\n" + _b64(dill.dumps(obj))
+
+
+def _by_value(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of ``fn`` that dill pickles by value.
+
+    dill pickles a function defined in an importable module by reference (module and
+    name), which fails on an endpoint where the user's own module does not exist. A copy
+    that claims to live in ``__main__`` is pickled with its code and the globals it uses.
+    Functions from installed packages and the standard library stay by reference.
+    """
+    if not isinstance(fn, types.FunctionType) or fn.__module__ in ("__main__", None):
+        return fn
+    module = sys.modules.get(fn.__module__)
+    path = getattr(module, "__file__", None) or ""
+    installed = (
+        not path
+        or "site-packages" in path
+        or "dist-packages" in path
+        or path.startswith(sysconfig.get_paths()["stdlib"])
+    )
+    if installed:
+        return fn
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__doc__ = fn.__doc__
+    copy.__qualname__ = fn.__qualname__
+    copy.__module__ = "__main__"
+    return copy
+
+
+def serialize_function(fn: Callable[..., Any]) -> str:
+    """Serializes a function by value (strategy ``01``), as one packed buffer: what
+    ``POST /v1/functions`` takes as ``code``."""
+    return pack(["01\n" + _b64(dill.dumps(_by_value(fn), recurse=True))])
+
+
+def _split(buffer: str) -> tuple[str, str]:
+    if len(buffer) < 3 or buffer[2] != "\n":
+        raise DeserializationError(f"not a serialized buffer: {buffer[:20]!r}")
+    return buffer[:2], buffer[3:]
+
+
+def _from_source(name: str, source: str) -> Callable[..., Any]:
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<ferry function {name}>", "exec"), namespace)  # noqa: S102
+    try:
+        return namespace[name]
+    except KeyError:
+        raise DeserializationError(f"the source does not define {name!r}") from None
+
+
+def _load(buffer: str) -> Any:
+    sid, body = _split(buffer)
+    try:
+        if sid in ("00", "01", "02"):
+            return dill.loads(_unb64(body))
+        if sid in ("03", "04"):
+            name, source = dill.loads(_unb64(body))
+            return _from_source(name, source)
+        if sid in ("st", "sd"):
+            name, _, source = body.partition(":")
+            return _from_source(name, source)
+        if sid == "11":
+            return json.loads(body)
+        if sid in ("12", "13"):
+            errors = []
+            for alternative in unpack(body):
+                try:
+                    return _load(alternative)
+                except Exception as e:  # noqa: BLE001 - try the next one
+                    errors.append(f"{alternative[:2]}: {e}")
+            raise DeserializationError("no alternative could be loaded: " + "; ".join(errors))
+    except DeserializationError:
+        raise
+    except Exception as e:
+        raise DeserializationError(f"cannot load a {sid!r} buffer: {type(e).__name__}: {e}") from e
+    raise DeserializationError(f"unknown serialization strategy {sid!r}")
+
+
+def deserialize_data(buffer: str) -> Any:
+    """Reads back a value serialized by any data strategy."""
+    return _load(buffer)
+
+
+def deserialize_function(code: str) -> Callable[..., Any]:
+    """Reads back a function: a packed buffer (the first buffer that loads wins) or a
+    bare serialized buffer."""
+    try:
+        buffers = unpack(code) + [code]
+    except DeserializationError:
+        buffers = [code]
+    errors = []
+    for buffer in buffers:
+        try:
+            fn = _load(buffer)
+        except DeserializationError as e:
+            errors.append(str(e))
+            continue
+        if not callable(fn):
+            raise DeserializationError(f"the function buffer holds a {type(fn).__name__}, not a callable")
+        return fn
+    raise DeserializationError("cannot load the function: " + "; ".join(errors or ["no buffer"]))
+
+
+def pack_args(args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> str:
+    """The payload of a Python task: packed ``(args, kwargs)``."""
+    return pack([serialize_data(tuple(args)), serialize_data(dict(kwargs or {}))])
+
+
+def unpack_args(payload: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Reads back a payload made by :func:`pack_args`; an empty payload is no arguments."""
+    if not payload:
+        return (), {}
+    buffers = unpack(payload)
+    if len(buffers) != 2:
+        raise DeserializationError(f"a task payload holds 2 buffers (args, kwargs), not {len(buffers)}")
+    args, kwargs = (deserialize_data(b) for b in buffers)
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        raise DeserializationError("a task payload must hold a sequence of args and a dict of kwargs")
+    return tuple(args), kwargs

@@ -1,0 +1,134 @@
+"""The warm host, driven over its pipes exactly as the Rust worker does."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ferry.serialize import deserialize_data, pack, pack_args, serialize_function
+
+SDK = Path(__file__).resolve().parents[1]
+
+
+class HostProcess:
+    def __init__(self):
+        env = dict(os.environ, PYTHONPATH=str(SDK))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "ferry.host"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        kind, body = self.read()
+        assert kind == b"R"
+        self.ready = json.loads(body)
+
+    def read(self):
+        head = self.proc.stdout.read(4)
+        (n,) = struct.unpack(">I", head)
+        body = self.proc.stdout.read(n)
+        return body[:1], body[1:]
+
+    def run(self, fid: bytes, code: str, payload: str):
+        tid = uuid.uuid4().bytes
+        c, p = code.encode(), payload.encode()
+        body = b"T" + tid + fid + struct.pack(">I", len(c)) + c + struct.pack(">I", len(p)) + p
+        self.proc.stdin.write(struct.pack(">I", len(body)) + body)
+        self.proc.stdin.flush()
+        kind, rest = self.read()
+        assert kind == b"D"
+        assert rest[:16] == tid
+        status, started, ended = struct.unpack(">Bdd", rest[16:33])
+        fields, pos = [], 33
+        for _ in range(4):
+            (n,) = struct.unpack(">I", rest[pos : pos + 4])
+            fields.append(rest[pos + 4 : pos + 4 + n].decode())
+            pos += 4 + n
+        assert started <= ended
+        return status, *fields
+
+    def close(self):
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def host():
+    h = HostProcess()
+    yield h
+    if h.proc.poll() is None:
+        h.proc.kill()
+
+
+def double(x):
+    return x * 2
+
+
+def divide(x):
+    return x / 0
+
+
+def chatty():
+    print("to stdout")
+    print("to stderr", file=sys.stderr)
+    os.write(1, b"raw bytes on fd 1\n")
+    return "ok"
+
+
+def leave():
+    raise SystemExit(3)
+
+
+def test_a_function_runs_and_its_result_deserializes(host):
+    status, data, exc, out, err = host.run(uuid.uuid4().bytes, serialize_function(double), pack_args((21,)))
+    assert status == 0
+    assert deserialize_data(data) == 42
+
+
+def test_an_exception_comes_back_with_a_user_traceback_and_the_object(host):
+    status, data, exc, _, _ = host.run(uuid.uuid4().bytes, serialize_function(divide), pack_args((1,)))
+    assert status == 1
+    assert "ZeroDivisionError" in data and "divide" in data
+    assert "ferry/host.py" not in data
+    assert isinstance(deserialize_data(exc), ZeroDivisionError)
+
+
+def test_prints_are_captured_and_fd_1_cannot_corrupt_the_protocol(host):
+    status, data, _, out, err = host.run(uuid.uuid4().bytes, serialize_function(chatty), "")
+    assert status == 0 and deserialize_data(data) == "ok"
+    assert out == "to stdout\n"
+    assert err == "to stderr\n"
+
+
+def test_a_function_is_kept_and_can_be_sent_once(host):
+    fid = uuid.uuid4().bytes
+    host.run(fid, serialize_function(double), pack_args((1,)))
+    status, data, *_ = host.run(fid, "", pack_args((5,)))
+    assert status == 0 and deserialize_data(data) == 10
+
+
+def test_an_unknown_function_fails_the_task_not_the_host(host):
+    status, data, *_ = host.run(uuid.uuid4().bytes, "", "")
+    assert status == 1 and "is not loaded" in data
+    status, data, *_ = host.run(uuid.uuid4().bytes, serialize_function(double), pack_args((2,)))
+    assert status == 0
+
+
+def test_garbage_function_and_payload_fail_with_the_task_id(host):
+    status, data, *_ = host.run(uuid.uuid4().bytes, pack(["zz\nnothing"]), "")
+    assert status == 1 and "could not deserialize the function of task" in data
+    status, data, *_ = host.run(uuid.uuid4().bytes, serialize_function(double), "not a payload")
+    assert status == 1 and "could not deserialize the arguments of task" in data
+
+
+def test_system_exit_in_a_function_fails_the_task_and_the_host_stays(host):
+    status, data, *_ = host.run(uuid.uuid4().bytes, serialize_function(leave), "")
+    assert status == 1 and "SystemExit" in data
+    status, *_ = host.run(uuid.uuid4().bytes, serialize_function(double), pack_args((2,)))
+    assert status == 0
+
+
+def test_end_of_input_exits_cleanly(host):
+    assert host.close() == 0

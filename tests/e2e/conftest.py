@@ -56,6 +56,9 @@ class Stack:
             FERRY_QUEUE_EXPIRES_SECS="300",
             FERRY_HEARTBEAT_INTERVAL_MS="500",
             FERRY_PYTHON=sys.executable,
+            # The workers can import the test modules, as a user's endpoint can import
+            # the user's own code (functions defined in a module travel by reference).
+            PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
         )
         self.procs: dict[str, subprocess.Popen] = {}
 

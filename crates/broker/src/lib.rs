@@ -88,6 +88,49 @@ impl Broker {
         format!("{}.ep.{endpoint}.tasks", self.ns)
     }
 
+    /// The prefix of task-group result queues (the name handed to Globus Compute SDKs).
+    pub fn task_group_prefix(&self) -> String {
+        format!("{}.tg.", self.ns)
+    }
+
+    pub fn task_group_queue(&self, group: ferry_proto::TaskGroupId) -> String {
+        format!("{}{group}", self.task_group_prefix())
+    }
+
+    /// Declares a task group's result queue (idempotent). It deletes itself after
+    /// `expires` without a consumer, so abandoned groups clean up.
+    pub async fn declare_task_group(&self, group: ferry_proto::TaskGroupId, expires: Duration) -> Result<()> {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(expires.as_millis() as i64),
+        );
+        self.publisher
+            .queue_declare(
+                self.task_group_queue(group).as_str().into(),
+                QueueDeclareOptions::durable(),
+                args,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes messages with a `timestamp` property (Unix seconds) to their queues,
+    /// then waits for every confirm.
+    pub async fn publish_stamped(&self, messages: &[(String, Vec<u8>)], timestamp: u64) -> Result<()> {
+        let mut confirms = Vec::with_capacity(messages.len());
+        for (queue, body) in messages {
+            let props = BasicProperties::default().with_timestamp(timestamp);
+            confirms.push((queue, self.send(queue, body, props).await?));
+        }
+        for (queue, confirm) in confirms {
+            if !confirm.await?.is_ack() {
+                return Err(Error::Nacked { queue: queue.clone() });
+            }
+        }
+        Ok(())
+    }
+
     /// Declares the queues the web-service and forwarder share (idempotent).
     pub async fn declare_core(&self) -> Result<()> {
         self.declare_queue(&self.dead_queue(), false).await?;

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use ferry_broker::Delivery;
 use ferry_proto::frames::{FromManager, ManagerInfo, ToManager};
-use ferry_proto::messages::{EndpointLoad, FunctionCode, StatusUpdate, TaskBatch, TaskResult, TaskSpec};
+use ferry_proto::messages::{
+    Completion, EndpointLoad, FunctionCode, StatusUpdate, TaskBatch, TaskResult, TaskSpec,
+};
 use ferry_proto::state::{Outcome, TaskStatus, transition};
 use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, Event, EventKind, FunctionId, ManagerId, TaskId, TaskState};
@@ -237,6 +239,7 @@ impl<S: Sink> Interchange<S> {
                 let mut steps = t.steps;
                 steps.append(&mut result.steps);
                 result.steps = steps;
+                result.group = t.spec.group;
                 self.publishing.insert(task_id, t.delivery);
                 self.sink.result(result);
             }
@@ -283,13 +286,6 @@ impl<S: Sink> Interchange<S> {
         if t.spec.attempt != attempt {
             return;
         }
-        self.sink.status(StatusUpdate {
-            task_id,
-            attempt,
-            kind: EventKind::Lost,
-            at,
-            by: Actor::Endpoint,
-        });
         let status = TaskStatus {
             state: TaskState::Running,
             attempt,
@@ -304,16 +300,39 @@ impl<S: Sink> Interchange<S> {
         ) {
             Outcome::Applied(next) if next.to == TaskState::WaitingForNodes => {
                 tracing::warn!(%task_id, attempt, reason, "task lost; retrying");
+                self.sink.status(StatusUpdate {
+                    task_id,
+                    attempt,
+                    kind: EventKind::Lost,
+                    at,
+                    by: Actor::Endpoint,
+                });
                 t.spec.attempt = next.attempt;
                 t.manager = None;
                 t.steps.clear();
                 self.pending.push_front(task_id);
             }
             _ => {
+                // Out of retries: the result says so, and goes out like any result (the
+                // delivery is settled once the broker confirms it).
                 tracing::warn!(%task_id, attempt, reason, "task lost and out of retries; it fails");
-                let delivery = t.delivery;
-                self.inflight.remove(&task_id);
-                self.settle(delivery).await;
+                let t = self.inflight.remove(&task_id).expect("present");
+                self.publishing.insert(task_id, t.delivery);
+                self.sink.result(TaskResult {
+                    task_id,
+                    attempt,
+                    steps: t.steps,
+                    completion: Completion::Lost {
+                        reason: format!(
+                            "task {task_id} lost on attempt {attempt} ({reason}); its {} retries are spent",
+                            t.spec.max_retries
+                        ),
+                    },
+                    group: t.spec.group,
+                    finished_at: at,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                });
             }
         }
     }

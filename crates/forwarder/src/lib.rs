@@ -55,7 +55,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     broker.declare_core().await?;
 
     let dispatcher = dispatch::Dispatcher::new(store.clone(), broker.clone());
-    let applier = reports::Applier::new(store.clone());
+    let applier = reports::Applier::new(store.clone(), broker.clone());
     let submissions = broker
         .consume(&broker.submissions_queue(), config.prefetch, "forwarder-dispatch")
         .await?;

@@ -1,6 +1,6 @@
 //! Endpoint messages -> Redis.
 
-use ferry_broker::{Consumer, Delivery};
+use ferry_broker::{Broker, Consumer, Delivery};
 use ferry_proto::messages::{Completion, EndpointMessage, TaskResult};
 use ferry_proto::{Event, EventKind};
 use ferry_store::{Applied, Finish, Report, Store};
@@ -9,11 +9,12 @@ use ferry_store::{Applied, Finish, Report, Store};
 #[derive(Clone)]
 pub struct Applier {
     store: Store,
+    broker: Broker,
 }
 
 impl Applier {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, broker: Broker) -> Self {
+        Self { store, broker }
     }
 
     /// Consumes endpoint messages until the consumer ends.
@@ -68,12 +69,54 @@ impl Applier {
                 log_outcomes(&reports, &applied, endpoint_id);
             }
             EndpointMessage::Results { endpoint_id, results } => {
-                let reports: Vec<Report> = results.into_iter().flat_map(result_reports).collect();
+                let groups: Vec<_> = results.iter().map(|r| r.group).collect();
+                let mut reports = Vec::new();
+                let mut terminal_at = Vec::with_capacity(results.len());
+                for result in results {
+                    reports.extend(result_reports(result));
+                    terminal_at.push(reports.len() - 1);
+                }
                 let applied = self.store.apply(&reports).await?;
                 log_outcomes(&reports, &applied, endpoint_id);
+                self.notify_groups(&reports, &applied, &terminal_at, &groups)
+                    .await?;
             }
         }
         delivery.ack().await?;
+        Ok(())
+    }
+}
+
+impl Applier {
+    /// Publishes each newly recorded result to its task group's queue, where a Globus
+    /// Compute `Executor` waits for it. Only the first terminal event of a task is sent.
+    async fn notify_groups(
+        &self,
+        reports: &[Report],
+        applied: &[Applied],
+        terminal_at: &[usize],
+        groups: &[Option<ferry_proto::TaskGroupId>],
+    ) -> anyhow::Result<()> {
+        let mut messages = Vec::new();
+        for (&i, group) in terminal_at.iter().zip(groups) {
+            let (Some(group), Applied::Moved { to, .. }) = (group, applied[i]) else {
+                continue;
+            };
+            let Some(finish) = &reports[i].finish else {
+                continue;
+            };
+            if !to.is_terminal() {
+                continue;
+            }
+            let data = String::from_utf8_lossy(&finish.data);
+            let code = (!finish.success).then_some(ferry_proto::globus::REMOTE_EXECUTION_ERROR);
+            let body = ferry_proto::globus::result_message(reports[i].task_id, &data, code);
+            messages.push((self.broker.task_group_queue(*group), body));
+        }
+        if !messages.is_empty() {
+            let now = ferry_proto::time::now_micros() / 1_000_000;
+            self.broker.publish_stamped(&messages, now).await?;
+        }
         Ok(())
     }
 }
@@ -102,6 +145,9 @@ fn result_reports(r: TaskResult) -> Vec<Report> {
             bytes::Bytes::from(traceback),
             exception.unwrap_or_default(),
         ),
+        // A lost task whose retries are spent: the Lost event fails it, and the reason
+        // is recorded as its exception.
+        Completion::Lost { reason } => (EventKind::Lost, bytes::Bytes::from(reason), bytes::Bytes::new()),
     };
     reports.push(Report {
         task_id: r.task_id,
@@ -110,7 +156,11 @@ fn result_reports(r: TaskResult) -> Vec<Report> {
             attempt: r.attempt,
         },
         at: r.finished_at,
-        by: ferry_proto::Actor::Worker,
+        by: if kind == EventKind::Lost {
+            ferry_proto::Actor::Endpoint
+        } else {
+            ferry_proto::Actor::Worker
+        },
         finish: Some(Finish {
             success: kind == EventKind::Succeeded,
             data,

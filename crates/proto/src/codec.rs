@@ -94,6 +94,7 @@ mod tests {
                     attempt: 0,
                     max_retries: 3,
                     payload: format!("payload {i}").into(),
+                    group: None,
                 })
                 .collect(),
         }

@@ -83,6 +83,12 @@ id_type!(
     "user"
 );
 id_type!(
+    /// A task group: tasks that share a result queue (the Globus Compute `Executor`'s
+    /// unit), possibly across several submissions.
+    TaskGroupId,
+    "task group"
+);
+id_type!(
     /// A manager process (one per node) connected to an endpoint.
     ManagerId,
     "manager"

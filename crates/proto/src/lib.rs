@@ -15,10 +15,11 @@
 pub mod api;
 pub mod codec;
 pub mod frames;
+pub mod globus;
 pub mod ids;
 pub mod messages;
 pub mod state;
 pub mod time;
 
-pub use ids::{BatchId, EndpointId, FunctionId, ManagerId, TaskId, UserId};
+pub use ids::{BatchId, EndpointId, FunctionId, ManagerId, TaskGroupId, TaskId, UserId};
 pub use state::{Actor, Event, EventKind, Ignored, Outcome, TaskState, TaskStatus, Transition};

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{Actor, EventKind};
 use crate::time::Micros;
-use crate::{EndpointId, FunctionId, ManagerId, TaskId};
+use crate::{EndpointId, FunctionId, ManagerId, TaskGroupId, TaskId};
 
 /// What a function is: Python code run by a warm interpreter, or a shell command run
 /// directly.
@@ -59,6 +59,9 @@ pub struct TaskSpec {
     /// The serialized arguments (opaque to Rust for Python functions; a JSON object of
     /// named values for shell functions).
     pub payload: Bytes,
+    /// The task group whose result queue gets the result, when the submitter asked for
+    /// one.
+    pub group: Option<TaskGroupId>,
 }
 
 /// Tasks for one endpoint, with the code of every function they use.
@@ -91,6 +94,8 @@ pub enum Completion {
         traceback: String,
         exception: Option<Bytes>,
     },
+    /// The worker or manager running the task is gone and the task's retries are spent.
+    Lost { reason: String },
 }
 
 /// The end of one attempt of one task.
@@ -103,6 +108,8 @@ pub struct TaskResult {
     /// result overtakes the status reports.
     pub steps: Vec<StatusUpdate>,
     pub completion: Completion,
+    /// The task group whose result queue gets this result (copied from the task).
+    pub group: Option<TaskGroupId>,
     /// When the function ended.
     pub finished_at: Micros,
     pub stdout: String,

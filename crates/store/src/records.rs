@@ -4,7 +4,7 @@ use bytes::Bytes;
 use ferry_proto::messages::FunctionKind;
 use ferry_proto::state::FailureCause;
 use ferry_proto::time::Micros;
-use ferry_proto::{Actor, BatchId, EndpointId, Event, FunctionId, TaskId, TaskState, UserId};
+use ferry_proto::{Actor, BatchId, EndpointId, Event, FunctionId, TaskGroupId, TaskId, TaskState, UserId};
 
 /// A registered function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub struct BatchRecord {
     pub endpoint_id: EndpointId,
     pub size: u64,
     pub created_at: Micros,
+    /// The task group the batch's tasks join, if any.
+    pub task_group: Option<TaskGroupId>,
 }
 
 /// A task as submitted.

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use ferry_proto::messages::FunctionKind;
 use ferry_proto::state::FailureCause;
 use ferry_proto::time::Micros;
-use ferry_proto::{Actor, BatchId, EndpointId, FunctionId, Ignored, TaskId, TaskState, UserId};
+use ferry_proto::{Actor, BatchId, EndpointId, FunctionId, Ignored, TaskGroupId, TaskId, TaskState, UserId};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use sha2::{Digest, Sha256};
@@ -58,6 +58,14 @@ impl Store {
 
     fn batch_tasks_key(&self, id: BatchId) -> String {
         format!("{}:batch:{{{id}}}:tasks", self.ns)
+    }
+
+    fn group_key(&self, id: TaskGroupId) -> String {
+        format!("{}:tg:{{{id}}}", self.ns)
+    }
+
+    fn group_tasks_key(&self, id: TaskGroupId) -> String {
+        format!("{}:tg:{{{id}}}:tasks", self.ns)
     }
 
     fn function_key(&self, id: FunctionId) -> String {
@@ -258,9 +266,20 @@ impl Store {
             ],
         )
         .ignore();
+        if let Some(group) = batch.task_group {
+            pipe.hset(self.batch_key(batch.batch_id), "tg", group.to_string())
+                .ignore();
+        }
         for chunk in tasks.chunks(4096) {
             let ids: Vec<String> = chunk.iter().map(|t| t.task_id.to_string()).collect();
             pipe.rpush(self.batch_tasks_key(batch.batch_id), ids).ignore();
+        }
+        if let Some(group) = batch.task_group {
+            pipe.hset_nx(self.group_key(group), "owner", &owner).ignore();
+            for chunk in tasks.chunks(4096) {
+                let entries: Vec<String> = chunk.iter().map(|t| format!("{},{at}", t.task_id)).collect();
+                pipe.rpush(self.group_tasks_key(group), entries).ignore();
+            }
         }
         for t in tasks {
             pipe.hset_multiple(
@@ -379,12 +398,39 @@ impl Store {
             endpoint_id: f.id("ep")?,
             size: f.num("size")?,
             created_at: f.num("created")?,
+            task_group: f.opt_string("tg").and_then(|s| s.parse().ok()),
         };
         let ids = ids
             .iter()
             .map(|s| parse_id(s, "batch", &id.to_string()))
             .collect::<Result<Vec<TaskId>>>()?;
         Ok(Some((record, ids)))
+    }
+
+    /// The owner of a task group, if the group exists.
+    pub async fn task_group_owner(&self, id: TaskGroupId) -> Result<Option<UserId>> {
+        let mut conn = self.conn.clone();
+        let owner: Option<String> = conn.hget(self.group_key(id), "owner").await?;
+        owner
+            .map(|s| parse_id(&s, "task group", &id.to_string()))
+            .transpose()
+    }
+
+    /// Every task ever submitted into a group, in submission order, with its creation
+    /// time.
+    pub async fn task_group_tasks(&self, id: TaskGroupId) -> Result<Vec<(TaskId, Micros)>> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<String> = conn.lrange(self.group_tasks_key(id), 0, -1).await?;
+        entries
+            .iter()
+            .map(|e| {
+                let (task, at) = e.split_once(',').unwrap_or((e, "0"));
+                Ok((
+                    parse_id(task, "task group", &id.to_string())?,
+                    at.parse().unwrap_or(0),
+                ))
+            })
+            .collect()
     }
 
     /// Deletes every key of this namespace (tests clean up with it).

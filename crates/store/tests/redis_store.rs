@@ -92,6 +92,7 @@ async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
         endpoint_id: EndpointId::new(),
         size: 1,
         created_at: 1,
+        task_group: None,
     };
     let task = NewTask {
         task_id: TaskId::new(),

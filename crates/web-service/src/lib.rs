@@ -2,6 +2,8 @@
 //!
 //! - [`api`]: one module per resource (version, functions, endpoints, tasks, batches).
 //! - [`extract`]: the caller from its bearer token; JSON bodies with Ferry's errors.
+//! - [`globus`]: the routes the unmodified Globus Compute SDK calls, on the same records.
+//! - [`submit`]: accepting tasks, shared by both APIs.
 //! - [`error`]: the closed set of error codes and their HTTP mapping.
 //!
 //! It owns no state of its own: every record is in Redis, every submission is published
@@ -11,6 +13,8 @@
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod globus;
+pub mod submit;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,9 +44,13 @@ pub struct Config {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub amqp_url: String,
-    /// The broker URL handed to endpoints when they register (defaults to --amqp-url).
-    #[arg(long, env = "FERRY_ENDPOINT_AMQP_URL")]
-    pub endpoint_amqp_url: Option<String>,
+    /// The broker URL handed to endpoints and to Globus Compute SDKs (defaults to
+    /// --amqp-url).
+    #[arg(long, env = "FERRY_PUBLIC_AMQP_URL")]
+    pub public_amqp_url: Option<String>,
+    /// A task group's result queue is deleted after this many seconds without a consumer.
+    #[arg(long, env = "FERRY_TASK_GROUP_QUEUE_EXPIRES_SECS", default_value_t = 3 * 24 * 3600)]
+    pub task_group_queue_expires_secs: u64,
     /// Prefix of every Redis key and queue name.
     #[arg(long, env = "FERRY_NAMESPACE", default_value = "ferry")]
     pub namespace: String,
@@ -67,6 +75,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// The broker URL clients outside this machine should use.
+    pub fn public_amqp_url(&self) -> String {
+        self.public_amqp_url
+            .clone()
+            .unwrap_or_else(|| self.amqp_url.clone())
+    }
+
     pub fn broker_options(&self) -> ferry_broker::Options {
         ferry_broker::Options {
             queue_expires: (self.queue_expires_secs > 0)
@@ -120,6 +135,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_request_bytes;
     api::routes()
+        .merge(globus::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -84,6 +84,7 @@ async fn execute(
         attempt: task.attempt,
         steps: vec![step],
         completion,
+        group: task.group,
         finished_at: now_micros(),
         stdout,
         stderr,

@@ -48,11 +48,7 @@ pub(crate) async fn register(
     tracing::info!(%endpoint_id, name = %record.name, "endpoint registered");
     Ok(Json(EndpointRegistered {
         endpoint_id,
-        broker_url: state
-            .config
-            .endpoint_amqp_url
-            .clone()
-            .unwrap_or_else(|| state.config.amqp_url.clone()),
+        broker_url: state.config.public_amqp_url(),
         namespace: state.config.namespace.clone(),
         heartbeat_interval_ms: state.config.heartbeat_interval_ms,
     }))
@@ -76,11 +72,7 @@ pub(crate) async fn get(
 }
 
 /// An endpoint the caller owns, or the error that says why not.
-pub(crate) async fn owned_endpoint(
-    state: &AppState,
-    user: UserId,
-    id: EndpointId,
-) -> ApiResult<EndpointRecord> {
+pub async fn owned_endpoint(state: &AppState, user: UserId, id: EndpointId) -> ApiResult<EndpointRecord> {
     match state.store.get_endpoint(id).await? {
         Some(e) if e.owner == user => Ok(e),
         Some(_) => Err(ApiError::new(
@@ -91,7 +83,7 @@ pub(crate) async fn owned_endpoint(
     }
 }
 
-fn endpoint_doc(e: &EndpointRecord) -> EndpointDoc {
+pub fn endpoint_doc(e: &EndpointRecord) -> EndpointDoc {
     let online = match e.last_heartbeat {
         Some(at) if e.heartbeat_interval_ms > 0 => {
             let age_ms = now_micros().saturating_sub(at) / 1000;

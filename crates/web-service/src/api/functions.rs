@@ -63,7 +63,7 @@ pub(crate) async fn get(
 }
 
 /// A function the caller may use, or the error that says why not.
-pub(crate) async fn visible_function(
+pub async fn visible_function(
     state: &AppState,
     user: ferry_proto::UserId,
     id: FunctionId,

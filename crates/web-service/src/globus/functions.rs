@@ -1,0 +1,77 @@
+//! `POST /v3/functions`, `GET /v2/functions/{id}`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use bytes::Bytes;
+use ferry_proto::FunctionId;
+use ferry_proto::messages::FunctionKind;
+use ferry_proto::time::now_micros;
+use ferry_store::FunctionRecord;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, FerryJson, parse_id};
+
+/// The registration body the SDK sends. Unknown fields are tolerated: newer SDKs add
+/// some, and Ferry has no use for `public`, `group` or `ha_endpoint_id`.
+#[derive(Deserialize)]
+pub(crate) struct RegisterFunction {
+    function_name: String,
+    function_code: String,
+    #[serde(default = "yes")]
+    serialized: bool,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    FerryJson(body): FerryJson<RegisterFunction>,
+) -> ApiResult<Json<Value>> {
+    if body.function_code.is_empty() {
+        return Err(ApiError::bad_request("function_code is empty"));
+    }
+    // Raw source (`register_source_code`) becomes the one form an endpoint can run:
+    // a packed `st` buffer, `name:source`.
+    let code = if body.serialized {
+        body.function_code
+    } else {
+        let buffer = format!("st\n{}:{}", body.function_name, body.function_code);
+        format!("{}\n{buffer}", buffer.chars().count())
+    };
+    let record = FunctionRecord {
+        function_id: FunctionId::new(),
+        owner: user,
+        name: body.function_name,
+        kind: FunctionKind::Python,
+        code: Bytes::from(code),
+        description: body.description,
+        created_at: now_micros(),
+    };
+    state.store.put_function(&record).await?;
+    tracing::info!(function_id = %record.function_id, "function registered (globus compute API)");
+    Ok(Json(json!({"function_uuid": record.function_id})))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: FunctionId = parse_id(&id)?;
+    let f = crate::api::visible_function(&state, user, id).await?;
+    Ok(Json(json!({
+        "function_uuid": f.function_id,
+        "function_name": f.name,
+        "function_code": String::from_utf8_lossy(&f.code),
+        "description": f.description,
+        "metadata": {"kind": f.kind.wire_name()},
+    })))
+}

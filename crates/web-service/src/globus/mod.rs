@@ -1,0 +1,123 @@
+//! The REST routes the unmodified `globus-compute-sdk` (4.x) calls, with the same paths
+//! and JSON shapes, served from Ferry's own records. A Globus Compute `Client` built with
+//! a static Ferry token (`ferry.globus_compat.client(url, token)`) registers functions,
+//! submits, polls and fetches results here; its `Executor` gets results on a task group
+//! queue in RabbitMQ, fed by the forwarder.
+//!
+//! Serialized functions, arguments and results pass through untouched: Ferry's worker
+//! host reads the Globus Compute serialization strategies.
+
+mod functions;
+mod tasks;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use ferry_proto::EndpointId;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{Caller, parse_id};
+
+/// The Globus Compute SDK versions Ferry answers for.
+const MIN_SDK_VERSION: &str = "2.0.0";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2/version", get(version))
+        .route("/v3/functions", post(functions::register))
+        .route("/v2/functions/{id}", get(functions::get))
+        .route("/v3/endpoints/{id}/submit", post(tasks::submit))
+        .route("/v2/tasks/{id}", get(tasks::get))
+        .route("/v2/batch_status", post(tasks::batch_status))
+        .route("/v2/taskgroup/{id}", get(tasks::task_group))
+        .route("/v2/get_amqp_result_connection_url", get(amqp_connection))
+        .route("/v2/endpoints", get(list_endpoints))
+        .route("/v2/endpoints/{id}", get(get_endpoint))
+        .route("/v2/endpoints/{id}/status", get(endpoint_status))
+}
+
+#[derive(Deserialize)]
+struct VersionQuery {
+    service: Option<String>,
+}
+
+/// `GET /v2/version?service=all` is an object; without `service` a bare version string.
+async fn version(Query(q): Query<VersionQuery>) -> Json<Value> {
+    let api = env!("CARGO_PKG_VERSION");
+    match q.service {
+        Some(_) => Json(json!({
+            "api": api,
+            "min_sdk_version": MIN_SDK_VERSION,
+            "min_ep_version": MIN_SDK_VERSION,
+            "min_endpoint_version": MIN_SDK_VERSION,
+            "ferry": api,
+        })),
+        None => Json(json!(api)),
+    }
+}
+
+/// Where an `Executor` consumes its task group's results.
+async fn amqp_connection(State(state): State<AppState>, Caller(_): Caller) -> Json<Value> {
+    Json(json!({
+        "connection_url": state.config.public_amqp_url(),
+        "queue_prefix": state.broker.task_group_prefix(),
+    }))
+}
+
+async fn endpoint_status(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: EndpointId = parse_id(&id)?;
+    let doc = crate::api::endpoint_doc(&crate::api::owned_endpoint(&state, user, id).await?);
+    let d = &doc.details;
+    Ok(Json(json!({
+        "status": doc.status,
+        "details": {
+            "total_workers": d["total_workers"],
+            "idle_workers": d["idle_workers"],
+            "pending_tasks": d["pending_tasks"],
+            "outstanding_tasks": d["outstanding_tasks"],
+            "managers": d["managers"],
+            "last_heartbeat": doc.last_heartbeat,
+        },
+    })))
+}
+
+fn endpoint_json(doc: &ferry_proto::api::EndpointDoc, owner: &str) -> Value {
+    json!({
+        "uuid": doc.endpoint_id,
+        "name": doc.name,
+        "display_name": doc.name,
+        "owner": owner,
+        "multi_user": false,
+        "public": false,
+        "status": doc.status,
+    })
+}
+
+async fn get_endpoint(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: EndpointId = parse_id(&id)?;
+    let doc = crate::api::endpoint_doc(&crate::api::owned_endpoint(&state, user, id).await?);
+    Ok(Json(endpoint_json(&doc, &user.to_string())))
+}
+
+async fn list_endpoints(State(state): State<AppState>, Caller(user): Caller) -> ApiResult<Json<Value>> {
+    let records = state.store.list_endpoints(user).await?;
+    let owner = user.to_string();
+    Ok(Json(Value::Array(
+        records
+            .iter()
+            .map(|e| endpoint_json(&crate::api::endpoint_doc(e), &owner))
+            .collect(),
+    )))
+}

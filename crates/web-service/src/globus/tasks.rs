@@ -1,0 +1,212 @@
+//! Submission, task documents, batch status and task-group listings in the Globus
+//! Compute shapes.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use bytes::Bytes;
+use ferry_proto::{EndpointId, FunctionId, TaskGroupId, TaskId};
+use ferry_store::TaskRecord;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::{Caller, FerryJson, parse_id};
+use crate::submit::{Submission, Submitted};
+
+/// The submit body. `resource_specification`, `user_endpoint_config`, `user_runtime` and
+/// `result_serializers` are accepted and not used.
+#[derive(Deserialize)]
+pub(crate) struct SubmitBody {
+    #[serde(default)]
+    create_queue: bool,
+    tasks: HashMap<String, Vec<String>>,
+    #[serde(default)]
+    task_group_id: Option<TaskGroupId>,
+}
+
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(endpoint): Path<String>,
+    FerryJson(body): FerryJson<SubmitBody>,
+) -> ApiResult<Json<Value>> {
+    let endpoint_id: EndpointId = parse_id(&endpoint)?;
+    let group = body.task_group_id.unwrap_or_default();
+    let mut order: Vec<(String, usize)> = Vec::with_capacity(body.tasks.len());
+    let mut tasks = Vec::new();
+    for (key, payloads) in body.tasks {
+        let function_id: FunctionId = parse_id(&key)?;
+        order.push((key, payloads.len()));
+        tasks.extend(payloads.into_iter().map(|p| Submitted {
+            function_id,
+            payload: Bytes::from(p),
+            max_retries: None,
+        }));
+    }
+    if body.create_queue {
+        // The Executor consumes the queue right after this answer: it must exist first.
+        let expires = std::time::Duration::from_secs(state.config.task_group_queue_expires_secs);
+        state
+            .broker
+            .declare_task_group(group, expires)
+            .await
+            .map_err(|e| ApiError::unavailable("the broker is unavailable", e))?;
+    }
+    let submission = Submission {
+        endpoint_id,
+        tasks,
+        task_group: Some(group),
+        result_queue: body.create_queue,
+    };
+    let (batch_id, ids) = crate::submit::accept(&state, user, submission).await?;
+    let mut by_function = Map::new();
+    let mut ids = ids.into_iter();
+    for (key, count) in order {
+        let chunk: Vec<Value> = ids.by_ref().take(count).map(|id| json!(id)).collect();
+        by_function.insert(key, Value::Array(chunk));
+    }
+    Ok(Json(json!({
+        "request_id": batch_id,
+        "task_group_id": group,
+        "endpoint_id": endpoint_id,
+        "tasks": by_function,
+    })))
+}
+
+/// A task in the shape the SDK reads (`status`, `result` or `exception`,
+/// `completion_t`).
+fn task_json(t: &TaskRecord, group: Option<TaskGroupId>) -> Value {
+    let doc = crate::api::task_doc(t);
+    let mut v = json!({
+        "task_id": doc.task_id,
+        "status": doc.status,
+        "pending": doc.pending,
+        "endpoint_id": doc.endpoint_id,
+        "function_id": doc.function_id,
+        "created_at": doc.created_at,
+    });
+    let map = v.as_object_mut().expect("an object");
+    if let Some(group) = group {
+        map.insert("task_group_id".into(), json!(group));
+    }
+    if let Some(r) = doc.result {
+        map.insert("result".into(), json!(r));
+    }
+    if let Some(e) = doc.exception {
+        map.insert("exception".into(), json!(e));
+    }
+    if let Some(c) = doc.completion_t {
+        map.insert("completion_t".into(), json!(c));
+    }
+    let transitions: Map<String, Value> = doc
+        .history
+        .iter()
+        .map(|h| (h.state.clone(), json!(h.at)))
+        .collect();
+    map.insert("details".into(), json!({"task_transitions": transitions}));
+    v
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: TaskId = parse_id(&id)?;
+    match state.store.get_task(id).await? {
+        Some(t) if t.owner == user => Ok(Json(task_json(&t, None))),
+        _ => Err(ApiError::not_found(format!("task {id} not found"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct BatchStatusBody {
+    task_ids: Vec<String>,
+}
+
+/// Unknown, malformed and other users' ids are left out (the SDK skips them).
+pub(crate) async fn batch_status(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    FerryJson(body): FerryJson<BatchStatusBody>,
+) -> ApiResult<Json<Value>> {
+    if body.task_ids.len() > 10_000 {
+        return Err(ApiError::bad_request("more than 10000 task ids in one request"));
+    }
+    let ids: Vec<TaskId> = body.task_ids.iter().filter_map(|s| s.parse().ok()).collect();
+    let records = state.store.get_tasks(&ids).await?;
+    let mut results = Map::new();
+    for (id, record) in ids.iter().zip(records) {
+        if let Some(t) = record.filter(|t| t.owner == user) {
+            results.insert(id.to_string(), task_json(&t, None));
+        }
+    }
+    Ok(Json(json!({"response": "batch", "results": results})))
+}
+
+/// Every task ever submitted into the group, delivered or not.
+pub(crate) async fn task_group(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: TaskGroupId = parse_id(&id)?;
+    match state.store.task_group_owner(id).await? {
+        Some(owner) if owner == user => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                format!("task group {id} belongs to another user"),
+            ));
+        }
+        None => return Err(ApiError::not_found(format!("task group {id} not found"))),
+    }
+    let tasks: Vec<Value> = state
+        .store
+        .task_group_tasks(id)
+        .await?
+        .into_iter()
+        .map(|(task, at)| json!({"id": task, "created_at": iso8601(at)}))
+        .collect();
+    Ok(Json(
+        json!({"taskgroup_id": id, "create_websockets_queue": true, "tasks": tasks}),
+    ))
+}
+
+/// `2026-11-23T01:22:47.972248` (UTC, no offset), as the SDK's fixtures have it.
+fn iso8601(micros: u64) -> String {
+    let secs = micros / 1_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        micros % 1_000_000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_print_as_the_sdk_expects() {
+        assert_eq!(super::iso8601(0), "1970-01-01T00:00:00.000000");
+        assert_eq!(
+            super::iso8601(1_795_370_567_972_248),
+            "2026-11-22T18:02:47.972248"
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! Accepting tasks, shared by Ferry's API and the Globus Compute compatible one:
+//! validate everything, write every task as `received` in one round trip, publish them
+//! (confirmed), and only then hand out their ids. A returned id is a task that will
+//! reach a terminal state.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use ferry_proto::messages::{FunctionCode, FunctionKind, TaskBatch, TaskSpec};
+use ferry_proto::time::now_micros;
+use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskGroupId, TaskId, UserId};
+use ferry_store::{BatchRecord, Finish, NewTask, Report};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Code};
+
+/// Tasks per AMQP message on the submissions queue.
+const TASKS_PER_MESSAGE: usize = 1000;
+
+/// One task to accept.
+pub struct Submitted {
+    pub function_id: FunctionId,
+    pub payload: Bytes,
+    pub max_retries: Option<u32>,
+}
+
+/// What a caller asks to run.
+pub struct Submission {
+    pub endpoint_id: EndpointId,
+    pub tasks: Vec<Submitted>,
+    /// The task group the tasks join (listed by `GET /v2/taskgroup/{id}`).
+    pub task_group: Option<TaskGroupId>,
+    /// Whether the group's result queue gets the tasks' results.
+    pub result_queue: bool,
+}
+
+/// Accepts a submission whole or not at all; returns the batch id and the task ids in
+/// the submission's order.
+#[tracing::instrument(skip_all, fields(user = %user, endpoint_id = %submission.endpoint_id, tasks = submission.tasks.len()))]
+pub async fn accept(
+    state: &AppState,
+    user: UserId,
+    submission: Submission,
+) -> ApiResult<(BatchId, Vec<TaskId>)> {
+    let Submission {
+        endpoint_id,
+        tasks,
+        task_group,
+        result_queue,
+    } = submission;
+    if tasks.is_empty() {
+        return Err(ApiError::bad_request("tasks is empty: submit at least one task"));
+    }
+    if tasks.len() > state.config.max_batch {
+        return Err(ApiError::bad_request(format!(
+            "{} tasks in one request; the limit is {}",
+            tasks.len(),
+            state.config.max_batch
+        )));
+    }
+    let endpoint = crate::api::owned_endpoint(state, user, endpoint_id).await?;
+    if let Some(group) = task_group
+        && let Some(owner) = state.store.task_group_owner(group).await?
+        && owner != user
+    {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            format!("task group {group} belongs to another user"),
+        ));
+    }
+
+    let mut functions: HashMap<FunctionId, FunctionCode> = HashMap::new();
+    for (i, task) in tasks.iter().enumerate() {
+        if !functions.contains_key(&task.function_id) {
+            let f = crate::api::visible_function(state, user, task.function_id).await?;
+            functions.insert(
+                f.function_id,
+                FunctionCode {
+                    function_id: f.function_id,
+                    kind: f.kind,
+                    code: f.code.clone(),
+                },
+            );
+        }
+        if functions[&task.function_id].kind == FunctionKind::Shell && !task.payload.is_empty() {
+            let value: Result<serde_json::Value, _> = serde_json::from_slice(&task.payload);
+            if !value.map(|v| v.is_object()).unwrap_or(false) {
+                return Err(ApiError::bad_request(format!(
+                    "tasks[{i}].payload: a shell task takes a JSON object of named values"
+                )));
+            }
+        }
+    }
+
+    let batch = BatchRecord {
+        batch_id: BatchId::new(),
+        owner: user,
+        endpoint_id: endpoint.endpoint_id,
+        size: tasks.len() as u64,
+        created_at: now_micros(),
+        task_group,
+    };
+    let specs: Vec<TaskSpec> = tasks
+        .into_iter()
+        .map(|t| TaskSpec {
+            task_id: TaskId::new(),
+            function_id: t.function_id,
+            attempt: 0,
+            max_retries: t.max_retries.unwrap_or(state.config.default_max_retries),
+            payload: t.payload,
+            group: task_group.filter(|_| result_queue),
+        })
+        .collect();
+    let new_tasks: Vec<NewTask> = specs
+        .iter()
+        .map(|s| NewTask {
+            task_id: s.task_id,
+            function_id: s.function_id,
+            max_retries: s.max_retries,
+        })
+        .collect();
+    state
+        .store
+        .create_tasks(&batch, &new_tasks, Actor::WebService)
+        .await?;
+
+    let mut messages = Vec::with_capacity(specs.len().div_ceil(TASKS_PER_MESSAGE));
+    for chunk in specs.chunks(TASKS_PER_MESSAGE) {
+        let mut used: Vec<FunctionCode> = Vec::new();
+        for spec in chunk {
+            if !used.iter().any(|f| f.function_id == spec.function_id) {
+                used.push(functions[&spec.function_id].clone());
+            }
+        }
+        let message = TaskBatch {
+            endpoint_id: endpoint.endpoint_id,
+            functions: used,
+            tasks: chunk.to_vec(),
+        };
+        messages.push(
+            ferry_proto::codec::encode(&message).map_err(|e| ApiError::unavailable("cannot encode", e))?,
+        );
+    }
+    let queue = state.broker.submissions_queue();
+    if let Err(e) = state
+        .broker
+        .publish_many(&queue, messages.iter().map(Vec::as_slice))
+        .await
+    {
+        // The records exist but the tasks never reached the queue: fail them so nothing
+        // waits forever, and do not hand out their ids.
+        fail_unqueued(state, &specs).await;
+        return Err(ApiError::unavailable("the broker is unavailable", e));
+    }
+    tracing::debug!(batch_id = %batch.batch_id, "tasks submitted");
+    Ok((batch.batch_id, specs.iter().map(|s| s.task_id).collect()))
+}
+
+async fn fail_unqueued(state: &AppState, specs: &[TaskSpec]) {
+    let at = now_micros();
+    let reports: Vec<Report> = specs
+        .iter()
+        .map(|s| Report {
+            task_id: s.task_id,
+            event: Event {
+                kind: EventKind::Failed,
+                attempt: 0,
+            },
+            at,
+            by: Actor::WebService,
+            finish: Some(Finish {
+                success: false,
+                data: Bytes::from_static(b"the task could not be queued: the broker was unavailable"),
+                exception: Bytes::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+            }),
+        })
+        .collect();
+    if let Err(e) = state.store.apply(&reports).await {
+        tracing::error!(error = %e, "could not fail tasks that were never queued");
+    }
+}

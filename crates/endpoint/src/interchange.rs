@@ -123,7 +123,7 @@ impl<S: Sink> Interchange<S> {
                     info.manager_id,
                     Manager {
                         tx,
-                        free: info.workers,
+                        free: info.capacity.max(info.workers),
                         info,
                         functions_sent: HashSet::new(),
                         tasks: HashSet::new(),
@@ -407,7 +407,11 @@ impl<S: Sink> Interchange<S> {
         EndpointLoad {
             managers: self.managers.len() as u32,
             total_workers: self.managers.values().map(|m| m.info.workers).sum(),
-            idle_workers: self.managers.values().map(|m| m.free).sum(),
+            idle_workers: self
+                .managers
+                .values()
+                .map(|m| m.info.workers.saturating_sub(m.tasks.len() as u32))
+                .sum(),
             pending_tasks: self.pending.len() as u32,
             outstanding_tasks: self.managers.values().map(|m| m.tasks.len() as u32).sum(),
             manager_ids: self.managers.keys().copied().collect(),

@@ -1,5 +1,8 @@
-//! Batched publishing of what the interchange learns. Each stream is flushed as soon as
-//! its channel is momentarily empty (or holds a full batch): no timer on the hot path.
+//! Batched publishing of what the interchange learns. Status updates and results share
+//! one message per flush; a flush happens as soon as the previous publish is confirmed
+//! and something is queued: no timer on the hot path.
+
+use std::collections::HashSet;
 
 use ferry_broker::Broker;
 use ferry_proto::EndpointId;
@@ -41,31 +44,48 @@ pub fn start(
     heartbeat_interval_ms: u64,
     interchange: mpsc::UnboundedSender<Input>,
 ) -> (Reporter, tokio::task::JoinSet<anyhow::Result<()>>) {
-    let (status_tx, mut status_rx) = mpsc::unbounded_channel();
+    let (status_tx, mut status_rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<TaskResult>();
     let (heartbeats_tx, mut heartbeats_rx) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
 
     let b = broker.clone();
     tasks.spawn(async move {
-        let queue = b.status_queue();
-        while let Some(updates) = drain(&mut status_rx).await {
-            let body = ferry_proto::codec::encode(&EndpointMessage::Status { endpoint_id, updates })?;
-            b.publish(&queue, &body).await?;
-        }
-        Ok(())
-    });
-
-    let b = broker.clone();
-    tasks.spawn(async move {
         let queue = b.results_queue();
-        while let Some(results) = drain(&mut results_rx).await {
-            let ids = results.iter().map(|r| r.task_id).collect();
-            let body = ferry_proto::codec::encode(&EndpointMessage::Results { endpoint_id, results })?;
+        loop {
+            // Wait for anything, then take everything already queued (a publish in
+            // flight lets the next batch grow).
+            let (mut updates, mut results) = (Vec::new(), Vec::new());
+            tokio::select! {
+                u = status_rx.recv() => match u { Some(u) => updates.push(u), None => return Ok(()) },
+                r = results_rx.recv() => match r { Some(r) => results.push(r), None => return Ok(()) },
+            }
+            while updates.len() < BATCH
+                && let Ok(u) = status_rx.try_recv()
+            {
+                updates.push(u);
+            }
+            while results.len() < BATCH
+                && let Ok(r) = results_rx.try_recv()
+            {
+                results.push(r);
+            }
+            // A result carries its task's steps: its separate updates are redundant.
+            if !results.is_empty() && !updates.is_empty() {
+                let done: HashSet<_> = results.iter().map(|r| r.task_id).collect();
+                updates.retain(|u| !done.contains(&u.task_id));
+            }
+            let ids: Vec<_> = results.iter().map(|r| r.task_id).collect();
+            let body = ferry_proto::codec::encode(&EndpointMessage::Reports {
+                endpoint_id,
+                updates,
+                results,
+            })?;
             b.publish(&queue, &body).await?;
-            let _ = interchange.send(Input::Published { tasks: ids });
+            if !ids.is_empty() {
+                let _ = interchange.send(Input::Published { tasks: ids });
+            }
         }
-        Ok(())
     });
 
     tasks.spawn(async move {
@@ -90,17 +110,4 @@ pub fn start(
         heartbeats: heartbeats_tx,
     };
     (reporter, tasks)
-}
-
-/// Waits for one item, then takes whatever else is already queued, up to a batch.
-async fn drain<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
-    let first = rx.recv().await?;
-    let mut batch = vec![first];
-    while batch.len() < BATCH {
-        match rx.try_recv() {
-            Ok(item) => batch.push(item),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
 }

@@ -51,8 +51,15 @@ impl Applier {
                     tracing::warn!(%endpoint_id, "heartbeat from an unregistered endpoint");
                 }
             }
-            EndpointMessage::Status { endpoint_id, updates } => {
-                let reports: Vec<Report> = updates
+            EndpointMessage::Reports {
+                endpoint_id,
+                updates,
+                results,
+            } => {
+                // Updates first, then each result's steps and end: one script call per
+                // task, one round trip for the message.
+                let groups: Vec<_> = results.iter().map(|r| r.group).collect();
+                let mut reports: Vec<Report> = updates
                     .iter()
                     .map(|u| Report {
                         task_id: u.task_id,
@@ -65,12 +72,6 @@ impl Applier {
                         finish: None,
                     })
                     .collect();
-                let applied = self.store.apply(&reports).await?;
-                log_outcomes(&reports, &applied, endpoint_id);
-            }
-            EndpointMessage::Results { endpoint_id, results } => {
-                let groups: Vec<_> = results.iter().map(|r| r.group).collect();
-                let mut reports = Vec::new();
                 let mut terminal_at = Vec::with_capacity(results.len());
                 for result in results {
                     reports.extend(result_reports(result));

@@ -27,6 +27,9 @@ pub struct Config {
     /// Worker processes to keep.
     #[arg(long, env = "FERRY_WORKERS", default_value_t = 2)]
     pub workers: u32,
+    /// Tasks each worker holds at once: the one running and those queued behind it.
+    #[arg(long, env = "FERRY_TASKS_PER_WORKER", default_value_t = 4)]
+    pub tasks_per_worker: u32,
     /// The `ferry-worker` binary (default: next to this one).
     #[arg(long, env = "FERRY_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
@@ -48,8 +51,12 @@ pub(crate) fn codec() -> LengthDelimitedCodec {
 pub(crate) enum SlotEvent {
     /// Forward to the endpoint.
     Report(FromManager),
-    /// The slot can take a task.
-    Idle(usize),
+    /// The slot's worker is up and empty.
+    Ready(usize),
+    /// The slot finished a task.
+    Done(usize),
+    /// The slot's worker died; these tasks never started and go back to the queue.
+    Gone(usize, Vec<TaskSpec>),
 }
 
 /// Runs until the endpoint closes the connection or `shutdown` is cancelled.
@@ -64,6 +71,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         manager_id,
         hostname: hostname(),
         workers: config.workers,
+        capacity: config.workers * config.tasks_per_worker.max(1),
         cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
@@ -83,7 +91,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for index in 0..config.workers as usize {
         slots.push(slot::Slot::spawn(index, worker_bin.clone(), events_tx.clone()));
     }
-    let mut idle: Vec<usize> = Vec::new();
+    // Tasks each slot holds; `None` while its worker is (re)starting.
+    let mut load: Vec<Option<u32>> = vec![None; slots.len()];
+    let depth = config.tasks_per_worker.max(1);
     let mut queue: VecDeque<TaskSpec> = VecDeque::new();
     let mut functions: HashMap<FunctionId, Arc<FunctionCode>> = HashMap::new();
     let mut heartbeat = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms.max(100)));
@@ -106,23 +116,51 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     Err(e) => anyhow::bail!("malformed frame from the endpoint: {e}"),
                 }
             }
-            Some(event) = events.recv() => match event {
-                SlotEvent::Report(report) => to_endpoint.feed(encode(&report)?).await?,
-                SlotEvent::Idle(index) => idle.push(index),
-            },
+            Some(event) = events.recv() => {
+                // Take every event already waiting, so one flush carries them all.
+                let mut next = Some(event);
+                while let Some(event) = next {
+                    match event {
+                        SlotEvent::Report(report) => to_endpoint.feed(encode(&report)?).await?,
+                        SlotEvent::Ready(index) => load[index] = Some(0),
+                        SlotEvent::Done(index) => {
+                            if let Some(n) = load[index].as_mut() {
+                                *n = n.saturating_sub(1);
+                            }
+                        }
+                        SlotEvent::Gone(index, waiting) => {
+                            load[index] = None;
+                            for task in waiting.into_iter().rev() {
+                                queue.push_front(task);
+                            }
+                        }
+                    }
+                    next = events.try_recv().ok();
+                }
+            }
             _ = heartbeat.tick() => {
-                let beat = FromManager::Heartbeat { at: ferry_proto::time::now_micros(), idle_workers: idle.len() as u32 };
+                let idle = load.iter().filter(|l| **l == Some(0)).count() as u32;
+                let beat = FromManager::Heartbeat { at: ferry_proto::time::now_micros(), idle_workers: idle };
                 to_endpoint.feed(encode(&beat)?).await?;
             }
             _ = shutdown.cancelled() => break,
         }
-        while let (Some(&index), false) = (idle.last(), queue.is_empty()) {
+        // Fill the least loaded ready slot first, one task at a time, so work spreads.
+        while !queue.is_empty() {
+            let Some(index) = (0..slots.len())
+                .filter(|&i| load[i].is_some_and(|n| n < depth))
+                .min_by_key(|&i| load[i])
+            else {
+                break;
+            };
             let task = queue.pop_front().expect("not empty");
             let Some(function) = functions.get(&task.function_id).cloned() else {
                 tracing::error!(task_id = %task.task_id, function_id = %task.function_id, "task for a function the endpoint never sent");
                 continue;
             };
-            idle.pop();
+            if let Some(n) = load[index].as_mut() {
+                *n += 1;
+            }
             slots[index].assign(function, task);
         }
         SinkExt::<Bytes>::flush(&mut to_endpoint).await?;

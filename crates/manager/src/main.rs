@@ -13,7 +13,9 @@ struct Cli {
     config: ferry_manager::Config,
 }
 
-#[tokio::main]
+// One thread: the manager only relays frames, and cross-thread wake-ups would cost more
+// than the work.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ferry_telemetry::init("ferry_manager=info");

@@ -1,6 +1,11 @@
 //! One worker slot: a `ferry-worker` process, restarted whenever it dies.
+//!
+//! A slot keeps several tasks in its worker's pipe (the manager decides how many), so
+//! the worker starts the next task the moment it finishes one. The worker runs them in
+//! order: the oldest task in flight is the one running. If the worker dies, that task is
+//! reported lost and the ones queued behind it go back to the manager untouched.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -11,9 +16,9 @@ use ferry_proto::FunctionId;
 use ferry_proto::frames::{FromManager, FromWorker, ToWorker};
 use ferry_proto::messages::{FunctionCode, TaskSpec};
 use futures_util::{SinkExt, StreamExt};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::{SlotEvent, codec};
 
@@ -24,15 +29,15 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// Starts the slot's supervisor, which starts its worker and reports `Idle` once the
-    /// worker is ready.
+    /// Starts the slot's supervisor, which starts its worker and reports `Ready` once
+    /// the worker is up.
     pub(crate) fn spawn(index: usize, worker_bin: PathBuf, events: mpsc::UnboundedSender<SlotEvent>) -> Self {
         let (tasks, rx) = mpsc::unbounded_channel();
         let supervisor = tokio::spawn(supervise(index, worker_bin, rx, events));
         Self { tasks, supervisor }
     }
 
-    /// Gives the slot a task; only call while it is idle.
+    /// Gives the slot a task.
     pub fn assign(&self, function: Arc<FunctionCode>, task: TaskSpec) {
         let _ = self.tasks.send((function, task));
     }
@@ -52,100 +57,148 @@ async fn supervise(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match run_worker(index, &worker_bin, &mut tasks, &events).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(slot = index, error = %e, "worker gone; starting another");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+        match Worker::start(index, &worker_bin, &events).await {
+            Ok(mut worker) => {
+                backoff = Duration::from_millis(100);
+                match worker.serve(&mut tasks).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(slot = index, error = %e, "worker gone; starting another"),
+                }
             }
+            Err(e) => tracing::warn!(slot = index, error = %e, "cannot start a worker"),
         }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-/// Runs one worker process until it dies (`Err`) or the manager goes away (`Ok`).
-async fn run_worker(
+/// A running worker process and the tasks in its pipe.
+struct Worker<'a> {
     index: usize,
-    worker_bin: &PathBuf,
-    tasks: &mut mpsc::UnboundedReceiver<(Arc<FunctionCode>, TaskSpec)>,
-    events: &mpsc::UnboundedSender<SlotEvent>,
-) -> anyhow::Result<()> {
-    let mut child = Command::new(worker_bin)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", worker_bin.display()))?;
-    let mut to_worker = FramedWrite::new(child.stdin.take().expect("piped"), codec());
-    let mut from_worker = FramedRead::new(child.stdout.take().expect("piped"), codec());
-    let mut seen: HashSet<FunctionId> = HashSet::new();
+    child: Child,
+    pid: u32,
+    to_worker: FramedWrite<tokio::process::ChildStdin, LengthDelimitedCodec>,
+    from_worker: FramedRead<ChildStdout, LengthDelimitedCodec>,
+    seen: HashSet<FunctionId>,
+    in_flight: VecDeque<TaskSpec>,
+    events: &'a mpsc::UnboundedSender<SlotEvent>,
+}
 
-    let ready = next_message(&mut from_worker).await?;
-    let FromWorker::Ready { pid } = ready else {
-        anyhow::bail!("worker spoke before it was ready");
-    };
-    tracing::debug!(slot = index, pid, "worker ready");
-    let _ = events.send(SlotEvent::Idle(index));
-
-    loop {
-        let Some((function, task)) = tasks.recv().await else {
-            return Ok(());
+impl<'a> Worker<'a> {
+    async fn start(
+        index: usize,
+        worker_bin: &PathBuf,
+        events: &'a mpsc::UnboundedSender<SlotEvent>,
+    ) -> anyhow::Result<Worker<'a>> {
+        let mut child = Command::new(worker_bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", worker_bin.display()))?;
+        let to_worker = FramedWrite::new(child.stdin.take().expect("piped"), codec());
+        let mut from_worker = FramedRead::new(child.stdout.take().expect("piped"), codec());
+        let FromWorker::Ready { pid } = next_message(&mut from_worker).await? else {
+            anyhow::bail!("worker spoke before it was ready");
         };
-        let first_time = seen.insert(function.function_id);
+        tracing::debug!(slot = index, pid, "worker ready");
+        let _ = events.send(SlotEvent::Ready(index));
+        Ok(Worker {
+            index,
+            child,
+            pid,
+            to_worker,
+            from_worker,
+            seen: HashSet::new(),
+            in_flight: VecDeque::new(),
+            events,
+        })
+    }
+
+    /// Feeds tasks to the worker and relays what it says, until the manager goes away
+    /// (`Ok`) or the worker dies (`Err`, after settling its tasks).
+    async fn serve(
+        &mut self,
+        tasks: &mut mpsc::UnboundedReceiver<(Arc<FunctionCode>, TaskSpec)>,
+    ) -> anyhow::Result<()> {
+        loop {
+            let outcome = tokio::select! {
+                task = tasks.recv() => {
+                    let Some((function, task)) = task else { return Ok(()) };
+                    self.send(&function, task).await
+                }
+                frame = next_message(&mut self.from_worker) => match frame {
+                    Ok(message) => self.relay(message),
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = outcome {
+                self.died(e).await?;
+            }
+        }
+    }
+
+    async fn send(&mut self, function: &FunctionCode, task: TaskSpec) -> anyhow::Result<()> {
+        let first_time = self.seen.insert(function.function_id);
         let frame = ToWorker::Run {
-            function: first_time.then(|| (*function).clone()),
+            function: first_time.then(|| function.clone()),
             task: task.clone(),
         };
-        let sent = to_worker
+        self.in_flight.push_back(task);
+        self.to_worker
             .send(Bytes::from(ferry_proto::codec::encode(&frame)?))
-            .await;
-        let outcome = match sent {
-            Ok(()) => relay_until_finished(&mut from_worker, events).await,
-            Err(e) => Err(anyhow::anyhow!("cannot write to the worker: {e}")),
-        };
-        if let Err(e) = outcome {
-            let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
-                Ok(Ok(s)) => describe(s),
-                _ => {
-                    let _ = child.kill().await;
-                    "unresponsive, killed".to_owned()
-                }
-            };
-            let reason = format!("worker {pid} died ({status}): {e}");
-            tracing::warn!(task_id = %task.task_id, slot = index, %reason, "task lost");
-            let _ = events.send(SlotEvent::Report(FromManager::Lost {
-                task_id: task.task_id,
-                attempt: task.attempt,
-                at: ferry_proto::time::now_micros(),
-                reason: reason.clone(),
-            }));
-            anyhow::bail!(reason);
-        }
-        let _ = events.send(SlotEvent::Idle(index));
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot write to the worker: {e}"))
     }
-}
 
-async fn relay_until_finished(
-    from_worker: &mut FramedRead<tokio::process::ChildStdout, tokio_util::codec::LengthDelimitedCodec>,
-    events: &mpsc::UnboundedSender<SlotEvent>,
-) -> anyhow::Result<()> {
-    loop {
-        match next_message(from_worker).await? {
+    fn relay(&mut self, message: FromWorker) -> anyhow::Result<()> {
+        match message {
             FromWorker::Started { task_id, attempt, at } => {
-                let _ = events.send(SlotEvent::Report(FromManager::Started { task_id, attempt, at }));
+                let _ = self
+                    .events
+                    .send(SlotEvent::Report(FromManager::Started { task_id, attempt, at }));
             }
             FromWorker::Finished(result) => {
-                let _ = events.send(SlotEvent::Report(FromManager::Finished(result)));
-                return Ok(());
+                if self.in_flight.front().map(|t| t.task_id) != Some(result.task_id) {
+                    anyhow::bail!("worker finished task {} out of order", result.task_id);
+                }
+                self.in_flight.pop_front();
+                let _ = self.events.send(SlotEvent::Report(FromManager::Finished(result)));
+                let _ = self.events.send(SlotEvent::Done(self.index));
             }
             FromWorker::Ready { .. } => anyhow::bail!("worker said ready twice"),
         }
+        Ok(())
+    }
+
+    /// The worker is gone: its running task is lost, the ones behind it go back.
+    async fn died(&mut self, cause: anyhow::Error) -> anyhow::Result<()> {
+        let status = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
+            Ok(Ok(s)) => describe(s),
+            _ => {
+                let _ = self.child.kill().await;
+                "unresponsive, killed".to_owned()
+            }
+        };
+        let reason = format!("worker {} died ({status}): {cause}", self.pid);
+        if let Some(running) = self.in_flight.pop_front() {
+            tracing::warn!(task_id = %running.task_id, slot = self.index, %reason, "task lost");
+            let _ = self.events.send(SlotEvent::Report(FromManager::Lost {
+                task_id: running.task_id,
+                attempt: running.attempt,
+                at: ferry_proto::time::now_micros(),
+                reason: reason.clone(),
+            }));
+        }
+        let waiting: Vec<TaskSpec> = self.in_flight.drain(..).collect();
+        let _ = self.events.send(SlotEvent::Gone(self.index, waiting));
+        anyhow::bail!(reason)
     }
 }
 
 async fn next_message(
-    from_worker: &mut FramedRead<tokio::process::ChildStdout, tokio_util::codec::LengthDelimitedCodec>,
+    from_worker: &mut FramedRead<ChildStdout, LengthDelimitedCodec>,
 ) -> anyhow::Result<FromWorker> {
     let frame = from_worker
         .next()

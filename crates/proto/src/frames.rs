@@ -15,6 +15,9 @@ pub struct ManagerInfo {
     pub hostname: String,
     /// Worker slots: how many tasks it runs at once.
     pub workers: u32,
+    /// How many tasks it takes at once: its workers plus those queued in their pipes, so
+    /// a worker never waits for the endpoint between two tasks.
+    pub capacity: u32,
     pub cores: u32,
     pub memory_bytes: u64,
     /// The provider's block this manager belongs to, if any.

@@ -3,8 +3,8 @@
 //! - [`TaskBatch`]: web-service -> forwarder (`<ns>.submissions`) and forwarder ->
 //!   endpoint (`<ns>.ep.<endpoint-id>.tasks`). Tasks travel many to a message; the code
 //!   of each function they use travels once per message.
-//! - [`EndpointMessage`]: endpoint -> forwarder: heartbeats and status updates
-//!   (`<ns>.status`) and results (`<ns>.results`).
+//! - [`EndpointMessage`]: endpoint -> forwarder: heartbeats (`<ns>.status`), and status
+//!   updates with results (`<ns>.results`).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -140,14 +140,11 @@ pub enum EndpointMessage {
         interval_ms: u64,
         load: EndpointLoad,
     },
-    /// Non-terminal steps, batched.
-    Status {
+    /// What happened to tasks since the last report: non-terminal steps, then results.
+    /// One message carries both, so a busy endpoint sends one message per flush.
+    Reports {
         endpoint_id: EndpointId,
         updates: Vec<StatusUpdate>,
-    },
-    /// Terminal results, batched.
-    Results {
-        endpoint_id: EndpointId,
         results: Vec<TaskResult>,
     },
 }

@@ -303,23 +303,48 @@ impl Store {
     }
 
     /// Applies reports through the transition script, pipelined: one round trip for
-    /// the whole slice. Reports about one task apply in slice order.
+    /// the whole slice, and one script call per task (its reports in slice order).
     pub async fn apply(&self, reports: &[Report]) -> Result<Vec<Applied>> {
         if reports.is_empty() {
             return Ok(Vec::new());
+        }
+        // Group each task's reports, in order. A group carries at most one result, so a
+        // second result for the same task starts a group of its own (run after).
+        let mut groups: Vec<(TaskId, Vec<usize>, Option<usize>)> = Vec::new();
+        let mut open: HashMap<TaskId, usize> = HashMap::new();
+        for (i, r) in reports.iter().enumerate() {
+            let reuse = open
+                .get(&r.task_id)
+                .copied()
+                .filter(|&g| !(r.finish.is_some() && groups[g].2.is_some()));
+            let g = match reuse {
+                Some(g) => g,
+                None => {
+                    groups.push((r.task_id, Vec::new(), None));
+                    open.insert(r.task_id, groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
+            groups[g].1.push(i);
+            if r.finish.is_some() {
+                groups[g].2 = Some(i);
+            }
         }
         let mut conn = self.conn.clone();
         let ttl = self.result_ttl_secs.to_string();
         let build = || {
             let mut pipe = redis::pipe();
-            for r in reports {
-                let mut inv = self.apply.key(self.task_key(r.task_id));
-                inv.arg(r.event.kind.code())
-                    .arg(r.event.attempt)
-                    .arg(r.at)
-                    .arg(r.by.code())
-                    .arg(&ttl);
-                if let Some(f) = &r.finish {
+            for (task_id, members, finish) in &groups {
+                let mut inv = self.apply.key(self.task_key(*task_id));
+                inv.arg(&ttl).arg(members.len());
+                for &i in members {
+                    let r = &reports[i];
+                    inv.arg(r.event.kind.code())
+                        .arg(r.event.attempt)
+                        .arg(r.at)
+                        .arg(r.by.code());
+                }
+                if let Some(f) = finish.and_then(|i| reports[i].finish.as_ref()) {
                     inv.arg(if f.success { "1" } else { "0" })
                         .arg(f.data.as_ref())
                         .arg(f.exception.as_ref())
@@ -339,7 +364,13 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(replies.into_iter().map(decode_applied).collect())
+        let mut out = vec![Applied::Unknown; reports.len()];
+        for ((_, members, _), reply) in groups.iter().zip(replies) {
+            for (&i, chunk) in members.iter().zip(reply.chunks(4)) {
+                out[i] = decode_applied(chunk);
+            }
+        }
+        Ok(out)
     }
 
     /// Loads the transition script (done once at start so the first batch is not a miss).
@@ -491,8 +522,8 @@ impl Store {
     }
 }
 
-fn decode_applied(reply: Vec<i64>) -> Applied {
-    match reply.as_slice() {
+fn decode_applied(reply: &[i64]) -> Applied {
+    match reply {
         [1, to, attempt, cause, ..] => Applied::Moved {
             to: TaskState::from_code(*to as u8).unwrap_or(TaskState::Failed),
             attempt: *attempt as u32,

@@ -126,6 +126,7 @@ impl Stack {
             .env("FERRY_AMQP_URL", amqp_url())
             .env("FERRY_LISTEN", format!("127.0.0.1:{}", self.web_port))
             .env("FERRY_QUEUE_EXPIRES_SECS", "300")
+            .env("FERRY_RESULT_TTL_SECS", "900")
             .env("FERRY_HEARTBEAT_INTERVAL_MS", "500")
             .env("FERRY_HOME", self.dir.path().join("home"))
             .env("PYTHONPATH", repo_root().join("sdk"))

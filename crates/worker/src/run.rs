@@ -13,6 +13,9 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use crate::Config;
 use crate::host::{self, Host};
 
+/// How long a task's start may wait to share a write with its end.
+const STARTED_FLUSH: std::time::Duration = std::time::Duration::from_millis(2);
+
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(ferry_proto::codec::MAX_MESSAGE_BYTES)
@@ -49,16 +52,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         let started = now_micros();
         output
-            .send(send(FromWorker::Started {
+            .feed(send(FromWorker::Started {
                 task_id: task.task_id,
                 attempt: task.attempt,
                 at: started,
             })?)
             .await?;
         let span = tracing::debug_span!("run", task_id = %task.task_id, attempt = task.attempt);
-        let result = {
-            let _enter = span.enter();
-            execute(&config, &mut host, &functions, &task, started).await
+        let _enter = span.enter();
+        // A short task's start and end travel in one write; a longer one's start is sent
+        // after STARTED_FLUSH, so the manager (and the user) still see it running.
+        let run = execute(&config, &mut host, &functions, &task, started);
+        tokio::pin!(run);
+        let result = tokio::select! {
+            result = &mut run => result,
+            _ = tokio::time::sleep(STARTED_FLUSH) => {
+                SinkExt::<Bytes>::flush(&mut output).await?;
+                run.await
+            }
         };
         output.send(send(FromWorker::Finished(result))?).await?;
     }

@@ -1,12 +1,14 @@
--- Applies one event to one task record, atomically. The mirror of
+-- Applies events to one task record, atomically, in order. The mirror of
 -- ferry_proto::state::transition; a test walks every case through both.
 --
 -- KEYS[1]  the task hash
--- ARGV     kind, attempt, at (micros), actor, result_ttl_secs,
---          then for terminal events: ok ("1"/"0"), data, exception, stdout, stderr
--- Returns  {1, to, attempt, cause}  applied (cause -1 when none)
---          {0, ignored_code}        ignored: 0 terminal, 1 stale attempt, 2 not forward
---          {-1}                     no such task
+-- ARGV     result_ttl_secs, n (events), then n times: kind, attempt, at (micros), actor;
+--          then, for a report that may end the task: ok ("1"/"0"), data, exception,
+--          stdout, stderr (stored by whichever of the events ends the task)
+-- Returns  4 integers per event:
+--          {1, to, attempt, cause}  applied (cause -1 when none)
+--          {0, ignored, 0, 0}       ignored: 0 terminal, 1 stale attempt, 2 not forward
+--          {-1, 0, 0, 0}            no such task
 --
 -- States:  0 received, 1 waiting-for-ep, 2 waiting-for-nodes, 3 waiting-for-launch,
 --          4 running, 5 success, 6 failed
@@ -14,19 +16,22 @@
 --          7 endpoint-lost, 8 cancelled, 9 timed-out
 -- Causes:  0 exception, 1 retries-exhausted, 2 cancelled, 3 timeout
 local key = KEYS[1]
-local cur = redis.call('HMGET', key, 's', 'a', 'r')
+local ttl = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local finish = 3 + 4 * n
+local out = {}
+local cur = redis.call('HMGET', key, 's', 'a', 'r', 'h')
 if not cur[1] then
-  return {-1}
+  for i = 1, n do
+    out[#out + 1] = -1; out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0
+  end
+  return out
 end
 local s = tonumber(cur[1])
 local a = tonumber(cur[2])
 local r = tonumber(cur[3])
-local kind = tonumber(ARGV[1])
-local ea = tonumber(ARGV[2])
-
-if s == 5 or s == 6 then
-  return {0, 0}
-end
+local hist = cur[4] or ''
+local changed = false
 
 -- sources[kind] = set of states the event may leave within an attempt
 local nonterminal = {[0]=true, [1]=true, [2]=true, [3]=true, [4]=true}
@@ -41,70 +46,83 @@ local sources = {
 }
 local target = {[0]=1, [1]=2, [2]=3, [3]=4}
 
-local to, na, cause = nil, nil, -1
-if kind == 8 or kind == 9 then
-  to = 6
-  na = a
-  if kind == 8 then cause = 2 else cause = 3 end
-else
-  if ea < a then
-    return {0, 1}
-  end
-  if ea == a and not sources[kind][s] then
-    return {0, 2}
-  end
-  na = ea
-  if kind == 4 then
-    to = 5
-  elseif kind == 5 then
+for i = 0, n - 1 do
+  local base = 3 + 4 * i
+  local kind = tonumber(ARGV[base])
+  local ea = tonumber(ARGV[base + 1])
+  local at = ARGV[base + 2]
+  local actor = ARGV[base + 3]
+  local to, na, cause, ignored = nil, nil, -1, nil
+  if s == 5 or s == 6 then
+    ignored = 0
+  elseif kind == 8 or kind == 9 then
     to = 6
-    cause = 0
-  elseif kind == 6 and na >= r then
-    to = 6
-    cause = 1
-  elseif kind == 6 then
-    to = 2
-    na = na + 1
-  elseif kind == 7 then
-    to = 1
-    na = na + 1
+    na = a
+    if kind == 8 then cause = 2 else cause = 3 end
+  elseif ea < a then
+    ignored = 1
+  elseif ea == a and not sources[kind][s] then
+    ignored = 2
   else
-    to = target[kind]
-  end
-end
-
-local at = ARGV[3]
-local entry = to .. ',' .. na .. ',' .. at .. ',' .. ARGV[4]
-if cause >= 0 then
-  entry = entry .. ',' .. cause
-end
-local hist = redis.call('HGET', key, 'h') or ''
-redis.call('HSET', key, 's', to, 'a', na, 'h', hist .. entry .. ';')
-
-if to == 5 or to == 6 then
-  redis.call('HSET', key, 't', at)
-  if cause >= 0 then
-    redis.call('HSET', key, 'why', cause)
-  end
-  if ARGV[6] then
-    if ARGV[6] == '1' then
-      redis.call('HSET', key, 'res', ARGV[7])
+    na = ea
+    if kind == 4 then
+      to = 5
+    elseif kind == 5 then
+      to = 6
+      cause = 0
+    elseif kind == 6 and na >= r then
+      to = 6
+      cause = 1
+    elseif kind == 6 then
+      to = 2
+      na = na + 1
+    elseif kind == 7 then
+      to = 1
+      na = na + 1
     else
-      redis.call('HSET', key, 'exc', ARGV[7])
-      if ARGV[8] ~= '' then
-        redis.call('HSET', key, 'exd', ARGV[8])
+      to = target[kind]
+    end
+  end
+  if ignored then
+    out[#out + 1] = 0; out[#out + 1] = ignored; out[#out + 1] = 0; out[#out + 1] = 0
+  else
+    local entry = to .. ',' .. na .. ',' .. at .. ',' .. actor
+    if cause >= 0 then
+      entry = entry .. ',' .. cause
+    end
+    hist = hist .. entry .. ';'
+    s = to
+    a = na
+    changed = true
+    if to == 5 or to == 6 then
+      redis.call('HSET', key, 't', at)
+      if cause >= 0 then
+        redis.call('HSET', key, 'why', cause)
+      end
+      if ARGV[finish] then
+        if ARGV[finish] == '1' then
+          redis.call('HSET', key, 'res', ARGV[finish + 1])
+        else
+          redis.call('HSET', key, 'exc', ARGV[finish + 1])
+          if ARGV[finish + 2] ~= '' then
+            redis.call('HSET', key, 'exd', ARGV[finish + 2])
+          end
+        end
+        if ARGV[finish + 3] ~= '' then
+          redis.call('HSET', key, 'out', ARGV[finish + 3])
+        end
+        if ARGV[finish + 4] ~= '' then
+          redis.call('HSET', key, 'err', ARGV[finish + 4])
+        end
+      end
+      if ttl > 0 then
+        redis.call('EXPIRE', key, ttl)
       end
     end
-    if ARGV[9] ~= '' then
-      redis.call('HSET', key, 'out', ARGV[9])
-    end
-    if ARGV[10] ~= '' then
-      redis.call('HSET', key, 'err', ARGV[10])
-    end
-  end
-  local ttl = tonumber(ARGV[5])
-  if ttl > 0 then
-    redis.call('EXPIRE', key, ttl)
+    out[#out + 1] = 1; out[#out + 1] = to; out[#out + 1] = na; out[#out + 1] = cause
   end
 end
-return {1, to, na, cause}
+if changed then
+  redis.call('HSET', key, 's', s, 'a', a, 'h', hist)
+end
+return out

@@ -1,0 +1,173 @@
+"""The Ferry side of the benchmark: a real stack (release binaries), one local endpoint
+with one manager of N workers, a no-op function; throughput by batch submission with
+every result collected, sequential round trips, and the peak RSS of every process."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from ferrystack import Stack  # noqa: E402
+
+from ferry import Client  # noqa: E402
+
+from peers import percentiles  # noqa: E402
+
+
+def noop(x):
+    return x
+
+
+class RssSampler(threading.Thread):
+    """Samples the resident memory of processes (by pid, re-discovered as children
+    appear) every 100 ms and keeps each one's peak."""
+
+    def __init__(self, roots: dict[str, int], redis_pid: int | None) -> None:
+        super().__init__(daemon=True)
+        self.roots = roots
+        self.redis_pid = redis_pid
+        self.peaks: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.1):
+            for name, pid in self.processes().items():
+                rss = rss_kib(pid)
+                if rss is not None:
+                    self.peaks[name] = max(self.peaks.get(name, 0), rss)
+                cpu = cpu_seconds(pid)
+                if cpu is not None:
+                    self.cpu[name] = cpu
+
+    def processes(self) -> dict[str, int]:
+        found = dict(self.roots)
+        if self.redis_pid:
+            found["redis-server"] = self.redis_pid
+        children = children_of(set(self.roots.values()))
+        for pid, comm in children.items():
+            found[f"{comm}[{pid}]"] = pid
+        return found
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time a process has used so far."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_of(roots: set[int]) -> dict[int, str]:
+    """Every descendant of `roots`: pid -> command name."""
+    parents: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents[int(entry)] = (ppid, comm)
+    out: dict[int, str] = {}
+    frontier = set(roots)
+    while frontier:
+        nxt = set()
+        for pid, (ppid, comm) in parents.items():
+            if ppid in frontier and pid not in out:
+                out[pid] = comm
+                nxt.add(pid)
+        frontier = nxt
+    return out
+
+
+def redis_pid() -> int | None:
+    for pid, (_, comm) in ((int(e), (0, open(f"/proc/{e}/comm").read().strip())) for e in os.listdir("/proc") if e.isdigit() and os.path.exists(f"/proc/{e}/comm")):
+        if comm == "redis-server":
+            return pid
+    return None
+
+
+def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, memory: bool = True) -> dict:
+    stack = Stack(workers=workers, bin_dir=bin_dir or ROOT / "target" / "release")
+    stack.env["TEST_RUST_LOG"] = "warn"
+    stack.env["RUST_LOG"] = "warn"
+    stack.start()
+    try:
+        client = Client(stack.url, token=stack.token)
+        fid = client.register_function(noop)
+        client.get_result(wait(client, client.run(0, endpoint_id=stack.endpoint_id, function_id=fid)))
+        sampler = RssSampler(stack.pids(), redis_pid()) if memory else None
+        if sampler:
+            sampler.start()
+            time.sleep(0.3)
+            cpu_before = dict(sampler.cpu)
+        t0 = time.perf_counter()
+        ids: list[str] = []
+        chunk = 10_000
+        for start in range(0, n, chunk):
+            batch = client.create_batch()
+            for i in range(start, min(n, start + chunk)):
+                batch.add(fid, i)
+            ids.extend(client.batch_run(stack.endpoint_id, batch))
+        submitted = time.perf_counter() - t0
+        wait(client, ids[-1], seconds=1800)
+        pending = ids
+        while pending:
+            left = []
+            for i in range(0, len(pending), 5000):
+                docs = client.get_tasks(pending[i : i + 5000])
+                left.extend(t for t, d in docs.items() if d["pending"])
+            pending = left
+            if pending:
+                time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        if sampler:
+            time.sleep(0.2)
+            sampler.stop.set()
+            sampler.join()
+            sampler.cpu = {k: v - cpu_before.get(k, 0.0) for k, v in sampler.cpu.items()}
+        lat = []
+        for i in range(latency_n):
+            a = time.perf_counter()
+            wait(client, client.run(i, endpoint_id=stack.endpoint_id, function_id=fid), poll=0)
+            lat.append(time.perf_counter() - a)
+        return {
+            "throughput": n / elapsed,
+            "submit_s": submitted,
+            **percentiles(lat),
+            "rss_kib": dict(sorted(sampler.peaks.items())) if sampler else {},
+            "cpu_s": dict(sorted(sampler.cpu.items())) if sampler else {},
+        }
+    finally:
+        stack.stop()
+
+
+def wait(client: Client, task_id: str, seconds: float = 120, poll: float = 0.01) -> str:
+    deadline = time.monotonic() + seconds
+    while client.get_task(task_id)["pending"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"task {task_id} not done in {seconds} s")
+        if poll:
+            time.sleep(poll)
+    return task_id

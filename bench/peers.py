@@ -1,0 +1,93 @@
+"""Celery and Parsl, measured the same way as Ferry: throughput of N no-op tasks
+submitted as fast as each allows and all results collected, and sequential round trips
+of one task."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def celery(n: int, latency_n: int, workers: int = 2) -> dict:
+    queue = f"ferry-bench-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, PYTHONPATH=str(HERE))
+    log = open(Path(tempfile.gettempdir()) / f"{queue}.log", "wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-c", str(workers), "-P", "prefork",
+         "-Q", queue, "--loglevel=warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=HERE, env=env, stdout=log, stderr=log,
+    )
+    sys.path.insert(0, str(HERE))
+    from celery_app import app, noop  # noqa: E402
+
+    try:
+        noop.apply_async((0,), queue=queue).get(timeout=120)  # warm: the worker is up
+        t0 = time.perf_counter()
+        results = [noop.apply_async((i,), queue=queue) for i in range(n)]
+        for r in results:
+            r.get(timeout=600)
+        throughput = n / (time.perf_counter() - t0)
+        lat = []
+        for i in range(latency_n):
+            a = time.perf_counter()
+            noop.apply_async((i,), queue=queue).get(timeout=60)
+            lat.append(time.perf_counter() - a)
+        return {"throughput": throughput, **percentiles(lat)}
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        app.control.purge()
+
+
+def parsl(n: int, latency_n: int, workers: int = 2) -> dict:
+    import parsl as p
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider
+
+    run_dir = tempfile.mkdtemp(prefix="ferry-bench-parsl-")
+    executor = HighThroughputExecutor(
+        label="htex",
+        max_workers_per_node=workers,
+        address="127.0.0.1",
+        provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
+    )
+    dfk = p.load(Config(executors=[executor], run_dir=run_dir, strategy="none"))
+
+    @p.python_app
+    def noop(x):
+        return x
+
+    try:
+        noop(0).result(timeout=120)
+        t0 = time.perf_counter()
+        futures = [noop(i) for i in range(n)]
+        for f in futures:
+            f.result(timeout=600)
+        throughput = n / (time.perf_counter() - t0)
+        lat = []
+        for i in range(latency_n):
+            a = time.perf_counter()
+            noop(i).result(timeout=60)
+            lat.append(time.perf_counter() - a)
+        return {"throughput": throughput, **percentiles(lat)}
+    finally:
+        dfk.cleanup()
+        p.clear()
+
+
+def percentiles(samples: list[float]) -> dict:
+    s = sorted(samples)
+    if not s:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan")}
+    return {"p50_ms": s[len(s) // 2] * 1000, "p99_ms": s[min(len(s) - 1, int(len(s) * 0.99))] * 1000}

@@ -1,0 +1,119 @@
+"""A real Ferry stack as processes: the built binaries (``FERRY_BIN_DIR``, default
+``target/debug``) against the real RabbitMQ and Redis, in a namespace of their own: a
+web-service, a forwarder and a local endpoint. Used by the end-to-end tests and by the
+benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("FERRY_BIN_DIR", ROOT / "target" / "debug"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, seconds: float, what: str, logs: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; logs in {logs}")
+
+
+class Stack:
+    def __init__(self, workers: int = 2, bin_dir: Path | None = None) -> None:
+        self.bin = Path(bin_dir) if bin_dir else BIN
+        self.workers = workers
+        for name in ("ferry-web-service", "ferry-forwarder", "ferry-endpoint", "ferry-manager", "ferry-worker"):
+            if not (self.bin / name).exists():
+                raise RuntimeError(f"{self.bin / name} is missing: run `cargo build --bins` first")
+        self.dir = Path(tempfile.mkdtemp(prefix="ferry-py-e2e-"))
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(
+            os.environ,
+            FERRY_NAMESPACE=f"py{uuid.uuid4().hex[:12]}",
+            FERRY_LISTEN=f"127.0.0.1:{self.port}",
+            FERRY_HOME=str(self.dir / "home"),
+            FERRY_QUEUE_EXPIRES_SECS="300",
+            FERRY_RESULT_TTL_SECS="900",
+            FERRY_HEARTBEAT_INTERVAL_MS="500",
+            FERRY_PYTHON=sys.executable,
+            # The workers can import the test modules, as a user's endpoint can import
+            # the user's own code (functions defined in a module travel by reference).
+            PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+            RUST_LOG=os.environ.get("TEST_RUST_LOG", "info"),
+        )
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def spawn(self, name: str, *args: str) -> None:
+        log = open(self.dir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(
+            [str(self.bin / name), *args], env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
+
+    def run(self, name: str, *args: str) -> str:
+        out = subprocess.run([str(self.bin / name), *args], env=self.env, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    def start(self) -> None:
+        self.spawn("ferry-web-service")
+        self.spawn("ferry-forwarder")
+        _wait(self._serving, 30, "the web-service", self.dir)
+        self.token = self.run("ferry-web-service", "create-user", "py-tester")
+        self.run(
+            "ferry-endpoint", "configure", "ep", "--url", self.url, "--token", self.token,
+            "--python", self.env["FERRY_PYTHON"], "--workers", str(self.workers),
+        )
+        self.spawn("ferry-endpoint", "start", "ep", "--foreground")
+        running = self.dir / "home" / "endpoints" / "ep" / "running.json"
+        _wait(running.exists, 60, "the endpoint to start", self.dir)
+        self.endpoint_id = json.loads(running.read_text())["endpoint_id"]
+        _wait(self._endpoint_ready, 60, "a manager to connect", self.dir)
+
+    def _serving(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/v1/version", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def _endpoint_ready(self) -> bool:
+        req = urllib.request.Request(
+            f"{self.url}/v1/endpoints/{self.endpoint_id}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(req, timeout=2) as r:
+            doc = json.load(r)
+        return doc["status"] == "online" and (doc["details"] or {}).get("managers", 0) > 0
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if not os.environ.get("FERRY_TEST_KEEP_DIR"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.procs.items() if p.poll() is None}

@@ -55,6 +55,8 @@ def parsl(n: int, latency_n: int, workers: int = 2) -> dict:
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
 
+    # Parsl's workers unpickle `noop` by reference to this module.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
     run_dir = tempfile.mkdtemp(prefix="ferry-bench-parsl-")
     executor = HighThroughputExecutor(
         label="htex",

@@ -96,6 +96,7 @@ def plot(sweep: dict, results: dict, path: Path) -> None:
     ax.set_xlabel("worker processes")
     ax.set_ylabel("no-op tasks/s, end to end")
     ax.set_xscale("log", base=2)
+    ax.set_ylim(bottom=0)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -64,6 +64,11 @@ impl Broker {
         })
     }
 
+    /// True when both handles share one connection.
+    pub fn same_connection(&self, other: &Broker) -> bool {
+        std::sync::Arc::ptr_eq(&self.conn, &other.conn)
+    }
+
     pub fn namespace(&self) -> &str {
         &self.ns
     }

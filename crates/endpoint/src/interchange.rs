@@ -219,7 +219,7 @@ impl<S: Sink> Interchange<S> {
                         attempt,
                         kind: EventKind::Started,
                         at,
-                        by: Actor::Manager,
+                        by: Actor::Worker,
                     };
                     self.sink.status(step);
                 }

@@ -53,15 +53,43 @@ pub async fn register(
     Ok(response.json().await?)
 }
 
-/// Runs the endpoint `name` until `shutdown` is cancelled or a part of it fails.
+/// Runs the endpoint `name` until `shutdown` is cancelled. A failure before the endpoint
+/// first serves (bad token, unreachable service) is returned; after that, losing
+/// RabbitMQ or the web-service means starting over, with backoff: the task messages
+/// this endpoint had not acked come back to it on the new connection.
 pub async fn run(
     name: &str,
     dir: &Path,
     config: EndpointConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut served = false;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match run_once(name, dir, &config, &shutdown, &mut served).await {
+            Ok(()) => return Ok(()),
+            Err(e) if !served => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), retry_in = ?backoff, "endpoint lost a backend; starting over");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn run_once(
+    name: &str,
+    dir: &Path,
+    config: &EndpointConfig,
+    shutdown: &CancellationToken,
+    served: &mut bool,
+) -> anyhow::Result<()> {
     let saved = state::read_id(dir);
-    let registration = register(&config, name, saved).await?;
+    let registration = register(config, name, saved).await?;
     let endpoint_id = registration.endpoint_id;
     state::write_id(dir, endpoint_id)?;
     tracing::info!(%endpoint_id, name, "endpoint registered");
@@ -140,6 +168,7 @@ pub async fn run(
         }
     });
     state::write_running(dir, endpoint_id, manager_addr)?;
+    *served = true;
     tracing::info!(%endpoint_id, %manager_addr, queue, "endpoint running");
 
     let outcome = tokio::select! {

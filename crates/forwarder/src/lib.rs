@@ -43,8 +43,31 @@ pub struct Config {
     pub prefetch: u16,
 }
 
-/// Runs the consumers until `shutdown` is cancelled or one of them fails.
+/// Runs until `shutdown` is cancelled. When RabbitMQ or Redis goes away the forwarder
+/// connects again (with backoff) and carries on: it holds nothing of its own, and what
+/// it had not acked is redelivered.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let started = std::time::Instant::now();
+        match run_once(&config, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(200);
+                }
+                tracing::error!(error = %format!("{e:#}"), retry_in = ?backoff, "forwarder lost its backends; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let store = Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs).await?;
     store.load_scripts().await?;
     let options = ferry_broker::Options {

@@ -65,6 +65,8 @@ pub enum Part {
 /// A running Ferry.
 pub struct Stack {
     pub namespace: String,
+    /// The RabbitMQ every part of this stack uses.
+    pub amqp: String,
     pub url: String,
     pub token: String,
     pub endpoint_id: Option<EndpointId>,
@@ -87,6 +89,11 @@ impl Stack {
 
     /// Web-service, forwarder and a user; no endpoint yet.
     pub async fn start_without_endpoint() -> Self {
+        Self::start_on(amqp_url()).await
+    }
+
+    /// Web-service, forwarder and a user, all on the RabbitMQ at `amqp`; no endpoint yet.
+    pub async fn start_on(amqp: String) -> Self {
         let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let dir = tempfile::Builder::new()
             .prefix("ferry-e2e-")
@@ -96,6 +103,7 @@ impl Stack {
         let mut stack = Self {
             url: format!("http://127.0.0.1:{web_port}"),
             namespace,
+            amqp,
             token: String::new(),
             endpoint_id: None,
             dir,
@@ -123,7 +131,7 @@ impl Stack {
         let mut c = Command::new(bin(name));
         c.env("FERRY_NAMESPACE", &self.namespace)
             .env("FERRY_REDIS_URL", redis_url())
-            .env("FERRY_AMQP_URL", amqp_url())
+            .env("FERRY_AMQP_URL", &self.amqp)
             .env("FERRY_LISTEN", format!("127.0.0.1:{}", self.web_port))
             .env("FERRY_QUEUE_EXPIRES_SECS", "300")
             .env("FERRY_RESULT_TTL_SECS", "900")
@@ -366,7 +374,7 @@ impl Stack {
             let _ = store.delete_namespace().await;
         }
         if let Ok(broker) =
-            ferry_broker::Broker::connect(&amqp_url(), &self.namespace, Default::default()).await
+            ferry_broker::Broker::connect(&self.amqp, &self.namespace, Default::default()).await
         {
             let mut queues = vec![
                 broker.submissions_queue(),

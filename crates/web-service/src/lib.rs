@@ -95,7 +95,9 @@ impl Config {
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
-    pub broker: Broker,
+    /// The current broker connection; replaced when RabbitMQ went away (see
+    /// [`AppState::with_broker`]).
+    broker: Arc<tokio::sync::RwLock<Broker>>,
     /// Functions never change once registered, so their records are kept here.
     functions: Arc<Mutex<HashMap<FunctionId, Arc<FunctionRecord>>>>,
 }
@@ -108,9 +110,50 @@ impl AppState {
         Ok(Self {
             config: Arc::new(config),
             store,
-            broker,
+            broker: Arc::new(tokio::sync::RwLock::new(broker)),
             functions: Arc::default(),
         })
+    }
+
+    /// The current broker connection.
+    pub async fn broker(&self) -> Broker {
+        self.broker.read().await.clone()
+    }
+
+    /// Runs `op` on the broker; if it fails, connects again once and retries, so a
+    /// RabbitMQ restart costs the first caller a reconnect, not an error.
+    pub async fn with_broker<T, F, Fut>(&self, op: F) -> Result<T, ferry_broker::Error>
+    where
+        F: Fn(Broker) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ferry_broker::Error>>,
+    {
+        let current = self.broker().await;
+        match op(current.clone()).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "broker operation failed; reconnecting");
+                let fresh = self.reconnect(&current).await?;
+                op(fresh).await
+            }
+        }
+    }
+
+    async fn reconnect(&self, failed: &Broker) -> Result<Broker, ferry_broker::Error> {
+        let mut slot = self.broker.write().await;
+        if !slot.same_connection(failed) {
+            // Another request reconnected already.
+            return Ok(slot.clone());
+        }
+        let fresh = Broker::connect(
+            &self.config.amqp_url,
+            &self.config.namespace,
+            self.config.broker_options(),
+        )
+        .await?;
+        fresh.declare_core().await?;
+        failed.close().await;
+        *slot = fresh.clone();
+        Ok(fresh)
     }
 
     /// A function record, from memory when it was read before.
@@ -150,6 +193,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
-    state.broker.close().await;
+    state.broker().await.close().await;
     Ok(())
 }

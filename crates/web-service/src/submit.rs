@@ -141,12 +141,14 @@ pub async fn accept(
             ferry_proto::codec::encode(&message).map_err(|e| ApiError::unavailable("cannot encode", e))?,
         );
     }
-    let queue = state.broker.submissions_queue();
-    if let Err(e) = state
-        .broker
-        .publish_many(&queue, messages.iter().map(Vec::as_slice))
-        .await
-    {
+    let messages = &messages;
+    let published = state
+        .with_broker(|b| async move {
+            let queue = b.submissions_queue();
+            b.publish_many(&queue, messages.iter().map(Vec::as_slice)).await
+        })
+        .await;
+    if let Err(e) = published {
         // The records exist but the tasks never reached the queue: fail them so nothing
         // waits forever, and do not hand out their ids.
         fail_unqueued(state, &specs).await;

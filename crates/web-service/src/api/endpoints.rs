@@ -41,8 +41,7 @@ pub(crate) async fn register(
     };
     state.store.put_endpoint(&record).await?;
     state
-        .broker
-        .declare_endpoint(endpoint_id)
+        .with_broker(|b| async move { b.declare_endpoint(endpoint_id).await })
         .await
         .map_err(|e| ApiError::unavailable("the broker is unavailable", e))?;
     tracing::info!(%endpoint_id, name = %record.name, "endpoint registered");

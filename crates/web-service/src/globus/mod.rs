@@ -64,7 +64,7 @@ async fn version(Query(q): Query<VersionQuery>) -> Json<Value> {
 async fn amqp_connection(State(state): State<AppState>, Caller(_): Caller) -> Json<Value> {
     Json(json!({
         "connection_url": state.config.public_amqp_url(),
-        "queue_prefix": state.broker.task_group_prefix(),
+        "queue_prefix": state.broker().await.task_group_prefix(),
     }))
 }
 

@@ -40,7 +40,7 @@ async fn a_shell_task_passes_through_all_six_states_and_keeps_its_history() {
             "forwarder",
             "endpoint",
             "endpoint",
-            "manager",
+            "worker",
             "worker"
         ]
     );

@@ -178,29 +178,60 @@ class Client:
 
     # ---- tasks --------------------------------------------------------------------
 
-    def _submit(self, endpoint_id: str, tasks: list[tuple[str, str]], max_retries: int | None) -> list[str]:
+    def _submit(
+        self,
+        endpoint_id: str,
+        tasks: list[tuple[str, str]],
+        max_retries: int | None,
+        walltime: float | None = None,
+    ) -> list[str]:
         body = {
             "endpoint_id": str(endpoint_id),
-            "tasks": [{"function_id": f, "payload": p, "max_retries": max_retries} for f, p in tasks],
+            "tasks": [
+                {"function_id": f, "payload": p, "max_retries": max_retries, "walltime_secs": walltime}
+                for f, p in tasks
+            ],
         }
         return self._request("POST", "/v1/tasks", body)["task_ids"]
 
     def run(
-        self, *args: Any, endpoint_id: str, function_id: str, max_retries: int | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        endpoint_id: str,
+        function_id: str,
+        max_retries: int | None = None,
+        walltime: float | None = None,
+        **kwargs: Any,
     ) -> str:
-        """Runs a registered function once on an endpoint; returns the task id."""
+        """Runs a registered function once on an endpoint; returns the task id.
+
+        ``max_retries``: how often the task may be retried after its worker or manager
+        dies (the service's default when ``None``). ``walltime``: seconds the task may
+        run before it is stopped and fails with the cause ``timeout``.
+        """
         payload = self._payload(function_id, args, kwargs)
-        return self._submit(endpoint_id, [(function_id, payload)], max_retries)[0]
+        return self._submit(endpoint_id, [(function_id, payload)], max_retries, walltime)[0]
 
     def create_batch(self) -> Batch:
         """An empty :class:`Batch` to fill with :meth:`Batch.add`."""
         return Batch(self)
 
-    def batch_run(self, endpoint_id: str, batch: Batch, max_retries: int | None = None) -> list[str]:
+    def batch_run(
+        self, endpoint_id: str, batch: Batch, max_retries: int | None = None, walltime: float | None = None
+    ) -> list[str]:
         """Submits a batch in one request; returns the task ids in the batch's order."""
         if not batch.tasks:
             raise FerryError("the batch is empty")
-        return self._submit(endpoint_id, batch.tasks, max_retries)
+        return self._submit(endpoint_id, batch.tasks, max_retries, walltime)
+
+    def cancel(self, task_id: str) -> dict:
+        """Cancels a task: it ends ``failed`` with the cause ``cancelled`` unless it had
+        already finished. Returns its record."""
+        return self._request("POST", f"/v1/tasks/{task_id}/cancel", {})
+
+    def cancel_batch(self, batch_id: str) -> int:
+        """Cancels every unfinished task of a batch; returns how many it ended."""
+        return self._request("POST", f"/v1/batches/{batch_id}/cancel", {})["cancelled"]
 
     def get_task(self, task_id: str) -> dict:
         """The task's record: ``pending``, ``status``, ``result`` or ``exception``,

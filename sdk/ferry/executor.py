@@ -39,11 +39,13 @@ class Executor(cf.Executor):
         client: Client | None = None,
         batch_size: int = 256,
         max_retries: int | None = None,
+        walltime: float | None = None,
     ) -> None:
         self.endpoint_id = str(endpoint_id)
         self.client = client or Client()
         self.batch_size = batch_size
         self.max_retries = max_retries
+        self.walltime = walltime
         self._functions: dict[int, tuple[Any, str]] = {}
         self._register_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
@@ -100,7 +102,9 @@ class Executor(cf.Executor):
             if not live:
                 continue
             try:
-                ids = self.client._submit(self.endpoint_id, [(f, p) for f, p, _ in live], self.max_retries)
+                ids = self.client._submit(
+                    self.endpoint_id, [(f, p) for f, p, _ in live], self.max_retries, self.walltime
+                )
             except BaseException as e:  # noqa: BLE001 - fail the futures, keep the thread
                 for _, _, future in live:
                     future.set_exception(e)

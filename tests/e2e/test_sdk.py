@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ferry import Executor, ShellFunction, TaskPending
+from ferry import Executor, RemoteExecutionError, ShellFunction, TaskPending
 
 
 def wait_done(client, task_id, seconds=60):
@@ -121,3 +121,34 @@ def test_the_endpoint_is_listed_online(client, stack):
     status = client.get_endpoint_status(stack.endpoint_id)
     assert status["status"] == "online"
     assert any(e["endpoint_id"] == stack.endpoint_id for e in client.list_endpoints())
+
+
+def test_a_task_past_its_walltime_fails_with_timeout(client, stack):
+    def sleepy():
+        import time
+
+        time.sleep(30)
+
+    fid = client.register_function(sleepy)
+    tid = client.run(endpoint_id=stack.endpoint_id, function_id=fid, walltime=0.5)
+    doc, _ = wait_done(client, tid, seconds=20)
+    assert doc["status"] == "failed"
+    assert doc["history"][-1]["reason"] == "timeout"
+    with pytest.raises(RemoteExecutionError, match="walltime"):
+        client.get_result(tid)
+
+
+def test_a_cancelled_task_fails_with_the_cause_cancelled(client, stack):
+    def slow():
+        import time
+
+        time.sleep(2)
+        return "late"
+
+    fid = client.register_function(slow)
+    tid = client.run(endpoint_id=stack.endpoint_id, function_id=fid)
+    doc = client.cancel(tid)
+    assert doc["status"] == "failed"
+    assert doc["history"][-1]["reason"] == "cancelled"
+    with pytest.raises(RemoteExecutionError, match="cancelled"):
+        client.get_result(tid)

@@ -149,6 +149,11 @@ fn result_reports(r: TaskResult) -> Vec<Report> {
         // A lost task whose retries are spent: the Lost event fails it, and the reason
         // is recorded as its exception.
         Completion::Lost { reason } => (EventKind::Lost, bytes::Bytes::from(reason), bytes::Bytes::new()),
+        Completion::TimedOut { reason } => (
+            EventKind::TimedOut,
+            bytes::Bytes::from(reason),
+            bytes::Bytes::new(),
+        ),
     };
     reports.push(Report {
         task_id: r.task_id,
@@ -157,7 +162,7 @@ fn result_reports(r: TaskResult) -> Vec<Report> {
             attempt: r.attempt,
         },
         at: r.finished_at,
-        by: if kind == EventKind::Lost {
+        by: if matches!(kind, EventKind::Lost | EventKind::TimedOut) {
             ferry_proto::Actor::Endpoint
         } else {
             ferry_proto::Actor::Worker

@@ -27,6 +27,7 @@ fn batch(n: usize) -> TaskBatch {
                 // The size of a packed no-op call's arguments.
                 payload: Bytes::from(vec![b'a'; 80]),
                 group: None,
+                walltime_ms: None,
             })
             .collect(),
     }

@@ -71,9 +71,12 @@ pub struct SubmitTask {
     /// Python: packed serialized `(args, kwargs)`. Shell: a JSON object of named values.
     #[serde(default)]
     pub payload: String,
-    /// Retries after a lost worker or manager; the endpoint's default when absent.
+    /// Retries after a lost worker or manager; the service's default when absent.
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Seconds the task may run before it is stopped and fails with the cause `timeout`.
+    #[serde(default)]
+    pub walltime_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -95,6 +95,7 @@ mod tests {
                     max_retries: 3,
                     payload: format!("payload {i}").into(),
                     group: None,
+                    walltime_ms: None,
                 })
                 .collect(),
         }

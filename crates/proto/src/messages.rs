@@ -62,6 +62,9 @@ pub struct TaskSpec {
     /// The task group whose result queue gets the result, when the submitter asked for
     /// one.
     pub group: Option<TaskGroupId>,
+    /// How long the task may run; the worker stops it after that and it fails with the
+    /// cause `timeout`.
+    pub walltime_ms: Option<u64>,
 }
 
 /// Tasks for one endpoint, with the code of every function they use.
@@ -96,6 +99,8 @@ pub enum Completion {
     },
     /// The worker or manager running the task is gone and the task's retries are spent.
     Lost { reason: String },
+    /// The task ran past its walltime and was stopped.
+    TimedOut { reason: String },
 }
 
 /// The end of one attempt of one task.

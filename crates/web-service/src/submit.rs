@@ -22,6 +22,7 @@ pub struct Submitted {
     pub function_id: FunctionId,
     pub payload: Bytes,
     pub max_retries: Option<u32>,
+    pub walltime_ms: Option<u64>,
 }
 
 /// What a caller asks to run.
@@ -109,6 +110,7 @@ pub async fn accept(
             max_retries: t.max_retries.unwrap_or(state.config.default_max_retries),
             payload: t.payload,
             group: task_group.filter(|_| result_queue),
+            walltime_ms: t.walltime_ms,
         })
         .collect();
     let new_tasks: Vec<NewTask> = specs

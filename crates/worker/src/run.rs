@@ -62,13 +62,60 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _enter = span.enter();
         // A short task's start and end travel in one write; a longer one's start is sent
         // after STARTED_FLUSH, so the manager (and the user) still see it running.
-        let run = execute(&config, &mut host, &functions, &task, started);
-        tokio::pin!(run);
-        let result = tokio::select! {
-            result = &mut run => result,
-            _ = tokio::time::sleep(STARTED_FLUSH) => {
-                SinkExt::<Bytes>::flush(&mut output).await?;
-                run.await
+        let deadline = task
+            .walltime_ms
+            .map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms));
+        let outcome = {
+            let run = execute(&config, &mut host, &functions, &task, started);
+            tokio::pin!(run);
+            let walltime = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(walltime);
+            let mut flushed = false;
+            loop {
+                tokio::select! {
+                    result = &mut run => break Some(result),
+                    _ = tokio::time::sleep(STARTED_FLUSH), if !flushed => {
+                        SinkExt::<Bytes>::flush(&mut output).await?;
+                        flushed = true;
+                    }
+                    _ = &mut walltime => break None,
+                }
+            }
+        };
+        let result = match outcome {
+            Some(result) => result,
+            None => {
+                // Stopping the task means stopping its interpreter: the next Python task
+                // starts a fresh one.
+                host = None;
+                let secs = task.walltime_ms.unwrap_or(0) as f64 / 1000.0;
+                tracing::warn!(task_id = %task.task_id, walltime_secs = secs, "task stopped at its walltime");
+                TaskResult {
+                    task_id: task.task_id,
+                    attempt: task.attempt,
+                    steps: vec![StatusUpdate {
+                        task_id: task.task_id,
+                        attempt: task.attempt,
+                        kind: EventKind::Started,
+                        at: started,
+                        by: Actor::Worker,
+                    }],
+                    completion: Completion::TimedOut {
+                        reason: format!(
+                            "task {} ran past its walltime of {secs} s and was stopped",
+                            task.task_id
+                        ),
+                    },
+                    group: task.group,
+                    finished_at: now_micros(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                }
             }
         };
         output.send(send(FromWorker::Finished(result))?).await?;

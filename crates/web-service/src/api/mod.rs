@@ -1,6 +1,7 @@
 //! Routes, one module per resource.
 
 mod batches;
+mod cancel;
 mod endpoints;
 mod functions;
 mod tasks;
@@ -26,7 +27,9 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tasks", post(tasks::submit))
         .route("/v1/tasks/status", post(tasks::status))
         .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/tasks/{id}/cancel", post(cancel::task))
         .route("/v1/batches/{id}", get(batches::get))
+        .route("/v1/batches/{id}/cancel", post(cancel::batch))
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
 }
 

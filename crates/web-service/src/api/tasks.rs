@@ -25,17 +25,27 @@ pub(crate) async fn submit(
     Caller(user): Caller,
     FerryJson(body): FerryJson<SubmitRequest>,
 ) -> ApiResult<Json<SubmitResponse>> {
+    let mut tasks = Vec::with_capacity(body.tasks.len());
+    for (i, t) in body.tasks.into_iter().enumerate() {
+        let walltime_ms = match t.walltime_secs {
+            None => None,
+            Some(s) if s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0 => Some((s * 1000.0).ceil() as u64),
+            Some(s) => {
+                return Err(ApiError::bad_request(format!(
+                    "tasks[{i}].walltime_secs is {s}; it must be more than 0 and at most 30 days"
+                )));
+            }
+        };
+        tasks.push(Submitted {
+            function_id: t.function_id,
+            payload: Bytes::from(t.payload),
+            max_retries: t.max_retries,
+            walltime_ms,
+        });
+    }
     let submission = Submission {
         endpoint_id: body.endpoint_id,
-        tasks: body
-            .tasks
-            .into_iter()
-            .map(|t| Submitted {
-                function_id: t.function_id,
-                payload: Bytes::from(t.payload),
-                max_retries: t.max_retries,
-            })
-            .collect(),
+        tasks,
         task_group: None,
         result_queue: false,
     };

@@ -44,6 +44,7 @@ pub(crate) async fn submit(
             function_id,
             payload: Bytes::from(p),
             max_retries: None,
+            walltime_ms: None,
         }));
     }
     if body.create_queue {

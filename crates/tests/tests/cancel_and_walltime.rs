@@ -1,0 +1,124 @@
+//! Tasks that must stop: past their walltime, or cancelled by their owner.
+
+use std::time::{Duration, Instant};
+
+use ferry_tests::{Part, Stack, json_args, python_source};
+use serde_json::{Value, json};
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+async fn submit_with_walltime(
+    stack: &Stack,
+    function: &str,
+    payload: &str,
+    walltime_secs: f64,
+) -> ferry_proto::TaskId {
+    let body = json!({
+        "endpoint_id": stack.endpoint_id.unwrap(),
+        "tasks": [{"function_id": function, "payload": payload, "walltime_secs": walltime_secs}],
+    });
+    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["task_ids"][0].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_task_past_its_walltime_is_stopped_and_fails_with_the_cause_timeout() {
+    let stack = Stack::start().await;
+    let sleeper = stack.register("shell", "sleeper", "sleep 30").await;
+    let python_sleeper = stack
+        .register(
+            "python",
+            "nap",
+            &python_source("nap", "def nap():\n    import time\n    time.sleep(30)\n"),
+        )
+        .await;
+    let double = stack
+        .register(
+            "python",
+            "double",
+            &python_source("double", "def double(x):\n    return 2 * x\n"),
+        )
+        .await;
+    let started = Instant::now();
+
+    let shell = submit_with_walltime(&stack, &sleeper, "", 0.5).await;
+    let python = submit_with_walltime(&stack, &python_sleeper, "", 0.5).await;
+
+    for id in [shell, python] {
+        let doc = stack.wait_done(id, WITHIN).await;
+        assert_eq!(doc.status, "failed");
+        assert!(
+            doc.exception.as_deref().unwrap_or("").contains("walltime"),
+            "{:?}",
+            doc.exception
+        );
+        assert_eq!(doc.history.last().unwrap().reason.as_deref(), Some("timeout"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped long before the 30 s sleeps ended"
+    );
+    // The worker whose interpreter was stopped runs the next Python task in a fresh one.
+    let ids = stack.submit(&[(&double, &json_args(&json!([4])))]).await;
+    assert_eq!(stack.wait_done(ids[0], WITHIN).await.status, "success");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_walltime_that_is_not_a_positive_number_is_refused() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let body = json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": [{"function_id": f, "walltime_secs": -1}]});
+    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["message"].as_str().unwrap().contains("walltime_secs"),
+        "{answer}"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelled_tasks_and_batches_fail_with_the_cause_cancelled_and_stay_so() {
+    let mut stack = Stack::start().await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    stack.stop(Part::Endpoint);
+
+    let one = stack.submit(&[(&f, "")]).await[0];
+    let (status, doc): (u16, Value) = stack.post(&format!("/v1/tasks/{one}/cancel"), &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["status"], "failed");
+
+    let (status, answer): (u16, Value) = stack
+        .post(
+            "/v1/tasks",
+            &json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": [{"function_id": f}, {"function_id": f}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let batch = answer["batch_id"].as_str().unwrap().to_owned();
+    let (status, cancelled): (u16, Value) = stack
+        .post(&format!("/v1/batches/{batch}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(cancelled["cancelled"], 2);
+
+    // The endpoint comes back and runs what was queued; the results change nothing.
+    stack.start_endpoint().await;
+    let marker = stack.submit(&[(&f, "")]).await[0];
+    assert_eq!(stack.wait_done(marker, WITHIN).await.status, "success");
+    let mut ids = vec![one];
+    ids.extend(serde_json::from_value::<Vec<ferry_proto::TaskId>>(answer["task_ids"].clone()).unwrap());
+    for id in ids {
+        let doc = stack.task(id).await;
+        assert_eq!(doc.status, "failed");
+        assert_eq!(doc.exception.as_deref(), Some("task failed: cancelled"));
+        let last = doc.history.last().unwrap();
+        assert_eq!(
+            (last.by.as_str(), last.reason.as_deref()),
+            ("user", Some("cancelled"))
+        );
+    }
+    stack.shutdown().await;
+}

@@ -16,7 +16,7 @@ use ferry_proto::messages::{
 };
 use ferry_proto::state::{Outcome, TaskStatus, transition};
 use ferry_proto::time::now_micros;
-use ferry_proto::{Actor, Event, EventKind, FunctionId, ManagerId, TaskId, TaskState};
+use ferry_proto::{Actor, EndpointId, Event, EventKind, FunctionId, ManagerId, TaskId, TaskState};
 use tokio::sync::mpsc;
 
 /// Everything the interchange reacts to.
@@ -42,6 +42,11 @@ pub enum Input {
     Published {
         tasks: Vec<TaskId>,
     },
+    /// A retry is confirmed by the broker and its loss reported: the delivery the lost
+    /// attempt came in is settled for that task.
+    Settle {
+        delivery: u64,
+    },
     /// Time to check managers' liveness and send a heartbeat.
     Tick,
 }
@@ -51,6 +56,9 @@ pub trait Sink {
     fn status(&self, update: StatusUpdate);
     fn result(&self, result: TaskResult);
     fn heartbeat(&self, load: EndpointLoad);
+    /// Publish a retry to the endpoint's own queue; once confirmed, report `lost` and
+    /// send back [`Input::Settle`] for `delivery`.
+    fn retry(&self, batch: TaskBatch, lost: StatusUpdate, delivery: u64);
 }
 
 struct Manager {
@@ -58,7 +66,8 @@ struct Manager {
     info: ManagerInfo,
     free: u32,
     functions_sent: HashSet<FunctionId>,
-    tasks: HashSet<TaskId>,
+    /// Tasks (and which attempt of each) this manager holds.
+    tasks: HashSet<(TaskId, u32)>,
     last_seen: Instant,
 }
 
@@ -76,12 +85,13 @@ struct Tracked {
 }
 
 pub struct Interchange<S> {
+    endpoint_id: EndpointId,
     sink: S,
     manager_timeout: Duration,
     pending: VecDeque<TaskId>,
     inflight: HashMap<TaskId, InFlight>,
     /// Results sent to the broker, awaiting its confirm: task -> delivery.
-    publishing: HashMap<TaskId, u64>,
+    publishing: HashMap<TaskId, (u64, u32)>,
     functions: HashMap<FunctionId, FunctionCode>,
     managers: HashMap<ManagerId, Manager>,
     deliveries: HashMap<u64, Tracked>,
@@ -89,8 +99,9 @@ pub struct Interchange<S> {
 }
 
 impl<S: Sink> Interchange<S> {
-    pub fn new(sink: S, manager_timeout: Duration) -> Self {
+    pub fn new(endpoint_id: EndpointId, sink: S, manager_timeout: Duration) -> Self {
         Self {
+            endpoint_id,
             sink,
             manager_timeout,
             pending: VecDeque::new(),
@@ -135,11 +146,12 @@ impl<S: Sink> Interchange<S> {
             Input::ManagerGone { manager, reason } => self.manager_gone(manager, &reason).await,
             Input::Published { tasks } => {
                 for task in tasks {
-                    if let Some(delivery) = self.publishing.remove(&task) {
+                    if let Some((delivery, _)) = self.publishing.remove(&task) {
                         self.settle(delivery).await;
                     }
                 }
             }
+            Input::Settle { delivery } => self.settle(delivery).await,
             Input::Tick => {
                 let stale: Vec<ManagerId> = self
                     .managers
@@ -165,9 +177,27 @@ impl<S: Sink> Interchange<S> {
         let mut fresh = 0;
         let now = now_micros();
         for spec in batch.tasks {
-            if self.inflight.contains_key(&spec.task_id) || self.publishing.contains_key(&spec.task_id) {
-                tracing::debug!(task_id = %spec.task_id, "task delivered twice; keeping the first");
-                continue;
+            // Of two copies of a task, the newer attempt wins (a copy published before the
+            // forwarder crashed can arrive after a retry); older and equal copies are
+            // settled at once. The model checker (crates/model) needs both rules.
+            let held = self
+                .inflight
+                .get(&spec.task_id)
+                .map(|t| t.spec.attempt)
+                .or_else(|| self.publishing.get(&spec.task_id).map(|p| p.1));
+            match held {
+                Some(attempt) if attempt >= spec.attempt => {
+                    tracing::debug!(task_id = %spec.task_id, attempt = spec.attempt, "older or equal copy of a held task; settled");
+                    continue;
+                }
+                Some(attempt) => {
+                    tracing::debug!(task_id = %spec.task_id, old = attempt, new = spec.attempt, "a newer attempt supersedes the held one");
+                    if let Some(old) = self.inflight.remove(&spec.task_id) {
+                        self.settle(old.delivery).await;
+                    }
+                    self.pending.retain(|t| *t != spec.task_id);
+                }
+                None => {}
             }
             let step = StatusUpdate {
                 task_id: spec.task_id,
@@ -227,7 +257,7 @@ impl<S: Sink> Interchange<S> {
             FromManager::Finished(mut result) => {
                 let task_id = result.task_id;
                 if let Some(m) = self.managers.get_mut(&manager_id)
-                    && m.tasks.remove(&task_id)
+                    && m.tasks.remove(&(task_id, result.attempt))
                 {
                     m.free += 1;
                 }
@@ -240,7 +270,7 @@ impl<S: Sink> Interchange<S> {
                 steps.append(&mut result.steps);
                 result.steps = steps;
                 result.group = t.spec.group;
-                self.publishing.insert(task_id, t.delivery);
+                self.publishing.insert(task_id, (t.delivery, result.attempt));
                 self.sink.result(result);
             }
             FromManager::Lost {
@@ -250,7 +280,7 @@ impl<S: Sink> Interchange<S> {
                 reason,
             } => {
                 if let Some(m) = self.managers.get_mut(&manager_id)
-                    && m.tasks.remove(&task_id)
+                    && m.tasks.remove(&(task_id, attempt))
                 {
                     m.free += 1;
                 }
@@ -265,8 +295,7 @@ impl<S: Sink> Interchange<S> {
         };
         tracing::warn!(%manager_id, host = %manager.info.hostname, reason, tasks = manager.tasks.len(), "manager lost");
         let at = now_micros();
-        for task_id in manager.tasks {
-            let attempt = self.inflight.get(&task_id).map(|t| t.spec.attempt).unwrap_or(0);
+        for (task_id, attempt) in manager.tasks {
             self.lost(
                 task_id,
                 attempt,
@@ -299,25 +328,42 @@ impl<S: Sink> Interchange<S> {
             },
         ) {
             Outcome::Applied(next) if next.to == TaskState::WaitingForNodes => {
+                // The retry goes through the broker: published (confirmed) before the loss
+                // is reported and the old message acked, so whatever crashes in between,
+                // a message of the newest attempt is in the queue.
                 tracing::warn!(%task_id, attempt, reason, "task lost; retrying");
-                self.sink.status(StatusUpdate {
+                let t = self.inflight.remove(&task_id).expect("present");
+                let mut spec = t.spec;
+                spec.attempt = next.attempt;
+                let functions = self
+                    .functions
+                    .get(&spec.function_id)
+                    .cloned()
+                    .into_iter()
+                    .collect();
+                let lost = StatusUpdate {
                     task_id,
                     attempt,
                     kind: EventKind::Lost,
                     at,
                     by: Actor::Endpoint,
-                });
-                t.spec.attempt = next.attempt;
-                t.manager = None;
-                t.steps.clear();
-                self.pending.push_front(task_id);
+                };
+                self.sink.retry(
+                    TaskBatch {
+                        endpoint_id: self.endpoint_id,
+                        functions,
+                        tasks: vec![spec],
+                    },
+                    lost,
+                    t.delivery,
+                );
             }
             _ => {
                 // Out of retries: the result says so, and goes out like any result (the
                 // delivery is settled once the broker confirms it).
                 tracing::warn!(%task_id, attempt, reason, "task lost and out of retries; it fails");
                 let t = self.inflight.remove(&task_id).expect("present");
-                self.publishing.insert(task_id, t.delivery);
+                self.publishing.insert(task_id, (t.delivery, attempt));
                 self.sink.result(TaskResult {
                     task_id,
                     attempt,
@@ -390,7 +436,7 @@ impl<S: Sink> Interchange<S> {
                 t.steps.push(step);
                 t.manager = Some(manager_id);
                 manager.free -= 1;
-                manager.tasks.insert(task_id);
+                manager.tasks.insert((task_id, t.spec.attempt));
                 tasks.push(t.spec.clone());
             }
             if tasks.is_empty() {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use ferry_broker::Broker;
 use ferry_proto::EndpointId;
-use ferry_proto::messages::{EndpointLoad, EndpointMessage, StatusUpdate, TaskResult};
+use ferry_proto::messages::{EndpointLoad, EndpointMessage, StatusUpdate, TaskBatch, TaskResult};
 use ferry_proto::time::now_micros;
 use tokio::sync::mpsc;
 
@@ -21,6 +21,7 @@ pub struct Reporter {
     status: mpsc::UnboundedSender<StatusUpdate>,
     results: mpsc::UnboundedSender<TaskResult>,
     heartbeats: mpsc::UnboundedSender<EndpointLoad>,
+    retries: mpsc::UnboundedSender<(TaskBatch, StatusUpdate, u64)>,
 }
 
 impl Sink for Reporter {
@@ -35,6 +36,10 @@ impl Sink for Reporter {
     fn heartbeat(&self, load: EndpointLoad) {
         let _ = self.heartbeats.send(load);
     }
+
+    fn retry(&self, batch: TaskBatch, lost: StatusUpdate, delivery: u64) {
+        let _ = self.retries.send((batch, lost, delivery));
+    }
 }
 
 /// Starts the flushers. They end with an error when the broker fails.
@@ -47,7 +52,23 @@ pub fn start(
     let (status_tx, mut status_rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<TaskResult>();
     let (heartbeats_tx, mut heartbeats_rx) = mpsc::unbounded_channel();
+    let (retries_tx, mut retries_rx) = mpsc::unbounded_channel::<(TaskBatch, StatusUpdate, u64)>();
     let mut tasks = tokio::task::JoinSet::new();
+
+    // Retries: published to this endpoint's own queue (confirmed), then the loss is
+    // reported and the old delivery settled, in that order.
+    let b = broker.clone();
+    let status_for_retries = status_tx.clone();
+    let settle = interchange.clone();
+    tasks.spawn(async move {
+        let queue = b.endpoint_queue(endpoint_id);
+        while let Some((batch, lost, delivery)) = retries_rx.recv().await {
+            b.publish(&queue, &ferry_proto::codec::encode(&batch)?).await?;
+            let _ = status_for_retries.send(lost);
+            let _ = settle.send(Input::Settle { delivery });
+        }
+        Ok(())
+    });
 
     let b = broker.clone();
     tasks.spawn(async move {
@@ -108,6 +129,7 @@ pub fn start(
         status: status_tx,
         results: results_tx,
         heartbeats: heartbeats_tx,
+        retries: retries_tx,
     };
     (reporter, tasks)
 }

@@ -111,8 +111,14 @@ async fn run_once(
         inputs.clone(),
     );
     let accept = tokio::spawn(managers::accept(listener, inputs.clone()));
-    let interchange =
-        tokio::spawn(Interchange::new(sink, Duration::from_secs(config.manager_timeout_secs)).run(inputs_rx));
+    let interchange = tokio::spawn(
+        Interchange::new(
+            endpoint_id,
+            sink,
+            Duration::from_secs(config.manager_timeout_secs),
+        )
+        .run(inputs_rx),
+    );
     let providers = CancellationToken::new();
     let provider = tokio::spawn(provider::local::run(
         config.provider.clone(),

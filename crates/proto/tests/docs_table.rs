@@ -28,7 +28,11 @@ fn outcome(state: TaskState, kind: EventKind, max_retries: u32) -> Option<(TaskS
 fn check_cell(cell: &str, state: TaskState, kind: EventKind) {
     let cell = cell.trim();
     if cell == "—" {
-        assert_eq!(outcome(state, kind, 1), None, "{kind:?} from {state:?}: the docs say ignored");
+        assert_eq!(
+            outcome(state, kind, 1),
+            None,
+            "{kind:?} from {state:?}: the docs say ignored"
+        );
         return;
     }
     let (with_retries, without) = match cell.split_once(" / ") {
@@ -40,10 +44,18 @@ fn check_cell(cell: &str, state: TaskState, kind: EventKind) {
         None => (with_retries, 0),
     };
     let to = TaskState::from_wire_name(name).unwrap_or_else(|| panic!("unknown state {name:?} in the docs"));
-    assert_eq!(outcome(state, kind, 1), Some((to, bump)), "{kind:?} from {state:?}: the docs say {cell}");
+    assert_eq!(
+        outcome(state, kind, 1),
+        Some((to, bump)),
+        "{kind:?} from {state:?}: the docs say {cell}"
+    );
     if let Some(spent) = without {
         let to = TaskState::from_wire_name(spent).unwrap();
-        assert_eq!(outcome(state, kind, 0), Some((to, 0)), "{kind:?} from {state:?} without retries");
+        assert_eq!(
+            outcome(state, kind, 0),
+            Some((to, 0)),
+            "{kind:?} from {state:?} without retries"
+        );
     }
 }
 
@@ -56,10 +68,18 @@ fn the_documented_transition_table_is_the_state_machine() {
         .skip_while(|l| !l.starts_with("| event \\ from"))
         .take_while(|l| l.starts_with('|'))
         .collect();
-    let header: Vec<&str> = table[0].split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
+    let header: Vec<&str> = table[0]
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
     let columns: Vec<Vec<TaskState>> = header[1..]
         .iter()
-        .map(|h| h.split(" / ").map(|s| TaskState::from_wire_name(s).expect("a state")).collect())
+        .map(|h| {
+            h.split(" / ")
+                .map(|s| TaskState::from_wire_name(s).expect("a state"))
+                .collect()
+        })
         .collect();
     let mut rows = 0;
     for line in &table[2..] {
@@ -73,5 +93,9 @@ fn the_documented_transition_table_is_the_state_machine() {
         rows += 1;
     }
     assert_eq!(rows, EventKind::ALL.len(), "one row per event");
-    assert_eq!(columns.iter().map(Vec::len).sum::<usize>(), TaskState::ALL.len(), "a column for every state");
+    assert_eq!(
+        columns.iter().map(Vec::len).sum::<usize>(),
+        TaskState::ALL.len(),
+        "a column for every state"
+    );
 }

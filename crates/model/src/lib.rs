@@ -1,0 +1,389 @@
+//! An exhaustive model of Ferry's task protocol, checked with
+//! [stateright](https://docs.rs/stateright).
+//!
+//! The model has tasks, Redis records, the submissions queue, the endpoint's queue (with
+//! redelivery of unacked messages after an endpoint crash), reports to the forwarder
+//! (delivered in any order, possibly twice), an endpoint that can crash, workers that can
+//! die under a task, and a forwarder that can crash between publishing and acking. Every
+//! change of a record goes through [`ferry_proto::state::transition`], the function
+//! production uses. The checker explores every interleaving within the bounds and checks:
+//!
+//! - at most one result is recorded per task;
+//! - within an attempt a task never moves backwards, and terminal states absorb;
+//! - every task reaches a terminal state once nothing else can happen (liveness).
+//!
+//! Two rules keep liveness, and the checker finds a stuck task without either:
+//! - a retry after a lost worker goes through the broker: the endpoint publishes the task
+//!   again with attempt+1 before it reports the loss and acks the old message, so a
+//!   redelivered message never carries an attempt older than the record's without a
+//!   newer message behind it;
+//! - an endpoint holding a task that receives a newer attempt of it (a copy published
+//!   before the forwarder crashed, then the retry) drops the older one for the newer;
+//!   older copies are acked at once.
+
+use ferry_proto::state::{Outcome, TaskStatus, transition};
+use ferry_proto::{Event, EventKind, TaskState};
+use stateright::{Model, Property};
+
+/// The bounds of one check.
+#[derive(Debug, Clone)]
+pub struct Protocol {
+    pub tasks: usize,
+    pub max_retries: u32,
+    pub endpoint_crashes: u8,
+    pub worker_deaths: u8,
+    pub forwarder_crashes: u8,
+    pub duplicate_reports: u8,
+}
+
+/// A task's record in Redis, plus what the checker watches.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Record {
+    pub state: TaskState,
+    pub attempt: u32,
+    /// Results recorded (terminal events that carried a result and applied).
+    pub results: u8,
+    /// Set if an applied event ever moved the task backwards within an attempt, or moved
+    /// a terminal task.
+    pub violated: bool,
+}
+
+/// Where the endpoint is with a task it holds.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Stage {
+    Received,
+    Assigned,
+    Started,
+    /// The result is published; the message is not acked yet.
+    Published,
+    /// The worker died and the retry is published; the loss is not reported yet.
+    Republished,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Held {
+    pub attempt: u32,
+    pub stage: Stage,
+}
+
+/// A message on the endpoint's queue.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Message {
+    pub task: usize,
+    pub attempt: u32,
+    pub delivered: bool,
+}
+
+/// A report on its way to the forwarder.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Report {
+    pub task: usize,
+    pub kind: u8,
+    pub attempt: u32,
+    /// A result: it carries the task's steps of its attempt (received, assigned,
+    /// started), applied before its event in one script call, as production does.
+    pub result: bool,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct State {
+    pub records: Vec<Record>,
+    pub submissions: Vec<bool>,
+    /// Sorted: the queue's order does not matter to the properties.
+    pub queue: Vec<Message>,
+    /// Sorted: reports may be delivered in any order.
+    pub reports: Vec<Report>,
+    pub held: Vec<Option<Held>>,
+    pub endpoint_crashes: u8,
+    pub worker_deaths: u8,
+    pub forwarder_crashes: u8,
+    pub duplicate_reports: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Dispatch(usize),
+    DispatchThenCrash(usize),
+    Take(usize),
+    Assign(usize),
+    Start(usize),
+    Finish(usize),
+    Ack(usize),
+    WorkerDies(usize),
+    ReportLoss(usize),
+    EndpointCrash,
+    Deliver(usize),
+    Duplicate(usize),
+}
+
+fn report(task: usize, kind: EventKind, attempt: u32, result: bool) -> Report {
+    Report {
+        task,
+        kind: kind.code(),
+        attempt,
+        result,
+    }
+}
+
+impl State {
+    fn push_report(&mut self, r: Report) {
+        self.reports.push(r);
+        self.reports.sort();
+    }
+
+    fn push_message(&mut self, m: Message) {
+        self.queue.push(m);
+        self.queue.sort();
+    }
+
+    fn ack(&mut self, task: usize, attempt: u32) {
+        if let Some(i) = self
+            .queue
+            .iter()
+            .position(|m| m.task == task && m.attempt == attempt && m.delivered)
+        {
+            self.queue.remove(i);
+        }
+    }
+
+    /// The forwarder applies a report through the state machine; a result's steps first.
+    fn apply(&mut self, r: Report, max_retries: u32) {
+        if r.result {
+            for kind in [EventKind::Received, EventKind::Assigned, EventKind::Started] {
+                self.apply_one(report(r.task, kind, r.attempt, false), max_retries);
+            }
+        }
+        self.apply_one(r, max_retries);
+    }
+
+    fn apply_one(&mut self, r: Report, max_retries: u32) {
+        let rec = &mut self.records[r.task];
+        let kind = EventKind::from_code(r.kind).expect("a known event");
+        let status = TaskStatus {
+            state: rec.state,
+            attempt: rec.attempt,
+            max_retries,
+        };
+        if let Outcome::Applied(t) = transition(
+            status,
+            Event {
+                kind,
+                attempt: r.attempt,
+            },
+        ) {
+            let backwards = t.attempt == rec.attempt && t.to <= rec.state;
+            if rec.state.is_terminal() || backwards {
+                rec.violated = true;
+            }
+            if t.to.is_terminal() && r.result {
+                rec.results += 1;
+            }
+            rec.state = t.to;
+            rec.attempt = t.attempt;
+        }
+    }
+}
+
+impl Model for Protocol {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        // Every task is already `received` (the web-service wrote it and published its
+        // submission before answering).
+        vec![State {
+            records: vec![
+                Record {
+                    state: TaskState::Received,
+                    attempt: 0,
+                    results: 0,
+                    violated: false,
+                };
+                self.tasks
+            ],
+            submissions: vec![true; self.tasks],
+            queue: Vec::new(),
+            reports: Vec::new(),
+            held: vec![None; self.tasks],
+            endpoint_crashes: self.endpoint_crashes,
+            worker_deaths: self.worker_deaths,
+            forwarder_crashes: self.forwarder_crashes,
+            duplicate_reports: self.duplicate_reports,
+        }]
+    }
+
+    fn actions(&self, s: &State, actions: &mut Vec<Action>) {
+        for t in 0..self.tasks {
+            if s.submissions[t] {
+                actions.push(Action::Dispatch(t));
+                if s.forwarder_crashes > 0 {
+                    actions.push(Action::DispatchThenCrash(t));
+                }
+            }
+            match s.held[t].as_ref().map(|h| h.stage) {
+                Some(Stage::Received) => actions.push(Action::Assign(t)),
+                Some(Stage::Assigned) => actions.push(Action::Start(t)),
+                Some(Stage::Started) => actions.push(Action::Finish(t)),
+                Some(Stage::Published) => actions.push(Action::Ack(t)),
+                Some(Stage::Republished) => actions.push(Action::ReportLoss(t)),
+                None => {}
+            }
+            if s.worker_deaths > 0
+                && matches!(
+                    s.held[t].as_ref().map(|h| h.stage),
+                    Some(Stage::Assigned | Stage::Started)
+                )
+            {
+                actions.push(Action::WorkerDies(t));
+            }
+        }
+        for (i, m) in s.queue.iter().enumerate() {
+            if !m.delivered {
+                actions.push(Action::Take(i));
+            }
+        }
+        if s.endpoint_crashes > 0
+            && (s.held.iter().any(Option::is_some) || s.queue.iter().any(|m| m.delivered))
+        {
+            actions.push(Action::EndpointCrash);
+        }
+        for i in 0..s.reports.len() {
+            if i == 0 || s.reports[i] != s.reports[i - 1] {
+                actions.push(Action::Deliver(i));
+                if s.duplicate_reports > 0 {
+                    actions.push(Action::Duplicate(i));
+                }
+            }
+        }
+    }
+
+    fn next_state(&self, last: &State, action: Action) -> Option<State> {
+        let mut s = last.clone();
+        match action {
+            Action::Dispatch(t) | Action::DispatchThenCrash(t) => {
+                // Record waiting-for-ep, publish to the endpoint's queue, then ack (or
+                // crash before the ack: the submission comes again).
+                s.apply(report(t, EventKind::Queued, 0, false), self.max_retries);
+                s.push_message(Message {
+                    task: t,
+                    attempt: 0,
+                    delivered: false,
+                });
+                if action == Action::Dispatch(t) {
+                    s.submissions[t] = false;
+                } else {
+                    s.forwarder_crashes -= 1;
+                }
+            }
+            Action::Take(i) => {
+                let m = s.queue[i].clone();
+                s.queue[i].delivered = true;
+                let held = s.held[m.task].as_ref().map(|h| h.attempt);
+                if held.is_some_and(|a| a >= m.attempt) {
+                    // A copy no newer than the one held: acked at once.
+                    s.ack(m.task, m.attempt);
+                } else {
+                    // A newer attempt supersedes the one held, whose reports are stale
+                    // from now on: its message is acked.
+                    if let Some(old) = held {
+                        s.ack(m.task, old);
+                    }
+                    s.held[m.task] = Some(Held {
+                        attempt: m.attempt,
+                        stage: Stage::Received,
+                    });
+                    s.push_report(report(m.task, EventKind::Received, m.attempt, false));
+                }
+            }
+            Action::Assign(t) | Action::Start(t) | Action::Finish(t) => {
+                let h = s.held[t].as_mut().expect("held");
+                let (kind, stage) = match action {
+                    Action::Assign(_) => (EventKind::Assigned, Stage::Assigned),
+                    Action::Start(_) => (EventKind::Started, Stage::Started),
+                    _ => (EventKind::Succeeded, Stage::Published),
+                };
+                h.stage = stage;
+                let attempt = h.attempt;
+                s.push_report(report(t, kind, attempt, kind == EventKind::Succeeded));
+            }
+            Action::Ack(t) => {
+                let attempt = s.held[t].take().expect("held").attempt;
+                s.ack(t, attempt);
+            }
+            Action::WorkerDies(t) => {
+                s.worker_deaths -= 1;
+                let h = s.held[t].as_mut().expect("held");
+                let status = TaskStatus {
+                    state: TaskState::Running,
+                    attempt: h.attempt,
+                    max_retries: self.max_retries,
+                };
+                let event = Event {
+                    kind: EventKind::Lost,
+                    attempt: h.attempt,
+                };
+                match transition(status, event) {
+                    Outcome::Applied(next) if !next.to.is_terminal() => {
+                        // Publish the retry first (confirmed), then report the loss.
+                        h.stage = Stage::Republished;
+                        let attempt = next.attempt;
+                        s.push_message(Message {
+                            task: t,
+                            attempt,
+                            delivered: false,
+                        });
+                    }
+                    _ => {
+                        // Out of retries: the loss is the task's result.
+                        h.stage = Stage::Published;
+                        let attempt = h.attempt;
+                        s.push_report(report(t, EventKind::Lost, attempt, true));
+                    }
+                }
+            }
+            Action::ReportLoss(t) => {
+                let attempt = s.held[t].take().expect("held").attempt;
+                s.push_report(report(t, EventKind::Lost, attempt, false));
+                s.ack(t, attempt);
+            }
+            Action::EndpointCrash => {
+                s.endpoint_crashes -= 1;
+                s.held = vec![None; self.tasks];
+                for m in &mut s.queue {
+                    m.delivered = false;
+                }
+                s.queue.sort();
+            }
+            Action::Deliver(i) => {
+                let r = s.reports.remove(i);
+                s.apply(r, self.max_retries);
+            }
+            Action::Duplicate(i) => {
+                s.duplicate_reports -= 1;
+                let r = s.reports[i];
+                s.push_report(r);
+            }
+        }
+        Some(s)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always("at most one result per task", |_, s: &State| {
+                s.records.iter().all(|r| r.results <= 1)
+            }),
+            Property::always(
+                "no backward move within an attempt; terminal absorbs",
+                |_, s: &State| s.records.iter().all(|r| !r.violated),
+            ),
+            Property::eventually("every task reaches a terminal state", |_, s: &State| {
+                s.records.iter().all(|r| r.state.is_terminal())
+            }),
+            Property::sometimes("a task succeeds on a retry", |_, s: &State| {
+                s.records
+                    .iter()
+                    .any(|r| r.state == TaskState::Success && r.attempt > 0)
+            }),
+        ]
+    }
+}

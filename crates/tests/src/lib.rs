@@ -67,6 +67,8 @@ pub struct Stack {
     pub namespace: String,
     /// The RabbitMQ every part of this stack uses.
     pub amqp: String,
+    /// The Redis every part of this stack uses.
+    pub redis: String,
     pub url: String,
     pub token: String,
     pub endpoint_id: Option<EndpointId>,
@@ -94,6 +96,11 @@ impl Stack {
 
     /// Web-service, forwarder and a user, all on the RabbitMQ at `amqp`; no endpoint yet.
     pub async fn start_on(amqp: String) -> Self {
+        Self::start_with(amqp, redis_url()).await
+    }
+
+    /// Web-service, forwarder and a user on the given RabbitMQ and Redis; no endpoint yet.
+    pub async fn start_with(amqp: String, redis: String) -> Self {
         let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let dir = tempfile::Builder::new()
             .prefix("ferry-e2e-")
@@ -104,6 +111,7 @@ impl Stack {
             url: format!("http://127.0.0.1:{web_port}"),
             namespace,
             amqp,
+            redis,
             token: String::new(),
             endpoint_id: None,
             dir,
@@ -130,7 +138,7 @@ impl Stack {
     fn command(&self, name: &str) -> Command {
         let mut c = Command::new(bin(name));
         c.env("FERRY_NAMESPACE", &self.namespace)
-            .env("FERRY_REDIS_URL", redis_url())
+            .env("FERRY_REDIS_URL", &self.redis)
             .env("FERRY_AMQP_URL", &self.amqp)
             .env("FERRY_LISTEN", format!("127.0.0.1:{}", self.web_port))
             .env("FERRY_QUEUE_EXPIRES_SECS", "300")
@@ -370,7 +378,7 @@ impl Stack {
         self.stop(Part::Endpoint);
         self.stop(Part::Forwarder);
         self.stop(Part::WebService);
-        if let Ok(store) = ferry_store::Store::connect(&redis_url(), &self.namespace, 0).await {
+        if let Ok(store) = ferry_store::Store::connect(&self.redis, &self.namespace, 0).await {
             let _ = store.delete_namespace().await;
         }
         if let Ok(broker) =

@@ -344,6 +344,28 @@ impl Stack {
         serde_json::from_value(answer["task_ids"].clone()).unwrap()
     }
 
+    /// Submits one task, retrying while the service answers with an error (a backend
+    /// restarting), until `within` has passed.
+    pub async fn submit_until_accepted(&self, function: &str, payload: &str, within: Duration) -> TaskId {
+        let deadline = Instant::now() + within;
+        let body = serde_json::json!({
+            "endpoint_id": self.endpoint_id.expect("an endpoint"),
+            "tasks": [{"function_id": function, "payload": payload}],
+        });
+        loop {
+            let (status, answer): (u16, serde_json::Value) = self.post("/v1/tasks", &body).await;
+            if status == 200 {
+                return answer["task_ids"][0]
+                    .as_str()
+                    .expect("an id")
+                    .parse()
+                    .expect("a task id");
+            }
+            assert!(Instant::now() < deadline, "submissions still fail: {answer}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     pub async fn task(&self, id: TaskId) -> TaskDoc {
         let (status, doc) = self.get(&format!("/v1/tasks/{id}")).await;
         assert_eq!(status, 200);

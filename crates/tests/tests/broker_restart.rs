@@ -130,22 +130,11 @@ async fn every_part_reconnects_after_rabbitmq_is_killed_and_restarted() {
     rabbit.start();
 
     // The web-service reconnects on the first submit after the restart.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let after = loop {
-        let body = serde_json::json!({
-            "endpoint_id": stack.endpoint_id.unwrap(),
-            "tasks": [{"function_id": quick, "payload": "{\"n\": 4}"}],
-        });
-        let (status, answer): (u16, serde_json::Value) = stack.post("/v1/tasks", &body).await;
-        if status == 200 {
-            break serde_json::from_value::<Vec<ferry_proto::TaskId>>(answer["task_ids"].clone()).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "submissions still fail after the restart: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let after = vec![
+        stack
+            .submit_until_accepted(&quick, r#"{"n": 4}"#, Duration::from_secs(60))
+            .await,
+    ];
 
     for id in in_flight.iter().chain(&after) {
         let doc = stack.wait_done(*id, Duration::from_secs(120)).await;

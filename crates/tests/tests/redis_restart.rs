@@ -78,22 +78,11 @@ async fn the_services_reconnect_after_redis_is_killed_and_restarted() {
     let redis = redis.restart();
 
     // Records written before the crash are still there (AOF), and new work goes through.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let after = loop {
-        let body = serde_json::json!({
-            "endpoint_id": stack.endpoint_id.unwrap(),
-            "tasks": [{"function_id": f, "payload": "{\"n\": 3}"}],
-        });
-        let (status, answer): (u16, serde_json::Value) = stack.post("/v1/tasks", &body).await;
-        if status == 200 {
-            break serde_json::from_value::<Vec<ferry_proto::TaskId>>(answer["task_ids"].clone()).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "submissions still fail after the restart: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let after = vec![
+        stack
+            .submit_until_accepted(&f, r#"{"n": 3}"#, Duration::from_secs(60))
+            .await,
+    ];
     for id in in_flight.iter().chain(&after) {
         let doc = stack.wait_done(*id, Duration::from_secs(120)).await;
         assert_eq!(doc.status, "success", "task {id}: {:?}", doc.exception);

@@ -22,6 +22,29 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("FERRY_BIN_DIR", ROOT / "target" / "debug"))
 
 
+def children_pids(root: int) -> dict[int, str]:
+    """Every descendant of process `root`: pid -> command name."""
+    parents: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents[int(entry)] = (ppid, comm)
+    out: dict[int, str] = {}
+    frontier = {root}
+    while frontier:
+        found = {pid for pid, (ppid, _) in parents.items() if ppid in frontier and pid not in out}
+        for pid in found:
+            out[pid] = parents[pid][1]
+        frontier = found
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,5 +1,6 @@
 //! Ferry's web-service: the HTTP API the SDK talks to.
 //!
+//! - [`access`]: who may use which function and endpoint.
 //! - [`api`]: one module per resource (version, functions, endpoints, tasks, batches).
 //! - [`extract`]: the caller from its bearer token; JSON bodies with Ferry's errors.
 //! - [`globus`]: the routes the unmodified Globus Compute SDK calls, on the same records.
@@ -10,6 +11,7 @@
 //! (confirmed) to RabbitMQ before its ids are returned, so any number of replicas can run
 //! behind a load balancer.
 
+pub mod access;
 pub mod api;
 pub mod error;
 pub mod extract;

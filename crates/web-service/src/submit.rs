@@ -59,7 +59,7 @@ pub async fn accept(
             state.config.max_batch
         )));
     }
-    let endpoint = crate::api::owned_endpoint(state, user, endpoint_id).await?;
+    let endpoint = crate::access::owned_endpoint(state, user, endpoint_id).await?;
     if let Some(group) = task_group
         && let Some(owner) = state.store.task_group_owner(group).await?
         && owner != user
@@ -73,7 +73,7 @@ pub async fn accept(
     let mut functions: HashMap<FunctionId, FunctionCode> = HashMap::new();
     for (i, task) in tasks.iter().enumerate() {
         if !functions.contains_key(&task.function_id) {
-            let f = crate::api::visible_function(state, user, task.function_id).await?;
+            let f = crate::access::visible_function(state, user, task.function_id).await?;
             functions.insert(
                 f.function_id,
                 FunctionCode {

@@ -2,13 +2,13 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use ferry_proto::EndpointId;
 use ferry_proto::api::{EndpointDoc, EndpointRegistered, RegisterEndpoint};
 use ferry_proto::time::{now_micros, to_secs};
-use ferry_proto::{EndpointId, UserId};
 use ferry_store::EndpointRecord;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, Code};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, FerryJson, parse_id};
 
 /// An endpoint is online while heartbeats keep coming: the last one is younger than this
@@ -25,7 +25,7 @@ pub(crate) async fn register(
     }
     let (endpoint_id, created_at) = match body.endpoint_id {
         Some(id) => {
-            let existing = owned_endpoint(&state, user, id).await?;
+            let existing = crate::access::owned_endpoint(&state, user, id).await?;
             (id, existing.created_at)
         }
         None => (EndpointId::new(), now_micros()),
@@ -67,19 +67,9 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<EndpointDoc>> {
     let id: EndpointId = parse_id(&id)?;
-    Ok(Json(endpoint_doc(&owned_endpoint(&state, user, id).await?)))
-}
-
-/// An endpoint the caller owns, or the error that says why not.
-pub async fn owned_endpoint(state: &AppState, user: UserId, id: EndpointId) -> ApiResult<EndpointRecord> {
-    match state.store.get_endpoint(id).await? {
-        Some(e) if e.owner == user => Ok(e),
-        Some(_) => Err(ApiError::new(
-            Code::Forbidden,
-            format!("endpoint {id} belongs to another user"),
-        )),
-        None => Err(ApiError::not_found(format!("endpoint {id} not found"))),
-    }
+    Ok(Json(endpoint_doc(
+        &crate::access::owned_endpoint(&state, user, id).await?,
+    )))
 }
 
 pub fn endpoint_doc(e: &EndpointRecord) -> EndpointDoc {

@@ -10,7 +10,7 @@ use ferry_proto::time::{now_micros, to_secs};
 use ferry_store::FunctionRecord;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, Code};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, FerryJson, parse_id};
 
 pub(crate) async fn register(
@@ -52,7 +52,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<FunctionDoc>> {
     let id: FunctionId = parse_id(&id)?;
-    let f = visible_function(&state, user, id).await?;
+    let f = crate::access::visible_function(&state, user, id).await?;
     Ok(Json(FunctionDoc {
         function_id: f.function_id,
         name: f.name.clone(),
@@ -60,20 +60,4 @@ pub(crate) async fn get(
         description: f.description.clone(),
         created_at: to_secs(f.created_at),
     }))
-}
-
-/// A function the caller may use, or the error that says why not.
-pub async fn visible_function(
-    state: &AppState,
-    user: ferry_proto::UserId,
-    id: FunctionId,
-) -> ApiResult<std::sync::Arc<FunctionRecord>> {
-    match state.function(id).await? {
-        Some(f) if f.owner == user => Ok(f),
-        Some(_) => Err(ApiError::new(
-            Code::Forbidden,
-            format!("function {id} belongs to another user"),
-        )),
-        None => Err(ApiError::not_found(format!("function {id} not found"))),
-    }
 }

@@ -13,8 +13,7 @@ use ferry_proto::api::Version;
 
 use crate::AppState;
 
-pub use endpoints::{endpoint_doc, owned_endpoint};
-pub use functions::visible_function;
+pub use endpoints::endpoint_doc;
 pub use tasks::task_doc;
 
 pub fn routes() -> Router<AppState> {

@@ -66,7 +66,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id: FunctionId = parse_id(&id)?;
-    let f = crate::api::visible_function(&state, user, id).await?;
+    let f = crate::access::visible_function(&state, user, id).await?;
     Ok(Json(json!({
         "function_uuid": f.function_id,
         "function_name": f.name,

@@ -74,7 +74,7 @@ async fn endpoint_status(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id: EndpointId = parse_id(&id)?;
-    let doc = crate::api::endpoint_doc(&crate::api::owned_endpoint(&state, user, id).await?);
+    let doc = crate::api::endpoint_doc(&crate::access::owned_endpoint(&state, user, id).await?);
     let d = &doc.details;
     Ok(Json(json!({
         "status": doc.status,
@@ -107,7 +107,7 @@ async fn get_endpoint(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id: EndpointId = parse_id(&id)?;
-    let doc = crate::api::endpoint_doc(&crate::api::owned_endpoint(&state, user, id).await?);
+    let doc = crate::api::endpoint_doc(&crate::access::owned_endpoint(&state, user, id).await?);
     Ok(Json(endpoint_json(&doc, &user.to_string())))
 }
 

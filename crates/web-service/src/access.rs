@@ -1,0 +1,38 @@
+//! Who may use what: every route and both APIs ask here, so the rules live in one place.
+//! Users see and use only their own functions, endpoints, tasks and batches.
+
+use std::sync::Arc;
+
+use ferry_proto::{EndpointId, FunctionId, UserId};
+use ferry_store::{EndpointRecord, FunctionRecord};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Code};
+
+/// A function the caller may use, or the error that says why not.
+pub async fn visible_function(
+    state: &AppState,
+    user: UserId,
+    id: FunctionId,
+) -> ApiResult<Arc<FunctionRecord>> {
+    match state.function(id).await? {
+        Some(f) if f.owner == user => Ok(f),
+        Some(_) => Err(ApiError::new(
+            Code::Forbidden,
+            format!("function {id} belongs to another user"),
+        )),
+        None => Err(ApiError::not_found(format!("function {id} not found"))),
+    }
+}
+
+/// An endpoint the caller owns, or the error that says why not.
+pub async fn owned_endpoint(state: &AppState, user: UserId, id: EndpointId) -> ApiResult<EndpointRecord> {
+    match state.store.get_endpoint(id).await? {
+        Some(e) if e.owner == user => Ok(e),
+        Some(_) => Err(ApiError::new(
+            Code::Forbidden,
+            format!("endpoint {id} belongs to another user"),
+        )),
+        None => Err(ApiError::not_found(format!("endpoint {id} not found"))),
+    }
+}

@@ -55,7 +55,7 @@ pub enum Input {
 pub trait Sink {
     fn status(&self, update: StatusUpdate);
     fn result(&self, result: TaskResult);
-    fn heartbeat(&self, load: EndpointLoad);
+    fn heartbeat(&self, load: EndpointLoad, alive: Vec<TaskId>);
     /// Publish a retry to the endpoint's own queue; once confirmed, report `lost` and
     /// send back [`Input::Settle`] for `delivery`.
     fn retry(&self, batch: TaskBatch, lost: StatusUpdate, delivery: u64);
@@ -162,7 +162,12 @@ impl<S: Sink> Interchange<S> {
                 for id in stale {
                     self.manager_gone(id, "its heartbeats stopped").await;
                 }
-                self.sink.heartbeat(self.load());
+                let alive = self
+                    .managers
+                    .values()
+                    .flat_map(|m| m.tasks.iter().map(|(task, _)| *task))
+                    .collect();
+                self.sink.heartbeat(self.load(), alive);
             }
         }
         self.assign();

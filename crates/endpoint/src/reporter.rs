@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 
 use ferry_broker::Broker;
-use ferry_proto::EndpointId;
 use ferry_proto::messages::{EndpointLoad, EndpointMessage, StatusUpdate, TaskBatch, TaskResult};
 use ferry_proto::time::now_micros;
+use ferry_proto::{EndpointId, TaskId};
 use tokio::sync::mpsc;
 
 use crate::interchange::{Input, Sink};
@@ -20,7 +20,7 @@ const BATCH: usize = 1000;
 pub struct Reporter {
     status: mpsc::UnboundedSender<StatusUpdate>,
     results: mpsc::UnboundedSender<TaskResult>,
-    heartbeats: mpsc::UnboundedSender<EndpointLoad>,
+    heartbeats: mpsc::UnboundedSender<(EndpointLoad, Vec<TaskId>)>,
     retries: mpsc::UnboundedSender<(TaskBatch, StatusUpdate, u64)>,
 }
 
@@ -33,8 +33,8 @@ impl Sink for Reporter {
         let _ = self.results.send(result);
     }
 
-    fn heartbeat(&self, load: EndpointLoad) {
-        let _ = self.heartbeats.send(load);
+    fn heartbeat(&self, load: EndpointLoad, alive: Vec<TaskId>) {
+        let _ = self.heartbeats.send((load, alive));
     }
 
     fn retry(&self, batch: TaskBatch, lost: StatusUpdate, delivery: u64) {
@@ -111,12 +111,13 @@ pub fn start(
 
     tasks.spawn(async move {
         let queue = broker.status_queue();
-        while let Some(load) = heartbeats_rx.recv().await {
+        while let Some((load, alive)) = heartbeats_rx.recv().await {
             let beat = EndpointMessage::Heartbeat {
                 endpoint_id,
                 at: now_micros(),
                 interval_ms: heartbeat_interval_ms,
                 load,
+                alive,
             };
             broker
                 .publish(&queue, &ferry_proto::codec::encode(&beat)?)

@@ -200,6 +200,7 @@ async fn run_once(
         at: ferry_proto::time::now_micros(),
         interval_ms: 0,
         load: EndpointLoad::default(),
+        alive: Vec::new(),
     };
     if let Ok(body) = ferry_proto::codec::encode(&goodbye) {
         let _ = tokio::time::timeout(

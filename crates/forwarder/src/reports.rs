@@ -41,7 +41,9 @@ impl Applier {
                 at,
                 interval_ms,
                 load,
+                alive,
             } => {
+                self.store.touch_tasks(&alive, at).await?;
                 let load = serde_json::to_value(&load)?;
                 if !self
                     .store

@@ -119,6 +119,9 @@ pub struct TaskDoc {
     /// The serialized exception object, when it could be serialized (failed only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exception_data: Option<String>,
+    /// Unix seconds when the task was last seen alive on a manager, while it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<f64>,
     /// Unix seconds as a string, once terminal (the Globus Compute convention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_t: Option<String>,

@@ -144,6 +144,9 @@ pub enum EndpointMessage {
         at: Micros,
         interval_ms: u64,
         load: EndpointLoad,
+        /// Tasks held by managers that are alive now: their records show when they were
+        /// last seen, so a slow task can be told from a dead one.
+        alive: Vec<TaskId>,
     },
     /// What happened to tasks since the last report: non-terminal steps, then results.
     /// One message carries both, so a busy endpoint sends one message per flush.

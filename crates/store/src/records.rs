@@ -75,6 +75,8 @@ pub struct TaskRecord {
     pub max_retries: u32,
     pub created_at: Micros,
     pub completed_at: Option<Micros>,
+    /// When the task was last seen alive on a manager (while it ran).
+    pub last_seen: Option<Micros>,
     pub cause: Option<FailureCause>,
     pub result: Option<String>,
     pub traceback: Option<String>,

@@ -16,6 +16,10 @@ use crate::{Error, Result};
 
 const APPLY_LUA: &str = include_str!("scripts/apply.lua");
 
+/// Marks a task as seen alive, unless it is finished or gone (never creates a record).
+const TOUCH_LUA: &str = "local s = redis.call('HGET', KEYS[1], 's') \
+    if s and tonumber(s) < 5 then redis.call('HSET', KEYS[1], 'seen', ARGV[1]) end return 0";
+
 /// Ferry's records in one Redis, under one namespace. Cheap to clone: clones share the
 /// connection (a multiplexed connection that reconnects by itself).
 #[derive(Clone)]
@@ -23,6 +27,7 @@ pub struct Store {
     conn: ConnectionManager,
     ns: String,
     apply: Script,
+    touch: Script,
     /// How long a finished task (and its result) is kept; 0 keeps it forever.
     result_ttl_secs: u64,
 }
@@ -39,6 +44,7 @@ impl Store {
             conn,
             ns: namespace.to_owned(),
             apply: Script::new(APPLY_LUA),
+            touch: Script::new(TOUCH_LUA),
             result_ttl_secs,
         })
     }
@@ -373,10 +379,35 @@ impl Store {
         Ok(out)
     }
 
+    /// Records that these tasks were seen alive at `at` (unfinished ones only).
+    pub async fn touch_tasks(&self, ids: &[TaskId], at: Micros) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let build = || {
+            let mut pipe = redis::pipe();
+            for id in ids {
+                pipe.invoke_script(self.touch.key(self.task_key(*id)).arg(at))
+                    .ignore();
+            }
+            pipe
+        };
+        match build().query_async::<()>(&mut conn).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.touch.prepare_invoke().load_async(&mut conn).await?;
+                Ok(build().query_async::<()>(&mut conn).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Loads the transition script (done once at start so the first batch is not a miss).
     pub async fn load_scripts(&self) -> Result<()> {
         let mut conn = self.conn.clone();
         self.apply.prepare_invoke().load_async(&mut conn).await?;
+        self.touch.prepare_invoke().load_async(&mut conn).await?;
         Ok(())
     }
 
@@ -548,6 +579,7 @@ fn task_from_fields(id: TaskId, map: HashMap<String, Vec<u8>>) -> Result<TaskRec
         max_retries: f.num("r")?,
         created_at: f.num("c")?,
         completed_at: f.opt_num("t")?,
+        last_seen: f.opt_num("seen")?,
         cause: f.opt_num::<u8>("why")?.and_then(FailureCause::from_code),
         result: f.opt_string("res"),
         traceback: f.opt_string("exc"),

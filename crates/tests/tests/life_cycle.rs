@@ -185,3 +185,25 @@ async fn a_worker_that_dies_under_a_task_is_replaced_and_the_task_retried() {
     assert!(retried, "the history shows the retry: {:?}", doc.history);
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_running_task_shows_when_it_was_last_seen_alive() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "slow", "sleep 4").await;
+    let id = stack.submit(&[(&f, "")]).await[0];
+
+    stack
+        .wait_until(WITHIN, "the running task has a last-seen time", || async {
+            let doc = stack.task(id).await;
+            doc.status == "running" && doc.last_seen.is_some()
+        })
+        .await;
+    let first = stack.task(id).await.last_seen.unwrap();
+    stack
+        .wait_until(Duration::from_secs(10), "its last-seen time moves on", || async {
+            stack.task(id).await.last_seen.is_some_and(|t| t > first)
+        })
+        .await;
+    assert_eq!(stack.wait_done(id, WITHIN).await.status, "success");
+    stack.shutdown().await;
+}

@@ -110,6 +110,7 @@ pub fn task_doc(t: &TaskRecord) -> TaskDoc {
         },
         exception_data: t.exception.clone(),
         completion_t: t.completed_at.map(|at| format!("{:.6}", to_secs(at))),
+        last_seen: t.last_seen.map(to_secs),
         stdout: t.stdout.clone(),
         stderr: t.stderr.clone(),
         history: t

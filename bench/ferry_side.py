@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from ferrystack import Stack  # noqa: E402
+from ferrystack import Stack, children_pids  # noqa: E402
 
 from ferry import Client  # noqa: E402
 
@@ -50,9 +50,9 @@ class RssSampler(threading.Thread):
         found = dict(self.roots)
         if self.redis_pid:
             found["redis-server"] = self.redis_pid
-        children = children_of(set(self.roots.values()))
-        for pid, comm in children.items():
-            found[f"{comm}[{pid}]"] = pid
+        for root in set(self.roots.values()):
+            for pid, comm in children_pids(root).items():
+                found[f"{comm}[{pid}]"] = pid
         return found
 
 
@@ -74,31 +74,6 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children_of(roots: set[int]) -> dict[int, str]:
-    """Every descendant of `roots`: pid -> command name."""
-    parents: dict[int, tuple[int, str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = open(f"/proc/{entry}/stat").read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        parents[int(entry)] = (ppid, comm)
-    out: dict[int, str] = {}
-    frontier = set(roots)
-    while frontier:
-        nxt = set()
-        for pid, (ppid, comm) in parents.items():
-            if ppid in frontier and pid not in out:
-                out[pid] = comm
-                nxt.add(pid)
-        frontier = nxt
-    return out
 
 
 def redis_pid() -> int | None:

@@ -1,0 +1,193 @@
+//! The Redis implementation of Ferry's store: the connection and key layout here;
+//! [`registry`] (users, functions, endpoints) and [`tasks`] (tasks, batches, task groups,
+//! the transition script) add their methods to [`Store`].
+
+mod registry;
+mod tasks;
+
+use std::collections::HashMap;
+
+use ferry_proto::{BatchId, EndpointId, FunctionId, TaskGroupId, TaskId, UserId};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+const APPLY_LUA: &str = include_str!("../scripts/apply.lua");
+
+/// Marks a task as seen alive, unless it is finished or gone (never creates a record).
+const TOUCH_LUA: &str = "local s = redis.call('HGET', KEYS[1], 's') \
+    if s and tonumber(s) < 5 then redis.call('HSET', KEYS[1], 'seen', ARGV[1]) end return 0";
+
+/// Ferry's records in one Redis, under one namespace. Cheap to clone: clones share the
+/// connection (a multiplexed connection that reconnects by itself).
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    ns: String,
+    apply: Script,
+    touch: Script,
+    /// How long a finished task (and its result) is kept; 0 keeps it forever.
+    result_ttl_secs: u64,
+}
+
+impl Store {
+    /// Connects to `url` (`redis://host:port/db`); every key is prefixed by `namespace`.
+    pub async fn connect(url: &str, namespace: &str, result_ttl_secs: u64) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(6)
+            .set_max_delay(std::time::Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self {
+            conn,
+            ns: namespace.to_owned(),
+            apply: Script::new(APPLY_LUA),
+            touch: Script::new(TOUCH_LUA),
+            result_ttl_secs,
+        })
+    }
+
+    /// The namespace every key starts with.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    fn task_key(&self, id: TaskId) -> String {
+        format!("{}:task:{{{id}}}", self.ns)
+    }
+
+    fn batch_key(&self, id: BatchId) -> String {
+        format!("{}:batch:{{{id}}}", self.ns)
+    }
+
+    fn batch_tasks_key(&self, id: BatchId) -> String {
+        format!("{}:batch:{{{id}}}:tasks", self.ns)
+    }
+
+    fn group_key(&self, id: TaskGroupId) -> String {
+        format!("{}:tg:{{{id}}}", self.ns)
+    }
+
+    fn group_tasks_key(&self, id: TaskGroupId) -> String {
+        format!("{}:tg:{{{id}}}:tasks", self.ns)
+    }
+
+    fn function_key(&self, id: FunctionId) -> String {
+        format!("{}:fn:{id}", self.ns)
+    }
+
+    fn endpoint_key(&self, id: EndpointId) -> String {
+        format!("{}:ep:{id}", self.ns)
+    }
+
+    fn user_key(&self, id: UserId) -> String {
+        format!("{}:user:{id}", self.ns)
+    }
+
+    fn user_endpoints_key(&self, id: UserId) -> String {
+        format!("{}:user:{id}:eps", self.ns)
+    }
+
+    fn token_key(&self, token: &str) -> String {
+        format!(
+            "{}:token:{}",
+            self.ns,
+            hex::encode(Sha256::digest(token.as_bytes()))
+        )
+    }
+
+    /// Loads the transition script (done once at start so the first batch is not a miss).
+    pub async fn load_scripts(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        self.apply.prepare_invoke().load_async(&mut conn).await?;
+        self.touch.prepare_invoke().load_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Deletes every key of this namespace (tests clean up with it).
+    pub async fn delete_namespace(&self) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}:*", self.ns);
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                deleted += keys.len() as u64;
+                conn.del::<_, ()>(keys).await?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(s: &str, what: &'static str, id: &str) -> Result<T> {
+    s.parse().map_err(|_| Error::Corrupt {
+        what,
+        id: id.to_owned(),
+        detail: format!("bad id {s:?}"),
+    })
+}
+
+/// A hash read back from Redis, with typed getters that name the record on failure.
+struct Fields {
+    map: HashMap<String, Vec<u8>>,
+    what: &'static str,
+    id: String,
+}
+
+impl Fields {
+    fn new(map: HashMap<String, Vec<u8>>, what: &'static str, id: String) -> Self {
+        Self { map, what, id }
+    }
+
+    fn corrupt(&self, field: &str) -> Error {
+        Error::Corrupt {
+            what: self.what,
+            id: self.id.clone(),
+            detail: format!("field {field:?} is missing or malformed"),
+        }
+    }
+
+    fn bytes(&self, field: &str) -> Result<Vec<u8>> {
+        self.map.get(field).cloned().ok_or_else(|| self.corrupt(field))
+    }
+
+    fn string(&self, field: &str) -> Result<String> {
+        String::from_utf8(self.bytes(field)?).map_err(|_| self.corrupt(field))
+    }
+
+    fn opt_string(&self, field: &str) -> Option<String> {
+        self.map
+            .get(field)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    fn num<T: std::str::FromStr>(&self, field: &str) -> Result<T> {
+        self.string(field)?.parse().map_err(|_| self.corrupt(field))
+    }
+
+    fn opt_num<T: std::str::FromStr>(&self, field: &str) -> Result<Option<T>> {
+        match self.map.get(field) {
+            None => Ok(None),
+            Some(_) => self.num(field).map(Some),
+        }
+    }
+
+    fn id<T: std::str::FromStr>(&self, field: &str) -> Result<T> {
+        let s = self.string(field)?;
+        s.parse().map_err(|_| self.corrupt(field))
+    }
+}

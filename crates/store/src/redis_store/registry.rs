@@ -1,0 +1,166 @@
+//! Users and their tokens, functions, endpoints and their heartbeats.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use ferry_proto::messages::FunctionKind;
+use ferry_proto::time::Micros;
+use ferry_proto::{EndpointId, FunctionId, UserId};
+use redis::AsyncCommands;
+
+use super::{Fields, Store, parse_id};
+use crate::Result;
+use crate::records::*;
+
+impl Store {
+    // ---- users -------------------------------------------------------------------
+
+    /// Creates a user and returns its id and a new bearer token. Only the token's hash
+    /// is stored.
+    pub async fn create_user(&self, name: &str) -> Result<(UserId, String)> {
+        let user_id = UserId::new();
+        let token = format!("fy_{}", hex::encode(rand::random::<[u8; 24]>()));
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                self.user_key(user_id),
+                &[
+                    ("name", name.to_owned()),
+                    ("created", ferry_proto::time::now_micros().to_string()),
+                ],
+            )
+            .set(self.token_key(&token), user_id.to_string())
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok((user_id, token))
+    }
+
+    /// The user a bearer token belongs to.
+    pub async fn user_for_token(&self, token: &str) -> Result<Option<UserId>> {
+        let mut conn = self.conn.clone();
+        let id: Option<String> = conn.get(self.token_key(token)).await?;
+        id.map(|s| parse_id(&s, "user", &s)).transpose()
+    }
+
+    // ---- functions ---------------------------------------------------------------
+
+    pub async fn put_function(&self, f: &FunctionRecord) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let mut fields: Vec<(&str, Vec<u8>)> = vec![
+            ("owner", f.owner.to_string().into_bytes()),
+            ("name", f.name.clone().into_bytes()),
+            ("kind", f.kind.wire_name().as_bytes().to_vec()),
+            ("code", f.code.to_vec()),
+            ("created", f.created_at.to_string().into_bytes()),
+        ];
+        if let Some(d) = &f.description {
+            fields.push(("desc", d.clone().into_bytes()));
+        }
+        conn.hset_multiple::<_, _, _, ()>(self.function_key(f.function_id), &fields)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_function(&self, id: FunctionId) -> Result<Option<FunctionRecord>> {
+        let mut conn = self.conn.clone();
+        let map: HashMap<String, Vec<u8>> = conn.hgetall(self.function_key(id)).await?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let f = Fields::new(map, "function", id.to_string());
+        Ok(Some(FunctionRecord {
+            function_id: id,
+            owner: f.id("owner")?,
+            name: f.string("name")?,
+            kind: FunctionKind::from_wire_name(&f.string("kind")?).ok_or_else(|| f.corrupt("kind"))?,
+            code: Bytes::from(f.bytes("code")?),
+            description: f.opt_string("desc"),
+            created_at: f.num("created")?,
+        }))
+    }
+
+    // ---- endpoints ---------------------------------------------------------------
+
+    /// Creates or renames an endpoint record (heartbeat fields are left alone).
+    pub async fn put_endpoint(&self, e: &EndpointRecord) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let key = self.endpoint_key(e.endpoint_id);
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("owner", e.owner.to_string()),
+                    ("name", e.name.clone()),
+                    ("created", e.created_at.to_string()),
+                ],
+            )
+            .sadd(self.user_endpoints_key(e.owner), e.endpoint_id.to_string())
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_endpoint(&self, id: EndpointId) -> Result<Option<EndpointRecord>> {
+        let mut conn = self.conn.clone();
+        let map: HashMap<String, Vec<u8>> = conn.hgetall(self.endpoint_key(id)).await?;
+        if map.is_empty() || !map.contains_key("owner") {
+            return Ok(None);
+        }
+        let f = Fields::new(map, "endpoint", id.to_string());
+        Ok(Some(EndpointRecord {
+            endpoint_id: id,
+            owner: f.id("owner")?,
+            name: f.string("name")?,
+            created_at: f.num("created")?,
+            last_heartbeat: f.opt_num("hb")?,
+            heartbeat_interval_ms: f.opt_num("hbi")?.unwrap_or(0),
+            details: f
+                .opt_string("load")
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or(serde_json::Value::Null),
+        }))
+    }
+
+    pub async fn list_endpoints(&self, owner: UserId) -> Result<Vec<EndpointRecord>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn.smembers(self.user_endpoints_key(owner)).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id: EndpointId = parse_id(&id, "endpoint", &id)?;
+            if let Some(e) = self.get_endpoint(id).await? {
+                out.push(e);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Records a heartbeat of a known endpoint. Heartbeats of unknown endpoints are
+    /// dropped (the endpoint must register over HTTP first).
+    pub async fn record_heartbeat(
+        &self,
+        id: EndpointId,
+        at: Micros,
+        interval_ms: u64,
+        load: &serde_json::Value,
+    ) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let key = self.endpoint_key(id);
+        let exists: bool = conn.hexists(&key, "owner").await?;
+        if !exists {
+            return Ok(false);
+        }
+        conn.hset_multiple::<_, _, _, ()>(
+            &key,
+            &[
+                ("hb", at.to_string()),
+                ("hbi", interval_ms.to_string()),
+                ("load", load.to_string()),
+            ],
+        )
+        .await?;
+        Ok(true)
+    }
+}

@@ -4,11 +4,14 @@
 //!   publishes them to their endpoint's queue.
 //! - [`reports`]: consumes what endpoints send (heartbeats, status updates, results) and
 //!   applies it to Redis through the transition script.
+//! - [`sweeper`]: declares lost the endpoints whose heartbeats stopped (their tasks
+//!   wait for them again, as the next attempt) and fails batches past their deadline.
 //!
 //! It keeps no state of its own: several forwarders can consume the same queues.
 
 pub mod dispatch;
 pub mod reports;
+pub mod sweeper;
 
 use std::time::Duration;
 
@@ -41,6 +44,13 @@ pub struct Config {
     /// Unacked messages each consumer may hold.
     #[arg(long, env = "FERRY_PREFETCH", default_value_t = 32)]
     pub prefetch: u16,
+    /// Heartbeats an endpoint may miss in a row before it is declared lost and its
+    /// in-flight tasks go back to waiting for it (as their next attempt).
+    #[arg(long, env = "FERRY_ENDPOINT_MISSED_HEARTBEATS", default_value_t = 5)]
+    pub endpoint_missed_heartbeats: u32,
+    /// How often lost endpoints and timed-out batches are looked for, in milliseconds.
+    #[arg(long, env = "FERRY_SWEEP_INTERVAL_MS", default_value_t = 1000)]
+    pub sweep_interval_ms: u64,
 }
 
 /// Runs until `shutdown` is cancelled. When RabbitMQ or Redis goes away the forwarder
@@ -78,7 +88,13 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
     broker.declare_core().await?;
 
     let dispatcher = dispatch::Dispatcher::new(store.clone(), broker.clone());
-    let applier = reports::Applier::new(store.clone(), broker.clone());
+    let applier = reports::Applier::new(store.clone(), broker.clone(), config.endpoint_missed_heartbeats);
+    let sweeper = sweeper::Sweeper::new(
+        store.clone(),
+        broker.clone(),
+        config.endpoint_missed_heartbeats,
+        Duration::from_millis(config.sweep_interval_ms.max(10)),
+    );
     let submissions = broker
         .consume(&broker.submissions_queue(), config.prefetch, "forwarder-dispatch")
         .await?;
@@ -94,6 +110,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         r = dispatcher.run(submissions) => r,
         r = applier.clone().run(status) => r,
         r = applier.run(results) => r,
+        r = sweeper.run() => r,
         _ = shutdown.cancelled() => Ok(()),
     };
     // Unacked deliveries go back to their queues when the connection closes.

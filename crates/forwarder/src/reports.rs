@@ -10,11 +10,17 @@ use ferry_store::{Applied, Finish, Report, Store};
 pub struct Applier {
     store: Store,
     broker: Broker,
+    /// Heartbeats an endpoint may miss before the sweeper declares it lost.
+    missed_heartbeats: u32,
 }
 
 impl Applier {
-    pub fn new(store: Store, broker: Broker) -> Self {
-        Self { store, broker }
+    pub fn new(store: Store, broker: Broker, missed_heartbeats: u32) -> Self {
+        Self {
+            store,
+            broker,
+            missed_heartbeats,
+        }
     }
 
     /// Consumes endpoint messages until the consumer ends.
@@ -45,9 +51,12 @@ impl Applier {
             } => {
                 self.store.touch_tasks(&alive, at).await?;
                 let load = serde_json::to_value(&load)?;
+                // The deadline runs on this side's clock: the endpoint's may differ.
+                let deadline = ferry_proto::time::now_micros()
+                    + interval_ms.max(1) * 1000 * u64::from(self.missed_heartbeats.max(1));
                 if !self
                     .store
-                    .record_heartbeat(endpoint_id, at, interval_ms, &load)
+                    .record_heartbeat(endpoint_id, at, interval_ms, &load, deadline)
                     .await?
                 {
                     tracing::warn!(%endpoint_id, "heartbeat from an unregistered endpoint");

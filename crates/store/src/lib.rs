@@ -7,8 +7,9 @@
 //!   the mirror of `ferry_proto::state::transition`.
 //!
 //! Every key starts with the store's namespace, so tests (and several Ferry deployments)
-//! share one Redis without meeting. Task keys carry a `{task-id}` hash tag so every
-//! script touches one slot (Redis Cluster ready).
+//! share one Redis without meeting. The transition script also updates the task's
+//! batch counters and its endpoint's in-flight set in the same atomic step, so Ferry
+//! needs one Redis (not a cluster spread across slots).
 
 pub mod records;
 mod redis_store;

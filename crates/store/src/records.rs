@@ -28,6 +28,9 @@ pub struct EndpointRecord {
     pub last_heartbeat: Option<Micros>,
     /// The period the endpoint announced (0 after a clean shutdown).
     pub heartbeat_interval_ms: u64,
+    /// When the forwarder declared the endpoint lost (heartbeats missed); cleared by
+    /// the next heartbeat.
+    pub lost_at: Option<Micros>,
     /// The endpoint's load as of its last heartbeat, as JSON.
     pub details: serde_json::Value,
 }
@@ -42,6 +45,21 @@ pub struct BatchRecord {
     pub created_at: Micros,
     /// The task group the batch's tasks join, if any.
     pub task_group: Option<TaskGroupId>,
+    /// When the batch times out: its unfinished tasks then end `failed` (timeout).
+    pub deadline: Option<Micros>,
+}
+
+/// A batch as it stands: its record, how many of its tasks are in each state (kept by
+/// the transition script, so reading them is O(1)), and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchStatus {
+    pub record: BatchRecord,
+    /// Tasks per state, indexed by [`TaskState::code`]; they sum to `record.size`.
+    pub counts: [u64; 7],
+    /// When the last task became terminal.
+    pub done_at: Option<Micros>,
+    /// When the batch timed out, if it did.
+    pub timed_out_at: Option<Micros>,
 }
 
 /// A task as submitted.
@@ -50,6 +68,26 @@ pub struct NewTask {
     pub task_id: TaskId,
     pub function_id: FunctionId,
     pub max_retries: u32,
+    /// The serialized input, kept until the task is terminal so that it can be
+    /// dispatched again (after its endpoint was lost).
+    pub payload: Bytes,
+    pub walltime_ms: Option<u64>,
+    /// The task group whose result queue gets the result, if any.
+    pub result_group: Option<TaskGroupId>,
+}
+
+/// What the forwarder needs to dispatch an unfinished task again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redispatch {
+    pub task_id: TaskId,
+    pub function_id: FunctionId,
+    pub endpoint_id: EndpointId,
+    pub state: TaskState,
+    pub attempt: u32,
+    pub max_retries: u32,
+    pub payload: Bytes,
+    pub walltime_ms: Option<u64>,
+    pub result_group: Option<TaskGroupId>,
 }
 
 /// One step in a task's history.

@@ -83,6 +83,158 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
     store.delete_namespace().await.unwrap();
 }
 
+fn new_task() -> NewTask {
+    NewTask {
+        task_id: TaskId::new(),
+        function_id: FunctionId::new(),
+        max_retries: 2,
+        payload: Bytes::from_static(b"input"),
+        walltime_ms: None,
+        result_group: None,
+    }
+}
+
+fn event(task_id: TaskId, kind: EventKind, attempt: u32) -> Report {
+    Report {
+        task_id,
+        event: Event { kind, attempt },
+        at: 10,
+        by: Actor::Endpoint,
+        finish: None,
+    }
+}
+
+/// The batch counters and the endpoint's in-flight set move with every transition, in
+/// the same script: they always agree with the task records.
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_counters_and_in_flight_sets_follow_every_transition() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let store = store().await;
+    let endpoint_id = EndpointId::new();
+    let tasks: Vec<NewTask> = (0..6).map(|_| new_task()).collect();
+    let batch = BatchRecord {
+        batch_id: BatchId::new(),
+        owner: UserId::new(),
+        endpoint_id,
+        size: tasks.len() as u64,
+        created_at: 1,
+        task_group: None,
+        deadline: Some(5),
+    };
+    store
+        .create_tasks(&batch, &tasks, Actor::WebService)
+        .await
+        .unwrap();
+    let status = store.batch_status(batch.batch_id).await.unwrap().unwrap();
+    assert_eq!(status.counts, [6, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(store.expired_batches(5, 10).await.unwrap(), vec![batch.batch_id]);
+    assert!(store.expired_batches(4, 10).await.unwrap().is_empty());
+
+    // Random event sequences over the six tasks, checked after every step.
+    let strategy = proptest::collection::vec((0..6usize, 0..EventKind::ALL.len(), 0..3u32), 1..60);
+    let mut runner = TestRunner::new(Config {
+        cases: 8,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let runtime = tokio::runtime::Handle::current();
+    let result = runner.run(&strategy, |steps| {
+        for (t, k, attempt) in steps {
+            let (store, batch_id, ids) = (&store, batch.batch_id, &tasks);
+            let ok = tokio::task::block_in_place(|| {
+                runtime.block_on(async move {
+                    store
+                        .apply(&[event(ids[t].task_id, EventKind::ALL[k], attempt)])
+                        .await
+                        .unwrap();
+                    let records = store
+                        .get_tasks(&ids.iter().map(|t| t.task_id).collect::<Vec<_>>())
+                        .await
+                        .unwrap();
+                    let mut counts = [0u64; 7];
+                    let mut running = Vec::new();
+                    for r in records.into_iter().flatten() {
+                        counts[r.state.code() as usize] += 1;
+                        if matches!(
+                            r.state,
+                            TaskState::WaitingForNodes | TaskState::WaitingForLaunch | TaskState::Running
+                        ) {
+                            running.push(r.task_id);
+                        }
+                    }
+                    let status = store.batch_status(batch_id).await.unwrap().unwrap();
+                    let mut in_flight = store.in_flight(endpoint_id).await.unwrap();
+                    in_flight.sort();
+                    running.sort();
+                    let all_done = counts[5] + counts[6] == 6;
+                    status.counts == counts && in_flight == running && status.done_at.is_some() == all_done
+                })
+            });
+            prop_assert!(ok, "counters or in-flight set drifted");
+        }
+        Ok(())
+    });
+    result.unwrap();
+    store.delete_namespace().await.unwrap();
+}
+
+/// A task keeps its input (to dispatch it again) until it is terminal.
+#[tokio::test]
+async fn the_input_is_kept_until_the_task_is_terminal() {
+    let store = store().await;
+    let endpoint_id = EndpointId::new();
+    let batch = BatchRecord {
+        batch_id: BatchId::new(),
+        owner: UserId::new(),
+        endpoint_id,
+        size: 1,
+        created_at: 1,
+        task_group: None,
+        deadline: None,
+    };
+    let task = new_task();
+    store
+        .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)
+        .await
+        .unwrap();
+    let id = task.task_id;
+    store
+        .apply(&[event(id, EventKind::Queued, 0), event(id, EventKind::Received, 0)])
+        .await
+        .unwrap();
+    let info = store
+        .redispatch_info(&[id])
+        .await
+        .unwrap()
+        .pop()
+        .flatten()
+        .unwrap();
+    assert_eq!(
+        (info.state, info.attempt, info.endpoint_id),
+        (TaskState::WaitingForNodes, 0, endpoint_id)
+    );
+    assert_eq!(info.payload, task.payload);
+    assert_eq!(store.in_flight(endpoint_id).await.unwrap(), vec![id]);
+    store
+        .apply(&[event(id, EventKind::EndpointLost, 0)])
+        .await
+        .unwrap();
+    assert!(store.in_flight(endpoint_id).await.unwrap().is_empty());
+    let info = store
+        .redispatch_info(&[id])
+        .await
+        .unwrap()
+        .pop()
+        .flatten()
+        .unwrap();
+    assert_eq!((info.state, info.attempt), (TaskState::WaitingForEp, 1));
+    store.apply(&[event(id, EventKind::Cancelled, 1)]).await.unwrap();
+    assert_eq!(store.redispatch_info(&[id]).await.unwrap(), vec![None]);
+    store.delete_namespace().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
     let store = store().await;
@@ -93,12 +245,9 @@ async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
         size: 1,
         created_at: 1,
         task_group: None,
+        deadline: None,
     };
-    let task = NewTask {
-        task_id: TaskId::new(),
-        function_id: FunctionId::new(),
-        max_retries: 2,
-    };
+    let task = new_task();
     store
         .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)
         .await

@@ -100,6 +100,7 @@ pub async fn accept(
         size: tasks.len() as u64,
         created_at: now_micros(),
         task_group,
+        deadline: None,
     };
     let specs: Vec<TaskSpec> = tasks
         .into_iter()
@@ -119,6 +120,9 @@ pub async fn accept(
             task_id: s.task_id,
             function_id: s.function_id,
             max_retries: s.max_retries,
+            payload: s.payload.clone(),
+            walltime_ms: s.walltime_ms,
+            result_group: s.group,
         })
         .collect();
     state

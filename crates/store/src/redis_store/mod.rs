@@ -66,6 +66,22 @@ impl Store {
         format!("{}:batch:{{{id}}}:tasks", self.ns)
     }
 
+    /// Batches with a deadline, scored by it.
+    fn batch_deadlines_key(&self) -> String {
+        format!("{}:batch-deadlines", self.ns)
+    }
+
+    /// Endpoints scored by when they count as lost unless they send a heartbeat.
+    fn endpoint_deadlines_key(&self) -> String {
+        format!("{}:ep-deadlines", self.ns)
+    }
+
+    /// An endpoint's in-flight tasks (kept by the transition script; the name is built
+    /// there too).
+    fn endpoint_running_key(&self, id: EndpointId) -> String {
+        format!("{}:ep:{id}:run", self.ns)
+    }
+
     fn group_key(&self, id: TaskGroupId) -> String {
         format!("{}:tg:{{{id}}}", self.ns)
     }

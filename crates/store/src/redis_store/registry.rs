@@ -116,6 +116,7 @@ impl Store {
             created_at: f.num("created")?,
             last_heartbeat: f.opt_num("hb")?,
             heartbeat_interval_ms: f.opt_num("hbi")?.unwrap_or(0),
+            lost_at: f.opt_num("lost")?,
             details: f
                 .opt_string("load")
                 .and_then(|s| serde_json::from_str(&s).ok())
@@ -137,14 +138,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Records a heartbeat of a known endpoint. Heartbeats of unknown endpoints are
-    /// dropped (the endpoint must register over HTTP first).
+    /// Records a heartbeat of a known endpoint, which counts as lost if no other comes
+    /// by `deadline`. Heartbeats of unknown endpoints are dropped (the endpoint must
+    /// register over HTTP first).
     pub async fn record_heartbeat(
         &self,
         id: EndpointId,
         at: Micros,
         interval_ms: u64,
         load: &serde_json::Value,
+        deadline: Micros,
     ) -> Result<bool> {
         let mut conn = self.conn.clone();
         let key = self.endpoint_key(id);
@@ -152,15 +155,53 @@ impl Store {
         if !exists {
             return Ok(false);
         }
-        conn.hset_multiple::<_, _, _, ()>(
-            &key,
-            &[
-                ("hb", at.to_string()),
-                ("hbi", interval_ms.to_string()),
-                ("load", load.to_string()),
-            ],
-        )
-        .await?;
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("hb", at.to_string()),
+                    ("hbi", interval_ms.to_string()),
+                    ("load", load.to_string()),
+                ],
+            )
+            .ignore()
+            .hdel(&key, "lost")
+            .ignore()
+            .zadd(self.endpoint_deadlines_key(), id.to_string(), deadline)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
         Ok(true)
+    }
+
+    /// Endpoints whose heartbeat deadline has passed, with that deadline.
+    pub async fn overdue_endpoints(&self, now: Micros) -> Result<Vec<(EndpointId, Micros)>> {
+        let mut conn = self.conn.clone();
+        let rows: Vec<(String, f64)> = conn
+            .zrangebyscore_limit_withscores(self.endpoint_deadlines_key(), "-inf", now, 0, 1000)
+            .await?;
+        rows.into_iter()
+            .map(|(id, deadline)| Ok((parse_id(&id, "endpoint", &id)?, deadline as Micros)))
+            .collect()
+    }
+
+    /// Claims an overdue endpoint as lost (several forwarders may race; one wins) and
+    /// marks it so. False when another caller claimed it, or a heartbeat came since.
+    pub async fn claim_lost_endpoint(&self, id: EndpointId, deadline: Micros, at: Micros) -> Result<bool> {
+        const CLAIM: &str = "local d = redis.call('ZSCORE', KEYS[1], ARGV[1]) \
+            if not d or tonumber(d) ~= tonumber(ARGV[2]) then return 0 end \
+            redis.call('ZREM', KEYS[1], ARGV[1]) \
+            redis.call('HSET', KEYS[2], 'lost', ARGV[3]) return 1";
+        let mut conn = self.conn.clone();
+        let claimed: i64 = redis::Script::new(CLAIM)
+            .key(self.endpoint_deadlines_key())
+            .key(self.endpoint_key(id))
+            .arg(id.to_string())
+            .arg(deadline)
+            .arg(at)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(claimed == 1)
     }
 }

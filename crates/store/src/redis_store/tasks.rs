@@ -2,9 +2,11 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
+
 use ferry_proto::state::FailureCause;
 use ferry_proto::time::Micros;
-use ferry_proto::{Actor, BatchId, Ignored, TaskGroupId, TaskId, TaskState, UserId};
+use ferry_proto::{Actor, BatchId, EndpointId, Ignored, TaskGroupId, TaskId, TaskState, UserId};
 use redis::AsyncCommands;
 
 use super::{Fields, Store, parse_id};
@@ -32,9 +34,17 @@ impl Store {
                 ("ep", endpoint.as_str()),
                 ("size", &batch.size.to_string()),
                 ("created", at.as_str()),
+                ("n0", &batch.size.to_string()),
+                ("open", &batch.size.to_string()),
             ],
         )
         .ignore();
+        if let Some(deadline) = batch.deadline {
+            pipe.hset(self.batch_key(batch.batch_id), "deadline", deadline)
+                .ignore();
+            pipe.zadd(self.batch_deadlines_key(), batch.batch_id.to_string(), deadline)
+                .ignore();
+        }
         if let Some(group) = batch.task_group {
             pipe.hset(self.batch_key(batch.batch_id), "tg", group.to_string())
                 .ignore();
@@ -51,21 +61,36 @@ impl Store {
             }
         }
         for t in tasks {
-            pipe.hset_multiple(
-                self.task_key(t.task_id),
-                &[
-                    ("s", "0"),
-                    ("a", "0"),
-                    ("r", &t.max_retries.to_string()),
-                    ("o", owner.as_str()),
-                    ("f", &t.function_id.to_string()),
-                    ("e", endpoint.as_str()),
-                    ("b", batch_id.as_str()),
-                    ("c", at.as_str()),
-                    ("h", history.as_str()),
-                ],
-            )
-            .ignore();
+            let key = self.task_key(t.task_id);
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("s")
+                .arg(0)
+                .arg("a")
+                .arg(0)
+                .arg("r")
+                .arg(t.max_retries)
+                .arg("o")
+                .arg(&owner)
+                .arg("f")
+                .arg(t.function_id.to_string())
+                .arg("e")
+                .arg(&endpoint)
+                .arg("b")
+                .arg(&batch_id)
+                .arg("c")
+                .arg(&at)
+                .arg("h")
+                .arg(&history)
+                .arg("p")
+                .arg(t.payload.as_ref())
+                .ignore();
+            if let Some(w) = t.walltime_ms {
+                pipe.hset(&key, "w", w).ignore();
+            }
+            if let Some(g) = t.result_group {
+                pipe.hset(&key, "g", g.to_string()).ignore();
+            }
         }
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
@@ -105,7 +130,7 @@ impl Store {
             let mut pipe = redis::pipe();
             for (task_id, members, finish) in &groups {
                 let mut inv = self.apply.key(self.task_key(*task_id));
-                inv.arg(&ttl).arg(members.len());
+                inv.arg(&ttl).arg(&self.ns).arg(members.len());
                 for &i in members {
                     let r = &reports[i];
                     inv.arg(r.event.kind.code())
@@ -195,20 +220,32 @@ impl Store {
 
     /// A batch and the ids of its tasks, in submission order.
     pub async fn get_batch(&self, id: BatchId) -> Result<Option<(BatchRecord, Vec<TaskId>)>> {
+        let Some(status) = self.batch_status(id).await? else {
+            return Ok(None);
+        };
+        let ids = self.batch_task_ids(id, 0, -1).await?;
+        Ok(Some((status.record, ids)))
+    }
+
+    /// The ids of a batch's tasks from index `start` to `stop` (inclusive; negative
+    /// counts from the end), in submission order.
+    pub async fn batch_task_ids(&self, id: BatchId, start: isize, stop: isize) -> Result<Vec<TaskId>> {
         let mut conn = self.conn.clone();
-        let (map, ids): (HashMap<String, String>, Vec<String>) = redis::pipe()
-            .hgetall(self.batch_key(id))
-            .lrange(self.batch_tasks_key(id), 0, -1)
-            .query_async(&mut conn)
-            .await?;
-        if map.is_empty() {
+        let ids: Vec<String> = conn.lrange(self.batch_tasks_key(id), start, stop).await?;
+        ids.iter()
+            .map(|s| parse_id(s, "batch", &id.to_string()))
+            .collect()
+    }
+
+    /// A batch's record and its per-state counts: one read of one hash, whatever the
+    /// batch's size.
+    pub async fn batch_status(&self, id: BatchId) -> Result<Option<BatchStatus>> {
+        let mut conn = self.conn.clone();
+        let map: HashMap<String, Vec<u8>> = conn.hgetall(self.batch_key(id)).await?;
+        if !map.contains_key("owner") {
             return Ok(None);
         }
-        let f = Fields::new(
-            map.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
-            "batch",
-            id.to_string(),
-        );
+        let f = Fields::new(map, "batch", id.to_string());
         let record = BatchRecord {
             batch_id: id,
             owner: f.id("owner")?,
@@ -216,12 +253,108 @@ impl Store {
             size: f.num("size")?,
             created_at: f.num("created")?,
             task_group: f.opt_string("tg").and_then(|s| s.parse().ok()),
+            deadline: f.opt_num("deadline")?,
         };
-        let ids = ids
+        let mut counts = [0u64; 7];
+        for (code, count) in counts.iter_mut().enumerate() {
+            // Counts can dip below zero for a moment only if a record was forced; clamp.
+            *count = f.opt_num::<i64>(&format!("n{code}"))?.unwrap_or(0).max(0) as u64;
+        }
+        Ok(Some(BatchStatus {
+            record,
+            counts,
+            done_at: f.opt_num("done")?,
+            timed_out_at: f.opt_num("timedout")?,
+        }))
+    }
+
+    /// Batches whose deadline has passed, at most `limit` of them.
+    pub async fn expired_batches(&self, now: Micros, limit: isize) -> Result<Vec<BatchId>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrangebyscore_limit(self.batch_deadlines_key(), "-inf", now, 0, limit)
+            .await?;
+        ids.iter().map(|s| parse_id(s, "batch", s)).collect()
+    }
+
+    /// Claims an expired batch for this caller (several forwarders may race; one
+    /// wins) and marks it timed out. False when another caller claimed it first.
+    pub async fn claim_timed_out_batch(&self, id: BatchId, at: Micros) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let removed: u64 = conn.zrem(self.batch_deadlines_key(), id.to_string()).await?;
+        if removed == 0 {
+            return Ok(false);
+        }
+        let key = self.batch_key(id);
+        let (exists, done): (bool, Option<String>) = redis::pipe()
+            .exists(&key)
+            .hget(&key, "done")
+            .query_async(&mut conn)
+            .await?;
+        if !exists || done.is_some() {
+            return Ok(false);
+        }
+        conn.hset::<_, _, _, ()>(&key, "timedout", at).await?;
+        Ok(true)
+    }
+
+    // ---- dispatching again -----------------------------------------------------------
+
+    /// The tasks an endpoint holds (waiting-for-nodes, waiting-for-launch or running),
+    /// as the transition script keeps them.
+    pub async fn in_flight(&self, endpoint: EndpointId) -> Result<Vec<TaskId>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn.smembers(self.endpoint_running_key(endpoint)).await?;
+        ids.iter()
+            .map(|s| parse_id(s, "endpoint", &endpoint.to_string()))
+            .collect()
+    }
+
+    /// What it takes to dispatch these tasks again; `None` for a task that is gone,
+    /// finished, or was stored without its input.
+    pub async fn redispatch_info(&self, ids: &[TaskId]) -> Result<Vec<Option<Redispatch>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET")
+                .arg(self.task_key(*id))
+                .arg(&["s", "a", "r", "f", "e", "p", "w", "g"]);
+        }
+        type Row = (
+            Option<u8>,
+            Option<u32>,
+            Option<u32>,
+            Option<String>,
+            Option<String>,
+            Option<Vec<u8>>,
+            Option<u64>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = pipe.query_async(&mut conn).await?;
+        Ok(ids
             .iter()
-            .map(|s| parse_id(s, "batch", &id.to_string()))
-            .collect::<Result<Vec<TaskId>>>()?;
-        Ok(Some((record, ids)))
+            .zip(rows)
+            .map(|(id, (s, a, r, f, e, p, w, g))| {
+                let state = TaskState::from_code(s?)?;
+                if state.is_terminal() {
+                    return None;
+                }
+                Some(Redispatch {
+                    task_id: *id,
+                    function_id: f?.parse().ok()?,
+                    endpoint_id: e?.parse().ok()?,
+                    state,
+                    attempt: a?,
+                    max_retries: r?,
+                    payload: Bytes::from(p?),
+                    walltime_ms: w,
+                    result_group: g.and_then(|g| g.parse().ok()),
+                })
+            })
+            .collect())
     }
 
     /// The owner of a task group, if the group exists.

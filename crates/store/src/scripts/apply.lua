@@ -2,9 +2,18 @@
 -- ferry_proto::state::transition; a test walks every case through both.
 --
 -- KEYS[1]  the task hash
--- ARGV     result_ttl_secs, n (events), then n times: kind, attempt, at (micros), actor;
+-- ARGV     result_ttl_secs, namespace, n (events), then n times: kind, attempt, at
+--          (micros), actor;
 --          then, for a report that may end the task: ok ("1"/"0"), data, exception,
 --          stdout, stderr (stored by whichever of the events ends the task)
+--
+-- Besides the task hash it keeps, in the same atomic step (so they can never drift):
+--   <ns>:batch:{b}        n0..n6: how many of the batch's tasks are in each state, and
+--                         `done` (micros) once every task is terminal
+--   <ns>:ep:<e>:run       the endpoint's in-flight tasks (waiting-for-nodes ..
+--                         running), which the forwarder moves back when it is lost
+-- These key names are built here, not passed in KEYS: Ferry needs one Redis (or one
+-- cluster slot per batch), not a cluster spread.
 -- Returns  4 integers per event:
 --          {1, to, attempt, cause}  applied (cause -1 when none)
 --          {0, ignored, 0, 0}       ignored: 0 terminal, 1 stale attempt, 2 not forward
@@ -17,10 +26,11 @@
 -- Causes:  0 exception, 1 retries-exhausted, 2 cancelled, 3 timeout
 local key = KEYS[1]
 local ttl = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
-local finish = 3 + 4 * n
+local ns = ARGV[2]
+local n = tonumber(ARGV[3])
+local finish = 4 + 4 * n
 local out = {}
-local cur = redis.call('HMGET', key, 's', 'a', 'r', 'h')
+local cur = redis.call('HMGET', key, 's', 'a', 'r', 'h', 'e', 'b')
 if not cur[1] then
   for i = 1, n do
     out[#out + 1] = -1; out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0
@@ -31,6 +41,8 @@ local s = tonumber(cur[1])
 local a = tonumber(cur[2])
 local r = tonumber(cur[3])
 local hist = cur[4] or ''
+local s0 = s
+local last_at = nil
 local changed = false
 
 -- sources[kind] = set of states the event may leave within an attempt
@@ -47,7 +59,7 @@ local sources = {
 local target = {[0]=1, [1]=2, [2]=3, [3]=4}
 
 for i = 0, n - 1 do
-  local base = 3 + 4 * i
+  local base = 4 + 4 * i
   local kind = tonumber(ARGV[base])
   local ea = tonumber(ARGV[base + 1])
   local at = ARGV[base + 2]
@@ -93,6 +105,7 @@ for i = 0, n - 1 do
     hist = hist .. entry .. ';'
     s = to
     a = na
+    last_at = at
     changed = true
     if to == 5 or to == 6 then
       redis.call('HSET', key, 't', at)
@@ -124,5 +137,39 @@ for i = 0, n - 1 do
 end
 if changed then
   redis.call('HSET', key, 's', s, 'a', a, 'h', hist)
+end
+if s ~= s0 then
+  local terminal = s == 5 or s == 6
+  if terminal then
+    -- The input is only needed to dispatch the task again.
+    redis.call('HDEL', key, 'p')
+  end
+  if cur[5] then
+    local run = ns .. ':ep:' .. cur[5] .. ':run'
+    -- key is <ns>:task:{<id>}
+    local tid = string.sub(key, #ns + 8, -2)
+    if s >= 2 and s <= 4 then
+      redis.call('SADD', run, tid)
+    elseif s0 >= 2 and s0 <= 4 then
+      redis.call('SREM', run, tid)
+    end
+  end
+  if cur[6] then
+    local batch = ns .. ':batch:{' .. cur[6] .. '}'
+    if redis.call('EXISTS', batch) == 1 then
+      redis.call('HINCRBY', batch, 'n' .. s0, -1)
+      redis.call('HINCRBY', batch, 'n' .. s, 1)
+      if terminal and s0 < 5 then
+        local left = redis.call('HINCRBY', batch, 'open', -1)
+        if left == 0 then
+          redis.call('HSET', batch, 'done', last_at)
+          if ttl > 0 then
+            redis.call('EXPIRE', batch, ttl)
+            redis.call('EXPIRE', batch .. ':tasks', ttl)
+          end
+        end
+      end
+    end
+  end
 end
 return out

@@ -37,6 +37,7 @@ pub(crate) async fn register(
         created_at,
         last_heartbeat: None,
         heartbeat_interval_ms: 0,
+        lost_at: None,
         details: serde_json::Value::Null,
     };
     state.store.put_endpoint(&record).await?;
@@ -74,6 +75,7 @@ pub(crate) async fn get(
 
 pub fn endpoint_doc(e: &EndpointRecord) -> EndpointDoc {
     let online = match e.last_heartbeat {
+        _ if e.lost_at.is_some() => false,
         Some(at) if e.heartbeat_interval_ms > 0 => {
             let age_ms = now_micros().saturating_sub(at) / 1000;
             age_ms < MISSED_HEARTBEATS_OFFLINE * e.heartbeat_interval_ms

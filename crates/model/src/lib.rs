@@ -4,7 +4,9 @@
 //! The model has tasks, Redis records, the submissions queue, the endpoint's queue (with
 //! redelivery of unacked messages after an endpoint crash), reports to the forwarder
 //! (delivered in any order, possibly twice), an endpoint that can crash, workers that can
-//! die under a task, and a forwarder that can crash between publishing and acking. Every
+//! die under a task, a forwarder that can crash between publishing and acking, and a
+//! forwarder that declares the endpoint lost (its heartbeats stopped: it crashed, or
+//! is only cut off and still running) and may crash half-way through that. Every
 //! change of a record goes through [`ferry_proto::state::transition`], the function
 //! production uses. The checker explores every interleaving within the bounds and checks:
 //!
@@ -20,6 +22,10 @@
 //! - an endpoint holding a task that receives a newer attempt of it (a copy published
 //!   before the forwarder crashed, then the retry) drops the older one for the newer;
 //!   older copies are acked at once.
+//!
+//! A lost endpoint's tasks follow the first rule too: the forwarder publishes each
+//! in-flight task as attempt+1 before it records `endpoint-lost` (the broker's
+//! redelivery of the old attempt carries reports that are stale by then).
 
 use ferry_proto::state::{Outcome, TaskStatus, transition};
 use ferry_proto::{Event, EventKind, TaskState};
@@ -34,6 +40,8 @@ pub struct Protocol {
     pub worker_deaths: u8,
     pub forwarder_crashes: u8,
     pub duplicate_reports: u8,
+    /// Times the forwarder declares the endpoint lost.
+    pub endpoint_losses: u8,
 }
 
 /// A task's record in Redis, plus what the checker watches.
@@ -98,6 +106,7 @@ pub struct State {
     pub worker_deaths: u8,
     pub forwarder_crashes: u8,
     pub duplicate_reports: u8,
+    pub endpoint_losses: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +121,11 @@ pub enum Action {
     WorkerDies(usize),
     ReportLoss(usize),
     EndpointCrash,
+    /// The forwarder's sweeper: publish every in-flight task as attempt+1, then record
+    /// `endpoint-lost` for each.
+    EndpointLost,
+    /// The same, crashing after the publishes and before the records.
+    EndpointLostThenCrash,
     Deliver(usize),
     Duplicate(usize),
 }
@@ -123,6 +137,14 @@ fn report(task: usize, kind: EventKind, attempt: u32, result: bool) -> Report {
         attempt,
         result,
     }
+}
+
+/// The states the endpoint-lost sweep moves back.
+fn in_flight(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::WaitingForNodes | TaskState::WaitingForLaunch | TaskState::Running
+    )
 }
 
 impl State {
@@ -209,6 +231,7 @@ impl Model for Protocol {
             worker_deaths: self.worker_deaths,
             forwarder_crashes: self.forwarder_crashes,
             duplicate_reports: self.duplicate_reports,
+            endpoint_losses: self.endpoint_losses,
         }]
     }
 
@@ -246,6 +269,12 @@ impl Model for Protocol {
             && (s.held.iter().any(Option::is_some) || s.queue.iter().any(|m| m.delivered))
         {
             actions.push(Action::EndpointCrash);
+        }
+        if s.endpoint_losses > 0 && s.records.iter().any(|r| in_flight(r.state)) {
+            actions.push(Action::EndpointLost);
+            if s.forwarder_crashes > 0 {
+                actions.push(Action::EndpointLostThenCrash);
+            }
         }
         for i in 0..s.reports.len() {
             if i == 0 || s.reports[i] != s.reports[i - 1] {
@@ -353,6 +382,33 @@ impl Model for Protocol {
                     m.delivered = false;
                 }
                 s.queue.sort();
+            }
+            Action::EndpointLost | Action::EndpointLostThenCrash => {
+                s.endpoint_losses -= 1;
+                let lost: Vec<(usize, u32)> = s
+                    .records
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| in_flight(r.state))
+                    .map(|(t, r)| (t, r.attempt))
+                    .collect();
+                for &(t, attempt) in &lost {
+                    s.push_message(Message {
+                        task: t,
+                        attempt: attempt + 1,
+                        delivered: false,
+                    });
+                }
+                if action == Action::EndpointLost {
+                    for (t, attempt) in lost {
+                        s.apply_one(
+                            report(t, EventKind::EndpointLost, attempt, false),
+                            self.max_retries,
+                        );
+                    }
+                } else {
+                    s.forwarder_crashes -= 1;
+                }
             }
             Action::Deliver(i) => {
                 let r = s.reports.remove(i);

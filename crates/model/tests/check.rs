@@ -21,6 +21,7 @@ fn one_task_through_crashes_deaths_duplicates_and_reordering() {
         worker_deaths: 2,
         forwarder_crashes: 1,
         duplicate_reports: 1,
+        endpoint_losses: 0,
     });
     assert!(
         states > 1000,
@@ -37,5 +38,19 @@ fn two_tasks_interleaved() {
         worker_deaths: 1,
         forwarder_crashes: 0,
         duplicate_reports: 0,
+        endpoint_losses: 0,
+    });
+}
+
+#[test]
+fn one_task_whose_endpoint_is_lost_and_comes_back() {
+    check(Protocol {
+        tasks: 1,
+        max_retries: 1,
+        endpoint_crashes: 1,
+        worker_deaths: 0,
+        forwarder_crashes: 1,
+        duplicate_reports: 0,
+        endpoint_losses: 2,
     });
 }

@@ -62,6 +62,65 @@ pub struct FunctionDoc {
 pub struct SubmitRequest {
     pub endpoint_id: EndpointId,
     pub tasks: Vec<SubmitTask>,
+    /// Seconds the whole batch (session) may take: when they pass, its unfinished tasks
+    /// end `failed` with the cause `timeout`, and the session is failed.
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
+}
+
+/// `POST /v1/sessions`: several sessions (batches) in one request. Every session is
+/// checked before any is created; each is created whole or not at all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsRequest {
+    pub sessions: Vec<SubmitRequest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionsResponse {
+    /// In the order of the request's sessions.
+    pub sessions: Vec<SessionCreated>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionCreated {
+    pub session_id: BatchId,
+    /// In the order of the session's tasks.
+    pub task_ids: Vec<TaskId>,
+}
+
+/// `GET /v1/sessions/{id}`: a session's progress, read in O(1) whatever its size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionDoc {
+    pub session_id: BatchId,
+    pub endpoint_id: EndpointId,
+    pub size: u64,
+    /// `"running"`, `"completed"` (every task terminal) or `"failed"` (timed out or
+    /// cancelled; see `reason`).
+    pub status: String,
+    /// True while some task is not terminal.
+    pub pending: bool,
+    /// How many tasks are in each state (every state is listed); they sum to `size`.
+    pub counts: BTreeMap<String, u64>,
+    pub created_at: f64,
+    /// When the last task became terminal.
+    pub completed_at: Option<f64>,
+    /// When the session times out, if it has a timeout.
+    pub deadline: Option<f64>,
+    /// Why a failed session failed: `"timeout"` or `"cancelled"`.
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/sessions/{id}/tasks?offset=&limit=`: a page of a session's tasks, in
+/// submission order, with their results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionTasksPage {
+    pub session_id: BatchId,
+    pub offset: u64,
+    pub size: u64,
+    /// Where the next page starts; absent on the last page.
+    pub next_offset: Option<u64>,
+    pub tasks: Vec<TaskDoc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

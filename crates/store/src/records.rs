@@ -60,6 +60,8 @@ pub struct BatchStatus {
     pub done_at: Option<Micros>,
     /// When the batch timed out, if it did.
     pub timed_out_at: Option<Micros>,
+    /// When its owner cancelled it, if they did before it completed.
+    pub cancelled_at: Option<Micros>,
 }
 
 /// A task as submitted.

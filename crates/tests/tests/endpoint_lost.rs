@@ -39,7 +39,10 @@ async fn a_lost_endpoints_tasks_wait_for_it_and_run_when_it_returns() {
     assert_eq!(doc["status"], "offline", "{doc}");
     let doc = stack.task(ids[0]).await;
     let last = doc.history.last().unwrap();
-    assert_eq!((last.state.as_str(), last.attempt, last.by.as_str()), ("waiting-for-ep", 1, "forwarder"));
+    assert_eq!(
+        (last.state.as_str(), last.attempt, last.by.as_str()),
+        ("waiting-for-ep", 1, "forwarder")
+    );
 
     // It comes back: the tasks run as attempt 1 and finish once.
     stack.start_part(Part::Endpoint);

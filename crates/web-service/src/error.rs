@@ -62,6 +62,14 @@ impl ApiError {
         }
     }
 
+    /// The same error, its message prefixed by where it happened (`sessions[2]: ...`).
+    pub fn context(self, at: impl std::fmt::Display) -> Self {
+        Self {
+            code: self.code,
+            message: format!("{at}: {}", self.message),
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(Code::BadRequest, message)
     }

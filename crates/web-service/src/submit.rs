@@ -33,6 +33,8 @@ pub struct Submission {
     pub task_group: Option<TaskGroupId>,
     /// Whether the group's result queue gets the tasks' results.
     pub result_queue: bool,
+    /// How long the batch may take before its unfinished tasks fail (timeout).
+    pub timeout_ms: Option<u64>,
 }
 
 /// Accepts a submission whole or not at all; returns the batch id and the task ids in
@@ -43,11 +45,54 @@ pub async fn accept(
     user: UserId,
     submission: Submission,
 ) -> ApiResult<(BatchId, Vec<TaskId>)> {
+    let prepared = prepare(state, user, submission).await?;
+    commit(state, prepared).await
+}
+
+/// Accepts several submissions (sessions): every one is checked before any is
+/// written, then each is written whole or not at all.
+#[tracing::instrument(skip_all, fields(user = %user, sessions = submissions.len()))]
+pub async fn accept_all(
+    state: &AppState,
+    user: UserId,
+    submissions: Vec<Submission>,
+    field: &str,
+) -> ApiResult<Vec<(BatchId, Vec<TaskId>)>> {
+    let total: usize = submissions.iter().map(|s| s.tasks.len()).sum();
+    if total > state.config.max_batch {
+        return Err(ApiError::bad_request(format!(
+            "{total} tasks in one request; the limit is {}",
+            state.config.max_batch
+        )));
+    }
+    let mut prepared = Vec::with_capacity(submissions.len());
+    for (i, submission) in submissions.into_iter().enumerate() {
+        let p = prepare(state, user, submission)
+            .await
+            .map_err(|e| e.context(format!("{field}[{i}]")))?;
+        prepared.push(p);
+    }
+    let mut out = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        out.push(commit(state, p).await?);
+    }
+    Ok(out)
+}
+
+/// A submission that passed every check, ready to be written and published.
+pub struct Prepared {
+    batch: BatchRecord,
+    specs: Vec<TaskSpec>,
+    functions: HashMap<FunctionId, FunctionCode>,
+}
+
+async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiResult<Prepared> {
     let Submission {
         endpoint_id,
         tasks,
         task_group,
         result_queue,
+        timeout_ms,
     } = submission;
     if tasks.is_empty() {
         return Err(ApiError::bad_request("tasks is empty: submit at least one task"));
@@ -93,14 +138,15 @@ pub async fn accept(
         }
     }
 
+    let created_at = now_micros();
     let batch = BatchRecord {
         batch_id: BatchId::new(),
         owner: user,
         endpoint_id: endpoint.endpoint_id,
         size: tasks.len() as u64,
-        created_at: now_micros(),
+        created_at,
         task_group,
-        deadline: None,
+        deadline: timeout_ms.map(|ms| created_at + ms * 1000),
     };
     let specs: Vec<TaskSpec> = tasks
         .into_iter()
@@ -114,6 +160,20 @@ pub async fn accept(
             walltime_ms: t.walltime_ms,
         })
         .collect();
+    Ok(Prepared {
+        batch,
+        specs,
+        functions,
+    })
+}
+
+async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<(BatchId, Vec<TaskId>)> {
+    let Prepared {
+        batch,
+        specs,
+        functions,
+    } = prepared;
+    let endpoint_id = batch.endpoint_id;
     let new_tasks: Vec<NewTask> = specs
         .iter()
         .map(|s| NewTask {
@@ -139,7 +199,7 @@ pub async fn accept(
             }
         }
         let message = TaskBatch {
-            endpoint_id: endpoint.endpoint_id,
+            endpoint_id,
             functions: used,
             tasks: chunk.to_vec(),
         };

@@ -38,7 +38,11 @@ impl Store {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_number_of_retries(6)
-            .set_max_delay(std::time::Duration::from_secs(2));
+            .set_max_delay(std::time::Duration::from_secs(2))
+            // A 100,000-task batch is one MULTI/EXEC of ~100 MB of commands: give Redis
+            // time to answer it (the client's default gives up after 500 ms). A dead
+            // Redis is noticed by the connection, not by this timeout.
+            .set_response_timeout(Some(std::time::Duration::from_secs(60)));
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             conn,

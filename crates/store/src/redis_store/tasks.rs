@@ -265,6 +265,7 @@ impl Store {
             counts,
             done_at: f.opt_num("done")?,
             timed_out_at: f.opt_num("timedout")?,
+            cancelled_at: f.opt_num("cancelled")?,
         }))
     }
 
@@ -296,6 +297,19 @@ impl Store {
         }
         conn.hset::<_, _, _, ()>(&key, "timedout", at).await?;
         Ok(true)
+    }
+
+    /// Records that the batch's owner cancelled it (unless it had completed).
+    pub async fn mark_batch_cancelled(&self, id: BatchId, at: Micros) -> Result<()> {
+        const MARK: &str = "if redis.call('EXISTS', KEYS[1]) == 1 and not redis.call('HGET', KEYS[1], 'done') \
+            then redis.call('HSETNX', KEYS[1], 'cancelled', ARGV[1]) end return 0";
+        let mut conn = self.conn.clone();
+        redis::Script::new(MARK)
+            .key(self.batch_key(id))
+            .arg(at)
+            .invoke_async::<()>(&mut conn)
+            .await?;
+        Ok(())
     }
 
     // ---- dispatching again -----------------------------------------------------------

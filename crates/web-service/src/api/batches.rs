@@ -1,14 +1,21 @@
-//! `GET /v1/batches/{id}`.
+//! Batches are sessions: `GET /v1/batches/{id}` (the batch and its task ids), and
+//! `POST /v1/sessions` (several at once), `GET /v1/sessions/{id}` (counts per state, in
+//! O(1)), `GET /v1/sessions/{id}/tasks` (pages of tasks with their results).
+
+use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use ferry_proto::BatchId;
-use ferry_proto::api::BatchDoc;
+use axum::extract::{Path, Query, State};
+use ferry_proto::api::{
+    BatchDoc, SessionCreated, SessionDoc, SessionTasksPage, SessionsRequest, SessionsResponse,
+};
 use ferry_proto::time::to_secs;
+use ferry_proto::{BatchId, TaskState, UserId};
+use ferry_store::BatchStatus;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, parse_id};
+use crate::extract::{Caller, FerryJson, parse_id};
 
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -25,5 +32,136 @@ pub(crate) async fn get(
             task_ids,
         })),
         _ => Err(ApiError::not_found(format!("batch {id} not found"))),
+    }
+}
+
+/// `POST /v1/sessions`: several sessions in one request (see
+/// [`crate::submit::accept_all`]).
+pub(crate) async fn create_sessions(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    FerryJson(body): FerryJson<SessionsRequest>,
+) -> ApiResult<Json<SessionsResponse>> {
+    if body.sessions.is_empty() {
+        return Err(ApiError::bad_request(
+            "sessions is empty: submit at least one session",
+        ));
+    }
+    let submissions = body
+        .sessions
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| super::tasks::submission(s, &format!("sessions[{i}].")))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let created = crate::submit::accept_all(&state, user, submissions, "sessions").await?;
+    Ok(Json(SessionsResponse {
+        sessions: created
+            .into_iter()
+            .map(|(session_id, task_ids)| SessionCreated { session_id, task_ids })
+            .collect(),
+    }))
+}
+
+/// `GET /v1/sessions/{id}`: counts per state, from one hash.
+pub(crate) async fn get_session(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SessionDoc>> {
+    let id: BatchId = parse_id(&id)?;
+    let status = owned_session(&state, user, id).await?;
+    Ok(Json(session_doc(&status)))
+}
+
+/// The API view of a batch's status.
+pub(crate) fn session_doc(s: &BatchStatus) -> SessionDoc {
+    let counts: BTreeMap<String, u64> = TaskState::ALL
+        .iter()
+        .map(|st| (st.wire_name().to_owned(), s.counts[st.code() as usize]))
+        .collect();
+    let terminal = s.counts[TaskState::Success.code() as usize] + s.counts[TaskState::Failed.code() as usize];
+    let pending = terminal < s.record.size;
+    let reason = if s.timed_out_at.is_some() {
+        Some("timeout")
+    } else if s.cancelled_at.is_some() {
+        Some("cancelled")
+    } else {
+        None
+    };
+    let status = match (reason, pending) {
+        (Some(_), _) => "failed",
+        (None, true) => "running",
+        (None, false) => "completed",
+    };
+    SessionDoc {
+        session_id: s.record.batch_id,
+        endpoint_id: s.record.endpoint_id,
+        size: s.record.size,
+        status: status.to_owned(),
+        pending,
+        counts,
+        created_at: to_secs(s.record.created_at),
+        completed_at: s.done_at.map(to_secs),
+        deadline: s.record.deadline.map(to_secs),
+        reason: reason.map(str::to_owned),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct PageQuery {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default = "default_limit")]
+    limit: u64,
+}
+
+fn default_limit() -> u64 {
+    1000
+}
+
+/// Most tasks in one page.
+const MAX_PAGE: u64 = 10_000;
+
+/// `GET /v1/sessions/{id}/tasks?offset=&limit=`: a page of tasks with their results.
+pub(crate) async fn session_tasks(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<SessionTasksPage>> {
+    let id: BatchId = parse_id(&id)?;
+    if page.limit == 0 || page.limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit is {}; it must be from 1 to {MAX_PAGE}",
+            page.limit
+        )));
+    }
+    let status = owned_session(&state, user, id).await?;
+    let size = status.record.size;
+    let start = page.offset.min(size);
+    let stop = (start + page.limit).min(size);
+    let ids = if start < stop {
+        state
+            .store
+            .batch_task_ids(id, start as isize, stop as isize - 1)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let records = state.store.get_tasks(&ids).await?;
+    let tasks = records.iter().flatten().map(super::task_doc).collect();
+    Ok(Json(SessionTasksPage {
+        session_id: id,
+        offset: start,
+        size,
+        next_offset: (stop < size).then_some(stop),
+        tasks,
+    }))
+}
+
+async fn owned_session(state: &AppState, user: UserId, id: BatchId) -> ApiResult<BatchStatus> {
+    match state.store.batch_status(id).await? {
+        Some(s) if s.record.owner == user => Ok(s),
+        _ => Err(ApiError::not_found(format!("session {id} not found"))),
     }
 }

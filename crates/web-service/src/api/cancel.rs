@@ -60,6 +60,7 @@ pub(crate) async fn batch(
         _ => return Err(ApiError::not_found(format!("batch {id} not found"))),
     };
     let at = now_micros();
+    state.store.mark_batch_cancelled(id, at).await?;
     let mut cancelled = 0;
     for chunk in task_ids.chunks(10_000) {
         let reports: Vec<Report> = chunk.iter().map(|t| cancel_report(*t, at)).collect();

@@ -29,6 +29,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tasks/{id}/cancel", post(cancel::task))
         .route("/v1/batches/{id}", get(batches::get))
         .route("/v1/batches/{id}/cancel", post(cancel::batch))
+        .route("/v1/sessions", post(batches::create_sessions))
+        .route("/v1/sessions/{id}", get(batches::get_session))
+        .route("/v1/sessions/{id}/tasks", get(batches::session_tasks))
+        .route("/v1/sessions/{id}/cancel", post(cancel::batch))
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
 }
 

@@ -25,17 +25,17 @@ pub(crate) async fn submit(
     Caller(user): Caller,
     FerryJson(body): FerryJson<SubmitRequest>,
 ) -> ApiResult<Json<SubmitResponse>> {
+    let submission = submission(body, "")?;
+    let (batch_id, task_ids) = crate::submit::accept(&state, user, submission).await?;
+    Ok(Json(SubmitResponse { batch_id, task_ids }))
+}
+
+/// Checks a request's numbers and turns it into a [`Submission`]; `at` prefixes the
+/// field names in errors (`sessions[2].`).
+pub(crate) fn submission(body: SubmitRequest, at: &str) -> ApiResult<Submission> {
     let mut tasks = Vec::with_capacity(body.tasks.len());
     for (i, t) in body.tasks.into_iter().enumerate() {
-        let walltime_ms = match t.walltime_secs {
-            None => None,
-            Some(s) if s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0 => Some((s * 1000.0).ceil() as u64),
-            Some(s) => {
-                return Err(ApiError::bad_request(format!(
-                    "tasks[{i}].walltime_secs is {s}; it must be more than 0 and at most 30 days"
-                )));
-            }
-        };
+        let walltime_ms = positive_ms(t.walltime_secs, || format!("{at}tasks[{i}].walltime_secs"))?;
         tasks.push(Submitted {
             function_id: t.function_id,
             payload: Bytes::from(t.payload),
@@ -43,14 +43,25 @@ pub(crate) async fn submit(
             walltime_ms,
         });
     }
-    let submission = Submission {
+    Ok(Submission {
         endpoint_id: body.endpoint_id,
         tasks,
         task_group: None,
         result_queue: false,
-    };
-    let (batch_id, task_ids) = crate::submit::accept(&state, user, submission).await?;
-    Ok(Json(SubmitResponse { batch_id, task_ids }))
+        timeout_ms: positive_ms(body.timeout_secs, || format!("{at}timeout_secs"))?,
+    })
+}
+
+/// Seconds as milliseconds, if they are more than 0 and at most 30 days.
+fn positive_ms(secs: Option<f64>, field: impl Fn() -> String) -> ApiResult<Option<u64>> {
+    match secs {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0 => Ok(Some((s * 1000.0).ceil() as u64)),
+        Some(s) => Err(ApiError::bad_request(format!(
+            "{} is {s}; it must be more than 0 and at most 30 days",
+            field()
+        ))),
+    }
 }
 
 pub(crate) async fn get(

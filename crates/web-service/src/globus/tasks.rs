@@ -60,6 +60,7 @@ pub(crate) async fn submit(
         tasks,
         task_group: Some(group),
         result_queue: body.create_queue,
+        timeout_ms: None,
     };
     let (batch_id, ids) = crate::submit::accept(&state, user, submission).await?;
     let mut by_function = Map::new();

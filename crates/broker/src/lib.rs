@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use ferry_proto::EndpointId;
+use ferry_proto::{EndpointId, TaskId};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -28,6 +28,8 @@ pub enum Error {
     Amqp(#[from] lapin::Error),
     #[error("the broker refused (nacked) a message for queue {queue}")]
     Nacked { queue: String },
+    #[error("cannot encode a message: {0}")]
+    Codec(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -93,6 +95,11 @@ impl Broker {
         format!("{}.ep.{endpoint}.tasks", self.ns)
     }
 
+    /// An endpoint's control queue: cancellations, read apart from its tasks.
+    pub fn endpoint_control_queue(&self, endpoint: EndpointId) -> String {
+        format!("{}.ep.{endpoint}.control", self.ns)
+    }
+
     /// The prefix of task-group result queues (the name handed to Globus Compute SDKs).
     pub fn task_group_prefix(&self) -> String {
         format!("{}.tg.", self.ns)
@@ -149,9 +156,25 @@ impl Broker {
         Ok(())
     }
 
-    /// Declares an endpoint's task queue (idempotent).
+    /// Declares an endpoint's task and control queues (idempotent).
     pub async fn declare_endpoint(&self, endpoint: EndpointId) -> Result<()> {
-        self.declare_queue(&self.endpoint_queue(endpoint), true).await
+        self.declare_queue(&self.endpoint_queue(endpoint), true).await?;
+        self.declare_queue(&self.endpoint_control_queue(endpoint), true)
+            .await
+    }
+
+    /// Tells an endpoint to stop tasks (best effort: their records are already terminal).
+    pub async fn cancel_tasks(&self, endpoint: EndpointId, task_ids: Vec<TaskId>) -> Result<()> {
+        if task_ids.is_empty() {
+            return Ok(());
+        }
+        self.declare_endpoint(endpoint).await?;
+        let body = ferry_proto::codec::encode(&ferry_proto::messages::CancelTasks {
+            endpoint_id: endpoint,
+            task_ids,
+        })
+        .map_err(|e| Error::Codec(e.to_string()))?;
+        self.publish(&self.endpoint_control_queue(endpoint), &body).await
     }
 
     async fn declare_queue(&self, name: &str, dead_letters: bool) -> Result<()> {

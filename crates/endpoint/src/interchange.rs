@@ -47,9 +47,19 @@ pub enum Input {
     Settle {
         delivery: u64,
     },
+    /// Stop these tasks: their records are terminal (cancelled, or their session timed
+    /// out). Held ones are dropped or killed; copies that arrive later are dropped.
+    Cancel {
+        task_ids: Vec<TaskId>,
+    },
     /// Time to check managers' liveness and send a heartbeat.
     Tick,
 }
+
+/// Cancelled task ids remembered to drop copies that arrive later (a redelivery, or a
+/// task still queued behind others when its cancel came). Past this many the oldest
+/// half is forgotten.
+const REMEMBER_CANCELLED: usize = 1_000_000;
 
 /// Where the interchange sends what it learns.
 pub trait Sink {
@@ -96,6 +106,8 @@ pub struct Interchange<S> {
     managers: HashMap<ManagerId, Manager>,
     deliveries: HashMap<u64, Tracked>,
     next_delivery: u64,
+    cancelled: HashSet<TaskId>,
+    cancelled_order: VecDeque<TaskId>,
 }
 
 impl<S: Sink> Interchange<S> {
@@ -111,6 +123,8 @@ impl<S: Sink> Interchange<S> {
             managers: HashMap::new(),
             deliveries: HashMap::new(),
             next_delivery: 0,
+            cancelled: HashSet::new(),
+            cancelled_order: VecDeque::new(),
         }
     }
 
@@ -152,6 +166,7 @@ impl<S: Sink> Interchange<S> {
                 }
             }
             Input::Settle { delivery } => self.settle(delivery).await,
+            Input::Cancel { task_ids } => self.cancel(task_ids).await,
             Input::Tick => {
                 let stale: Vec<ManagerId> = self
                     .managers
@@ -182,6 +197,10 @@ impl<S: Sink> Interchange<S> {
         let mut fresh = 0;
         let now = now_micros();
         for spec in batch.tasks {
+            if self.cancelled.contains(&spec.task_id) {
+                tracing::debug!(task_id = %spec.task_id, "a cancelled task arrived; dropped");
+                continue;
+            }
             // Of two copies of a task, the newer attempt wins (a copy published before the
             // forwarder crashed can arrive after a retry); older and equal copies are
             // settled at once. The model checker (crates/model) needs both rules.
@@ -237,6 +256,43 @@ impl<S: Sink> Interchange<S> {
                 remaining: fresh,
             },
         );
+    }
+
+    async fn cancel(&mut self, task_ids: Vec<TaskId>) {
+        let mut per_manager: HashMap<ManagerId, Vec<TaskId>> = HashMap::new();
+        let mut dropped = HashSet::new();
+        for task_id in task_ids {
+            if self.cancelled.insert(task_id) {
+                self.cancelled_order.push_back(task_id);
+            }
+            let Some(t) = self.inflight.remove(&task_id) else {
+                continue;
+            };
+            tracing::info!(%task_id, attempt = t.spec.attempt, "cancelled; stopping it");
+            match t.manager {
+                // The manager reports it lost once stopped, which frees its slot.
+                Some(m) => per_manager.entry(m).or_default().push(task_id),
+                None => {
+                    dropped.insert(task_id);
+                }
+            }
+            self.settle(t.delivery).await;
+        }
+        if !dropped.is_empty() {
+            self.pending.retain(|t| !dropped.contains(t));
+        }
+        for (manager_id, task_ids) in per_manager {
+            if let Some(m) = self.managers.get(&manager_id) {
+                let _ = m.tx.send(ToManager::Cancel { task_ids });
+            }
+        }
+        while self.cancelled_order.len() > REMEMBER_CANCELLED {
+            for _ in 0..REMEMBER_CANCELLED / 2 {
+                if let Some(old) = self.cancelled_order.pop_front() {
+                    self.cancelled.remove(&old);
+                }
+            }
+        }
     }
 
     async fn manager_said(&mut self, manager_id: ManagerId, message: FromManager) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ferry_broker::Broker;
 use ferry_proto::EndpointId;
 use ferry_proto::api::{EndpointRegistered, ErrorBody, RegisterEndpoint};
-use ferry_proto::messages::{EndpointLoad, EndpointMessage, TaskBatch};
+use ferry_proto::messages::{CancelTasks, EndpointLoad, EndpointMessage, TaskBatch};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -162,6 +162,47 @@ async fn run_once(
         }
         anyhow::Ok(())
     });
+    // Cancellations come on their own queue so they never wait behind queued tasks.
+    let mut control = broker
+        .consume(
+            &broker.endpoint_control_queue(endpoint_id),
+            config.prefetch,
+            &format!("endpoint-{endpoint_id}-control"),
+        )
+        .await?;
+    let control_inputs = inputs.clone();
+    let mut controls = tokio::spawn(async move {
+        while let Some(delivery) = control.next().await {
+            let delivery = delivery?;
+            match ferry_proto::codec::decode::<CancelTasks>(delivery.body()) {
+                Ok(cancel) if cancel.endpoint_id == endpoint_id => {
+                    tracing::info!(tasks = cancel.task_ids.len(), "stopping cancelled tasks");
+                    if control_inputs
+                        .send(Input::Cancel {
+                            task_ids: cancel.task_ids,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                    delivery.ack().await?;
+                }
+                Ok(cancel) => {
+                    let reason = format!(
+                        "a cancel for endpoint {} on the control queue of {endpoint_id}",
+                        cancel.endpoint_id
+                    );
+                    tracing::warn!(%reason, "dead-lettering");
+                    delivery.dead_letter(&reason).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dead-lettering a malformed control message");
+                    delivery.dead_letter(&e.to_string()).await?;
+                }
+            }
+        }
+        anyhow::Ok(())
+    });
     let tick_inputs = inputs.clone();
     let interval = Duration::from_millis(registration.heartbeat_interval_ms.max(100));
     let ticker = tokio::spawn(async move {
@@ -184,6 +225,11 @@ async fn run_once(
             Ok(Err(e)) => Err(e),
             Err(e) => Err(e.into()),
         },
+        r = &mut controls => match r {
+            Ok(Ok(())) => Err(anyhow::anyhow!("the control queue consumer stopped")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e.into()),
+        },
         Some(r) = flushers.join_next() => match r {
             Ok(Ok(())) => Err(anyhow::anyhow!("a report publisher stopped")),
             Ok(Err(e)) => Err(e.context("publishing reports")),
@@ -193,6 +239,7 @@ async fn run_once(
 
     // Stop intake; unacked task messages return to the queue when the connection closes.
     consume.abort();
+    controls.abort();
     ticker.abort();
     accept.abort();
     let goodbye = EndpointMessage::Heartbeat {

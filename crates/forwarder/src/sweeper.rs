@@ -190,6 +190,10 @@ impl Sweeper {
 
     async fn time_out(&self, batch: BatchId, at: Micros) -> anyhow::Result<usize> {
         let ids = self.store.batch_task_ids(batch, 0, -1).await?;
+        let Some(status) = self.store.batch_status(batch).await? else {
+            return Ok(0);
+        };
+        let endpoint = status.record.endpoint_id;
         let reason = bytes::Bytes::from(format!("batch {batch} timed out before this task finished"));
         let mut failed = 0;
         for chunk in ids.chunks(CHUNK * 5) {
@@ -213,10 +217,16 @@ impl Sweeper {
                 })
                 .collect();
             let applied = self.store.apply(&reports).await?;
-            failed += applied
+            let moved: Vec<_> = chunk
                 .iter()
-                .filter(|a| matches!(a, Applied::Moved { .. }))
-                .count();
+                .zip(&applied)
+                .filter(|(_, a)| matches!(a, Applied::Moved { .. }))
+                .map(|(t, _)| *t)
+                .collect();
+            failed += moved.len();
+            if let Err(e) = self.broker.cancel_tasks(endpoint, moved).await {
+                tracing::warn!(%batch, error = %e, "cannot tell the endpoint to stop timed-out tasks");
+            }
         }
         Ok(failed)
     }

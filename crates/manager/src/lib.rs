@@ -4,7 +4,7 @@
 
 pub mod slot;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_proto::frames::{FromManager, ManagerInfo, ToManager};
 use ferry_proto::messages::{FunctionCode, TaskSpec};
-use ferry_proto::{FunctionId, ManagerId};
+use ferry_proto::{FunctionId, ManagerId, TaskId};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -111,6 +111,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                             functions.insert(f.function_id, Arc::new(f));
                         }
                         queue.extend(tasks);
+                    }
+                    Ok(ToManager::Cancel { task_ids }) => {
+                        let cancel: HashSet<TaskId> = task_ids.into_iter().collect();
+                        // Queued here: drop them, and say so (which frees them on the
+                        // endpoint's side). In a slot: the slot stops them.
+                        let at = ferry_proto::time::now_micros();
+                        for task in queue.iter().filter(|t| cancel.contains(&t.task_id)) {
+                            let lost = FromManager::Lost {
+                                task_id: task.task_id,
+                                attempt: task.attempt,
+                                at,
+                                reason: "cancelled".to_owned(),
+                            };
+                            to_endpoint.feed(encode(&lost)?).await?;
+                        }
+                        queue.retain(|t| !cancel.contains(&t.task_id));
+                        let cancel = Arc::new(cancel);
+                        for slot in &slots {
+                            slot.cancel(cancel.clone());
+                        }
                     }
                     Ok(ToManager::Shutdown) => break,
                     Err(e) => anyhow::bail!("malformed frame from the endpoint: {e}"),

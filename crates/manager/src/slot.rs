@@ -4,6 +4,10 @@
 //! the worker starts the next task the moment it finishes one. The worker runs them in
 //! order: the oldest task in flight is the one running. If the worker dies, that task is
 //! reported lost and the ones queued behind it go back to the manager untouched.
+//!
+//! A cancelled task is stopped by killing its worker: at once if it is running, the
+//! moment it starts if it is queued in the pipe. It is reported lost with the reason
+//! `cancelled` (its record is already terminal, so nothing retries it).
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -12,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_proto::FunctionId;
 use ferry_proto::frames::{FromManager, FromWorker, ToWorker};
 use ferry_proto::messages::{FunctionCode, TaskSpec};
+use ferry_proto::{FunctionId, TaskId};
 use futures_util::{SinkExt, StreamExt};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
@@ -22,9 +26,15 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::{SlotEvent, codec};
 
+/// What the manager tells a slot.
+pub(crate) enum SlotInput {
+    Run(Arc<FunctionCode>, TaskSpec),
+    Cancel(Arc<HashSet<TaskId>>),
+}
+
 /// The manager's handle on a slot.
 pub struct Slot {
-    tasks: mpsc::UnboundedSender<(Arc<FunctionCode>, TaskSpec)>,
+    tasks: mpsc::UnboundedSender<SlotInput>,
     supervisor: tokio::task::JoinHandle<()>,
 }
 
@@ -39,7 +49,12 @@ impl Slot {
 
     /// Gives the slot a task.
     pub fn assign(&self, function: Arc<FunctionCode>, task: TaskSpec) {
-        let _ = self.tasks.send((function, task));
+        let _ = self.tasks.send(SlotInput::Run(function, task));
+    }
+
+    /// Stops whichever of these tasks the slot holds.
+    pub fn cancel(&self, tasks: Arc<HashSet<TaskId>>) {
+        let _ = self.tasks.send(SlotInput::Cancel(tasks));
     }
 }
 
@@ -52,7 +67,7 @@ impl Drop for Slot {
 async fn supervise(
     index: usize,
     worker_bin: PathBuf,
-    mut tasks: mpsc::UnboundedReceiver<(Arc<FunctionCode>, TaskSpec)>,
+    mut tasks: mpsc::UnboundedReceiver<SlotInput>,
     events: mpsc::UnboundedSender<SlotEvent>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -81,6 +96,8 @@ struct Worker<'a> {
     from_worker: FramedRead<ChildStdout, LengthDelimitedCodec>,
     seen: HashSet<FunctionId>,
     in_flight: VecDeque<TaskSpec>,
+    /// Tasks in the pipe to stop (by killing the worker) the moment they start.
+    cancelled: HashSet<TaskId>,
     events: &'a mpsc::UnboundedSender<SlotEvent>,
 }
 
@@ -94,6 +111,9 @@ impl<'a> Worker<'a> {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            // Its own process group, so stopping a cancelled task kills the worker with
+            // its interpreter and any command it runs.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", worker_bin.display()))?;
@@ -112,22 +132,21 @@ impl<'a> Worker<'a> {
             from_worker,
             seen: HashSet::new(),
             in_flight: VecDeque::new(),
+            cancelled: HashSet::new(),
             events,
         })
     }
 
     /// Feeds tasks to the worker and relays what it says, until the manager goes away
     /// (`Ok`) or the worker dies (`Err`, after settling its tasks).
-    async fn serve(
-        &mut self,
-        tasks: &mut mpsc::UnboundedReceiver<(Arc<FunctionCode>, TaskSpec)>,
-    ) -> anyhow::Result<()> {
+    async fn serve(&mut self, tasks: &mut mpsc::UnboundedReceiver<SlotInput>) -> anyhow::Result<()> {
         loop {
             let outcome = tokio::select! {
-                task = tasks.recv() => {
-                    let Some((function, task)) = task else { return Ok(()) };
-                    self.send(&function, task).await
-                }
+                input = tasks.recv() => match input {
+                    None => return Ok(()),
+                    Some(SlotInput::Run(function, task)) => self.send(&function, task).await,
+                    Some(SlotInput::Cancel(ids)) => self.cancel(&ids),
+                },
                 frame = next_message(&mut self.from_worker) => match frame {
                     Ok(message) => self.relay(message),
                     Err(e) => Err(e),
@@ -152,8 +171,37 @@ impl<'a> Worker<'a> {
             .map_err(|e| anyhow::anyhow!("cannot write to the worker: {e}"))
     }
 
+    /// Marks the held tasks among `ids`; kills the worker if one of them is running.
+    fn cancel(&mut self, ids: &HashSet<TaskId>) -> anyhow::Result<()> {
+        self.cancelled.extend(
+            self.in_flight
+                .iter()
+                .map(|t| t.task_id)
+                .filter(|id| ids.contains(id)),
+        );
+        match self.in_flight.front() {
+            Some(running) if self.cancelled.contains(&running.task_id) => self.stop(running.task_id),
+            _ => Ok(()),
+        }
+    }
+
+    fn stop(&mut self, task_id: TaskId) -> anyhow::Result<()> {
+        if let Some(pgid) = self
+            .child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+        {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+        let _ = self.child.start_kill();
+        anyhow::bail!("stopped for cancelled task {task_id}")
+    }
+
     fn relay(&mut self, message: FromWorker) -> anyhow::Result<()> {
         match message {
+            FromWorker::Started { task_id, .. } if self.cancelled.contains(&task_id) => {
+                return self.stop(task_id);
+            }
             FromWorker::Started { task_id, attempt, at } => {
                 let _ = self
                     .events
@@ -164,6 +212,7 @@ impl<'a> Worker<'a> {
                     anyhow::bail!("worker finished task {} out of order", result.task_id);
                 }
                 self.in_flight.pop_front();
+                self.cancelled.remove(&result.task_id);
                 let _ = self.events.send(SlotEvent::Report(FromManager::Finished(result)));
                 let _ = self.events.send(SlotEvent::Done(self.index));
             }
@@ -182,16 +231,32 @@ impl<'a> Worker<'a> {
             }
         };
         let reason = format!("worker {} died ({status}): {cause}", self.pid);
+        let at = ferry_proto::time::now_micros();
+        let cancelled = std::mem::take(&mut self.cancelled);
+        let lost = |task: &TaskSpec, reason: String| {
+            SlotEvent::Report(FromManager::Lost {
+                task_id: task.task_id,
+                attempt: task.attempt,
+                at,
+                reason,
+            })
+        };
         if let Some(running) = self.in_flight.pop_front() {
-            tracing::warn!(task_id = %running.task_id, slot = self.index, %reason, "task lost");
-            let _ = self.events.send(SlotEvent::Report(FromManager::Lost {
-                task_id: running.task_id,
-                attempt: running.attempt,
-                at: ferry_proto::time::now_micros(),
-                reason: reason.clone(),
-            }));
+            if cancelled.contains(&running.task_id) {
+                tracing::info!(task_id = %running.task_id, slot = self.index, "cancelled task stopped");
+                let _ = self.events.send(lost(&running, "cancelled".to_owned()));
+            } else {
+                tracing::warn!(task_id = %running.task_id, slot = self.index, %reason, "task lost");
+                let _ = self.events.send(lost(&running, reason.clone()));
+            }
         }
-        let waiting: Vec<TaskSpec> = self.in_flight.drain(..).collect();
+        let (dropped, waiting): (Vec<TaskSpec>, Vec<TaskSpec>) = self
+            .in_flight
+            .drain(..)
+            .partition(|t| cancelled.contains(&t.task_id));
+        for task in &dropped {
+            let _ = self.events.send(lost(task, "cancelled".to_owned()));
+        }
         let _ = self.events.send(SlotEvent::Gone(self.index, waiting));
         anyhow::bail!(reason)
     }

@@ -33,6 +33,9 @@ pub enum ToManager {
         functions: Vec<FunctionCode>,
         tasks: Vec<TaskSpec>,
     },
+    /// Stop these tasks wherever they are (queued here, in a worker's pipe, running) and
+    /// report each as lost with the reason `cancelled`.
+    Cancel { task_ids: Vec<TaskId> },
     /// Finish what is running, send the results, exit.
     Shutdown,
 }

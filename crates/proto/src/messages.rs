@@ -3,6 +3,7 @@
 //! - [`TaskBatch`]: web-service -> forwarder (`<ns>.submissions`) and forwarder ->
 //!   endpoint (`<ns>.ep.<endpoint-id>.tasks`). Tasks travel many to a message; the code
 //!   of each function they use travels once per message.
+//! - [`CancelTasks`]: web-service or forwarder -> endpoint (`<ns>.ep.<endpoint-id>.control`).
 //! - [`EndpointMessage`]: endpoint -> forwarder: heartbeats (`<ns>.status`), and status
 //!   updates with results (`<ns>.results`).
 
@@ -73,6 +74,16 @@ pub struct TaskBatch {
     pub endpoint_id: EndpointId,
     pub functions: Vec<FunctionCode>,
     pub tasks: Vec<TaskSpec>,
+}
+
+/// Stop these tasks (cancelled, or their session timed out): on an endpoint's control
+/// queue (`<ns>.ep.<endpoint-id>.control`), which it reads apart from its task queue so a
+/// cancel never waits behind queued tasks. The tasks' records are already terminal; this
+/// only frees the workers and keeps copies still queued from running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelTasks {
+    pub endpoint_id: EndpointId,
+    pub task_ids: Vec<TaskId>,
 }
 
 /// One step of a task on the endpoint's side, when it happened and who saw it.

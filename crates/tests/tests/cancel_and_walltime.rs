@@ -122,3 +122,70 @@ async fn cancelled_tasks_and_batches_fail_with_the_cause_cancelled_and_stay_so()
     }
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn cancelling_running_tasks_stops_them_and_frees_their_workers() {
+    let stack = Stack::start().await;
+    let sleeper = stack.register("shell", "sleeper", "sleep 60").await;
+    let python_sleeper = stack
+        .register(
+            "python",
+            "nap",
+            &python_source("nap", "def nap():\n    import time\n    time.sleep(60)\n"),
+        )
+        .await;
+    let quick = stack.register("shell", "quick", "echo quick").await;
+    // Naps running and queued behind them (in the workers' pipes or the manager).
+    let busy = stack
+        .submit(&[
+            (&sleeper, ""),
+            (&python_sleeper, ""),
+            (&sleeper, ""),
+            (&python_sleeper, ""),
+        ])
+        .await;
+    let (this, naps) = (&stack, &busy);
+    this.wait_until(WITHIN, "two naps run", || async move {
+        let mut running = 0;
+        for &id in naps {
+            running += usize::from(this.task(id).await.status == "running");
+        }
+        running >= 2
+    })
+    .await;
+    let started = Instant::now();
+    for &id in &busy {
+        let (status, doc): (u16, Value) = stack.post(&format!("/v1/tasks/{id}/cancel"), &json!({})).await;
+        assert_eq!(status, 200, "{doc}");
+        assert_eq!(doc["status"], "failed");
+    }
+    // The workers are free again long before the naps would have ended.
+    let ids = stack.submit(&[(&quick, ""), (&quick, "")]).await;
+    for id in ids {
+        let doc = stack.wait_done(id, WITHIN).await;
+        assert_eq!(doc.status, "success", "{doc:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the cancelled naps were stopped ({:?})",
+        started.elapsed()
+    );
+    for &id in &busy {
+        let doc = stack.task(id).await;
+        assert_eq!(doc.status, "failed");
+        assert_eq!(doc.history.last().unwrap().reason.as_deref(), Some("cancelled"));
+    }
+    // No `sleep 60` survives its cancelled task.
+    let this = &stack;
+    this.wait_until(Duration::from_secs(10), "the sleeps are gone", || async move {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", "^sleep 60$"])
+            .output()
+            .unwrap();
+        let _ = this;
+        out.stdout.is_empty()
+    })
+    .await;
+    assert!(stack.log_text("ferry-endpoint").contains("cancelled"));
+    stack.shutdown().await;
+}

@@ -1,14 +1,15 @@
 //! `POST /v1/tasks/{id}/cancel` and `POST /v1/batches/{id}/cancel`.
 //!
 //! Cancelling ends a task as `failed` with the cause `cancelled`, through the state
-//! machine like any other event: a task that already finished is left alone. A task
-//! already running on an endpoint runs on, and its result is discarded.
+//! machine like any other event: a task that already finished is left alone. Then the
+//! endpoint is told (on its control queue) to stop the tasks: a running one is killed,
+//! one still queued is dropped when it arrives.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use ferry_proto::api::TaskDoc;
 use ferry_proto::time::now_micros;
-use ferry_proto::{Actor, BatchId, Event, EventKind, TaskId};
+use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, TaskId};
 use ferry_store::{Applied, Report};
 use serde_json::{Value, json};
 
@@ -29,18 +30,37 @@ fn cancel_report(task_id: TaskId, at: u64) -> Report {
     }
 }
 
+/// Tells the endpoint to stop the tasks (running ones are killed, queued ones dropped).
+/// Best effort: the records are terminal already, so a lost message only costs the
+/// endpoint the work of running them to the end.
+async fn stop_on_endpoint(state: &AppState, endpoint: EndpointId, task_ids: Vec<TaskId>) {
+    if task_ids.is_empty() {
+        return;
+    }
+    let ids = &task_ids;
+    if let Err(e) = state
+        .with_broker(|b| async move { b.cancel_tasks(endpoint, ids.clone()).await })
+        .await
+    {
+        tracing::warn!(%endpoint, tasks = task_ids.len(), error = %e, "cannot tell the endpoint to stop cancelled tasks");
+    }
+}
+
 pub(crate) async fn task(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TaskDoc>> {
     let id: TaskId = parse_id(&id)?;
-    match state.store.get_task(id).await? {
-        Some(t) if t.owner == user => {}
+    let endpoint = match state.store.get_task(id).await? {
+        Some(t) if t.owner == user => t.endpoint_id,
         _ => return Err(ApiError::not_found(format!("task {id} not found"))),
+    };
+    let applied = state.store.apply(&[cancel_report(id, now_micros())]).await?;
+    if matches!(applied[0], Applied::Moved { .. }) {
+        tracing::info!(task_id = %id, "task cancelled");
+        stop_on_endpoint(&state, endpoint, vec![id]).await;
     }
-    state.store.apply(&[cancel_report(id, now_micros())]).await?;
-    tracing::info!(task_id = %id, "task cancelled");
     let record = state
         .store
         .get_task(id)
@@ -55,8 +75,8 @@ pub(crate) async fn batch(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id: BatchId = parse_id(&id)?;
-    let task_ids = match state.store.get_batch(id).await? {
-        Some((b, ids)) if b.owner == user => ids,
+    let (endpoint, task_ids) = match state.store.get_batch(id).await? {
+        Some((b, ids)) if b.owner == user => (b.endpoint_id, ids),
         _ => return Err(ApiError::not_found(format!("batch {id} not found"))),
     };
     let at = now_micros();
@@ -65,10 +85,14 @@ pub(crate) async fn batch(
     for chunk in task_ids.chunks(10_000) {
         let reports: Vec<Report> = chunk.iter().map(|t| cancel_report(*t, at)).collect();
         let applied = state.store.apply(&reports).await?;
-        cancelled += applied
+        let moved: Vec<TaskId> = chunk
             .iter()
-            .filter(|a| matches!(a, Applied::Moved { .. }))
-            .count();
+            .zip(&applied)
+            .filter(|(_, a)| matches!(a, Applied::Moved { .. }))
+            .map(|(t, _)| *t)
+            .collect();
+        cancelled += moved.len();
+        stop_on_endpoint(&state, endpoint, moved).await;
     }
     tracing::info!(batch_id = %id, cancelled, "batch cancelled");
     Ok(Json(

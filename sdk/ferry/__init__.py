@@ -7,7 +7,7 @@
 42
 """
 
-from .client import Batch, Client, ShellFunction
+from .client import Batch, Client, Session, ShellFunction
 from .errors import APIError, DeserializationError, FerryError, RemoteExecutionError, TaskPending
 from .executor import Executor
 
@@ -19,6 +19,7 @@ __all__ = [
     "Executor",
     "FerryError",
     "RemoteExecutionError",
+    "Session",
     "ShellFunction",
     "TaskPending",
 ]

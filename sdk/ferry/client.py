@@ -14,13 +14,14 @@ import http.client
 import json
 import os
 import threading
+import time
 import urllib.parse
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import APIError, FerryError, RemoteExecutionError, RemoteTraceback, TaskPending
 from .serialize import deserialize_data, pack_args, serialize_function
 
-__all__ = ["Client", "Batch", "ShellFunction"]
+__all__ = ["Client", "Batch", "Session", "ShellFunction"]
 
 _RETRYABLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, http.client.CannotSendRequest)
 
@@ -54,6 +55,62 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+
+class Session:
+    """A batch of tasks submitted in one request, tracked as a whole.
+
+    ``status()`` reads its counts per state in one request whatever its size;
+    ``wait()`` polls them (optionally reporting progress); ``results()`` pages through
+    its tasks' results in submission order.
+    """
+
+    def __init__(self, client: "Client", session_id: str, task_ids: list[str]) -> None:
+        self.client = client
+        self.id = session_id
+        self.task_ids = task_ids
+
+    def __repr__(self) -> str:
+        return f"Session({self.id!r}, {len(self.task_ids)} tasks)"
+
+    def __len__(self) -> int:
+        return len(self.task_ids)
+
+    def status(self) -> dict:
+        """``status`` (``running``, ``completed`` or ``failed``), ``reason``,
+        ``counts`` per state, ``size``, ``completed_at``."""
+        return self.client.get_session(self.id)
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        progress: Callable[[dict], None] | None = None,
+        interval: float = 0.2,
+    ) -> dict:
+        """Waits until every task is terminal and returns the final status. Calls
+        ``progress(status)`` after each poll. Raises :class:`TimeoutError` after
+        ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            doc = self.status()
+            if progress is not None:
+                progress(doc)
+            if not doc["pending"]:
+                return doc
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"session {self.id} still running after {timeout} s: {doc['counts']}")
+            time.sleep(interval)
+
+    def results(self, page_size: int = 1000) -> Iterator[tuple[str, dict]]:
+        """``(task_id, entry)`` for every task in submission order, where ``entry`` is
+        like :meth:`Client.get_batch_result`'s: ``pending``, ``status`` and, once
+        finished, ``result`` or ``exception``."""
+        for doc in self.client.iter_session_tasks(self.id, page_size):
+            yield doc["task_id"], _entry(doc)
+
+    def cancel(self) -> int:
+        """Cancels every unfinished task (running ones are stopped); returns how many."""
+        return self.client.cancel_session(self.id)
 
 
 class Client:
@@ -224,6 +281,63 @@ class Client:
             raise FerryError("the batch is empty")
         return self._submit(endpoint_id, batch.tasks, max_retries, walltime)
 
+    # ---- sessions -----------------------------------------------------------------
+
+    def submit_session(
+        self,
+        endpoint_id: str,
+        batch: Batch,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        walltime: float | None = None,
+    ) -> Session:
+        """Submits a batch as one session (all its tasks are accepted or none is).
+        ``timeout``: seconds the whole session may take; then its unfinished tasks fail
+        with the cause ``timeout``."""
+        return self.submit_sessions([(endpoint_id, batch)], timeout, max_retries, walltime)[0]
+
+    def submit_sessions(
+        self,
+        sessions: Iterable[tuple[str, Batch]],
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        walltime: float | None = None,
+    ) -> list[Session]:
+        """Submits several ``(endpoint_id, batch)`` sessions in one request; every one is
+        checked before any is created."""
+        body = {
+            "sessions": [
+                {
+                    "endpoint_id": str(endpoint_id),
+                    "tasks": [
+                        {"function_id": f, "payload": p, "max_retries": max_retries, "walltime_secs": walltime}
+                        for f, p in batch.tasks
+                    ],
+                    "timeout_secs": timeout,
+                }
+                for endpoint_id, batch in sessions
+            ]
+        }
+        answer = self._request("POST", "/v1/sessions", body)
+        return [Session(self, s["session_id"], s["task_ids"]) for s in answer["sessions"]]
+
+    def get_session(self, session_id: str) -> dict:
+        """A session's progress: ``status``, ``pending``, ``counts`` per state, ``size``,
+        ``reason`` (``timeout``/``cancelled``) when failed."""
+        return self._request("GET", f"/v1/sessions/{session_id}")
+
+    def iter_session_tasks(self, session_id: str, page_size: int = 1000) -> Iterator[dict]:
+        """Every task record of a session, in submission order, a page per request."""
+        offset: int | None = 0
+        while offset is not None:
+            page = self._request("GET", f"/v1/sessions/{session_id}/tasks?offset={offset}&limit={page_size}")
+            yield from page["tasks"]
+            offset = page.get("next_offset")
+
+    def cancel_session(self, session_id: str) -> int:
+        """Cancels every unfinished task of a session; returns how many it ended."""
+        return self._request("POST", f"/v1/sessions/{session_id}/cancel", {})["cancelled"]
+
     def cancel(self, task_id: str) -> dict:
         """Cancels a task: it ends ``failed`` with the cause ``cancelled`` unless it had
         already finished. Returns its record."""
@@ -259,17 +373,7 @@ class Client:
     def get_batch_result(self, task_ids: Iterable[str]) -> dict[str, dict]:
         """For each task: ``pending``, ``status``, and once finished ``result`` (the
         value) or ``exception`` (the exception object), and ``completion_t``."""
-        out: dict[str, dict] = {}
-        for tid, doc in self.get_tasks(task_ids).items():
-            entry: dict[str, Any] = {"pending": doc["pending"], "status": doc["status"]}
-            if not doc["pending"]:
-                entry["completion_t"] = doc.get("completion_t")
-                try:
-                    entry["result"] = result_of(doc)
-                except BaseException as e:  # noqa: BLE001 - the remote exception, as a value
-                    entry["exception"] = e
-            out[tid] = entry
-        return out
+        return {tid: _entry(doc) for tid, doc in self.get_tasks(task_ids).items()}
 
     def get_batch(self, batch_id: str) -> dict:
         return self._request("GET", f"/v1/batches/{batch_id}")
@@ -282,6 +386,17 @@ class Client:
 
     def list_endpoints(self) -> list[dict]:
         return self._request("GET", "/v1/endpoints")
+
+
+def _entry(doc: dict) -> dict:
+    entry: dict[str, Any] = {"pending": doc["pending"], "status": doc["status"]}
+    if not doc["pending"]:
+        entry["completion_t"] = doc.get("completion_t")
+        try:
+            entry["result"] = result_of(doc)
+        except BaseException as e:  # noqa: BLE001 - the remote exception, as a value
+            entry["exception"] = e
+    return entry
 
 
 def exception_of(doc: dict) -> BaseException:

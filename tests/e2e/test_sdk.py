@@ -27,6 +27,10 @@ def double(x):
     return x * 2
 
 
+def square(x):
+    return x * x
+
+
 def test_a_registered_function_runs_and_its_result_comes_back(client, stack):
     fid = client.register_function(double)
     tid = client.run(21, endpoint_id=stack.endpoint_id, function_id=fid)
@@ -152,3 +156,41 @@ def test_a_cancelled_task_fails_with_the_cause_cancelled(client, stack):
     assert doc["history"][-1]["reason"] == "cancelled"
     with pytest.raises(RemoteExecutionError, match="cancelled"):
         client.get_result(tid)
+
+
+def test_a_session_reports_progress_and_pages_its_results(client, stack):
+    fid = client.register_function(square)
+    batch = client.create_batch()
+    for i in range(250):
+        batch.add(fid, i)
+    seen = []
+    session = client.submit_session(stack.endpoint_id, batch)
+    assert len(session) == 250
+    final = session.wait(timeout=120, progress=seen.append)
+    assert final["status"] == "completed" and not final["pending"]
+    assert final["counts"]["success"] == 250
+    for doc in seen:
+        assert sum(doc["counts"].values()) == 250
+    finished = [d["counts"]["success"] + d["counts"]["failed"] for d in seen]
+    assert finished == sorted(finished), "progress never goes back"
+    results = list(session.results(page_size=100))
+    assert [tid for tid, _ in results] == session.task_ids
+    assert [entry["result"] for _, entry in results] == [i * i for i in range(250)]
+
+
+def test_several_sessions_in_one_request_and_a_session_timeout(client, stack):
+    quick = client.register_function(square)
+    nap = client.register_shell_function("sleep 30")
+    first, second = client.create_batch(), client.create_batch()
+    first.add(quick, 3)
+    second.add(nap)
+    second.add(nap)
+    s1, s2 = client.submit_sessions([(stack.endpoint_id, first), (stack.endpoint_id, second)], timeout=2)
+    assert s1.id != s2.id
+    assert s1.wait(timeout=60)["status"] == "completed"
+    done = s2.wait(timeout=60)
+    assert (done["status"], done["reason"]) == ("failed", "timeout")
+    for _, entry in s2.results():
+        assert entry["status"] == "failed"
+        assert "timed out" in str(entry["exception"])
+    assert client.get_session(s1.id)["counts"]["success"] == 1

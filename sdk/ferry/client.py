@@ -417,5 +417,7 @@ def exception_of(doc: dict) -> BaseException:
 def result_of(doc: dict) -> Any:
     """The value of a finished task's record, or raises its exception."""
     if doc["status"] == "success":
+        if doc.get("result_expired"):
+            raise FerryError(f"the result of task {doc['task_id']} has expired (results are kept for a limited time)")
         return deserialize_data(doc["result"])
     raise exception_of(doc)

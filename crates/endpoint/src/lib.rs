@@ -4,6 +4,7 @@
 //! - [`cli`]: `configure`, `start` (detached, or `--foreground`), `stop`, `status`, `list`.
 //! - [`service`]: registration over HTTP, then the running endpoint: its task queue
 //!   consumer, the manager server, the reporters, the provider.
+//! - [`data`]: large inputs and results, over HTTP (the data plane).
 //! - [`interchange`]: which manager runs which task; acks a delivery once every task in
 //!   it is settled.
 //! - [`managers`]: the TCP connections with managers.
@@ -13,6 +14,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod data;
 pub mod interchange;
 pub mod managers;
 pub mod provider;

@@ -10,6 +10,7 @@ use ferry_proto::time::now_micros;
 use ferry_proto::{EndpointId, TaskId};
 use tokio::sync::mpsc;
 
+use crate::data::DataPlane;
 use crate::interchange::{Input, Sink};
 
 /// Most updates or results in one AMQP message.
@@ -48,6 +49,7 @@ pub fn start(
     endpoint_id: EndpointId,
     heartbeat_interval_ms: u64,
     interchange: mpsc::UnboundedSender<Input>,
+    data: DataPlane,
 ) -> (Reporter, tokio::task::JoinSet<anyhow::Result<()>>) {
     let (status_tx, mut status_rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<TaskResult>();
@@ -95,6 +97,10 @@ pub fn start(
             if !results.is_empty() && !updates.is_empty() {
                 let done: HashSet<_> = results.iter().map(|r| r.task_id).collect();
                 updates.retain(|u| !done.contains(&u.task_id));
+            }
+            // Large results go to the data plane first; the report carries their size.
+            for r in &mut results {
+                data.prepare(r).await;
             }
             let ids: Vec<_> = results.iter().map(|r| r.task_id).collect();
             let body = ferry_proto::codec::encode(&EndpointMessage::Reports {

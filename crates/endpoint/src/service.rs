@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EndpointConfig;
+use crate::data::DataPlane;
 use crate::interchange::{Input, Interchange};
 use crate::{managers, provider, reporter, state};
 
@@ -103,12 +104,19 @@ async fn run_once(
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     let manager_addr = listener.local_addr()?;
 
+    let data = DataPlane::new(
+        &config.url,
+        token(config)?,
+        registration.inline_limit_bytes,
+        registration.max_result_bytes,
+    );
     let (inputs, inputs_rx) = mpsc::unbounded_channel();
     let (sink, mut flushers) = reporter::start(
         broker.clone(),
         endpoint_id,
         registration.heartbeat_interval_ms,
         inputs.clone(),
+        data.clone(),
     );
     let accept = tokio::spawn(managers::accept(listener, inputs.clone()));
     let interchange = tokio::spawn(
@@ -135,7 +143,10 @@ async fn run_once(
         while let Some(delivery) = consumer.next().await {
             let delivery = delivery?;
             match ferry_proto::codec::decode::<TaskBatch>(delivery.body()) {
-                Ok(batch) if batch.endpoint_id == endpoint_id => {
+                Ok(mut batch) if batch.endpoint_id == endpoint_id => {
+                    // Large inputs come from the data plane; an error here starts the
+                    // endpoint over and the unacked message comes back.
+                    data.fetch_inputs(&mut batch.tasks).await?;
                     if consume_inputs
                         .send(Input::Tasks {
                             batch: Box::new(batch),

@@ -120,7 +120,18 @@ impl Applier {
             if !to.is_terminal() {
                 continue;
             }
-            let data = String::from_utf8_lossy(&finish.data);
+            let fetched;
+            let data = if finish.by_reference {
+                let attempt = reports[i].event.attempt;
+                fetched = self
+                    .store
+                    .get_result_data(reports[i].task_id, attempt)
+                    .await?
+                    .unwrap_or_default();
+                String::from_utf8_lossy(&fetched)
+            } else {
+                String::from_utf8_lossy(&finish.data)
+            };
             let code = (!finish.success).then_some(ferry_proto::globus::REMOTE_EXECUTION_ERROR);
             let body = ferry_proto::globus::result_message(reports[i].task_id, &data, code);
             messages.push((self.broker.task_group_queue(*group), body));
@@ -150,8 +161,12 @@ fn result_reports(r: TaskResult) -> Vec<Report> {
             finish: None,
         })
         .collect();
+    let by_reference = matches!(r.completion, Completion::SuccessByReference { .. });
     let (kind, data, exception) = match r.completion {
         Completion::Success { result } => (EventKind::Succeeded, result, bytes::Bytes::new()),
+        Completion::SuccessByReference { .. } => {
+            (EventKind::Succeeded, bytes::Bytes::new(), bytes::Bytes::new())
+        }
         Completion::Failure { traceback, exception } => (
             EventKind::Failed,
             bytes::Bytes::from(traceback),
@@ -180,6 +195,7 @@ fn result_reports(r: TaskResult) -> Vec<Report> {
         },
         finish: Some(Finish {
             success: kind == EventKind::Succeeded,
+            by_reference,
             data,
             exception,
             stdout: r.stdout,

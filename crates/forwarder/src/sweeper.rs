@@ -145,6 +145,7 @@ impl Sweeper {
                     payload: info.payload.clone(),
                     group: info.result_group,
                     walltime_ms: info.walltime_ms,
+                    input_bytes: info.input_bytes,
                 });
                 reports.push(Report {
                     task_id: info.task_id,
@@ -209,6 +210,7 @@ impl Sweeper {
                     by: Actor::Forwarder,
                     finish: Some(Finish {
                         success: false,
+                        by_reference: false,
                         data: reason.clone(),
                         exception: bytes::Bytes::new(),
                         stdout: String::new(),

@@ -28,6 +28,7 @@ fn batch(n: usize) -> TaskBatch {
                 payload: Bytes::from(vec![b'a'; 80]),
                 group: None,
                 walltime_ms: None,
+                input_bytes: None,
             })
             .collect(),
     }

@@ -172,6 +172,9 @@ pub struct TaskDoc {
     /// The serialized return value (success only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// The task succeeded but its (large) result has passed its retention period.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub result_expired: bool,
     /// The remote traceback or failure reason (failed only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exception: Option<String>,
@@ -234,6 +237,20 @@ pub struct EndpointRegistered {
     /// The prefix of every queue name.
     pub namespace: String,
     pub heartbeat_interval_ms: u64,
+    /// Inputs and results above this size travel by reference (the data plane).
+    #[serde(default = "default_inline_limit")]
+    pub inline_limit_bytes: u64,
+    /// Results above this size fail their task.
+    #[serde(default = "default_max_data")]
+    pub max_result_bytes: u64,
+}
+
+fn default_inline_limit() -> u64 {
+    64 * 1024
+}
+
+fn default_max_data() -> u64 {
+    10 * 1024 * 1024
 }
 
 /// `GET /v1/endpoints/{id}` and each element of `GET /v1/endpoints`.

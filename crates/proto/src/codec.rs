@@ -96,6 +96,7 @@ mod tests {
                     payload: format!("payload {i}").into(),
                     group: None,
                     walltime_ms: None,
+                    input_bytes: None,
                 })
                 .collect(),
         }

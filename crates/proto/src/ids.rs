@@ -23,9 +23,17 @@ macro_rules! id_type {
         pub struct $name(pub Uuid);
 
         impl $name {
-            /// A fresh random id.
+            /// A fresh id: random, with its creation time in front (UUIDv7), so ids
+            /// sort by age and an unknown id can be told apart from an expired one.
             pub fn new() -> Self {
-                Self(Uuid::new_v4())
+                Self(Uuid::now_v7())
+            }
+
+            /// When the id was made, in Unix microseconds (ids made by Ferry only).
+            pub fn created_micros(&self) -> Option<u64> {
+                let ts = self.0.get_timestamp()?;
+                let (secs, nanos) = ts.to_unix();
+                Some(secs * 1_000_000 + u64::from(nanos) / 1000)
             }
 
             /// What this id names, for error messages (`"task"`, `"endpoint"`...).

@@ -66,6 +66,9 @@ pub struct TaskSpec {
     /// How long the task may run; the worker stops it after that and it fails with the
     /// cause `timeout`.
     pub walltime_ms: Option<u64>,
+    /// Set when the input is too large to travel in the message: `payload` is empty and
+    /// the endpoint fetches these many bytes from the web-service's data plane.
+    pub input_bytes: Option<u64>,
 }
 
 /// Tasks for one endpoint, with the code of every function they use.
@@ -112,6 +115,9 @@ pub enum Completion {
     Lost { reason: String },
     /// The task ran past its walltime and was stopped.
     TimedOut { reason: String },
+    /// The function returned a value too large to travel in the message: the endpoint
+    /// stored these many bytes in the data plane (under the task and attempt) first.
+    SuccessByReference { bytes: u64 },
 }
 
 /// The end of one attempt of one task.

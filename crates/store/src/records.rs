@@ -76,6 +76,8 @@ pub struct NewTask {
     pub walltime_ms: Option<u64>,
     /// The task group whose result queue gets the result, if any.
     pub result_group: Option<TaskGroupId>,
+    /// Keep the input under its own key (it is large and travels by reference).
+    pub by_reference: bool,
 }
 
 /// What the forwarder needs to dispatch an unfinished task again.
@@ -87,7 +89,9 @@ pub struct Redispatch {
     pub state: TaskState,
     pub attempt: u32,
     pub max_retries: u32,
+    /// Empty when the input travels by reference (`input_bytes`).
     pub payload: Bytes,
+    pub input_bytes: Option<u64>,
     pub walltime_ms: Option<u64>,
     pub result_group: Option<TaskGroupId>,
 }
@@ -119,6 +123,10 @@ pub struct TaskRecord {
     pub last_seen: Option<Micros>,
     pub cause: Option<FailureCause>,
     pub result: Option<String>,
+    /// The attempt whose result is kept in the data plane (large results).
+    pub result_ref: Option<u32>,
+    /// The task succeeded but its result (kept in the data plane) has expired.
+    pub result_expired: bool,
     pub traceback: Option<String>,
     pub exception: Option<String>,
     pub stdout: Option<String>,
@@ -130,6 +138,9 @@ pub struct TaskRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finish {
     pub success: bool,
+    /// The result is in the data plane (stored by the endpoint under the task and this
+    /// report's attempt); `data` is empty.
+    pub by_reference: bool,
     /// The serialized result (success) or the traceback text (failure).
     pub data: Bytes,
     /// The serialized exception, when there is one.

@@ -38,6 +38,7 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
                     );
                     let finish = matches!(kind, EventKind::Succeeded | EventKind::Failed).then(|| Finish {
                         success: kind == EventKind::Succeeded,
+                        by_reference: false,
                         data: Bytes::from_static(b"data"),
                         exception: Bytes::new(),
                         stdout: String::new(),
@@ -91,6 +92,7 @@ fn new_task() -> NewTask {
         payload: Bytes::from_static(b"input"),
         walltime_ms: None,
         result_group: None,
+        by_reference: false,
     }
 }
 
@@ -262,6 +264,7 @@ async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
     let done = |data: &'static [u8]| {
         Some(Finish {
             success: true,
+            by_reference: false,
             data: Bytes::from_static(data),
             exception: Bytes::new(),
             stdout: "hi\n".into(),

@@ -56,9 +56,17 @@ pub struct Config {
     /// Prefix of every Redis key and queue name.
     #[arg(long, env = "FERRY_NAMESPACE", default_value = "ferry")]
     pub namespace: String,
-    /// Largest accepted request body.
-    #[arg(long, env = "FERRY_MAX_REQUEST_BYTES", default_value_t = 10 * 1024 * 1024)]
+    /// Largest accepted request body (a batch of many tasks, or a few large ones).
+    #[arg(long, env = "FERRY_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// Largest input of one task, and largest result; larger ones are refused (413) or
+    /// fail their task.
+    #[arg(long, env = "FERRY_MAX_PAYLOAD_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Inputs and results above this size are kept under their own keys and travel by
+    /// reference, so task records and AMQP messages stay small.
+    #[arg(long, env = "FERRY_INLINE_LIMIT_BYTES", default_value_t = 64 * 1024)]
+    pub inline_limit_bytes: usize,
     /// Most tasks in one submission.
     #[arg(long, env = "FERRY_MAX_BATCH", default_value_t = 100_000)]
     pub max_batch: usize,

@@ -104,6 +104,18 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             state.config.max_batch
         )));
     }
+    for (i, task) in tasks.iter().enumerate() {
+        if task.payload.len() > state.config.max_payload_bytes {
+            return Err(ApiError::new(
+                Code::PayloadTooLarge,
+                format!(
+                    "tasks[{i}].payload is {} bytes; the limit is {} bytes (FERRY_MAX_PAYLOAD_BYTES)",
+                    task.payload.len(),
+                    state.config.max_payload_bytes
+                ),
+            ));
+        }
+    }
     let endpoint = crate::access::owned_endpoint(state, user, endpoint_id).await?;
     if let Some(group) = task_group
         && let Some(owner) = state.store.task_group_owner(group).await?
@@ -138,6 +150,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
         }
     }
 
+    let inline_limit = state.config.inline_limit_bytes;
     let created_at = now_micros();
     let batch = BatchRecord {
         batch_id: BatchId::new(),
@@ -155,6 +168,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             function_id: t.function_id,
             attempt: 0,
             max_retries: t.max_retries.unwrap_or(state.config.default_max_retries),
+            input_bytes: (t.payload.len() > inline_limit).then_some(t.payload.len() as u64),
             payload: t.payload,
             group: task_group.filter(|_| result_queue),
             walltime_ms: t.walltime_ms,
@@ -183,6 +197,17 @@ async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<(BatchId, Vec
             payload: s.payload.clone(),
             walltime_ms: s.walltime_ms,
             result_group: s.group,
+            by_reference: s.input_bytes.is_some(),
+        })
+        .collect();
+    // Large inputs stay in the store (the endpoint fetches them); messages carry none.
+    let specs: Vec<TaskSpec> = specs
+        .into_iter()
+        .map(|mut s| {
+            if s.input_bytes.is_some() {
+                s.payload = Bytes::new();
+            }
+            s
         })
         .collect();
     state
@@ -238,6 +263,7 @@ async fn fail_unqueued(state: &AppState, specs: &[TaskSpec]) {
             by: Actor::WebService,
             finish: Some(Finish {
                 success: false,
+                by_reference: false,
                 data: Bytes::from_static(b"the task could not be queued: the broker was unavailable"),
                 exception: Bytes::new(),
                 stdout: String::new(),

@@ -82,9 +82,16 @@ impl Store {
                 .arg(&at)
                 .arg("h")
                 .arg(&history)
-                .arg("p")
-                .arg(t.payload.as_ref())
                 .ignore();
+            if t.by_reference {
+                pipe.hset(&key, "pi", t.payload.len()).ignore();
+                pipe.cmd("SET")
+                    .arg(format!("{key}:in"))
+                    .arg(t.payload.as_ref())
+                    .ignore();
+            } else {
+                pipe.hset(&key, "p", t.payload.as_ref()).ignore();
+            }
             if let Some(w) = t.walltime_ms {
                 pipe.hset(&key, "w", w).ignore();
             }
@@ -139,11 +146,15 @@ impl Store {
                         .arg(r.by.code());
                 }
                 if let Some(f) = finish.and_then(|i| reports[i].finish.as_ref()) {
-                    inv.arg(if f.success { "1" } else { "0" })
-                        .arg(f.data.as_ref())
-                        .arg(f.exception.as_ref())
-                        .arg(f.stdout.as_str())
-                        .arg(f.stderr.as_str());
+                    inv.arg(match (f.success, f.by_reference) {
+                        (true, true) => "2",
+                        (true, false) => "1",
+                        _ => "0",
+                    })
+                    .arg(f.data.as_ref())
+                    .arg(f.exception.as_ref())
+                    .arg(f.stdout.as_str())
+                    .arg(f.stderr.as_str());
                 }
                 pipe.invoke_script(&inv);
             }
@@ -202,7 +213,8 @@ impl Store {
             pipe.hgetall(self.task_key(*id));
         }
         let maps: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
-        ids.iter()
+        let mut records = ids
+            .iter()
             .zip(maps)
             .map(|(id, map)| {
                 if map.is_empty() {
@@ -211,7 +223,68 @@ impl Store {
                     task_from_fields(*id, map).map(Some)
                 }
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        // Results kept in the data plane are read in one more round trip.
+        let by_ref: Vec<(usize, String)> = records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let r = r.as_ref()?;
+                let attempt = r.result_ref?;
+                Some((i, format!("{}:out:{attempt}", self.task_key(r.task_id))))
+            })
+            .collect();
+        if !by_ref.is_empty() {
+            let mut pipe = redis::pipe();
+            for (_, key) in &by_ref {
+                pipe.get(key);
+            }
+            let data: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+            for ((i, _), data) in by_ref.iter().zip(data) {
+                let r = records[*i].as_mut().expect("present");
+                match data {
+                    Some(d) => r.result = Some(String::from_utf8_lossy(&d).into_owned()),
+                    None => r.result_expired = true,
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// A task's input, wherever it is kept; `None` once the task is terminal (or gone).
+    pub async fn get_input(&self, id: TaskId) -> Result<Option<Bytes>> {
+        let mut conn = self.conn.clone();
+        let key = self.task_key(id);
+        let (inline, stored): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::pipe()
+            .hget(&key, "p")
+            .get(format!("{key}:in"))
+            .query_async(&mut conn)
+            .await?;
+        Ok(inline.or(stored).map(Bytes::from))
+    }
+
+    /// Stores one attempt's result in the data plane, kept as long as finished tasks.
+    pub async fn put_result(&self, id: TaskId, attempt: u32, data: &[u8]) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}:out:{attempt}", self.task_key(id));
+        if self.result_ttl_secs > 0 {
+            conn.set_ex::<_, _, ()>(key, data, self.result_ttl_secs).await?;
+        } else {
+            conn.set::<_, _, ()>(key, data).await?;
+        }
+        Ok(())
+    }
+
+    /// One attempt's result from the data plane.
+    pub async fn get_result_data(&self, id: TaskId, attempt: u32) -> Result<Option<Bytes>> {
+        let mut conn = self.conn.clone();
+        let data: Option<Vec<u8>> = conn.get(format!("{}:out:{attempt}", self.task_key(id))).await?;
+        Ok(data.map(Bytes::from))
+    }
+
+    /// How long finished tasks are kept (0: forever).
+    pub fn result_ttl_secs(&self) -> u64 {
+        self.result_ttl_secs
     }
 
     pub async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
@@ -335,7 +408,7 @@ impl Store {
         for id in ids {
             pipe.cmd("HMGET")
                 .arg(self.task_key(*id))
-                .arg(&["s", "a", "r", "f", "e", "p", "w", "g"]);
+                .arg(&["s", "a", "r", "f", "e", "p", "w", "g", "pi"]);
         }
         type Row = (
             Option<u8>,
@@ -346,14 +419,15 @@ impl Store {
             Option<Vec<u8>>,
             Option<u64>,
             Option<String>,
+            Option<u64>,
         );
         let rows: Vec<Row> = pipe.query_async(&mut conn).await?;
         Ok(ids
             .iter()
             .zip(rows)
-            .map(|(id, (s, a, r, f, e, p, w, g))| {
+            .map(|(id, (s, a, r, f, e, p, w, g, pi))| {
                 let state = TaskState::from_code(s?)?;
-                if state.is_terminal() {
+                if state.is_terminal() || (p.is_none() && pi.is_none()) {
                     return None;
                 }
                 Some(Redispatch {
@@ -363,7 +437,8 @@ impl Store {
                     state,
                     attempt: a?,
                     max_retries: r?,
-                    payload: Bytes::from(p?),
+                    payload: p.map(Bytes::from).unwrap_or_default(),
+                    input_bytes: pi,
                     walltime_ms: w,
                     result_group: g.and_then(|g| g.parse().ok()),
                 })
@@ -458,6 +533,8 @@ fn task_from_fields(id: TaskId, map: HashMap<String, Vec<u8>>) -> Result<TaskRec
         last_seen: f.opt_num("seen")?,
         cause: f.opt_num::<u8>("why")?.and_then(FailureCause::from_code),
         result: f.opt_string("res"),
+        result_ref: f.opt_num("rr")?,
+        result_expired: false,
         traceback: f.opt_string("exc"),
         exception: f.opt_string("exd"),
         stdout: f.opt_string("out"),

@@ -4,7 +4,8 @@
 -- KEYS[1]  the task hash
 -- ARGV     result_ttl_secs, namespace, n (events), then n times: kind, attempt, at
 --          (micros), actor;
---          then, for a report that may end the task: ok ("1"/"0"), data, exception,
+--          then, for a report that may end the task: ok ("1", "0", or "2": success
+--          with the result in the data plane under <task key>:out:<attempt>), data, exception,
 --          stdout, stderr (stored by whichever of the events ends the task)
 --
 -- Besides the task hash it keeps, in the same atomic step (so they can never drift):
@@ -113,7 +114,10 @@ for i = 0, n - 1 do
         redis.call('HSET', key, 'why', cause)
       end
       if ARGV[finish] then
-        if ARGV[finish] == '1' then
+        if ARGV[finish] == '2' then
+          -- The result is in the data plane, under this attempt.
+          redis.call('HSET', key, 'rr', na)
+        elseif ARGV[finish] == '1' then
           redis.call('HSET', key, 'res', ARGV[finish + 1])
         else
           redis.call('HSET', key, 'exc', ARGV[finish + 1])
@@ -142,7 +146,8 @@ if s ~= s0 then
   local terminal = s == 5 or s == 6
   if terminal then
     -- The input is only needed to dispatch the task again.
-    redis.call('HDEL', key, 'p')
+    redis.call('HDEL', key, 'p', 'pi')
+    redis.call('DEL', key .. ':in')
   end
   if cur[5] then
     local run = ns .. ':ep:' .. cur[5] .. ':run'

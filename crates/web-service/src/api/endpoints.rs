@@ -51,6 +51,8 @@ pub(crate) async fn register(
         broker_url: state.config.public_amqp_url(),
         namespace: state.config.namespace.clone(),
         heartbeat_interval_ms: state.config.heartbeat_interval_ms,
+        inline_limit_bytes: state.config.inline_limit_bytes as u64,
+        max_result_bytes: state.config.max_payload_bytes as u64,
     }))
 }
 

@@ -26,6 +26,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tasks", post(tasks::submit))
         .route("/v1/tasks/status", post(tasks::status))
         .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/tasks/{id}/input", get(tasks::input))
+        .route(
+            "/v1/tasks/{id}/results/{attempt}",
+            axum::routing::put(tasks::put_result),
+        )
         .route("/v1/tasks/{id}/cancel", post(cancel::task))
         .route("/v1/batches/{id}", get(batches::get))
         .route("/v1/batches/{id}/cancel", post(cancel::batch))

@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use ferry_proto::TaskId;
 use ferry_proto::api::{HistoryEntry, StatusRequest, StatusResponse, SubmitRequest, SubmitResponse, TaskDoc};
 use ferry_proto::time::to_secs;
+use ferry_proto::{TaskId, UserId};
 use ferry_store::TaskRecord;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Caller, FerryJson, parse_id};
 use crate::submit::{Submission, Submitted};
 
@@ -70,10 +72,77 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TaskDoc>> {
     let id: TaskId = parse_id(&id)?;
+    Ok(Json(task_doc(&owned_task(&state, user, id).await?)))
+}
+
+/// The caller's task, or an error that says whether it expired or never was theirs.
+async fn owned_task(state: &AppState, user: UserId, id: TaskId) -> ApiResult<TaskRecord> {
     match state.store.get_task(id).await? {
-        Some(t) if t.owner == user => Ok(Json(task_doc(&t))),
-        _ => Err(ApiError::not_found(format!("task {id} not found"))),
+        Some(t) if t.owner == user => Ok(t),
+        Some(_) => Err(ApiError::not_found(format!("task {id} not found"))),
+        None => Err(missing_task(state, id)),
     }
+}
+
+/// A task that is not in the store: expired, if its id is older than the retention
+/// period (ids carry their creation time), else unknown.
+fn missing_task(state: &AppState, id: TaskId) -> ApiError {
+    let ttl = state.store.result_ttl_secs();
+    let age_secs = id
+        .created_micros()
+        .map(|at| ferry_proto::time::now_micros().saturating_sub(at) / 1_000_000);
+    match age_secs {
+        Some(age) if ttl > 0 && age > ttl => ApiError::new(
+            Code::Gone,
+            format!(
+                "task {id} expired: finished tasks and their results are kept for {ttl} s (FERRY_RESULT_TTL_SECS)"
+            ),
+        ),
+        _ => ApiError::not_found(format!("task {id} not found")),
+    }
+}
+
+/// `GET /v1/tasks/{id}/input`: the task's input, as bytes. Endpoints fetch large
+/// inputs here (their messages carry only the size).
+pub(crate) async fn input(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id: TaskId = parse_id(&id)?;
+    owned_task(&state, user, id).await?;
+    match state.store.get_input(id).await? {
+        Some(data) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()),
+        None => Err(ApiError::new(
+            Code::Gone,
+            format!("the input of task {id} is gone: the task has finished"),
+        )),
+    }
+}
+
+/// `PUT /v1/tasks/{id}/results/{attempt}`: an endpoint stores a large result here
+/// before it reports the task finished.
+pub(crate) async fn put_result(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path((id, attempt)): Path<(String, u32)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let id: TaskId = parse_id(&id)?;
+    owned_task(&state, user, id).await?;
+    if body.len() > state.config.max_payload_bytes {
+        return Err(ApiError::new(
+            Code::PayloadTooLarge,
+            format!(
+                "the result of task {id} is {} bytes; the limit is {} bytes (FERRY_MAX_PAYLOAD_BYTES)",
+                body.len(),
+                state.config.max_payload_bytes
+            ),
+        ));
+    }
+    state.store.put_result(id, attempt, &body).await?;
+    tracing::debug!(task_id = %id, attempt, bytes = body.len(), "result stored in the data plane");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(crate) async fn status(
@@ -114,8 +183,13 @@ pub fn task_doc(t: &TaskRecord) -> TaskDoc {
         batch_id: t.batch_id,
         created_at: to_secs(t.created_at),
         result: t.result.clone(),
+        result_expired: t.result_expired,
         exception: match (&t.traceback, t.cause) {
             (Some(tb), _) => Some(tb.clone()),
+            _ if t.result_expired => Some(format!(
+                "the result of task {} has expired (results are kept for a limited time)",
+                t.task_id
+            )),
             (None, Some(cause)) if terminal => Some(format!("task failed: {}", cause.wire_name())),
             _ => None,
         },

@@ -66,6 +66,14 @@ pub struct SubmitRequest {
     /// end `failed` with the cause `timeout`, and the session is failed.
     #[serde(default)]
     pub timeout_secs: Option<f64>,
+    /// Keep the session's event stream from its start, so a WebSocket subscriber that
+    /// comes later (or reconnects) misses no step.
+    #[serde(default)]
+    pub events: bool,
+    /// An `http(s)://` URL Ferry POSTs the session's state changes to, signed (see
+    /// docs/http-api.md, webhooks).
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 /// `POST /v1/sessions`: several sessions (batches) in one request. Every session is
@@ -109,6 +117,23 @@ pub struct SessionDoc {
     pub deadline: Option<f64>,
     /// Why a failed session failed: `"timeout"` or `"cancelled"`.
     pub reason: Option<String>,
+    /// The webhook's delivery status, when the session has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackStatus>,
+}
+
+/// How a session's webhook deliveries are going.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackStatus {
+    pub url: String,
+    /// Events delivered (acknowledged with a 2xx).
+    pub delivered: u64,
+    /// Failed delivery attempts so far (each retried with backoff).
+    pub failures: u64,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// True once every event of a finished session is delivered.
+    pub done: bool,
 }
 
 /// `GET /v1/sessions/{id}/tasks?offset=&limit=`: a page of a session's tasks, in

@@ -47,6 +47,21 @@ pub struct BatchRecord {
     pub task_group: Option<TaskGroupId>,
     /// When the batch times out: its unfinished tasks then end `failed` (timeout).
     pub deadline: Option<Micros>,
+    /// Keep an event stream of every step of its tasks from the start (a WebSocket
+    /// client or a webhook will want them all).
+    pub events: bool,
+    /// Where state changes are POSTed (webhook), if anywhere.
+    pub callback_url: Option<String>,
+}
+
+/// One step of one task of a batch, from the batch's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchEvent {
+    pub batch_id: BatchId,
+    /// The stream entry's id: read again after it to resume.
+    pub cursor: String,
+    pub task_id: TaskId,
+    pub step: HistoryStep,
 }
 
 /// A batch as it stands: its record, how many of its tasks are in each state (kept by
@@ -62,6 +77,8 @@ pub struct BatchStatus {
     pub timed_out_at: Option<Micros>,
     /// When its owner cancelled it, if they did before it completed.
     pub cancelled_at: Option<Micros>,
+    /// How its webhook deliveries are going, if it has one.
+    pub callback: Option<ferry_proto::api::CallbackStatus>,
 }
 
 /// A task as submitted.

@@ -124,6 +124,8 @@ async fn batch_counters_and_in_flight_sets_follow_every_transition() {
         created_at: 1,
         task_group: None,
         deadline: Some(5),
+        events: false,
+        callback_url: None,
     };
     store
         .create_tasks(&batch, &tasks, Actor::WebService)
@@ -195,6 +197,8 @@ async fn the_input_is_kept_until_the_task_is_terminal() {
         created_at: 1,
         task_group: None,
         deadline: None,
+        events: false,
+        callback_url: None,
     };
     let task = new_task();
     store
@@ -248,6 +252,8 @@ async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
         created_at: 1,
         task_group: None,
         deadline: None,
+        events: false,
+        callback_url: None,
     };
     let task = new_task();
     store

@@ -35,6 +35,10 @@ pub struct Submission {
     pub result_queue: bool,
     /// How long the batch may take before its unfinished tasks fail (timeout).
     pub timeout_ms: Option<u64>,
+    /// Keep the batch's event stream from the start.
+    pub events: bool,
+    /// The webhook, if any.
+    pub callback_url: Option<String>,
 }
 
 /// Accepts a submission whole or not at all; returns the batch id and the task ids in
@@ -93,7 +97,18 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
         task_group,
         result_queue,
         timeout_ms,
+        events,
+        callback_url,
     } = submission;
+    if let Some(url) = &callback_url {
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme_ok || url.len() > 2048 || url.chars().any(char::is_whitespace) {
+            return Err(ApiError::bad_request(format!(
+                "callback_url {:?} is not an http(s) URL",
+                url.chars().take(100).collect::<String>()
+            )));
+        }
+    }
     if tasks.is_empty() {
         return Err(ApiError::bad_request("tasks is empty: submit at least one task"));
     }
@@ -160,6 +175,8 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
         created_at,
         task_group,
         deadline: timeout_ms.map(|ms| created_at + ms * 1000),
+        events: events || callback_url.is_some(),
+        callback_url,
     };
     let specs: Vec<TaskSpec> = tasks
         .into_iter()

@@ -5,6 +5,8 @@
 mod registry;
 mod tasks;
 
+pub use tasks::EventReader;
+
 use std::collections::HashMap;
 
 use ferry_proto::{BatchId, EndpointId, FunctionId, TaskGroupId, TaskId, UserId};
@@ -24,6 +26,7 @@ const TOUCH_LUA: &str = "local s = redis.call('HGET', KEYS[1], 's') \
 /// connection (a multiplexed connection that reconnects by itself).
 #[derive(Clone)]
 pub struct Store {
+    client: redis::Client,
     conn: ConnectionManager,
     ns: String,
     apply: Script,
@@ -43,8 +46,9 @@ impl Store {
             // time to answer it (the client's default gives up after 500 ms). A dead
             // Redis is noticed by the connection, not by this timeout.
             .set_response_timeout(Some(std::time::Duration::from_secs(60)));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
+            client,
             conn,
             ns: namespace.to_owned(),
             apply: Script::new(APPLY_LUA),
@@ -66,8 +70,17 @@ impl Store {
         format!("{}:batch:{{{id}}}", self.ns)
     }
 
+    fn batch_events_key(&self, id: BatchId) -> String {
+        format!("{}:batch:{{{id}}}:ev", self.ns)
+    }
+
     fn batch_tasks_key(&self, id: BatchId) -> String {
         format!("{}:batch:{{{id}}}:tasks", self.ns)
+    }
+
+    /// Batches with a webhook to deliver, scored by when to try next (micros).
+    fn hooks_key(&self) -> String {
+        format!("{}:hooks", self.ns)
     }
 
     /// Batches with a deadline, scored by it.

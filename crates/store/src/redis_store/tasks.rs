@@ -39,6 +39,14 @@ impl Store {
             ],
         )
         .ignore();
+        if batch.events {
+            pipe.hset(self.batch_key(batch.batch_id), "ev", 1).ignore();
+        }
+        if let Some(url) = &batch.callback_url {
+            pipe.hset(self.batch_key(batch.batch_id), "cb", url).ignore();
+            pipe.zadd(self.hooks_key(), batch.batch_id.to_string(), 0)
+                .ignore();
+        }
         if let Some(deadline) = batch.deadline {
             pipe.hset(self.batch_key(batch.batch_id), "deadline", deadline)
                 .ignore();
@@ -327,18 +335,28 @@ impl Store {
             created_at: f.num("created")?,
             task_group: f.opt_string("tg").and_then(|s| s.parse().ok()),
             deadline: f.opt_num("deadline")?,
+            events: f.opt_string("ev").is_some(),
+            callback_url: f.opt_string("cb"),
         };
         let mut counts = [0u64; 7];
         for (code, count) in counts.iter_mut().enumerate() {
             // Counts can dip below zero for a moment only if a record was forced; clamp.
             *count = f.opt_num::<i64>(&format!("n{code}"))?.unwrap_or(0).max(0) as u64;
         }
+        let callback_url = record.callback_url.clone();
         Ok(Some(BatchStatus {
             record,
             counts,
             done_at: f.opt_num("done")?,
             timed_out_at: f.opt_num("timedout")?,
             cancelled_at: f.opt_num("cancelled")?,
+            callback: callback_url.map(|url| ferry_proto::api::CallbackStatus {
+                url,
+                delivered: f.opt_num("cbd").ok().flatten().unwrap_or(0),
+                failures: f.opt_num("cbf").ok().flatten().unwrap_or(0),
+                last_error: f.opt_string("cbe").filter(|e| !e.is_empty()),
+                done: f.opt_string("cbdone").is_some(),
+            }),
         }))
     }
 
@@ -383,6 +401,25 @@ impl Store {
             .invoke_async::<()>(&mut conn)
             .await?;
         Ok(())
+    }
+
+    // ---- event streams ------------------------------------------------------------
+
+    /// Starts the batch's event stream (if it was not kept from the start): steps from
+    /// now on are recorded.
+    pub async fn watch_batch(&self, id: BatchId) -> Result<()> {
+        let mut conn = self.conn.clone();
+        conn.hset::<_, _, _, ()>(self.batch_key(id), "ev", 1).await?;
+        Ok(())
+    }
+
+    /// A reader of batch event streams on a connection of its own (its reads block).
+    pub async fn event_reader(&self) -> Result<EventReader> {
+        let conn = self.client.get_multiplexed_async_connection().await?;
+        Ok(EventReader {
+            conn,
+            store: self.clone(),
+        })
     }
 
     // ---- dispatching again -----------------------------------------------------------
@@ -566,4 +603,62 @@ fn parse_history(text: &str) -> Option<Vec<HistoryStep>> {
             })
         })
         .collect()
+}
+
+/// Reads batch event streams, blocking until something comes.
+pub struct EventReader {
+    conn: redis::aio::MultiplexedConnection,
+    store: Store,
+}
+
+impl EventReader {
+    /// Events after each batch's cursor (`"0"` for the beginning), waiting up to `block`
+    /// for the first; at most `count` per batch.
+    pub async fn read(
+        &mut self,
+        from: &[(BatchId, String)],
+        block: std::time::Duration,
+        count: usize,
+    ) -> Result<Vec<BatchEvent>> {
+        if from.is_empty() {
+            tokio::time::sleep(block).await;
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS");
+        for (batch, _) in from {
+            cmd.arg(self.store.batch_events_key(*batch));
+        }
+        for (_, cursor) in from {
+            cmd.arg(cursor);
+        }
+        type Entries = Vec<(String, Vec<(String, HashMap<String, String>)>)>;
+        let reply: Option<Entries> = cmd.query_async(&mut self.conn).await?;
+        let mut out = Vec::new();
+        for (key, entries) in reply.unwrap_or_default() {
+            let Some((batch, _)) = from.iter().find(|(b, _)| self.store.batch_events_key(*b) == key) else {
+                continue;
+            };
+            for (cursor, fields) in entries {
+                let (Some(task), Some(entry)) = (fields.get("t"), fields.get("e")) else {
+                    continue;
+                };
+                let (Ok(task_id), Some(mut steps)) = (task.parse(), parse_history(entry)) else {
+                    continue;
+                };
+                let Some(step) = steps.pop() else { continue };
+                out.push(BatchEvent {
+                    batch_id: *batch,
+                    cursor,
+                    task_id,
+                    step,
+                });
+            }
+        }
+        Ok(out)
+    }
 }

@@ -11,6 +11,8 @@
 -- Besides the task hash it keeps, in the same atomic step (so they can never drift):
 --   <ns>:batch:{b}        n0..n6: how many of the batch's tasks are in each state, and
 --                         `done` (micros) once every task is terminal
+--   <ns>:batch:{b}:ev     when the batch has `ev` set (someone watches it): one stream
+--                         entry per step, fields t (task id) and e (the history entry)
 --   <ns>:ep:<e>:run       the endpoint's in-flight tasks (waiting-for-nodes ..
 --                         running), which the forwarder moves back when it is lost
 -- These key names are built here, not passed in KEYS: Ferry needs one Redis (or one
@@ -45,6 +47,7 @@ local hist = cur[4] or ''
 local s0 = s
 local last_at = nil
 local changed = false
+local events = {}
 
 -- sources[kind] = set of states the event may leave within an attempt
 local nonterminal = {[0]=true, [1]=true, [2]=true, [3]=true, [4]=true}
@@ -104,6 +107,7 @@ for i = 0, n - 1 do
       entry = entry .. ',' .. cause
     end
     hist = hist .. entry .. ';'
+    events[#events + 1] = entry
     s = to
     a = na
     last_at = at
@@ -141,6 +145,16 @@ for i = 0, n - 1 do
 end
 if changed then
   redis.call('HSET', key, 's', s, 'a', a, 'h', hist)
+  -- A batch someone watches (WebSocket, webhook) gets every step in its event stream.
+  if cur[6] then
+    local batch = ns .. ':batch:{' .. cur[6] .. '}'
+    if redis.call('HGET', batch, 'ev') then
+      local tid = string.sub(key, #ns + 8, -2)
+      for _, e in ipairs(events) do
+        redis.call('XADD', batch .. ':ev', '*', 't', tid, 'e', e)
+      end
+    end
+  end
 end
 if s ~= s0 then
   local terminal = s == 5 or s == 6
@@ -171,6 +185,7 @@ if s ~= s0 then
           if ttl > 0 then
             redis.call('EXPIRE', batch, ttl)
             redis.call('EXPIRE', batch .. ':tasks', ttl)
+            redis.call('EXPIRE', batch .. ':ev', ttl)
           end
         end
       end

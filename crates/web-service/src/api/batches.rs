@@ -104,6 +104,7 @@ pub(crate) fn session_doc(s: &BatchStatus) -> SessionDoc {
         completed_at: s.done_at.map(to_secs),
         deadline: s.record.deadline.map(to_secs),
         reason: reason.map(str::to_owned),
+        callback: s.callback.clone(),
     }
 }
 

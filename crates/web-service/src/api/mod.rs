@@ -5,6 +5,7 @@ mod cancel;
 mod endpoints;
 mod functions;
 mod tasks;
+mod ws;
 
 use axum::Json;
 use axum::Router;
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tasks/{id}/cancel", post(cancel::task))
         .route("/v1/batches/{id}", get(batches::get))
         .route("/v1/batches/{id}/cancel", post(cancel::batch))
+        .route("/v1/ws", get(ws::upgrade))
         .route("/v1/sessions", post(batches::create_sessions))
         .route("/v1/sessions/{id}", get(batches::get_session))
         .route("/v1/sessions/{id}/tasks", get(batches::session_tasks))

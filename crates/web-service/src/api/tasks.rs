@@ -51,6 +51,8 @@ pub(crate) fn submission(body: SubmitRequest, at: &str) -> ApiResult<Submission>
         task_group: None,
         result_queue: false,
         timeout_ms: positive_ms(body.timeout_secs, || format!("{at}timeout_secs"))?,
+        events: body.events,
+        callback_url: body.callback_url,
     })
 }
 

@@ -61,6 +61,8 @@ pub(crate) async fn submit(
         task_group: Some(group),
         result_queue: body.create_queue,
         timeout_ms: None,
+        events: false,
+        callback_url: None,
     };
     let (batch_id, ids) = crate::submit::accept(&state, user, submission).await?;
     let mut by_function = Map::new();

@@ -1,0 +1,162 @@
+//! Live events over the WebSocket: every step of every task of a session, in order; a
+//! client that disconnects mid-run and resumes from its last cursor misses no event and
+//! sees none twice; a subscription to single tasks gets their results.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use ferry_proto::TaskId;
+use ferry_tests::{Stack, json_args, python_source};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(stack: &Stack) -> Socket {
+    let url = format!("{}/v1/ws", stack.url.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", stack.token).parse().unwrap(),
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket");
+    socket
+}
+
+async fn next_json(socket: &mut Socket, deadline: Instant) -> Value {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, socket.next())
+            .await
+            .expect("a message before the deadline")
+            .expect("the socket is open")
+            .expect("a frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_reconnects_with_its_cursor_misses_no_event() {
+    let stack = Stack::start().await;
+    let identity = stack
+        .register(
+            "python",
+            "slowish",
+            &python_source(
+                "slowish",
+                "def slowish(x):\n    import time\n    time.sleep(0.01)\n    return x\n",
+            ),
+        )
+        .await;
+    const N: usize = 200;
+    let tasks: Vec<Value> = (0..N)
+        .map(|i| json!({"function_id": identity, "payload": json_args(&json!([i]))}))
+        .collect();
+    let body = json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": tasks, "events": true});
+    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let session = answer["batch_id"].as_str().unwrap().to_owned();
+    let ids: Vec<TaskId> = serde_json::from_value(answer["task_ids"].clone()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+
+    // First connection: read until about a third of the tasks finished, then drop.
+    let mut seen: Vec<(String, String, u64)> = Vec::new();
+    let mut cursor = String::new();
+    let mut finished: HashSet<String> = HashSet::new();
+    {
+        let mut socket = connect(&stack).await;
+        let sub = json!({"op": "subscribe", "sessions": [session]});
+        socket.send(Message::Text(sub.to_string().into())).await.unwrap();
+        assert_eq!(next_json(&mut socket, deadline).await["type"], "subscribed");
+        while finished.len() < N / 3 {
+            let m = next_json(&mut socket, deadline).await;
+            if m["type"] != "event" {
+                continue;
+            }
+            cursor = m["cursor"].as_str().unwrap().to_owned();
+            let task = m["task_id"].as_str().unwrap().to_owned();
+            if m["state"] == "success" {
+                assert!(
+                    m["task"]["result"].is_string(),
+                    "a terminal event carries the result: {m}"
+                );
+                finished.insert(task.clone());
+            }
+            seen.push((
+                task,
+                m["state"].as_str().unwrap().to_owned(),
+                m["attempt"].as_u64().unwrap(),
+            ));
+        }
+    }
+    // Meanwhile the run goes on; then resume after the last cursor.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut socket = connect(&stack).await;
+    let sub = json!({"op": "subscribe", "sessions": [session], "after": {session.clone(): cursor}});
+    socket.send(Message::Text(sub.to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut socket, deadline).await["type"], "subscribed");
+    loop {
+        let m = next_json(&mut socket, deadline).await;
+        match m["type"].as_str() {
+            Some("event") => {
+                let task = m["task_id"].as_str().unwrap().to_owned();
+                if m["state"] == "success" {
+                    finished.insert(task.clone());
+                }
+                seen.push((
+                    task,
+                    m["state"].as_str().unwrap().to_owned(),
+                    m["attempt"].as_u64().unwrap(),
+                ));
+            }
+            Some("session") if m["status"] == "completed" && finished.len() == N => break,
+            _ => {}
+        }
+    }
+
+    // Exactly the steps of each task's history after `received`, in order, once each.
+    let mut per_task: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+    for (task, state, attempt) in seen {
+        per_task.entry(task).or_default().push((state, attempt));
+    }
+    for id in &ids {
+        let doc = stack.task(*id).await;
+        let want: Vec<(String, u64)> = doc.history[1..]
+            .iter()
+            .map(|h| (h.state.clone(), u64::from(h.attempt)))
+            .collect();
+        assert_eq!(per_task.get(&id.to_string()), Some(&want), "task {id}");
+    }
+
+    // A subscription to single tasks of a session submitted without `events`.
+    let ids2 = stack.submit(&[(&identity, &json_args(&json!([7])))]).await;
+    let sub = json!({"op": "subscribe", "tasks": [ids2[0]]});
+    socket.send(Message::Text(sub.to_string().into())).await.unwrap();
+    loop {
+        let m = next_json(&mut socket, deadline).await;
+        if m["type"] == "event" && m["task_id"] == json!(ids2[0]) && m["state"] == "success" {
+            assert!(m["task"]["result"].is_string(), "{m}");
+            break;
+        }
+    }
+    // A bad message is answered, and the socket stays.
+    socket
+        .send(Message::Text("{\"op\": \"dance\"}".into()))
+        .await
+        .unwrap();
+    let m = loop {
+        let m = next_json(&mut socket, deadline).await;
+        if m["type"] != "event" && m["type"] != "session" {
+            break m;
+        }
+    };
+    assert_eq!(m["type"], "error");
+    assert!(m["message"].as_str().unwrap().contains("dance"), "{m}");
+    stack.shutdown().await;
+}

@@ -1,0 +1,234 @@
+//! `GET /v1/ws`: live task events over a WebSocket.
+//!
+//! The client subscribes with a text message
+//! `{"op": "subscribe", "sessions": [...], "tasks": [...], "after": {"<session>": "<cursor>"}}`
+//! and receives, as JSON text messages:
+//! - `{"type": "subscribed", "sessions": [...]}` once the subscription holds;
+//! - `{"type": "event", "session", "cursor", "task_id", "state", "attempt", "at", "by",
+//!   "reason"?, "task"?}` for every step of every subscribed task, in order per session;
+//!   a terminal step carries the task's record (`task`: result or exception);
+//! - `{"type": "session", ...}` (the session's counts) when a subscribed session has no
+//!   task left to finish;
+//! - `{"type": "error", "message"}` for a message it could not use (the socket stays).
+//!
+//! Every event comes from the session's event stream in Redis, so a client that
+//! reconnects and subscribes again with `after` = the last cursor it saw per session
+//! misses nothing and sees nothing twice. Without `after` a subscription replays the
+//! stream from its start (complete for sessions submitted with `events: true`; others
+//! start their stream when first subscribed to).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use ferry_proto::time::to_secs;
+use ferry_proto::{BatchId, TaskId, TaskState, UserId};
+use ferry_store::{BatchEvent, EventReader};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::extract::Caller;
+
+/// How long one read of the streams waits before looking at the socket again.
+const BLOCK: Duration = Duration::from_millis(500);
+/// Events read per session per round.
+const READ_COUNT: usize = 1000;
+/// Most sessions and tasks in one subscription.
+const MAX_SUBSCRIBE: usize = 10_000;
+
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.on_upgrade(move |socket| async move {
+        if let Err(e) = serve(state, user, socket).await {
+            tracing::debug!(%user, error = %format!("{e:#}"), "websocket closed");
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Subscribe {
+    op: String,
+    #[serde(default)]
+    sessions: Vec<BatchId>,
+    #[serde(default)]
+    tasks: Vec<TaskId>,
+    #[serde(default)]
+    after: HashMap<BatchId, String>,
+}
+
+/// One subscribed session: where its stream was read up to, and which of its tasks the
+/// client wants (`None`: all).
+struct Watched {
+    cursor: String,
+    tasks: Option<HashSet<TaskId>>,
+}
+
+async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::Result<()> {
+    let mut reader: EventReader = state.store.event_reader().await?;
+    let mut watched: HashMap<BatchId, Watched> = HashMap::new();
+    loop {
+        let from: Vec<(BatchId, String)> = watched.iter().map(|(b, w)| (*b, w.cursor.clone())).collect();
+        tokio::select! {
+            message = socket.recv() => {
+                let Some(message) = message else { return Ok(()) };
+                match message? {
+                    Message::Text(text) => {
+                        let reply = match subscribe(&state, user, &text, &mut watched).await {
+                            Ok(sessions) => json!({"type": "subscribed", "sessions": sessions}),
+                            Err(message) => json!({"type": "error", "message": message}),
+                        };
+                        socket.send(Message::Text(reply.to_string().into())).await?;
+                    }
+                    Message::Close(_) => return Ok(()),
+                    _ => {}
+                }
+            }
+            events = reader.read(&from, BLOCK, READ_COUNT) => {
+                let events = events?;
+                if !events.is_empty() {
+                    forward(&state, &mut socket, &mut watched, events).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Applies a subscribe message; returns the sessions now watched, or what was wrong.
+async fn subscribe(
+    state: &AppState,
+    user: UserId,
+    text: &str,
+    watched: &mut HashMap<BatchId, Watched>,
+) -> Result<Vec<BatchId>, String> {
+    let sub: Subscribe = serde_json::from_str(text).map_err(|e| format!("cannot read the message: {e}"))?;
+    if sub.op != "subscribe" {
+        return Err(format!("unknown op {:?}: the one op is \"subscribe\"", sub.op));
+    }
+    if sub.sessions.len() + sub.tasks.len() > MAX_SUBSCRIBE {
+        return Err(format!(
+            "more than {MAX_SUBSCRIBE} sessions and tasks in one subscription"
+        ));
+    }
+    let internal = |e: ferry_store::Error| format!("the store is unavailable: {e}");
+    let mut wanted: HashMap<BatchId, Option<HashSet<TaskId>>> = HashMap::new();
+    for id in &sub.sessions {
+        match state.store.batch_status(*id).await.map_err(internal)? {
+            Some(s) if s.record.owner == user => {
+                wanted.insert(*id, None);
+            }
+            _ => return Err(format!("session {id} not found")),
+        }
+    }
+    if !sub.tasks.is_empty() {
+        let records = state.store.get_tasks(&sub.tasks).await.map_err(internal)?;
+        for (id, record) in sub.tasks.iter().zip(records) {
+            match record {
+                Some(t) if t.owner == user => {
+                    if let Some(tasks) = wanted.entry(t.batch_id).or_insert_with(|| Some(HashSet::new())) {
+                        tasks.insert(*id);
+                    }
+                }
+                _ => return Err(format!("task {id} not found")),
+            }
+        }
+    }
+    for (batch, tasks) in &wanted {
+        state.store.watch_batch(*batch).await.map_err(internal)?;
+        let cursor = sub.after.get(batch).cloned().unwrap_or_else(|| "0".to_owned());
+        let entry = watched.entry(*batch).or_insert_with(|| Watched {
+            cursor: cursor.clone(),
+            tasks: Some(HashSet::new()),
+        });
+        entry.cursor = cursor;
+        match (tasks, &mut entry.tasks) {
+            (None, all) => *all = None,
+            (Some(more), Some(have)) => have.extend(more),
+            (Some(_), None) => {}
+        }
+    }
+    Ok(wanted.into_keys().collect())
+}
+
+/// Sends the events the client wants, with each terminal task's record, then the
+/// status of every session that just finished.
+async fn forward(
+    state: &AppState,
+    socket: &mut WebSocket,
+    watched: &mut HashMap<BatchId, Watched>,
+    events: Vec<BatchEvent>,
+) -> anyhow::Result<()> {
+    let wanted: Vec<&BatchEvent> = events
+        .iter()
+        .filter(|e| {
+            watched
+                .get(&e.batch_id)
+                .is_some_and(|w| w.tasks.as_ref().is_none_or(|t| t.contains(&e.task_id)))
+        })
+        .collect();
+    let terminal: Vec<TaskId> = wanted
+        .iter()
+        .filter(|e| e.step.state.is_terminal())
+        .map(|e| e.task_id)
+        .collect();
+    let records: HashMap<TaskId, Value> = state
+        .store
+        .get_tasks(&terminal)
+        .await?
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t.task_id,
+                serde_json::to_value(super::task_doc(&t)).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    for e in &wanted {
+        let mut event = json!({
+            "type": "event",
+            "session": e.batch_id,
+            "cursor": e.cursor,
+            "task_id": e.task_id,
+            "state": e.step.state.wire_name(),
+            "attempt": e.step.attempt,
+            "at": to_secs(e.step.at),
+            "by": e.step.by.wire_name(),
+        });
+        if let Some(cause) = e.step.cause {
+            event["reason"] = json!(cause.wire_name());
+        }
+        if e.step.state.is_terminal()
+            && let Some(doc) = records.get(&e.task_id)
+        {
+            event["task"] = doc.clone();
+        }
+        socket.send(Message::Text(event.to_string().into())).await?;
+    }
+    // Cursors move past everything read, wanted or not.
+    let mut finished_in: HashSet<BatchId> = HashSet::new();
+    for e in &events {
+        if let Some(w) = watched.get_mut(&e.batch_id) {
+            w.cursor = e.cursor.clone();
+        }
+        if matches!(e.step.state, TaskState::Success | TaskState::Failed) {
+            finished_in.insert(e.batch_id);
+        }
+    }
+    for batch in finished_in {
+        if let Some(status) = state.store.batch_status(batch).await?
+            && status.done_at.is_some()
+        {
+            let mut doc = serde_json::to_value(super::batches::session_doc(&status))?;
+            doc["type"] = json!("session");
+            socket.send(Message::Text(doc.to_string().into())).await?;
+        }
+    }
+    Ok(())
+}

@@ -4,12 +4,14 @@
 //!   publishes them to their endpoint's queue.
 //! - [`reports`]: consumes what endpoints send (heartbeats, status updates, results) and
 //!   applies it to Redis through the transition script.
+//! - [`notifier`]: delivers webhooks (signed, in order, retried with backoff).
 //! - [`sweeper`]: declares lost the endpoints whose heartbeats stopped (their tasks
 //!   wait for them again, as the next attempt) and fails batches past their deadline.
 //!
 //! It keeps no state of its own: several forwarders can consume the same queues.
 
 pub mod dispatch;
+pub mod notifier;
 pub mod reports;
 pub mod sweeper;
 
@@ -111,6 +113,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         r = applier.clone().run(status) => r,
         r = applier.run(results) => r,
         r = sweeper.run() => r,
+        r = notifier::Notifier::new(store.clone(), Duration::from_millis(100)).run() => r,
         _ = shutdown.cancelled() => Ok(()),
     };
     // Unacked deliveries go back to their queues when the connection closes.

@@ -95,6 +95,9 @@ pub struct SessionCreated {
     pub session_id: BatchId,
     /// In the order of the session's tasks.
     pub task_ids: Vec<TaskId>,
+    /// With a `callback_url`: the key of the HMAC-SHA256 signature on every delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_secret: Option<String>,
 }
 
 /// `GET /v1/sessions/{id}`: a session's progress, read in O(1) whatever its size.
@@ -168,6 +171,9 @@ pub struct SubmitResponse {
     pub batch_id: BatchId,
     /// In the order of the request's tasks.
     pub task_ids: Vec<TaskId>,
+    /// With a `callback_url`: the key of the HMAC-SHA256 signature on every delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_secret: Option<String>,
 }
 
 /// One entry of a task's history.

@@ -52,6 +52,21 @@ pub struct BatchRecord {
     pub events: bool,
     /// Where state changes are POSTed (webhook), if anywhere.
     pub callback_url: Option<String>,
+    /// The key the webhook's deliveries are signed with.
+    pub callback_secret: Option<String>,
+}
+
+/// A webhook due for delivery: where to, with which key, and from which event on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub batch_id: BatchId,
+    pub url: String,
+    pub secret: String,
+    /// The last delivered event (`"0"`: none yet).
+    pub cursor: String,
+    pub failures: u64,
+    /// Every task of the batch is terminal.
+    pub batch_done: bool,
 }
 
 /// One step of one task of a batch, from the batch's event stream.

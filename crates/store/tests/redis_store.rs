@@ -126,6 +126,7 @@ async fn batch_counters_and_in_flight_sets_follow_every_transition() {
         deadline: Some(5),
         events: false,
         callback_url: None,
+        callback_secret: None,
     };
     store
         .create_tasks(&batch, &tasks, Actor::WebService)
@@ -199,6 +200,7 @@ async fn the_input_is_kept_until_the_task_is_terminal() {
         deadline: None,
         events: false,
         callback_url: None,
+        callback_secret: None,
     };
     let task = new_task();
     store
@@ -254,6 +256,7 @@ async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
         deadline: None,
         events: false,
         callback_url: None,
+        callback_secret: None,
     };
     let task = new_task();
     store

@@ -44,11 +44,7 @@ pub struct Submission {
 /// Accepts a submission whole or not at all; returns the batch id and the task ids in
 /// the submission's order.
 #[tracing::instrument(skip_all, fields(user = %user, endpoint_id = %submission.endpoint_id, tasks = submission.tasks.len()))]
-pub async fn accept(
-    state: &AppState,
-    user: UserId,
-    submission: Submission,
-) -> ApiResult<(BatchId, Vec<TaskId>)> {
+pub async fn accept(state: &AppState, user: UserId, submission: Submission) -> ApiResult<Accepted> {
     let prepared = prepare(state, user, submission).await?;
     commit(state, prepared).await
 }
@@ -61,7 +57,7 @@ pub async fn accept_all(
     user: UserId,
     submissions: Vec<Submission>,
     field: &str,
-) -> ApiResult<Vec<(BatchId, Vec<TaskId>)>> {
+) -> ApiResult<Vec<Accepted>> {
     let total: usize = submissions.iter().map(|s| s.tasks.len()).sum();
     if total > state.config.max_batch {
         return Err(ApiError::bad_request(format!(
@@ -81,6 +77,15 @@ pub async fn accept_all(
         out.push(commit(state, p).await?);
     }
     Ok(out)
+}
+
+/// What a caller gets back for an accepted submission.
+pub struct Accepted {
+    pub batch_id: BatchId,
+    /// In the submission's order.
+    pub task_ids: Vec<TaskId>,
+    /// The webhook's signing key, when the batch has a webhook.
+    pub callback_secret: Option<String>,
 }
 
 /// A submission that passed every check, ready to be written and published.
@@ -176,6 +181,9 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
         task_group,
         deadline: timeout_ms.map(|ms| created_at + ms * 1000),
         events: events || callback_url.is_some(),
+        callback_secret: callback_url
+            .is_some()
+            .then(|| format!("whsec_{}", uuid::Uuid::new_v4().simple())),
         callback_url,
     };
     let specs: Vec<TaskSpec> = tasks
@@ -198,7 +206,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
     })
 }
 
-async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<(BatchId, Vec<TaskId>)> {
+async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<Accepted> {
     let Prepared {
         batch,
         specs,
@@ -263,7 +271,11 @@ async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<(BatchId, Vec
         return Err(ApiError::unavailable("the broker is unavailable", e));
     }
     tracing::debug!(batch_id = %batch.batch_id, "tasks submitted");
-    Ok((batch.batch_id, specs.iter().map(|s| s.task_id).collect()))
+    Ok(Accepted {
+        batch_id: batch.batch_id,
+        task_ids: specs.iter().map(|s| s.task_id).collect(),
+        callback_secret: batch.callback_secret,
+    })
 }
 
 async fn fail_unqueued(state: &AppState, specs: &[TaskSpec]) {

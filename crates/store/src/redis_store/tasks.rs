@@ -44,6 +44,12 @@ impl Store {
         }
         if let Some(url) = &batch.callback_url {
             pipe.hset(self.batch_key(batch.batch_id), "cb", url).ignore();
+            pipe.hset(
+                self.batch_key(batch.batch_id),
+                "cbs",
+                batch.callback_secret.as_deref().unwrap_or_default(),
+            )
+            .ignore();
             pipe.zadd(self.hooks_key(), batch.batch_id.to_string(), 0)
                 .ignore();
         }
@@ -337,6 +343,7 @@ impl Store {
             deadline: f.opt_num("deadline")?,
             events: f.opt_string("ev").is_some(),
             callback_url: f.opt_string("cb"),
+            callback_secret: f.opt_string("cbs"),
         };
         let mut counts = [0u64; 7];
         for (code, count) in counts.iter_mut().enumerate() {
@@ -420,6 +427,138 @@ impl Store {
             conn,
             store: self.clone(),
         })
+    }
+
+    // ---- webhooks -------------------------------------------------------------------
+
+    /// Claims up to `limit` webhooks due by `now` for `lease` (another forwarder skips
+    /// them meanwhile). A batch that is gone is dropped from the schedule.
+    pub async fn claim_due_hooks(&self, now: Micros, lease: Micros, limit: usize) -> Result<Vec<Hook>> {
+        const CLAIM: &str = "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3]) \
+            for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], id) end return due";
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::Script::new(CLAIM)
+            .key(self.hooks_key())
+            .arg(now)
+            .arg(now + lease)
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await?;
+        let mut hooks = Vec::with_capacity(ids.len());
+        for id in ids {
+            let batch_id: BatchId = parse_id(&id, "batch", &id)?;
+            let fields: HookFields = redis::cmd("HMGET")
+                .arg(self.batch_key(batch_id))
+                .arg(&["cb", "cbs", "cbc", "cbf", "done"])
+                .query_async(&mut conn)
+                .await?;
+            match fields {
+                (Some(url), secret, cursor, failures, done) => hooks.push(Hook {
+                    batch_id,
+                    url,
+                    secret: secret.unwrap_or_default(),
+                    cursor: cursor.unwrap_or_else(|| "0".to_owned()),
+                    failures: failures.unwrap_or(0),
+                    batch_done: done.is_some(),
+                }),
+                _ => {
+                    conn.zrem::<_, _, ()>(self.hooks_key(), &id).await?;
+                }
+            }
+        }
+        Ok(hooks)
+    }
+
+    /// Events of a batch after `cursor`, at most `count`.
+    pub async fn batch_events_after(
+        &self,
+        id: BatchId,
+        cursor: &str,
+        count: usize,
+    ) -> Result<Vec<BatchEvent>> {
+        let mut conn = self.conn.clone();
+        let start = if cursor == "0" {
+            "-".to_owned()
+        } else {
+            format!("({cursor}")
+        };
+        type Entries = Vec<(String, HashMap<String, String>)>;
+        let entries: Entries = redis::cmd("XRANGE")
+            .arg(self.batch_events_key(id))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(cursor, fields)| {
+                let task_id = fields.get("t")?.parse().ok()?;
+                let step = parse_history(fields.get("e")?)?.pop()?;
+                Some(BatchEvent {
+                    batch_id: id,
+                    cursor,
+                    task_id,
+                    step,
+                })
+            })
+            .collect())
+    }
+
+    /// Records a delivery: `delivered` events up to `cursor` went through; the hook is
+    /// due again at `next` (or is finished and leaves the schedule).
+    pub async fn hook_delivered(
+        &self,
+        id: BatchId,
+        cursor: &str,
+        delivered: u64,
+        next: Option<Micros>,
+    ) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let key = self.batch_key(id);
+        let mut pipe = redis::pipe();
+        pipe.hset(&key, "cbc", cursor)
+            .ignore()
+            .hincr(&key, "cbd", delivered)
+            .ignore()
+            .hset(&key, "cbe", "")
+            .ignore();
+        match next {
+            Some(at) => pipe.zadd(self.hooks_key(), id.to_string(), at).ignore(),
+            None => pipe
+                .hset(&key, "cbdone", 1)
+                .ignore()
+                .zrem(self.hooks_key(), id.to_string())
+                .ignore(),
+        };
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Records a failed delivery; it is tried again at `next`, or never (`None`: given up).
+    pub async fn hook_failed(&self, id: BatchId, error: &str, next: Option<Micros>) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let key = self.batch_key(id);
+        let mut pipe = redis::pipe();
+        pipe.hincr(&key, "cbf", 1)
+            .ignore()
+            .hset(&key, "cbe", error)
+            .ignore();
+        match next {
+            Some(at) => pipe.zadd(self.hooks_key(), id.to_string(), at).ignore(),
+            None => pipe.zrem(self.hooks_key(), id.to_string()).ignore(),
+        };
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Reschedules a hook with nothing to deliver yet.
+    pub async fn hook_idle(&self, id: BatchId, next: Micros) -> Result<()> {
+        let mut conn = self.conn.clone();
+        conn.zadd::<_, _, _, ()>(self.hooks_key(), id.to_string(), next)
+            .await?;
+        Ok(())
     }
 
     // ---- dispatching again -----------------------------------------------------------
@@ -604,6 +743,15 @@ fn parse_history(text: &str) -> Option<Vec<HistoryStep>> {
         })
         .collect()
 }
+
+/// A webhook's fields: url, secret, cursor, failures, done.
+type HookFields = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<u64>,
+    Option<String>,
+);
 
 /// Reads batch event streams, blocking until something comes.
 pub struct EventReader {

@@ -57,7 +57,11 @@ pub(crate) async fn create_sessions(
     Ok(Json(SessionsResponse {
         sessions: created
             .into_iter()
-            .map(|(session_id, task_ids)| SessionCreated { session_id, task_ids })
+            .map(|a| SessionCreated {
+                session_id: a.batch_id,
+                task_ids: a.task_ids,
+                callback_secret: a.callback_secret,
+            })
             .collect(),
     }))
 }

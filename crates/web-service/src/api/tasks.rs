@@ -28,8 +28,12 @@ pub(crate) async fn submit(
     FerryJson(body): FerryJson<SubmitRequest>,
 ) -> ApiResult<Json<SubmitResponse>> {
     let submission = submission(body, "")?;
-    let (batch_id, task_ids) = crate::submit::accept(&state, user, submission).await?;
-    Ok(Json(SubmitResponse { batch_id, task_ids }))
+    let accepted = crate::submit::accept(&state, user, submission).await?;
+    Ok(Json(SubmitResponse {
+        batch_id: accepted.batch_id,
+        task_ids: accepted.task_ids,
+        callback_secret: accepted.callback_secret,
+    }))
 }
 
 /// Checks a request's numbers and turns it into a [`Submission`]; `at` prefixes the

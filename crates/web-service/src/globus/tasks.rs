@@ -64,7 +64,11 @@ pub(crate) async fn submit(
         events: false,
         callback_url: None,
     };
-    let (batch_id, ids) = crate::submit::accept(&state, user, submission).await?;
+    let crate::submit::Accepted {
+        batch_id,
+        task_ids: ids,
+        ..
+    } = crate::submit::accept(&state, user, submission).await?;
     let mut by_function = Map::new();
     let mut ids = ids.into_iter();
     for (key, count) in order {

@@ -241,15 +241,27 @@ class Client:
         tasks: list[tuple[str, str]],
         max_retries: int | None,
         walltime: float | None = None,
+        events: bool = False,
     ) -> list[str]:
+        return self._submit_session(endpoint_id, tasks, max_retries, walltime, events)["task_ids"]
+
+    def _submit_session(
+        self,
+        endpoint_id: str,
+        tasks: list[tuple[str, str]],
+        max_retries: int | None,
+        walltime: float | None = None,
+        events: bool = False,
+    ) -> dict:
         body = {
             "endpoint_id": str(endpoint_id),
             "tasks": [
                 {"function_id": f, "payload": p, "max_retries": max_retries, "walltime_secs": walltime}
                 for f, p in tasks
             ],
+            "events": events,
         }
-        return self._request("POST", "/v1/tasks", body)["task_ids"]
+        return self._request("POST", "/v1/tasks", body)
 
     def run(
         self,

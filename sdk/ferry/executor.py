@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import queue
 import threading
 import time
@@ -20,6 +21,14 @@ from .serialize import deserialize_data
 
 __all__ = ["Executor"]
 
+
+def _websockets_available() -> bool:
+    try:
+        import websockets.sync.client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
 _STOP = object()
 
 
@@ -28,9 +37,11 @@ class Executor(cf.Executor):
 
     Each callable is registered once. A submitter thread sends whatever is queued in one
     request (up to ``batch_size`` tasks) as soon as it wakes, so single calls go out at
-    once and bursts go out together; a poller thread asks for the status of every
-    outstanding task in one request, quickly after a submit and less often while nothing
-    finishes.
+    once and bursts go out together. Results come back over one WebSocket
+    (``/v1/ws``): each request is a session whose steps the service pushes as they
+    happen, and a dropped connection resumes from the last event seen. Without the
+    ``websockets`` package, or with ``use_websocket=False``, a poller thread asks for the
+    status of every outstanding task instead.
     """
 
     def __init__(
@@ -40,6 +51,7 @@ class Executor(cf.Executor):
         batch_size: int = 256,
         max_retries: int | None = None,
         walltime: float | None = None,
+        use_websocket: bool = True,
     ) -> None:
         self.endpoint_id = str(endpoint_id)
         self.client = client or Client()
@@ -53,8 +65,13 @@ class Executor(cf.Executor):
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._shutdown = False
+        # Sessions with unfinished tasks, and the last event cursor seen of each.
+        self._sessions: dict[str, str] = {}
+        self._new_sessions: queue.Queue = queue.Queue()
         self._submitter = threading.Thread(target=self._submit_loop, name="ferry-submitter", daemon=True)
-        self._poller = threading.Thread(target=self._poll_loop, name="ferry-poller", daemon=True)
+        self.use_websocket = use_websocket and _websockets_available()
+        target = self._listen_loop if self.use_websocket else self._poll_loop
+        self._poller = threading.Thread(target=target, name="ferry-results", daemon=True)
         self._submitter.start()
         self._poller.start()
 
@@ -102,17 +119,91 @@ class Executor(cf.Executor):
             if not live:
                 continue
             try:
-                ids = self.client._submit(
-                    self.endpoint_id, [(f, p) for f, p, _ in live], self.max_retries, self.walltime
+                answer = self.client._submit_session(
+                    self.endpoint_id,
+                    [(f, p) for f, p, _ in live],
+                    self.max_retries,
+                    self.walltime,
+                    events=self.use_websocket,
                 )
             except BaseException as e:  # noqa: BLE001 - fail the futures, keep the thread
                 for _, _, future in live:
                     future.set_exception(e)
                 continue
             with self._lock:
-                for task_id, (_, _, future) in zip(ids, live):
+                for task_id, (_, _, future) in zip(answer["task_ids"], live):
                     self._outstanding[task_id] = future
+                self._sessions[answer["batch_id"]] = "0"
+            self._new_sessions.put(answer["batch_id"])
             self._wake.set()
+
+    def _finish(self, task_id: str, doc: dict) -> bool:
+        with self._lock:
+            future = self._outstanding.pop(task_id, None)
+        if future is None:
+            return False
+        try:
+            if doc["status"] == "success":
+                future.set_result(deserialize_data(doc["result"]))
+            else:
+                future.set_exception(exception_of(doc))
+        except BaseException as e:  # noqa: BLE001 - e.g. a result that cannot be read here
+            future.set_exception(FerryError(f"cannot read the result of task {task_id}: {e}"))
+        return True
+
+    def _listen_loop(self) -> None:
+        """Completes futures from the WebSocket's events; reconnects (resuming after the
+        last cursor of each session) when the connection drops."""
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+
+        url = self.client.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/v1/ws"
+        headers = {"Authorization": f"Bearer {self.client.token}"} if self.client.token else {}
+        backoff = 0.1
+        while True:
+            if self._done():
+                return
+            try:
+                with connect(url, additional_headers=headers, open_timeout=10, max_size=None) as ws:
+                    backoff = 0.1
+                    with self._lock:
+                        resume = dict(self._sessions)
+                    if resume:
+                        ws.send(json.dumps({"op": "subscribe", "sessions": list(resume), "after": resume}))
+                    while not self._done():
+                        while True:
+                            try:
+                                session = self._new_sessions.get_nowait()
+                            except queue.Empty:
+                                break
+                            if session not in resume:
+                                ws.send(json.dumps({"op": "subscribe", "sessions": [session]}))
+                                resume[session] = "0"
+                        try:
+                            raw = ws.recv(timeout=0.05)
+                        except TimeoutError:
+                            continue
+                        self._on_message(json.loads(raw))
+            except (OSError, ConnectionClosed, TimeoutError):
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _on_message(self, m: dict) -> None:
+        kind = m.get("type")
+        if kind == "event":
+            with self._lock:
+                if m["session"] in self._sessions:
+                    self._sessions[m["session"]] = m["cursor"]
+            if m["state"] in ("success", "failed") and "task" in m:
+                self._finish(m["task_id"], m["task"])
+        elif kind == "session" and not m.get("pending", True):
+            with self._lock:
+                self._sessions.pop(m["session_id"], None)
+
+    def _done(self) -> bool:
+        with self._lock:
+            idle = not self._outstanding
+        return idle and self._shutdown and self._queue.empty() and not self._submitter.is_alive()
 
     def _poll_loop(self) -> None:
         interval = 0.002
@@ -134,20 +225,8 @@ class Executor(cf.Executor):
                 continue
             finished = 0
             for task_id, doc in docs.items():
-                if doc["pending"]:
-                    continue
-                with self._lock:
-                    future = self._outstanding.pop(task_id, None)
-                if future is None:
-                    continue
-                finished += 1
-                try:
-                    if doc["status"] == "success":
-                        future.set_result(deserialize_data(doc["result"]))
-                    else:
-                        future.set_exception(exception_of(doc))
-                except BaseException as e:  # noqa: BLE001 - e.g. a result that cannot be read here
-                    future.set_exception(FerryError(f"cannot read the result of task {task_id}: {e}"))
+                if not doc["pending"] and self._finish(task_id, doc):
+                    finished += 1
             if finished or woken:
                 interval = 0.002
             else:

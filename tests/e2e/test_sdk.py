@@ -194,3 +194,15 @@ def test_several_sessions_in_one_request_and_a_session_timeout(client, stack):
         assert entry["status"] == "failed"
         assert "timed out" in str(entry["exception"])
     assert client.get_session(s1.id)["counts"]["success"] == 1
+
+
+def test_the_executor_gets_its_results_over_the_websocket(client, stack):
+    with Executor(endpoint_id=stack.endpoint_id, client=client) as ex:
+        assert ex.use_websocket
+        futures = [ex.submit(square, i) for i in range(100)]
+        assert [f.result(timeout=60) for f in futures] == [i * i for i in range(100)]
+        failing = ex.submit(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            failing.result(timeout=60)
+    with Executor(endpoint_id=stack.endpoint_id, client=client, use_websocket=False) as ex:
+        assert list(ex.map(square, range(10))) == [i * i for i in range(10)]

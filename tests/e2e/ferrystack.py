@@ -88,8 +88,15 @@ class Stack:
 
     def spawn(self, name: str, *args: str) -> None:
         log = open(self.dir / f"{name}.log", "ab")
+        # In the stack's own directory: what tasks write to their working directory
+        # (shell functions' output files) stays out of the repository.
         self.procs[name] = subprocess.Popen(
-            [str(self.bin / name), *args], env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            [str(self.bin / name), *args],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=self.dir,
         )
 
     def run(self, name: str, *args: str) -> str:

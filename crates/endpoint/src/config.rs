@@ -48,7 +48,9 @@ pub struct EndpointConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// `"local"`: managers are processes on this machine.
+    /// `"local"`: managers are processes on this machine. `"manual"`: the endpoint starts
+    /// none; managers are started by hand (or by a load generator) with
+    /// `ferry-manager --endpoint <listen address>`.
     #[serde(default = "default_kind")]
     pub kind: String,
     /// Managers (nodes) to keep.
@@ -123,13 +125,15 @@ impl EndpointConfig {
     /// Parses and checks config text.
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: EndpointConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        if config.provider.kind != "local" {
+        if !matches!(config.provider.kind.as_str(), "local" | "manual") {
             return Err(format!(
-                "provider.kind {:?} is not supported; use \"local\"",
+                "provider.kind {:?} is not supported; use \"local\" or \"manual\"",
                 config.provider.kind
             ));
         }
-        if config.provider.nodes == 0 || config.provider.workers_per_node == 0 {
+        if config.provider.kind == "local"
+            && (config.provider.nodes == 0 || config.provider.workers_per_node == 0)
+        {
             return Err("provider.nodes and provider.workers_per_node must be at least 1".to_owned());
         }
         if config.prefetch == 0 {

@@ -6,7 +6,7 @@
 //! result confirmed by the broker (or was settled as lost): delivery is at-least-once,
 //! recording exactly-once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use ferry_broker::Delivery;
@@ -108,6 +108,10 @@ pub struct Interchange<S> {
     next_delivery: u64,
     cancelled: HashSet<TaskId>,
     cancelled_order: VecDeque<TaskId>,
+    /// Managers with free slots, by how many: the emptiest is the last. Kept in step
+    /// with every `Manager::free`, so choosing a manager is O(log managers), not a scan
+    /// (an endpoint may have thousands).
+    by_free: BTreeSet<(u32, ManagerId)>,
 }
 
 impl<S: Sink> Interchange<S> {
@@ -125,6 +129,7 @@ impl<S: Sink> Interchange<S> {
             next_delivery: 0,
             cancelled: HashSet::new(),
             cancelled_order: VecDeque::new(),
+            by_free: BTreeSet::new(),
         }
     }
 
@@ -144,11 +149,16 @@ impl<S: Sink> Interchange<S> {
             Input::Tasks { batch, delivery } => self.receive(*batch, *delivery).await,
             Input::ManagerConnected { info, tx } => {
                 tracing::info!(manager_id = %info.manager_id, workers = info.workers, host = %info.hostname, "manager connected");
+                let free = info.capacity.max(info.workers);
+                if let Some(old) = self.managers.get(&info.manager_id) {
+                    self.by_free.remove(&(old.free, info.manager_id));
+                }
+                self.by_free.insert((free, info.manager_id));
                 self.managers.insert(
                     info.manager_id,
                     Manager {
                         tx,
-                        free: info.capacity.max(info.workers),
+                        free,
                         info,
                         functions_sent: HashSet::new(),
                         tasks: HashSet::new(),
@@ -320,7 +330,9 @@ impl<S: Sink> Interchange<S> {
                 if let Some(m) = self.managers.get_mut(&manager_id)
                     && m.tasks.remove(&(task_id, result.attempt))
                 {
+                    self.by_free.remove(&(m.free, manager_id));
                     m.free += 1;
+                    self.by_free.insert((m.free, manager_id));
                 }
                 if self.inflight.get(&task_id).map(|t| t.spec.attempt) != Some(result.attempt) {
                     tracing::debug!(%task_id, attempt = result.attempt, "result for an attempt no longer held; dropped");
@@ -343,7 +355,9 @@ impl<S: Sink> Interchange<S> {
                 if let Some(m) = self.managers.get_mut(&manager_id)
                     && m.tasks.remove(&(task_id, attempt))
                 {
+                    self.by_free.remove(&(m.free, manager_id));
                     m.free += 1;
+                    self.by_free.insert((m.free, manager_id));
                 }
                 self.lost(task_id, attempt, at, &reason).await;
             }
@@ -354,6 +368,7 @@ impl<S: Sink> Interchange<S> {
         let Some(manager) = self.managers.remove(&manager_id) else {
             return;
         };
+        self.by_free.remove(&(manager.free, manager_id));
         tracing::warn!(%manager_id, host = %manager.info.hostname, reason, tasks = manager.tasks.len(), "manager lost");
         let at = now_micros();
         for (task_id, attempt) in manager.tasks {
@@ -462,14 +477,13 @@ impl<S: Sink> Interchange<S> {
     /// one frame per manager.
     fn assign(&mut self) {
         while !self.pending.is_empty() {
-            let Some((&manager_id, _)) = self
-                .managers
-                .iter()
-                .filter(|(_, m)| m.free > 0)
-                .max_by_key(|(_, m)| m.free)
-            else {
+            let Some(&(free, manager_id)) = self.by_free.last() else {
                 return;
             };
+            if free == 0 {
+                return;
+            }
+            self.by_free.remove(&(free, manager_id));
             let manager = self.managers.get_mut(&manager_id).expect("present");
             let mut tasks = Vec::new();
             let mut functions = Vec::new();
@@ -500,13 +514,11 @@ impl<S: Sink> Interchange<S> {
                 manager.tasks.insert((task_id, t.spec.attempt));
                 tasks.push(t.spec.clone());
             }
-            if tasks.is_empty() {
-                continue;
-            }
-            if manager.tx.send(ToManager::Run { functions, tasks }).is_err() {
+            if !tasks.is_empty() && manager.tx.send(ToManager::Run { functions, tasks }).is_err() {
                 // Its connection is closing; ManagerGone follows and puts the tasks back.
                 manager.free = 0;
             }
+            self.by_free.insert((manager.free, manager_id));
         }
     }
 

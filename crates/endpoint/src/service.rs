@@ -128,11 +128,17 @@ async fn run_once(
         .run(inputs_rx),
     );
     let providers = CancellationToken::new();
-    let provider = tokio::spawn(provider::local::run(
-        config.provider.clone(),
-        manager_addr,
-        providers.clone(),
-    ));
+    let provider = if config.provider.kind == "manual" {
+        tracing::info!(%manager_addr, "provider \"manual\": start managers with `ferry-manager --endpoint {manager_addr}`");
+        let stop = providers.clone();
+        tokio::spawn(async move { stop.cancelled().await })
+    } else {
+        tokio::spawn(provider::local::run(
+            config.provider.clone(),
+            manager_addr,
+            providers.clone(),
+        ))
+    };
 
     let queue = broker.endpoint_queue(endpoint_id);
     let mut consumer = broker

@@ -2,6 +2,7 @@
 //! number of worker processes ([`slot`]), hands each one task at a time, and forwards
 //! what they report. A worker that dies is replaced; the task it held is reported lost.
 
+pub mod simulate;
 pub mod slot;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -39,6 +40,10 @@ pub struct Config {
     /// How often to tell the endpoint this manager is alive, in milliseconds.
     #[arg(long, env = "FERRY_MANAGER_HEARTBEAT_MS", default_value_t = 2000)]
     pub heartbeat_interval_ms: u64,
+    /// Load generator: connect this many fake managers whose workers finish every task
+    /// at once (no worker processes), to measure an endpoint's dispatch rate.
+    #[arg(long, default_value_t = 0)]
+    pub simulate: u32,
 }
 
 pub(crate) fn codec() -> LengthDelimitedCodec {
@@ -61,6 +66,9 @@ pub(crate) enum SlotEvent {
 
 /// Runs until the endpoint closes the connection or `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if config.simulate > 0 {
+        return simulate::run(config.clone(), config.simulate, shutdown).await;
+    }
     let stream = connect(&config.endpoint).await?;
     stream.set_nodelay(true)?;
     let (rd, wr) = stream.into_split();
@@ -95,6 +103,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut load: Vec<Option<u32>> = vec![None; slots.len()];
     let depth = config.tasks_per_worker.max(1);
     let mut queue: VecDeque<TaskSpec> = VecDeque::new();
+    // Tasks cancelled lately: one may still come back from a slot whose worker died
+    // (stopped for another cancel) after its own cancel went by.
+    let mut cancelled: HashSet<TaskId> = HashSet::new();
     let mut functions: HashMap<FunctionId, Arc<FunctionCode>> = HashMap::new();
     let mut heartbeat = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms.max(100)));
 
@@ -113,6 +124,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         queue.extend(tasks);
                     }
                     Ok(ToManager::Cancel { task_ids }) => {
+                        if cancelled.len() > 100_000 {
+                            cancelled.clear();
+                        }
+                        cancelled.extend(task_ids.iter().copied());
                         let cancel: HashSet<TaskId> = task_ids.into_iter().collect();
                         // Queued here: drop them, and say so (which frees them on the
                         // endpoint's side). In a slot: the slot stops them.
@@ -151,7 +166,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         SlotEvent::Gone(index, waiting) => {
                             load[index] = None;
                             for task in waiting.into_iter().rev() {
-                                queue.push_front(task);
+                                if cancelled.contains(&task.task_id) {
+                                    let lost = FromManager::Lost {
+                                        task_id: task.task_id,
+                                        attempt: task.attempt,
+                                        at: ferry_proto::time::now_micros(),
+                                        reason: "cancelled".to_owned(),
+                                    };
+                                    to_endpoint.feed(encode(&lost)?).await?;
+                                } else {
+                                    queue.push_front(task);
+                                }
                             }
                         }
                     }

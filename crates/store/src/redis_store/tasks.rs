@@ -422,7 +422,14 @@ impl Store {
 
     /// A reader of batch event streams on a connection of its own (its reads block).
     pub async fn event_reader(&self) -> Result<EventReader> {
-        let conn = self.client.get_multiplexed_async_connection().await?;
+        // Its reads block for up to their own timeout: the client's default response
+        // timeout (500 ms) would cut them off.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(std::time::Duration::from_secs(30)));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         Ok(EventReader {
             conn,
             store: self.clone(),

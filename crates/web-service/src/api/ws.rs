@@ -90,12 +90,19 @@ async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::
                     _ => {}
                 }
             }
-            events = reader.read(&from, BLOCK, READ_COUNT) => {
-                let events = events?;
-                if !events.is_empty() {
-                    forward(&state, &mut socket, &mut watched, events).await?;
+            events = reader.read(&from, BLOCK, READ_COUNT) => match events {
+                Ok(events) if !events.is_empty() => forward(&state, &mut socket, &mut watched, events).await?,
+                Ok(_) => {}
+                Err(e) => {
+                    // Redis restarting: read again on a fresh connection, from the same
+                    // cursors (nothing is lost).
+                    tracing::warn!(error = %e, "websocket: cannot read events; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if let Ok(fresh) = state.store.event_reader().await {
+                        reader = fresh;
+                    }
                 }
-            }
+            },
         }
     }
 }

@@ -5,6 +5,7 @@ every result collected, sequential round trips, and the peak RSS of every proces
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -122,6 +123,7 @@ def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, m
             sampler.stop.set()
             sampler.join()
             sampler.cpu = {k: v - cpu_before.get(k, 0.0) for k, v in sampler.cpu.items()}
+        task_bytes = redis_bytes_per_task(stack.env["FERRY_NAMESPACE"], ids[:: max(1, len(ids) // 200)])
         lat = []
         for i in range(latency_n):
             a = time.perf_counter()
@@ -133,9 +135,22 @@ def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, m
             **percentiles(lat),
             "rss_kib": dict(sorted(sampler.peaks.items())) if sampler else {},
             "cpu_s": dict(sorted(sampler.cpu.items())) if sampler else {},
+            "redis_task_bytes": task_bytes,
         }
     finally:
         stack.stop()
+
+
+def redis_bytes_per_task(namespace: str, task_ids: list[str]) -> float | None:
+    """The average Redis memory of finished task records (`MEMORY USAGE`), sampled."""
+    sizes = []
+    for tid in task_ids:
+        out = subprocess.run(
+            ["redis-cli", "MEMORY", "USAGE", f"{namespace}:task:{{{tid}}}"], capture_output=True, text=True
+        ).stdout.strip()
+        if out.isdigit():
+            sizes.append(int(out))
+    return sum(sizes) / len(sizes) if sizes else None
 
 
 def wait(client: Client, task_id: str, seconds: float = 120, poll: float = 0.01) -> str:

@@ -46,6 +46,9 @@ def main() -> int:
     print(f"{'system':<8} {'tasks/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for name, r in results.items():
         print(f"{name:<8} {r['throughput']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
+    task_bytes = results.get("ferry", {}).get("redis_task_bytes")
+    if task_bytes:
+        print(f"\nRedis memory per finished no-op task record: {task_bytes:.0f} bytes (+ ~40 in its session's id list)")
     rss = results.get("ferry", {}).get("rss_kib", {})
     cpu = results.get("ferry", {}).get("cpu_s", {})
     if rss:

@@ -62,7 +62,7 @@ def _wait(predicate, seconds: float, what: str, logs: Path) -> None:
 
 class Stack:
     def __init__(self, workers: int = 2, bin_dir: Path | None = None) -> None:
-        self.bin = Path(bin_dir) if bin_dir else BIN
+        self.bin = (Path(bin_dir) if bin_dir else BIN).resolve()
         self.workers = workers
         for name in ("ferry-web-service", "ferry-forwarder", "ferry-endpoint", "ferry-manager", "ferry-worker"):
             if not (self.bin / name).exists():

@@ -26,7 +26,7 @@ impl Store {
         let owner = batch.owner.to_string();
         let endpoint = batch.endpoint_id.to_string();
         let batch_id = batch.batch_id.to_string();
-        let history = format!("0,0,{at},{};", by.code());
+        let history = format!("0,0,0,{}", by.code());
         pipe.hset_multiple(
             self.batch_key(batch.batch_id),
             &[
@@ -94,7 +94,9 @@ impl Store {
                 .arg(&batch_id)
                 .arg("c")
                 .arg(&at)
-                .arg("h")
+                .arg("hn")
+                .arg(1)
+                .arg("h0")
                 .arg(&history)
                 .ignore();
             if t.by_reference {
@@ -502,7 +504,7 @@ impl Store {
             .into_iter()
             .filter_map(|(cursor, fields)| {
                 let task_id = fields.get("t")?.parse().ok()?;
-                let step = parse_history(fields.get("e")?)?.pop()?;
+                let step = parse_step(fields.get("e")?, 0)?;
                 Some(BatchEvent {
                     batch_id: id,
                     cursor,
@@ -679,7 +681,7 @@ impl Store {
                 ("e", nil.clone()),
                 ("b", nil),
                 ("c", "0".to_owned()),
-                ("h", String::new()),
+                ("hn", "0".to_owned()),
             ],
         )
         .await?;
@@ -722,33 +724,40 @@ fn task_from_fields(id: TaskId, map: HashMap<String, Vec<u8>>) -> Result<TaskRec
         exception: f.opt_string("exd"),
         stdout: f.opt_string("out"),
         stderr: f.opt_string("err"),
-        history: parse_history(&f.opt_string("h").unwrap_or_default()).ok_or_else(|| f.corrupt("h"))?,
+        history: {
+            let created: i64 = f.num("c")?;
+            let steps: u32 = f.opt_num("hn")?.unwrap_or(0);
+            (0..steps)
+                .map(|i| {
+                    let field = format!("h{i}");
+                    f.opt_string(&field)
+                        .and_then(|text| parse_step(&text, created))
+                        .ok_or_else(|| f.corrupt(&field))
+                })
+                .collect::<Result<Vec<_>>>()?
+        },
     })
 }
 
-/// History entries are `state,attempt,at,actor[,cause];`.
-fn parse_history(text: &str) -> Option<Vec<HistoryStep>> {
-    text.split(';')
-        .filter(|e| !e.is_empty())
-        .map(|entry| {
-            let mut parts = entry.split(',');
-            let state = TaskState::from_code(parts.next()?.parse().ok()?)?;
-            let attempt = parts.next()?.parse().ok()?;
-            let at = parts.next()?.parse().ok()?;
-            let by = Actor::from_code(parts.next()?.parse().ok()?)?;
-            let cause = match parts.next() {
-                Some(c) => Some(FailureCause::from_code(c.parse().ok()?)?),
-                None => None,
-            };
-            Some(HistoryStep {
-                state,
-                attempt,
-                at,
-                by,
-                cause,
-            })
-        })
-        .collect()
+/// A history step is `state,attempt,at,actor[,cause]`, `at` in micros after `base`
+/// (the task's creation in its record; 0 in event streams, which hold absolute times).
+fn parse_step(entry: &str, base: i64) -> Option<HistoryStep> {
+    let mut parts = entry.split(',');
+    let state = TaskState::from_code(parts.next()?.parse().ok()?)?;
+    let attempt = parts.next()?.parse().ok()?;
+    let at: i64 = parts.next()?.parse().ok()?;
+    let by = Actor::from_code(parts.next()?.parse().ok()?)?;
+    let cause = match parts.next() {
+        Some(c) => Some(FailureCause::from_code(c.parse().ok()?)?),
+        None => None,
+    };
+    Some(HistoryStep {
+        state,
+        attempt,
+        at: u64::try_from(base + at).ok()?,
+        by,
+        cause,
+    })
 }
 
 /// A webhook's fields: url, secret, cursor, failures, done.
@@ -802,10 +811,9 @@ impl EventReader {
                 let (Some(task), Some(entry)) = (fields.get("t"), fields.get("e")) else {
                     continue;
                 };
-                let (Ok(task_id), Some(mut steps)) = (task.parse(), parse_history(entry)) else {
+                let (Ok(task_id), Some(step)) = (task.parse(), parse_step(entry, 0)) else {
                     continue;
                 };
-                let Some(step) = steps.pop() else { continue };
                 out.push(BatchEvent {
                     batch_id: *batch,
                     cursor,

@@ -12,7 +12,8 @@
 --   <ns>:batch:{b}        n0..n6: how many of the batch's tasks are in each state, and
 --                         `done` (micros) once every task is terminal
 --   <ns>:batch:{b}:ev     when the batch has `ev` set (someone watches it): one stream
---                         entry per step, fields t (task id) and e (the history entry)
+--                         entry per step, fields t (task id) and e (the history entry,
+--                         with `at` in absolute micros)
 --   <ns>:ep:<e>:run       the endpoint's in-flight tasks (waiting-for-nodes ..
 --                         running), which the forwarder moves back when it is lost
 -- These key names are built here, not passed in KEYS: Ferry needs one Redis (or one
@@ -33,7 +34,7 @@ local ns = ARGV[2]
 local n = tonumber(ARGV[3])
 local finish = 4 + 4 * n
 local out = {}
-local cur = redis.call('HMGET', key, 's', 'a', 'r', 'h', 'e', 'b')
+local cur = redis.call('HMGET', key, 's', 'a', 'r', 'hn', 'e', 'b', 'c')
 if not cur[1] then
   for i = 1, n do
     out[#out + 1] = -1; out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0
@@ -43,7 +44,12 @@ end
 local s = tonumber(cur[1])
 local a = tonumber(cur[2])
 local r = tonumber(cur[3])
-local hist = cur[4] or ''
+-- The history is one field per step (h0, h1, ...; hn of them), each
+-- `state,attempt,at,actor[,cause]` with `at` in micros after the task's creation `c`:
+-- short values keep a small task's hash in Redis's compact (listpack) encoding.
+local hn = tonumber(cur[4]) or 0
+local created = tonumber(cur[7]) or 0
+local hist = {}
 local s0 = s
 local last_at = nil
 local changed = false
@@ -102,12 +108,12 @@ for i = 0, n - 1 do
   if ignored then
     out[#out + 1] = 0; out[#out + 1] = ignored; out[#out + 1] = 0; out[#out + 1] = 0
   else
-    local entry = to .. ',' .. na .. ',' .. at .. ',' .. actor
+    local tail = ',' .. actor
     if cause >= 0 then
-      entry = entry .. ',' .. cause
+      tail = tail .. ',' .. cause
     end
-    hist = hist .. entry .. ';'
-    events[#events + 1] = entry
+    hist[#hist + 1] = to .. ',' .. na .. ',' .. string.format('%d', tonumber(at) - created) .. tail
+    events[#events + 1] = to .. ',' .. na .. ',' .. at .. tail
     s = to
     a = na
     last_at = at
@@ -144,7 +150,12 @@ for i = 0, n - 1 do
   end
 end
 if changed then
-  redis.call('HSET', key, 's', s, 'a', a, 'h', hist)
+  local fields = {'s', s, 'a', a, 'hn', hn + #hist}
+  for i, e in ipairs(hist) do
+    fields[#fields + 1] = 'h' .. (hn + i - 1)
+    fields[#fields + 1] = e
+  end
+  redis.call('HSET', key, unpack(fields))
   -- A batch someone watches (WebSocket, webhook) gets every step in its event stream.
   if cur[6] then
     local batch = ns .. ':batch:{' .. cur[6] .. '}'

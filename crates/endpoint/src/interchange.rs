@@ -20,11 +20,11 @@ use ferry_proto::{Actor, EndpointId, Event, EventKind, FunctionId, ManagerId, Ta
 use tokio::sync::mpsc;
 
 /// Everything the interchange reacts to.
-pub enum Input {
+pub enum Input<D = Delivery> {
     /// A message from the endpoint's queue.
     Tasks {
         batch: Box<TaskBatch>,
-        delivery: Box<Delivery>,
+        delivery: Box<D>,
     },
     ManagerConnected {
         info: ManagerInfo,
@@ -61,6 +61,18 @@ pub enum Input {
 /// half is forgotten.
 const REMEMBER_CANCELLED: usize = 1_000_000;
 
+/// A message the interchange acknowledges once every task in it is settled: an AMQP
+/// delivery in production, anything in benchmarks.
+pub trait Ack: Send + 'static {
+    fn ack(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+}
+
+impl Ack for Delivery {
+    async fn ack(self) -> anyhow::Result<()> {
+        Ok(Delivery::ack(&self).await?)
+    }
+}
+
 /// Where the interchange sends what it learns.
 pub trait Sink {
     fn status(&self, update: StatusUpdate);
@@ -89,12 +101,12 @@ struct InFlight {
     steps: Vec<StatusUpdate>,
 }
 
-struct Tracked {
-    delivery: Delivery,
+struct Tracked<D> {
+    delivery: D,
     remaining: usize,
 }
 
-pub struct Interchange<S> {
+pub struct Interchange<S, D = Delivery> {
     endpoint_id: EndpointId,
     sink: S,
     manager_timeout: Duration,
@@ -104,7 +116,7 @@ pub struct Interchange<S> {
     publishing: HashMap<TaskId, (u64, u32)>,
     functions: HashMap<FunctionId, FunctionCode>,
     managers: HashMap<ManagerId, Manager>,
-    deliveries: HashMap<u64, Tracked>,
+    deliveries: HashMap<u64, Tracked<D>>,
     next_delivery: u64,
     cancelled: HashSet<TaskId>,
     cancelled_order: VecDeque<TaskId>,
@@ -114,7 +126,7 @@ pub struct Interchange<S> {
     by_free: BTreeSet<(u32, ManagerId)>,
 }
 
-impl<S: Sink> Interchange<S> {
+impl<S: Sink, D: Ack> Interchange<S, D> {
     pub fn new(endpoint_id: EndpointId, sink: S, manager_timeout: Duration) -> Self {
         Self {
             endpoint_id,
@@ -134,7 +146,7 @@ impl<S: Sink> Interchange<S> {
     }
 
     /// Reacts to inputs until the channel closes.
-    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
+    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input<D>>) {
         while let Some(input) = inputs.recv().await {
             self.step(input).await;
         }
@@ -144,7 +156,7 @@ impl<S: Sink> Interchange<S> {
     }
 
     /// Handles one input, then hands out whatever can be handed out.
-    pub async fn step(&mut self, input: Input) {
+    pub async fn step(&mut self, input: Input<D>) {
         match input {
             Input::Tasks { batch, delivery } => self.receive(*batch, *delivery).await,
             Input::ManagerConnected { info, tx } => {
@@ -198,7 +210,7 @@ impl<S: Sink> Interchange<S> {
         self.assign();
     }
 
-    async fn receive(&mut self, batch: TaskBatch, delivery: Delivery) {
+    async fn receive(&mut self, batch: TaskBatch, delivery: D) {
         for f in batch.functions {
             self.functions.insert(f.function_id, f);
         }

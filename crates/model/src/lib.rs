@@ -12,6 +12,7 @@
 //!
 //! - at most one result is recorded per task;
 //! - within an attempt a task never moves backwards, and terminal states absorb;
+//! - the batch's per-state counters match the records (so they sum to its size);
 //! - every task reaches a terminal state once nothing else can happen (liveness).
 //!
 //! Two rules keep liveness, and the checker finds a stuck task without either:
@@ -96,6 +97,9 @@ pub struct Report {
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct State {
     pub records: Vec<Record>,
+    /// The batch's tasks per state, moved with every applied transition as the
+    /// transition script moves its counters (all tasks are one batch).
+    pub counts: [u8; 7],
     pub submissions: Vec<bool>,
     /// Sorted: the queue's order does not matter to the properties.
     pub queue: Vec<Message>,
@@ -193,6 +197,8 @@ impl State {
                 attempt: r.attempt,
             },
         ) {
+            self.counts[rec.state.code() as usize] -= 1;
+            self.counts[t.to.code() as usize] += 1;
             let backwards = t.attempt == rec.attempt && t.to <= rec.state;
             if rec.state.is_terminal() || backwards {
                 rec.violated = true;
@@ -223,6 +229,7 @@ impl Model for Protocol {
                 };
                 self.tasks
             ],
+            counts: [self.tasks as u8, 0, 0, 0, 0, 0, 0],
             submissions: vec![true; self.tasks],
             queue: Vec::new(),
             reports: Vec::new(),
@@ -431,6 +438,16 @@ impl Model for Protocol {
             Property::always(
                 "no backward move within an attempt; terminal absorbs",
                 |_, s: &State| s.records.iter().all(|r| !r.violated),
+            ),
+            Property::always(
+                "the batch counters match the records and sum to its size",
+                |_, s: &State| {
+                    let mut want = [0u8; 7];
+                    for r in &s.records {
+                        want[r.state.code() as usize] += 1;
+                    }
+                    want == s.counts
+                },
             ),
             Property::eventually("every task reaches a terminal state", |_, s: &State| {
                 s.records.iter().all(|r| r.state.is_terminal())

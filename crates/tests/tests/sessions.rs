@@ -84,6 +84,18 @@ async fn a_100000_task_session_completes_with_consistent_counts_at_every_poll() 
     stack.shutdown().await;
 }
 
+/// How many task records the stack's namespace holds.
+async fn task_keys(stack: &Stack) -> usize {
+    let redis = redis::Client::open(ferry_tests::redis_url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:task:*", stack.namespace))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.len()
+}
+
 #[tokio::test]
 async fn several_sessions_in_one_request_are_all_checked_before_any_is_created() {
     let stack = Stack::start().await;
@@ -96,6 +108,7 @@ async fn several_sessions_in_one_request_are_all_checked_before_any_is_created()
         {"function_id": echo, "payload": "{\"word\": \"a\"}"},
         {"function_id": unknown, "payload": ""},
     ]});
+    let before = task_keys(&stack).await;
     let (status, answer): (u16, Value) = stack
         .post("/v1/sessions", &json!({"sessions": [good, bad]}))
         .await;
@@ -104,6 +117,11 @@ async fn several_sessions_in_one_request_are_all_checked_before_any_is_created()
     assert!(
         message.contains("sessions[1]") && message.contains(&unknown),
         "{message}"
+    );
+    assert_eq!(
+        task_keys(&stack).await,
+        before,
+        "no task of either session was created"
     );
 
     // Two good ones: two ids, each completes.

@@ -129,16 +129,42 @@ def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, m
             a = time.perf_counter()
             wait(client, client.run(i, endpoint_id=stack.endpoint_id, function_id=fid), poll=0)
             lat.append(time.perf_counter() - a)
+        pushed = ws_round_trips(stack, client, fid, latency_n)
         return {
             "throughput": n / elapsed,
             "submit_s": submitted,
             **percentiles(lat),
+            **{f"ws_{k}": v for k, v in percentiles(pushed).items()},
             "rss_kib": dict(sorted(sampler.peaks.items())) if sampler else {},
             "cpu_s": dict(sorted(sampler.cpu.items())) if sampler else {},
             "redis_task_bytes": task_bytes,
         }
     finally:
         stack.stop()
+
+
+def ws_round_trips(stack: Stack, client: Client, fid: str, n: int) -> list[float]:
+    """Sequential round trips whose result is pushed over the WebSocket: submit a
+    one-task session that keeps its events, subscribe, wait for the terminal event."""
+    import json
+
+    from websockets.sync.client import connect
+
+    url = stack.url.replace("http://", "ws://", 1) + "/v1/ws"
+    out = []
+    with connect(url, additional_headers={"Authorization": f"Bearer {stack.token}"}, max_size=None) as ws:
+        for i in range(n):
+            a = time.perf_counter()
+            answer = client._submit_session(
+                stack.endpoint_id, [(fid, client._payload(fid, (i,), {}))], None, events=True
+            )
+            ws.send(json.dumps({"op": "subscribe", "sessions": [answer["batch_id"]]}))
+            while True:
+                m = json.loads(ws.recv(timeout=60))
+                if m.get("type") == "event" and m["state"] in ("success", "failed"):
+                    break
+            out.append(time.perf_counter() - a)
+    return out
 
 
 def redis_bytes_per_task(namespace: str, task_ids: list[str]) -> float | None:

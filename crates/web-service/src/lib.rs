@@ -200,6 +200,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let state = AppState::connect(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "web-service listening");
+    // No Nagle: a WebSocket sends many small frames, and each would otherwise wait for
+    // the previous one's (delayed, up to 40 ms) acknowledgement.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;

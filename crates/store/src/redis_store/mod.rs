@@ -5,7 +5,7 @@
 mod registry;
 mod tasks;
 
-pub use tasks::EventReader;
+pub use tasks::{EventReader, EventWaker};
 
 use std::collections::HashMap;
 

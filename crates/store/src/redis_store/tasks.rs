@@ -435,6 +435,9 @@ impl Store {
         Ok(EventReader {
             conn,
             store: self.clone(),
+            wake_key: format!("{}:wake:{}", self.ns, uuid::Uuid::new_v4().simple()),
+            // Only wake-ups from now on count.
+            wake_cursor: "$".to_owned(),
         })
     }
 
@@ -769,25 +772,61 @@ type HookFields = (
     Option<String>,
 );
 
-/// Reads batch event streams, blocking until something comes.
+/// Reads batch event streams, blocking until something comes. Its blocking read also
+/// watches a wake-up stream of its own, so an [`EventWaker`] can end a wait at once
+/// (when the set of streams to read changes).
 pub struct EventReader {
     conn: redis::aio::MultiplexedConnection,
     store: Store,
+    wake_key: String,
+    wake_cursor: String,
+}
+
+/// Ends an [`EventReader`]'s current wait.
+#[derive(Clone)]
+pub struct EventWaker {
+    store: Store,
+    key: String,
+}
+
+impl EventWaker {
+    pub async fn wake(&self) -> Result<()> {
+        let mut conn = self.store.conn.clone();
+        redis::pipe()
+            .cmd("XADD")
+            .arg(&self.key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(16)
+            .arg("*")
+            .arg("w")
+            .arg(1)
+            .ignore()
+            .expire(&self.key, 3600)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
 }
 
 impl EventReader {
+    /// A handle that ends this reader's current wait.
+    pub fn waker(&self) -> EventWaker {
+        EventWaker {
+            store: self.store.clone(),
+            key: self.wake_key.clone(),
+        }
+    }
+
     /// Events after each batch's cursor (`"0"` for the beginning), waiting up to `block`
-    /// for the first; at most `count` per batch.
+    /// for the first (or for a wake-up); at most `count` per batch.
     pub async fn read(
         &mut self,
         from: &[(BatchId, String)],
         block: std::time::Duration,
         count: usize,
     ) -> Result<Vec<BatchEvent>> {
-        if from.is_empty() {
-            tokio::time::sleep(block).await;
-            return Ok(Vec::new());
-        }
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
             .arg(count)
@@ -797,13 +836,21 @@ impl EventReader {
         for (batch, _) in from {
             cmd.arg(self.store.batch_events_key(*batch));
         }
+        cmd.arg(&self.wake_key);
         for (_, cursor) in from {
             cmd.arg(cursor);
         }
+        cmd.arg(&self.wake_cursor);
         type Entries = Vec<(String, Vec<(String, HashMap<String, String>)>)>;
         let reply: Option<Entries> = cmd.query_async(&mut self.conn).await?;
         let mut out = Vec::new();
         for (key, entries) in reply.unwrap_or_default() {
+            if key == self.wake_key {
+                if let Some((last, _)) = entries.last() {
+                    self.wake_cursor = last.clone();
+                }
+                continue;
+            }
             let Some((batch, _)) = from.iter().find(|(b, _)| self.store.batch_events_key(*b) == key) else {
                 continue;
             };

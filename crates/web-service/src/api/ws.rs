@@ -28,6 +28,7 @@ use ferry_proto::{BatchId, TaskId, TaskState, UserId};
 use ferry_store::{BatchEvent, EventReader};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::AppState;
 use crate::extract::Caller;
@@ -71,38 +72,94 @@ struct Watched {
 }
 
 async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::Result<()> {
-    let mut reader: EventReader = state.store.event_reader().await?;
+    let reader: EventReader = state.store.event_reader().await?;
+    let waker = reader.waker();
+    // The reader runs on its own: a blocking read is never cancelled (a cancelled one
+    // would still hold its Redis connection until it timed out). New subscriptions go to
+    // it over a channel and a wake-up ends its current wait.
+    let (subscriptions, subscribed) = mpsc::unbounded_channel::<Vec<(BatchId, String)>>();
+    let (events_tx, mut events) = mpsc::channel::<Vec<BatchEvent>>(4);
+    let reading = tokio::spawn(read_loop(state.clone(), reader, subscribed, events_tx));
     let mut watched: HashMap<BatchId, Watched> = HashMap::new();
-    loop {
-        let from: Vec<(BatchId, String)> = watched.iter().map(|(b, w)| (*b, w.cursor.clone())).collect();
+    let outcome = loop {
         tokio::select! {
             message = socket.recv() => {
-                let Some(message) = message else { return Ok(()) };
-                match message? {
-                    Message::Text(text) => {
+                let Some(message) = message else { break Ok(()) };
+                match message {
+                    Ok(Message::Text(text)) => {
                         let reply = match subscribe(&state, user, &text, &mut watched).await {
-                            Ok(sessions) => json!({"type": "subscribed", "sessions": sessions}),
+                            Ok(sessions) => {
+                                let from = sessions
+                                    .iter()
+                                    .map(|b| (*b, watched[b].cursor.clone()))
+                                    .collect();
+                                let _ = subscriptions.send(from);
+                                if let Err(e) = waker.wake().await {
+                                    tracing::warn!(error = %e, "websocket: cannot wake the event reader");
+                                }
+                                json!({"type": "subscribed", "sessions": sessions})
+                            }
                             Err(message) => json!({"type": "error", "message": message}),
                         };
-                        socket.send(Message::Text(reply.to_string().into())).await?;
+                        if let Err(e) = socket.send(Message::Text(reply.to_string().into())).await {
+                            break Err(e.into());
+                        }
                     }
-                    Message::Close(_) => return Ok(()),
-                    _ => {}
+                    Ok(Message::Close(_)) => break Ok(()),
+                    Ok(_) => {}
+                    Err(e) => break Err(e.into()),
                 }
             }
-            events = reader.read(&from, BLOCK, READ_COUNT) => match events {
-                Ok(events) if !events.is_empty() => forward(&state, &mut socket, &mut watched, events).await?,
-                Ok(_) => {}
-                Err(e) => {
-                    // Redis restarting: read again on a fresh connection, from the same
-                    // cursors (nothing is lost).
-                    tracing::warn!(error = %e, "websocket: cannot read events; reconnecting");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Ok(fresh) = state.store.event_reader().await {
-                        reader = fresh;
-                    }
+            batch = events.recv() => {
+                let Some(batch) = batch else { break Err(anyhow::anyhow!("the event reader stopped")) };
+                if let Err(e) = forward(&state, &mut socket, &mut watched, batch).await {
+                    break Err(e);
                 }
-            },
+            }
+        }
+    };
+    reading.abort();
+    outcome
+}
+
+/// Reads the subscribed sessions' streams, from each one's cursor on, and hands what it
+/// reads to the socket's loop.
+async fn read_loop(
+    state: AppState,
+    mut reader: EventReader,
+    mut subscribed: mpsc::UnboundedReceiver<Vec<(BatchId, String)>>,
+    events: mpsc::Sender<Vec<BatchEvent>>,
+) {
+    let mut cursors: HashMap<BatchId, String> = HashMap::new();
+    loop {
+        loop {
+            match subscribed.try_recv() {
+                Ok(more) => cursors.extend(more),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+        let from: Vec<(BatchId, String)> = cursors.iter().map(|(b, c)| (*b, c.clone())).collect();
+        match reader.read(&from, BLOCK, READ_COUNT).await {
+            Ok(batch) if batch.is_empty() => {}
+            Ok(batch) => {
+                for e in &batch {
+                    cursors.insert(e.batch_id, e.cursor.clone());
+                }
+                if events.send(batch).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Redis restarting: read again on a fresh connection, from the same
+                // cursors (nothing is lost).
+                tracing::warn!(error = %e, "websocket: cannot read events; reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                match state.store.event_reader().await {
+                    Ok(fresh) => reader = fresh,
+                    Err(e) => tracing::warn!(error = %e, "websocket: no event reader yet"),
+                }
+            }
         }
     }
 }

@@ -8,7 +8,8 @@
 //!   finished), never a task nobody will run. When the endpoint returns it gets both
 //!   the broker's redelivery of the old attempt (whose reports are ignored as stale)
 //!   and the new one.
-//! - A batch past its deadline is failed: its unfinished tasks end `failed` (timeout).
+//! - A batch past its deadline is failed: its unfinished tasks end `failed` (timeout),
+//!   and its endpoint is told on its control queue to stop the ones it holds.
 //!
 //! Several forwarders may sweep at once: each endpoint or batch is claimed in Redis by
 //! exactly one of them.

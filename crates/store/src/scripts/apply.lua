@@ -196,7 +196,9 @@ if s ~= s0 then
           if ttl > 0 then
             redis.call('EXPIRE', batch, ttl)
             redis.call('EXPIRE', batch .. ':tasks', ttl)
-            redis.call('EXPIRE', batch .. ':ev', ttl)
+            -- A finished batch's events are for resuming clients and webhook retries:
+            -- an hour is plenty, and they would cost more than the records themselves.
+            redis.call('EXPIRE', batch .. ':ev', math.min(ttl, 3600))
           end
         end
       end

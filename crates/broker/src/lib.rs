@@ -227,6 +227,31 @@ impl Broker {
         Ok(())
     }
 
+    /// Publishes several messages to `queue` without waiting for their confirms (a nack
+    /// or a lost confirm is logged when it comes). For callers that can recover a lost
+    /// message by other means; an error here means the messages did not leave.
+    pub async fn publish_many_unconfirmed<'a>(
+        &self,
+        queue: &str,
+        bodies: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<()> {
+        let mut confirms = Vec::new();
+        for body in bodies {
+            confirms.push(self.send(queue, body, BasicProperties::default()).await?);
+        }
+        let queue = queue.to_owned();
+        tokio::spawn(async move {
+            for confirm in confirms {
+                match confirm.await {
+                    Ok(c) if c.is_ack() => {}
+                    Ok(_) => tracing::warn!(%queue, "the broker refused (nacked) a message"),
+                    Err(e) => tracing::warn!(%queue, error = %e, "no confirm for a message"),
+                }
+            }
+        });
+        Ok(())
+    }
+
     async fn send(
         &self,
         queue: &str,

@@ -8,6 +8,8 @@
 //!   finished), never a task nobody will run. When the endpoint returns it gets both
 //!   the broker's redelivery of the old attempt (whose reports are ignored as stale)
 //!   and the new one.
+//! - A batch whose tasks are still `received` 10 s after they were accepted is submitted
+//!   again from Redis (the web-service does not wait for the broker's confirm).
 //! - A batch past its deadline is failed: its unfinished tasks end `failed` (timeout),
 //!   and its endpoint is told on its control queue to stop the ones it holds.
 //!
@@ -21,10 +23,13 @@ use ferry_broker::Broker;
 use ferry_proto::messages::{FunctionCode, TaskBatch, TaskSpec};
 use ferry_proto::time::{Micros, now_micros};
 use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskState};
-use ferry_store::{Applied, Finish, Report, Store};
+use ferry_store::{Applied, Finish, Redispatch, Report, Store};
 
 /// Tasks handled per Redis round trip and per AMQP message.
 const CHUNK: usize = 1000;
+
+/// How long a task may stay `received` before its submission counts as lost.
+const RECOVER_AFTER: Duration = Duration::from_secs(10);
 
 /// Sweeps on a timer.
 pub struct Sweeper {
@@ -55,6 +60,7 @@ impl Sweeper {
             tick.tick().await;
             self.sweep_endpoints().await?;
             self.sweep_batches().await?;
+            self.sweep_received().await?;
         }
     }
 
@@ -113,42 +119,11 @@ impl Sweeper {
             if infos.is_empty() {
                 continue;
             }
-            let mut used = Vec::new();
-            let mut tasks = Vec::with_capacity(infos.len());
-            let mut reports = Vec::with_capacity(infos.len());
+            let (batch, included) = self.task_batch(endpoint, &infos, 1, &mut functions).await?;
             let at = now_micros();
-            for info in &infos {
-                if !functions.contains_key(&info.function_id) {
-                    let Some(f) = self.store.get_function(info.function_id).await? else {
-                        tracing::warn!(task_id = %info.task_id, function_id = %info.function_id, "cannot dispatch again: the function is gone");
-                        continue;
-                    };
-                    functions.insert(
-                        f.function_id,
-                        FunctionCode {
-                            function_id: f.function_id,
-                            kind: f.kind,
-                            code: f.code,
-                        },
-                    );
-                }
-                if !used
-                    .iter()
-                    .any(|f: &FunctionCode| f.function_id == info.function_id)
-                {
-                    used.push(functions[&info.function_id].clone());
-                }
-                tasks.push(TaskSpec {
-                    task_id: info.task_id,
-                    function_id: info.function_id,
-                    attempt: info.attempt + 1,
-                    max_retries: info.max_retries,
-                    payload: info.payload.clone(),
-                    group: info.result_group,
-                    walltime_ms: info.walltime_ms,
-                    input_bytes: info.input_bytes,
-                });
-                reports.push(Report {
+            let reports: Vec<Report> = included
+                .iter()
+                .map(|info| Report {
                     task_id: info.task_id,
                     event: Event {
                         kind: EventKind::EndpointLost,
@@ -157,13 +132,9 @@ impl Sweeper {
                     at,
                     by: Actor::Forwarder,
                     finish: None,
-                });
-            }
-            let body = ferry_proto::codec::encode(&TaskBatch {
-                endpoint_id: endpoint,
-                functions: used,
-                tasks,
-            })?;
+                })
+                .collect();
+            let body = ferry_proto::codec::encode(&batch)?;
             self.broker
                 .publish(&self.broker.endpoint_queue(endpoint), &body)
                 .await?;
@@ -176,6 +147,101 @@ impl Sweeper {
             }
         }
         Ok(moved)
+    }
+
+    /// The message that dispatches these tasks (as attempt + `bump`), with the code of
+    /// the functions they use; tasks whose function is gone are left out.
+    async fn task_batch<'a>(
+        &self,
+        endpoint: EndpointId,
+        infos: &'a [Redispatch],
+        bump: u32,
+        functions: &mut HashMap<FunctionId, FunctionCode>,
+    ) -> anyhow::Result<(TaskBatch, Vec<&'a Redispatch>)> {
+        let mut used: Vec<FunctionCode> = Vec::new();
+        let mut tasks = Vec::with_capacity(infos.len());
+        let mut included = Vec::with_capacity(infos.len());
+        for info in infos {
+            if !functions.contains_key(&info.function_id) {
+                let Some(f) = self.store.get_function(info.function_id).await? else {
+                    tracing::warn!(task_id = %info.task_id, function_id = %info.function_id, "cannot dispatch again: the function is gone");
+                    continue;
+                };
+                functions.insert(
+                    f.function_id,
+                    FunctionCode {
+                        function_id: f.function_id,
+                        kind: f.kind,
+                        code: f.code,
+                    },
+                );
+            }
+            if !used.iter().any(|f| f.function_id == info.function_id) {
+                used.push(functions[&info.function_id].clone());
+            }
+            tasks.push(TaskSpec {
+                task_id: info.task_id,
+                function_id: info.function_id,
+                attempt: info.attempt + bump,
+                max_retries: info.max_retries,
+                payload: info.payload.clone(),
+                group: info.result_group,
+                walltime_ms: info.walltime_ms,
+                input_bytes: info.input_bytes,
+            });
+            included.push(info);
+        }
+        Ok((
+            TaskBatch {
+                endpoint_id: endpoint,
+                functions: used,
+                tasks,
+            },
+            included,
+        ))
+    }
+
+    /// Submits again the tasks of batches that are still `received` long after they
+    /// were accepted: the web-service answers before the broker confirms its publish,
+    /// so a message lost in a broker crash is recovered here, from Redis.
+    pub async fn sweep_received(&self) -> anyhow::Result<()> {
+        let now = now_micros();
+        let cutoff = now.saturating_sub(RECOVER_AFTER.as_micros() as Micros);
+        for batch in self.store.open_batches_before(cutoff, 100).await? {
+            let status = match self.store.batch_status(batch).await? {
+                Some(s) if s.counts[TaskState::Received.code() as usize] > 0 => s,
+                _ => {
+                    self.store.close_open_batch(batch).await?;
+                    continue;
+                }
+            };
+            let endpoint = status.record.endpoint_id;
+            let ids = self.store.batch_task_ids(batch, 0, -1).await?;
+            let mut functions = HashMap::new();
+            let mut again = 0;
+            for chunk in ids.chunks(CHUNK) {
+                let infos: Vec<Redispatch> = self
+                    .store
+                    .redispatch_info(chunk)
+                    .await?
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| i.state == TaskState::Received)
+                    .collect();
+                if infos.is_empty() {
+                    continue;
+                }
+                let (message, included) = self.task_batch(endpoint, &infos, 0, &mut functions).await?;
+                again += included.len();
+                let body = ferry_proto::codec::encode(&message)?;
+                self.broker
+                    .publish(&self.broker.submissions_queue(), &body)
+                    .await?;
+            }
+            tracing::warn!(%batch, tasks = again, "tasks still received long after they were accepted; submitted again");
+            self.store.reopen_batch(batch, now).await?;
+        }
+        Ok(())
     }
 
     /// Fails the batches whose deadline passed.

@@ -207,3 +207,56 @@ async fn a_running_task_shows_when_it_was_last_seen_alive() {
     assert_eq!(stack.wait_done(id, WITHIN).await.status, "success");
     stack.shutdown().await;
 }
+
+/// The web-service answers before RabbitMQ confirms its publish. A submission whose
+/// message never reached the queue (here: records written, nothing published) is
+/// recovered from Redis by the forwarder's sweeper, and its task runs.
+#[tokio::test]
+async fn a_task_whose_submission_message_was_lost_still_runs() {
+    use ferry_proto::{Actor, BatchId, UserId};
+    use ferry_store::{BatchRecord, NewTask, Store};
+
+    let stack = Stack::start().await;
+    let echo = stack.register("shell", "echo", "echo recovered").await;
+    let store = Store::connect(&ferry_tests::redis_url(), &stack.namespace, 600)
+        .await
+        .unwrap();
+    let task = NewTask {
+        task_id: ferry_proto::TaskId::new(),
+        function_id: echo.parse().unwrap(),
+        max_retries: 3,
+        payload: bytes::Bytes::new(),
+        walltime_ms: None,
+        result_group: None,
+        by_reference: false,
+    };
+    let batch = BatchRecord {
+        batch_id: BatchId::new(),
+        owner: UserId::new(),
+        endpoint_id: stack.endpoint_id.unwrap(),
+        size: 1,
+        created_at: ferry_proto::time::now_micros(),
+        task_group: None,
+        deadline: None,
+        events: false,
+        callback_url: None,
+        callback_secret: None,
+    };
+    store
+        .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        let record = store.get_task(task.task_id).await.unwrap().unwrap();
+        if record.state.is_terminal() {
+            break record;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {:?}", record.state);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(record.state, ferry_proto::TaskState::Success);
+    assert_eq!(record.stdout.as_deref(), Some("recovered\n"));
+    assert!(stack.log_text("ferry-forwarder").contains("submitted again"));
+    stack.shutdown().await;
+}

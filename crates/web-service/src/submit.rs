@@ -1,7 +1,8 @@
 //! Accepting tasks, shared by Ferry's API and the Globus Compute compatible one:
-//! validate everything, write every task as `received` in one round trip, publish them
-//! (confirmed), and only then hand out their ids. A returned id is a task that will
-//! reach a terminal state.
+//! validate everything, write every task as `received` in one round trip, publish them,
+//! and only then hand out their ids. A returned id is a task that will reach a terminal
+//! state: its record is in Redis, and its message in RabbitMQ or, if that was lost
+//! before the broker confirmed it, recovered from Redis by the forwarder's sweeper.
 
 use std::collections::HashMap;
 
@@ -257,11 +258,16 @@ async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<Accepted> {
             ferry_proto::codec::encode(&message).map_err(|e| ApiError::unavailable("cannot encode", e))?,
         );
     }
+    // Not waiting for the broker's confirm takes a fsync off every submission's answer.
+    // The records are in Redis already: should a message be lost with a broker crash,
+    // the forwarder's sweeper submits the tasks again from there (tasks still
+    // `received` 10 s on).
     let messages = &messages;
     let published = state
         .with_broker(|b| async move {
             let queue = b.submissions_queue();
-            b.publish_many(&queue, messages.iter().map(Vec::as_slice)).await
+            b.publish_many_unconfirmed(&queue, messages.iter().map(Vec::as_slice))
+                .await
         })
         .await;
     if let Err(e) = published {

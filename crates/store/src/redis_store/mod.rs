@@ -83,6 +83,11 @@ impl Store {
         format!("{}:hooks", self.ns)
     }
 
+    /// Batches that may still have tasks in `received`, scored by acceptance time.
+    fn open_batches_key(&self) -> String {
+        format!("{}:open-batches", self.ns)
+    }
+
     /// Batches with a deadline, scored by it.
     fn batch_deadlines_key(&self) -> String {
         format!("{}:batch-deadlines", self.ns)

@@ -39,6 +39,12 @@ impl Store {
             ],
         )
         .ignore();
+        pipe.zadd(
+            self.open_batches_key(),
+            batch.batch_id.to_string(),
+            batch.created_at,
+        )
+        .ignore();
         if batch.events {
             pipe.hset(self.batch_key(batch.batch_id), "ev", 1).ignore();
         }
@@ -408,6 +414,33 @@ impl Store {
             .key(self.batch_key(id))
             .arg(at)
             .invoke_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    // ---- batches whose tasks may still be `received` ----------------------------------
+
+    /// Batches accepted before `before` that the sweeper has not seen leave `received`.
+    pub async fn open_batches_before(&self, before: Micros, limit: isize) -> Result<Vec<BatchId>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrangebyscore_limit(self.open_batches_key(), "-inf", before, 0, limit)
+            .await?;
+        ids.iter().map(|s| parse_id(s, "batch", s)).collect()
+    }
+
+    /// The batch has no task left in `received`: stop watching it.
+    pub async fn close_open_batch(&self, id: BatchId) -> Result<()> {
+        let mut conn = self.conn.clone();
+        conn.zrem::<_, _, ()>(self.open_batches_key(), id.to_string())
+            .await?;
+        Ok(())
+    }
+
+    /// Look at the batch again later (its tasks were just submitted again).
+    pub async fn reopen_batch(&self, id: BatchId, at: Micros) -> Result<()> {
+        let mut conn = self.conn.clone();
+        conn.zadd::<_, _, _, ()>(self.open_batches_key(), id.to_string(), at)
             .await?;
         Ok(())
     }

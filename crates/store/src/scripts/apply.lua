@@ -14,6 +14,7 @@
 --   <ns>:batch:{b}:ev     when the batch has `ev` set (someone watches it): one stream
 --                         entry per step, fields t (task id) and e (the history entry,
 --                         with `at` in absolute micros)
+--   <ns>:open-batches     batches with tasks still `received` (left once none is)
 --   <ns>:ep:<e>:run       the endpoint's in-flight tasks (waiting-for-nodes ..
 --                         running), which the forwarder moves back when it is lost
 -- These key names are built here, not passed in KEYS: Ferry needs one Redis (or one
@@ -187,8 +188,12 @@ if s ~= s0 then
   if cur[6] then
     local batch = ns .. ':batch:{' .. cur[6] .. '}'
     if redis.call('EXISTS', batch) == 1 then
-      redis.call('HINCRBY', batch, 'n' .. s0, -1)
+      local before = redis.call('HINCRBY', batch, 'n' .. s0, -1)
       redis.call('HINCRBY', batch, 'n' .. s, 1)
+      if s0 == 0 and before == 0 then
+        -- No task of the batch is left in `received`: the sweeper need not watch it.
+        redis.call('ZREM', ns .. ':open-batches', cur[6])
+      end
       if terminal and s0 < 5 then
         local left = redis.call('HINCRBY', batch, 'open', -1)
         if left == 0 then

@@ -35,7 +35,7 @@ local ns = ARGV[2]
 local n = tonumber(ARGV[3])
 local finish = 4 + 4 * n
 local out = {}
-local cur = redis.call('HMGET', key, 's', 'a', 'r', 'hn', 'e', 'b', 'c')
+local cur = redis.call('HMGET', key, 's', 'a', 'r', 'hn', 'e', 'b', 'c', 'pi')
 if not cur[1] then
   for i = 1, n do
     out[#out + 1] = -1; out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0
@@ -55,6 +55,8 @@ local s0 = s
 local last_at = nil
 local changed = false
 local events = {}
+-- Fields the terminal event sets, written with the state in one HSET.
+local term = {}
 
 -- sources[kind] = set of states the event may leave within an attempt
 local nonterminal = {[0]=true, [1]=true, [2]=true, [3]=true, [4]=true}
@@ -120,31 +122,28 @@ for i = 0, n - 1 do
     last_at = at
     changed = true
     if to == 5 or to == 6 then
-      redis.call('HSET', key, 't', at)
+      term[#term + 1] = 't'; term[#term + 1] = at
       if cause >= 0 then
-        redis.call('HSET', key, 'why', cause)
+        term[#term + 1] = 'why'; term[#term + 1] = cause
       end
       if ARGV[finish] then
         if ARGV[finish] == '2' then
           -- The result is in the data plane, under this attempt.
-          redis.call('HSET', key, 'rr', na)
+          term[#term + 1] = 'rr'; term[#term + 1] = na
         elseif ARGV[finish] == '1' then
-          redis.call('HSET', key, 'res', ARGV[finish + 1])
+          term[#term + 1] = 'res'; term[#term + 1] = ARGV[finish + 1]
         else
-          redis.call('HSET', key, 'exc', ARGV[finish + 1])
+          term[#term + 1] = 'exc'; term[#term + 1] = ARGV[finish + 1]
           if ARGV[finish + 2] ~= '' then
-            redis.call('HSET', key, 'exd', ARGV[finish + 2])
+            term[#term + 1] = 'exd'; term[#term + 1] = ARGV[finish + 2]
           end
         end
         if ARGV[finish + 3] ~= '' then
-          redis.call('HSET', key, 'out', ARGV[finish + 3])
+          term[#term + 1] = 'out'; term[#term + 1] = ARGV[finish + 3]
         end
         if ARGV[finish + 4] ~= '' then
-          redis.call('HSET', key, 'err', ARGV[finish + 4])
+          term[#term + 1] = 'err'; term[#term + 1] = ARGV[finish + 4]
         end
-      end
-      if ttl > 0 then
-        redis.call('EXPIRE', key, ttl)
       end
     end
     out[#out + 1] = 1; out[#out + 1] = to; out[#out + 1] = na; out[#out + 1] = cause
@@ -156,16 +155,31 @@ if changed then
     fields[#fields + 1] = 'h' .. (hn + i - 1)
     fields[#fields + 1] = e
   end
+  for _, v in ipairs(term) do
+    fields[#fields + 1] = v
+  end
   redis.call('HSET', key, unpack(fields))
-  -- A batch someone watches (WebSocket, webhook) gets every step in its event stream.
-  if cur[6] then
-    local batch = ns .. ':batch:{' .. cur[6] .. '}'
-    if redis.call('HGET', batch, 'ev') then
-      local tid = string.sub(key, #ns + 8, -2)
-      for _, e in ipairs(events) do
-        redis.call('XADD', batch .. ':ev', '*', 't', tid, 'e', e)
-      end
-    end
+  if #term > 0 and ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+-- The batch's `open` (always set while it exists) and `ev` (its stream is on).
+local batch = nil
+local watched = false
+if changed and cur[6] then
+  batch = ns .. ':batch:{' .. cur[6] .. '}'
+  local b = redis.call('HMGET', batch, 'open', 'ev')
+  if not b[1] then
+    batch = nil
+  else
+    watched = b[2] and true or false
+  end
+end
+-- A batch someone watches (WebSocket, webhook) gets every step in its event stream.
+if watched then
+  local tid = string.sub(key, #ns + 8, -2)
+  for _, e in ipairs(events) do
+    redis.call('XADD', batch .. ':ev', '*', 't', tid, 'e', e)
   end
 end
 if s ~= s0 then
@@ -173,7 +187,9 @@ if s ~= s0 then
   if terminal then
     -- The input is only needed to dispatch the task again.
     redis.call('HDEL', key, 'p', 'pi')
-    redis.call('DEL', key .. ':in')
+    if cur[8] then
+      redis.call('DEL', key .. ':in')
+    end
   end
   if cur[5] then
     local run = ns .. ':ep:' .. cur[5] .. ':run'
@@ -185,9 +201,8 @@ if s ~= s0 then
       redis.call('SREM', run, tid)
     end
   end
-  if cur[6] then
-    local batch = ns .. ':batch:{' .. cur[6] .. '}'
-    if redis.call('EXISTS', batch) == 1 then
+  if batch then
+    do
       local before = redis.call('HINCRBY', batch, 'n' .. s0, -1)
       redis.call('HINCRBY', batch, 'n' .. s, 1)
       if s0 == 0 and before == 0 then

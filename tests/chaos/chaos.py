@@ -1,23 +1,28 @@
 """Chaos: kill -9 each Ferry part in turn during a run, and check that every accepted
-task still reaches a terminal state, that none is lost and none has two results.
+task still reaches a terminal state, that none is lost, none has two terminal history
+entries and none failed.
 
-    scripts/chaos [--tasks N]
+    scripts/chaos [--tasks N] [--only SUBSTRING]
 
 Scenarios (one stack each): the forwarder, the web-service and the endpoint are killed
 and started again; a manager and a worker are killed (the endpoint and the manager
-replace them by themselves); RabbitMQ and Redis are killed -9 and restarted. The last
-two run against private instances on other ports (Redis with an append-only file,
-fsync always; a second RabbitMQ node with its own data directory), so the shared
-services are never touched; they are removed on every exit path. The last line is
+replace them by themselves); RabbitMQ and Redis are killed -9 and restarted on the same
+data (durable queues and persistent messages; the append-only file). The last two run
+against private instances on free ports (Redis with an append-only file, fsync always;
+a second RabbitMQ node with its own data directory), so the shared services on 5672 and
+6379 are never touched; they are removed on every exit path (the scenario's
+`finally`, and at exit after Ctrl-C, SIGTERM or SIGHUP). While a backend is down the
+web-service answers 503: a submission that fails was not accepted and is sent again.
+One line per scenario on stderr (tasks accepted, how many were unfinished at the kill,
+how long a backend was down, seconds taken); the last line on stdout is
 `chaos: <passed>/<scenarios> scenarios, <tasks> tasks, lost <n>, duplicated <n>`.
-
-    scripts/chaos [--tasks N] [--only SUBSTRING]
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import http.client
 import os
 import shutil
 import signal
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +41,9 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from ferrystack import Stack, children_pids  # noqa: E402
 
 from ferry import APIError, Client  # noqa: E402
+
+# What the client raises while the web-service or one of its backends is down.
+UNAVAILABLE = (APIError, OSError, http.client.HTTPException)
 
 
 def work(x):
@@ -84,7 +93,6 @@ class PrivateRedis:
         self.dir = Path(tempfile.mkdtemp(prefix="ferry-chaos-redis-"))
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-        self.start()
 
     @property
     def url(self) -> str:
@@ -121,7 +129,6 @@ class PrivateRabbit:
         (self.dir / "plugins").write_text("[].\n")
         (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
         subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=True)
-        self.start()
 
     @property
     def url(self) -> str:
@@ -144,15 +151,41 @@ class PrivateRabbit:
     def kill(self) -> None:
         try:
             pid = int((self.dir / "pid").read_text().strip())
+            # The node writes its pid file again when it starts: never kill a stale pid.
+            (self.dir / "pid").unlink()
             os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             pass
         wait_port(self.port, False, 30, "the private RabbitMQ")
 
     def cleanup(self) -> None:
-        self.kill()
-        subprocess.run(["pkill", "-9", "-f", self.node], capture_output=True)
+        try:
+            self.kill()
+        except RuntimeError:
+            pass
+        # Whatever is left of this node only (a start cut short may still be spawning it).
+        deadline = time.monotonic() + 5
+        while (pids := self.pids()) and time.monotonic() < deadline:
+            for pid in pids:
+                kill(pid)
+            time.sleep(0.5)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def pids(self) -> list[int]:
+        """This node's processes (beam, erl_child_setup, inet_gethost...). The node name
+        is not on their command lines, so `pkill -f` cannot find them: they are told
+        apart by the RABBITMQ_NODENAME in their environment."""
+        mark = f"RABBITMQ_NODENAME={self.node}".encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                try:
+                    environ = Path(f"/proc/{entry}/environ").read_bytes()
+                except OSError:
+                    continue
+                if mark in environ.split(b"\0"):
+                    found.append(int(entry))
+        return found
 
 
 # Private instances still alive, removed at exit whatever the way out.
@@ -165,39 +198,52 @@ def _cleanup_private() -> None:
 
 
 atexit.register(_cleanup_private)
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+# SIGTERM and SIGHUP unwind like Ctrl-C: the `finally` blocks stop the stack and remove
+# the private instance, and the atexit hook catches whatever is left.
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(_sig, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def scenario(name: str, tasks: int, chaos, backend=None) -> tuple[bool, int, int, int]:
-    stack = Stack()
-    stack.env["RUST_LOG"] = "warn"
+    started = time.monotonic()
     private = None
-    if backend is not None:
-        private = backend()
-        _private.append(private)
-        key = "FERRY_REDIS_URL" if isinstance(private, PrivateRedis) else "FERRY_AMQP_URL"
-        stack.env[key] = private.url
-        stack.backend = private
     try:
-        return run_scenario(stack, name, tasks, chaos)
+        if backend is not None:
+            private = backend()
+            _private.append(private)  # before it starts: a failed start is removed too
+            private.start()
+        stack = Stack()
+        stack.env["RUST_LOG"] = "warn"
+        if isinstance(private, PrivateRedis):
+            stack.env["FERRY_REDIS_URL"] = private.url
+        elif isinstance(private, PrivateRabbit):
+            # The web-service hands the broker URL to the endpoint (and so to its managers).
+            stack.env["FERRY_AMQP_URL"] = stack.env["FERRY_PUBLIC_AMQP_URL"] = private.url
+        return run_scenario(stack, name, tasks, lambda s: chaos(s, private), started)
+    except Exception:  # noqa: BLE001 - a broken scenario fails, the others still run
+        traceback.print_exc()
+        print(f"chaos: {name}: could not run -> FAILED", file=sys.stderr, flush=True)
+        return False, 0, 0, 0
     finally:
         if private is not None:
-            _private.remove(private)
+            if private in _private:
+                _private.remove(private)
             private.cleanup()
 
 
-def run_scenario(stack: Stack, name: str, tasks: int, chaos) -> tuple[bool, int, int, int]:
-    stack.start()
-    client = Client(stack.url, token=stack.token)
+def run_scenario(stack: Stack, name: str, tasks: int, chaos, started: float) -> tuple[bool, int, int, int]:
     accepted: list[str] = []
+    stop = threading.Event()
     try:
+        stack.start()
+        client = Client(stack.url, token=stack.token)
         fid = client.register_function(work)
         done_submitting = threading.Event()
 
         def submit() -> None:
             chunk = max(1, tasks // 20)
             sent = 0
-            while sent < tasks:
+            while sent < tasks and not stop.is_set():
                 batch = client.create_batch()
                 n = min(chunk, tasks - sent)
                 for i in range(n):
@@ -205,11 +251,11 @@ def run_scenario(stack: Stack, name: str, tasks: int, chaos) -> tuple[bool, int,
                 try:
                     accepted.extend(client.batch_run(stack.endpoint_id, batch))
                     sent += n
-                except (APIError, OSError):
-                    time.sleep(0.2)  # the web-service is down: nothing was accepted
+                except UNAVAILABLE:
+                    time.sleep(0.2)  # the web-service or a backend is down: nothing was accepted
             done_submitting.set()
 
-        submitter = threading.Thread(target=submit)
+        submitter = threading.Thread(target=submit, daemon=True)
         submitter.start()
         # Strike while the run is under way: some tasks done, many still in flight.
         while len(accepted) < tasks // 10 and not done_submitting.is_set():
@@ -217,15 +263,16 @@ def run_scenario(stack: Stack, name: str, tasks: int, chaos) -> tuple[bool, int,
         time.sleep(0.2)
         snapshot = list(accepted)
         in_flight = sum(1 for d in client.get_tasks(snapshot).values() if d["pending"])
-        chaos(stack)
+        note = chaos(stack)
         submitter.join(timeout=300)
+        # Generous: a restarted RabbitMQ takes seconds to boot, and the parts back off.
         deadline = time.monotonic() + 300
         pending = list(accepted)
         docs: dict[str, dict] = {}
         while pending and time.monotonic() < deadline:
             try:
                 fetched = client.get_tasks(pending)
-            except (APIError, OSError):
+            except UNAVAILABLE:
                 time.sleep(0.5)
                 continue
             docs.update(fetched)
@@ -239,19 +286,20 @@ def run_scenario(stack: Stack, name: str, tasks: int, chaos) -> tuple[bool, int,
         failed = sum(1 for d in docs.values() if d["status"] == "failed")
         ok = lost == 0 and duplicated == 0 and failed == 0 and done_submitting.is_set()
         print(
-            f"chaos: {name}: {len(accepted)} accepted ({in_flight} unfinished at the kill), "
-            f"lost {lost}, duplicated {duplicated}, failed {failed}"
-            f" -> {'ok' if ok else 'FAILED'}",
+            f"chaos: {name}: {len(accepted)} accepted ({in_flight} unfinished at the kill{note or ''}), "
+            f"lost {lost}, duplicated {duplicated}, failed {failed}, "
+            f"{time.monotonic() - started:.0f} s -> {'ok' if ok else 'FAILED'}",
             file=sys.stderr,
             flush=True,
         )
         return ok, len(accepted), lost, duplicated
     finally:
+        stop.set()
         stack.stop()
 
 
 def restart(part: str, *args: str):
-    def chaos(stack: Stack) -> None:
+    def chaos(stack: Stack, _backend) -> None:
         kill(stack.procs[part].pid)
         stack.procs[part].wait()
         time.sleep(0.5)
@@ -263,16 +311,18 @@ def restart(part: str, *args: str):
 def restart_backend(down_secs: float):
     """Kill -9 the stack's private Redis or RabbitMQ, and start it again."""
 
-    def chaos(stack: Stack) -> None:
-        stack.backend.kill()
+    def chaos(stack: Stack, backend: PrivateRedis | PrivateRabbit) -> str:
+        killed = time.monotonic()
+        backend.kill()
         time.sleep(down_secs)
-        stack.backend.start()
+        backend.start()
+        return f", down {time.monotonic() - killed:.1f} s"
 
     return chaos
 
 
 def kill_descendant(name: str):
-    def chaos(stack: Stack) -> None:
+    def chaos(stack: Stack, _backend) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             pids = descendants(stack, name)

@@ -93,11 +93,33 @@ impl Rabbit {
     }
 }
 
+impl Rabbit {
+    /// Every process of this node, told apart by the RABBITMQ_NODENAME in its
+    /// environment (the node name is not on the Erlang VM's command line).
+    fn node_pids(&self) -> Vec<u32> {
+        let mark = format!("RABBITMQ_NODENAME={}", self.node).into_bytes();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| pid != std::process::id())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .map(|env| env.split(|b| *b == 0).any(|var| var == mark.as_slice()))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
 impl Drop for Rabbit {
     fn drop(&mut self) {
         self.kill();
-        // epmd and stray beam processes of this node only.
-        let _ = Command::new("pkill").args(["-9", "-f", &self.node]).status();
+        for pid in self.node_pids() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
     }
 }
 

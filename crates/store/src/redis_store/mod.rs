@@ -1,11 +1,14 @@
 //! The Redis implementation of Ferry's store: the connection and key layout here;
-//! [`registry`] (users, functions, endpoints) and [`tasks`] (tasks, batches, task groups,
-//! the transition script) add their methods to [`Store`].
+//! [`registry`] (users, functions, endpoints), [`tasks`] (tasks, task groups, the
+//! transition script), [`batches`] (sessions) and [`events`] (event streams, webhooks)
+//! add their methods to [`Store`].
 
+mod batches;
+mod events;
 mod registry;
 mod tasks;
 
-pub use tasks::{EventReader, EventWaker};
+pub use events::{EventReader, EventWaker};
 
 use std::collections::HashMap;
 

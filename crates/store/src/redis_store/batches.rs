@@ -1,0 +1,146 @@
+//! Batches (sessions): their records, per-state counts, deadlines, and the watch list
+//! of batches whose tasks may still be `received`.
+
+use std::collections::HashMap;
+
+use ferry_proto::time::Micros;
+use ferry_proto::{BatchId, TaskId};
+use redis::AsyncCommands;
+
+use super::{Fields, Store, parse_id};
+use crate::Result;
+use crate::records::*;
+
+impl Store {
+    /// A batch and the ids of its tasks, in submission order.
+    pub async fn get_batch(&self, id: BatchId) -> Result<Option<(BatchRecord, Vec<TaskId>)>> {
+        let Some(status) = self.batch_status(id).await? else {
+            return Ok(None);
+        };
+        let ids = self.batch_task_ids(id, 0, -1).await?;
+        Ok(Some((status.record, ids)))
+    }
+
+    /// The ids of a batch's tasks from index `start` to `stop` (inclusive; negative
+    /// counts from the end), in submission order.
+    pub async fn batch_task_ids(&self, id: BatchId, start: isize, stop: isize) -> Result<Vec<TaskId>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn.lrange(self.batch_tasks_key(id), start, stop).await?;
+        ids.iter()
+            .map(|s| parse_id(s, "batch", &id.to_string()))
+            .collect()
+    }
+
+    /// A batch's record and its per-state counts: one read of one hash, whatever the
+    /// batch's size.
+    pub async fn batch_status(&self, id: BatchId) -> Result<Option<BatchStatus>> {
+        let mut conn = self.conn.clone();
+        let map: HashMap<String, Vec<u8>> = conn.hgetall(self.batch_key(id)).await?;
+        if !map.contains_key("owner") {
+            return Ok(None);
+        }
+        let f = Fields::new(map, "batch", id.to_string());
+        let record = BatchRecord {
+            batch_id: id,
+            owner: f.id("owner")?,
+            endpoint_id: f.id("ep")?,
+            size: f.num("size")?,
+            created_at: f.num("created")?,
+            task_group: f.opt_string("tg").and_then(|s| s.parse().ok()),
+            deadline: f.opt_num("deadline")?,
+            events: f.opt_string("ev").is_some(),
+            callback_url: f.opt_string("cb"),
+            callback_secret: f.opt_string("cbs"),
+        };
+        let mut counts = [0u64; 7];
+        for (code, count) in counts.iter_mut().enumerate() {
+            // Counts can dip below zero for a moment only if a record was forced; clamp.
+            *count = f.opt_num::<i64>(&format!("n{code}"))?.unwrap_or(0).max(0) as u64;
+        }
+        let callback_url = record.callback_url.clone();
+        Ok(Some(BatchStatus {
+            record,
+            counts,
+            done_at: f.opt_num("done")?,
+            timed_out_at: f.opt_num("timedout")?,
+            cancelled_at: f.opt_num("cancelled")?,
+            callback: callback_url.map(|url| ferry_proto::api::CallbackStatus {
+                url,
+                delivered: f.opt_num("cbd").ok().flatten().unwrap_or(0),
+                failures: f.opt_num("cbf").ok().flatten().unwrap_or(0),
+                last_error: f.opt_string("cbe").filter(|e| !e.is_empty()),
+                done: f.opt_string("cbdone").is_some(),
+            }),
+        }))
+    }
+
+    /// Batches whose deadline has passed, at most `limit` of them.
+    pub async fn expired_batches(&self, now: Micros, limit: isize) -> Result<Vec<BatchId>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrangebyscore_limit(self.batch_deadlines_key(), "-inf", now, 0, limit)
+            .await?;
+        ids.iter().map(|s| parse_id(s, "batch", s)).collect()
+    }
+
+    /// Claims an expired batch for this caller (several forwarders may race; one
+    /// wins) and marks it timed out. False when another caller claimed it first.
+    pub async fn claim_timed_out_batch(&self, id: BatchId, at: Micros) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let removed: u64 = conn.zrem(self.batch_deadlines_key(), id.to_string()).await?;
+        if removed == 0 {
+            return Ok(false);
+        }
+        let key = self.batch_key(id);
+        let (exists, done): (bool, Option<String>) = redis::pipe()
+            .exists(&key)
+            .hget(&key, "done")
+            .query_async(&mut conn)
+            .await?;
+        if !exists || done.is_some() {
+            return Ok(false);
+        }
+        conn.hset::<_, _, _, ()>(&key, "timedout", at).await?;
+        Ok(true)
+    }
+
+    /// Records that the batch's owner cancelled it (unless it had completed).
+    pub async fn mark_batch_cancelled(&self, id: BatchId, at: Micros) -> Result<()> {
+        const MARK: &str = "if redis.call('EXISTS', KEYS[1]) == 1 and not redis.call('HGET', KEYS[1], 'done') \
+            then redis.call('HSETNX', KEYS[1], 'cancelled', ARGV[1]) end return 0";
+        let mut conn = self.conn.clone();
+        redis::Script::new(MARK)
+            .key(self.batch_key(id))
+            .arg(at)
+            .invoke_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    // ---- batches whose tasks may still be `received` ----------------------------------
+
+    /// Batches accepted before `before` that the sweeper has not seen leave `received`.
+    pub async fn open_batches_before(&self, before: Micros, limit: isize) -> Result<Vec<BatchId>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrangebyscore_limit(self.open_batches_key(), "-inf", before, 0, limit)
+            .await?;
+        ids.iter().map(|s| parse_id(s, "batch", s)).collect()
+    }
+
+    /// The batch has no task left in `received`: stop watching it.
+    pub async fn close_open_batch(&self, id: BatchId) -> Result<()> {
+        let mut conn = self.conn.clone();
+        conn.zrem::<_, _, ()>(self.open_batches_key(), id.to_string())
+            .await?;
+        Ok(())
+    }
+
+    /// Look at the batch again later (its tasks were just submitted again).
+    pub async fn reopen_batch(&self, id: BatchId, at: Micros) -> Result<()> {
+        let mut conn = self.conn.clone();
+        conn.zadd::<_, _, _, ()>(self.open_batches_key(), id.to_string(), at)
+            .await?;
+        Ok(())
+    }
+}

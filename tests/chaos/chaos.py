@@ -5,7 +5,8 @@ entries and none failed.
     scripts/chaos [--tasks N] [--only SUBSTRING]
 
 Scenarios (one stack each): the forwarder, the web-service and the endpoint are killed
-and started again; a manager and a worker are killed (the endpoint and the manager
+and started again (the endpoint twice: back at once, and back only after the forwarder
+declared it lost); a manager and a worker are killed (the endpoint and the manager
 replace them by themselves); RabbitMQ and Redis are killed -9 and restarted on the same
 data (durable queues and persistent messages; the append-only file). The last two run
 against private instances on free ports (Redis with an append-only file, fsync always;
@@ -284,10 +285,13 @@ def run_scenario(stack: Stack, name: str, tasks: int, chaos, started: float) -> 
             1 for d in docs.values() if sum(h["state"] in ("success", "failed") for h in d["history"]) > 1
         )
         failed = sum(1 for d in docs.values() if d["status"] == "failed")
-        ok = lost == 0 and duplicated == 0 and failed == 0 and done_submitting.is_set()
+        retried = sum(1 for d in docs.values() if d["attempt"] > 0)
+        unexplained = sum(1 for d in docs.values() if not history_explains_attempts(d))
+        ok = lost == 0 and duplicated == 0 and failed == 0 and unexplained == 0 and done_submitting.is_set()
         print(
             f"chaos: {name}: {len(accepted)} accepted ({in_flight} unfinished at the kill{note or ''}), "
             f"lost {lost}, duplicated {duplicated}, failed {failed}, "
+            f"retried {retried} (unexplained {unexplained}), "
             f"{time.monotonic() - started:.0f} s -> {'ok' if ok else 'FAILED'}",
             file=sys.stderr,
             flush=True,
@@ -298,11 +302,27 @@ def run_scenario(stack: Stack, name: str, tasks: int, chaos, started: float) -> 
         stack.stop()
 
 
-def restart(part: str, *args: str):
+def history_explains_attempts(doc: dict) -> bool:
+    """Every attempt up to the task's last is in its history, and each new attempt
+    begins by going back to waiting (for nodes after a lost worker or manager, for the
+    endpoint after a lost endpoint) or by the endpoint receiving a copy of it."""
+    history = doc["history"]
+    seen = {h["attempt"] for h in history}
+    if seen != set(range(doc["attempt"] + 1)):
+        return False
+    for prev, step in zip(history, history[1:]):
+        if step["attempt"] > prev["attempt"] and step["state"] not in (
+            "waiting-for-ep", "waiting-for-nodes", "waiting-for-launch", "running", "success", "failed"
+        ):
+            return False
+    return True
+
+
+def restart(part: str, *args: str, down: float = 0.5):
     def chaos(stack: Stack, _backend) -> None:
         kill(stack.procs[part].pid)
         stack.procs[part].wait()
-        time.sleep(0.5)
+        time.sleep(down)
         stack.spawn(part, *args)
 
     return chaos
@@ -344,6 +364,13 @@ def main() -> int:
         ("kill -9 the forwarder", restart("ferry-forwarder"), None),
         ("kill -9 the web-service", restart("ferry-web-service"), None),
         ("kill -9 the endpoint", restart("ferry-endpoint", "start", "ep", "--foreground"), None),
+        # Away past its heartbeat window (5 missed beats of 500 ms): the forwarder declares
+        # it lost and its in-flight tasks come back as their next attempt.
+        (
+            "kill -9 the endpoint, away until it is declared lost",
+            restart("ferry-endpoint", "start", "ep", "--foreground", down=5.0),
+            None,
+        ),
         ("kill -9 a manager", kill_descendant("ferry-manager"), None),
         ("kill -9 a worker", kill_descendant("ferry-worker"), None),
         ("kill -9 and restart RabbitMQ", restart_backend(1.0), PrivateRabbit),

@@ -8,7 +8,7 @@ use ferry_broker::Broker;
 use ferry_proto::messages::{EndpointLoad, EndpointMessage, StatusUpdate, TaskBatch, TaskResult};
 use ferry_proto::time::now_micros;
 use ferry_proto::{EndpointId, TaskId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::data::DataPlane;
 use crate::interchange::{Input, Sink};
@@ -21,7 +21,9 @@ const BATCH: usize = 1000;
 pub struct Reporter {
     status: mpsc::UnboundedSender<StatusUpdate>,
     results: mpsc::UnboundedSender<TaskResult>,
-    heartbeats: mpsc::UnboundedSender<(EndpointLoad, Vec<TaskId>)>,
+    /// The interchange's latest view (load, tasks held by live managers); the heartbeat
+    /// publisher sends it on its own clock.
+    heartbeats: watch::Sender<(EndpointLoad, Vec<TaskId>)>,
     retries: mpsc::UnboundedSender<(TaskBatch, StatusUpdate, u64)>,
 }
 
@@ -35,7 +37,7 @@ impl Sink for Reporter {
     }
 
     fn heartbeat(&self, load: EndpointLoad, alive: Vec<TaskId>) {
-        let _ = self.heartbeats.send((load, alive));
+        self.heartbeats.send_replace((load, alive));
     }
 
     fn retry(&self, batch: TaskBatch, lost: StatusUpdate, delivery: u64) {
@@ -53,7 +55,7 @@ pub fn start(
 ) -> (Reporter, tokio::task::JoinSet<anyhow::Result<()>>) {
     let (status_tx, mut status_rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<TaskResult>();
-    let (heartbeats_tx, mut heartbeats_rx) = mpsc::unbounded_channel();
+    let (heartbeats_tx, heartbeats_rx) = watch::channel((EndpointLoad::default(), Vec::new()));
     let (retries_tx, mut retries_rx) = mpsc::unbounded_channel::<(TaskBatch, StatusUpdate, u64)>();
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -117,7 +119,14 @@ pub fn start(
 
     tasks.spawn(async move {
         let queue = broker.status_queue();
-        while let Some((load, alive)) = heartbeats_rx.recv().await {
+        // On a clock of its own: an interchange busy with a backlog must not look like a
+        // dead endpoint to the forwarder.
+        let mut tick =
+            tokio::time::interval(std::time::Duration::from_millis(heartbeat_interval_ms.max(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (load, alive) = heartbeats_rx.borrow().clone();
             let beat = EndpointMessage::Heartbeat {
                 endpoint_id,
                 at: now_micros(),
@@ -129,7 +138,6 @@ pub fn start(
                 .publish(&queue, &ferry_proto::codec::encode(&beat)?)
                 .await?;
         }
-        Ok(())
     });
 
     let reporter = Reporter {

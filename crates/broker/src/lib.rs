@@ -213,11 +213,7 @@ impl Broker {
         queue: &str,
         bodies: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<()> {
-        let mut confirms = Vec::new();
-        for body in bodies {
-            confirms.push(self.send(queue, body, BasicProperties::default()).await?);
-        }
-        for confirm in confirms {
+        for confirm in self.send_all(queue, bodies).await? {
             if !confirm.await?.is_ack() {
                 return Err(Error::Nacked {
                     queue: queue.to_owned(),
@@ -235,10 +231,7 @@ impl Broker {
         queue: &str,
         bodies: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<()> {
-        let mut confirms = Vec::new();
-        for body in bodies {
-            confirms.push(self.send(queue, body, BasicProperties::default()).await?);
-        }
+        let confirms = self.send_all(queue, bodies).await?;
         let queue = queue.to_owned();
         tokio::spawn(async move {
             for confirm in confirms {
@@ -250,6 +243,19 @@ impl Broker {
             }
         });
         Ok(())
+    }
+
+    /// Sends persistent messages to `queue`; their confirms come later.
+    async fn send_all<'a>(
+        &self,
+        queue: &str,
+        bodies: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<lapin::PublisherConfirm>> {
+        let mut confirms = Vec::new();
+        for body in bodies {
+            confirms.push(self.send(queue, body, BasicProperties::default()).await?);
+        }
+        Ok(confirms)
     }
 
     async fn send(

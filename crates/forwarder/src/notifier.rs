@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use ferry_proto::time::{Micros, now_micros, to_secs};
+use ferry_proto::time::{Micros, now_micros};
 use ferry_store::{BatchEvent, Hook, Store};
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -118,22 +118,7 @@ fn backoff(failures: u64) -> Micros {
 }
 
 fn body(hook: &Hook, events: &[BatchEvent], cursor: &str) -> String {
-    let events: Vec<_> = events
-        .iter()
-        .map(|e| {
-            let mut v = json!({
-                "task_id": e.task_id,
-                "state": e.step.state.wire_name(),
-                "attempt": e.step.attempt,
-                "at": to_secs(e.step.at),
-                "by": e.step.by.wire_name(),
-            });
-            if let Some(cause) = e.step.cause {
-                v["reason"] = json!(cause.wire_name());
-            }
-            v
-        })
-        .collect();
+    let events: Vec<_> = events.iter().map(BatchEvent::step_json).collect();
     json!({"session_id": hook.batch_id, "events": events, "cursor": cursor}).to_string()
 }
 

@@ -79,6 +79,24 @@ pub struct BatchEvent {
     pub step: HistoryStep,
 }
 
+impl BatchEvent {
+    /// The step as clients see it (WebSocket messages, webhook deliveries):
+    /// `{"task_id", "state", "attempt", "at", "by", "reason"?}`.
+    pub fn step_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "task_id": self.task_id,
+            "state": self.step.state.wire_name(),
+            "attempt": self.step.attempt,
+            "at": ferry_proto::time::to_secs(self.step.at),
+            "by": self.step.by.wire_name(),
+        });
+        if let Some(cause) = self.step.cause {
+            v["reason"] = serde_json::json!(cause.wire_name());
+        }
+        v
+    }
+}
+
 /// A batch as it stands: its record, how many of its tasks are in each state (kept by
 /// the transition script, so reading them is O(1)), and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,7 +23,6 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use ferry_proto::time::to_secs;
 use ferry_proto::{BatchId, TaskId, TaskState, UserId};
 use ferry_store::{BatchEvent, EventReader};
 use serde::Deserialize;
@@ -255,19 +254,10 @@ async fn forward(
         })
         .collect();
     for e in &wanted {
-        let mut event = json!({
-            "type": "event",
-            "session": e.batch_id,
-            "cursor": e.cursor,
-            "task_id": e.task_id,
-            "state": e.step.state.wire_name(),
-            "attempt": e.step.attempt,
-            "at": to_secs(e.step.at),
-            "by": e.step.by.wire_name(),
-        });
-        if let Some(cause) = e.step.cause {
-            event["reason"] = json!(cause.wire_name());
-        }
+        let mut event = e.step_json();
+        event["type"] = json!("event");
+        event["session"] = json!(e.batch_id);
+        event["cursor"] = json!(e.cursor);
         if e.step.state.is_terminal()
             && let Some(doc) = records.get(&e.task_id)
         {

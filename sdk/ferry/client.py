@@ -253,14 +253,8 @@ class Client:
         walltime: float | None = None,
         events: bool = False,
     ) -> dict:
-        body = {
-            "endpoint_id": str(endpoint_id),
-            "tasks": [
-                {"function_id": f, "payload": p, "max_retries": max_retries, "walltime_secs": walltime}
-                for f, p in tasks
-            ],
-            "events": events,
-        }
+        body = _session_body(endpoint_id, tasks, max_retries, walltime)
+        body["events"] = events
         return self._request("POST", "/v1/tasks", body)
 
     def run(
@@ -319,14 +313,7 @@ class Client:
         checked before any is created."""
         body = {
             "sessions": [
-                {
-                    "endpoint_id": str(endpoint_id),
-                    "tasks": [
-                        {"function_id": f, "payload": p, "max_retries": max_retries, "walltime_secs": walltime}
-                        for f, p in batch.tasks
-                    ],
-                    "timeout_secs": timeout,
-                }
+                {**_session_body(endpoint_id, batch.tasks, max_retries, walltime), "timeout_secs": timeout}
                 for endpoint_id, batch in sessions
             ]
         }
@@ -398,6 +385,18 @@ class Client:
 
     def list_endpoints(self) -> list[dict]:
         return self._request("GET", "/v1/endpoints")
+
+
+def _session_body(
+    endpoint_id: str, tasks: list[tuple[str, str]], max_retries: int | None, walltime: float | None
+) -> dict:
+    """The JSON of one submission (`POST /v1/tasks`, or one of `POST /v1/sessions`)."""
+    return {
+        "endpoint_id": str(endpoint_id),
+        "tasks": [
+            {"function_id": f, "payload": p, "max_retries": max_retries, "walltime_secs": walltime} for f, p in tasks
+        ],
+    }
 
 
 def _entry(doc: dict) -> dict:

@@ -19,69 +19,14 @@ use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, EndpointId, Event, EventKind, FunctionId, ManagerId, TaskId, TaskState};
 use tokio::sync::mpsc;
 
-/// Everything the interchange reacts to.
-pub enum Input<D = Delivery> {
-    /// A message from the endpoint's queue.
-    Tasks {
-        batch: Box<TaskBatch>,
-        delivery: Box<D>,
-    },
-    ManagerConnected {
-        info: ManagerInfo,
-        tx: mpsc::UnboundedSender<ToManager>,
-    },
-    FromManager {
-        manager: ManagerId,
-        message: FromManager,
-    },
-    ManagerGone {
-        manager: ManagerId,
-        reason: String,
-    },
-    /// These results are confirmed by the broker.
-    Published {
-        tasks: Vec<TaskId>,
-    },
-    /// A retry is confirmed by the broker and its loss reported: the delivery the lost
-    /// attempt came in is settled for that task.
-    Settle {
-        delivery: u64,
-    },
-    /// Stop these tasks: their records are terminal (cancelled, or their session timed
-    /// out). Held ones are dropped or killed; copies that arrive later are dropped.
-    Cancel {
-        task_ids: Vec<TaskId>,
-    },
-    /// Time to check managers' liveness and send a heartbeat.
-    Tick,
-}
+mod ports;
+
+pub use ports::{Ack, Input, Sink};
 
 /// Cancelled task ids remembered to drop copies that arrive later (a redelivery, or a
 /// task still queued behind others when its cancel came). Past this many the oldest
 /// half is forgotten.
 const REMEMBER_CANCELLED: usize = 1_000_000;
-
-/// A message the interchange acknowledges once every task in it is settled: an AMQP
-/// delivery in production, anything in benchmarks.
-pub trait Ack: Send + 'static {
-    fn ack(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
-}
-
-impl Ack for Delivery {
-    async fn ack(self) -> anyhow::Result<()> {
-        Ok(Delivery::ack(&self).await?)
-    }
-}
-
-/// Where the interchange sends what it learns.
-pub trait Sink {
-    fn status(&self, update: StatusUpdate);
-    fn result(&self, result: TaskResult);
-    fn heartbeat(&self, load: EndpointLoad, alive: Vec<TaskId>);
-    /// Publish a retry to the endpoint's own queue; once confirmed, report `lost` and
-    /// send back [`Input::Settle`] for `delivery`.
-    fn retry(&self, batch: TaskBatch, lost: StatusUpdate, delivery: u64);
-}
 
 struct Manager {
     tx: mpsc::UnboundedSender<ToManager>,

@@ -1,10 +1,11 @@
 //! Batches (sessions): their records, per-state counts, deadlines, and the watch list
-//! of batches whose tasks may still be `received`.
+//! of batches whose tasks may still be `received`; and task groups (Globus Compute's
+//! grouping of tasks across submissions).
 
 use std::collections::HashMap;
 
 use ferry_proto::time::Micros;
-use ferry_proto::{BatchId, TaskId};
+use ferry_proto::{BatchId, TaskGroupId, TaskId, UserId};
 use redis::AsyncCommands;
 
 use super::{Fields, Store, parse_id};
@@ -142,5 +143,33 @@ impl Store {
         conn.zadd::<_, _, _, ()>(self.open_batches_key(), id.to_string(), at)
             .await?;
         Ok(())
+    }
+
+    // ---- Globus Compute task groups ----------------------------------------------
+
+    /// The owner of a task group, if the group exists.
+    pub async fn task_group_owner(&self, id: TaskGroupId) -> Result<Option<UserId>> {
+        let mut conn = self.conn.clone();
+        let owner: Option<String> = conn.hget(self.group_key(id), "owner").await?;
+        owner
+            .map(|s| parse_id(&s, "task group", &id.to_string()))
+            .transpose()
+    }
+
+    /// Every task ever submitted into a group, in submission order, with its creation
+    /// time.
+    pub async fn task_group_tasks(&self, id: TaskGroupId) -> Result<Vec<(TaskId, Micros)>> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<String> = conn.lrange(self.group_tasks_key(id), 0, -1).await?;
+        entries
+            .iter()
+            .map(|e| {
+                let (task, at) = e.split_once(',').unwrap_or((e, "0"));
+                Ok((
+                    parse_id(task, "task group", &id.to_string())?,
+                    at.parse().unwrap_or(0),
+                ))
+            })
+            .collect()
     }
 }

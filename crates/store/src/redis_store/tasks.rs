@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use ferry_proto::state::FailureCause;
 use ferry_proto::time::Micros;
-use ferry_proto::{Actor, EndpointId, Ignored, TaskGroupId, TaskId, TaskState, UserId};
+use ferry_proto::{Actor, EndpointId, Ignored, TaskId, TaskState, UserId};
 use redis::AsyncCommands;
 
 use super::{Fields, Store, parse_id};
@@ -372,32 +372,6 @@ impl Store {
                 })
             })
             .collect())
-    }
-
-    /// The owner of a task group, if the group exists.
-    pub async fn task_group_owner(&self, id: TaskGroupId) -> Result<Option<UserId>> {
-        let mut conn = self.conn.clone();
-        let owner: Option<String> = conn.hget(self.group_key(id), "owner").await?;
-        owner
-            .map(|s| parse_id(&s, "task group", &id.to_string()))
-            .transpose()
-    }
-
-    /// Every task ever submitted into a group, in submission order, with its creation
-    /// time.
-    pub async fn task_group_tasks(&self, id: TaskGroupId) -> Result<Vec<(TaskId, Micros)>> {
-        let mut conn = self.conn.clone();
-        let entries: Vec<String> = conn.lrange(self.group_tasks_key(id), 0, -1).await?;
-        entries
-            .iter()
-            .map(|e| {
-                let (task, at) = e.split_once(',').unwrap_or((e, "0"));
-                Ok((
-                    parse_id(task, "task group", &id.to_string())?,
-                    at.parse().unwrap_or(0),
-                ))
-            })
-            .collect()
     }
 
     /// Writes a raw task record in any state (the script-agreement test uses it).

@@ -95,8 +95,18 @@ async fn a_client_that_reconnects_with_its_cursor_misses_no_event() {
             ));
         }
     }
-    // Meanwhile the run goes on; then resume after the last cursor.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile the run goes on (more tasks finish while no one listens); then resume
+    // after the last cursor.
+    let (this, id, seen_done) = (&stack, &session, finished.len() as u64);
+    this.wait_until(
+        Duration::from_secs(60),
+        "more tasks finish while disconnected",
+        || async move {
+            let (_, doc): (u16, Value) = this.get(&format!("/v1/sessions/{id}")).await;
+            doc["counts"]["success"].as_u64().unwrap_or(0) > seen_done + 20
+        },
+    )
+    .await;
     let mut socket = connect(&stack).await;
     let sub = json!({"op": "subscribe", "sessions": [session], "after": {session.clone(): cursor}});
     socket.send(Message::Text(sub.to_string().into())).await.unwrap();

@@ -96,6 +96,22 @@ fn new_task() -> NewTask {
     }
 }
 
+/// A batch of `size` tasks for `endpoint_id`, with nothing optional.
+fn batch(endpoint_id: EndpointId, size: u64) -> BatchRecord {
+    BatchRecord {
+        batch_id: BatchId::new(),
+        owner: UserId::new(),
+        endpoint_id,
+        size,
+        created_at: 1,
+        task_group: None,
+        deadline: None,
+        events: false,
+        callback_url: None,
+        callback_secret: None,
+    }
+}
+
 fn event(task_id: TaskId, kind: EventKind, attempt: u32) -> Report {
     Report {
         task_id,
@@ -117,16 +133,8 @@ async fn batch_counters_and_in_flight_sets_follow_every_transition() {
     let endpoint_id = EndpointId::new();
     let tasks: Vec<NewTask> = (0..6).map(|_| new_task()).collect();
     let batch = BatchRecord {
-        batch_id: BatchId::new(),
-        owner: UserId::new(),
-        endpoint_id,
-        size: tasks.len() as u64,
-        created_at: 1,
-        task_group: None,
         deadline: Some(5),
-        events: false,
-        callback_url: None,
-        callback_secret: None,
+        ..batch(endpoint_id, tasks.len() as u64)
     };
     store
         .create_tasks(&batch, &tasks, Actor::WebService)
@@ -190,18 +198,7 @@ async fn batch_counters_and_in_flight_sets_follow_every_transition() {
 async fn the_input_is_kept_until_the_task_is_terminal() {
     let store = store().await;
     let endpoint_id = EndpointId::new();
-    let batch = BatchRecord {
-        batch_id: BatchId::new(),
-        owner: UserId::new(),
-        endpoint_id,
-        size: 1,
-        created_at: 1,
-        task_group: None,
-        deadline: None,
-        events: false,
-        callback_url: None,
-        callback_secret: None,
-    };
+    let batch = batch(endpoint_id, 1);
     let task = new_task();
     store
         .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)
@@ -246,18 +243,7 @@ async fn the_input_is_kept_until_the_task_is_terminal() {
 #[tokio::test]
 async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
     let store = store().await;
-    let batch = BatchRecord {
-        batch_id: BatchId::new(),
-        owner: UserId::new(),
-        endpoint_id: EndpointId::new(),
-        size: 1,
-        created_at: 1,
-        task_group: None,
-        deadline: None,
-        events: false,
-        callback_url: None,
-        callback_secret: None,
-    };
+    let batch = batch(EndpointId::new(), 1);
     let task = new_task();
     store
         .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)

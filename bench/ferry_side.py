@@ -33,6 +33,7 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.roots = roots
         self.redis_pid = redis_pid
+        self.rabbit_pid = pid_named("beam.smp")
         self.peaks: dict[str, int] = {}
         self.cpu: dict[str, float] = {}
         self.stop = threading.Event()
@@ -51,6 +52,9 @@ class RssSampler(threading.Thread):
         found = dict(self.roots)
         if self.redis_pid:
             found["redis-server"] = self.redis_pid
+        if self.rabbit_pid:
+            found["rabbitmq (beam.smp)"] = self.rabbit_pid
+        found["benchmark client"] = os.getpid()
         for root in set(self.roots.values()):
             for pid, comm in children_pids(root).items():
                 found[f"{comm}[{pid}]"] = pid
@@ -78,9 +82,17 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def redis_pid() -> int | None:
-    for pid, (_, comm) in ((int(e), (0, open(f"/proc/{e}/comm").read().strip())) for e in os.listdir("/proc") if e.isdigit() and os.path.exists(f"/proc/{e}/comm")):
-        if comm == "redis-server":
-            return pid
+    return pid_named("redis-server")
+
+
+def pid_named(name: str) -> int | None:
+    """The first process whose command name is `name` (the shared services)."""
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and open(f"/proc/{entry}/comm").read().strip() == name:
+                return int(entry)
+        except OSError:
+            continue
     return None
 
 

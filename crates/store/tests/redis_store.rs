@@ -327,3 +327,99 @@ async fn tokens_map_to_their_user_and_nothing_else() {
     assert_eq!(store.user_for_token("fy_wrong").await.unwrap(), None);
     store.delete_namespace().await.unwrap();
 }
+
+/// One script call applies many tasks' reports at once (a task's several results each
+/// in a group of their own): the outcome, the records, the batch counters and the
+/// in-flight set are what applying the same reports one at a time gives.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_reports_in_one_call_act_as_one_at_a_time() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let store = store().await;
+    let runtime = tokio::runtime::Handle::current();
+    let strategy = proptest::collection::vec(
+        proptest::collection::vec((0..5usize, 0..EventKind::ALL.len(), 0..3u32), 1..40),
+        1..6,
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 16,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&strategy, |slices| {
+        let store = &store;
+        let ok = tokio::task::block_in_place(|| {
+            runtime.block_on(async move {
+                // The same five tasks twice: `together` gets each slice in one call,
+                // `alone` one report per call.
+                let endpoint = EndpointId::new();
+                let together: Vec<NewTask> = (0..5).map(|_| new_task()).collect();
+                let alone: Vec<NewTask> = (0..5).map(|_| new_task()).collect();
+                let (b1, b2) = (batch(endpoint, 5), batch(EndpointId::new(), 5));
+                store.create_tasks(&b1, &together, Actor::WebService).await.unwrap();
+                store.create_tasks(&b2, &alone, Actor::WebService).await.unwrap();
+                let report = |id: TaskId, k: usize, attempt: u32| {
+                    let kind = EventKind::ALL[k];
+                    Report {
+                        finish: matches!(kind, EventKind::Succeeded | EventKind::Failed).then(|| Finish {
+                            success: kind == EventKind::Succeeded,
+                            by_reference: false,
+                            data: Bytes::from(format!("{k}-{attempt}")),
+                            exception: Bytes::new(),
+                            stdout: "out".into(),
+                            stderr: String::new(),
+                        }),
+                        ..event(id, kind, attempt)
+                    }
+                };
+                for slice in &slices {
+                    let batched: Vec<Report> = slice
+                        .iter()
+                        .map(|&(t, k, a)| report(together[t].task_id, k, a))
+                        .collect();
+                    let got = store.apply(&batched).await.unwrap();
+                    let mut want = Vec::new();
+                    for &(t, k, a) in slice {
+                        want.extend(store.apply(&[report(alone[t].task_id, k, a)]).await.unwrap());
+                    }
+                    if got != want {
+                        return Err(format!("outcomes differ: {got:?} vs {want:?}"));
+                    }
+                }
+                let ids = |tasks: &[NewTask]| tasks.iter().map(|t| t.task_id).collect::<Vec<_>>();
+                let left = store.get_tasks(&ids(&together)).await.unwrap();
+                let right = store.get_tasks(&ids(&alone)).await.unwrap();
+                let mut counts = [0u64; 7];
+                let mut running = Vec::new();
+                for (l, r) in left.into_iter().zip(right) {
+                    let (l, r) = (l.unwrap(), r.unwrap());
+                    let steps = |t: &ferry_store::TaskRecord| {
+                        t.history.iter().map(|h| (h.state, h.attempt, h.cause)).collect::<Vec<_>>()
+                    };
+                    if (l.state, l.attempt, l.cause, &l.result, &l.traceback, steps(&l))
+                        != (r.state, r.attempt, r.cause, &r.result, &r.traceback, steps(&r))
+                    {
+                        return Err(format!("records differ: {l:?} vs {r:?}"));
+                    }
+                    counts[l.state.code() as usize] += 1;
+                    if (2..=4).contains(&l.state.code()) {
+                        running.push(l.task_id);
+                    }
+                }
+                let status = store.batch_status(b1.batch_id).await.unwrap().unwrap();
+                let mut in_flight = store.in_flight(endpoint).await.unwrap();
+                in_flight.sort();
+                running.sort();
+                if status.counts != counts || in_flight != running {
+                    return Err(format!("counts {:?} vs {counts:?}, in flight {in_flight:?} vs {running:?}", status.counts));
+                }
+                Ok(())
+            })
+        });
+        prop_assert!(ok.is_ok(), "{}", ok.unwrap_err());
+        Ok(())
+    });
+    result.unwrap();
+    store.delete_namespace().await.unwrap();
+}

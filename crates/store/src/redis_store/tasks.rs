@@ -10,6 +10,11 @@ use ferry_proto::{Actor, EndpointId, Ignored, TaskId, TaskState, UserId};
 use redis::AsyncCommands;
 
 use super::{Fields, Store, parse_id};
+
+/// Most tasks one call of the transition script applies.
+const APPLY_TASKS_PER_CALL: usize = 256;
+/// Roughly most result bytes one call carries.
+const APPLY_BYTES_PER_CALL: usize = 1 << 20;
 use crate::Result;
 use crate::records::*;
 
@@ -125,8 +130,9 @@ impl Store {
         Ok(())
     }
 
-    /// Applies reports through the transition script, pipelined: one round trip for
-    /// the whole slice, and one script call per task (its reports in slice order).
+    /// Applies reports through the transition script: one round trip for the whole
+    /// slice, and one script call per chunk of tasks (each task's reports in slice
+    /// order), so a call's fixed cost is shared by many tasks.
     pub async fn apply(&self, reports: &[Report]) -> Result<Vec<Applied>> {
         if reports.is_empty() {
             return Ok(Vec::new());
@@ -153,30 +159,54 @@ impl Store {
                 groups[g].2 = Some(i);
             }
         }
+        // Calls of at most APPLY_TASKS_PER_CALL groups or about APPLY_BYTES_PER_CALL of
+        // results: one call holds Redis for its whole run.
+        let mut calls: Vec<std::ops::Range<usize>> = Vec::new();
+        let (mut from, mut bytes) = (0, 0);
+        for (g, (_, _, finish)) in groups.iter().enumerate() {
+            if let Some(f) = finish.and_then(|i| reports[i].finish.as_ref()) {
+                bytes += f.data.len() + f.exception.len() + f.stdout.len() + f.stderr.len();
+            }
+            if g + 1 - from >= APPLY_TASKS_PER_CALL || bytes >= APPLY_BYTES_PER_CALL {
+                calls.push(from..g + 1);
+                (from, bytes) = (g + 1, 0);
+            }
+        }
+        if from < groups.len() {
+            calls.push(from..groups.len());
+        }
         let mut conn = self.conn.clone();
         let ttl = self.result_ttl_secs.to_string();
         let build = || {
             let mut pipe = redis::pipe();
-            for (task_id, members, finish) in &groups {
-                let mut inv = self.apply.key(self.task_key(*task_id));
-                inv.arg(&ttl).arg(&self.ns).arg(members.len());
-                for &i in members {
-                    let r = &reports[i];
-                    inv.arg(r.event.kind.code())
-                        .arg(r.event.attempt)
-                        .arg(r.at)
-                        .arg(r.by.code());
-                }
-                if let Some(f) = finish.and_then(|i| reports[i].finish.as_ref()) {
-                    inv.arg(match (f.success, f.by_reference) {
-                        (true, true) => "2",
-                        (true, false) => "1",
-                        _ => "0",
-                    })
-                    .arg(f.data.as_ref())
-                    .arg(f.exception.as_ref())
-                    .arg(f.stdout.as_str())
-                    .arg(f.stderr.as_str());
+            for range in &calls {
+                let mut inv = self.apply.prepare_invoke();
+                inv.arg(&ttl).arg(&self.ns);
+                for (task_id, members, finish) in &groups[range.clone()] {
+                    inv.key(self.task_key(*task_id));
+                    let carrier = finish.and_then(|i| members.iter().position(|&m| m == i));
+                    let finish = finish.and_then(|i| reports[i].finish.as_ref());
+                    inv.arg(members.len())
+                        .arg(match finish {
+                            None => "-",
+                            Some(f) if f.success && f.by_reference => "2",
+                            Some(f) if f.success => "1",
+                            Some(_) => "0",
+                        })
+                        .arg(carrier.unwrap_or(0));
+                    for &i in members {
+                        let r = &reports[i];
+                        inv.arg(r.event.kind.code())
+                            .arg(r.event.attempt)
+                            .arg(r.at)
+                            .arg(r.by.code());
+                    }
+                    if let Some(f) = finish {
+                        inv.arg(f.data.as_ref())
+                            .arg(f.exception.as_ref())
+                            .arg(f.stdout.as_str())
+                            .arg(f.stderr.as_str());
+                    }
                 }
                 pipe.invoke_script(&inv);
             }
@@ -192,9 +222,12 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let mut out = vec![Applied::Unknown; reports.len()];
-        for ((_, members, _), reply) in groups.iter().zip(replies) {
-            for (&i, chunk) in members.iter().zip(reply.chunks(4)) {
-                out[i] = decode_applied(chunk);
+        for (range, reply) in calls.iter().zip(replies) {
+            let mut chunks = reply.chunks(4);
+            for (_, members, _) in &groups[range.clone()] {
+                for (&i, chunk) in members.iter().zip(chunks.by_ref()) {
+                    out[i] = decode_applied(chunk);
+                }
             }
         }
         Ok(out)

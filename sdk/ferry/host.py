@@ -54,18 +54,6 @@ class _Capped(io.StringIO):
         return value
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
-    data = stream.read(n)
-    if not data:
-        return None
-    while len(data) < n:
-        more = stream.read(n - len(data))
-        if not more:
-            raise EOFError(f"truncated frame: wanted {n} bytes, got {len(data)}")
-        data += more
-    return data
-
-
 def _field(buf: bytes, pos: int) -> tuple[bytes, int]:
     (n,) = _LEN.unpack_from(buf, pos)
     pos += 4
@@ -90,15 +78,26 @@ def _exception_data(exc: BaseException) -> bytes:
 
 
 class Host:
-    def __init__(self, proto_in: BinaryIO, proto_out: BinaryIO) -> None:
+    """Runs the tasks framed on ``proto_in`` (a file descriptor) and answers on
+    ``proto_out``. Every complete frame already read is run before the answers are
+    written, in one write: a worker that sends many tasks at once gets their answers
+    in few writes, and a lone task is answered the moment it is done."""
+
+    def __init__(self, proto_in: int, proto_out: BinaryIO) -> None:
         self.proto_in = proto_in
         self.proto_out = proto_out
         self.functions: dict[bytes, Callable[..., Any]] = {}
+        self.pending: list[bytes] = []
 
     def send(self, body: bytes) -> None:
-        self.proto_out.write(_LEN.pack(len(body)))
-        self.proto_out.write(body)
-        self.proto_out.flush()
+        self.pending.append(_LEN.pack(len(body)))
+        self.pending.append(body)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.proto_out.write(b"".join(self.pending))
+            self.proto_out.flush()
+            self.pending.clear()
 
     def done(self, task_id: bytes, ok: bool, started: float, data: bytes, exc: bytes, out: str, err: str) -> None:
         parts = [_DONE_HEAD.pack(b"D", task_id, 0 if ok else 1, started, time.time())]
@@ -111,11 +110,11 @@ class Host:
         task_id = body[1:17]
         function_id = body[17:33]
         started = time.time()
-        tid = uuid.UUID(bytes=task_id)
         try:
             code, pos = _field(body, 33)
             payload, _ = _field(body, pos)
         except ValueError:
+            tid = uuid.UUID(bytes=task_id)
             self.done(task_id, False, started, f"malformed task frame for task {tid}".encode(), b"", "", "")
             return
         fn = self.functions.get(function_id)
@@ -123,7 +122,7 @@ class Host:
             try:
                 fn = deserialize_function(code.decode("utf-8"))
             except Exception as e:  # noqa: BLE001
-                msg = f"could not deserialize the function of task {tid}: {e}"
+                msg = f"could not deserialize the function of task {uuid.UUID(bytes=task_id)}: {e}"
                 self.done(task_id, False, started, msg.encode(), b"", "", "")
                 return
             self.functions[function_id] = fn
@@ -134,7 +133,7 @@ class Host:
         try:
             args, kwargs = unpack_args(payload.decode("utf-8"))
         except Exception as e:  # noqa: BLE001
-            msg = f"could not deserialize the arguments of task {tid}: {e}"
+            msg = f"could not deserialize the arguments of task {uuid.UUID(bytes=task_id)}: {e}"
             self.done(task_id, False, started, msg.encode(), b"", "", "")
             return
         out, err = _Capped(), _Capped()
@@ -147,6 +146,7 @@ class Host:
         try:
             data = serialize_data(value).encode()
         except Exception as e:  # noqa: BLE001
+            tid = uuid.UUID(bytes=task_id)
             msg = f"the result of task {tid} could not be serialized: {type(e).__name__}: {e}"
             self.done(task_id, False, started, msg.encode(), _exception_data(e), out.text(), err.text())
             return
@@ -155,24 +155,35 @@ class Host:
     def serve(self) -> int:
         ready = json.dumps({"pid": os.getpid(), "python": sys.version.split()[0]}).encode()
         self.send(b"R" + ready)
+        self.flush()
+        buf = bytearray()
         while True:
-            try:
-                head = _read_exact(self.proto_in, 4)
-                if head is None:
-                    return 0
-                (n,) = _LEN.unpack(head)
-                body = _read_exact(self.proto_in, n)
-            except EOFError as e:
-                print(f"ferry host: {e}", file=sys.stderr)
-                return 2
-            if not body or body[:1] != b"T" or len(body) < 33:
-                print(f"ferry host: unknown frame {body[:1]!r}", file=sys.stderr)
-                return 2
-            self.run_task(body)
+            pos = 0
+            while len(buf) - pos >= 4:
+                (n,) = _LEN.unpack_from(buf, pos)
+                if len(buf) - pos - 4 < n:
+                    break
+                body = bytes(buf[pos + 4 : pos + 4 + n])
+                pos += 4 + n
+                if not body or body[:1] != b"T" or len(body) < 33:
+                    self.flush()
+                    print(f"ferry host: unknown frame {body[:1]!r}", file=sys.stderr)
+                    return 2
+                self.run_task(body)
+            del buf[:pos]
+            # Nothing complete is left to run: answer, then wait for more.
+            self.flush()
+            data = os.read(self.proto_in, 1 << 20)
+            if not data:
+                if buf:
+                    print(f"ferry host: truncated frame: {len(buf)} bytes at the end of input", file=sys.stderr)
+                    return 2
+                return 0
+            buf += data
 
 
 def main() -> int:
-    proto_in = os.fdopen(os.dup(0), "rb")
+    proto_in = os.dup(0)
     proto_out = os.fdopen(os.dup(1), "wb")
     # From here on fd 1 is stderr, and stdin is empty: nothing a function does to them
     # can touch the protocol.

@@ -132,3 +132,29 @@ def test_system_exit_in_a_function_fails_the_task_and_the_host_stays(host):
 
 def test_end_of_input_exits_cleanly(host):
     assert host.close() == 0
+
+
+def test_tasks_sent_together_are_answered_in_order(host):
+    """The worker sends many tasks before the first answer; the host runs them in order."""
+    fid = uuid.uuid4().bytes
+    frames, ids = [], []
+    for i in range(50):
+        tid = uuid.uuid4().bytes
+        ids.append(tid)
+        c = serialize_function(double).encode() if i == 0 else b""
+        p = pack_args((i,)).encode()
+        body = b"T" + tid + fid + struct.pack(">I", len(c)) + c + struct.pack(">I", len(p)) + p
+        frames.append(struct.pack(">I", len(body)) + body)
+    host.proc.stdin.write(b"".join(frames))
+    host.proc.stdin.flush()
+    for i, tid in enumerate(ids):
+        kind, rest = host.read()
+        assert kind == b"D" and rest[:16] == tid
+        (n,) = struct.unpack(">I", rest[33:37])
+        assert deserialize_data(rest[37 : 37 + n].decode()) == 2 * i
+    assert host.close() == 0
+
+
+def test_a_truncated_frame_at_the_end_of_input_is_an_error(host):
+    host.proc.stdin.write(struct.pack(">I", 100) + b"T" + b"x" * 10)
+    assert host.close() == 2

@@ -357,7 +357,10 @@ async fn many_reports_in_one_call_act_as_one_at_a_time() {
                 let together: Vec<NewTask> = (0..5).map(|_| new_task()).collect();
                 let alone: Vec<NewTask> = (0..5).map(|_| new_task()).collect();
                 let (b1, b2) = (batch(endpoint, 5), batch(EndpointId::new(), 5));
-                store.create_tasks(&b1, &together, Actor::WebService).await.unwrap();
+                store
+                    .create_tasks(&b1, &together, Actor::WebService)
+                    .await
+                    .unwrap();
                 store.create_tasks(&b2, &alone, Actor::WebService).await.unwrap();
                 let report = |id: TaskId, k: usize, attempt: u32| {
                     let kind = EventKind::ALL[k];
@@ -395,7 +398,10 @@ async fn many_reports_in_one_call_act_as_one_at_a_time() {
                 for (l, r) in left.into_iter().zip(right) {
                     let (l, r) = (l.unwrap(), r.unwrap());
                     let steps = |t: &ferry_store::TaskRecord| {
-                        t.history.iter().map(|h| (h.state, h.attempt, h.cause)).collect::<Vec<_>>()
+                        t.history
+                            .iter()
+                            .map(|h| (h.state, h.attempt, h.cause))
+                            .collect::<Vec<_>>()
                     };
                     if (l.state, l.attempt, l.cause, &l.result, &l.traceback, steps(&l))
                         != (r.state, r.attempt, r.cause, &r.result, &r.traceback, steps(&r))
@@ -412,7 +418,10 @@ async fn many_reports_in_one_call_act_as_one_at_a_time() {
                 in_flight.sort();
                 running.sort();
                 if status.counts != counts || in_flight != running {
-                    return Err(format!("counts {:?} vs {counts:?}, in flight {in_flight:?} vs {running:?}", status.counts));
+                    return Err(format!(
+                        "counts {:?} vs {counts:?}, in flight {in_flight:?} vs {running:?}",
+                        status.counts
+                    ));
                 }
                 Ok(())
             })

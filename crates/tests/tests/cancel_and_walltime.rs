@@ -191,3 +191,50 @@ async fn cancelling_running_tasks_stops_them_and_frees_their_workers() {
     assert!(stack.log_text("ferry-endpoint").contains("cancelled"));
     stack.shutdown().await;
 }
+
+/// Workers hold several tasks in their interpreter's pipe: when the one running is
+/// stopped at its walltime, the ones queued behind it run in a fresh interpreter, once,
+/// and succeed.
+#[tokio::test]
+async fn tasks_queued_behind_a_stopped_task_run_in_a_fresh_interpreter() {
+    let stack = Stack::start().await;
+    let nap = stack
+        .register(
+            "python",
+            "nap",
+            &python_source("nap", "def nap():\n    import time\n    time.sleep(30)\n"),
+        )
+        .await;
+    let double = stack
+        .register(
+            "python",
+            "double",
+            &python_source("double", "def double(x):\n    return 2 * x\n"),
+        )
+        .await;
+    // Two naps first (one per worker), then enough short tasks to queue behind both.
+    let mut tasks = vec![json!({"function_id": nap, "payload": "", "walltime_secs": 0.5}); 2];
+    for i in 0..8 {
+        tasks.push(json!({"function_id": double, "payload": json_args(&json!([i]))}));
+    }
+    let body = json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": tasks});
+    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let ids: Vec<ferry_proto::TaskId> = answer["task_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().parse().unwrap())
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let doc = stack.wait_done(*id, WITHIN).await;
+        if i < 2 {
+            assert_eq!(doc.status, "failed");
+            assert_eq!(doc.history.last().unwrap().reason.as_deref(), Some("timeout"));
+        } else {
+            assert_eq!(doc.status, "success", "{doc:?}");
+            assert_eq!(doc.attempt, 0, "ran once: {:?}", doc.history);
+        }
+    }
+    stack.shutdown().await;
+}

@@ -11,12 +11,13 @@
 use std::collections::HashSet;
 use std::process::Stdio;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use ferry_proto::messages::{FunctionCode, TaskSpec};
 use ferry_proto::time::Micros;
 use ferry_proto::{FunctionId, TaskId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use futures_util::{SinkExt, StreamExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// Largest frame the host may send (results above it are refused, not read).
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -43,14 +44,22 @@ pub struct HostOutcome {
     pub stderr: String,
 }
 
-/// A running Python host.
+/// A running Python host. Tasks may be sent ahead of their results ([`Host::send`],
+/// [`Host::flush`]); the host runs them in order and answers each with one frame
+/// ([`Host::next`]), so the pipe is never idle between tasks.
 pub struct Host {
     child: Child,
-    stdin: BufWriter<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    stdin: FramedWrite<ChildStdin, LengthDelimitedCodec>,
+    stdout: FramedRead<ChildStdout, LengthDelimitedCodec>,
     /// Functions this host has been sent (it keeps them deserialized).
     loaded: HashSet<FunctionId>,
     pub pid: u32,
+}
+
+fn host_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
 }
 
 impl Host {
@@ -67,8 +76,8 @@ impl Host {
                 python: python.to_owned(),
                 source,
             })?;
-        let stdin = BufWriter::new(child.stdin.take().expect("piped stdin"));
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let stdin = FramedWrite::new(child.stdin.take().expect("piped stdin"), host_codec());
+        let stdout = FramedRead::new(child.stdout.take().expect("piped stdout"), host_codec());
         let mut host = Self {
             pid: child.id().unwrap_or(0),
             child,
@@ -83,52 +92,55 @@ impl Host {
         Ok(host)
     }
 
-    /// Runs one task to its end.
-    pub async fn run(&mut self, function: &FunctionCode, task: &TaskSpec) -> Result<HostOutcome, Error> {
+    /// Queues a task for the host (written at the next [`Host::flush`], or sooner when
+    /// the buffer fills).
+    pub async fn send(&mut self, function: &FunctionCode, task: &TaskSpec) -> Result<(), Error> {
         let send_code = !self.loaded.contains(&function.function_id);
         let code: &[u8] = if send_code { &function.code } else { &[] };
-        let len = 1 + 16 + 16 + 4 + code.len() + 4 + task.payload.len();
-        let io = |e: std::io::Error| Error::Protocol(format!("writing a task: {e}"));
-        self.stdin.write_u32(len as u32).await.map_err(io)?;
-        self.stdin.write_u8(b'T').await.map_err(io)?;
-        self.stdin
-            .write_all(task.task_id.0.as_bytes())
-            .await
-            .map_err(io)?;
-        self.stdin
-            .write_all(function.function_id.0.as_bytes())
-            .await
-            .map_err(io)?;
-        self.stdin.write_u32(code.len() as u32).await.map_err(io)?;
-        self.stdin.write_all(code).await.map_err(io)?;
-        self.stdin
-            .write_u32(task.payload.len() as u32)
-            .await
-            .map_err(io)?;
-        self.stdin.write_all(&task.payload).await.map_err(io)?;
-        if let Err(e) = self.stdin.flush().await {
+        let mut frame = BytesMut::with_capacity(1 + 16 + 16 + 4 + code.len() + 4 + task.payload.len());
+        frame.put_u8(b'T');
+        frame.put_slice(task.task_id.0.as_bytes());
+        frame.put_slice(function.function_id.0.as_bytes());
+        frame.put_u32(code.len() as u32);
+        frame.put_slice(code);
+        frame.put_u32(task.payload.len() as u32);
+        frame.put_slice(&task.payload);
+        if let Err(e) = self.stdin.feed(frame.freeze()).await {
             return Err(self.exit_error(e).await);
         }
         self.loaded.insert(function.function_id);
-        let frame = self.read_frame().await?;
-        parse_done(&frame, task.task_id)
+        Ok(())
     }
 
-    async fn read_frame(&mut self) -> Result<Vec<u8>, Error> {
-        let len = match self.stdout.read_u32().await {
-            Ok(len) => len as usize,
-            Err(e) => return Err(self.exit_error(e).await),
-        };
-        if len > MAX_FRAME {
-            return Err(Error::Protocol(format!(
-                "a {len}-byte frame is over the {MAX_FRAME}-byte limit"
-            )));
-        }
-        let mut body = vec![0; len];
-        if let Err(e) = self.stdout.read_exact(&mut body).await {
+    /// Writes every queued task to the host.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        if let Err(e) = SinkExt::<Bytes>::flush(&mut self.stdin).await {
             return Err(self.exit_error(e).await);
         }
-        Ok(body)
+        Ok(())
+    }
+
+    /// The host's answer to the oldest task sent and not yet answered. Cancel-safe.
+    pub async fn next(&mut self, expected: TaskId) -> Result<HostOutcome, Error> {
+        let frame = self.read_frame().await?;
+        parse_done(&frame, expected)
+    }
+
+    /// Whether answers already read from the pipe wait to be taken: when not, the
+    /// caller's own output is worth flushing before it waits for the next one.
+    pub fn has_buffered(&self) -> bool {
+        !self.stdout.read_buffer().is_empty()
+    }
+
+    async fn read_frame(&mut self) -> Result<BytesMut, Error> {
+        match self.stdout.next().await {
+            Some(Ok(frame)) => Ok(frame),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => Err(Error::Protocol(format!(
+                "a frame over the {MAX_FRAME}-byte limit: {e}"
+            ))),
+            Some(Err(e)) => Err(self.exit_error(e).await),
+            None => Err(self.exit_error(std::io::ErrorKind::UnexpectedEof.into()).await),
+        }
     }
 
     /// The error for a broken pipe: the host's exit status when it is gone.

@@ -1,17 +1,25 @@
 //! The worker's loop: frames from the manager on stdin, answers on stdout.
+//!
+//! Python tasks are pipelined: every task the manager has handed over goes to the host
+//! at once, the host runs them in order, and each answer goes back the moment it comes
+//! (output is flushed when no further answer is already waiting). So a busy worker moves
+//! many tasks per pipe write and wake-up instead of one. A shell task (or one that
+//! cannot run) waits until the host has finished the Python tasks ahead of it: tasks
+//! finish in the order the manager sent them, which is what it expects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use ferry_proto::frames::{FromWorker, ToWorker};
 use ferry_proto::messages::{Completion, FunctionCode, FunctionKind, StatusUpdate, TaskResult, TaskSpec};
-use ferry_proto::time::now_micros;
-use ferry_proto::{Actor, EventKind, FunctionId};
+use ferry_proto::time::{Micros, now_micros};
+use ferry_proto::{Actor, EventKind, FunctionId, TaskId};
 use futures_util::{SinkExt, StreamExt};
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::Config;
-use crate::host::{self, Host};
+use crate::host::{self, Host, HostOutcome};
 
 /// How long a task's start may wait to share a write with its end.
 const STARTED_FLUSH: std::time::Duration = std::time::Duration::from_millis(2);
@@ -22,8 +30,25 @@ fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// Runs tasks until stdin closes. Exits the process with status 3 when the Python host
-/// dies under a task, so the manager reports the task lost.
+type Output = FramedWrite<tokio::io::Stdout, LengthDelimitedCodec>;
+
+fn frame(msg: &FromWorker) -> anyhow::Result<Bytes> {
+    Ok(ferry_proto::codec::encode(msg).map(Bytes::from)?)
+}
+
+/// A task the host has been sent and has not answered yet.
+struct Sent {
+    task: TaskSpec,
+    /// When it became the task the host is running (the oldest unanswered one).
+    since: Instant,
+    since_micros: Micros,
+    /// Whether its start has been reported on its own (it ran past STARTED_FLUSH).
+    reported: bool,
+}
+
+/// Runs tasks until stdin closes and every task received is answered. Exits the process
+/// with status 3 when the Python host dies under a task, so the manager reports the task
+/// lost.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut input = FramedRead::new(tokio::io::stdin(), codec());
     let mut output = FramedWrite::new(tokio::io::stdout(), codec());
@@ -34,159 +59,269 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None
         }
     };
-    let send = |msg: FromWorker| ferry_proto::codec::encode(&msg).map(Bytes::from);
     output
-        .send(send(FromWorker::Ready {
+        .send(frame(&FromWorker::Ready {
             pid: std::process::id(),
         })?)
         .await?;
     let mut functions: HashMap<FunctionId, FunctionCode> = HashMap::new();
+    let mut waiting: VecDeque<TaskSpec> = VecDeque::new();
+    let mut at_host: VecDeque<Sent> = VecDeque::new();
+    let mut input_open = true;
 
-    while let Some(frame) = input.next().await {
-        let ToWorker::Run { function, task } = match ferry_proto::codec::decode::<ToWorker>(&frame?) {
-            Ok(m) => m,
-            Err(e) => anyhow::bail!("malformed frame from the manager: {e}"),
-        };
-        if let Some(f) = function {
-            functions.insert(f.function_id, f);
+    loop {
+        pump(
+            &config,
+            &mut host,
+            &functions,
+            &mut waiting,
+            &mut at_host,
+            &mut output,
+        )
+        .await?;
+        if !input_open && waiting.is_empty() && at_host.is_empty() {
+            return Ok(());
         }
-        let started = now_micros();
-        output
-            .feed(send(FromWorker::Started {
-                task_id: task.task_id,
-                attempt: task.attempt,
-                at: started,
-            })?)
-            .await?;
-        let span = tracing::debug_span!("run", task_id = %task.task_id, attempt = task.attempt);
-        let _enter = span.enter();
-        // A short task's start and end travel in one write; a longer one's start is sent
-        // after STARTED_FLUSH, so the manager (and the user) still see it running.
-        let deadline = task
-            .walltime_ms
-            .map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms));
-        let outcome = {
-            let run = execute(&config, &mut host, &functions, &task, started);
-            tokio::pin!(run);
-            let walltime = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+        let front = at_host.front();
+        let front_id = front.map(|s| s.task.task_id);
+        let started_due = front.filter(|s| !s.reported).map(|s| s.since + STARTED_FLUSH);
+        let walltime_due = front.and_then(|s| {
+            s.task
+                .walltime_ms
+                .map(|ms| s.since + std::time::Duration::from_millis(ms))
+        });
+        tokio::select! {
+            biased;
+            answer = next_answer(&mut host, front_id) => {
+                let sent = at_host.pop_front().expect("an answer is for a task sent");
+                let outcome = match answer {
+                    Ok(outcome) => outcome,
+                    Err(e) => host_died(&sent.task, &e),
+                };
+                output.feed(frame(&FromWorker::Finished(finished(&sent.task, outcome)))?).await?;
+                if let Some(next) = at_host.front_mut() {
+                    (next.since, next.since_micros) = (Instant::now(), now_micros());
                 }
-            };
-            tokio::pin!(walltime);
-            let mut flushed = false;
-            loop {
-                tokio::select! {
-                    result = &mut run => break Some(result),
-                    _ = tokio::time::sleep(STARTED_FLUSH), if !flushed => {
-                        SinkExt::<Bytes>::flush(&mut output).await?;
-                        flushed = true;
-                    }
-                    _ = &mut walltime => break None,
+                if !host.as_ref().is_some_and(Host::has_buffered) {
+                    SinkExt::<Bytes>::flush(&mut output).await?;
                 }
             }
-        };
-        let result = match outcome {
-            Some(result) => result,
-            None => {
-                // Stopping the task means stopping its interpreter: the next Python task
-                // starts a fresh one.
+            frame = input.next(), if input_open => match frame {
+                None => input_open = false,
+                Some(frame) => {
+                    let ToWorker::Run { function, task } = match ferry_proto::codec::decode::<ToWorker>(&frame?) {
+                        Ok(m) => m,
+                        Err(e) => anyhow::bail!("malformed frame from the manager: {e}"),
+                    };
+                    if let Some(f) = function {
+                        functions.insert(f.function_id, f);
+                    }
+                    waiting.push_back(task);
+                }
+            },
+            _ = at(started_due) => {
+                let sent = at_host.front_mut().expect("a due start is the front task's");
+                sent.reported = true;
+                output
+                    .send(frame(&FromWorker::Started {
+                        task_id: sent.task.task_id,
+                        attempt: sent.task.attempt,
+                        at: sent.since_micros,
+                    })?)
+                    .await?;
+            }
+            _ = at(walltime_due) => {
+                // Stopping the task means stopping its interpreter; the tasks sent after
+                // it go to a fresh one.
                 host = None;
-                let secs = task.walltime_ms.unwrap_or(0) as f64 / 1000.0;
-                tracing::warn!(task_id = %task.task_id, walltime_secs = secs, "task stopped at its walltime");
-                TaskResult {
+                let sent = at_host.pop_front().expect("a due walltime is the front task's");
+                for later in at_host.drain(..).rev() {
+                    waiting.push_front(later.task);
+                }
+                let result = timed_out(&sent.task, sent.since_micros);
+                output.send(frame(&FromWorker::Finished(result))?).await?;
+            }
+        }
+    }
+}
+
+/// Sends every waiting Python task to the host (one write for all of them); runs a
+/// shell task, or answers one that cannot run, once the host has nothing in hand.
+async fn pump(
+    config: &Config,
+    host: &mut Option<Host>,
+    functions: &HashMap<FunctionId, FunctionCode>,
+    waiting: &mut VecDeque<TaskSpec>,
+    at_host: &mut VecDeque<Sent>,
+    output: &mut Output,
+) -> anyhow::Result<()> {
+    let mut fed = false;
+    while let Some(task) = waiting.front() {
+        let function = functions.get(&task.function_id);
+        let Some(function) = function.filter(|f| f.kind != FunctionKind::Shell) else {
+            if !at_host.is_empty() {
+                break;
+            }
+            let task = waiting.pop_front().expect("front exists");
+            let started = now_micros();
+            if function.is_some() {
+                // A command takes a while: it shows as running from the start.
+                let step = FromWorker::Started {
                     task_id: task.task_id,
                     attempt: task.attempt,
-                    steps: vec![StatusUpdate {
-                        task_id: task.task_id,
-                        attempt: task.attempt,
-                        kind: EventKind::Started,
-                        at: started,
-                        by: Actor::Worker,
-                    }],
-                    completion: Completion::TimedOut {
-                        reason: format!(
-                            "task {} ran past its walltime of {secs} s and was stopped",
-                            task.task_id
-                        ),
-                    },
-                    group: task.group,
-                    finished_at: now_micros(),
-                    stdout: String::new(),
-                    stderr: String::new(),
+                    at: started,
+                };
+                output.send(frame(&step)?).await?;
+            }
+            let result = run_alone(&task, function, started).await;
+            output.send(frame(&FromWorker::Finished(result))?).await?;
+            continue;
+        };
+        if host.is_none() {
+            match Host::start(&config.python).await {
+                Ok(h) => *host = Some(h),
+                Err(e) => {
+                    let task = waiting.pop_front().expect("front exists");
+                    let started = now_micros();
+                    let result = failed(&task, started, e.to_string());
+                    output.send(frame(&FromWorker::Finished(result))?).await?;
+                    continue;
                 }
             }
-        };
-        output.send(send(FromWorker::Finished(result))?).await?;
+        }
+        let running = host.as_mut().expect("started above");
+        if let Err(e) = running.send(function, task).await {
+            if at_host.is_empty() {
+                // It died idle: nothing was lost; the next round starts another.
+                tracing::warn!(error = %e, "Python host gone while idle; starting another");
+                *host = None;
+                continue;
+            }
+            let front = &at_host.front().expect("not empty").task;
+            host_died(front, &e);
+        }
+        let task = waiting.pop_front().expect("front exists");
+        at_host.push_back(Sent {
+            task,
+            since: Instant::now(),
+            since_micros: now_micros(),
+            reported: false,
+        });
+        fed = true;
+    }
+    if fed && let Err(e) = host.as_mut().expect("fed").flush().await {
+        let front = &at_host.front().expect("fed").task;
+        host_died(front, &e);
     }
     Ok(())
 }
 
-async fn execute(
-    config: &Config,
-    host: &mut Option<Host>,
-    functions: &HashMap<FunctionId, FunctionCode>,
-    task: &TaskSpec,
-    started: u64,
-) -> TaskResult {
-    let step = StatusUpdate {
+/// The host's next answer; never ready when nothing is in its hands.
+async fn next_answer(host: &mut Option<Host>, front: Option<TaskId>) -> Result<HostOutcome, host::Error> {
+    match (host.as_mut(), front) {
+        (Some(host), Some(id)) => host.next(id).await,
+        _ => std::future::pending().await,
+    }
+}
+
+async fn at(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The interpreter died under a task (segfault, os._exit, OOM kill) or broke the
+/// protocol: the worker goes with it, so the manager reports the task lost and retries
+/// it, and sends the ones queued behind it again.
+fn host_died(task: &TaskSpec, e: &host::Error) -> ! {
+    tracing::error!(task_id = %task.task_id, error = %e, "Python host died running a task");
+    std::process::exit(3);
+}
+
+fn started_step(task: &TaskSpec, at: Micros) -> StatusUpdate {
+    StatusUpdate {
         task_id: task.task_id,
         attempt: task.attempt,
         kind: EventKind::Started,
-        at: started,
+        at,
         by: Actor::Worker,
-    };
-    let result = |completion, stdout, stderr| TaskResult {
+    }
+}
+
+fn result(
+    task: &TaskSpec,
+    started: Micros,
+    completion: Completion,
+    stdout: String,
+    stderr: String,
+) -> TaskResult {
+    TaskResult {
         task_id: task.task_id,
         attempt: task.attempt,
-        steps: vec![step],
+        steps: vec![started_step(task, started)],
         completion,
         group: task.group,
         finished_at: now_micros(),
         stdout,
         stderr,
-    };
-    let failure = |traceback: String| Completion::Failure {
+    }
+}
+
+fn failed(task: &TaskSpec, started: Micros, traceback: String) -> TaskResult {
+    let completion = Completion::Failure {
         traceback,
         exception: None,
     };
-    let Some(function) = functions.get(&task.function_id) else {
-        return result(
-            failure(format!("the worker was never sent function {}", task.function_id)),
-            String::new(),
-            String::new(),
+    result(task, started, completion, String::new(), String::new())
+}
+
+/// What the host answered, as the task's result.
+fn finished(task: &TaskSpec, out: HostOutcome) -> TaskResult {
+    let completion = if out.success {
+        Completion::Success { result: out.data }
+    } else {
+        Completion::Failure {
+            traceback: String::from_utf8_lossy(&out.data).into_owned(),
+            exception: (!out.exception.is_empty()).then_some(out.exception),
+        }
+    };
+    result(task, out.started_at, completion, out.stdout, out.stderr)
+}
+
+fn timed_out(task: &TaskSpec, started: Micros) -> TaskResult {
+    let secs = task.walltime_ms.unwrap_or(0) as f64 / 1000.0;
+    tracing::warn!(task_id = %task.task_id, walltime_secs = secs, "task stopped at its walltime");
+    let completion = Completion::TimedOut {
+        reason: format!(
+            "task {} ran past its walltime of {secs} s and was stopped",
+            task.task_id
+        ),
+    };
+    result(task, started, completion, String::new(), String::new())
+}
+
+/// A task the host does not run: a shell command (run here, to its walltime), or one
+/// whose function the worker was never sent.
+async fn run_alone(task: &TaskSpec, function: Option<&FunctionCode>, started: Micros) -> TaskResult {
+    let span = tracing::debug_span!("run", task_id = %task.task_id, attempt = task.attempt);
+    let _enter = span.enter();
+    let Some(function) = function else {
+        return failed(
+            task,
+            started,
+            format!("the worker was never sent function {}", task.function_id),
         );
     };
-    if function.kind == FunctionKind::Shell {
-        let out = crate::shell::run(&function.code, &task.payload).await;
-        return result(out.completion, out.stdout, out.stderr);
-    }
-    if host.is_none() {
-        match Host::start(&config.python).await {
-            Ok(h) => *host = Some(h),
-            Err(e) => return result(failure(e.to_string()), String::new(), String::new()),
-        }
-    }
-    let running = host.as_mut().expect("started above");
-    match running.run(function, task).await {
-        Ok(out) => {
-            let completion = if out.success {
-                Completion::Success { result: out.data }
-            } else {
-                Completion::Failure {
-                    traceback: String::from_utf8_lossy(&out.data).into_owned(),
-                    exception: (!out.exception.is_empty()).then_some(out.exception),
-                }
-            };
-            result(completion, out.stdout, out.stderr)
-        }
-        Err(e @ (host::Error::Exited { .. } | host::Error::Protocol(_))) => {
-            // The interpreter died under the task (segfault, os._exit, OOM kill): the
-            // worker goes with it so the manager reports the task lost and retries it.
-            tracing::error!(task_id = %task.task_id, error = %e, "Python host died running a task");
-            std::process::exit(3);
-        }
-        Err(e) => result(failure(e.to_string()), String::new(), String::new()),
+    let run = crate::shell::run(&function.code, &task.payload);
+    let outcome = match task.walltime_ms {
+        Some(ms) => tokio::time::timeout(std::time::Duration::from_millis(ms), run)
+            .await
+            .ok(),
+        None => Some(run.await),
+    };
+    match outcome {
+        Some(out) => result(task, started, out.completion, out.stdout, out.stderr),
+        None => timed_out(task, started),
     }
 }

@@ -29,7 +29,7 @@ pub struct Config {
     #[arg(long, env = "FERRY_WORKERS", default_value_t = 2)]
     pub workers: u32,
     /// Tasks each worker holds at once: the one running and those queued behind it.
-    #[arg(long, env = "FERRY_TASKS_PER_WORKER", default_value_t = 4)]
+    #[arg(long, env = "FERRY_TASKS_PER_WORKER", default_value_t = 16)]
     pub tasks_per_worker: u32,
     /// The `ferry-worker` binary (default: next to this one).
     #[arg(long, env = "FERRY_WORKER_BIN")]

@@ -119,17 +119,9 @@ def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, m
                 batch.add(fid, i)
             ids.extend(client.batch_run(stack.endpoint_id, batch))
         submitted = time.perf_counter() - t0
-        wait(client, ids[-1], seconds=1800)
-        pending = ids
-        while pending:
-            left = []
-            for i in range(0, len(pending), 5000):
-                docs = client.get_tasks(pending[i : i + 5000])
-                left.extend(t for t, d in docs.items() if d["pending"])
-            pending = left
-            if pending:
-                time.sleep(0.05)
+        collected = collect(client, ids, deadline=time.monotonic() + 1800)
         elapsed = time.perf_counter() - t0
+        assert collected == n, f"collected {collected} of {n} results"
         if sampler:
             time.sleep(0.2)
             sampler.stop.set()
@@ -153,6 +145,25 @@ def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, m
         }
     finally:
         stack.stop()
+
+
+def collect(client: Client, ids: list[str], deadline: float) -> int:
+    """Reads every task's finished record, oldest first, while the rest still run (as
+    a user collecting results would): each poll asks for the oldest 1,000 unfinished
+    tasks and keeps what has finished."""
+    pending = list(ids)
+    done = 0
+    while pending:
+        head, pending = pending[:1000], pending[1000:]
+        docs = client.get_tasks(head)
+        left = [t for t in head if docs[t]["pending"]]
+        done += len(head) - len(left)
+        pending = left + pending
+        if left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(pending)} tasks unfinished")
+            time.sleep(0.01 if len(left) < len(head) else 0.05)
+    return done
 
 
 def ws_round_trips(stack: Stack, client: Client, fid: str, n: int) -> list[float]:

@@ -223,6 +223,16 @@ impl Broker {
         Ok(())
     }
 
+    /// Publishes one persistent message to `queue` and returns at once: the returned
+    /// [`Confirm`] resolves when the broker has it. Several may be in flight; on one
+    /// channel they resolve in the order they were published.
+    pub async fn publish_pending(&self, queue: &str, body: &[u8]) -> Result<Confirm> {
+        Ok(Confirm {
+            inner: self.send(queue, body, BasicProperties::default()).await?,
+            queue: queue.to_owned(),
+        })
+    }
+
     /// Publishes several messages to `queue` without waiting for their confirms (a nack
     /// or a lost confirm is logged when it comes). For callers that can recover a lost
     /// message by other means; an error here means the messages did not leave.
@@ -405,5 +415,22 @@ impl Delivery {
             return Err(Error::Nacked { queue: dead });
         }
         self.ack().await
+    }
+}
+
+/// A published message's confirm, still to come.
+pub struct Confirm {
+    inner: lapin::PublisherConfirm,
+    queue: String,
+}
+
+impl Confirm {
+    /// Waits until the broker has the message (an error when it refused it).
+    pub async fn wait(self) -> Result<()> {
+        if self.inner.await?.is_ack() {
+            Ok(())
+        } else {
+            Err(Error::Nacked { queue: self.queue })
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Batched publishing of what the interchange learns. Status updates and results share
-//! one message per flush; a flush happens as soon as the previous publish is confirmed
-//! and something is queued: no timer on the hot path.
+//! one message per flush; a flush happens as soon as something is queued and fewer than
+//! IN_FLIGHT publishes await their confirm, so under load the messages grow instead of
+//! multiplying. No timer on a result's path; status updates alone wait up to
+//! STATUS_LINGER for a result to share a message with.
 
 use std::collections::HashSet;
 
@@ -8,6 +10,8 @@ use ferry_broker::Broker;
 use ferry_proto::messages::{EndpointLoad, EndpointMessage, StatusUpdate, TaskBatch, TaskResult};
 use ferry_proto::time::now_micros;
 use ferry_proto::{EndpointId, TaskId};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use tokio::sync::{mpsc, watch};
 
 use crate::data::DataPlane;
@@ -15,6 +19,11 @@ use crate::interchange::{Input, Sink};
 
 /// Most updates or results in one AMQP message.
 const BATCH: usize = 1000;
+/// Publishes awaiting their confirm at once: a result need not wait for the confirm
+/// of the message before it (a persistent message is confirmed once on disk).
+const IN_FLIGHT: usize = 4;
+/// How long status updates alone wait for a result to travel with.
+const STATUS_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The interchange's [`Sink`]: channels drained by the flushers.
 #[derive(Clone)]
@@ -77,13 +86,31 @@ pub fn start(
     let b = broker.clone();
     tasks.spawn(async move {
         let queue = b.results_queue();
-        loop {
-            // Wait for anything, then take everything already queued (a publish in
-            // flight lets the next batch grow).
+        // Publishes whose confirm is still to come, oldest first: the tasks whose results
+        // each carries are settled (their message acked) once it is confirmed.
+        let mut in_flight = FuturesOrdered::new();
+        let mut open = true;
+        while open || !in_flight.is_empty() {
             let (mut updates, mut results) = (Vec::new(), Vec::new());
+            let room = open && in_flight.len() < IN_FLIGHT;
             tokio::select! {
-                u = status_rx.recv() => match u { Some(u) => updates.push(u), None => return Ok(()) },
-                r = results_rx.recv() => match r { Some(r) => results.push(r), None => return Ok(()) },
+                biased;
+                Some(confirmed) = in_flight.next() => {
+                    let ids: Vec<TaskId> = confirmed?;
+                    if !ids.is_empty() {
+                        let _ = interchange.send(Input::Published { tasks: ids });
+                    }
+                    continue;
+                }
+                r = results_rx.recv(), if room => match r { Some(r) => results.push(r), None => { open = false; continue } },
+                u = status_rx.recv(), if room => match u { Some(u) => updates.push(u), None => { open = false; continue } },
+            }
+            if results.is_empty() {
+                // Status alone: its task's result, if it comes soon, carries the same
+                // steps and saves a message (and a Redis call per task).
+                if let Ok(Some(r)) = tokio::time::timeout(STATUS_LINGER, results_rx.recv()).await {
+                    results.push(r);
+                }
             }
             while updates.len() < BATCH
                 && let Ok(u) = status_rx.try_recv()
@@ -110,11 +137,10 @@ pub fn start(
                 updates,
                 results,
             })?;
-            b.publish(&queue, &body).await?;
-            if !ids.is_empty() {
-                let _ = interchange.send(Input::Published { tasks: ids });
-            }
+            let confirm = b.publish_pending(&queue, &body).await?;
+            in_flight.push_back(async move { confirm.wait().await.map(|()| ids) });
         }
+        Ok(())
     });
 
     tasks.spawn(async move {

@@ -1,18 +1,19 @@
 //! Batched publishing of what the interchange learns. Status updates and results share
-//! one message per flush; a flush happens as soon as something is queued and fewer than
-//! IN_FLIGHT publishes await their confirm, so under load the messages grow instead of
-//! multiplying. No timer on a result's path; status updates alone wait up to
-//! STATUS_LINGER for a result to share a message with.
+//! one message per flush; a flush happens as soon as a result is queued (or a status
+//! update has waited STATUS_LINGER) and fewer than IN_FLIGHT publishes await their
+//! confirm, so under load the messages grow instead of multiplying. No timer on a
+//! result's path.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use ferry_broker::Broker;
 use ferry_proto::messages::{EndpointLoad, EndpointMessage, StatusUpdate, TaskBatch, TaskResult};
 use ferry_proto::time::now_micros;
-use ferry_proto::{EndpointId, TaskId};
+use ferry_proto::{EndpointId, EventKind, TaskId};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::data::DataPlane;
 use crate::interchange::{Input, Sink};
@@ -22,8 +23,19 @@ const BATCH: usize = 1000;
 /// Publishes awaiting their confirm at once: a result need not wait for the confirm
 /// of the message before it (a persistent message is confirmed once on disk).
 const IN_FLIGHT: usize = 4;
-/// How long status updates alone wait for a result to travel with.
-const STATUS_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long a status update waits for its task's result to travel with (then it is
+/// dropped: the result carries the task's steps). Under load most tasks finish within
+/// it, which saves a Redis call per task; a user sees the state this much later.
+const STATUS_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Never ready when nothing waits; at once when the inputs are closed.
+async fn at(deadline: Option<Instant>, open: bool) {
+    match deadline {
+        _ if !open => {}
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// The interchange's [`Sink`]: channels drained by the flushers.
 #[derive(Clone)]
@@ -89,10 +101,15 @@ pub fn start(
         // Publishes whose confirm is still to come, oldest first: the tasks whose results
         // each carries are settled (their message acked) once it is confirmed.
         let mut in_flight = FuturesOrdered::new();
+        // Status updates wait up to STATUS_LINGER: a result that comes meanwhile carries
+        // the same steps, and they are dropped.
+        let mut held: VecDeque<(Instant, StatusUpdate)> = VecDeque::new();
         let mut open = true;
-        while open || !in_flight.is_empty() {
-            let (mut updates, mut results) = (Vec::new(), Vec::new());
-            let room = open && in_flight.len() < IN_FLIGHT;
+        let mut urgent = false;
+        while open || !in_flight.is_empty() || !held.is_empty() {
+            let mut results = Vec::new();
+            let room = in_flight.len() < IN_FLIGHT;
+            let due = held.front().map(|(at, _)| *at + STATUS_LINGER);
             tokio::select! {
                 biased;
                 Some(confirmed) = in_flight.next() => {
@@ -102,30 +119,45 @@ pub fn start(
                     }
                     continue;
                 }
-                r = results_rx.recv(), if room => match r { Some(r) => results.push(r), None => { open = false; continue } },
-                u = status_rx.recv(), if room => match u { Some(u) => updates.push(u), None => { open = false; continue } },
-            }
-            if results.is_empty() {
-                // Status alone: its task's result, if it comes soon, carries the same
-                // steps and saves a message (and a Redis call per task).
-                if let Ok(Some(r)) = tokio::time::timeout(STATUS_LINGER, results_rx.recv()).await {
-                    results.push(r);
+                r = results_rx.recv(), if room && open => match r {
+                    Some(r) => results.push(r),
+                    None => { open = false; continue }
+                },
+                u = status_rx.recv(), if open => {
+                    let now = Instant::now();
+                    for u in u.into_iter().chain(std::iter::from_fn(|| status_rx.try_recv().ok())) {
+                        // Only progress waits; anything else (a loss, a failure) goes at
+                        // once, with every update before it, in order.
+                        urgent |= !matches!(u.kind, EventKind::Received | EventKind::Assigned | EventKind::Started);
+                        held.push_back((now, u));
+                    }
+                    if !urgent {
+                        continue;
+                    }
                 }
-            }
-            while updates.len() < BATCH
-                && let Ok(u) = status_rx.try_recv()
-            {
-                updates.push(u);
+                _ = at(due, open), if room => {}
             }
             while results.len() < BATCH
                 && let Ok(r) = results_rx.try_recv()
             {
                 results.push(r);
             }
-            // A result carries its task's steps: its separate updates are redundant.
-            if !results.is_empty() && !updates.is_empty() {
-                let done: HashSet<_> = results.iter().map(|r| r.task_id).collect();
-                updates.retain(|u| !done.contains(&u.task_id));
+            if !results.is_empty() && !held.is_empty() {
+                // A result carries the steps of its attempt: those updates are redundant.
+                let done: HashSet<_> = results.iter().map(|r| (r.task_id, r.attempt)).collect();
+                held.retain(|(_, u)| !done.contains(&(u.task_id, u.attempt)));
+            }
+            let now = Instant::now();
+            let mut updates = Vec::new();
+            while updates.len() < BATCH
+                && let Some((at, _)) = held.front()
+                && (*at + STATUS_LINGER <= now || urgent || !open)
+            {
+                updates.push(held.pop_front().expect("front exists").1);
+            }
+            urgent &= !held.is_empty();
+            if updates.is_empty() && results.is_empty() {
+                continue;
             }
             // Large results go to the data plane first; the report carries their size.
             for r in &mut results {

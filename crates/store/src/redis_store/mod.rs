@@ -3,6 +3,7 @@
 //! transition script), [`batches`] (sessions) and [`events`] (event streams, webhooks)
 //! add their methods to [`Store`].
 
+mod apply;
 mod batches;
 mod events;
 mod registry;

@@ -1,20 +1,15 @@
-//! Tasks and task groups, the transition script that moves tasks, and what the
-//! forwarder needs to dispatch a task again.
+//! Task records: creating them, reading them, their inputs and results, and what the
+//! forwarder needs to dispatch a task again. Moving them is `apply.rs`.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use ferry_proto::state::FailureCause;
 use ferry_proto::time::Micros;
-use ferry_proto::{Actor, EndpointId, Ignored, TaskId, TaskState, UserId};
+use ferry_proto::{Actor, EndpointId, TaskId, TaskState, UserId};
 use redis::AsyncCommands;
 
 use super::{Fields, Store, parse_id};
-
-/// Most tasks one call of the transition script applies.
-const APPLY_TASKS_PER_CALL: usize = 256;
-/// Roughly most result bytes one call carries.
-const APPLY_BYTES_PER_CALL: usize = 1 << 20;
 use crate::Result;
 use crate::records::*;
 
@@ -128,109 +123,6 @@ impl Store {
         }
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
-    }
-
-    /// Applies reports through the transition script: one round trip for the whole
-    /// slice, and one script call per chunk of tasks (each task's reports in slice
-    /// order), so a call's fixed cost is shared by many tasks.
-    pub async fn apply(&self, reports: &[Report]) -> Result<Vec<Applied>> {
-        if reports.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Group each task's reports, in order. A group carries at most one result, so a
-        // second result for the same task starts a group of its own (run after).
-        let mut groups: Vec<(TaskId, Vec<usize>, Option<usize>)> = Vec::new();
-        let mut open: HashMap<TaskId, usize> = HashMap::new();
-        for (i, r) in reports.iter().enumerate() {
-            let reuse = open
-                .get(&r.task_id)
-                .copied()
-                .filter(|&g| !(r.finish.is_some() && groups[g].2.is_some()));
-            let g = match reuse {
-                Some(g) => g,
-                None => {
-                    groups.push((r.task_id, Vec::new(), None));
-                    open.insert(r.task_id, groups.len() - 1);
-                    groups.len() - 1
-                }
-            };
-            groups[g].1.push(i);
-            if r.finish.is_some() {
-                groups[g].2 = Some(i);
-            }
-        }
-        // Calls of at most APPLY_TASKS_PER_CALL groups or about APPLY_BYTES_PER_CALL of
-        // results: one call holds Redis for its whole run.
-        let mut calls: Vec<std::ops::Range<usize>> = Vec::new();
-        let (mut from, mut bytes) = (0, 0);
-        for (g, (_, _, finish)) in groups.iter().enumerate() {
-            if let Some(f) = finish.and_then(|i| reports[i].finish.as_ref()) {
-                bytes += f.data.len() + f.exception.len() + f.stdout.len() + f.stderr.len();
-            }
-            if g + 1 - from >= APPLY_TASKS_PER_CALL || bytes >= APPLY_BYTES_PER_CALL {
-                calls.push(from..g + 1);
-                (from, bytes) = (g + 1, 0);
-            }
-        }
-        if from < groups.len() {
-            calls.push(from..groups.len());
-        }
-        let mut conn = self.conn.clone();
-        let ttl = self.result_ttl_secs.to_string();
-        let build = || {
-            let mut pipe = redis::pipe();
-            for range in &calls {
-                let mut inv = self.apply.prepare_invoke();
-                inv.arg(&ttl).arg(&self.ns);
-                for (task_id, members, finish) in &groups[range.clone()] {
-                    inv.key(self.task_key(*task_id));
-                    let carrier = finish.and_then(|i| members.iter().position(|&m| m == i));
-                    let finish = finish.and_then(|i| reports[i].finish.as_ref());
-                    inv.arg(members.len())
-                        .arg(match finish {
-                            None => "-",
-                            Some(f) if f.success && f.by_reference => "2",
-                            Some(f) if f.success => "1",
-                            Some(_) => "0",
-                        })
-                        .arg(carrier.unwrap_or(0));
-                    for &i in members {
-                        let r = &reports[i];
-                        inv.arg(r.event.kind.code())
-                            .arg(r.event.attempt)
-                            .arg(r.at)
-                            .arg(r.by.code());
-                    }
-                    if let Some(f) = finish {
-                        inv.arg(f.data.as_ref())
-                            .arg(f.exception.as_ref())
-                            .arg(f.stdout.as_str())
-                            .arg(f.stderr.as_str());
-                    }
-                }
-                pipe.invoke_script(&inv);
-            }
-            pipe
-        };
-        let replies: Vec<Vec<i64>> = match build().query_async(&mut conn).await {
-            Ok(r) => r,
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // Redis restarted (or flushed its scripts): load it and go again.
-                self.apply.prepare_invoke().load_async(&mut conn).await?;
-                build().query_async(&mut conn).await?
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let mut out = vec![Applied::Unknown; reports.len()];
-        for (range, reply) in calls.iter().zip(replies) {
-            let mut chunks = reply.chunks(4);
-            for (_, members, _) in &groups[range.clone()] {
-                for (&i, chunk) in members.iter().zip(chunks.by_ref()) {
-                    out[i] = decode_applied(chunk);
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Records that these tasks were seen alive at `at` (unfinished ones only).
@@ -436,18 +328,6 @@ impl Store {
         )
         .await?;
         Ok(())
-    }
-}
-
-fn decode_applied(reply: &[i64]) -> Applied {
-    match reply {
-        [1, to, attempt, cause, ..] => Applied::Moved {
-            to: TaskState::from_code(*to as u8).unwrap_or(TaskState::Failed),
-            attempt: *attempt as u32,
-            cause: u8::try_from(*cause).ok().and_then(FailureCause::from_code),
-        },
-        [0, code, ..] => Applied::Ignored(Ignored::from_code(*code as u8).unwrap_or(Ignored::NotForward)),
-        _ => Applied::Unknown,
     }
 }
 

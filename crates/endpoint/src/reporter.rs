@@ -28,12 +28,13 @@ const IN_FLIGHT: usize = 4;
 /// it, which saves a Redis call per task; a user sees the state this much later.
 const STATUS_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Never ready when nothing waits; at once when the inputs are closed.
-async fn at(deadline: Option<Instant>, open: bool) {
-    match deadline {
-        _ if !open => {}
-        Some(at) => tokio::time::sleep_until(at).await,
+/// When held updates are due: never while none is held; at once when `now` (an
+/// urgent update waits, or the inputs are closed and nothing more can join them).
+async fn due(held: Option<Instant>, now: bool) {
+    match held {
         None => std::future::pending().await,
+        Some(_) if now => {}
+        Some(at) => tokio::time::sleep_until(at + STATUS_LINGER).await,
     }
 }
 
@@ -109,7 +110,7 @@ pub fn start(
         while open || !in_flight.is_empty() || !held.is_empty() {
             let mut results = Vec::new();
             let room = in_flight.len() < IN_FLIGHT;
-            let due = held.front().map(|(at, _)| *at + STATUS_LINGER);
+            let oldest = held.front().map(|(at, _)| *at);
             tokio::select! {
                 biased;
                 Some(confirmed) = in_flight.next() => {
@@ -131,11 +132,11 @@ pub fn start(
                         urgent |= !matches!(u.kind, EventKind::Received | EventKind::Assigned | EventKind::Started);
                         held.push_back((now, u));
                     }
-                    if !urgent {
+                    if !urgent || !room {
                         continue;
                     }
                 }
-                _ = at(due, open), if room => {}
+                _ = due(oldest, urgent || !open), if room => {}
             }
             while results.len() < BATCH
                 && let Ok(r) = results_rx.try_recv()

@@ -22,11 +22,9 @@ async fn submit_with_walltime(
     answer["task_ids"][0].as_str().unwrap().parse().unwrap()
 }
 
-#[tokio::test]
-async fn a_task_past_its_walltime_is_stopped_and_fails_with_the_cause_timeout() {
-    let stack = Stack::start().await;
-    let sleeper = stack.register("shell", "sleeper", "sleep 30").await;
-    let python_sleeper = stack
+/// Registers `nap()` (a 30 s sleep in Python) and `double(x)`.
+async fn nap_and_double(stack: &Stack) -> (String, String) {
+    let nap = stack
         .register(
             "python",
             "nap",
@@ -40,6 +38,14 @@ async fn a_task_past_its_walltime_is_stopped_and_fails_with_the_cause_timeout() 
             &python_source("double", "def double(x):\n    return 2 * x\n"),
         )
         .await;
+    (nap, double)
+}
+
+#[tokio::test]
+async fn a_task_past_its_walltime_is_stopped_and_fails_with_the_cause_timeout() {
+    let stack = Stack::start().await;
+    let sleeper = stack.register("shell", "sleeper", "sleep 30").await;
+    let (python_sleeper, double) = nap_and_double(&stack).await;
     let started = Instant::now();
 
     let shell = submit_with_walltime(&stack, &sleeper, "", 0.5).await;
@@ -198,20 +204,7 @@ async fn cancelling_running_tasks_stops_them_and_frees_their_workers() {
 #[tokio::test]
 async fn tasks_queued_behind_a_stopped_task_run_in_a_fresh_interpreter() {
     let stack = Stack::start().await;
-    let nap = stack
-        .register(
-            "python",
-            "nap",
-            &python_source("nap", "def nap():\n    import time\n    time.sleep(30)\n"),
-        )
-        .await;
-    let double = stack
-        .register(
-            "python",
-            "double",
-            &python_source("double", "def double(x):\n    return 2 * x\n"),
-        )
-        .await;
+    let (nap, double) = nap_and_double(&stack).await;
     // Two naps first (one per worker), then enough short tasks to queue behind both.
     let mut tasks = vec![json!({"function_id": nap, "payload": "", "walltime_secs": 0.5}); 2];
     for i in 0..8 {

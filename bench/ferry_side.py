@@ -155,7 +155,7 @@ def collect(client: Client, ids: list[str], deadline: float) -> int:
     done = 0
     while pending:
         head, pending = pending[:1000], pending[1000:]
-        docs = client.get_tasks(head)
+        docs = client.get_tasks(head, history=False)
         left = [t for t in head if docs[t]["pending"]]
         done += len(head) - len(left)
         pending = left + pending

@@ -360,19 +360,21 @@ class Client:
             raise TaskPending(doc["status"])
         return result_of(doc)
 
-    def get_tasks(self, task_ids: Iterable[str]) -> dict[str, dict]:
-        """Raw records of many tasks, 1,000 per request."""
+    def get_tasks(self, task_ids: Iterable[str], history: bool = True) -> dict[str, dict]:
+        """Raw records of many tasks, 1,000 per request. ``history=False`` leaves each
+        task's history out (empty): a cheaper read when only outcomes matter."""
         ids = [str(t) for t in task_ids]
         out: dict[str, dict] = {}
         for i in range(0, len(ids), 1000):
-            answer = self._request("POST", "/v1/tasks/status", {"task_ids": ids[i : i + 1000]})
+            body = {"task_ids": ids[i : i + 1000], "history": history}
+            answer = self._request("POST", "/v1/tasks/status", body)
             out.update(answer["tasks"])
         return out
 
     def get_batch_result(self, task_ids: Iterable[str]) -> dict[str, dict]:
         """For each task: ``pending``, ``status``, and once finished ``result`` (the
         value) or ``exception`` (the exception object), and ``completion_t``."""
-        return {tid: _entry(doc) for tid, doc in self.get_tasks(task_ids).items()}
+        return {tid: _entry(doc) for tid, doc in self.get_tasks(task_ids, history=False).items()}
 
     def get_batch(self, batch_id: str) -> dict:
         return self._request("GET", f"/v1/batches/{batch_id}")

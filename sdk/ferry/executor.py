@@ -219,7 +219,7 @@ class Executor(cf.Executor):
                 interval = 0.2
                 continue
             try:
-                docs = self.client.get_tasks(ids)
+                docs = self.client.get_tasks(ids, history=False)
             except Exception:  # noqa: BLE001 - the service may be restarting; keep trying
                 interval = min(max(interval * 2, 0.05), 1.0)
                 continue

@@ -230,6 +230,14 @@ pub struct TaskDoc {
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
     pub task_ids: Vec<TaskId>,
+    /// `false`: the documents leave out the history (empty), a cheaper read when
+    /// polling many tasks for their results.
+    #[serde(default = "yes")]
+    pub history: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

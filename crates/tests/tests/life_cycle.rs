@@ -114,6 +114,27 @@ async fn a_batch_is_accepted_whole_and_every_task_finishes() {
         assert_eq!(doc.status, "success");
         assert!(doc.result.unwrap().contains(&format!("\"stdout\":\"{n}\\n\"")));
     }
+    // Without their histories: the same outcomes, and no history.
+    let (status, brief): (u16, serde_json::Value) = stack
+        .post(
+            "/v1/tasks/status",
+            &serde_json::json!({"task_ids": ids, "history": false}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for (n, id) in ids.iter().enumerate() {
+        let doc = &brief["tasks"][id.to_string()];
+        assert_eq!(doc["status"], "success");
+        assert_eq!(doc["pending"], false);
+        assert!(
+            doc["result"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("\"stdout\":\"{n}\\n\""))
+        );
+        assert!(doc["completion_t"].is_string(), "{doc}");
+        assert!(doc["history"].as_array().is_none_or(|h| h.is_empty()), "{doc}");
+    }
     stack.shutdown().await;
 }
 

@@ -10,6 +10,11 @@ use ferry_proto::{Actor, EndpointId, TaskId, TaskState, UserId};
 use redis::AsyncCommands;
 
 use super::{Fields, Store, parse_id};
+
+/// A task record's fields but its history (`hn`, `h0`..) and its input (`p`, `pi`).
+const OUTCOME_FIELDS: &[&str] = &[
+    "s", "a", "r", "o", "f", "e", "b", "c", "t", "seen", "why", "res", "rr", "exc", "exd", "out", "err",
+];
 use crate::Result;
 use crate::records::*;
 
@@ -151,15 +156,42 @@ impl Store {
 
     /// Reads task records, pipelined. `None` for an unknown or expired task.
     pub async fn get_tasks(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskRecord>>> {
+        self.read_tasks(ids, true).await
+    }
+
+    /// Like [`Store::get_tasks`] without the history (empty in the records): the
+    /// cheaper read for polling many tasks for their results.
+    pub async fn get_task_outcomes(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskRecord>>> {
+        self.read_tasks(ids, false).await
+    }
+
+    async fn read_tasks(&self, ids: &[TaskId], history: bool) -> Result<Vec<Option<TaskRecord>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.hgetall(self.task_key(*id));
+            if history {
+                pipe.hgetall(self.task_key(*id));
+            } else {
+                pipe.cmd("HMGET").arg(self.task_key(*id)).arg(OUTCOME_FIELDS);
+            }
         }
-        let maps: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        let maps: Vec<HashMap<String, Vec<u8>>> = if history {
+            pipe.query_async(&mut conn).await?
+        } else {
+            let rows: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await?;
+            rows.into_iter()
+                .map(|row| {
+                    OUTCOME_FIELDS
+                        .iter()
+                        .zip(row)
+                        .filter_map(|(field, value)| Some(((*field).to_owned(), value?)))
+                        .collect()
+                })
+                .collect()
+        };
         let mut records = ids
             .iter()
             .zip(maps)

@@ -162,7 +162,11 @@ pub(crate) async fn status(
             body.task_ids.len()
         )));
     }
-    let records = state.store.get_tasks(&body.task_ids).await?;
+    let records = if body.history {
+        state.store.get_tasks(&body.task_ids).await?
+    } else {
+        state.store.get_task_outcomes(&body.task_ids).await?
+    };
     let mut tasks = BTreeMap::new();
     let mut unknown = Vec::new();
     for (id, record) in body.task_ids.iter().zip(records) {

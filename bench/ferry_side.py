@@ -131,7 +131,7 @@ def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, m
         lat = []
         for i in range(latency_n):
             a = time.perf_counter()
-            wait(client, client.run(i, endpoint_id=stack.endpoint_id, function_id=fid), poll=0)
+            client.get_result(client.run(i, endpoint_id=stack.endpoint_id, function_id=fid), timeout=60)
             lat.append(time.perf_counter() - a)
         pushed = ws_round_trips(stack, client, fid, latency_n)
         return {

@@ -6,9 +6,8 @@ prints. scripts/quickstart runs it against a local Ferry; to run it against your
 
 import os
 import sys
-import time
 
-from ferry import Client, Executor
+from ferry import Client, Executor, TaskPending
 
 
 def double(x):
@@ -23,13 +22,12 @@ def main() -> int:
     c = Client()  # FERRY_URL and FERRY_TOKEN
     fid = c.register_function(double)
     tid = c.run(21, endpoint_id=endpoint, function_id=fid)
-    deadline = time.monotonic() + 60
-    while c.get_task(tid)["pending"]:
-        if time.monotonic() > deadline:
-            print(f"task {tid} did not finish in 60 s: {c.get_task(tid)['status']}", file=sys.stderr)
-            return 1
-        time.sleep(0.05)
-    print(f"double(21) = {c.get_result(tid)}")
+    try:
+        # Answered the moment the task finishes (a long poll), or TaskPending after 60 s.
+        print(f"double(21) = {c.get_result(tid, timeout=60)}")
+    except TaskPending as e:
+        print(f"task {tid} did not finish in 60 s: {e}", file=sys.stderr)
+        return 1
     with Executor(endpoint_id=endpoint, client=c) as ex:
         print("pow(2, 10) =", ex.submit(pow, 2, 10).result(timeout=60))
     return 0

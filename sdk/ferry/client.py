@@ -346,30 +346,55 @@ class Client:
         """Cancels every unfinished task of a batch; returns how many it ended."""
         return self._request("POST", f"/v1/batches/{batch_id}/cancel", {})["cancelled"]
 
-    def get_task(self, task_id: str) -> dict:
+    def get_task(self, task_id: str, wait: float = 0) -> dict:
         """The task's record: ``pending``, ``status``, ``result`` or ``exception``,
-        ``completion_t`` and the ``history`` of its states."""
-        return self._request("GET", f"/v1/tasks/{task_id}")
+        ``completion_t`` and the ``history`` of its states. ``wait``: seconds to wait for
+        the task to finish first; the answer comes as soon as it does (a long poll, no
+        polling loop)."""
+        deadline = time.monotonic() + wait
+        while True:
+            chunk = self._wait_chunk(deadline)
+            if chunk <= 0:
+                return self._request("GET", f"/v1/tasks/{task_id}")
+            doc = self._request("GET", f"/v1/tasks/{task_id}?wait_secs={chunk:.3f}")
+            if not doc["pending"]:
+                return doc
 
-    def get_result(self, task_id: str) -> Any:
-        """The task's return value. Raises :class:`TaskPending` while it runs, and
-        re-raises the remote exception (with the remote traceback as its cause) when the
-        task failed."""
-        doc = self.get_task(task_id)
+    def get_result(self, task_id: str, timeout: float | None = 0) -> Any:
+        """The task's return value. Re-raises the remote exception (with the remote
+        traceback as its cause) when the task failed. ``timeout``: seconds to wait for
+        the task to finish (``None``: as long as it takes); raises :class:`TaskPending`
+        if it has not by then."""
+        doc = self.get_task(task_id, wait=float("inf") if timeout is None else timeout)
         if doc["pending"]:
             raise TaskPending(doc["status"])
         return result_of(doc)
 
-    def get_tasks(self, task_ids: Iterable[str], history: bool = True) -> dict[str, dict]:
+    def get_tasks(self, task_ids: Iterable[str], history: bool = True, wait: float = 0) -> dict[str, dict]:
         """Raw records of many tasks, 1,000 per request. ``history=False`` leaves each
-        task's history out (empty): a cheaper read when only outcomes matter."""
+        task's history out (empty): a cheaper read when only outcomes matter. ``wait``:
+        seconds to wait, if none of the tasks has finished yet, for one to finish."""
         ids = [str(t) for t in task_ids]
         out: dict[str, dict] = {}
         for i in range(0, len(ids), 1000):
             body = {"task_ids": ids[i : i + 1000], "history": history}
             answer = self._request("POST", "/v1/tasks/status", body)
             out.update(answer["tasks"])
+        deadline = time.monotonic() + wait
+        while ids and all(doc["pending"] for doc in out.values()):
+            chunk = self._wait_chunk(deadline)
+            if chunk <= 0:
+                break
+            # Any one task is enough: the first 1,000 stand for the rest.
+            body = {"task_ids": ids[:1000], "history": history, "wait_secs": round(chunk, 3)}
+            out.update(self._request("POST", "/v1/tasks/status", body)["tasks"])
         return out
+
+    def _wait_chunk(self, deadline: float) -> float:
+        """How long the next long poll may wait: what is left, within the service's
+        limit (60 s) and well within this client's socket timeout."""
+        left = deadline - time.monotonic()
+        return max(0.0, min(left, 50.0, self.timeout * 0.8))
 
     def get_batch_result(self, task_ids: Iterable[str]) -> dict[str, dict]:
         """For each task: ``pending``, ``status``, and once finished ``result`` (the

@@ -81,6 +81,24 @@ def test_a_pending_task_says_so(client, stack):
     assert client.get_result(tid) == "done"
 
 
+def test_get_result_can_wait_for_the_task_to_finish(client, stack):
+    def slow(x):
+        import time
+
+        time.sleep(0.5)
+        return x + 1
+
+    fid = client.register_function(slow)
+    tid = client.run(1, endpoint_id=stack.endpoint_id, function_id=fid)
+    with pytest.raises(TaskPending):
+        client.get_result(tid, timeout=0.1)
+    assert client.get_result(tid, timeout=60) == 2
+    a, b = (client.run(x, endpoint_id=stack.endpoint_id, function_id=fid) for x in (10, 20))
+    docs = client.get_tasks([a, b], history=False, wait=60)
+    assert any(not d["pending"] for d in docs.values()), docs
+    assert client.get_result(b, timeout=None) == 21
+
+
 def test_stdout_of_the_function_is_kept(client, stack):
     def chatty():
         print("hello from the worker")

@@ -234,6 +234,10 @@ pub struct StatusRequest {
     /// polling many tasks for their results.
     #[serde(default = "yes")]
     pub history: bool,
+    /// Wait up to this many seconds (at most 60) for at least one of the tasks to be
+    /// finished before answering (a long poll); absent or 0 answers at once.
+    #[serde(default)]
+    pub wait_secs: Option<f64>,
 }
 
 fn yes() -> bool {

@@ -432,3 +432,39 @@ async fn many_reports_in_one_call_act_as_one_at_a_time() {
     result.unwrap();
     store.delete_namespace().await.unwrap();
 }
+
+/// Waiting callers hear of a task's end from the transition script: one announcement
+/// per call, naming the tasks that call ended (and only those).
+#[tokio::test]
+async fn the_script_announces_the_tasks_it_ends() {
+    let store = store().await;
+    let batch = batch(EndpointId::new(), 3);
+    let tasks = [new_task(), new_task(), new_task()];
+    store.create_tasks(&batch, &tasks, Actor::WebService).await.unwrap();
+    let [a, b, c] = tasks.map(|t| t.task_id);
+    let mut announcements = store.finished_tasks().await.unwrap();
+
+    // b only moves on; a and c end in the same call.
+    store
+        .apply(&[
+            event(a, EventKind::Cancelled, 0),
+            event(b, EventKind::Queued, 0),
+            event(c, EventKind::Cancelled, 0),
+        ])
+        .await
+        .unwrap();
+    // Ending an ended task again announces nothing; b's end is the next announcement.
+    store.apply(&[event(a, EventKind::Cancelled, 0)]).await.unwrap();
+    store.apply(&[event(b, EventKind::Cancelled, 0)]).await.unwrap();
+
+    let mut heard = async || -> Vec<TaskId> {
+        let ids = tokio::time::timeout(std::time::Duration::from_secs(10), announcements.next())
+            .await
+            .expect("an announcement within 10 s")
+            .expect("the subscription holds");
+        ids.split(' ').map(|id| id.parse().unwrap()).collect()
+    };
+    assert_eq!(heard().await, vec![a, c]);
+    assert_eq!(heard().await, vec![b]);
+    store.delete_namespace().await.unwrap();
+}

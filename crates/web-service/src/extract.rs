@@ -62,6 +62,23 @@ impl<T: DeserializeOwned> FromRequest<AppState> for FerryJson<T> {
     }
 }
 
+/// `Query<T>` with Ferry's error body on rejection.
+pub struct FerryQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for FerryQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(FerryQuery(value)),
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "the query string: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
 /// Parses a path segment as an id, naming the kind on failure.
 pub fn parse_id<T>(raw: &str) -> Result<T, ApiError>
 where

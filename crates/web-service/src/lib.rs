@@ -5,6 +5,7 @@
 //! - [`extract`]: the caller from its bearer token; JSON bodies with Ferry's errors.
 //! - [`globus`]: the routes the unmodified Globus Compute SDK calls, on the same records.
 //! - [`submit`]: accepting tasks, shared by both APIs.
+//! - [`waiting`]: long polls, woken when the tasks they wait for finish.
 //! - [`error`]: the closed set of error codes and their HTTP mapping.
 //!
 //! It owns no state of its own: every record is in Redis, every submission is published
@@ -17,6 +18,7 @@ pub mod error;
 pub mod extract;
 pub mod globus;
 pub mod submit;
+pub mod waiting;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -110,6 +112,8 @@ pub struct AppState {
     broker: Arc<tokio::sync::RwLock<Broker>>,
     /// Functions never change once registered, so their records are kept here.
     functions: Arc<Mutex<HashMap<FunctionId, Arc<FunctionRecord>>>>,
+    /// Requests waiting for tasks to finish.
+    pub waiters: waiting::Waiters,
 }
 
 impl AppState {
@@ -122,6 +126,7 @@ impl AppState {
             store,
             broker: Arc::new(tokio::sync::RwLock::new(broker)),
             functions: Arc::default(),
+            waiters: waiting::Waiters::default(),
         })
     }
 
@@ -198,6 +203,7 @@ pub fn app(state: AppState) -> Router {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listen = config.listen;
     let state = AppState::connect(config).await?;
+    let listening = tokio::spawn(state.waiters.clone().listen(state.store.clone()));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "web-service listening");
     // No Nagle: a WebSocket sends many small frames, and each would otherwise wait for
@@ -210,6 +216,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
+    listening.abort();
     state.broker().await.close().await;
     Ok(())
 }

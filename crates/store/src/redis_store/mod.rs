@@ -1,15 +1,17 @@
 //! The Redis implementation of Ferry's store: the connection and key layout here;
 //! [`registry`] (users, functions, endpoints), [`tasks`] (tasks, task groups, the
-//! transition script), [`batches`] (sessions) and [`events`] (event streams, webhooks)
-//! add their methods to [`Store`].
+//! transition script), [`batches`] (sessions), [`events`] (event streams, webhooks)
+//! and [`finished`] (announcements of finished tasks) add their methods to [`Store`].
 
 mod apply;
 mod batches;
 mod events;
+mod finished;
 mod registry;
 mod tasks;
 
 pub use events::{EventReader, EventWaker};
+pub use finished::FinishedTasks;
 
 use std::collections::HashMap;
 

@@ -20,6 +20,8 @@
 --   <ns>:open-batches     batches with tasks still `received` (left once none is)
 --   <ns>:ep:<e>:run       the endpoint's in-flight tasks (waiting-for-nodes ..
 --                         running), which the forwarder moves back when it is lost
+-- and publishes, once per call, the ids of the tasks it ended (space-separated) on
+--   <ns>:finished         so callers waiting for a result are answered at once
 -- These key names are built here, not passed in KEYS: Ferry needs one Redis (or one
 -- cluster slot per batch), not a cluster spread.
 -- Returns  4 integers per event, in ARGV order:
@@ -79,6 +81,8 @@ local function batch_of(id)
 end
 -- Per endpoint: task id -> true (now in flight) or false (no longer); the last word wins.
 local running = {}
+-- Tasks this call ended.
+local finished = {}
 
 local pos = 3
 for g = 1, #KEYS do
@@ -217,6 +221,7 @@ for g = 1, #KEYS do
       end
       if s ~= s0 then
         if terminal then
+          finished[#finished + 1] = tid
           -- The input is only needed to dispatch the task again.
           call('HDEL', key, 'p', 'pi')
           if cur[8] then
@@ -246,6 +251,10 @@ for g = 1, #KEYS do
       end
     end
   end
+end
+
+if #finished > 0 then
+  call('PUBLISH', ns .. ':finished', table.concat(finished, ' '))
 end
 
 for ep, set in pairs(running) do

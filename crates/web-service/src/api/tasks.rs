@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use tokio::time::Instant;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -15,8 +17,9 @@ use ferry_store::TaskRecord;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{Caller, FerryJson, parse_id};
+use crate::extract::{Caller, FerryJson, FerryQuery, parse_id};
 use crate::submit::{Submission, Submitted};
+use crate::waiting::wait_for;
 
 /// Most ids in one status request.
 const MAX_STATUS_IDS: usize = 10_000;
@@ -72,13 +75,35 @@ fn positive_ms(secs: Option<f64>, field: impl Fn() -> String) -> ApiResult<Optio
     }
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WaitQuery {
+    wait_secs: Option<f64>,
+}
+
+/// `GET /v1/tasks/{id}[?wait_secs=S]`: the task's document; with `wait_secs`, answered
+/// when the task finishes or after S seconds (at most 60), whichever comes first.
 pub(crate) async fn get(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
+    FerryQuery(query): FerryQuery<WaitQuery>,
 ) -> ApiResult<Json<TaskDoc>> {
     let id: TaskId = parse_id(&id)?;
-    Ok(Json(task_doc(&owned_task(&state, user, id).await?)))
+    let wait = wait_for(query.wait_secs)?;
+    if wait.is_zero() {
+        return Ok(Json(task_doc(&owned_task(&state, user, id).await?)));
+    }
+    let deadline = Instant::now() + wait;
+    let waiting = state.waiters.register(&[id]);
+    loop {
+        let task = owned_task(&state, user, id).await?;
+        let now = Instant::now();
+        if task.state.is_terminal() || now >= deadline {
+            return Ok(Json(task_doc(&task)));
+        }
+        waiting.announced(deadline - now).await;
+    }
 }
 
 /// The caller's task, or an error that says whether it expired or never was theirs.
@@ -162,11 +187,24 @@ pub(crate) async fn status(
             body.task_ids.len()
         )));
     }
-    let records = if body.history {
-        state.store.get_tasks(&body.task_ids).await?
-    } else {
-        state.store.get_task_outcomes(&body.task_ids).await?
-    };
+    let wait = wait_for(body.wait_secs)?;
+    let mut records = read_tasks(&state, &body).await?;
+    if !wait.is_zero() {
+        let deadline = Instant::now() + wait;
+        let waiting = state.waiters.register(&body.task_ids);
+        loop {
+            let any_done = records.iter().any(|r| {
+                r.as_ref()
+                    .is_some_and(|t| t.owner == user && t.state.is_terminal())
+            });
+            let now = Instant::now();
+            if any_done || now >= deadline || body.task_ids.is_empty() {
+                break;
+            }
+            waiting.announced(deadline - now).await;
+            records = read_tasks(&state, &body).await?;
+        }
+    }
     let mut tasks = BTreeMap::new();
     let mut unknown = Vec::new();
     for (id, record) in body.task_ids.iter().zip(records) {
@@ -178,6 +216,14 @@ pub(crate) async fn status(
         }
     }
     Ok(Json(StatusResponse { tasks, unknown }))
+}
+
+async fn read_tasks(state: &AppState, body: &StatusRequest) -> ApiResult<Vec<Option<TaskRecord>>> {
+    Ok(if body.history {
+        state.store.get_tasks(&body.task_ids).await?
+    } else {
+        state.store.get_task_outcomes(&body.task_ids).await?
+    })
 }
 
 /// The API view of a task record.

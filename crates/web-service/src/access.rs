@@ -25,6 +25,19 @@ pub async fn visible_function(
     }
 }
 
+/// Whether the caller may send tasks to the endpoint (it is theirs), from the owners
+/// kept in memory: checks ownership only, not the endpoint's current state.
+pub async fn usable_endpoint(state: &AppState, user: UserId, id: EndpointId) -> ApiResult<()> {
+    match state.endpoint_owner(id).await? {
+        Some(owner) if owner == user => Ok(()),
+        Some(_) => Err(ApiError::new(
+            Code::Forbidden,
+            format!("endpoint {id} belongs to another user"),
+        )),
+        None => Err(ApiError::not_found(format!("endpoint {id} not found"))),
+    }
+}
+
 /// An endpoint the caller owns, or the error that says why not.
 pub async fn owned_endpoint(state: &AppState, user: UserId, id: EndpointId) -> ApiResult<EndpointRecord> {
     match state.store.get_endpoint(id).await? {

@@ -38,7 +38,7 @@ impl FromRequestParts<AppState> for Caller {
                     "Authorization header must be `Bearer <token>`",
                 )
             })?;
-        match state.store.user_for_token(token).await? {
+        match state.user_for_token(token).await? {
             Some(user) => Ok(Caller(user)),
             None => Err(ApiError::new(Code::Unauthenticated, "unknown or revoked token")),
         }

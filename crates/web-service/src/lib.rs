@@ -23,12 +23,12 @@ pub mod waiting;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use ferry_broker::Broker;
-use ferry_proto::FunctionId;
+use ferry_proto::{EndpointId, FunctionId, UserId};
 use ferry_store::{FunctionRecord, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -114,7 +114,17 @@ pub struct AppState {
     functions: Arc<Mutex<HashMap<FunctionId, Arc<FunctionRecord>>>>,
     /// Requests waiting for tasks to finish.
     pub waiters: waiting::Waiters,
+    /// Bearer tokens recently seen, with their user and when they were looked up.
+    tokens: Arc<Mutex<HashMap<String, (UserId, Instant)>>>,
+    /// Endpoint owners (an endpoint never changes hands).
+    endpoint_owners: Arc<Mutex<HashMap<EndpointId, UserId>>>,
 }
+
+/// How long a token's user is taken from memory before Redis is asked again: a token
+/// deleted from Redis stops working within this time.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Most entries in each in-memory cache (emptied when full).
+const CACHE_LIMIT: usize = 10_000;
 
 impl AppState {
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
@@ -127,6 +137,8 @@ impl AppState {
             broker: Arc::new(tokio::sync::RwLock::new(broker)),
             functions: Arc::default(),
             waiters: waiting::Waiters::default(),
+            tokens: Arc::default(),
+            endpoint_owners: Arc::default(),
         })
     }
 
@@ -186,6 +198,49 @@ impl AppState {
         }
         cache.insert(id, record.clone());
         Ok(Some(record))
+    }
+}
+
+impl AppState {
+    /// The user a bearer token stands for; from memory when it was looked up less than
+    /// [`TOKEN_CACHE_TTL`] ago (unknown tokens are always looked up).
+    pub async fn user_for_token(&self, token: &str) -> Result<Option<UserId>, ferry_store::Error> {
+        if let Some((user, at)) = self.tokens.lock().expect("token cache poisoned").get(token)
+            && at.elapsed() < TOKEN_CACHE_TTL
+        {
+            return Ok(Some(*user));
+        }
+        let user = self.store.user_for_token(token).await?;
+        let mut cache = self.tokens.lock().expect("token cache poisoned");
+        match user {
+            Some(user) => {
+                if cache.len() >= CACHE_LIMIT {
+                    cache.clear();
+                }
+                cache.insert(token.to_owned(), (user, Instant::now()));
+            }
+            None => {
+                cache.remove(token);
+            }
+        }
+        Ok(user)
+    }
+
+    /// An endpoint's owner, from memory when it was read before; `None` for an
+    /// endpoint that does not exist.
+    pub async fn endpoint_owner(&self, id: EndpointId) -> Result<Option<UserId>, ferry_store::Error> {
+        if let Some(owner) = self.endpoint_owners.lock().expect("endpoint cache poisoned").get(&id) {
+            return Ok(Some(*owner));
+        }
+        let Some(record) = self.store.get_endpoint(id).await? else {
+            return Ok(None);
+        };
+        let mut cache = self.endpoint_owners.lock().expect("endpoint cache poisoned");
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(id, record.owner);
+        Ok(Some(record.owner))
     }
 }
 

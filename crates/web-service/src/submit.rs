@@ -137,7 +137,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             ));
         }
     }
-    let endpoint = crate::access::owned_endpoint(state, user, endpoint_id).await?;
+    crate::access::usable_endpoint(state, user, endpoint_id).await?;
     if let Some(group) = task_group
         && let Some(owner) = state.store.task_group_owner(group).await?
         && owner != user
@@ -176,7 +176,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
     let batch = BatchRecord {
         batch_id: BatchId::new(),
         owner: user,
-        endpoint_id: endpoint.endpoint_id,
+        endpoint_id,
         size: tasks.len() as u64,
         created_at,
         task_group,

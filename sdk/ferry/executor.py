@@ -206,31 +206,29 @@ class Executor(cf.Executor):
         return idle and self._shutdown and self._queue.empty() and not self._submitter.is_alive()
 
     def _poll_loop(self) -> None:
-        interval = 0.002
+        backoff = 0.05
         while True:
-            self._wake.wait(timeout=interval)
-            woken = self._wake.is_set()
-            self._wake.clear()
             with self._lock:
                 ids = list(self._outstanding)
             if not ids:
                 if self._shutdown and self._queue.empty():
                     return
-                interval = 0.2
+                self._wake.wait(timeout=0.2)
+                self._wake.clear()
                 continue
+            self._wake.clear()
             try:
-                docs = self.client.get_tasks(ids, history=False)
+                # A long poll: answered as soon as one of them finishes, and within
+                # 0.2 s, so that tasks submitted meanwhile are soon asked about too.
+                docs = self.client.get_tasks(ids, history=False, wait=0.2)
             except Exception:  # noqa: BLE001 - the service may be restarting; keep trying
-                interval = min(max(interval * 2, 0.05), 1.0)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
                 continue
-            finished = 0
+            backoff = 0.05
             for task_id, doc in docs.items():
-                if not doc["pending"] and self._finish(task_id, doc):
-                    finished += 1
-            if finished or woken:
-                interval = 0.002
-            else:
-                interval = min(interval * 1.5, 0.2)
+                if not doc["pending"]:
+                    self._finish(task_id, doc)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stops taking work. With ``wait``, returns once every submitted task is done."""

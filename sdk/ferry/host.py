@@ -10,7 +10,6 @@ before running anything.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -88,6 +87,17 @@ class Host:
         self.proto_out = proto_out
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.pending: list[bytes] = []
+        self.out, self.err = _Capped(), _Capped()
+
+    def capture(self) -> tuple[_Capped, _Capped]:
+        """The task's stdout and stderr buffers: the host's own, emptied (most tasks
+        print nothing, so they are reused rather than made anew)."""
+        for buf in (self.out, self.err):
+            if buf.tell() or buf.dropped:
+                buf.seek(0)
+                buf.truncate()
+                buf.dropped = 0
+        return self.out, self.err
 
     def send(self, body: bytes) -> None:
         self.pending.append(_LEN.pack(len(body)))
@@ -136,13 +146,16 @@ class Host:
             msg = f"could not deserialize the arguments of task {uuid.UUID(bytes=task_id)}: {e}"
             self.done(task_id, False, started, msg.encode(), b"", "", "")
             return
-        out, err = _Capped(), _Capped()
+        out, err = self.capture()
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
         try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                value = fn(*args, **kwargs)
+            value = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - SystemExit and friends fail the task, not the host
+            sys.stdout, sys.stderr = saved
             self.done(task_id, False, started, _user_traceback(e).encode(), _exception_data(e), out.text(), err.text())
             return
+        sys.stdout, sys.stderr = saved
         try:
             data = serialize_data(value).encode()
         except Exception as e:  # noqa: BLE001

@@ -253,7 +253,8 @@ def unpack_args(payload: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     buffers = unpack(payload)
     if len(buffers) != 2:
         raise DeserializationError(f"a task payload holds 2 buffers (args, kwargs), not {len(buffers)}")
-    args, kwargs = (deserialize_data(b) for b in buffers)
+    args = deserialize_data(buffers[0])
+    kwargs = {} if buffers[1] == _NO_KWARGS else deserialize_data(buffers[1])
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
         raise DeserializationError("a task payload must hold a sequence of args and a dict of kwargs")
     return tuple(args), kwargs

@@ -102,6 +102,20 @@ def test_prints_are_captured_and_fd_1_cannot_corrupt_the_protocol(host):
     assert err == "to stderr\n"
 
 
+def test_each_task_gets_only_its_own_output(host):
+    fid = uuid.uuid4().bytes
+    host.run(fid, serialize_function(chatty), "")
+    status, data, _, out, err = host.run(uuid.uuid4().bytes, serialize_function(double), pack_args((2,)))
+    assert (status, deserialize_data(data), out, err) == (0, 4, "", "")
+    _, _, _, out, err = host.run(fid, "", "")
+    assert (out, err) == ("to stdout\n", "to stderr\n")
+
+
+def test_keyword_arguments_reach_the_function(host):
+    status, data, *_ = host.run(uuid.uuid4().bytes, serialize_function(double), pack_args((), {"x": 4}))
+    assert status == 0 and deserialize_data(data) == 8
+
+
 def test_a_function_is_kept_and_can_be_sent_once(host):
     fid = uuid.uuid4().bytes
     host.run(fid, serialize_function(double), pack_args((1,)))

@@ -440,7 +440,10 @@ async fn the_script_announces_the_tasks_it_ends() {
     let store = store().await;
     let batch = batch(EndpointId::new(), 3);
     let tasks = [new_task(), new_task(), new_task()];
-    store.create_tasks(&batch, &tasks, Actor::WebService).await.unwrap();
+    store
+        .create_tasks(&batch, &tasks, Actor::WebService)
+        .await
+        .unwrap();
     let [a, b, c] = tasks.map(|t| t.task_id);
     let mut announcements = store.finished_tasks().await.unwrap();
 
@@ -466,5 +469,34 @@ async fn the_script_announces_the_tasks_it_ends() {
     };
     assert_eq!(heard().await, vec![a, c]);
     assert_eq!(heard().await, vec![b]);
+    store.delete_namespace().await.unwrap();
+}
+
+/// A watched batch's stream gets every step; its last cursor tells a reader whether it
+/// has read everything.
+#[tokio::test]
+async fn the_last_event_of_a_watched_batch_is_its_last_step() {
+    let store = store().await;
+    let batch = batch(EndpointId::new(), 1);
+    let task = new_task();
+    store
+        .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)
+        .await
+        .unwrap();
+    assert_eq!(store.last_batch_event(batch.batch_id).await.unwrap(), None);
+    store.watch_batch(batch.batch_id).await.unwrap();
+    store
+        .apply(&[
+            event(task.task_id, EventKind::Queued, 0),
+            event(task.task_id, EventKind::Cancelled, 0),
+        ])
+        .await
+        .unwrap();
+    let events = store.batch_events_after(batch.batch_id, "0", 100).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        store.last_batch_event(batch.batch_id).await.unwrap().as_deref(),
+        Some(events[1].cursor.as_str())
+    );
     store.delete_namespace().await.unwrap();
 }

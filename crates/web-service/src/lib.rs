@@ -229,7 +229,12 @@ impl AppState {
     /// An endpoint's owner, from memory when it was read before; `None` for an
     /// endpoint that does not exist.
     pub async fn endpoint_owner(&self, id: EndpointId) -> Result<Option<UserId>, ferry_store::Error> {
-        if let Some(owner) = self.endpoint_owners.lock().expect("endpoint cache poisoned").get(&id) {
+        if let Some(owner) = self
+            .endpoint_owners
+            .lock()
+            .expect("endpoint cache poisoned")
+            .get(&id)
+        {
             return Ok(Some(*owner));
         }
         let Some(record) = self.store.get_endpoint(id).await? else {

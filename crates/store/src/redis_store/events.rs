@@ -119,6 +119,20 @@ impl Store {
             .collect())
     }
 
+    /// The cursor of a batch's last event (`None` when its stream is empty or gone).
+    pub async fn last_batch_event(&self, id: BatchId) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+            .arg(self.batch_events_key(id))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(entries.into_iter().next().map(|(cursor, _)| cursor))
+    }
+
     /// Records a delivery: `delivered` events up to `cursor` went through; the hook is
     /// due again at `next` (or is finished and leaves the schedule).
     pub async fn hook_delivered(

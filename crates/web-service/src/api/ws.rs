@@ -76,7 +76,9 @@ async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::
     // The reader runs on its own: a blocking read is never cancelled (a cancelled one
     // would still hold its Redis connection until it timed out). New subscriptions go to
     // it over a channel and a wake-up ends its current wait.
-    let (subscriptions, subscribed) = mpsc::unbounded_channel::<Vec<(BatchId, String)>>();
+    // Sessions to read from a cursor on (`Some`), or to stop reading (`None`: finished
+    // and read to the end, so a long-lived socket does not read ever more streams).
+    let (subscriptions, subscribed) = mpsc::unbounded_channel::<Vec<(BatchId, Option<String>)>>();
     let (events_tx, mut events) = mpsc::channel::<Vec<BatchEvent>>(4);
     let reading = tokio::spawn(read_loop(state.clone(), reader, subscribed, events_tx));
     let mut watched: HashMap<BatchId, Watched> = HashMap::new();
@@ -90,7 +92,7 @@ async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::
                             Ok(sessions) => {
                                 let from = sessions
                                     .iter()
-                                    .map(|b| (*b, watched[b].cursor.clone()))
+                                    .map(|b| (*b, Some(watched[b].cursor.clone())))
                                     .collect();
                                 let _ = subscriptions.send(from);
                                 if let Err(e) = waker.wake().await {
@@ -111,8 +113,12 @@ async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::
             }
             batch = events.recv() => {
                 let Some(batch) = batch else { break Err(anyhow::anyhow!("the event reader stopped")) };
-                if let Err(e) = forward(&state, &mut socket, &mut watched, batch).await {
-                    break Err(e);
+                match forward(&state, &mut socket, &mut watched, batch).await {
+                    Ok(done) if done.is_empty() => {}
+                    Ok(done) => {
+                        let _ = subscriptions.send(done.into_iter().map(|b| (b, None)).collect());
+                    }
+                    Err(e) => break Err(e),
                 }
             }
         }
@@ -126,14 +132,21 @@ async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::
 async fn read_loop(
     state: AppState,
     mut reader: EventReader,
-    mut subscribed: mpsc::UnboundedReceiver<Vec<(BatchId, String)>>,
+    mut subscribed: mpsc::UnboundedReceiver<Vec<(BatchId, Option<String>)>>,
     events: mpsc::Sender<Vec<BatchEvent>>,
 ) {
     let mut cursors: HashMap<BatchId, String> = HashMap::new();
     loop {
         loop {
             match subscribed.try_recv() {
-                Ok(more) => cursors.extend(more),
+                Ok(changes) => {
+                    for (batch, cursor) in changes {
+                        match cursor {
+                            Some(cursor) => cursors.insert(batch, cursor),
+                            None => cursors.remove(&batch),
+                        };
+                    }
+                }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
             }
@@ -220,13 +233,14 @@ async fn subscribe(
 }
 
 /// Sends the events the client wants, with each terminal task's record, then the
-/// status of every session that just finished.
+/// status of every session that just finished. Returns the finished sessions whose
+/// events have all been sent: they are watched no more.
 async fn forward(
     state: &AppState,
     socket: &mut WebSocket,
     watched: &mut HashMap<BatchId, Watched>,
     events: Vec<BatchEvent>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<BatchId>> {
     let wanted: Vec<&BatchEvent> = events
         .iter()
         .filter(|e| {
@@ -275,6 +289,7 @@ async fn forward(
             finished_in.insert(e.batch_id);
         }
     }
+    let mut done = Vec::new();
     for batch in finished_in {
         if let Some(status) = state.store.batch_status(batch).await?
             && status.done_at.is_some()
@@ -282,7 +297,15 @@ async fn forward(
             let mut doc = serde_json::to_value(super::batches::session_doc(&status))?;
             doc["type"] = json!("session");
             socket.send(Message::Text(doc.to_string().into())).await?;
+            // A finished session's stream never grows again: once its last event is
+            // sent there is nothing left to read.
+            let cursor = watched.get(&batch).map(|w| w.cursor.clone());
+            let last = state.store.last_batch_event(batch).await?;
+            if cursor.is_some() && (last.is_none() || last == cursor) {
+                watched.remove(&batch);
+                done.push(batch);
+            }
         }
     }
-    Ok(())
+    Ok(done)
 }

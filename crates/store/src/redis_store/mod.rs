@@ -13,6 +13,7 @@ mod tasks;
 pub use events::{EventReader, EventWaker};
 pub use finished::FinishedTasks;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use ferry_proto::{BatchId, EndpointId, FunctionId, TaskGroupId, TaskId, UserId};
@@ -186,15 +187,25 @@ fn parse_id<T: std::str::FromStr>(s: &str, what: &'static str, id: &str) -> Resu
 }
 
 /// A hash read back from Redis, with typed getters that name the record on failure.
+/// Field names are borrowed when the caller asked for them by name (`HMGET`), owned
+/// when Redis listed them (`HGETALL`); values are parsed in place, not copied.
 struct Fields {
-    map: HashMap<String, Vec<u8>>,
+    map: HashMap<Cow<'static, str>, Vec<u8>>,
     what: &'static str,
     id: String,
 }
 
 impl Fields {
-    fn new(map: HashMap<String, Vec<u8>>, what: &'static str, id: String) -> Self {
-        Self { map, what, id }
+    fn new<K: Into<Cow<'static, str>>>(
+        map: impl IntoIterator<Item = (K, Vec<u8>)>,
+        what: &'static str,
+        id: String,
+    ) -> Self {
+        Self {
+            map: map.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+            what,
+            id,
+        }
     }
 
     fn corrupt(&self, field: &str) -> Error {
@@ -209,8 +220,13 @@ impl Fields {
         self.map.get(field).cloned().ok_or_else(|| self.corrupt(field))
     }
 
+    fn str(&self, field: &str) -> Result<&str> {
+        let raw = self.map.get(field).ok_or_else(|| self.corrupt(field))?;
+        std::str::from_utf8(raw).map_err(|_| self.corrupt(field))
+    }
+
     fn string(&self, field: &str) -> Result<String> {
-        String::from_utf8(self.bytes(field)?).map_err(|_| self.corrupt(field))
+        self.str(field).map(str::to_owned)
     }
 
     fn opt_string(&self, field: &str) -> Option<String> {
@@ -220,7 +236,7 @@ impl Fields {
     }
 
     fn num<T: std::str::FromStr>(&self, field: &str) -> Result<T> {
-        self.string(field)?.parse().map_err(|_| self.corrupt(field))
+        self.str(field)?.parse().map_err(|_| self.corrupt(field))
     }
 
     fn opt_num<T: std::str::FromStr>(&self, field: &str) -> Result<Option<T>> {
@@ -231,7 +247,6 @@ impl Fields {
     }
 
     fn id<T: std::str::FromStr>(&self, field: &str) -> Result<T> {
-        let s = self.string(field)?;
-        s.parse().map_err(|_| self.corrupt(field))
+        self.num(field)
     }
 }

@@ -178,31 +178,36 @@ impl Store {
                 pipe.cmd("HMGET").arg(self.task_key(*id)).arg(OUTCOME_FIELDS);
             }
         }
-        let maps: Vec<HashMap<String, Vec<u8>>> = if history {
-            pipe.query_async(&mut conn).await?
+        let mut records: Vec<Option<TaskRecord>> = if history {
+            let maps: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
+            ids.iter()
+                .zip(maps)
+                .map(|(id, map)| {
+                    if map.is_empty() {
+                        Ok(None)
+                    } else {
+                        task_from_fields(*id, Fields::new(map, "task", id.to_string())).map(Some)
+                    }
+                })
+                .collect::<Result<_>>()?
         } else {
             let rows: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await?;
-            rows.into_iter()
-                .map(|row| {
-                    OUTCOME_FIELDS
+            ids.iter()
+                .zip(rows)
+                .map(|(id, row)| {
+                    let present = OUTCOME_FIELDS
                         .iter()
                         .zip(row)
-                        .filter_map(|(field, value)| Some(((*field).to_owned(), value?)))
-                        .collect()
+                        .filter_map(|(field, value)| Some((*field, value?)));
+                    let f = Fields::new(present, "task", id.to_string());
+                    if f.map.is_empty() {
+                        Ok(None)
+                    } else {
+                        task_from_fields(*id, f).map(Some)
+                    }
                 })
-                .collect()
+                .collect::<Result<_>>()?
         };
-        let mut records = ids
-            .iter()
-            .zip(maps)
-            .map(|(id, map)| {
-                if map.is_empty() {
-                    Ok(None)
-                } else {
-                    task_from_fields(*id, map).map(Some)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
         // Results kept in the data plane are read in one more round trip.
         let by_ref: Vec<(usize, String)> = records
             .iter()
@@ -363,8 +368,7 @@ impl Store {
     }
 }
 
-fn task_from_fields(id: TaskId, map: HashMap<String, Vec<u8>>) -> Result<TaskRecord> {
-    let f = Fields::new(map, "task", id.to_string());
+fn task_from_fields(id: TaskId, f: Fields) -> Result<TaskRecord> {
     let state_code: u8 = f.num("s")?;
     Ok(TaskRecord {
         task_id: id,

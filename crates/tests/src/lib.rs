@@ -455,9 +455,33 @@ fn stop_child(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// The Python the workers run (`FERRY_TEST_PYTHON`, else `python3`).
+/// The Python the workers run: `FERRY_TEST_PYTHON`, else the repository's `.venv`
+/// (which `scripts/test` makes), else `python3`. Checked once: one that cannot import
+/// `ferry` and `dill` would fail every Python task with "the Python host exited".
 pub fn python() -> String {
-    std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+    static CHECKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let venv = repo_root().join(".venv/bin/python");
+            let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| {
+                if venv.exists() {
+                    venv.display().to_string()
+                } else {
+                    "python3".into()
+                }
+            });
+            let ok = std::process::Command::new(&python)
+                .args(["-c", "import ferry.host, dill"])
+                .output()
+                .is_ok_and(|out| out.status.success());
+            assert!(
+                ok,
+                "{python} cannot import ferry and dill: run `source scripts/lib/env.sh && ensure_python`, \
+                 or set FERRY_TEST_PYTHON to a Python that has them"
+            );
+            python
+        })
+        .clone()
 }
 
 fn free_port() -> u16 {

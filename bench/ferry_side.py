@@ -111,15 +111,18 @@ def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, m
             time.sleep(0.3)
             cpu_before = dict(sampler.cpu)
         t0 = time.perf_counter()
-        ids: list[str] = []
+        sessions = []
         chunk = 10_000
         for start in range(0, n, chunk):
             batch = client.create_batch()
             for i in range(start, min(n, start + chunk)):
                 batch.add(fid, i)
-            ids.extend(client.batch_run(stack.endpoint_id, batch))
+            sessions.append(client.submit_session(stack.endpoint_id, batch))
         submitted = time.perf_counter() - t0
-        collected = collect(client, ids, deadline=time.monotonic() + 1800)
+        ids = [tid for s in sessions for tid in s.task_ids]
+        # Results are read while the rest still run, each record about once (the
+        # sessions' counts say how many to read).
+        collected = sum(1 for s in sessions for _ in s.as_completed(timeout=1800))
         elapsed = time.perf_counter() - t0
         assert collected == n, f"collected {collected} of {n} results"
         if sampler:
@@ -145,25 +148,6 @@ def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, m
         }
     finally:
         stack.stop()
-
-
-def collect(client: Client, ids: list[str], deadline: float) -> int:
-    """Reads every task's finished record, oldest first, while the rest still run (as
-    a user collecting results would): each poll asks for the oldest 1,000 unfinished
-    tasks and keeps what has finished."""
-    pending = list(ids)
-    done = 0
-    while pending:
-        head, pending = pending[:1000], pending[1000:]
-        docs = client.get_tasks(head, history=False)
-        left = [t for t in head if docs[t]["pending"]]
-        done += len(head) - len(left)
-        pending = left + pending
-        if left:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(pending)} tasks unfinished")
-            time.sleep(0.01 if len(left) < len(head) else 0.05)
-    return done
 
 
 def ws_round_trips(stack: Stack, client: Client, fid: str, n: int) -> list[float]:

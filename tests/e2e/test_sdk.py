@@ -196,6 +196,39 @@ def test_a_session_reports_progress_and_pages_its_results(client, stack):
     assert [entry["result"] for _, entry in results] == [i * i for i in range(250)]
 
 
+def nap_then_square(x, secs):
+    import time
+
+    time.sleep(secs)
+    if x == 7:
+        raise ValueError("seven")
+    return x * x
+
+
+def test_a_session_yields_each_task_once_as_it_finishes(client, stack):
+    fid = client.register_function(nap_then_square)
+    batch = client.create_batch()
+    # The first task finishes last: the others must not wait behind it.
+    batch.add(fid, 0, 1.5)
+    for i in range(1, 300):
+        batch.add(fid, i, 0.0)
+    session = client.submit_session(stack.endpoint_id, batch)
+    order = []
+    results = {}
+    for tid, entry in session.as_completed(timeout=120):
+        assert not entry["pending"]
+        order.append(tid)
+        results[tid] = entry
+    assert sorted(order) == sorted(session.task_ids), "every task once"
+    # Only the few tasks queued behind it in its worker's pipe finish after it.
+    assert order.index(session.task_ids[0]) >= 250, order.index(session.task_ids[0])
+    for i, tid in enumerate(session.task_ids):
+        if i == 7:
+            assert isinstance(results[tid]["exception"], ValueError)
+        else:
+            assert results[tid]["result"] == i * i
+
+
 def test_several_sessions_in_one_request_and_a_session_timeout(client, stack):
     quick = client.register_function(square)
     nap = client.register_shell_function("sleep 30")

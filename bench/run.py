@@ -58,6 +58,11 @@ def main() -> int:
         print("\nduring the Ferry throughput run: peak RSS (MiB) and CPU time (s) per process")
         for proc, kib in rss.items():
             print(f"  {proc:<28} {kib / 1024:8.1f} MiB {cpu.get(proc, float('nan')):8.2f} s")
+        total = sum(v for v in cpu.values() if v == v)
+        if total:
+            # CPU per task moves less with the machine's mood than tasks/s does: the
+            # figure to compare across runs.
+            print(f"  {'all of the above':<28} {'':>12} {total:8.2f} s = {total / n * 1e6:.0f} µs of CPU per task")
 
     if args.sweep:
         sweep = {}

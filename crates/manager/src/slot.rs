@@ -101,6 +101,20 @@ struct Worker<'a> {
     events: &'a mpsc::UnboundedSender<SlotEvent>,
 }
 
+impl Drop for Worker<'_> {
+    /// The worker goes with its whole process group (its interpreter, the command a task
+    /// runs and whatever that started), not only its own process: SIGKILL alone would
+    /// leave them running as orphans.
+    fn drop(&mut self) {
+        // Only while it is still alive: then its group id cannot belong to anyone else.
+        if matches!(self.child.try_wait(), Ok(None))
+            && let Some(pgid) = rustix::process::Pid::from_raw(self.pid as i32)
+        {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 impl<'a> Worker<'a> {
     async fn start(
         index: usize,

@@ -3,6 +3,7 @@
 //! - [`host`]: the warm Python interpreter (`python -m ferry.host`) the worker keeps for
 //!   Python functions, and the small binary protocol it speaks over pipes.
 //! - [`shell`]: shell functions, run directly with `/bin/sh -c`.
+//! - [`lifeline`]: the worker and everything it started end when its manager does.
 //! - [`run`]: the loop that reads [`ToWorker`](ferry_proto::frames::ToWorker) frames from
 //!   the manager on stdin and answers on stdout.
 //!
@@ -10,6 +11,7 @@
 //! lost worker and the task is retried elsewhere, which is the rule for any worker death.
 
 pub mod host;
+pub mod lifeline;
 pub mod run;
 pub mod shell;
 

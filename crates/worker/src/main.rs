@@ -16,5 +16,6 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ferry_telemetry::init("ferry_worker=info");
+    ferry_worker::lifeline::tie_to_manager()?;
     ferry_worker::run::run(cli.config).await
 }

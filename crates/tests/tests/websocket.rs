@@ -125,7 +125,14 @@ async fn a_client_that_reconnects_with_its_cursor_misses_no_event() {
                     m["attempt"].as_u64().unwrap(),
                 ));
             }
-            Some("session") if m["status"] == "completed" && finished.len() == N => break,
+            Some("session") if m["status"] == "completed" => {
+                assert_eq!(
+                    finished.len(),
+                    N,
+                    "the session's status comes after its last event"
+                );
+                break;
+            }
             _ => {}
         }
     }

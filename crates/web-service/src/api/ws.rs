@@ -7,8 +7,8 @@
 //! - `{"type": "event", "session", "cursor", "task_id", "state", "attempt", "at", "by",
 //!   "reason"?, "task"?}` for every step of every subscribed task, in order per session;
 //!   a terminal step carries the task's record (`task`: result or exception);
-//! - `{"type": "session", ...}` (the session's counts) when a subscribed session has no
-//!   task left to finish;
+//! - `{"type": "session", ...}` (the session's counts) after the last event of a
+//!   subscribed session that has no task left to finish (the last message about it);
 //! - `{"type": "error", "message"}` for a message it could not use (the socket stays).
 //!
 //! Every event comes from the session's event stream in Redis, so a client that
@@ -233,8 +233,8 @@ async fn subscribe(
 }
 
 /// Sends the events the client wants, with each terminal task's record, then the
-/// status of every session that just finished. Returns the finished sessions whose
-/// events have all been sent: they are watched no more.
+/// status of every session that finished and whose events have all been sent. Returns
+/// those sessions: they are watched no more.
 async fn forward(
     state: &AppState,
     socket: &mut WebSocket,
@@ -294,14 +294,15 @@ async fn forward(
         if let Some(status) = state.store.batch_status(batch).await?
             && status.done_at.is_some()
         {
-            let mut doc = serde_json::to_value(super::batches::session_doc(&status))?;
-            doc["type"] = json!("session");
-            socket.send(Message::Text(doc.to_string().into())).await?;
             // A finished session's stream never grows again: once its last event is
-            // sent there is nothing left to read.
+            // sent there is nothing left to read, and its status comes after all its
+            // events (else the events still to come will bring it here again).
             let cursor = watched.get(&batch).map(|w| w.cursor.clone());
             let last = state.store.last_batch_event(batch).await?;
             if cursor.is_some() && (last.is_none() || last == cursor) {
+                let mut doc = serde_json::to_value(super::batches::session_doc(&status))?;
+                doc["type"] = json!("session");
+                socket.send(Message::Text(doc.to_string().into())).await?;
                 watched.remove(&batch);
                 done.push(batch);
             }

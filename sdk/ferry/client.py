@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import collections
 import http.client
 import json
 import os
@@ -19,8 +18,10 @@ import time
 import urllib.parse
 from typing import Any, Callable, Iterable, Iterator
 
-from .errors import APIError, FerryError, RemoteExecutionError, RemoteTraceback, TaskPending
-from .serialize import deserialize_data, pack_args, serialize_function
+from .errors import APIError, FerryError, TaskPending
+from .results import _entry, exception_of, result_of
+from .serialize import pack_args, serialize_function
+from .session import Session
 
 __all__ = ["Client", "Batch", "Session", "ShellFunction"]
 
@@ -56,114 +57,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.tasks)
-
-
-class Session:
-    """A batch of tasks submitted in one request, tracked as a whole.
-
-    ``status()`` reads its counts per state in one request whatever its size;
-    ``wait()`` polls them (optionally reporting progress); ``results()`` pages through
-    its tasks' results in submission order.
-    """
-
-    def __init__(self, client: "Client", session_id: str, task_ids: list[str]) -> None:
-        self.client = client
-        self.id = session_id
-        self.task_ids = task_ids
-
-    def __repr__(self) -> str:
-        return f"Session({self.id!r}, {len(self.task_ids)} tasks)"
-
-    def __len__(self) -> int:
-        return len(self.task_ids)
-
-    def status(self) -> dict:
-        """``status`` (``running``, ``completed`` or ``failed``), ``reason``,
-        ``counts`` per state, ``size``, ``completed_at``."""
-        return self.client.get_session(self.id)
-
-    def wait(
-        self,
-        timeout: float | None = None,
-        progress: Callable[[dict], None] | None = None,
-        interval: float = 0.2,
-    ) -> dict:
-        """Waits until every task is terminal and returns the final status. Calls
-        ``progress(status)`` after each poll. Raises :class:`TimeoutError` after
-        ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            doc = self.status()
-            if progress is not None:
-                progress(doc)
-            if not doc["pending"]:
-                return doc
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"session {self.id} still running after {timeout} s: {doc['counts']}")
-            time.sleep(interval)
-
-    def results(self, page_size: int = 1000) -> Iterator[tuple[str, dict]]:
-        """``(task_id, entry)`` for every task in submission order, where ``entry`` is
-        like :meth:`Client.get_batch_result`'s: ``pending``, ``status`` and, once
-        finished, ``result`` or ``exception``."""
-        for doc in self.client.iter_session_tasks(self.id, page_size):
-            yield doc["task_id"], _entry(doc)
-
-    def as_completed(self, timeout: float | None = None) -> Iterator[tuple[str, dict]]:
-        """``(task_id, entry)`` for every task as it finishes (entries as in
-        :meth:`results`), while the rest still run. It reads the session's counts (one
-        small read) and fetches only about as many of the oldest unfinished tasks as
-        have finished, so each record is read about once however long the session runs;
-        with nothing new it long-polls. Raises :class:`TimeoutError` after ``timeout``
-        seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pending = collections.deque(self.task_ids)
-        yielded = 0
-        # Where the next read starts in `pending`: past the front when tasks finished
-        # out of order and the front held none of them.
-        skip = 0
-        lingered = False
-        while pending:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"session {self.id}: {len(pending)} tasks unfinished after {timeout} s")
-            counts = self.status()["counts"]
-            ready = counts.get("success", 0) + counts.get("failed", 0) - yielded
-            if 0 < ready < 64 and len(pending) > ready and not lingered:
-                # A few finished: let more finish first, rather than read a few at a time.
-                lingered = True
-                time.sleep(0.01)
-                continue
-            lingered = False
-            if ready <= 0:
-                # Nothing new: wait until one of the oldest finishes (one long poll).
-                skip, size, wait = 0, 64, min(1.0, left if left is not None else 1.0)
-            else:
-                size, wait = ready + 64, 0.0
-            if skip >= len(pending):
-                skip = 0
-            pending.rotate(-skip)
-            head = [pending.popleft() for _ in range(min(len(pending), 1000, size))]
-            body = {"task_ids": head, "history": False, "wait_secs": round(wait, 3)}
-            docs = self.client._request("POST", "/v1/tasks/status", body)["tasks"]
-            unfinished = []
-            for tid in head:
-                doc = docs.get(tid)
-                if doc is None:
-                    yielded += 1
-                    yield tid, {"pending": False, "status": "unknown", "exception": FerryError(f"task {tid} not found")}
-                elif doc["pending"]:
-                    unfinished.append(tid)
-                else:
-                    yielded += 1
-                    yield tid, _entry(doc)
-            pending.extendleft(reversed(unfinished))
-            pending.rotate(skip)
-            skip = 0 if len(unfinished) < len(head) else skip + len(head)
-
-    def cancel(self) -> int:
-        """Cancels every unfinished task (running ones are stopped); returns how many."""
-        return self.client.cancel_session(self.id)
 
 
 class Client:
@@ -477,38 +370,3 @@ def _session_body(
             {"function_id": f, "payload": p, "max_retries": max_retries, "walltime_secs": walltime} for f, p in tasks
         ],
     }
-
-
-def _entry(doc: dict) -> dict:
-    entry: dict[str, Any] = {"pending": doc["pending"], "status": doc["status"]}
-    if not doc["pending"]:
-        entry["completion_t"] = doc.get("completion_t")
-        try:
-            entry["result"] = result_of(doc)
-        except BaseException as e:  # noqa: BLE001 - the remote exception, as a value
-            entry["exception"] = e
-    return entry
-
-
-def exception_of(doc: dict) -> BaseException:
-    """The exception a failed task's record stands for."""
-    tb = doc.get("exception") or f"task failed ({doc.get('status')})"
-    data = doc.get("exception_data")
-    if data:
-        try:
-            exc = deserialize_data(data)
-            if isinstance(exc, BaseException):
-                exc.__cause__ = RemoteTraceback(tb)
-                return exc
-        except Exception:  # noqa: BLE001 - fall back to the text
-            pass
-    return RemoteExecutionError(tb)
-
-
-def result_of(doc: dict) -> Any:
-    """The value of a finished task's record, or raises its exception."""
-    if doc["status"] == "success":
-        if doc.get("result_expired"):
-            raise FerryError(f"the result of task {doc['task_id']} has expired (results are kept for a limited time)")
-        return deserialize_data(doc["result"])
-    raise exception_of(doc)

@@ -19,7 +19,7 @@ import urllib.parse
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import APIError, FerryError, TaskPending
-from .results import _entry, exception_of, result_of
+from .results import _entry, result_of
 from .serialize import pack_args, serialize_function
 from .session import Session
 

@@ -15,7 +15,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from .client import Client, ShellFunction, exception_of
+from .client import Client, ShellFunction
+from .results import exception_of
 from .errors import FerryError
 from .serialize import deserialize_data
 

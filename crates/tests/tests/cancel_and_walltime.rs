@@ -132,7 +132,8 @@ async fn cancelled_tasks_and_batches_fail_with_the_cause_cancelled_and_stay_so()
 #[tokio::test]
 async fn cancelling_running_tasks_stops_them_and_frees_their_workers() {
     let stack = Stack::start().await;
-    let sleeper = stack.register("shell", "sleeper", "sleep 60").await;
+    // A duration no other test or program uses: the check below looks machine-wide.
+    let sleeper = stack.register("shell", "sleeper", "sleep 60.29").await;
     let python_sleeper = stack
         .register(
             "python",
@@ -183,11 +184,11 @@ async fn cancelling_running_tasks_stops_them_and_frees_their_workers() {
         assert_eq!(doc.status, "failed");
         assert_eq!(doc.history.last().unwrap().reason.as_deref(), Some("cancelled"));
     }
-    // No `sleep 60` survives its cancelled task.
+    // No `sleep 60.29` survives its cancelled task.
     let this = &stack;
     this.wait_until(Duration::from_secs(10), "the sleeps are gone", || async move {
         let out = std::process::Command::new("pgrep")
-            .args(["-f", "^sleep 60$"])
+            .args(["-f", "^sleep 60.29$"])
             .output()
             .unwrap();
         let _ = this;

@@ -3,16 +3,11 @@
 
 use bytes::Bytes;
 use ferry_proto::state::{Outcome, TaskStatus, transition};
-use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskId, TaskState, UserId};
-use ferry_store::{Applied, BatchRecord, Finish, NewTask, Report, Store};
+use ferry_proto::{Actor, EndpointId, Event, EventKind, TaskId, TaskState};
+use ferry_store::{Applied, BatchRecord, Finish, NewTask, Report};
 
-async fn store() -> Store {
-    let url = std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let ns = format!("ferry-test-{}", uuid::Uuid::new_v4().simple());
-    Store::connect(&url, &ns, 600)
-        .await
-        .expect("redis must be running")
-}
+mod common;
+use common::{batch, event, new_task, one_task, store};
 
 #[tokio::test]
 async fn the_script_agrees_with_the_state_machine_on_every_case() {
@@ -82,44 +77,6 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
     }
     assert_eq!(cases, 7 * 10 * 3 * 3);
     store.delete_namespace().await.unwrap();
-}
-
-fn new_task() -> NewTask {
-    NewTask {
-        task_id: TaskId::new(),
-        function_id: FunctionId::new(),
-        max_retries: 2,
-        payload: Bytes::from_static(b"input"),
-        walltime_ms: None,
-        result_group: None,
-        by_reference: false,
-    }
-}
-
-/// A batch of `size` tasks for `endpoint_id`, with nothing optional.
-fn batch(endpoint_id: EndpointId, size: u64) -> BatchRecord {
-    BatchRecord {
-        batch_id: BatchId::new(),
-        owner: UserId::new(),
-        endpoint_id,
-        size,
-        created_at: 1,
-        task_group: None,
-        deadline: None,
-        events: false,
-        callback_url: None,
-        callback_secret: None,
-    }
-}
-
-fn event(task_id: TaskId, kind: EventKind, attempt: u32) -> Report {
-    Report {
-        task_id,
-        event: Event { kind, attempt },
-        at: 10,
-        by: Actor::Endpoint,
-        finish: None,
-    }
 }
 
 /// The batch counters and the endpoint's in-flight set move with every transition, in
@@ -198,12 +155,7 @@ async fn batch_counters_and_in_flight_sets_follow_every_transition() {
 async fn the_input_is_kept_until_the_task_is_terminal() {
     let store = store().await;
     let endpoint_id = EndpointId::new();
-    let batch = batch(endpoint_id, 1);
-    let task = new_task();
-    store
-        .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)
-        .await
-        .unwrap();
+    let (_, task) = one_task(&store, endpoint_id).await;
     let id = task.task_id;
     store
         .apply(&[event(id, EventKind::Queued, 0), event(id, EventKind::Received, 0)])
@@ -243,12 +195,7 @@ async fn the_input_is_kept_until_the_task_is_terminal() {
 #[tokio::test]
 async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
     let store = store().await;
-    let batch = batch(EndpointId::new(), 1);
-    let task = new_task();
-    store
-        .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)
-        .await
-        .unwrap();
+    let (batch, task) = one_task(&store, EndpointId::new()).await;
     let report = |kind, at, finish| Report {
         task_id: task.task_id,
         event: Event { kind, attempt: 0 },
@@ -430,73 +377,5 @@ async fn many_reports_in_one_call_act_as_one_at_a_time() {
         Ok(())
     });
     result.unwrap();
-    store.delete_namespace().await.unwrap();
-}
-
-/// Waiting callers hear of a task's end from the transition script: one announcement
-/// per call, naming the tasks that call ended (and only those).
-#[tokio::test]
-async fn the_script_announces_the_tasks_it_ends() {
-    let store = store().await;
-    let batch = batch(EndpointId::new(), 3);
-    let tasks = [new_task(), new_task(), new_task()];
-    store
-        .create_tasks(&batch, &tasks, Actor::WebService)
-        .await
-        .unwrap();
-    let [a, b, c] = tasks.map(|t| t.task_id);
-    let mut announcements = store.finished_tasks().await.unwrap();
-
-    // b only moves on; a and c end in the same call.
-    store
-        .apply(&[
-            event(a, EventKind::Cancelled, 0),
-            event(b, EventKind::Queued, 0),
-            event(c, EventKind::Cancelled, 0),
-        ])
-        .await
-        .unwrap();
-    // Ending an ended task again announces nothing; b's end is the next announcement.
-    store.apply(&[event(a, EventKind::Cancelled, 0)]).await.unwrap();
-    store.apply(&[event(b, EventKind::Cancelled, 0)]).await.unwrap();
-
-    let mut heard = async || -> Vec<TaskId> {
-        let ids = tokio::time::timeout(std::time::Duration::from_secs(10), announcements.next())
-            .await
-            .expect("an announcement within 10 s")
-            .expect("the subscription holds");
-        ids.split(' ').map(|id| id.parse().unwrap()).collect()
-    };
-    assert_eq!(heard().await, vec![a, c]);
-    assert_eq!(heard().await, vec![b]);
-    store.delete_namespace().await.unwrap();
-}
-
-/// A watched batch's stream gets every step; its last cursor tells a reader whether it
-/// has read everything.
-#[tokio::test]
-async fn the_last_event_of_a_watched_batch_is_its_last_step() {
-    let store = store().await;
-    let batch = batch(EndpointId::new(), 1);
-    let task = new_task();
-    store
-        .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)
-        .await
-        .unwrap();
-    assert_eq!(store.last_batch_event(batch.batch_id).await.unwrap(), None);
-    store.watch_batch(batch.batch_id).await.unwrap();
-    store
-        .apply(&[
-            event(task.task_id, EventKind::Queued, 0),
-            event(task.task_id, EventKind::Cancelled, 0),
-        ])
-        .await
-        .unwrap();
-    let events = store.batch_events_after(batch.batch_id, "0", 100).await.unwrap();
-    assert_eq!(events.len(), 2);
-    assert_eq!(
-        store.last_batch_event(batch.batch_id).await.unwrap().as_deref(),
-        Some(events[1].cursor.as_str())
-    );
     store.delete_namespace().await.unwrap();
 }

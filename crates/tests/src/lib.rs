@@ -3,9 +3,16 @@
 //! Redis, in a namespace of their own, so tests run in parallel without meeting.
 //!
 //! Each part gets a log file in the stack's temp dir; `FERRY_TEST_KEEP_DIR=1` keeps the
-//! dir (and prints where it is) for a look after the run.
+//! dir (and prints where it is) for a look after the run. [`env`] says where the
+//! services, binaries and Python are; [`payloads`] writes task payloads by hand.
 
-use std::path::{Path, PathBuf};
+mod env;
+mod payloads;
+
+pub use env::{amqp_url, bin_dir, python, redis_url, repo_root};
+use env::{bin, free_port};
+pub use payloads::{json_args, pack, python_source};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,46 +20,6 @@ use ferry_proto::api::TaskDoc;
 use ferry_proto::{EndpointId, TaskId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-/// Redis URL for tests (`FERRY_TEST_REDIS`).
-pub fn redis_url() -> String {
-    std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// RabbitMQ URL for tests (`FERRY_TEST_AMQP`).
-pub fn amqp_url() -> String {
-    std::env::var("FERRY_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// Where the built binaries are: next to the test executable's `deps/` directory.
-pub fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FERRY_BIN_DIR") {
-        return PathBuf::from(dir);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_owned()
-}
-
-fn bin(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first (`cargo build --bins`)",
-        path.display()
-    );
-    path
-}
-
-/// The repository root (for the Python package the workers import).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repo root")
-}
 
 /// The parts of a stack a test can stop or kill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,59 +420,4 @@ fn stop_child(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// The Python the workers run: `FERRY_TEST_PYTHON`, else the repository's `.venv`
-/// (which `scripts/test` makes), else `python3`. Checked once: one that cannot import
-/// `ferry` and `dill` would fail every Python task with "the Python host exited".
-pub fn python() -> String {
-    static CHECKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    CHECKED
-        .get_or_init(|| {
-            let venv = repo_root().join(".venv/bin/python");
-            let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| {
-                if venv.exists() {
-                    venv.display().to_string()
-                } else {
-                    "python3".into()
-                }
-            });
-            let ok = std::process::Command::new(&python)
-                .args(["-c", "import ferry.host, dill"])
-                .output()
-                .is_ok_and(|out| out.status.success());
-            assert!(
-                ok,
-                "{python} cannot import ferry and dill: run `source scripts/lib/env.sh && ensure_python`, \
-                 or set FERRY_TEST_PYTHON to a Python that has them"
-            );
-            python
-        })
-        .clone()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A Python function in the `st` (source text) form, which a test can write by hand:
-/// `pack(["st\n<name>:<source>"])`.
-pub fn python_source(name: &str, source: &str) -> String {
-    pack(&[&format!("st\n{name}:{source}")])
-}
-
-/// Arguments as JSON data (`11`), packed as `(args, kwargs)`.
-pub fn json_args(args: &serde_json::Value) -> String {
-    pack(&[&format!("11\n{args}"), "11\n{}"])
-}
-
-/// The packed-buffer form: each buffer behind its length in characters and a newline.
-pub fn pack(buffers: &[&str]) -> String {
-    buffers
-        .iter()
-        .map(|b| format!("{}\n{b}", b.chars().count()))
-        .collect()
 }

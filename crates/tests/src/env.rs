@@ -1,0 +1,79 @@
+//! Where the test services, the built binaries and the workers' Python are.
+
+use std::path::{Path, PathBuf};
+
+/// Redis URL for tests (`FERRY_TEST_REDIS`).
+pub fn redis_url() -> String {
+    std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// RabbitMQ URL for tests (`FERRY_TEST_AMQP`).
+pub fn amqp_url() -> String {
+    std::env::var("FERRY_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Where the built binaries are: next to the test executable's `deps/` directory.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FERRY_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
+pub(crate) fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// The repository root (for the Python package the workers import).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// The Python the workers run: `FERRY_TEST_PYTHON`, else the repository's `.venv`
+/// (which `scripts/test` makes), else `python3`. Checked once: one that cannot import
+/// `ferry` and `dill` would fail every Python task with "the Python host exited".
+pub fn python() -> String {
+    static CHECKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let venv = repo_root().join(".venv/bin/python");
+            let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| {
+                if venv.exists() {
+                    venv.display().to_string()
+                } else {
+                    "python3".into()
+                }
+            });
+            let ok = std::process::Command::new(&python)
+                .args(["-c", "import ferry.host, dill"])
+                .output()
+                .is_ok_and(|out| out.status.success());
+            assert!(
+                ok,
+                "{python} cannot import ferry and dill: run `source scripts/lib/env.sh && ensure_python`, \
+                 or set FERRY_TEST_PYTHON to a Python that has them"
+            );
+            python
+        })
+        .clone()
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -48,6 +48,35 @@ impl Waiters {
         }
     }
 
+    /// Reads with `read` until `done` accepts what it read or `wait` has passed, reading
+    /// again whenever one of `ids` is announced. The wait is registered before the first
+    /// read, so an end between a read and the wait is not missed.
+    pub async fn read_until<T, E, F, Fut>(
+        &self,
+        ids: &[TaskId],
+        wait: Duration,
+        mut read: F,
+        done: impl Fn(&T) -> bool,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        if wait.is_zero() {
+            return read().await;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let waiting = self.register(ids);
+        loop {
+            let value = read().await?;
+            let now = tokio::time::Instant::now();
+            if done(&value) || now >= deadline {
+                return Ok(value);
+            }
+            waiting.announced(deadline - now).await;
+        }
+    }
+
     /// Wakes whoever waits for one of the announced tasks (`ids`: space-separated).
     pub fn finished(&self, ids: &str) {
         let by_task = self.by_task.lock().expect("waiters poisoned");

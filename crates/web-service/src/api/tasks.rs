@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use tokio::time::Instant;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -91,19 +89,16 @@ pub(crate) async fn get(
 ) -> ApiResult<Json<TaskDoc>> {
     let id: TaskId = parse_id(&id)?;
     let wait = wait_for(query.wait_secs)?;
-    if wait.is_zero() {
-        return Ok(Json(task_doc(&owned_task(&state, user, id).await?)));
-    }
-    let deadline = Instant::now() + wait;
-    let waiting = state.waiters.register(&[id]);
-    loop {
-        let task = owned_task(&state, user, id).await?;
-        let now = Instant::now();
-        if task.state.is_terminal() || now >= deadline {
-            return Ok(Json(task_doc(&task)));
-        }
-        waiting.announced(deadline - now).await;
-    }
+    let task = state
+        .waiters
+        .read_until(
+            &[id],
+            wait,
+            || owned_task(&state, user, id),
+            |t| t.state.is_terminal(),
+        )
+        .await?;
+    Ok(Json(task_doc(&task)))
 }
 
 /// The caller's task, or an error that says whether it expired or never was theirs.
@@ -188,23 +183,18 @@ pub(crate) async fn status(
         )));
     }
     let wait = wait_for(body.wait_secs)?;
-    let mut records = read_tasks(&state, &body).await?;
-    if !wait.is_zero() {
-        let deadline = Instant::now() + wait;
-        let waiting = state.waiters.register(&body.task_ids);
-        loop {
-            let any_done = records.iter().any(|r| {
+    // With a wait: until one of the caller's tasks has finished.
+    let any_done = |records: &Vec<Option<TaskRecord>>| {
+        body.task_ids.is_empty()
+            || records.iter().any(|r| {
                 r.as_ref()
                     .is_some_and(|t| t.owner == user && t.state.is_terminal())
-            });
-            let now = Instant::now();
-            if any_done || now >= deadline || body.task_ids.is_empty() {
-                break;
-            }
-            waiting.announced(deadline - now).await;
-            records = read_tasks(&state, &body).await?;
-        }
-    }
+            })
+    };
+    let records = state
+        .waiters
+        .read_until(&body.task_ids, wait, || read_tasks(&state, &body), any_done)
+        .await?;
     let mut tasks = BTreeMap::new();
     let mut unknown = Vec::new();
     for (id, record) in body.task_ids.iter().zip(records) {

@@ -4,6 +4,7 @@
 //! - [`api`]: one module per resource (version, functions, endpoints, tasks, batches).
 //! - [`extract`]: the caller from its bearer token; JSON bodies with Ferry's errors.
 //! - [`globus`]: the routes the unmodified Globus Compute SDK calls, on the same records.
+//! - [`memo`]: bounded in-memory maps of records that rarely change.
 //! - [`submit`]: accepting tasks, shared by both APIs.
 //! - [`waiting`]: long polls, woken when the tasks they wait for finish.
 //! - [`error`]: the closed set of error codes and their HTTP mapping.
@@ -17,12 +18,12 @@ pub mod api;
 pub mod error;
 pub mod extract;
 pub mod globus;
+pub mod memo;
 pub mod submit;
 pub mod waiting;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -30,6 +31,8 @@ use axum::extract::DefaultBodyLimit;
 use ferry_broker::Broker;
 use ferry_proto::{EndpointId, FunctionId, UserId};
 use ferry_store::{FunctionRecord, Store};
+
+use crate::memo::Memo;
 use tokio_util::sync::CancellationToken;
 
 /// The web-service's settings (flags, or `FERRY_*` environment variables).
@@ -111,20 +114,18 @@ pub struct AppState {
     /// [`AppState::with_broker`]).
     broker: Arc<tokio::sync::RwLock<Broker>>,
     /// Functions never change once registered, so their records are kept here.
-    functions: Arc<Mutex<HashMap<FunctionId, Arc<FunctionRecord>>>>,
+    functions: Memo<FunctionId, Arc<FunctionRecord>>,
     /// Requests waiting for tasks to finish.
     pub waiters: waiting::Waiters,
     /// Bearer tokens recently seen, with their user and when they were looked up.
-    tokens: Arc<Mutex<HashMap<String, (UserId, Instant)>>>,
+    tokens: Memo<String, (UserId, Instant)>,
     /// Endpoint owners (an endpoint never changes hands).
-    endpoint_owners: Arc<Mutex<HashMap<EndpointId, UserId>>>,
+    endpoint_owners: Memo<EndpointId, UserId>,
 }
 
 /// How long a token's user is taken from memory before Redis is asked again: a token
 /// deleted from Redis stops working within this time.
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
-/// Most entries in each in-memory cache (emptied when full).
-const CACHE_LIMIT: usize = 10_000;
 
 impl AppState {
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
@@ -135,10 +136,10 @@ impl AppState {
             config: Arc::new(config),
             store,
             broker: Arc::new(tokio::sync::RwLock::new(broker)),
-            functions: Arc::default(),
+            functions: Memo::default(),
             waiters: waiting::Waiters::default(),
-            tokens: Arc::default(),
-            endpoint_owners: Arc::default(),
+            tokens: Memo::default(),
+            endpoint_owners: Memo::default(),
         })
     }
 
@@ -185,18 +186,14 @@ impl AppState {
 
     /// A function record, from memory when it was read before.
     pub async fn function(&self, id: FunctionId) -> Result<Option<Arc<FunctionRecord>>, ferry_store::Error> {
-        if let Some(f) = self.functions.lock().expect("function cache poisoned").get(&id) {
-            return Ok(Some(f.clone()));
+        if let Some(f) = self.functions.get(&id) {
+            return Ok(Some(f));
         }
         let Some(record) = self.store.get_function(id).await? else {
             return Ok(None);
         };
         let record = Arc::new(record);
-        let mut cache = self.functions.lock().expect("function cache poisoned");
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(id, record.clone());
+        self.functions.put(id, record.clone());
         Ok(Some(record))
     }
 }
@@ -205,23 +202,15 @@ impl AppState {
     /// The user a bearer token stands for; from memory when it was looked up less than
     /// [`TOKEN_CACHE_TTL`] ago (unknown tokens are always looked up).
     pub async fn user_for_token(&self, token: &str) -> Result<Option<UserId>, ferry_store::Error> {
-        if let Some((user, at)) = self.tokens.lock().expect("token cache poisoned").get(token)
+        if let Some((user, at)) = self.tokens.get(token)
             && at.elapsed() < TOKEN_CACHE_TTL
         {
-            return Ok(Some(*user));
+            return Ok(Some(user));
         }
         let user = self.store.user_for_token(token).await?;
-        let mut cache = self.tokens.lock().expect("token cache poisoned");
         match user {
-            Some(user) => {
-                if cache.len() >= CACHE_LIMIT {
-                    cache.clear();
-                }
-                cache.insert(token.to_owned(), (user, Instant::now()));
-            }
-            None => {
-                cache.remove(token);
-            }
+            Some(user) => self.tokens.put(token.to_owned(), (user, Instant::now())),
+            None => self.tokens.forget(token),
         }
         Ok(user)
     }
@@ -229,22 +218,13 @@ impl AppState {
     /// An endpoint's owner, from memory when it was read before; `None` for an
     /// endpoint that does not exist.
     pub async fn endpoint_owner(&self, id: EndpointId) -> Result<Option<UserId>, ferry_store::Error> {
-        if let Some(owner) = self
-            .endpoint_owners
-            .lock()
-            .expect("endpoint cache poisoned")
-            .get(&id)
-        {
-            return Ok(Some(*owner));
+        if let Some(owner) = self.endpoint_owners.get(&id) {
+            return Ok(Some(owner));
         }
         let Some(record) = self.store.get_endpoint(id).await? else {
             return Ok(None);
         };
-        let mut cache = self.endpoint_owners.lock().expect("endpoint cache poisoned");
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(id, record.owner);
+        self.endpoint_owners.put(id, record.owner);
         Ok(Some(record.owner))
     }
 }

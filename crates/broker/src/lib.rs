@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use ferry_proto::{EndpointId, TaskId};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -350,10 +350,36 @@ impl Consumer {
     /// The next message; `None` when the consumer was cancelled or the connection closed.
     pub async fn next(&mut self) -> Option<Result<Delivery>> {
         let item = self.inner.next().await?;
-        Some(item.map_err(Error::from).map(|inner| Delivery {
+        Some(self.wrap(item))
+    }
+
+    /// The next message if one has already arrived, without waiting: lets a caller
+    /// take every message waiting in the prefetch window and handle them together.
+    pub fn ready(&mut self) -> Option<Result<Delivery>> {
+        let item = self.inner.next().now_or_never()??;
+        Some(self.wrap(item))
+    }
+
+    /// Up to `most` messages: the next one (waiting for it), then whichever have already
+    /// arrived. Empty when the consumer ended.
+    pub async fn next_batch(&mut self, most: usize) -> Result<Vec<Delivery>> {
+        let Some(first) = self.next().await else {
+            return Ok(Vec::new());
+        };
+        let mut batch = vec![first?];
+        while batch.len() < most
+            && let Some(more) = self.ready()
+        {
+            batch.push(more?);
+        }
+        Ok(batch)
+    }
+
+    fn wrap(&self, item: lapin::Result<lapin::message::Delivery>) -> Result<Delivery> {
+        item.map_err(Error::from).map(|inner| Delivery {
             inner,
             broker: self.broker.clone(),
-        }))
+        })
     }
 }
 

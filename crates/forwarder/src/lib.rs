@@ -43,9 +43,13 @@ pub struct Config {
     /// Delete queues unused for this many seconds (for tests; 0: never).
     #[arg(long, env = "FERRY_QUEUE_EXPIRES_SECS", default_value_t = 0)]
     pub queue_expires_secs: u64,
-    /// Unacked messages each consumer may hold.
+    /// Unacked submission messages (each up to 1,000 tasks) the dispatcher may hold.
     #[arg(long, env = "FERRY_PREFETCH", default_value_t = 32)]
     pub prefetch: u16,
+    /// Unacked endpoint messages (status updates, results) each of their consumers may
+    /// hold: whatever has arrived is applied together, in one Redis round trip.
+    #[arg(long, env = "FERRY_REPORT_PREFETCH", default_value_t = 256)]
+    pub report_prefetch: u16,
     /// Heartbeats an endpoint may miss in a row before it is declared lost and its
     /// in-flight tasks go back to waiting for it (as their next attempt).
     #[arg(long, env = "FERRY_ENDPOINT_MISSED_HEARTBEATS", default_value_t = 5)]
@@ -101,10 +105,14 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         .consume(&broker.submissions_queue(), config.prefetch, "forwarder-dispatch")
         .await?;
     let status = broker
-        .consume(&broker.status_queue(), config.prefetch, "forwarder-status")
+        .consume(&broker.status_queue(), config.report_prefetch, "forwarder-status")
         .await?;
     let results = broker
-        .consume(&broker.results_queue(), config.prefetch, "forwarder-results")
+        .consume(
+            &broker.results_queue(),
+            config.report_prefetch,
+            "forwarder-results",
+        )
         .await?;
     tracing::info!(namespace = %config.namespace, "forwarder running");
 

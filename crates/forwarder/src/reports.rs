@@ -2,8 +2,13 @@
 
 use ferry_broker::{Broker, Consumer, Delivery};
 use ferry_proto::messages::{Completion, EndpointMessage, TaskResult};
-use ferry_proto::{Event, EventKind};
+use std::ops::Range;
+
+use ferry_proto::{EndpointId, Event, EventKind};
 use ferry_store::{Applied, Finish, Report, Store};
+
+/// Most endpoint messages applied together (at most the consumer's prefetch arrive).
+const MESSAGES_PER_ROUND: usize = 1024;
 
 /// Applies heartbeats, status updates and results.
 #[derive(Clone)]
@@ -25,54 +30,65 @@ impl Applier {
 
     /// Consumes endpoint messages until the consumer ends.
     pub async fn run(self, mut consumer: Consumer) -> anyhow::Result<()> {
-        while let Some(delivery) = consumer.next().await {
-            self.step(delivery?).await?;
+        loop {
+            let deliveries = consumer.next_batch(MESSAGES_PER_ROUND).await?;
+            if deliveries.is_empty() {
+                anyhow::bail!("an endpoint-message consumer was closed");
+            }
+            self.step(deliveries).await?;
         }
-        anyhow::bail!("an endpoint-message consumer was closed")
     }
 
-    /// Handles one message; acks only after Redis has it.
-    pub async fn step(&self, delivery: Delivery) -> anyhow::Result<()> {
-        let message: EndpointMessage = match ferry_proto::codec::decode(delivery.body()) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "dead-lettering a malformed endpoint message");
-                delivery.dead_letter(&e.to_string()).await?;
-                return Ok(());
-            }
-        };
-        match message {
-            EndpointMessage::Heartbeat {
-                endpoint_id,
-                at,
-                interval_ms,
-                load,
-                alive,
-            } => {
-                self.store.touch_tasks(&alive, at).await?;
-                let load = serde_json::to_value(&load)?;
-                // The deadline runs on this side's clock: the endpoint's may differ.
-                let deadline = ferry_proto::time::now_micros()
-                    + interval_ms.max(1) * 1000 * u64::from(self.missed_heartbeats.max(1));
-                if !self
-                    .store
-                    .record_heartbeat(endpoint_id, at, interval_ms, &load, deadline)
-                    .await?
-                {
-                    tracing::warn!(%endpoint_id, "heartbeat from an unregistered endpoint");
+    /// Handles messages that arrived together: heartbeats one by one, then the reports
+    /// of every message in one transition call (in arrival order: one Redis round trip
+    /// however many small messages the endpoints sent), then acks them all, only after
+    /// Redis has them.
+    pub async fn step(&self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
+        let mut reports: Vec<Report> = Vec::new();
+        // Per result: the index of its terminal report, and its task group.
+        let mut terminal_at = Vec::new();
+        let mut groups = Vec::new();
+        // Which endpoint sent which reports (for the logs).
+        let mut senders: Vec<(EndpointId, Range<usize>)> = Vec::new();
+        let mut handled = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let message: EndpointMessage = match ferry_proto::codec::decode(delivery.body()) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dead-lettering a malformed endpoint message");
+                    delivery.dead_letter(&e.to_string()).await?;
+                    continue;
                 }
-            }
-            EndpointMessage::Reports {
-                endpoint_id,
-                updates,
-                results,
-            } => {
-                // Updates first, then each result's steps and end: one script call per
-                // task, one round trip for the message.
-                let groups: Vec<_> = results.iter().map(|r| r.group).collect();
-                let mut reports: Vec<Report> = updates
-                    .iter()
-                    .map(|u| Report {
+            };
+            match message {
+                EndpointMessage::Heartbeat {
+                    endpoint_id,
+                    at,
+                    interval_ms,
+                    load,
+                    alive,
+                } => {
+                    self.store.touch_tasks(&alive, at).await?;
+                    let load = serde_json::to_value(&load)?;
+                    // The deadline runs on this side's clock: the endpoint's may differ.
+                    let deadline = ferry_proto::time::now_micros()
+                        + interval_ms.max(1) * 1000 * u64::from(self.missed_heartbeats.max(1));
+                    if !self
+                        .store
+                        .record_heartbeat(endpoint_id, at, interval_ms, &load, deadline)
+                        .await?
+                    {
+                        tracing::warn!(%endpoint_id, "heartbeat from an unregistered endpoint");
+                    }
+                }
+                EndpointMessage::Reports {
+                    endpoint_id,
+                    updates,
+                    results,
+                } => {
+                    // Updates first, then each result's steps and end.
+                    let from = reports.len();
+                    reports.extend(updates.iter().map(|u| Report {
                         task_id: u.task_id,
                         event: Event {
                             kind: u.kind,
@@ -81,20 +97,28 @@ impl Applier {
                         at: u.at,
                         by: u.by,
                         finish: None,
-                    })
-                    .collect();
-                let mut terminal_at = Vec::with_capacity(results.len());
-                for result in results {
-                    reports.extend(result_reports(result));
-                    terminal_at.push(reports.len() - 1);
+                    }));
+                    for result in results {
+                        groups.push(result.group);
+                        reports.extend(result_reports(result));
+                        terminal_at.push(reports.len() - 1);
+                    }
+                    senders.push((endpoint_id, from..reports.len()));
                 }
-                let applied = self.store.apply(&reports).await?;
-                log_outcomes(&reports, &applied, endpoint_id);
-                self.notify_groups(&reports, &applied, &terminal_at, &groups)
-                    .await?;
             }
+            handled.push(delivery);
         }
-        delivery.ack().await?;
+        if !reports.is_empty() {
+            let applied = self.store.apply(&reports).await?;
+            for (endpoint_id, range) in senders {
+                log_outcomes(&reports[range.clone()], &applied[range], endpoint_id);
+            }
+            self.notify_groups(&reports, &applied, &terminal_at, &groups)
+                .await?;
+        }
+        for delivery in handled {
+            delivery.ack().await?;
+        }
         Ok(())
     }
 }

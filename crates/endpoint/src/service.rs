@@ -16,6 +16,10 @@ use crate::data::DataPlane;
 use crate::interchange::{Input, Interchange};
 use crate::{managers, provider, reporter, state};
 
+/// Tasks waiting for a manager above which the endpoint takes no further message from
+/// its queue.
+const MOST_WAITING: usize = 1000;
+
 /// The token to register with: `FERRY_TOKEN`, else the config's.
 pub fn token(config: &EndpointConfig) -> anyhow::Result<String> {
     std::env::var("FERRY_TOKEN")
@@ -119,14 +123,13 @@ async fn run_once(
         data.clone(),
     );
     let accept = tokio::spawn(managers::accept(listener, inputs.clone()));
-    let interchange = tokio::spawn(
-        Interchange::new(
-            endpoint_id,
-            sink,
-            Duration::from_secs(config.manager_timeout_secs),
-        )
-        .run(inputs_rx),
+    let interchange = Interchange::new(
+        endpoint_id,
+        sink,
+        Duration::from_secs(config.manager_timeout_secs),
     );
+    let mut waiting = interchange.pending_tasks();
+    let interchange = tokio::spawn(interchange.run(inputs_rx));
     let providers = CancellationToken::new();
     let provider = if config.provider.kind == "manual" {
         tracing::info!(%manager_addr, "provider \"manual\": start managers with `ferry-manager --endpoint {manager_addr}`");
@@ -150,6 +153,12 @@ async fn run_once(
             let delivery = delivery?;
             match ferry_proto::codec::decode::<TaskBatch>(delivery.body()) {
                 Ok(mut batch) if batch.endpoint_id == endpoint_id => {
+                    // While plenty of tasks wait for a manager, further messages stay
+                    // in the prefetch window (unacked; their tasks still
+                    // waiting-for-ep), so the tasks taken in start soon after.
+                    if waiting.wait_for(|&n| n < MOST_WAITING).await.is_err() {
+                        break;
+                    }
                     // Large inputs come from the data plane; an error here starts the
                     // endpoint over and the unacked message comes back.
                     data.fetch_inputs(&mut batch.tasks).await?;

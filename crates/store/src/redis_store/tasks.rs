@@ -87,7 +87,9 @@ impl Store {
         }
         for t in tasks {
             let key = self.task_key(t.task_id);
-            pipe.cmd("HSET")
+            // One HSET per task, optional fields included.
+            let cmd = pipe
+                .cmd("HSET")
                 .arg(&key)
                 .arg("s")
                 .arg(0)
@@ -108,22 +110,24 @@ impl Store {
                 .arg("hn")
                 .arg(1)
                 .arg("h0")
-                .arg(&history)
-                .ignore();
+                .arg(&history);
             if t.by_reference {
-                pipe.hset(&key, "pi", t.payload.len()).ignore();
+                cmd.arg("pi").arg(t.payload.len());
+            } else {
+                cmd.arg("p").arg(t.payload.as_ref());
+            }
+            if let Some(w) = t.walltime_ms {
+                cmd.arg("w").arg(w);
+            }
+            if let Some(g) = t.result_group {
+                cmd.arg("g").arg(g.to_string());
+            }
+            cmd.ignore();
+            if t.by_reference {
                 pipe.cmd("SET")
                     .arg(format!("{key}:in"))
                     .arg(t.payload.as_ref())
                     .ignore();
-            } else {
-                pipe.hset(&key, "p", t.payload.as_ref()).ignore();
-            }
-            if let Some(w) = t.walltime_ms {
-                pipe.hset(&key, "w", w).ignore();
-            }
-            if let Some(g) = t.result_group {
-                pipe.hset(&key, "g", g.to_string()).ignore();
             }
         }
         pipe.query_async::<()>(&mut conn).await?;

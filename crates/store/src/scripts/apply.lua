@@ -113,7 +113,14 @@ for g = 1, #KEYS do
     -- Fields to write with the state in one HSET: history steps, then terminal fields.
     local fields = nil
     local steps = 0
-    local events = {}
+    local batch = nil
+    if cur[6] then
+      batch = batch_of(cur[6])
+      if not batch.exists then batch = nil end
+    end
+    -- A batch someone watches (WebSocket, webhook) gets every step in its stream.
+    local events = nil
+    if batch and batch.watched then events = {} end
 
     for i = 0, n - 1 do
       local base = ev0 + 4 * i
@@ -164,7 +171,7 @@ for g = 1, #KEYS do
         fields[#fields + 1] = 'h' .. str(hn + steps)
         fields[#fields + 1] = head .. string.format('%d', tonumber(at) - created) .. tail
         steps = steps + 1
-        events[#events + 1] = head .. at .. tail
+        if events then events[#events + 1] = head .. at .. tail end
         s = to
         a = na
         last_at = at
@@ -206,15 +213,9 @@ for g = 1, #KEYS do
       if terminal and s0 < 5 and ttl > 0 then
         call('EXPIRE', key, ttl)
       end
-      local batch = nil
-      if cur[6] then
-        batch = batch_of(cur[6])
-        if not batch.exists then batch = nil end
-      end
       -- key is <ns>:task:{<id>}
       local tid = string.sub(key, #ns + 8, -2)
-      -- A batch someone watches (WebSocket, webhook) gets every step in its stream.
-      if batch and batch.watched then
+      if events then
         for _, e in ipairs(events) do
           call('XADD', batch.key .. ':ev', '*', 't', tid, 'e', e)
         end

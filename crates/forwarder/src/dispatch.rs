@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use ferry_broker::{Broker, Consumer, Delivery};
 use ferry_proto::messages::TaskBatch;
 use ferry_proto::time::now_micros;
-use ferry_proto::{Actor, EndpointId, Event, EventKind};
+use ferry_proto::{Actor, EndpointId, Event, EventKind, TaskId};
 use ferry_store::{Applied, Report, Store};
 
 /// Moves submitted tasks to their endpoint's queue.
@@ -36,9 +36,15 @@ impl Dispatcher {
         anyhow::bail!("the submissions consumer was closed")
     }
 
-    /// Handles one submission message: record `waiting-for-ep` first, then publish, then
-    /// ack. A crash in between redelivers the message; the repeated transition is ignored
-    /// and a repeated publish is harmless (the first result wins).
+    /// Handles one submission message: publish it to the endpoint's queue and record
+    /// `waiting-for-ep` at the same time (the record's round trip is off the task's
+    /// path), then ack. A task the record shows already finished (cancelled while it
+    /// waited) or unknown is stopped at the endpoint by a cancel, which the endpoint
+    /// honours whether it arrives before or after the task. A crash before the ack
+    /// redelivers the message: the repeated publish is harmless (the endpoint settles a
+    /// copy of a task it holds, and the first result wins) and so is the repeated record.
+    /// The endpoint may report a task before its `waiting-for-ep` is recorded; the state
+    /// machine takes `received` from `received` for that.
     pub async fn step(&self, delivery: Delivery) -> anyhow::Result<()> {
         let batch: TaskBatch = match ferry_proto::codec::decode(delivery.body()) {
             Ok(b) => b,
@@ -51,6 +57,10 @@ impl Dispatcher {
         let span =
             tracing::debug_span!("dispatch", endpoint_id = %batch.endpoint_id, tasks = batch.tasks.len());
         let _enter = span.enter();
+        if batch.tasks.is_empty() {
+            delivery.ack().await?;
+            return Ok(());
+        }
         let at = now_micros();
         let reports: Vec<Report> = batch
             .tasks
@@ -66,31 +76,30 @@ impl Dispatcher {
                 finish: None,
             })
             .collect();
+        self.ensure_queue(batch.endpoint_id).await?;
+        let queue = self.broker.endpoint_queue(batch.endpoint_id);
+        let confirm = self.broker.publish_pending(&queue, delivery.body()).await?;
         let applied = self.store.apply(&reports).await?;
-        let mut forward = batch.clone();
-        forward.tasks = batch
+        confirm.wait().await?;
+        let stop: Vec<TaskId> = batch
             .tasks
-            .into_iter()
+            .iter()
             .zip(&applied)
-            .filter(|(task, outcome)| match outcome {
+            .filter_map(|(task, outcome)| match outcome {
                 Applied::Unknown => {
-                    tracing::warn!(task_id = %task.task_id, "dropping a submitted task that has no record");
-                    false
+                    tracing::warn!(task_id = %task.task_id, "a submitted task has no record; stopping it");
+                    Some(task.task_id)
                 }
-                Applied::Ignored(ferry_proto::Ignored::Terminal) => false,
-                _ => true,
+                Applied::Ignored(ferry_proto::Ignored::Terminal) => {
+                    tracing::debug!(task_id = %task.task_id, "a submitted task already finished; stopping it");
+                    Some(task.task_id)
+                }
+                _ => None,
             })
-            .map(|(task, _)| task)
             .collect();
-        if !forward.tasks.is_empty() {
-            self.ensure_queue(forward.endpoint_id).await?;
-            let body = ferry_proto::codec::encode(&forward)?;
-            self.broker
-                .publish(&self.broker.endpoint_queue(forward.endpoint_id), &body)
-                .await?;
-        }
+        self.broker.cancel_tasks(batch.endpoint_id, stop).await?;
         delivery.ack().await?;
-        for task in &forward.tasks {
+        for task in &batch.tasks {
             tracing::trace!(task_id = %task.task_id, "dispatched");
         }
         Ok(())

@@ -116,6 +116,9 @@ pub struct State {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Dispatch(usize),
+    /// The forwarder publishes the task, then crashes before recording `waiting-for-ep`
+    /// (it publishes first): the endpoint may run it while its record says `received`.
+    PublishThenCrash(usize),
     DispatchThenCrash(usize),
     Take(usize),
     Assign(usize),
@@ -247,6 +250,7 @@ impl Model for Protocol {
             if s.submissions[t] {
                 actions.push(Action::Dispatch(t));
                 if s.forwarder_crashes > 0 {
+                    actions.push(Action::PublishThenCrash(t));
                     actions.push(Action::DispatchThenCrash(t));
                 }
             }
@@ -296,15 +300,24 @@ impl Model for Protocol {
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
         let mut s = last.clone();
         match action {
-            Action::Dispatch(t) | Action::DispatchThenCrash(t) => {
-                // Record waiting-for-ep, publish to the endpoint's queue, then ack (or
-                // crash before the ack: the submission comes again).
-                s.apply(report(t, EventKind::Queued, 0, false), self.max_retries);
+            Action::PublishThenCrash(t) => {
+                // Published, not recorded, not acked: the submission comes again.
                 s.push_message(Message {
                     task: t,
                     attempt: 0,
                     delivered: false,
                 });
+                s.forwarder_crashes -= 1;
+            }
+            Action::Dispatch(t) | Action::DispatchThenCrash(t) => {
+                // Publish to the endpoint's queue, record waiting-for-ep, then ack (or
+                // crash before the ack: the submission comes again).
+                s.push_message(Message {
+                    task: t,
+                    attempt: 0,
+                    delivered: false,
+                });
+                s.apply(report(t, EventKind::Queued, 0, false), self.max_retries);
                 if action == Action::Dispatch(t) {
                     s.submissions[t] = false;
                 } else {

@@ -129,6 +129,42 @@ async fn cancelled_tasks_and_batches_fail_with_the_cause_cancelled_and_stay_so()
     stack.shutdown().await;
 }
 
+/// The forwarder publishes a submission while it records `waiting-for-ep`; a task
+/// cancelled before that is stopped at the endpoint and never runs.
+#[tokio::test]
+async fn a_task_cancelled_before_it_was_dispatched_never_runs() {
+    let mut stack = Stack::start().await;
+    let marks = tempfile::tempdir().unwrap();
+    let touch = stack
+        .register(
+            "shell",
+            "touch",
+            &format!("touch {}/{{name}}", marks.path().display()),
+        )
+        .await;
+    stack.stop(Part::Forwarder);
+
+    let cancelled = stack.submit(&[(&touch, r#"{"name": "cancelled"}"#)]).await[0];
+    let (status, doc): (u16, Value) = stack
+        .post(&format!("/v1/tasks/{cancelled}/cancel"), &json!({}))
+        .await;
+    assert_eq!((status, doc["status"].as_str()), (200, Some("failed")));
+
+    stack.start_part(Part::Forwarder);
+    let marker = stack.submit(&[(&touch, r#"{"name": "marker"}"#)]).await[0];
+    assert_eq!(stack.wait_done(marker, WITHIN).await.status, "success");
+    assert!(marks.path().join("marker").exists());
+    assert!(!marks.path().join("cancelled").exists(), "the cancelled task ran");
+    let doc = stack.task(cancelled).await;
+    assert_eq!(doc.status, "failed");
+    assert!(
+        doc.history.iter().all(|h| h.state != "running"),
+        "{:?}",
+        doc.history
+    );
+    stack.shutdown().await;
+}
+
 #[tokio::test]
 async fn cancelling_running_tasks_stops_them_and_frees_their_workers() {
     let stack = Stack::start().await;

@@ -108,6 +108,11 @@ impl Applier {
             }
             handled.push(delivery);
         }
+        tracing::debug!(
+            messages = handled.len(),
+            reports = reports.len(),
+            "applying endpoint messages"
+        );
         if !reports.is_empty() {
             let applied = self.store.apply(&reports).await?;
             for (endpoint_id, range) in senders {

@@ -8,6 +8,7 @@
 //! finish in the order the manager sent them, which is what it expects.
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 
 use bytes::Bytes;
 use ferry_proto::frames::{FromWorker, ToWorker};
@@ -15,6 +16,7 @@ use ferry_proto::messages::{Completion, FunctionCode, FunctionKind, StatusUpdate
 use ferry_proto::time::{Micros, now_micros};
 use ferry_proto::{Actor, EventKind, FunctionId, TaskId};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
@@ -30,7 +32,33 @@ fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-type Output = FramedWrite<tokio::io::Stdout, LengthDelimitedCodec>;
+type Output = FramedWrite<Pin<Box<dyn AsyncWrite + Send>>, LengthDelimitedCodec>;
+
+/// Stdin and stdout, the manager's pipes. Read and written as non-blocking pipes where
+/// they are pipes: tokio's own stdin and stdout hand every read and write to a thread of
+/// its blocking pool, a cross-thread hop per frame in each direction (a third of the
+/// worker's CPU). Anything else (a terminal, a file) goes through those.
+fn manager_pipes() -> (Pin<Box<dyn AsyncRead + Send>>, Pin<Box<dyn AsyncWrite + Send>>) {
+    use std::os::fd::AsFd;
+    use tokio::net::unix::pipe;
+    let input: Pin<Box<dyn AsyncRead + Send>> = match std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(pipe::Receiver::from_owned_fd)
+    {
+        Ok(r) => Box::pin(r),
+        Err(_) => Box::pin(tokio::io::stdin()),
+    };
+    let output: Pin<Box<dyn AsyncWrite + Send>> = match std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(pipe::Sender::from_owned_fd)
+    {
+        Ok(w) => Box::pin(w),
+        Err(_) => Box::pin(tokio::io::stdout()),
+    };
+    (input, output)
+}
 
 fn frame(msg: &FromWorker) -> anyhow::Result<Bytes> {
     Ok(ferry_proto::codec::encode(msg).map(Bytes::from)?)
@@ -50,8 +78,9 @@ struct Sent {
 /// with status 3 when the Python host dies under a task, so the manager reports the task
 /// lost.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let mut input = FramedRead::new(tokio::io::stdin(), codec());
-    let mut output = FramedWrite::new(tokio::io::stdout(), codec());
+    let (stdin, stdout) = manager_pipes();
+    let mut input = FramedRead::new(stdin, codec());
+    let mut output = FramedWrite::new(stdout, codec());
     let mut host = match Host::start(&config.python).await {
         Ok(h) => Some(h),
         Err(e) => {

@@ -32,16 +32,18 @@ fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-type Output = FramedWrite<Pin<Box<dyn AsyncWrite + Send>>, LengthDelimitedCodec>;
+type PipeIn = Pin<Box<dyn AsyncRead + Send>>;
+type PipeOut = Pin<Box<dyn AsyncWrite + Send>>;
+type Output = FramedWrite<PipeOut, LengthDelimitedCodec>;
 
 /// Stdin and stdout, the manager's pipes. Read and written as non-blocking pipes where
 /// they are pipes: tokio's own stdin and stdout hand every read and write to a thread of
 /// its blocking pool, a cross-thread hop per frame in each direction (a third of the
 /// worker's CPU). Anything else (a terminal, a file) goes through those.
-fn manager_pipes() -> (Pin<Box<dyn AsyncRead + Send>>, Pin<Box<dyn AsyncWrite + Send>>) {
+fn manager_pipes() -> (PipeIn, PipeOut) {
     use std::os::fd::AsFd;
     use tokio::net::unix::pipe;
-    let input: Pin<Box<dyn AsyncRead + Send>> = match std::io::stdin()
+    let input: PipeIn = match std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
         .and_then(pipe::Receiver::from_owned_fd)
@@ -49,7 +51,7 @@ fn manager_pipes() -> (Pin<Box<dyn AsyncRead + Send>>, Pin<Box<dyn AsyncWrite + 
         Ok(r) => Box::pin(r),
         Err(_) => Box::pin(tokio::io::stdin()),
     };
-    let output: Pin<Box<dyn AsyncWrite + Send>> = match std::io::stdout()
+    let output: PipeOut = match std::io::stdout()
         .as_fd()
         .try_clone_to_owned()
         .and_then(pipe::Sender::from_owned_fd)

@@ -1,8 +1,9 @@
 //! Batched publishing of what the interchange learns. Status updates and results share
 //! one message per flush; a flush happens as soon as a result is queued (or a status
 //! update has waited STATUS_LINGER) and fewer than IN_FLIGHT publishes await their
-//! confirm, so under load the messages grow instead of multiplying. No timer on a
-//! result's path.
+//! confirm, so under load the messages grow instead of multiplying. No timer on the
+//! path of a result that comes alone; under load (see RESULT_LINGER) results wait a few
+//! milliseconds for company.
 
 use std::collections::{HashSet, VecDeque};
 

@@ -233,9 +233,15 @@ async fn run_once(
     let interval = Duration::from_millis(registration.heartbeat_interval_ms.max(100));
     let ticker = tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
+        // Between ticks, a wake-up now and then reports the tasks that have waited
+        // RECEIVED_LINGER for a manager while nothing else happened.
+        let mut wake = tokio::time::interval(crate::interchange::RECEIVED_LINGER / 2);
         loop {
-            tick.tick().await;
-            if tick_inputs.send(Input::Tick).is_err() {
+            let input = tokio::select! {
+                _ = tick.tick() => Input::Tick,
+                _ = wake.tick() => Input::Wake,
+            };
+            if tick_inputs.send(input).is_err() {
                 return;
             }
         }

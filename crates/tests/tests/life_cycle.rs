@@ -281,3 +281,48 @@ async fn a_task_whose_submission_message_was_lost_still_runs() {
     assert!(stack.log_text("ferry-forwarder").contains("submitted again"));
     stack.shutdown().await;
 }
+
+/// A task the endpoint holds while every worker slot is taken shows `waiting-for-nodes`
+/// (reported once it has waited 500 ms for a manager; a task a manager takes sooner
+/// reports the step with the next ones).
+#[tokio::test]
+async fn tasks_waiting_for_a_free_worker_show_waiting_for_nodes() {
+    let stack = Stack::start().await;
+    // A duration no other test uses (tests look for their sleeps machine-wide).
+    let nap = stack.register("shell", "nap", "sleep 60.31").await;
+    // The manager takes 2 workers x 16 tasks; the other 8 wait in the endpoint.
+    let ids = stack.submit(&vec![(nap.as_str(), ""); 40]).await;
+    let counts = |docs: &ferry_proto::api::StatusResponse| {
+        let count = |states: &[&str]| {
+            docs.tasks
+                .values()
+                .filter(|d| states.contains(&d.status.as_str()))
+                .count()
+        };
+        (
+            count(&["waiting-for-nodes"]),
+            count(&["waiting-for-launch", "running"]),
+        )
+    };
+    let this = &stack;
+    let ids_ref = &ids;
+    stack
+        .wait_until(
+            Duration::from_secs(20),
+            "8 tasks waiting for nodes, 32 on the manager",
+            || async move {
+                let body = serde_json::json!({"task_ids": ids_ref, "history": false});
+                let (_, docs): (u16, ferry_proto::api::StatusResponse) =
+                    this.post("/v1/tasks/status", &body).await;
+                counts(&docs) == (8, 32)
+            },
+        )
+        .await;
+    for id in &ids {
+        let (status, _): (u16, serde_json::Value) = stack
+            .post(&format!("/v1/tasks/{id}/cancel"), &serde_json::json!({}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    stack.shutdown().await;
+}

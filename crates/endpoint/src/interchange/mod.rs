@@ -153,6 +153,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             }
             Input::Settle { delivery } => self.settle(delivery).await,
             Input::Cancel { task_ids } => self.cancel(task_ids).await,
+            Input::Wake => {}
             Input::Tick => {
                 let stale: Vec<ManagerId> = self
                     .managers

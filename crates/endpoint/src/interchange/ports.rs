@@ -42,6 +42,8 @@ pub enum Input<D = Delivery> {
     },
     /// Time to check managers' liveness and send a heartbeat.
     Tick,
+    /// Nothing new: a chance to report what is due (see `RECEIVED_LINGER`).
+    Wake,
 }
 
 /// A message the interchange acknowledges once every task in it is settled: an AMQP

@@ -360,17 +360,22 @@ impl Consumer {
         Some(self.wrap(item))
     }
 
-    /// Up to `most` messages: the next one (waiting for it), then whichever have already
-    /// arrived. Empty when the consumer ended.
-    pub async fn next_batch(&mut self, most: usize) -> Result<Vec<Delivery>> {
+    /// Up to `most` messages and about `bytes` of bodies: the next one (waiting for it),
+    /// then whichever have already arrived. Empty when the consumer ended.
+    pub async fn next_batch(&mut self, most: usize, bytes: usize) -> Result<Vec<Delivery>> {
         let Some(first) = self.next().await else {
             return Ok(Vec::new());
         };
-        let mut batch = vec![first?];
+        let first = first?;
+        let mut size = first.body().len();
+        let mut batch = vec![first];
         while batch.len() < most
+            && size < bytes
             && let Some(more) = self.ready()
         {
-            batch.push(more?);
+            let more = more?;
+            size += more.body().len();
+            batch.push(more);
         }
         Ok(batch)
     }

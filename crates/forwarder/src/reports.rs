@@ -7,8 +7,10 @@ use std::ops::Range;
 use ferry_proto::{EndpointId, Event, EventKind};
 use ferry_store::{Applied, Finish, Report, Store};
 
-/// Most endpoint messages applied together (at most the consumer's prefetch arrive).
+/// Most endpoint messages applied together (at most the consumer's prefetch arrive),
+/// and about most bytes of them (results can be large).
 const MESSAGES_PER_ROUND: usize = 1024;
+const BYTES_PER_ROUND: usize = 16 << 20;
 
 /// Applies heartbeats, status updates and results.
 #[derive(Clone)]
@@ -31,7 +33,7 @@ impl Applier {
     /// Consumes endpoint messages until the consumer ends.
     pub async fn run(self, mut consumer: Consumer) -> anyhow::Result<()> {
         loop {
-            let deliveries = consumer.next_batch(MESSAGES_PER_ROUND).await?;
+            let deliveries = consumer.next_batch(MESSAGES_PER_ROUND, BYTES_PER_ROUND).await?;
             if deliveries.is_empty() {
                 anyhow::bail!("an endpoint-message consumer was closed");
             }

@@ -192,6 +192,38 @@ async fn the_input_is_kept_until_the_task_is_terminal() {
     store.delete_namespace().await.unwrap();
 }
 
+/// A large input, kept under its own key, is deleted when the task ends; an inline
+/// one with the record's field.
+#[tokio::test]
+async fn inputs_inline_and_by_reference_go_when_the_task_ends() {
+    let store = store().await;
+    let endpoint_id = EndpointId::new();
+    let b = batch(endpoint_id, 2);
+    let inline = new_task();
+    let large = NewTask {
+        by_reference: true,
+        payload: Bytes::from(vec![7u8; 4096]),
+        ..new_task()
+    };
+    store
+        .create_tasks(&b, &[inline.clone(), large.clone()], Actor::WebService)
+        .await
+        .unwrap();
+    for t in [&inline, &large] {
+        assert_eq!(store.get_input(t.task_id).await.unwrap(), Some(t.payload.clone()));
+    }
+    let mut ended = Vec::new();
+    for t in [&inline, &large] {
+        ended.push(event(t.task_id, EventKind::Queued, 0));
+        ended.push(event(t.task_id, EventKind::Cancelled, 0));
+    }
+    store.apply(&ended).await.unwrap();
+    for t in [&inline, &large] {
+        assert_eq!(store.get_input(t.task_id).await.unwrap(), None, "{:?}", t.task_id);
+    }
+    store.delete_namespace().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
     let store = store().await;

@@ -94,7 +94,8 @@ for g = 1, #KEYS do
   local finish = ev0 + 4 * n
   if fin == '-' then pos = finish else pos = finish + 4 end
 
-  local cur = call('HMGET', key, 's', 'a', 'r', 'hn', 'e', 'b', 'c', 'pi')
+  -- `r` (retries) is read only when a loss needs it: each field read costs.
+  local cur = call('HMGET', key, 's', 'a', 'hn', 'e', 'b', 'c')
   if not cur[1] then
     for _ = 1, n do
       out[#out + 1] = -1; out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0
@@ -102,20 +103,20 @@ for g = 1, #KEYS do
   else
     local s = tonumber(cur[1])
     local a = tonumber(cur[2])
-    local r = tonumber(cur[3])
+    local r = nil
     -- The history is one field per step (h0, h1, ...; hn of them), each
     -- `state,attempt,at,actor[,cause]` with `at` in micros after the task's creation
     -- `c`: short values keep a small task's hash in Redis's compact (listpack) encoding.
-    local hn = tonumber(cur[4]) or 0
-    local created = tonumber(cur[7]) or 0
+    local hn = tonumber(cur[3]) or 0
+    local created = tonumber(cur[6]) or 0
     local s0 = s
     local last_at = nil
     -- Fields to write with the state in one HSET: history steps, then terminal fields.
     local fields = nil
     local steps = 0
     local batch = nil
-    if cur[6] then
-      batch = batch_of(cur[6])
+    if cur[5] then
+      batch = batch_of(cur[5])
       if not batch.exists then batch = nil end
     end
     -- A batch someone watches (WebSocket, webhook) gets every step in its stream.
@@ -146,12 +147,15 @@ for g = 1, #KEYS do
         elseif kind == 5 then
           to = 6
           cause = 0
-        elseif kind == 6 and na >= r then
-          to = 6
-          cause = 1
         elseif kind == 6 then
-          to = 2
-          na = na + 1
+          if r == nil then r = tonumber(call('HGET', key, 'r')) or 0 end
+          if na >= r then
+            to = 6
+            cause = 1
+          else
+            to = 2
+            na = na + 1
+          end
         elseif kind == 7 then
           to = 1
           na = na + 1
@@ -224,16 +228,17 @@ for g = 1, #KEYS do
         if terminal then
           finished[#finished + 1] = tid
           -- The input is only needed to dispatch the task again.
-          call('HDEL', key, 'p', 'pi')
-          if cur[8] then
+          if call('HDEL', key, 'p') == 0 then
+            -- No inline input: it was kept under its own key.
+            call('HDEL', key, 'pi')
             call('DEL', key .. ':in')
           end
         end
-        if cur[5] then
-          local set = running[cur[5]]
+        if cur[4] then
+          local set = running[cur[4]]
           if set == nil then
             set = {}
-            running[cur[5]] = set
+            running[cur[4]] = set
           end
           if s >= 2 and s <= 4 then
             set[tid] = true

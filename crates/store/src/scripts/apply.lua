@@ -37,6 +37,7 @@
 local ttl = tonumber(ARGV[1])
 local ns = ARGV[2]
 local out = {}
+local no = 0 -- #out
 local call = redis.call
 local tonumber = tonumber
 
@@ -98,7 +99,7 @@ for g = 1, #KEYS do
   local cur = call('HMGET', key, 's', 'a', 'hn', 'e', 'b', 'c')
   if not cur[1] then
     for _ = 1, n do
-      out[#out + 1] = -1; out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0
+      out[no + 1] = -1; out[no + 2] = 0; out[no + 3] = 0; out[no + 4] = 0; no = no + 4
     end
   else
     local s = tonumber(cur[1])
@@ -113,6 +114,7 @@ for g = 1, #KEYS do
     local last_at = nil
     -- Fields to write with the state in one HSET: history steps, then terminal fields.
     local fields = nil
+    local nf = 0 -- #fields
     local steps = 0
     local batch = nil
     if cur[5] then
@@ -164,7 +166,7 @@ for g = 1, #KEYS do
         end
       end
       if ignored then
-        out[#out + 1] = 0; out[#out + 1] = ignored; out[#out + 1] = 0; out[#out + 1] = 0
+        out[no + 1] = 0; out[no + 2] = ignored; out[no + 3] = 0; out[no + 4] = 0; no = no + 4
       else
         local tail = ',' .. actor
         if cause >= 0 then
@@ -172,46 +174,47 @@ for g = 1, #KEYS do
         end
         local head = str(to) .. ',' .. str(na) .. ','
         if fields == nil then fields = {} end
-        fields[#fields + 1] = 'h' .. str(hn + steps)
-        fields[#fields + 1] = head .. string.format('%d', tonumber(at) - created) .. tail
+        fields[nf + 1] = 'h' .. str(hn + steps)
+        fields[nf + 2] = head .. string.format('%d', tonumber(at) - created) .. tail
+        nf = nf + 2
         steps = steps + 1
         if events then events[#events + 1] = head .. at .. tail end
         s = to
         a = na
         last_at = at
         if to == 5 or to == 6 then
-          fields[#fields + 1] = 't'; fields[#fields + 1] = at
+          fields[nf + 1] = 't'; fields[nf + 2] = at; nf = nf + 2
           if cause >= 0 then
-            fields[#fields + 1] = 'why'; fields[#fields + 1] = str(cause)
+            fields[nf + 1] = 'why'; fields[nf + 2] = str(cause); nf = nf + 2
           end
           if fin ~= '-' and i == fi then
             if fin == '2' then
               -- The result is in the data plane, under this attempt.
-              fields[#fields + 1] = 'rr'; fields[#fields + 1] = str(na)
+              fields[nf + 1] = 'rr'; fields[nf + 2] = str(na); nf = nf + 2
             elseif fin == '1' then
-              fields[#fields + 1] = 'res'; fields[#fields + 1] = ARGV[finish]
+              fields[nf + 1] = 'res'; fields[nf + 2] = ARGV[finish]; nf = nf + 2
             else
-              fields[#fields + 1] = 'exc'; fields[#fields + 1] = ARGV[finish]
+              fields[nf + 1] = 'exc'; fields[nf + 2] = ARGV[finish]; nf = nf + 2
               if ARGV[finish + 1] ~= '' then
-                fields[#fields + 1] = 'exd'; fields[#fields + 1] = ARGV[finish + 1]
+                fields[nf + 1] = 'exd'; fields[nf + 2] = ARGV[finish + 1]; nf = nf + 2
               end
             end
             if ARGV[finish + 2] ~= '' then
-              fields[#fields + 1] = 'out'; fields[#fields + 1] = ARGV[finish + 2]
+              fields[nf + 1] = 'out'; fields[nf + 2] = ARGV[finish + 2]; nf = nf + 2
             end
             if ARGV[finish + 3] ~= '' then
-              fields[#fields + 1] = 'err'; fields[#fields + 1] = ARGV[finish + 3]
+              fields[nf + 1] = 'err'; fields[nf + 2] = ARGV[finish + 3]; nf = nf + 2
             end
           end
         end
-        out[#out + 1] = 1; out[#out + 1] = to; out[#out + 1] = na; out[#out + 1] = cause
+        out[no + 1] = 1; out[no + 2] = to; out[no + 3] = na; out[no + 4] = cause; no = no + 4
       end
     end
 
     if fields ~= nil then
-      fields[#fields + 1] = 's'; fields[#fields + 1] = str(s)
-      fields[#fields + 1] = 'a'; fields[#fields + 1] = str(a)
-      fields[#fields + 1] = 'hn'; fields[#fields + 1] = str(hn + steps)
+      fields[nf + 1] = 's'; fields[nf + 2] = str(s); nf = nf + 2
+      fields[nf + 1] = 'a'; fields[nf + 2] = str(a); nf = nf + 2
+      fields[nf + 1] = 'hn'; fields[nf + 2] = str(hn + steps); nf = nf + 2
       call('HSET', key, unpack(fields))
       local terminal = s == 5 or s == 6
       if terminal and s0 < 5 and ttl > 0 then

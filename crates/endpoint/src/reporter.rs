@@ -33,6 +33,7 @@ const STATUS_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 /// costs the broker about half a millisecond of CPU however small). A result that
 /// comes alone goes at once.
 const RESULT_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+/// Results in the previous message from which on the reporter counts as under load.
 const BUSY: usize = 16;
 
 /// When held updates are due: never while none is held; at once when `now` (an

@@ -4,6 +4,7 @@ every result collected, sequential round trips, and the peak RSS of every proces
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -104,7 +105,10 @@ def pid_named(name: str) -> int | None:
     return None
 
 
-def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, memory: bool = True) -> dict:
+@contextlib.contextmanager
+def release_stack(workers: int = 2, bin_dir: Path | None = None, warm: int = 1):
+    """A running stack of release binaries, quiet, with a client and the no-op function
+    registered and `warm` round trips made: `(stack, client, function_id)`."""
     stack = Stack(workers=workers, bin_dir=bin_dir or ROOT / "target" / "release")
     stack.env["TEST_RUST_LOG"] = "warn"
     stack.env["RUST_LOG"] = "warn"
@@ -113,6 +117,15 @@ def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, m
         client = Client(stack.url, token=stack.token)
         fid = client.register_function(noop)
         client.get_result(wait(client, client.run(0, endpoint_id=stack.endpoint_id, function_id=fid)))
+        for i in range(1, warm):
+            client.get_result(client.run(i, endpoint_id=stack.endpoint_id, function_id=fid), timeout=60)
+        yield stack, client, fid
+    finally:
+        stack.stop()
+
+
+def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, memory: bool = True) -> dict:
+    with release_stack(workers, bin_dir) as (stack, client, fid):
         sampler = RssSampler(stack.pids(), redis_pid()) if memory else None
         if sampler:
             sampler.start()
@@ -154,8 +167,6 @@ def run(n: int, latency_n: int, workers: int = 2, bin_dir: Path | None = None, m
             "cpu_s": dict(sorted(sampler.cpu.items())) if sampler else {},
             "redis_task_bytes": task_bytes,
         }
-    finally:
-        stack.stop()
 
 
 def ws_round_trips(stack: Stack, client: Client, fid: str, n: int) -> list[float]:

@@ -13,17 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ferrystack import Stack  # noqa: E402
-
-from ferry import Client  # noqa: E402
-
-
-def noop(x):
-    return x
+from ferry_side import release_stack  # noqa: E402
 
 
 def main() -> int:
@@ -32,15 +24,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
-    stack = Stack(workers=args.workers, bin_dir=ROOT / "target" / "release")
-    stack.env["TEST_RUST_LOG"] = "warn"
-    stack.env["RUST_LOG"] = "warn"
-    stack.start()
-    try:
-        client = Client(stack.url, token=stack.token)
-        fid = client.register_function(noop)
-        for i in range(50):  # warm every process and connection
-            client.get_result(client.run(i, endpoint_id=stack.endpoint_id, function_id=fid), timeout=60)
+    # 50 round trips first warm every process and connection.
+    with release_stack(args.workers, warm=50) as (stack, client, fid):
         runs = []
         for i in range(args.n):
             sent = time.time()
@@ -68,8 +53,6 @@ def main() -> int:
             values.sort()
             p90 = values[int(len(values) * 0.9)]
             print(f"{name:<{width}}  {len(values):>5}  {statistics.median(values):7.3f}  {p90:7.3f}")
-    finally:
-        stack.stop()
     return 0
 
 

@@ -20,19 +20,13 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-
-from ferrystack import Stack  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ferry import Client  # noqa: E402
+from ferry_side import release_stack  # noqa: E402
 
 STEPS = ["received", "waiting-for-ep", "waiting-for-nodes", "waiting-for-launch", "running", "success"]
 QUARTILES = (0.25, 0.5, 0.75, 1.0)
-
-
-def noop(x):
-    return x
 
 
 def at_quartiles(times: list[float], t0: float) -> str:
@@ -48,14 +42,7 @@ def main() -> int:
     args = ap.parse_args()
     n = args.n
 
-    stack = Stack(workers=args.workers, bin_dir=ROOT / "target" / "release")
-    stack.env["TEST_RUST_LOG"] = "warn"
-    stack.env["RUST_LOG"] = "warn"
-    stack.start()
-    try:
-        client = Client(stack.url, token=stack.token)
-        fid = client.register_function(noop)
-        client.get_result(client.run(0, endpoint_id=stack.endpoint_id, function_id=fid), timeout=60)
+    with release_stack(args.workers) as (stack, client, fid):
         time.sleep(0.5)
 
         t0 = time.time()
@@ -110,8 +97,6 @@ def main() -> int:
         print(f"{'collected by the client':<28}  {at_quartiles(collected, t0)}")
         lengths = collections.Counter(len(d["history"]) for d in docs.values())
         print(f"history lengths: {dict(lengths)}")
-    finally:
-        stack.stop()
     return 0
 
 

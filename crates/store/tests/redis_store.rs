@@ -224,6 +224,37 @@ async fn inputs_inline_and_by_reference_go_when_the_task_ends() {
     store.delete_namespace().await.unwrap();
 }
 
+/// Each step keeps the time it was reported with, to the microsecond.
+#[tokio::test]
+async fn history_steps_keep_their_times() {
+    let store = store().await;
+    let endpoint_id = EndpointId::new();
+    let created = ferry_proto::time::now_micros();
+    let b = BatchRecord {
+        created_at: created,
+        ..batch(endpoint_id, 1)
+    };
+    let task = new_task();
+    store
+        .create_tasks(&b, std::slice::from_ref(&task), Actor::WebService)
+        .await
+        .unwrap();
+    let times = [created + 7, created + 1_000_003, created + 86_400_000_001];
+    let reports: Vec<Report> = [EventKind::Queued, EventKind::Received, EventKind::Assigned]
+        .into_iter()
+        .zip(times)
+        .map(|(kind, at)| Report {
+            at,
+            ..event(task.task_id, kind, 0)
+        })
+        .collect();
+    store.apply(&reports).await.unwrap();
+    let record = store.get_task(task.task_id).await.unwrap().unwrap();
+    let got: Vec<u64> = record.history.iter().map(|h| h.at).collect();
+    assert_eq!(got, [created, times[0], times[1], times[2]]);
+    store.delete_namespace().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
     let store = store().await;

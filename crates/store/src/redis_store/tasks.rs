@@ -411,6 +411,13 @@ fn task_from_fields(id: TaskId, f: Fields) -> Result<TaskRecord> {
 
 /// A history step is `state,attempt,at,actor[,cause]`, `at` in micros after `base`
 /// (the task's creation in its record; 0 in event streams, which hold absolute times).
+/// Step times at or past this are micros since the epoch (every step the transition
+/// script writes); smaller ones are micros after the task's creation (the creation step,
+/// 0, and records written before the script stored absolute times).
+const ABSOLUTE_MICROS: i64 = 100_000_000_000_000;
+
+/// One history entry, `state,attempt,at,actor[,cause]`; `base` is the creation time
+/// that a relative `at` counts from.
 pub(super) fn parse_step(entry: &str, base: i64) -> Option<HistoryStep> {
     let mut parts = entry.split(',');
     let state = TaskState::from_code(parts.next()?.parse().ok()?)?;
@@ -424,7 +431,7 @@ pub(super) fn parse_step(entry: &str, base: i64) -> Option<HistoryStep> {
     Some(HistoryStep {
         state,
         attempt,
-        at: u64::try_from(base + at).ok()?,
+        at: u64::try_from(if at >= ABSOLUTE_MICROS { at } else { base + at }).ok()?,
         by,
         cause,
     })

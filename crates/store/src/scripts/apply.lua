@@ -15,8 +15,7 @@
 --   <ns>:batch:{b}        n0..n6: how many of the batch's tasks are in each state, and
 --                         `done` (micros) once every task is terminal
 --   <ns>:batch:{b}:ev     when the batch has `ev` set (someone watches it): one stream
---                         entry per step, fields t (task id) and e (the history entry,
---                         with `at` in absolute micros)
+--                         entry per step, fields t (task id) and e (the history entry)
 --   <ns>:open-batches     batches with tasks still `received` (left once none is)
 --   <ns>:ep:<e>:run       the endpoint's in-flight tasks (waiting-for-nodes ..
 --                         running), which the forwarder moves back when it is lost
@@ -96,7 +95,7 @@ for g = 1, #KEYS do
   if fin == '-' then pos = finish else pos = finish + 4 end
 
   -- `r` (retries) is read only when a loss needs it: each field read costs.
-  local cur = call('HMGET', key, 's', 'a', 'hn', 'e', 'b', 'c')
+  local cur = call('HMGET', key, 's', 'a', 'hn', 'e', 'b')
   if not cur[1] then
     for _ = 1, n do
       out[no + 1] = -1; out[no + 2] = 0; out[no + 3] = 0; out[no + 4] = 0; no = no + 4
@@ -106,10 +105,10 @@ for g = 1, #KEYS do
     local a = tonumber(cur[2])
     local r = nil
     -- The history is one field per step (h0, h1, ...; hn of them), each
-    -- `state,attempt,at,actor[,cause]` with `at` in micros after the task's creation
-    -- `c`: short values keep a small task's hash in Redis's compact (listpack) encoding.
+    -- `state,attempt,at,actor[,cause]` with `at` in micros since the epoch, as it came
+    -- (the first, written at creation, has 0: the creation time `c`). Short values keep
+    -- a small task's hash in Redis's compact (listpack) encoding.
     local hn = tonumber(cur[3]) or 0
-    local created = tonumber(cur[6]) or 0
     local s0 = s
     local last_at = nil
     -- Fields to write with the state in one HSET: history steps, then terminal fields.
@@ -174,11 +173,12 @@ for g = 1, #KEYS do
         end
         local head = str(to) .. ',' .. str(na) .. ','
         if fields == nil then fields = {} end
+        local entry = head .. at .. tail
         fields[nf + 1] = 'h' .. str(hn + steps)
-        fields[nf + 2] = head .. string.format('%d', tonumber(at) - created) .. tail
+        fields[nf + 2] = entry
         nf = nf + 2
         steps = steps + 1
-        if events then events[#events + 1] = head .. at .. tail end
+        if events then events[#events + 1] = entry end
         s = to
         a = na
         last_at = at

@@ -65,6 +65,26 @@ local function str(n)
   return v
 end
 
+-- Pieces of history entries, each built once per call: 'h<k>' field names and
+-- '<state>,<attempt>,' heads.
+local hnames, heads = {}, {}
+local function hname(k)
+  local v = hnames[k]
+  if v == nil then
+    v = 'h' .. str(k)
+    hnames[k] = v
+  end
+  return v
+end
+local function head_of(to, na)
+  local k = to * 4096 + na
+  local v = heads[k]
+  if v == nil then
+    v = str(to) .. ',' .. str(na) .. ','
+    heads[k] = v
+  end
+  return v
+end
 -- Per batch touched by this call: its key, whether it exists and is watched, the
 -- counter deltas, and when its last task ended here.
 local batches = {}
@@ -167,14 +187,13 @@ for g = 1, #KEYS do
       if ignored then
         out[no + 1] = 0; out[no + 2] = ignored; out[no + 3] = 0; out[no + 4] = 0; no = no + 4
       else
+        if fields == nil then fields = {} end
         local tail = ',' .. actor
         if cause >= 0 then
           tail = tail .. ',' .. str(cause)
         end
-        local head = str(to) .. ',' .. str(na) .. ','
-        if fields == nil then fields = {} end
-        local entry = head .. at .. tail
-        fields[nf + 1] = 'h' .. str(hn + steps)
+        local entry = head_of(to, na) .. at .. tail
+        fields[nf + 1] = hname(hn + steps)
         fields[nf + 2] = entry
         nf = nf + 2
         steps = steps + 1
@@ -220,8 +239,11 @@ for g = 1, #KEYS do
       if terminal and s0 < 5 and ttl > 0 then
         call('EXPIRE', key, ttl)
       end
-      -- key is <ns>:task:{<id>}
-      local tid = string.sub(key, #ns + 8, -2)
+      -- key is <ns>:task:{<id>}; the id is cut out only when needed.
+      local tid = nil
+      if events or (s ~= s0 and (terminal or s >= 2 or s0 >= 2)) then
+        tid = string.sub(key, #ns + 8, -2)
+      end
       if events then
         for _, e in ipairs(events) do
           call('XADD', batch.key .. ':ev', '*', 't', tid, 'e', e)
@@ -237,7 +259,7 @@ for g = 1, #KEYS do
             call('DEL', key .. ':in')
           end
         end
-        if cur[4] then
+        if cur[4] and ((s >= 2 and s <= 4) or (s0 >= 2 and s0 <= 4)) then
           local set = running[cur[4]]
           if set == nil then
             set = {}

@@ -109,10 +109,10 @@ impl Store {
         };
         let mut out = vec![Applied::Unknown; reports.len()];
         for (range, reply) in calls.iter().zip(replies) {
-            let mut chunks = reply.chunks(4);
+            let mut codes = reply.into_iter();
             for (_, members, _) in &groups[range.clone()] {
-                for (&i, chunk) in members.iter().zip(chunks.by_ref()) {
-                    out[i] = decode_applied(chunk);
+                for (&i, code) in members.iter().zip(codes.by_ref()) {
+                    out[i] = decode_applied(code);
                 }
             }
         }
@@ -120,14 +120,20 @@ impl Store {
     }
 }
 
-fn decode_applied(reply: &[i64]) -> Applied {
-    match reply {
-        [1, to, attempt, cause, ..] => Applied::Moved {
-            to: TaskState::from_code(*to as u8).unwrap_or(TaskState::Failed),
-            attempt: *attempt as u32,
-            cause: u8::try_from(*cause).ok().and_then(FailureCause::from_code),
-        },
-        [0, code, ..] => Applied::Ignored(Ignored::from_code(*code as u8).unwrap_or(Ignored::NotForward)),
+/// One event's outcome as the script encodes it (see scripts/apply.lua, "Returns").
+fn decode_applied(code: i64) -> Applied {
+    match code & 3 {
+        1 => {
+            let rest = code >> 2;
+            Applied::Moved {
+                to: TaskState::from_code((rest & 7) as u8).unwrap_or(TaskState::Failed),
+                attempt: (rest >> 6) as u32,
+                cause: u8::try_from(((rest >> 3) & 7) - 1)
+                    .ok()
+                    .and_then(FailureCause::from_code),
+            }
+        }
+        2 => Applied::Ignored(Ignored::from_code((code >> 2) as u8).unwrap_or(Ignored::NotForward)),
         _ => Applied::Unknown,
     }
 }

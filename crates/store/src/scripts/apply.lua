@@ -23,10 +23,11 @@
 --   <ns>:finished         so callers waiting for a result are answered at once
 -- These key names are built here, not passed in KEYS: Ferry needs one Redis (or one
 -- cluster slot per batch), not a cluster spread.
--- Returns  4 integers per event, in ARGV order:
---          {1, to, attempt, cause}  applied (cause -1 when none)
---          {0, ignored, 0, 0}       ignored: 0 terminal, 1 stale attempt, 2 not forward
---          {-1, 0, 0, 0}            no such task
+-- Returns  one integer per event, in ARGV order (one, not four: each integer of a reply
+--          costs Redis and the caller's parser more than the arithmetic):
+--          1 + 4 * (to + 8 * (cause + 1 + 8 * attempt))   applied (cause -1 when none)
+--          2 + 4 * ignored     ignored: 0 terminal, 1 stale attempt, 2 not forward
+--          0                   no such task
 --
 -- States:  0 received, 1 waiting-for-ep, 2 waiting-for-nodes, 3 waiting-for-launch,
 --          4 running, 5 success, 6 failed
@@ -118,7 +119,7 @@ for g = 1, #KEYS do
   local cur = call('HMGET', key, 's', 'a', 'hn', 'e', 'b')
   if not cur[1] then
     for _ = 1, n do
-      out[no + 1] = -1; out[no + 2] = 0; out[no + 3] = 0; out[no + 4] = 0; no = no + 4
+      no = no + 1; out[no] = 0
     end
   else
     local s = tonumber(cur[1])
@@ -185,7 +186,7 @@ for g = 1, #KEYS do
         end
       end
       if ignored then
-        out[no + 1] = 0; out[no + 2] = ignored; out[no + 3] = 0; out[no + 4] = 0; no = no + 4
+        no = no + 1; out[no] = 2 + 4 * ignored
       else
         if fields == nil then fields = {} end
         local tail = ',' .. actor
@@ -226,7 +227,7 @@ for g = 1, #KEYS do
             end
           end
         end
-        out[no + 1] = 1; out[no + 2] = to; out[no + 3] = na; out[no + 4] = cause; no = no + 4
+        no = no + 1; out[no] = 1 + 4 * (to + 8 * (cause + 1 + 8 * na))
       end
     end
 

@@ -44,7 +44,8 @@ impl Dispatcher {
     /// redelivers the message: the repeated publish is harmless (the endpoint settles a
     /// copy of a task it holds, and the first result wins) and so is the repeated record.
     /// The endpoint may report a task before its `waiting-for-ep` is recorded; the state
-    /// machine takes `received` from `received` for that.
+    /// machine takes `received` from `received` for that. A redelivered message goes the
+    /// careful way, record first (see `step_again`).
     pub async fn step(&self, delivery: Delivery) -> anyhow::Result<()> {
         let batch: TaskBatch = match ferry_proto::codec::decode(delivery.body()) {
             Ok(b) => b,
@@ -78,6 +79,9 @@ impl Dispatcher {
             .collect();
         self.ensure_queue(batch.endpoint_id).await?;
         let queue = self.broker.endpoint_queue(batch.endpoint_id);
+        if delivery.redelivered() {
+            return self.step_again(batch, reports, &queue, delivery).await;
+        }
         let confirm = self.broker.publish_pending(&queue, delivery.body()).await?;
         let applied = self.store.apply(&reports).await?;
         confirm.wait().await?;
@@ -102,6 +106,36 @@ impl Dispatcher {
         for task in &batch.tasks {
             tracing::trace!(task_id = %task.task_id, "dispatched");
         }
+        Ok(())
+    }
+
+    /// A submission seen before (after a forwarder crash or a broker restart): its tasks
+    /// may have run and ended meanwhile, from a copy published the first time. Record
+    /// first and publish only the unfinished ones, so that no finished task is sent
+    /// again (a cancel would stop it only after it started, killing its worker and
+    /// sending the tasks queued behind it around again).
+    async fn step_again(
+        &self,
+        mut batch: TaskBatch,
+        reports: Vec<Report>,
+        queue: &str,
+        delivery: Delivery,
+    ) -> anyhow::Result<()> {
+        let applied = self.store.apply(&reports).await?;
+        let mut outcomes = applied.iter();
+        batch.tasks.retain(|task| match outcomes.next() {
+            Some(Applied::Unknown) => {
+                tracing::warn!(task_id = %task.task_id, "dropping a submitted task that has no record");
+                false
+            }
+            Some(Applied::Ignored(ferry_proto::Ignored::Terminal)) => false,
+            _ => true,
+        });
+        if !batch.tasks.is_empty() {
+            let body = ferry_proto::codec::encode(&batch)?;
+            self.broker.publish(queue, &body).await?;
+        }
+        delivery.ack().await?;
         Ok(())
     }
 

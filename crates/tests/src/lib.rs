@@ -397,7 +397,8 @@ impl Drop for Stack {
                 stop_child(&mut child);
             }
         }
-        if std::env::var_os("FERRY_TEST_KEEP_DIR").is_some() {
+        // A failing test keeps its logs (the panic message names the directory).
+        if std::thread::panicking() || std::env::var_os("FERRY_TEST_KEEP_DIR").is_some() {
             let path = self.dir.path().to_owned();
             eprintln!("keeping {}", path.display());
             std::mem::forget(std::mem::replace(

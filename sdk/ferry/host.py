@@ -20,10 +20,15 @@ import traceback
 import uuid
 from typing import Any, Callable, BinaryIO
 
-from .serialize import deserialize_function, serialize_data, unpack_args
+from .serialize import deserialize_function, serialize_data, serialize_data_bytes, unpack_args
 
 _LEN = struct.Struct(">I")
 _DONE_HEAD = struct.Struct(">c16sBdd")
+# A success with no output, in one piece: frame length, head, the data's length; then
+# the data and three empty fields (exception data, stdout, stderr).
+_OK_HEAD = struct.Struct(">Ic16sBddI")
+_OK_FIXED = _OK_HEAD.size - 4 + 12
+_NO_FIELDS = bytes(12)
 MAX_OUTPUT = 1024 * 1024
 
 
@@ -116,6 +121,12 @@ class Host:
             parts.append(field)
         self.send(b"".join(parts))
 
+    def ok(self, task_id: bytes, started: float, data: bytes) -> None:
+        """`done` for a success that printed nothing (most tasks), in fewer steps."""
+        self.pending.append(_OK_HEAD.pack(_OK_FIXED + len(data), b"D", task_id, 0, started, time.time(), len(data)))
+        self.pending.append(data)
+        self.pending.append(_NO_FIELDS)
+
     def run_task(self, body: bytes) -> None:
         task_id = body[1:17]
         function_id = body[17:33]
@@ -123,7 +134,7 @@ class Host:
         try:
             code, pos = _field(body, 33)
             payload, _ = _field(body, pos)
-        except ValueError:
+        except (ValueError, struct.error):
             tid = uuid.UUID(bytes=task_id)
             self.done(task_id, False, started, f"malformed task frame for task {tid}".encode(), b"", "", "")
             return
@@ -141,7 +152,7 @@ class Host:
             self.done(task_id, False, started, msg.encode(), b"", "", "")
             return
         try:
-            args, kwargs = unpack_args(payload.decode("utf-8"))
+            args, kwargs = unpack_args(payload)
         except Exception as e:  # noqa: BLE001
             msg = f"could not deserialize the arguments of task {uuid.UUID(bytes=task_id)}: {e}"
             self.done(task_id, False, started, msg.encode(), b"", "", "")
@@ -157,13 +168,16 @@ class Host:
             return
         sys.stdout, sys.stderr = saved
         try:
-            data = serialize_data(value).encode()
+            data = serialize_data_bytes(value)
         except Exception as e:  # noqa: BLE001
             tid = uuid.UUID(bytes=task_id)
             msg = f"the result of task {tid} could not be serialized: {type(e).__name__}: {e}"
             self.done(task_id, False, started, msg.encode(), _exception_data(e), out.text(), err.text())
             return
-        self.done(task_id, True, started, data, b"", out.text(), err.text())
+        if out.tell() or err.tell() or out.dropped or err.dropped:
+            self.done(task_id, True, started, data, b"", out.text(), err.text())
+        else:
+            self.ok(task_id, started, data)
 
     def serve(self) -> int:
         ready = json.dumps({"pid": os.getpid(), "python": sys.version.split()[0]}).encode()

@@ -45,6 +45,7 @@ __all__ = [
     "pack",
     "unpack",
     "serialize_data",
+    "serialize_data_bytes",
     "deserialize_data",
     "serialize_function",
     "deserialize_function",
@@ -133,8 +134,19 @@ def serialize_data(obj: Any) -> str:
     return "00\n" + _b64(dill.dumps(obj))
 
 
+def serialize_data_bytes(obj: Any) -> bytes:
+    """:func:`serialize_data`, as ASCII bytes (what the Python host sends back)."""
+    if _plain(obj):
+        raw = pickle.dumps(obj, protocol=dill.settings["protocol"])
+        if len(raw) <= 57:
+            return b"00\n" + binascii.b2a_base64(raw)
+        return b"00\n" + base64.encodebytes(raw)
+    return serialize_data(obj).encode("ascii")
+
+
 # Most tasks have no keyword arguments: their buffer is always the same.
 _NO_KWARGS = serialize_data({})
+_NO_KWARGS_TAIL = f"{len(_NO_KWARGS)}\n{_NO_KWARGS}".encode("ascii")
 
 
 def _by_value(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -246,10 +258,34 @@ def pack_args(args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) ->
     return pack([serialize_data(tuple(args)), serialize_data(dict(kwargs)) if kwargs else _NO_KWARGS])
 
 
-def unpack_args(payload: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Reads back a payload made by :func:`pack_args`; an empty payload is no arguments."""
+def _args_fast(payload: bytes) -> tuple[Any, ...] | None:
+    """The arguments of the common payload, read straight from its bytes: pickled
+    arguments (``00``) and no keyword arguments. ``None`` for any other payload."""
+    if not payload.endswith(_NO_KWARGS_TAIL):
+        return None
+    nl = payload.find(b"\n", 0, 12)
+    if nl <= 0 or not payload[:nl].isdigit():
+        return None
+    end = len(payload) - len(_NO_KWARGS_TAIL)
+    if nl + 1 + int(payload[:nl]) != end or payload[nl + 1 : nl + 4] != b"00\n":
+        return None
+    args = _loads(binascii.a2b_base64(payload[nl + 4 : end]))
+    return tuple(args) if isinstance(args, (list, tuple)) else None
+
+
+def unpack_args(payload: str | bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Reads back a payload made by :func:`pack_args` (as text, or as its UTF-8 bytes);
+    an empty payload is no arguments."""
     if not payload:
         return (), {}
+    if isinstance(payload, bytes):
+        try:
+            args = _args_fast(payload)
+        except Exception as e:
+            raise DeserializationError(f"cannot load a '00' buffer: {type(e).__name__}: {e}") from e
+        if args is not None:
+            return args, {}
+        payload = payload.decode("utf-8")
     buffers = unpack(payload)
     if len(buffers) != 2:
         raise DeserializationError(f"a task payload holds 2 buffers (args, kwargs), not {len(buffers)}")

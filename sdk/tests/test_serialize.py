@@ -7,12 +7,14 @@ import dill
 import pytest
 
 from ferry.errors import DeserializationError
+from ferry.serialize import _NO_KWARGS_TAIL  # noqa: PLC2701 - the shape the shortcut reads
 from ferry.serialize import (
     deserialize_data,
     deserialize_function,
     pack,
     pack_args,
     serialize_data,
+    serialize_data_bytes,
     serialize_function,
     unpack,
     unpack_args,
@@ -50,6 +52,34 @@ def test_pack_counts_characters_not_bytes():
 def test_args_round_trip_and_empty_payload_means_no_arguments():
     assert unpack_args(pack_args((1, "a"), {"b": 2})) == ((1, "a"), {"b": 2})
     assert unpack_args("") == ((), {})
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [((1, "a"), {}), ((), {}), (([1, 2], {"k": None}), {}), (("é",), {"b": 2}), ((square,), {})],
+)
+def test_args_read_from_bytes_as_from_text(args, kwargs):
+    # The host reads payloads as bytes, by a shortcut for the common (pickled, no
+    # keyword arguments) shape; every payload must read the same either way.
+    payload = pack_args(args, kwargs)
+    from_bytes = unpack_args(payload.encode())
+    assert from_bytes == unpack_args(payload)
+    assert from_bytes[0][:1] != (square,) or from_bytes[0][0](3) == 9
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"5\n00\n!!" + _NO_KWARGS_TAIL, b"7\n00\nAAAA" + _NO_KWARGS_TAIL, b"99\n00\nAAAA", b"x" + pack_args((1,), {}).encode()],
+)
+def test_malformed_payload_bytes_raise_a_clear_error(bad):
+    with pytest.raises(DeserializationError):
+        unpack_args(bad)
+
+
+def test_results_as_bytes_read_back_as_text():
+    for value in [7, "x" * 500, {"a": [1, 2.5]}, {1, 2}, square]:
+        got = deserialize_data(serialize_data_bytes(value).decode("ascii"))
+        assert got == value or (callable(got) and got(2) == 4)
 
 
 @pytest.mark.parametrize("strategy", ["st", "sd"])

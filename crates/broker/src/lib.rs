@@ -333,9 +333,40 @@ impl Broker {
         Ok(q.message_count())
     }
 
-    /// Closes the connection.
+    /// Resolves, with what happened, once the connection has failed or closed.
+    ///
+    /// lapin tells each consumer when the connection dies, but a process waiting on
+    /// its consumers has been seen to miss it after RabbitMQ was killed (the error
+    /// logged, no consumer woken, the forwarder idle for good). Whoever holds the
+    /// connection for its whole life selects on this too: the connection's error
+    /// events, and its state once a second as the last guard.
+    pub async fn lost(&self) -> String {
+        let mut events = std::pin::pin!(self.conn.events_listener());
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(lapin::Event::Error(e)) => return format!("the connection failed: {e}"),
+                    Some(_) => {}
+                    None => return "the connection's events ended".to_owned(),
+                },
+                _ = check.tick() => {
+                    let status = self.conn.status();
+                    if status.errored() {
+                        return "the connection failed".to_owned();
+                    }
+                    if status.closed() {
+                        return "the connection was closed".to_owned();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the connection, waiting at most two seconds for RabbitMQ to agree (one
+    /// that has just died never answers, and the caller wants to reconnect).
     pub async fn close(&self) {
-        let _ = self.conn.close(200, "bye".into()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.close(200, "bye".into())).await;
     }
 }
 

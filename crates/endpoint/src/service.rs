@@ -267,6 +267,7 @@ async fn run_once(
             Ok(Err(e)) => Err(e.context("publishing reports")),
             Err(e) => Err(e.into()),
         },
+        lost = broker.lost() => Err(anyhow::anyhow!("RabbitMQ: {lost}")),
     };
 
     // Stop intake; unacked task messages return to the queue when the connection closes.

@@ -122,6 +122,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         r = applier.run(results) => r,
         r = sweeper.run() => r,
         r = notifier::Notifier::new(store.clone(), Duration::from_millis(100)).run() => r,
+        lost = broker.lost() => Err(anyhow::anyhow!("RabbitMQ: {lost}")),
         _ = shutdown.cancelled() => Ok(()),
     };
     // Unacked deliveries go back to their queues when the connection closes.

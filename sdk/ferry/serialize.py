@@ -106,7 +106,12 @@ def _plain(obj: Any, depth: int = 0) -> bool:
     if depth >= 3:
         return False
     if kind is tuple or kind is list:
-        return len(obj) <= 64 and all(_plain(x, depth + 1) for x in obj)
+        if len(obj) > 64:
+            return False
+        for x in obj:
+            if type(x) not in _SCALARS and not _plain(x, depth + 1):
+                return False
+        return True
     if kind is dict:
         return len(obj) <= 64 and all(type(k) is str and _plain(v, depth + 1) for k, v in obj.items())
     return False
@@ -146,7 +151,8 @@ def serialize_data_bytes(obj: Any) -> bytes:
 
 # Most tasks have no keyword arguments: their buffer is always the same.
 _NO_KWARGS = serialize_data({})
-_NO_KWARGS_TAIL = f"{len(_NO_KWARGS)}\n{_NO_KWARGS}".encode("ascii")
+_NO_KWARGS_TEXT = f"{len(_NO_KWARGS)}\n{_NO_KWARGS}"
+_NO_KWARGS_TAIL = _NO_KWARGS_TEXT.encode("ascii")
 
 
 def _by_value(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -199,6 +205,12 @@ def _from_source(name: str, source: str) -> Callable[..., Any]:
 
 
 def _load(buffer: str) -> Any:
+    if buffer[:3] == "00\n":
+        # The common case (every value Ferry's SDK and host write), read directly.
+        try:
+            return _loads(binascii.a2b_base64(buffer[3:]))
+        except Exception as e:
+            raise DeserializationError(f"cannot load a '00' buffer: {type(e).__name__}: {e}") from e
     sid, body = _split(buffer)
     try:
         if sid == "00":
@@ -255,7 +267,10 @@ def deserialize_function(code: str) -> Callable[..., Any]:
 
 def pack_args(args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> str:
     """The payload of a Python task: packed ``(args, kwargs)``."""
-    return pack([serialize_data(tuple(args)), serialize_data(dict(kwargs)) if kwargs else _NO_KWARGS])
+    packed_args = serialize_data(tuple(args))
+    if kwargs:
+        return pack([packed_args, serialize_data(dict(kwargs))])
+    return f"{len(packed_args)}\n{packed_args}{_NO_KWARGS_TEXT}"
 
 
 def _args_fast(payload: bytes) -> tuple[Any, ...] | None:

@@ -36,9 +36,9 @@ impl Dispatcher {
         anyhow::bail!("the submissions consumer was closed")
     }
 
-    /// Handles one submission message: publish it to the endpoint's queue and record
-    /// `waiting-for-ep` at the same time (the record's round trip is off the task's
-    /// path), then ack. A task the record shows already finished (cancelled while it
+    /// Handles one submission message: publish it to the endpoint's queue, record
+    /// `waiting-for-ep` once the broker confirmed it (the endpoint may already be
+    /// running the task: the record is off the task's path), then ack. A task the record shows already finished (cancelled while it
     /// waited) or unknown is stopped at the endpoint by a cancel, which the endpoint
     /// honours whether it arrives before or after the task. A crash before the ack
     /// redelivers the message: the repeated publish is harmless (the endpoint settles a
@@ -82,9 +82,15 @@ impl Dispatcher {
         if delivery.redelivered() {
             return self.step_again(batch, reports, &queue, delivery).await;
         }
-        let confirm = self.broker.publish_pending(&queue, delivery.body()).await?;
+        // `waiting-for-ep` is recorded only once the broker has confirmed the message
+        // (it is then on disk): should RabbitMQ die before that, the message may be
+        // gone, and so may this submission (the web-service does not wait for its
+        // confirm). The task must then still read `received`, which the sweeper
+        // submits again; a `waiting-for-ep` record would wait for a message that no
+        // longer exists. The endpoint may already report the task meanwhile: the state
+        // machine takes `received` from `received`, and ignores the late `queued`.
+        self.broker.publish(&queue, delivery.body()).await?;
         let applied = self.store.apply(&reports).await?;
-        confirm.wait().await?;
         let stop: Vec<TaskId> = batch
             .tasks
             .iter()
@@ -113,7 +119,9 @@ impl Dispatcher {
     /// may have run and ended meanwhile, from a copy published the first time. Record
     /// first and publish only the unfinished ones, so that no finished task is sent
     /// again (a cancel would stop it only after it started, killing its worker and
-    /// sending the tasks queued behind it around again).
+    /// sending the tasks queued behind it around again). Finished ones are learnt
+    /// by reading the records, not by recording first: see `step` for why the record
+    /// waits for the broker's confirm.
     async fn step_again(
         &self,
         mut batch: TaskBatch,
@@ -121,19 +129,28 @@ impl Dispatcher {
         queue: &str,
         delivery: Delivery,
     ) -> anyhow::Result<()> {
-        let applied = self.store.apply(&reports).await?;
-        let mut outcomes = applied.iter();
-        batch.tasks.retain(|task| match outcomes.next() {
-            Some(Applied::Unknown) => {
-                tracing::warn!(task_id = %task.task_id, "dropping a submitted task that has no record");
-                false
-            }
-            Some(Applied::Ignored(ferry_proto::Ignored::Terminal)) => false,
-            _ => true,
+        let ids: Vec<TaskId> = batch.tasks.iter().map(|t| t.task_id).collect();
+        let records = self.store.redispatch_info(&ids).await?;
+        let mut records = records.iter();
+        let mut keep = Vec::with_capacity(ids.len());
+        batch.tasks.retain(|task| {
+            let live = match records.next() {
+                Some(Some(info)) => !info.state.is_terminal(),
+                _ => {
+                    tracing::warn!(task_id = %task.task_id, "dropping a submitted task that has no record");
+                    false
+                }
+            };
+            keep.push(live);
+            live
         });
         if !batch.tasks.is_empty() {
+            // As in `step`: published and confirmed, then recorded.
             let body = ferry_proto::codec::encode(&batch)?;
             self.broker.publish(queue, &body).await?;
+            let mut keep = keep.into_iter();
+            let reports: Vec<Report> = reports.into_iter().filter(|_| keep.next().unwrap_or(false)).collect();
+            self.store.apply(&reports).await?;
         }
         delivery.ack().await?;
         Ok(())

@@ -316,14 +316,18 @@ class Client:
             raise TaskPending(doc["status"])
         return result_of(doc)
 
-    def get_tasks(self, task_ids: Iterable[str], history: bool = True, wait: float = 0) -> dict[str, dict]:
+    def get_tasks(
+        self, task_ids: Iterable[str], history: bool = True, wait: float = 0, brief: bool = False
+    ) -> dict[str, dict]:
         """Raw records of many tasks, 1,000 per request. ``history=False`` leaves each
-        task's history out (empty): a cheaper read when only outcomes matter. ``wait``:
-        seconds to wait, if none of the tasks has finished yet, for one to finish."""
+        task's history out (empty): a cheaper read when only outcomes matter; ``brief``
+        leaves out all but the outcome (``pending``, ``status``, ``result``,
+        ``exception``, ``exception_data``, ``completion_t``). ``wait``: seconds to wait,
+        if none of the tasks has finished yet, for one to finish."""
         ids = [str(t) for t in task_ids]
         out: dict[str, dict] = {}
         for i in range(0, len(ids), 1000):
-            body = {"task_ids": ids[i : i + 1000], "history": history}
+            body = {"task_ids": ids[i : i + 1000], "history": history, "brief": brief}
             answer = self._request("POST", "/v1/tasks/status", body)
             out.update(answer["tasks"])
         deadline = time.monotonic() + wait
@@ -332,7 +336,7 @@ class Client:
             if chunk <= 0:
                 break
             # Any one task is enough: the first 1,000 stand for the rest.
-            body = {"task_ids": ids[:1000], "history": history, "wait_secs": round(chunk, 3)}
+            body = {"task_ids": ids[:1000], "history": history, "brief": brief, "wait_secs": round(chunk, 3)}
             out.update(self._request("POST", "/v1/tasks/status", body)["tasks"])
         return out
 
@@ -345,7 +349,8 @@ class Client:
     def get_batch_result(self, task_ids: Iterable[str]) -> dict[str, dict]:
         """For each task: ``pending``, ``status``, and once finished ``result`` (the
         value) or ``exception`` (the exception object), and ``completion_t``."""
-        return {tid: _entry(doc) for tid, doc in self.get_tasks(task_ids, history=False).items()}
+        docs = self.get_tasks(task_ids, history=False, brief=True)
+        return {tid: _entry(doc, tid) for tid, doc in docs.items()}
 
     def get_batch(self, batch_id: str) -> dict:
         return self._request("GET", f"/v1/batches/{batch_id}")

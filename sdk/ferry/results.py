@@ -10,12 +10,12 @@ from .serialize import deserialize_data
 __all__ = ["exception_of", "result_of"]
 
 
-def _entry(doc: dict) -> dict:
+def _entry(doc: dict, task_id: str | None = None) -> dict:
     entry: dict[str, Any] = {"pending": doc["pending"], "status": doc["status"]}
     if not doc["pending"]:
         entry["completion_t"] = doc.get("completion_t")
         try:
-            entry["result"] = result_of(doc)
+            entry["result"] = result_of(doc, task_id)
         except BaseException as e:  # noqa: BLE001 - the remote exception, as a value
             entry["exception"] = e
     return entry
@@ -36,10 +36,12 @@ def exception_of(doc: dict) -> BaseException:
     return RemoteExecutionError(tb)
 
 
-def result_of(doc: dict) -> Any:
-    """The value of a finished task's record, or raises its exception."""
+def result_of(doc: dict, task_id: str | None = None) -> Any:
+    """The value of a finished task's record (a full or a brief one, whose id is
+    `task_id`), or raises its exception."""
     if doc["status"] == "success":
         if doc.get("result_expired"):
-            raise FerryError(f"the result of task {doc['task_id']} has expired (results are kept for a limited time)")
+            tid = task_id or doc.get("task_id")
+            raise FerryError(f"the result of task {tid} has expired (results are kept for a limited time)")
         return deserialize_data(doc["result"])
     raise exception_of(doc)

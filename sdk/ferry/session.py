@@ -101,7 +101,7 @@ class Session:
                 skip = 0
             pending.rotate(-skip)
             head = [pending.popleft() for _ in range(min(len(pending), 1000, size))]
-            body = {"task_ids": head, "history": False, "wait_secs": round(wait, 3)}
+            body = {"task_ids": head, "history": False, "brief": True, "wait_secs": round(wait, 3)}
             docs = self.client._request("POST", "/v1/tasks/status", body)["tasks"]
             unfinished = []
             for tid in head:
@@ -113,7 +113,7 @@ class Session:
                     unfinished.append(tid)
                 else:
                     yielded += 1
-                    yield tid, _entry(doc)
+                    yield tid, _entry(doc, tid)
             pending.extendleft(reversed(unfinished))
             pending.rotate(skip)
             skip = 0 if len(unfinished) < len(head) else skip + len(head)

@@ -238,15 +238,39 @@ pub struct StatusRequest {
     /// finished before answering (a long poll); absent or 0 answers at once.
     #[serde(default)]
     pub wait_secs: Option<f64>,
+    /// `true`: each document is a [`BriefDoc`] (the outcome alone), for a caller that
+    /// collects many results and already knows the rest.
+    #[serde(default)]
+    pub brief: bool,
 }
 
 fn yes() -> bool {
     true
 }
 
+/// A task's outcome alone, as `POST /v1/tasks/status` answers with `"brief": true`:
+/// no ids, times or history, a third of a full document's bytes to write and parse.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusResponse {
-    pub tasks: BTreeMap<TaskId, TaskDoc>,
+pub struct BriefDoc {
+    /// False once the task is `success` or `failed`.
+    pub pending: bool,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub result_expired: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_t: Option<String>,
+}
+
+/// The answer to `POST /v1/tasks/status`: [`TaskDoc`]s, or [`BriefDoc`]s when asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse<D = TaskDoc> {
+    pub tasks: BTreeMap<TaskId, D>,
     /// Requested ids that do not exist or are not the caller's.
     pub unknown: Vec<TaskId>,
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use ferry_tests::{Part, Stack, json_args, python_source};
+use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(60);
 
@@ -114,26 +115,34 @@ async fn a_batch_is_accepted_whole_and_every_task_finishes() {
         assert_eq!(doc.status, "success");
         assert!(doc.result.unwrap().contains(&format!("\"stdout\":\"{n}\\n\"")));
     }
-    // Without their histories: the same outcomes, and no history.
-    let (status, brief): (u16, serde_json::Value) = stack
-        .post(
-            "/v1/tasks/status",
-            &serde_json::json!({"task_ids": ids, "history": false}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    for (n, id) in ids.iter().enumerate() {
-        let doc = &brief["tasks"][id.to_string()];
-        assert_eq!(doc["status"], "success");
-        assert_eq!(doc["pending"], false);
-        assert!(
-            doc["result"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("\"stdout\":\"{n}\\n\""))
-        );
-        assert!(doc["completion_t"].is_string(), "{doc}");
-        assert!(doc["history"].as_array().is_none_or(|h| h.is_empty()), "{doc}");
+    // Without their histories, and brief (the outcome alone): the same outcomes.
+    for shape in [
+        json!({"history": false}),
+        json!({"history": false, "brief": true}),
+    ] {
+        let mut request = json!({"task_ids": ids});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(shape.as_object().unwrap().clone());
+        let (status, answer): (u16, serde_json::Value) = stack.post("/v1/tasks/status", &request).await;
+        assert_eq!(status, 200);
+        for (n, id) in ids.iter().enumerate() {
+            let doc = &answer["tasks"][id.to_string()];
+            assert_eq!(doc["status"], "success");
+            assert_eq!(doc["pending"], false);
+            assert!(
+                doc["result"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("\"stdout\":\"{n}\\n\""))
+            );
+            assert!(doc["completion_t"].is_string(), "{doc}");
+            assert!(doc["history"].as_array().is_none_or(|h| h.is_empty()), "{doc}");
+            let brief = shape["brief"] == true;
+            assert_eq!(doc.get("task_id").is_none(), brief, "{shape}: {doc}");
+            assert_eq!(doc.get("batch_id").is_none(), brief, "{shape}: {doc}");
+        }
     }
     stack.shutdown().await;
 }

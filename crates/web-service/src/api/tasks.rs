@@ -1,14 +1,14 @@
 //! `POST /v1/tasks` (submit one task or a batch), `GET /v1/tasks/{id}`,
 //! `POST /v1/tasks/status`.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use ferry_proto::api::{HistoryEntry, StatusRequest, StatusResponse, SubmitRequest, SubmitResponse, TaskDoc};
+use ferry_proto::api::{
+    BriefDoc, HistoryEntry, StatusRequest, StatusResponse, SubmitRequest, SubmitResponse, TaskDoc,
+};
 use ferry_proto::time::to_secs;
 use ferry_proto::{TaskId, UserId};
 use ferry_store::TaskRecord;
@@ -175,7 +175,7 @@ pub(crate) async fn status(
     State(state): State<AppState>,
     Caller(user): Caller,
     FerryJson(body): FerryJson<StatusRequest>,
-) -> ApiResult<Json<StatusResponse>> {
+) -> ApiResult<Response> {
     if body.task_ids.len() > MAX_STATUS_IDS {
         return Err(ApiError::bad_request(format!(
             "{} task ids in one request; the limit is {MAX_STATUS_IDS}",
@@ -195,17 +195,53 @@ pub(crate) async fn status(
         .waiters
         .read_until(&body.task_ids, wait, || read_tasks(&state, &body), any_done)
         .await?;
-    let mut tasks = BTreeMap::new();
     let mut unknown = Vec::new();
-    for (id, record) in body.task_ids.iter().zip(records) {
-        match record {
-            Some(t) if t.owner == user => {
-                tasks.insert(*id, task_doc(&t));
+    let mine = body
+        .task_ids
+        .iter()
+        .zip(records)
+        .filter_map(|(id, record)| match record {
+            Some(t) if t.owner == user => Some((*id, t)),
+            _ => {
+                unknown.push(*id);
+                None
             }
-            _ => unknown.push(*id),
-        }
+        })
+        .collect::<Vec<_>>();
+    Ok(if body.brief {
+        let tasks = mine.into_iter().map(|(id, t)| (id, brief_doc(t))).collect();
+        Json(StatusResponse::<BriefDoc> { tasks, unknown }).into_response()
+    } else {
+        let tasks = mine.iter().map(|(id, t)| (*id, task_doc(t))).collect();
+        Json(StatusResponse { tasks, unknown }).into_response()
+    })
+}
+
+/// The outcome part of [`task_doc`], taking the record's strings rather than copying.
+fn brief_doc(t: TaskRecord) -> BriefDoc {
+    let exception = exception_text(&t);
+    BriefDoc {
+        pending: !t.state.is_terminal(),
+        status: t.state.wire_name().to_owned(),
+        result: t.result,
+        result_expired: t.result_expired,
+        exception,
+        exception_data: t.exception,
+        completion_t: t.completed_at.map(|at| format!("{:.6}", to_secs(at))),
     }
-    Ok(Json(StatusResponse { tasks, unknown }))
+}
+
+/// The traceback, or why a task without one failed or has no result.
+fn exception_text(t: &TaskRecord) -> Option<String> {
+    match (&t.traceback, t.cause) {
+        (Some(tb), _) => Some(tb.clone()),
+        _ if t.result_expired => Some(format!(
+            "the result of task {} has expired (results are kept for a limited time)",
+            t.task_id
+        )),
+        (None, Some(cause)) if t.state.is_terminal() => Some(format!("task failed: {}", cause.wire_name())),
+        _ => None,
+    }
 }
 
 async fn read_tasks(state: &AppState, body: &StatusRequest) -> ApiResult<Vec<Option<TaskRecord>>> {
@@ -230,15 +266,7 @@ pub fn task_doc(t: &TaskRecord) -> TaskDoc {
         created_at: to_secs(t.created_at),
         result: t.result.clone(),
         result_expired: t.result_expired,
-        exception: match (&t.traceback, t.cause) {
-            (Some(tb), _) => Some(tb.clone()),
-            _ if t.result_expired => Some(format!(
-                "the result of task {} has expired (results are kept for a limited time)",
-                t.task_id
-            )),
-            (None, Some(cause)) if terminal => Some(format!("task failed: {}", cause.wire_name())),
-            _ => None,
-        },
+        exception: exception_text(t),
         exception_data: t.exception.clone(),
         completion_t: t.completed_at.map(|at| format!("{:.6}", to_secs(at))),
         last_seen: t.last_seen.map(to_secs),

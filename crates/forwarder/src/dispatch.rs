@@ -149,7 +149,10 @@ impl Dispatcher {
             let body = ferry_proto::codec::encode(&batch)?;
             self.broker.publish(queue, &body).await?;
             let mut keep = keep.into_iter();
-            let reports: Vec<Report> = reports.into_iter().filter(|_| keep.next().unwrap_or(false)).collect();
+            let reports: Vec<Report> = reports
+                .into_iter()
+                .filter(|_| keep.next().unwrap_or(false))
+                .collect();
             self.store.apply(&reports).await?;
         }
         delivery.ack().await?;

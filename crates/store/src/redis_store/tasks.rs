@@ -15,8 +15,8 @@ use super::{Fields, Store, parse_id};
 const OUTCOME_FIELDS: &[&str] = &[
     "s", "a", "r", "o", "f", "e", "b", "c", "t", "seen", "why", "res", "rr", "exc", "exd", "out", "err",
 ];
-use crate::Result;
 use crate::records::*;
+use crate::{Error, Result};
 
 impl Store {
     // ---- tasks -------------------------------------------------------------------
@@ -198,18 +198,7 @@ impl Store {
             let rows: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await?;
             ids.iter()
                 .zip(rows)
-                .map(|(id, row)| {
-                    let present = OUTCOME_FIELDS
-                        .iter()
-                        .zip(row)
-                        .filter_map(|(field, value)| Some((*field, value?)));
-                    let f = Fields::new(present, "task", id.to_string());
-                    if f.map.is_empty() {
-                        Ok(None)
-                    } else {
-                        task_from_fields(*id, f).map(Some)
-                    }
-                })
+                .map(|(id, row)| task_from_outcome_row(*id, row))
                 .collect::<Result<_>>()?
         };
         // Results kept in the data plane are read in one more round trip.
@@ -370,6 +359,76 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// A task record (no history) from an `HMGET` of [`OUTCOME_FIELDS`], read by position:
+/// a poller reads thousands per request, and a map per record cost a tenth of the
+/// web-service's time. `None` when the task does not exist (every field nil).
+fn task_from_outcome_row(id: TaskId, mut row: Vec<Option<Vec<u8>>>) -> Result<Option<TaskRecord>> {
+    if row.len() != OUTCOME_FIELDS.len() {
+        return Err(Error::Corrupt {
+            what: "task",
+            id: id.to_string(),
+            detail: format!(
+                "{} fields read back, {} asked for",
+                row.len(),
+                OUTCOME_FIELDS.len()
+            ),
+        });
+    }
+    if row.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let corrupt = |i: usize| Error::Corrupt {
+        what: "task",
+        id: id.to_string(),
+        detail: format!("field {:?} is missing or malformed", OUTCOME_FIELDS[i]),
+    };
+    fn field<T: std::str::FromStr>(row: &[Option<Vec<u8>>], i: usize) -> Option<T> {
+        std::str::from_utf8(row[i].as_deref()?).ok()?.parse().ok()
+    }
+    fn text(v: Option<Vec<u8>>) -> Option<String> {
+        v.map(|b| String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+    macro_rules! req {
+        ($i:expr) => {
+            field(&row, $i).ok_or_else(|| corrupt($i))?
+        };
+    }
+    // A present field that does not parse is corrupt; an absent optional one is None.
+    macro_rules! optional {
+        ($i:expr) => {
+            match field(&row, $i) {
+                Some(v) => Some(v),
+                None if row[$i].is_some() => return Err(corrupt($i)),
+                None => None,
+            }
+        };
+    }
+    let state = TaskState::from_code(req!(0)).ok_or_else(|| corrupt(0))?;
+    let cause: Option<u8> = optional!(10);
+    Ok(Some(TaskRecord {
+        task_id: id,
+        owner: req!(3),
+        function_id: req!(4),
+        endpoint_id: req!(5),
+        batch_id: req!(6),
+        state,
+        attempt: req!(1),
+        max_retries: req!(2),
+        created_at: req!(7),
+        completed_at: optional!(8),
+        last_seen: optional!(9),
+        cause: cause.and_then(FailureCause::from_code),
+        result_ref: optional!(12),
+        result: text(row[11].take()),
+        result_expired: false,
+        traceback: text(row[13].take()),
+        exception: text(row[14].take()),
+        stdout: text(row[15].take()),
+        stderr: text(row[16].take()),
+        history: Vec::new(),
+    }))
 }
 
 fn task_from_fields(id: TaskId, f: Fields) -> Result<TaskRecord> {

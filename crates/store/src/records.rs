@@ -184,6 +184,25 @@ pub struct TaskRecord {
     pub history: Vec<HistoryStep>,
 }
 
+/// What a caller collecting results needs of a task: its outcome, no ids, times,
+/// output or history ([`crate::Store::get_task_briefs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutcome {
+    pub task_id: TaskId,
+    pub owner: UserId,
+    pub state: TaskState,
+    pub attempt: u32,
+    pub completed_at: Option<Micros>,
+    pub cause: Option<FailureCause>,
+    pub result: Option<String>,
+    /// The attempt whose result is kept in the data plane (large results).
+    pub result_ref: Option<u32>,
+    /// The task succeeded but its result (kept in the data plane) has expired.
+    pub result_expired: bool,
+    pub traceback: Option<String>,
+    pub exception: Option<String>,
+}
+
 /// The payload of a terminal report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finish {

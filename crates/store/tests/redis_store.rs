@@ -7,7 +7,7 @@ use ferry_proto::{Actor, EndpointId, Event, EventKind, TaskId, TaskState};
 use ferry_store::{Applied, BatchRecord, Finish, NewTask, Report};
 
 mod common;
-use common::{batch, event, new_task, one_task, store};
+use common::{batch, event, new_task, one_task, outcome_of, store};
 
 #[tokio::test]
 async fn the_script_agrees_with_the_state_machine_on_every_case() {
@@ -307,45 +307,19 @@ async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
     );
     // The outcome read (by position, no history) says the same, and None for no task.
     let outcomes = store
-        .get_task_outcomes(&[task.task_id, ferry_proto::TaskId::new()])
+        .get_task_outcomes(&[task.task_id, TaskId::new()])
         .await
         .unwrap();
     let mut without_history = record.clone();
     without_history.history.clear();
     assert_eq!(outcomes, vec![Some(without_history), None]);
+    let briefs = store
+        .get_task_briefs(&[task.task_id, TaskId::new()])
+        .await
+        .unwrap();
+    assert_eq!(briefs, vec![Some(outcome_of(&record)), None]);
     let (b, ids) = store.get_batch(batch.batch_id).await.unwrap().unwrap();
     assert_eq!((b.size, ids), (1, vec![task.task_id]));
-    store.delete_namespace().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_failed_task_reads_the_same_by_outcome_as_in_full() {
-    let store = store().await;
-    let (_, task) = one_task(&store, EndpointId::new()).await;
-    let failed = Report {
-        task_id: task.task_id,
-        event: Event {
-            kind: EventKind::Failed,
-            attempt: 0,
-        },
-        at: 9,
-        by: Actor::Endpoint,
-        finish: Some(Finish {
-            success: false,
-            by_reference: false,
-            data: Bytes::from_static(b"Traceback: boom"),
-            exception: Bytes::from_static(b"00\nexc"),
-            stdout: String::new(),
-            stderr: "warning\n".into(),
-        }),
-    };
-    store.apply(&[failed]).await.unwrap();
-    let mut full = store.get_task(task.task_id).await.unwrap().unwrap();
-    assert_eq!(full.cause, Some(ferry_proto::state::FailureCause::Exception));
-    assert_eq!(full.traceback.as_deref(), Some("Traceback: boom"));
-    full.history.clear();
-    let outcome = store.get_task_outcomes(&[task.task_id]).await.unwrap();
-    assert_eq!(outcome, vec![Some(full)]);
     store.delete_namespace().await.unwrap();
 }
 

@@ -7,7 +7,7 @@ use ferry_proto::BatchId;
 use ferry_proto::time::Micros;
 use redis::AsyncCommands;
 
-use super::tasks::parse_step;
+use super::rows::parse_step;
 use super::{Store, parse_id};
 use crate::Result;
 use crate::records::*;

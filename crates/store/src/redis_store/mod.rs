@@ -8,6 +8,7 @@ mod batches;
 mod events;
 mod finished;
 mod registry;
+mod rows;
 mod tasks;
 
 pub use events::{EventReader, EventWaker};

@@ -4,19 +4,15 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use ferry_proto::state::FailureCause;
 use ferry_proto::time::Micros;
 use ferry_proto::{Actor, EndpointId, TaskId, TaskState, UserId};
 use redis::AsyncCommands;
 
+use super::rows::{BRIEF_FIELDS, OUTCOME_FIELDS, outcome_from_row, task_from_fields, task_from_outcome_row};
 use super::{Fields, Store, parse_id};
 
-/// A task record's fields but its history (`hn`, `h0`..) and its input (`p`, `pi`).
-const OUTCOME_FIELDS: &[&str] = &[
-    "s", "a", "r", "o", "f", "e", "b", "c", "t", "seen", "why", "res", "rr", "exc", "exd", "out", "err",
-];
+use crate::Result;
 use crate::records::*;
-use crate::{Error, Result};
 
 impl Store {
     // ---- tasks -------------------------------------------------------------------
@@ -201,31 +197,74 @@ impl Store {
                 .map(|(id, row)| task_from_outcome_row(*id, row))
                 .collect::<Result<_>>()?
         };
-        // Results kept in the data plane are read in one more round trip.
-        let by_ref: Vec<(usize, String)> = records
+        let wanted = records
             .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                let r = r.as_ref()?;
-                let attempt = r.result_ref?;
-                Some((i, format!("{}:out:{attempt}", self.task_key(r.task_id))))
-            })
-            .collect();
-        if !by_ref.is_empty() {
-            let mut pipe = redis::pipe();
-            for (_, key) in &by_ref {
-                pipe.get(key);
-            }
-            let data: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
-            for ((i, _), data) in by_ref.iter().zip(data) {
-                let r = records[*i].as_mut().expect("present");
-                match data {
-                    Some(d) => r.result = Some(String::from_utf8_lossy(&d).into_owned()),
-                    None => r.result_expired = true,
-                }
+            .map(|r| r.as_ref().and_then(|r| Some((r.task_id, r.result_ref?))))
+            .collect::<Vec<_>>();
+        for (r, data) in records.iter_mut().zip(self.results_by_reference(&wanted).await?) {
+            if let (Some(r), Some(data)) = (r.as_mut(), data) {
+                r.result_expired = data.is_none();
+                r.result = data;
             }
         }
         Ok(records)
+    }
+
+    /// The outcomes of tasks, pipelined: the cheapest read for collecting results.
+    /// `None` for an unknown or expired task.
+    pub async fn get_task_briefs(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskOutcome>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET").arg(self.task_key(*id)).arg(BRIEF_FIELDS);
+        }
+        let rows: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut outcomes = ids
+            .iter()
+            .zip(rows)
+            .map(|(id, row)| outcome_from_row(*id, row))
+            .collect::<Result<Vec<_>>>()?;
+        let wanted = outcomes
+            .iter()
+            .map(|r| r.as_ref().and_then(|r| Some((r.task_id, r.result_ref?))))
+            .collect::<Vec<_>>();
+        for (r, data) in outcomes.iter_mut().zip(self.results_by_reference(&wanted).await?) {
+            if let (Some(r), Some(data)) = (r.as_mut(), data) {
+                r.result_expired = data.is_none();
+                r.result = data;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Results kept in the data plane, in one more round trip: for each `(task,
+    /// attempt)` asked, `Some(Some(result))`, or `Some(None)` once it has expired; `None`
+    /// where nothing was asked.
+    async fn results_by_reference(
+        &self,
+        wanted: &[Option<(TaskId, u32)>],
+    ) -> Result<Vec<Option<Option<String>>>> {
+        if wanted.iter().all(Option::is_none) {
+            return Ok(vec![None; wanted.len()]);
+        }
+        let mut pipe = redis::pipe();
+        for (task, attempt) in wanted.iter().flatten() {
+            pipe.get(format!("{}:out:{attempt}", self.task_key(*task)));
+        }
+        let data: Vec<Option<Vec<u8>>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut data = data.into_iter();
+        Ok(wanted
+            .iter()
+            .map(|w| {
+                w.map(|_| {
+                    data.next()
+                        .flatten()
+                        .map(|d| String::from_utf8_lossy(&d).into_owned())
+                })
+            })
+            .collect())
     }
 
     /// A task's input, wherever it is kept; `None` once the task is terminal (or gone).
@@ -359,139 +398,4 @@ impl Store {
         .await?;
         Ok(())
     }
-}
-
-/// A task record (no history) from an `HMGET` of [`OUTCOME_FIELDS`], read by position:
-/// a poller reads thousands per request, and a map per record cost a tenth of the
-/// web-service's time. `None` when the task does not exist (every field nil).
-fn task_from_outcome_row(id: TaskId, mut row: Vec<Option<Vec<u8>>>) -> Result<Option<TaskRecord>> {
-    if row.len() != OUTCOME_FIELDS.len() {
-        return Err(Error::Corrupt {
-            what: "task",
-            id: id.to_string(),
-            detail: format!(
-                "{} fields read back, {} asked for",
-                row.len(),
-                OUTCOME_FIELDS.len()
-            ),
-        });
-    }
-    if row.iter().all(Option::is_none) {
-        return Ok(None);
-    }
-    let corrupt = |i: usize| Error::Corrupt {
-        what: "task",
-        id: id.to_string(),
-        detail: format!("field {:?} is missing or malformed", OUTCOME_FIELDS[i]),
-    };
-    fn field<T: std::str::FromStr>(row: &[Option<Vec<u8>>], i: usize) -> Option<T> {
-        std::str::from_utf8(row[i].as_deref()?).ok()?.parse().ok()
-    }
-    fn text(v: Option<Vec<u8>>) -> Option<String> {
-        v.map(|b| String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
-    }
-    macro_rules! req {
-        ($i:expr) => {
-            field(&row, $i).ok_or_else(|| corrupt($i))?
-        };
-    }
-    // A present field that does not parse is corrupt; an absent optional one is None.
-    macro_rules! optional {
-        ($i:expr) => {
-            match field(&row, $i) {
-                Some(v) => Some(v),
-                None if row[$i].is_some() => return Err(corrupt($i)),
-                None => None,
-            }
-        };
-    }
-    let state = TaskState::from_code(req!(0)).ok_or_else(|| corrupt(0))?;
-    let cause: Option<u8> = optional!(10);
-    Ok(Some(TaskRecord {
-        task_id: id,
-        owner: req!(3),
-        function_id: req!(4),
-        endpoint_id: req!(5),
-        batch_id: req!(6),
-        state,
-        attempt: req!(1),
-        max_retries: req!(2),
-        created_at: req!(7),
-        completed_at: optional!(8),
-        last_seen: optional!(9),
-        cause: cause.and_then(FailureCause::from_code),
-        result_ref: optional!(12),
-        result: text(row[11].take()),
-        result_expired: false,
-        traceback: text(row[13].take()),
-        exception: text(row[14].take()),
-        stdout: text(row[15].take()),
-        stderr: text(row[16].take()),
-        history: Vec::new(),
-    }))
-}
-
-fn task_from_fields(id: TaskId, f: Fields) -> Result<TaskRecord> {
-    let state_code: u8 = f.num("s")?;
-    Ok(TaskRecord {
-        task_id: id,
-        owner: f.id("o")?,
-        function_id: f.id("f")?,
-        endpoint_id: f.id("e")?,
-        batch_id: f.id("b")?,
-        state: TaskState::from_code(state_code).ok_or_else(|| f.corrupt("s"))?,
-        attempt: f.num("a")?,
-        max_retries: f.num("r")?,
-        created_at: f.num("c")?,
-        completed_at: f.opt_num("t")?,
-        last_seen: f.opt_num("seen")?,
-        cause: f.opt_num::<u8>("why")?.and_then(FailureCause::from_code),
-        result: f.opt_string("res"),
-        result_ref: f.opt_num("rr")?,
-        result_expired: false,
-        traceback: f.opt_string("exc"),
-        exception: f.opt_string("exd"),
-        stdout: f.opt_string("out"),
-        stderr: f.opt_string("err"),
-        history: {
-            let created: i64 = f.num("c")?;
-            let steps: u32 = f.opt_num("hn")?.unwrap_or(0);
-            (0..steps)
-                .map(|i| {
-                    let field = format!("h{i}");
-                    f.opt_string(&field)
-                        .and_then(|text| parse_step(&text, created))
-                        .ok_or_else(|| f.corrupt(&field))
-                })
-                .collect::<Result<Vec<_>>>()?
-        },
-    })
-}
-
-/// A history step is `state,attempt,at,actor[,cause]`, `at` in micros after `base`
-/// (the task's creation in its record; 0 in event streams, which hold absolute times).
-/// Step times at or past this are micros since the epoch (every step the transition
-/// script writes); smaller ones are micros after the task's creation (the creation step,
-/// 0, and records written before the script stored absolute times).
-const ABSOLUTE_MICROS: i64 = 100_000_000_000_000;
-
-/// One history entry, `state,attempt,at,actor[,cause]`; `base` is the creation time
-/// that a relative `at` counts from.
-pub(super) fn parse_step(entry: &str, base: i64) -> Option<HistoryStep> {
-    let mut parts = entry.split(',');
-    let state = TaskState::from_code(parts.next()?.parse().ok()?)?;
-    let attempt = parts.next()?.parse().ok()?;
-    let at: i64 = parts.next()?.parse().ok()?;
-    let by = Actor::from_code(parts.next()?.parse().ok()?)?;
-    let cause = match parts.next() {
-        Some(c) => Some(FailureCause::from_code(c.parse().ok()?)?),
-        None => None,
-    };
-    Some(HistoryStep {
-        state,
-        attempt,
-        at: u64::try_from(if at >= ABSOLUTE_MICROS { at } else { base + at }).ok()?,
-        by,
-        cause,
-    })
 }

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskId, UserId};
-use ferry_store::{BatchRecord, NewTask, Report, Store};
+use ferry_store::{BatchRecord, NewTask, Report, Store, TaskOutcome, TaskRecord};
 
 pub(crate) async fn store() -> Store {
     let url = std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -62,4 +62,21 @@ pub(crate) async fn one_task(store: &Store, endpoint_id: EndpointId) -> (BatchRe
         .await
         .unwrap();
     (batch, task)
+}
+
+/// The brief read's view of a full record.
+pub(crate) fn outcome_of(r: &TaskRecord) -> TaskOutcome {
+    TaskOutcome {
+        task_id: r.task_id,
+        owner: r.owner,
+        state: r.state,
+        attempt: r.attempt,
+        completed_at: r.completed_at,
+        cause: r.cause,
+        result: r.result.clone(),
+        result_ref: r.result_ref,
+        result_expired: r.result_expired,
+        traceback: r.traceback.clone(),
+        exception: r.exception.clone(),
+    }
 }

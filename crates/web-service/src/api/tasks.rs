@@ -9,9 +9,10 @@ use bytes::Bytes;
 use ferry_proto::api::{
     BriefDoc, HistoryEntry, StatusRequest, StatusResponse, SubmitRequest, SubmitResponse, TaskDoc,
 };
+use ferry_proto::state::{FailureCause, TaskState};
 use ferry_proto::time::to_secs;
 use ferry_proto::{TaskId, UserId};
-use ferry_store::TaskRecord;
+use ferry_store::{TaskOutcome, TaskRecord};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code};
@@ -183,43 +184,83 @@ pub(crate) async fn status(
         )));
     }
     let wait = wait_for(body.wait_secs)?;
-    // With a wait: until one of the caller's tasks has finished.
-    let any_done = |records: &Vec<Option<TaskRecord>>| {
-        body.task_ids.is_empty()
+    let ids = &body.task_ids;
+    Ok(if body.brief {
+        let read = || async { Ok(state.store.get_task_briefs(ids).await?) };
+        let (tasks, unknown) = read_mine(&state, ids, user, wait, read).await?;
+        let tasks = tasks.into_iter().map(|(id, t)| (id, brief_doc(t))).collect();
+        Json(StatusResponse::<BriefDoc> { tasks, unknown }).into_response()
+    } else {
+        let read = || read_tasks(&state, &body);
+        let (tasks, unknown) = read_mine(&state, ids, user, wait, read).await?;
+        let tasks = tasks.iter().map(|(id, t)| (*id, task_doc(t))).collect();
+        Json(StatusResponse { tasks, unknown }).into_response()
+    })
+}
+
+/// What the status answer needs of either kind of read.
+trait Owned {
+    fn owner(&self) -> UserId;
+    fn state(&self) -> TaskState;
+}
+
+impl Owned for TaskRecord {
+    fn owner(&self) -> UserId {
+        self.owner
+    }
+    fn state(&self) -> TaskState {
+        self.state
+    }
+}
+
+impl Owned for TaskOutcome {
+    fn owner(&self) -> UserId {
+        self.owner
+    }
+    fn state(&self) -> TaskState {
+        self.state
+    }
+}
+
+/// Reads with `read` (with a wait: until one of the caller's tasks has finished) and
+/// splits what it read into the caller's tasks and the ids that are unknown to them.
+async fn read_mine<T: Owned, F, Fut>(
+    state: &AppState,
+    ids: &[TaskId],
+    user: UserId,
+    wait: std::time::Duration,
+    read: F,
+) -> ApiResult<(Vec<(TaskId, T)>, Vec<TaskId>)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<Vec<Option<T>>>>,
+{
+    let any_done = |records: &Vec<Option<T>>| {
+        ids.is_empty()
             || records.iter().any(|r| {
                 r.as_ref()
-                    .is_some_and(|t| t.owner == user && t.state.is_terminal())
+                    .is_some_and(|t| t.owner() == user && t.state().is_terminal())
             })
     };
-    let records = state
-        .waiters
-        .read_until(&body.task_ids, wait, || read_tasks(&state, &body), any_done)
-        .await?;
+    let records = state.waiters.read_until(ids, wait, read, any_done).await?;
     let mut unknown = Vec::new();
-    let mine = body
-        .task_ids
+    let mine = ids
         .iter()
         .zip(records)
         .filter_map(|(id, record)| match record {
-            Some(t) if t.owner == user => Some((*id, t)),
+            Some(t) if t.owner() == user => Some((*id, t)),
             _ => {
                 unknown.push(*id);
                 None
             }
         })
-        .collect::<Vec<_>>();
-    Ok(if body.brief {
-        let tasks = mine.into_iter().map(|(id, t)| (id, brief_doc(t))).collect();
-        Json(StatusResponse::<BriefDoc> { tasks, unknown }).into_response()
-    } else {
-        let tasks = mine.iter().map(|(id, t)| (*id, task_doc(t))).collect();
-        Json(StatusResponse { tasks, unknown }).into_response()
-    })
+        .collect();
+    Ok((mine, unknown))
 }
 
 /// The outcome part of [`task_doc`], taking the record's strings rather than copying.
-fn brief_doc(t: TaskRecord) -> BriefDoc {
-    let exception = exception_text(&t);
+fn brief_doc(t: TaskOutcome) -> BriefDoc {
+    let exception = exception_text(t.task_id, t.state, t.cause, &t.traceback, t.result_expired);
     BriefDoc {
         pending: !t.state.is_terminal(),
         status: t.state.wire_name().to_owned(),
@@ -232,14 +273,19 @@ fn brief_doc(t: TaskRecord) -> BriefDoc {
 }
 
 /// The traceback, or why a task without one failed or has no result.
-fn exception_text(t: &TaskRecord) -> Option<String> {
-    match (&t.traceback, t.cause) {
+fn exception_text(
+    task_id: TaskId,
+    state: TaskState,
+    cause: Option<FailureCause>,
+    traceback: &Option<String>,
+    result_expired: bool,
+) -> Option<String> {
+    match (traceback, cause) {
         (Some(tb), _) => Some(tb.clone()),
-        _ if t.result_expired => Some(format!(
-            "the result of task {} has expired (results are kept for a limited time)",
-            t.task_id
+        _ if result_expired => Some(format!(
+            "the result of task {task_id} has expired (results are kept for a limited time)"
         )),
-        (None, Some(cause)) if t.state.is_terminal() => Some(format!("task failed: {}", cause.wire_name())),
+        (None, Some(cause)) if state.is_terminal() => Some(format!("task failed: {}", cause.wire_name())),
         _ => None,
     }
 }
@@ -266,7 +312,7 @@ pub fn task_doc(t: &TaskRecord) -> TaskDoc {
         created_at: to_secs(t.created_at),
         result: t.result.clone(),
         result_expired: t.result_expired,
-        exception: exception_text(t),
+        exception: exception_text(t.task_id, t.state, t.cause, &t.traceback, t.result_expired),
         exception_data: t.exception.clone(),
         completion_t: t.completed_at.map(|at| format!("{:.6}", to_secs(at))),
         last_seen: t.last_seen.map(to_secs),

@@ -72,6 +72,19 @@ impl DataPlane {
         }
     }
 
+    /// About how many bytes a result will take in a report (after [`Self::prepare`]).
+    pub fn carried_bytes(&self, result: &TaskResult) -> usize {
+        let value = match &result.completion {
+            Completion::Success { result } => result.len().min(self.inline_limit as usize),
+            Completion::Failure { traceback, exception } => {
+                traceback.len() + exception.as_ref().map_or(0, |e| e.len())
+            }
+            Completion::Lost { reason } | Completion::TimedOut { reason } => reason.len(),
+            Completion::SuccessByReference { .. } => 0,
+        };
+        value + result.stdout.len() + result.stderr.len() + 64 * (result.steps.len() + 1)
+    }
+
     /// Makes a result fit for a report: a large value is stored in the data plane and
     /// replaced by its size; one past the limit fails the task instead.
     pub async fn prepare(&self, result: &mut TaskResult) {

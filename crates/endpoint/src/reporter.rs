@@ -1,5 +1,5 @@
 //! Batched publishing of what the interchange learns. Status updates and results share
-//! one message per flush; a flush happens as soon as a result is queued (or a status
+//! one message per flush (up to BATCH of each, and about BATCH_BYTES of results); a flush happens as soon as a result is queued (or a status
 //! update has waited STATUS_LINGER) and fewer than IN_FLIGHT publishes await their
 //! confirm, so under load the messages grow instead of multiplying. No timer on the
 //! path of a result that comes alone; under load (see RESULT_LINGER) results wait a few
@@ -21,6 +21,9 @@ use crate::interchange::{Input, Sink};
 
 /// Most updates or results in one AMQP message.
 const BATCH: usize = 1000;
+/// About the most bytes of results in one AMQP message: a result may carry up to 1 MiB
+/// each of stdout and stderr, and a thousand of them would be past what RabbitMQ takes.
+const BATCH_BYTES: usize = 8 << 20;
 /// Publishes awaiting their confirm at once: a result need not wait for the confirm
 /// of the message before it (a persistent message is confirmed once on disk).
 const IN_FLIGHT: usize = 4;
@@ -117,6 +120,7 @@ pub fn start(
         let mut urgent = false;
         // Results not yet published; the previous publish, and how many it carried.
         let mut results: Vec<TaskResult> = Vec::new();
+        let mut results_bytes = 0;
         let mut last_publish = Instant::now();
         let mut last_results = 0;
         while open || !in_flight.is_empty() || !held.is_empty() || !results.is_empty() {
@@ -133,8 +137,11 @@ pub fn start(
                     }
                     continue;
                 }
-                r = results_rx.recv(), if room && open => match r {
-                    Some(r) => results.push(r),
+                r = results_rx.recv(), if room && open && results_bytes < BATCH_BYTES => match r {
+                    Some(r) => {
+                        results_bytes += data.carried_bytes(&r);
+                        results.push(r);
+                    }
                     None => { open = false; continue }
                 },
                 u = status_rx.recv(), if open => {
@@ -153,13 +160,16 @@ pub fn start(
                 _ = tokio::time::sleep_until(results_due.unwrap_or(last_publish)), if room && results_due.is_some() => {}
             }
             while results.len() < BATCH
+                && results_bytes < BATCH_BYTES
                 && let Ok(r) = results_rx.try_recv()
             {
+                results_bytes += data.carried_bytes(&r);
                 results.push(r);
             }
             if open
                 && !urgent
                 && results.len() < BATCH
+                && results_bytes < BATCH_BYTES
                 && last_results >= BUSY
                 && Instant::now() < last_publish + RESULT_LINGER
                 && held.front().is_none_or(|(at, _)| *at + STATUS_LINGER > Instant::now())
@@ -190,6 +200,7 @@ pub fn start(
             }
             let ids: Vec<_> = results.iter().map(|r| r.task_id).collect();
             last_results = results.len();
+            results_bytes = 0;
             let body = ferry_proto::codec::encode(&EndpointMessage::Reports {
                 endpoint_id,
                 updates,

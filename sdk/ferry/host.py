@@ -200,7 +200,9 @@ class Host:
             del buf[:pos]
             # Nothing complete is left to run: answer, then wait for more.
             self.flush()
-            data = os.read(self.proto_in, 1 << 20)
+            # 64 KiB, under the allocator's mmap threshold: a 1 MiB read cost an mmap, an
+            # mremap and a munmap per read.
+            data = os.read(self.proto_in, 1 << 16)
             if not data:
                 if buf:
                     print(f"ferry host: truncated frame: {len(buf)} bytes at the end of input", file=sys.stderr)

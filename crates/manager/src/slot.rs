@@ -158,8 +158,7 @@ impl<'a> Worker<'a> {
             let outcome = tokio::select! {
                 input = tasks.recv() => match input {
                     None => return Ok(()),
-                    Some(SlotInput::Run(function, task)) => self.send(&function, task).await,
-                    Some(SlotInput::Cancel(ids)) => self.cancel(&ids),
+                    Some(input) => self.take(input, tasks).await,
                 },
                 frame = next_message(&mut self.from_worker) => match frame {
                     Ok(message) => self.relay(message),
@@ -172,7 +171,27 @@ impl<'a> Worker<'a> {
         }
     }
 
-    async fn send(&mut self, function: &FunctionCode, task: TaskSpec) -> anyhow::Result<()> {
+    /// Handles `first` and every input already queued behind it, then flushes once:
+    /// tasks handed over together reach the worker in one write, not one each.
+    async fn take(
+        &mut self,
+        first: SlotInput,
+        tasks: &mut mpsc::UnboundedReceiver<SlotInput>,
+    ) -> anyhow::Result<()> {
+        let mut next = Some(first);
+        while let Some(input) = next {
+            match input {
+                SlotInput::Run(function, task) => self.feed(&function, task).await?,
+                SlotInput::Cancel(ids) => self.cancel(&ids)?,
+            }
+            next = tasks.try_recv().ok();
+        }
+        SinkExt::<Bytes>::flush(&mut self.to_worker)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot write to the worker: {e}"))
+    }
+
+    async fn feed(&mut self, function: &FunctionCode, task: TaskSpec) -> anyhow::Result<()> {
         let first_time = self.seen.insert(function.function_id);
         let frame = ToWorker::Run {
             function: first_time.then(|| function.clone()),
@@ -180,7 +199,7 @@ impl<'a> Worker<'a> {
         };
         self.in_flight.push_back(task);
         self.to_worker
-            .send(Bytes::from(ferry_proto::codec::encode(&frame)?))
+            .feed(Bytes::from(ferry_proto::codec::encode(&frame)?))
             .await
             .map_err(|e| anyhow::anyhow!("cannot write to the worker: {e}"))
     }

@@ -15,7 +15,7 @@ use ferry_proto::frames::{FromWorker, ToWorker};
 use ferry_proto::messages::{Completion, FunctionCode, FunctionKind, StatusUpdate, TaskResult, TaskSpec};
 use ferry_proto::time::{Micros, now_micros};
 use ferry_proto::{Actor, EventKind, FunctionId, TaskId};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -137,9 +137,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     SinkExt::<Bytes>::flush(&mut output).await?;
                 }
             }
-            frame = input.next(), if input_open => match frame {
-                None => input_open = false,
-                Some(frame) => {
+            frame = input.next(), if input_open => {
+                // Take every task already arrived with it: the next pump hands them to
+                // the host in one write, not one write each.
+                let mut next = Some(frame);
+                while let Some(frame) = next {
+                    let Some(frame) = frame else {
+                        input_open = false;
+                        break;
+                    };
                     let ToWorker::Run { function, task } = match ferry_proto::codec::decode::<ToWorker>(&frame?) {
                         Ok(m) => m,
                         Err(e) => anyhow::bail!("malformed frame from the manager: {e}"),
@@ -148,6 +154,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         functions.insert(f.function_id, f);
                     }
                     waiting.push_back(task);
+                    next = input.next().now_or_never();
                 }
             },
             _ = at(started_due) => {

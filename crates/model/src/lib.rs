@@ -24,6 +24,12 @@
 //!   before the forwarder crashed, then the retry) drops the older one for the newer;
 //!   older copies are acked at once.
 //!
+//! A third rule covers RabbitMQ dying while the forwarder dispatches a task (the message
+//! it published and the unconfirmed submission both lost): `waiting-for-ep` is recorded
+//! only after the broker's confirm, so such a task still reads `received` and the
+//! sweeper submits it again. Recording first (`record_before_confirm`) strands it, and
+//! the checker finds that too.
+//!
 //! A lost endpoint's tasks follow the first rule too: the forwarder publishes each
 //! in-flight task as attempt+1 before it records `endpoint-lost` (the broker's
 //! redelivery of the old attempt carries reports that are stale by then).
@@ -43,6 +49,12 @@ pub struct Protocol {
     pub duplicate_reports: u8,
     /// Times the forwarder declares the endpoint lost.
     pub endpoint_losses: u8,
+    /// Times RabbitMQ dies while the forwarder dispatches a task: the endpoint-queue
+    /// message it published and the (unconfirmed) submission are both gone.
+    pub broker_losses: u8,
+    /// Model the forwarder recording `waiting-for-ep` before the broker's confirm (the
+    /// old order): with a broker loss the checker then finds a task stuck.
+    pub record_before_confirm: bool,
 }
 
 /// A task's record in Redis, plus what the checker watches.
@@ -111,6 +123,7 @@ pub struct State {
     pub forwarder_crashes: u8,
     pub duplicate_reports: u8,
     pub endpoint_losses: u8,
+    pub broker_losses: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +132,12 @@ pub enum Action {
     /// The forwarder publishes the task, then crashes before recording `waiting-for-ep`
     /// (it publishes first): the endpoint may run it while its record says `received`.
     PublishThenCrash(usize),
+    /// RabbitMQ dies before confirming what the forwarder published for the task: that
+    /// message and the submission are lost, and the forwarder's publish fails.
+    BrokerLosesPublish(usize),
+    /// The sweeper: a task still `received` with no submission is submitted again from
+    /// its record.
+    Resubmit(usize),
     DispatchThenCrash(usize),
     Take(usize),
     Assign(usize),
@@ -242,6 +261,7 @@ impl Model for Protocol {
             forwarder_crashes: self.forwarder_crashes,
             duplicate_reports: self.duplicate_reports,
             endpoint_losses: self.endpoint_losses,
+            broker_losses: self.broker_losses,
         }]
     }
 
@@ -253,6 +273,11 @@ impl Model for Protocol {
                     actions.push(Action::PublishThenCrash(t));
                     actions.push(Action::DispatchThenCrash(t));
                 }
+                if s.broker_losses > 0 {
+                    actions.push(Action::BrokerLosesPublish(t));
+                }
+            } else if s.records[t].state == TaskState::Received {
+                actions.push(Action::Resubmit(t));
             }
             match s.held[t].as_ref().map(|h| h.stage) {
                 Some(Stage::Received) => actions.push(Action::Assign(t)),
@@ -309,6 +334,14 @@ impl Model for Protocol {
                 });
                 s.forwarder_crashes -= 1;
             }
+            Action::BrokerLosesPublish(t) => {
+                if self.record_before_confirm {
+                    s.apply(report(t, EventKind::Queued, 0, false), self.max_retries);
+                }
+                s.submissions[t] = false;
+                s.broker_losses -= 1;
+            }
+            Action::Resubmit(t) => s.submissions[t] = true,
             Action::Dispatch(t) | Action::DispatchThenCrash(t) => {
                 // Publish to the endpoint's queue, record waiting-for-ep, then ack (or
                 // crash before the ack: the submission comes again).

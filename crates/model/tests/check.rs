@@ -22,6 +22,8 @@ fn one_task_through_crashes_deaths_duplicates_and_reordering() {
         forwarder_crashes: 1,
         duplicate_reports: 1,
         endpoint_losses: 0,
+        broker_losses: 0,
+        record_before_confirm: false,
     });
     assert!(
         states > 1000,
@@ -39,6 +41,8 @@ fn two_tasks_interleaved() {
         forwarder_crashes: 0,
         duplicate_reports: 0,
         endpoint_losses: 0,
+        broker_losses: 0,
+        record_before_confirm: false,
     });
 }
 
@@ -52,5 +56,44 @@ fn one_task_whose_endpoint_is_lost_and_comes_back() {
         forwarder_crashes: 1,
         duplicate_reports: 0,
         endpoint_losses: 2,
+        broker_losses: 0,
+        record_before_confirm: false,
     });
+}
+
+#[test]
+fn one_task_whose_dispatch_rabbitmq_loses() {
+    check(Protocol {
+        tasks: 1,
+        max_retries: 1,
+        endpoint_crashes: 1,
+        worker_deaths: 1,
+        forwarder_crashes: 1,
+        duplicate_reports: 0,
+        endpoint_losses: 0,
+        broker_losses: 2,
+        record_before_confirm: false,
+    });
+}
+
+#[test]
+fn recording_waiting_for_ep_before_the_confirm_strands_a_task_the_broker_lost() {
+    let checker = Protocol {
+        tasks: 1,
+        max_retries: 0,
+        endpoint_crashes: 0,
+        worker_deaths: 0,
+        forwarder_crashes: 0,
+        duplicate_reports: 0,
+        endpoint_losses: 0,
+        broker_losses: 1,
+        record_before_confirm: true,
+    }
+    .checker()
+    .spawn_bfs()
+    .join();
+    assert!(
+        checker.discovery("every task reaches a terminal state").is_some(),
+        "the old order must leave a task stuck in waiting-for-ep"
+    );
 }

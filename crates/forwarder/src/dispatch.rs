@@ -38,14 +38,15 @@ impl Dispatcher {
 
     /// Handles one submission message: publish it to the endpoint's queue, record
     /// `waiting-for-ep` once the broker confirmed it (the endpoint may already be
-    /// running the task: the record is off the task's path), then ack. A task the record shows already finished (cancelled while it
-    /// waited) or unknown is stopped at the endpoint by a cancel, which the endpoint
-    /// honours whether it arrives before or after the task. A crash before the ack
-    /// redelivers the message: the repeated publish is harmless (the endpoint settles a
-    /// copy of a task it holds, and the first result wins) and so is the repeated record.
-    /// The endpoint may report a task before its `waiting-for-ep` is recorded; the state
-    /// machine takes `received` from `received` for that. A redelivered message goes the
-    /// careful way, record first (see `step_again`).
+    /// running the task: the record is off the task's path), then ack. A task the
+    /// record shows already finished (cancelled while it waited) or unknown is stopped
+    /// at the endpoint by a cancel, which the endpoint honours whether it arrives before
+    /// or after the task. A crash before the ack redelivers the message: the repeated
+    /// publish is harmless (the endpoint settles a copy of a task it holds, and the
+    /// first result wins) and so is the repeated record. The endpoint may report a task
+    /// before its `waiting-for-ep` is recorded; the state machine takes `received` from
+    /// `received` for that. A redelivered message goes the careful way, reading the
+    /// records before it publishes (see `step_again`).
     pub async fn step(&self, delivery: Delivery) -> anyhow::Result<()> {
         let batch: TaskBatch = match ferry_proto::codec::decode(delivery.body()) {
             Ok(b) => b,
@@ -116,12 +117,11 @@ impl Dispatcher {
     }
 
     /// A submission seen before (after a forwarder crash or a broker restart): its tasks
-    /// may have run and ended meanwhile, from a copy published the first time. Record
-    /// first and publish only the unfinished ones, so that no finished task is sent
-    /// again (a cancel would stop it only after it started, killing its worker and
-    /// sending the tasks queued behind it around again). Finished ones are learnt
-    /// by reading the records, not by recording first: see `step` for why the record
-    /// waits for the broker's confirm.
+    /// may have run and ended meanwhile, from a copy published the first time. Read
+    /// the records first and publish only the unfinished tasks, so that no finished
+    /// task is sent again (a cancel would stop it only after it started, killing its
+    /// worker and sending the tasks queued behind it around again); then record them,
+    /// after the confirm as in `step`.
     async fn step_again(
         &self,
         mut batch: TaskBatch,

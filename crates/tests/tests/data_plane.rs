@@ -26,6 +26,18 @@ async fn a_5_mib_input_and_result_make_the_round_trip_by_reference() {
     assert_eq!(doc.status, "success", "{:?}", doc.exception);
     let result = doc.result.expect("a result");
     assert!(result.len() > 5 * 1024 * 1024, "{} bytes", result.len());
+    // The brief status read fetches it from the data plane too.
+    let (status, brief): (u16, Value) = stack
+        .post(
+            "/v1/tasks/status",
+            &json!({"task_ids": ids, "history": false, "brief": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{brief}");
+    assert_eq!(
+        brief["tasks"][ids[0].to_string()]["result"].as_str(),
+        Some(result.as_str())
+    );
 
     // Kept apart from the task record: the record's own fields stay small.
     let redis = redis::Client::open(ferry_tests::redis_url()).unwrap();

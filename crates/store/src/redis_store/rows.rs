@@ -18,10 +18,9 @@ pub(super) const BRIEF_FIELDS: &[&str] = &["s", "a", "o", "t", "why", "res", "rr
 /// A [`TaskOutcome`] from an `HMGET` of [`BRIEF_FIELDS`], read by position. `None`
 /// when the task does not exist (every field nil).
 pub(super) fn outcome_from_row(id: TaskId, mut row: Vec<Option<Vec<u8>>>) -> Result<Option<TaskOutcome>> {
-    let fields = Row::check(id, &row, BRIEF_FIELDS)?;
-    if row.iter().all(Option::is_none) {
+    let Some(fields) = Row::open(id, &row, BRIEF_FIELDS)? else {
         return Ok(None);
-    }
+    };
     let cause: Option<u8> = fields.optional(&row, 4)?;
     Ok(Some(TaskOutcome {
         task_id: id,
@@ -45,8 +44,8 @@ struct Row {
 }
 
 impl Row {
-    fn check(id: TaskId, row: &[Option<Vec<u8>>], names: &'static [&'static str]) -> Result<Self> {
-        let fields = Self { id, names };
+    /// A reader for `row`, or `None` when the task does not exist (every field nil).
+    fn open(id: TaskId, row: &[Option<Vec<u8>>], names: &'static [&'static str]) -> Result<Option<Self>> {
         if row.len() != names.len() {
             return Err(Error::Corrupt {
                 what: "task",
@@ -54,7 +53,7 @@ impl Row {
                 detail: format!("{} fields read back, {} asked for", row.len(), names.len()),
             });
         }
-        Ok(fields)
+        Ok((!row.iter().all(Option::is_none)).then_some(Self { id, names }))
     }
 
     fn corrupt(&self, i: usize) -> Error {
@@ -94,10 +93,9 @@ fn text(v: Option<Vec<u8>>) -> Option<String> {
 /// a poller reads thousands per request, and a map per record cost a tenth of the
 /// web-service's time. `None` when the task does not exist (every field nil).
 pub(super) fn task_from_outcome_row(id: TaskId, mut row: Vec<Option<Vec<u8>>>) -> Result<Option<TaskRecord>> {
-    let fields = Row::check(id, &row, OUTCOME_FIELDS)?;
-    if row.iter().all(Option::is_none) {
+    let Some(fields) = Row::open(id, &row, OUTCOME_FIELDS)? else {
         return Ok(None);
-    }
+    };
     let cause: Option<u8> = fields.optional(&row, 10)?;
     Ok(Some(TaskRecord {
         task_id: id,

@@ -197,16 +197,7 @@ impl Store {
                 .map(|(id, row)| task_from_outcome_row(*id, row))
                 .collect::<Result<_>>()?
         };
-        let wanted = records
-            .iter()
-            .map(|r| r.as_ref().and_then(|r| Some((r.task_id, r.result_ref?))))
-            .collect::<Vec<_>>();
-        for (r, data) in records.iter_mut().zip(self.results_by_reference(&wanted).await?) {
-            if let (Some(r), Some(data)) = (r.as_mut(), data) {
-                r.result_expired = data.is_none();
-                r.result = data;
-            }
-        }
+        self.fill_results_by_reference(&mut records).await?;
         Ok(records)
     }
 
@@ -226,45 +217,35 @@ impl Store {
             .zip(rows)
             .map(|(id, row)| outcome_from_row(*id, row))
             .collect::<Result<Vec<_>>>()?;
-        let wanted = outcomes
-            .iter()
-            .map(|r| r.as_ref().and_then(|r| Some((r.task_id, r.result_ref?))))
-            .collect::<Vec<_>>();
-        for (r, data) in outcomes.iter_mut().zip(self.results_by_reference(&wanted).await?) {
-            if let (Some(r), Some(data)) = (r.as_mut(), data) {
-                r.result_expired = data.is_none();
-                r.result = data;
-            }
-        }
+        self.fill_results_by_reference(&mut outcomes).await?;
         Ok(outcomes)
     }
 
-    /// Results kept in the data plane, in one more round trip: for each `(task,
-    /// attempt)` asked, `Some(Some(result))`, or `Some(None)` once it has expired; `None`
-    /// where nothing was asked.
-    async fn results_by_reference(
-        &self,
-        wanted: &[Option<(TaskId, u32)>],
-    ) -> Result<Vec<Option<Option<String>>>> {
-        if wanted.iter().all(Option::is_none) {
-            return Ok(vec![None; wanted.len()]);
+    /// Fills in the results kept in the data plane (large ones), in one more round
+    /// trip; a result that has expired is marked so.
+    async fn fill_results_by_reference<T: ByReference>(&self, records: &mut [Option<T>]) -> Result<()> {
+        let wanted: Vec<(usize, String)> = records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let (task, attempt) = r.as_ref()?.result_ref()?;
+                Some((i, format!("{}:out:{attempt}", self.task_key(task))))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
         }
         let mut pipe = redis::pipe();
-        for (task, attempt) in wanted.iter().flatten() {
-            pipe.get(format!("{}:out:{attempt}", self.task_key(*task)));
+        for (_, key) in &wanted {
+            pipe.get(key);
         }
         let data: Vec<Option<Vec<u8>>> = pipe.query_async(&mut self.conn.clone()).await?;
-        let mut data = data.into_iter();
-        Ok(wanted
-            .iter()
-            .map(|w| {
-                w.map(|_| {
-                    data.next()
-                        .flatten()
-                        .map(|d| String::from_utf8_lossy(&d).into_owned())
-                })
-            })
-            .collect())
+        for ((i, _), data) in wanted.iter().zip(data) {
+            if let Some(r) = records[*i].as_mut() {
+                r.set_result(data.map(|d| String::from_utf8_lossy(&d).into_owned()));
+            }
+        }
+        Ok(())
     }
 
     /// A task's input, wherever it is kept; `None` once the task is terminal (or gone).
@@ -397,5 +378,33 @@ impl Store {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// A record read back whose result may be kept in the data plane.
+trait ByReference {
+    /// The task and the attempt whose result is kept apart, if it is.
+    fn result_ref(&self) -> Option<(TaskId, u32)>;
+    /// The result read from the data plane; `None` once it has expired.
+    fn set_result(&mut self, result: Option<String>);
+}
+
+impl ByReference for TaskRecord {
+    fn result_ref(&self) -> Option<(TaskId, u32)> {
+        Some((self.task_id, self.result_ref?))
+    }
+    fn set_result(&mut self, result: Option<String>) {
+        self.result_expired = result.is_none();
+        self.result = result;
+    }
+}
+
+impl ByReference for TaskOutcome {
+    fn result_ref(&self) -> Option<(TaskId, u32)> {
+        Some((self.task_id, self.result_ref?))
+    }
+    fn set_result(&mut self, result: Option<String>) {
+        self.result_expired = result.is_none();
+        self.result = result;
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use ferry_broker::{Broker, Consumer, Delivery};
-use ferry_proto::messages::TaskBatch;
+use ferry_proto::messages::{TaskBatch, TaskSpec};
 use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, EndpointId, Event, EventKind, TaskId};
 use ferry_store::{Applied, Report, Store};
@@ -63,25 +63,10 @@ impl Dispatcher {
             delivery.ack().await?;
             return Ok(());
         }
-        let at = now_micros();
-        let reports: Vec<Report> = batch
-            .tasks
-            .iter()
-            .map(|t| Report {
-                task_id: t.task_id,
-                event: Event {
-                    kind: EventKind::Queued,
-                    attempt: t.attempt,
-                },
-                at,
-                by: Actor::Forwarder,
-                finish: None,
-            })
-            .collect();
         self.ensure_queue(batch.endpoint_id).await?;
         let queue = self.broker.endpoint_queue(batch.endpoint_id);
         if delivery.redelivered() {
-            return self.step_again(batch, reports, &queue, delivery).await;
+            return self.step_again(batch, &queue, delivery).await;
         }
         // `waiting-for-ep` is recorded only once the broker has confirmed the message
         // (it is then on disk): should RabbitMQ die before that, the message may be
@@ -91,7 +76,7 @@ impl Dispatcher {
         // longer exists. The endpoint may already report the task meanwhile: the state
         // machine takes `received` from `received`, and ignores the late `queued`.
         self.broker.publish(&queue, delivery.body()).await?;
-        let applied = self.store.apply(&reports).await?;
+        let applied = self.store.apply(&queued(&batch.tasks)).await?;
         let stop: Vec<TaskId> = batch
             .tasks
             .iter()
@@ -122,38 +107,22 @@ impl Dispatcher {
     /// task is sent again (a cancel would stop it only after it started, killing its
     /// worker and sending the tasks queued behind it around again); then record them,
     /// after the confirm as in `step`.
-    async fn step_again(
-        &self,
-        mut batch: TaskBatch,
-        reports: Vec<Report>,
-        queue: &str,
-        delivery: Delivery,
-    ) -> anyhow::Result<()> {
+    async fn step_again(&self, mut batch: TaskBatch, queue: &str, delivery: Delivery) -> anyhow::Result<()> {
         let ids: Vec<TaskId> = batch.tasks.iter().map(|t| t.task_id).collect();
         let records = self.store.redispatch_info(&ids).await?;
         let mut records = records.iter();
-        let mut keep = Vec::with_capacity(ids.len());
-        batch.tasks.retain(|task| {
-            let live = match records.next() {
-                Some(Some(info)) => !info.state.is_terminal(),
-                _ => {
-                    tracing::warn!(task_id = %task.task_id, "dropping a submitted task that has no record");
-                    false
-                }
-            };
-            keep.push(live);
-            live
+        batch.tasks.retain(|task| match records.next() {
+            Some(Some(info)) => !info.state.is_terminal(),
+            _ => {
+                tracing::warn!(task_id = %task.task_id, "dropping a submitted task that has no record");
+                false
+            }
         });
         if !batch.tasks.is_empty() {
             // As in `step`: published and confirmed, then recorded.
             let body = ferry_proto::codec::encode(&batch)?;
             self.broker.publish(queue, &body).await?;
-            let mut keep = keep.into_iter();
-            let reports: Vec<Report> = reports
-                .into_iter()
-                .filter(|_| keep.next().unwrap_or(false))
-                .collect();
-            self.store.apply(&reports).await?;
+            self.store.apply(&queued(&batch.tasks)).await?;
         }
         delivery.ack().await?;
         Ok(())
@@ -167,4 +136,22 @@ impl Dispatcher {
         self.declared.lock().expect("poisoned").insert(endpoint);
         Ok(())
     }
+}
+
+/// The forwarder's `queued` report (to `waiting-for-ep`) for each task.
+fn queued(tasks: &[TaskSpec]) -> Vec<Report> {
+    let at = now_micros();
+    tasks
+        .iter()
+        .map(|t| Report {
+            task_id: t.task_id,
+            event: Event {
+                kind: EventKind::Queued,
+                attempt: t.attempt,
+            },
+            at,
+            by: Actor::Forwarder,
+            finish: None,
+        })
+        .collect()
 }

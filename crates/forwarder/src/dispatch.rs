@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use ferry_broker::{Broker, Consumer, Delivery};
 use ferry_proto::messages::{TaskBatch, TaskSpec};
-use ferry_proto::time::now_micros;
+use ferry_proto::time::{Micros, now_micros};
 use ferry_proto::{Actor, EndpointId, Event, EventKind, TaskId};
 use ferry_store::{Applied, Report, Store};
 
@@ -75,8 +75,9 @@ impl Dispatcher {
         // submits again; a `waiting-for-ep` record would wait for a message that no
         // longer exists. The endpoint may already report the task meanwhile: the state
         // machine takes `received` from `received`, and ignores the late `queued`.
+        let at = now_micros();
         self.broker.publish(&queue, delivery.body()).await?;
-        let applied = self.store.apply(&queued(&batch.tasks)).await?;
+        let applied = self.store.apply(&queued(&batch.tasks, at)).await?;
         let stop: Vec<TaskId> = batch
             .tasks
             .iter()
@@ -121,8 +122,9 @@ impl Dispatcher {
         if !batch.tasks.is_empty() {
             // As in `step`: published and confirmed, then recorded.
             let body = ferry_proto::codec::encode(&batch)?;
+            let at = now_micros();
             self.broker.publish(queue, &body).await?;
-            self.store.apply(&queued(&batch.tasks)).await?;
+            self.store.apply(&queued(&batch.tasks, at)).await?;
         }
         delivery.ack().await?;
         Ok(())
@@ -138,9 +140,10 @@ impl Dispatcher {
     }
 }
 
-/// The forwarder's `queued` report (to `waiting-for-ep`) for each task.
-fn queued(tasks: &[TaskSpec]) -> Vec<Report> {
-    let at = now_micros();
+/// The forwarder's `queued` report (to `waiting-for-ep`) for each task, dated `at`: when
+/// it published them (taken before the publish, so the step never postdates the
+/// endpoint's own steps).
+fn queued(tasks: &[TaskSpec], at: Micros) -> Vec<Report> {
     tasks
         .iter()
         .map(|t| Report {

@@ -10,6 +10,8 @@
 //!   and the new one.
 //! - A batch whose tasks are still `received` 10 s after they were accepted is submitted
 //!   again from Redis (the web-service does not wait for the broker's confirm).
+//! - A batch whose writing never ended (the web-service died between two parts of a
+//!   large submission) is closed at the tasks it has, a minute after its acceptance.
 //! - A batch past its deadline is failed: its unfinished tasks end `failed` (timeout),
 //!   and its endpoint is told on its control queue to stop the ones it holds.
 //!
@@ -30,6 +32,10 @@ const CHUNK: usize = 1000;
 
 /// How long a task may stay `received` before its submission counts as lost.
 const RECOVER_AFTER: Duration = Duration::from_secs(10);
+
+/// How long after its acceptance a batch still being written counts as abandoned (the
+/// web-service gives up writing after 5 s).
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 
 /// Sweeps on a timer.
 pub struct Sweeper {
@@ -61,6 +67,7 @@ impl Sweeper {
             self.sweep_endpoints().await?;
             self.sweep_batches().await?;
             self.sweep_received().await?;
+            self.sweep_unfinished().await?;
         }
     }
 
@@ -240,6 +247,20 @@ impl Sweeper {
             }
             tracing::warn!(%batch, tasks = again, "tasks still received long after they were accepted; submitted again");
             self.store.reopen_batch(batch, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the batches whose writing began long ago and never ended (the web-service
+    /// died between two parts): their size becomes the tasks written, and they end
+    /// when those do.
+    pub async fn sweep_unfinished(&self) -> anyhow::Result<()> {
+        let now = now_micros();
+        let cutoff = now.saturating_sub(ABANDONED_AFTER.as_micros() as Micros);
+        for batch in self.store.unfinished_batches_before(cutoff, 100).await? {
+            if self.store.close_unfinished_batch(batch, now).await? {
+                tracing::warn!(%batch, "a batch was left half-written; closed at the tasks it has");
+            }
         }
         Ok(())
     }

@@ -114,6 +114,31 @@ pub struct BatchStatus {
     pub callback: Option<ferry_proto::api::CallbackStatus>,
 }
 
+/// Which part of a batch's tasks a write holds (see `Store::create_part`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// All of them.
+    Whole,
+    /// The first of several: writes the batch itself.
+    First,
+    /// Neither the first nor the last.
+    Middle,
+    /// The last of several: the batch is complete once it is written.
+    Last,
+}
+
+impl Part {
+    /// The part that chunk `index` of `count` is.
+    pub fn of(index: usize, count: usize) -> Part {
+        match (index == 0, index + 1 == count) {
+            (true, true) => Part::Whole,
+            (true, false) => Part::First,
+            (false, true) => Part::Last,
+            (false, false) => Part::Middle,
+        }
+    }
+}
+
 /// A task as submitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTask {

@@ -1,22 +1,51 @@
 //! Accepting tasks, shared by Ferry's API and the Globus Compute compatible one:
-//! validate everything, write every task as `received` in one round trip, publish them,
-//! and only then hand out their ids. A returned id is a task that will reach a terminal
-//! state: its record is in Redis, and its message in RabbitMQ or, if that was lost
-//! before the broker confirmed it, recovered from Redis by the forwarder's sweeper.
+//! validate everything, then write the tasks as `received` and publish them, a part at
+//! a time (one Redis round trip each; a large submission's first tasks run while the
+//! rest are written), and only then hand out
+//! their ids. A returned id is a task that will reach a terminal state: its record is
+//! in Redis, and its message in RabbitMQ or, if that was lost before the broker
+//! confirmed it, recovered from Redis by the forwarder's sweeper. A submission that
+//! fails part-way hands out no ids and fails the tasks it had written.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_proto::messages::{FunctionCode, FunctionKind, TaskBatch, TaskSpec};
 use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskGroupId, TaskId, UserId};
-use ferry_store::{BatchRecord, Finish, NewTask, Report};
+use ferry_store::{BatchRecord, Finish, NewTask, Part, Report};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code};
 
 /// Tasks per AMQP message on the submissions queue.
 const TASKS_PER_MESSAGE: usize = 1000;
+
+/// A large submission is written to Redis in parts, each published as soon as it is
+/// written, so that its first tasks run while the rest are written: the first part
+/// is one message's worth, each next one twice the last, up to this many (each part
+/// waits its turn behind whatever else Redis is doing, so fewer is quicker; and the
+/// service holds one part's Redis commands at a time, not the whole submission's).
+const LARGEST_PART: usize = 8 * TASKS_PER_MESSAGE;
+
+/// Where each part of a submission of `n` tasks ends.
+fn part_ends(n: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let (mut end, mut size) = (0, TASKS_PER_MESSAGE);
+    while end < n {
+        end = (end + size).min(n);
+        ends.push(end);
+        size = (size * 2).min(LARGEST_PART);
+    }
+    ends
+}
+
+/// A submission written in parts gives up when writing has taken this long (100,000
+/// tasks take about a second). Kept under the forwarder's 10 s before it submits
+/// `received` tasks again, so that its sweep never reads a batch still being written;
+/// it closes a batch whose writing stopped after a minute.
+const WRITING_LIMIT: Duration = Duration::from_secs(5);
 
 /// One task to accept.
 pub struct Submitted {
@@ -42,7 +71,8 @@ pub struct Submission {
     pub callback_url: Option<String>,
 }
 
-/// Accepts a submission whole or not at all; returns the batch id and the task ids in
+/// Accepts a submission whole or not at all (a failure part-way fails the tasks written
+/// so far and hands out no id); returns the batch id and the task ids in
 /// the submission's order.
 #[tracing::instrument(skip_all, fields(user = %user, endpoint_id = %submission.endpoint_id, tasks = submission.tasks.len()))]
 pub async fn accept(state: &AppState, user: UserId, submission: Submission) -> ApiResult<Accepted> {
@@ -213,7 +243,55 @@ async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<Accepted> {
         specs,
         functions,
     } = prepared;
-    let endpoint_id = batch.endpoint_id;
+    let ends = part_ends(specs.len());
+    let started = Instant::now();
+    // Tasks whose records exist, in order.
+    let mut written = 0;
+    for (i, &end) in ends.iter().enumerate() {
+        let chunk = &specs[written..end];
+        let part = Part::of(i, ends.len());
+        let step = async {
+            if i > 0 && started.elapsed() > WRITING_LIMIT {
+                return Err(ApiError::new(
+                    Code::Unavailable,
+                    format!(
+                        "writing {} tasks took longer than {} s; try again",
+                        specs.len(),
+                        WRITING_LIMIT.as_secs()
+                    ),
+                ));
+            }
+            write_part(state, &batch, chunk, part).await?;
+            written += chunk.len();
+            publish_part(state, &batch, chunk, &functions).await
+        };
+        if let Err(e) = step.await {
+            // Nothing is handed out: the tasks written so far end `failed` (those
+            // already published are stopped where they are), and a batch left half
+            // written is closed at the tasks it has.
+            fail_unqueued(state, &specs[..written]).await;
+            if matches!(part, Part::First | Part::Middle)
+                && written > 0
+                && let Err(e) = state
+                    .store
+                    .close_unfinished_batch(batch.batch_id, now_micros())
+                    .await
+            {
+                tracing::warn!(batch_id = %batch.batch_id, error = %e, "could not close a half-written batch; the sweeper will");
+            }
+            return Err(e);
+        }
+    }
+    tracing::debug!(batch_id = %batch.batch_id, parts = ends.len(), "tasks submitted");
+    Ok(Accepted {
+        batch_id: batch.batch_id,
+        task_ids: specs.iter().map(|s| s.task_id).collect(),
+        callback_secret: batch.callback_secret,
+    })
+}
+
+/// Writes one part of a submission's tasks as `received`.
+async fn write_part(state: &AppState, batch: &BatchRecord, specs: &[TaskSpec], part: Part) -> ApiResult<()> {
     let new_tasks: Vec<NewTask> = specs
         .iter()
         .map(|s| NewTask {
@@ -226,21 +304,21 @@ async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<Accepted> {
             by_reference: s.input_bytes.is_some(),
         })
         .collect();
-    // Large inputs stay in the store (the endpoint fetches them); messages carry none.
-    let specs: Vec<TaskSpec> = specs
-        .into_iter()
-        .map(|mut s| {
-            if s.input_bytes.is_some() {
-                s.payload = Bytes::new();
-            }
-            s
-        })
-        .collect();
     state
         .store
-        .create_tasks(&batch, &new_tasks, Actor::WebService)
+        .create_part(batch, &new_tasks, Actor::WebService, part, now_micros())
         .await?;
+    Ok(())
+}
 
+/// Publishes one part of a submission's tasks (written already), a message per
+/// [`TASKS_PER_MESSAGE`] tasks.
+async fn publish_part(
+    state: &AppState,
+    batch: &BatchRecord,
+    specs: &[TaskSpec],
+    functions: &HashMap<FunctionId, FunctionCode>,
+) -> ApiResult<()> {
     let mut messages = Vec::with_capacity(specs.len().div_ceil(TASKS_PER_MESSAGE));
     for chunk in specs.chunks(TASKS_PER_MESSAGE) {
         let mut used: Vec<FunctionCode> = Vec::new();
@@ -250,9 +328,20 @@ async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<Accepted> {
             }
         }
         let message = TaskBatch {
-            endpoint_id,
+            endpoint_id: batch.endpoint_id,
             functions: used,
-            tasks: chunk.to_vec(),
+            // Large inputs stay in the store (the endpoint fetches them); messages
+            // carry none.
+            tasks: chunk
+                .iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    if s.input_bytes.is_some() {
+                        s.payload = Bytes::new();
+                    }
+                    s
+                })
+                .collect(),
         };
         messages.push(
             ferry_proto::codec::encode(&message).map_err(|e| ApiError::unavailable("cannot encode", e))?,
@@ -263,28 +352,20 @@ async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<Accepted> {
     // the forwarder's sweeper submits the tasks again from there (tasks still
     // `received` 10 s on).
     let messages = &messages;
-    let published = state
+    state
         .with_broker(|b| async move {
             let queue = b.submissions_queue();
             b.publish_many_unconfirmed(&queue, messages.iter().map(Vec::as_slice))
                 .await
         })
-        .await;
-    if let Err(e) = published {
-        // The records exist but the tasks never reached the queue: fail them so nothing
-        // waits forever, and do not hand out their ids.
-        fail_unqueued(state, &specs).await;
-        return Err(ApiError::unavailable("the broker is unavailable", e));
-    }
-    tracing::debug!(batch_id = %batch.batch_id, "tasks submitted");
-    Ok(Accepted {
-        batch_id: batch.batch_id,
-        task_ids: specs.iter().map(|s| s.task_id).collect(),
-        callback_secret: batch.callback_secret,
-    })
+        .await
+        .map_err(|e| ApiError::unavailable("the broker is unavailable", e))
 }
 
 async fn fail_unqueued(state: &AppState, specs: &[TaskSpec]) {
+    if specs.is_empty() {
+        return;
+    }
     let at = now_micros();
     let reports: Vec<Report> = specs
         .iter()
@@ -308,5 +389,22 @@ async fn fail_unqueued(state: &AppState, specs: &[TaskSpec]) {
         .collect();
     if let Err(e) = state.store.apply(&reports).await {
         tracing::error!(error = %e, "could not fail tasks that were never queued");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_double_from_one_message_up_to_the_largest() {
+        assert_eq!(part_ends(1), vec![1]);
+        assert_eq!(part_ends(1000), vec![1000]);
+        assert_eq!(part_ends(1001), vec![1000, 1001]);
+        assert_eq!(part_ends(10_000), vec![1000, 3000, 7000, 10_000]);
+        let ends = part_ends(100_000);
+        assert_eq!(&ends[..5], &[1000, 3000, 7000, 15_000, 23_000]);
+        assert_eq!(*ends.last().unwrap(), 100_000);
+        assert!(ends.windows(2).all(|w| w[1] - w[0] <= LARGEST_PART));
     }
 }

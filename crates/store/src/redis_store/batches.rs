@@ -145,6 +145,51 @@ impl Store {
         Ok(())
     }
 
+    // ---- batches written in parts -------------------------------------------------
+
+    /// Batches whose writing began before `before` and never ended (the web-service
+    /// writing them died or gave up), at most `limit`.
+    pub async fn unfinished_batches_before(&self, before: Micros, limit: isize) -> Result<Vec<BatchId>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrangebyscore_limit(self.making_key(), "-inf", before, 0, limit)
+            .await?;
+        ids.iter().map(|s| parse_id(s, "batch", s)).collect()
+    }
+
+    /// Ends the writing of a batch whose last part will never come: its size becomes
+    /// the tasks written, `open` loses the part writer's extra count (the batch is done
+    /// now if they all ended, expiring like any finished batch), and its deadline, if
+    /// any, starts to count. False when the batch was not being written (another
+    /// caller closed it, or its last part came).
+    pub async fn close_unfinished_batch(&self, id: BatchId, at: Micros) -> Result<bool> {
+        const CLOSE: &str = "if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then return 0 end \
+            redis.call('HSET', KEYS[1], 'size', redis.call('LLEN', KEYS[2])) \
+            local deadline = redis.call('HGET', KEYS[1], 'deadline') \
+            if deadline then redis.call('ZADD', KEYS[5], deadline, ARGV[1]) end \
+            if redis.call('HINCRBY', KEYS[1], 'open', -1) == 0 then \
+              redis.call('HSET', KEYS[1], 'done', ARGV[2]) \
+              local ttl = tonumber(ARGV[3]) \
+              if ttl > 0 then \
+                redis.call('EXPIRE', KEYS[1], ttl) redis.call('EXPIRE', KEYS[2], ttl) \
+                redis.call('EXPIRE', KEYS[3], math.min(ttl, 3600)) \
+              end \
+            end return 1";
+        let mut conn = self.conn.clone();
+        let closed: i64 = redis::Script::new(CLOSE)
+            .key(self.batch_key(id))
+            .key(self.batch_tasks_key(id))
+            .key(self.batch_events_key(id))
+            .key(self.making_key())
+            .key(self.batch_deadlines_key())
+            .arg(id.to_string())
+            .arg(at)
+            .arg(self.result_ttl_secs)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(closed == 1)
+    }
+
     // ---- Globus Compute task groups ----------------------------------------------
 
     /// The owner of a task group, if the group exists.

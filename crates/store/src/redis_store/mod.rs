@@ -96,6 +96,12 @@ impl Store {
         format!("{}:open-batches", self.ns)
     }
 
+    /// Batches written in parts whose last part is not written yet, scored by their
+    /// acceptance time.
+    fn making_key(&self) -> String {
+        format!("{}:making", self.ns)
+    }
+
     /// Batches with a deadline, scored by it.
     fn batch_deadlines_key(&self) -> String {
         format!("{}:batch-deadlines", self.ns)

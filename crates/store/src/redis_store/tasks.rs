@@ -20,54 +20,91 @@ impl Store {
     /// Writes a batch and its tasks as `received`, all in one MULTI/EXEC: either every
     /// task exists afterwards or none does.
     pub async fn create_tasks(&self, batch: &BatchRecord, tasks: &[NewTask], by: Actor) -> Result<()> {
+        self.create_part(batch, tasks, by, Part::Whole, batch.created_at)
+            .await
+    }
+
+    /// Writes one part of a batch's tasks as `received`, in one MULTI/EXEC, so that a
+    /// large submission's first tasks can be dispatched while the rest are written.
+    /// The counts always match the records written: `n0` and `open` grow part by part
+    /// (the first part holds `open` one above its tasks until the last part, so the
+    /// batch cannot read done half-written), and `at` (now) re-dates the batch in the
+    /// sweeper's watch list so that it waits for the newest part. The batch stays in
+    /// the `making` list from its first part to its last; one whose writer died is
+    /// closed by [`Store::close_unfinished_batch`]. Its deadline starts to count at the
+    /// last part.
+    pub async fn create_part(
+        &self,
+        batch: &BatchRecord,
+        tasks: &[NewTask],
+        by: Actor,
+        part: Part,
+        at: Micros,
+    ) -> Result<()> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let at = batch.created_at.to_string();
+        let created = batch.created_at.to_string();
         let owner = batch.owner.to_string();
         let endpoint = batch.endpoint_id.to_string();
         let batch_id = batch.batch_id.to_string();
+        let batch_key = self.batch_key(batch.batch_id);
         let history = format!("0,0,0,{}", by.code());
-        pipe.hset_multiple(
-            self.batch_key(batch.batch_id),
-            &[
-                ("owner", owner.as_str()),
-                ("ep", endpoint.as_str()),
-                ("size", &batch.size.to_string()),
-                ("created", at.as_str()),
-                ("n0", &batch.size.to_string()),
-                ("open", &batch.size.to_string()),
-            ],
-        )
-        .ignore();
-        pipe.zadd(
-            self.open_batches_key(),
-            batch.batch_id.to_string(),
-            batch.created_at,
-        )
-        .ignore();
-        if batch.events {
-            pipe.hset(self.batch_key(batch.batch_id), "ev", 1).ignore();
-        }
-        if let Some(url) = &batch.callback_url {
-            pipe.hset(self.batch_key(batch.batch_id), "cb", url).ignore();
-            pipe.hset(
-                self.batch_key(batch.batch_id),
-                "cbs",
-                batch.callback_secret.as_deref().unwrap_or_default(),
+        let n = tasks.len() as i64;
+        let first = matches!(part, Part::Whole | Part::First);
+        let last = matches!(part, Part::Whole | Part::Last);
+        if first {
+            pipe.hset_multiple(
+                &batch_key,
+                &[
+                    ("owner", owner.as_str()),
+                    ("ep", endpoint.as_str()),
+                    ("size", &batch.size.to_string()),
+                    ("created", created.as_str()),
+                ],
             )
             .ignore();
-            pipe.zadd(self.hooks_key(), batch.batch_id.to_string(), 0)
+            if batch.events {
+                pipe.hset(&batch_key, "ev", 1).ignore();
+            }
+            if let Some(url) = &batch.callback_url {
+                pipe.hset(&batch_key, "cb", url).ignore();
+                pipe.hset(
+                    &batch_key,
+                    "cbs",
+                    batch.callback_secret.as_deref().unwrap_or_default(),
+                )
                 .ignore();
+                pipe.zadd(self.hooks_key(), &batch_id, 0).ignore();
+            }
+            if let Some(deadline) = batch.deadline {
+                pipe.hset(&batch_key, "deadline", deadline).ignore();
+            }
+            if let Some(group) = batch.task_group {
+                pipe.hset(&batch_key, "tg", group.to_string()).ignore();
+                pipe.hset_nx(self.group_key(group), "owner", &owner).ignore();
+            }
         }
-        if let Some(deadline) = batch.deadline {
-            pipe.hset(self.batch_key(batch.batch_id), "deadline", deadline)
-                .ignore();
-            pipe.zadd(self.batch_deadlines_key(), batch.batch_id.to_string(), deadline)
-                .ignore();
+        // Until the last part, `open` counts one more task than were written.
+        let guard = match part {
+            Part::Whole | Part::Middle => 0,
+            Part::First => 1,
+            Part::Last => -1,
+        };
+        pipe.hincr(&batch_key, "n0", n).ignore();
+        pipe.hincr(&batch_key, "open", n + guard).ignore();
+        pipe.zadd(self.open_batches_key(), &batch_id, at).ignore();
+        match part {
+            Part::First => {
+                pipe.zadd(self.making_key(), &batch_id, batch.created_at).ignore();
+            }
+            Part::Last => {
+                pipe.zrem(self.making_key(), &batch_id).ignore();
+            }
+            Part::Whole | Part::Middle => {}
         }
-        if let Some(group) = batch.task_group {
-            pipe.hset(self.batch_key(batch.batch_id), "tg", group.to_string())
+        if last && let Some(deadline) = batch.deadline {
+            pipe.zadd(self.batch_deadlines_key(), &batch_id, deadline)
                 .ignore();
         }
         for chunk in tasks.chunks(4096) {
@@ -75,9 +112,8 @@ impl Store {
             pipe.rpush(self.batch_tasks_key(batch.batch_id), ids).ignore();
         }
         if let Some(group) = batch.task_group {
-            pipe.hset_nx(self.group_key(group), "owner", &owner).ignore();
             for chunk in tasks.chunks(4096) {
-                let entries: Vec<String> = chunk.iter().map(|t| format!("{},{at}", t.task_id)).collect();
+                let entries: Vec<String> = chunk.iter().map(|t| format!("{},{created}", t.task_id)).collect();
                 pipe.rpush(self.group_tasks_key(group), entries).ignore();
             }
         }
@@ -102,7 +138,7 @@ impl Store {
                 .arg("b")
                 .arg(&batch_id)
                 .arg("c")
-                .arg(&at)
+                .arg(&created)
                 .arg("hn")
                 .arg(1)
                 .arg("h0")

@@ -1,0 +1,154 @@
+//! Batches written in parts (large submissions) against a real Redis: the counts match
+//! the records written at every point, the batch is never done before its last part,
+//! and one whose writer died is closed at the tasks it has.
+
+use bytes::Bytes;
+use ferry_proto::time::Micros;
+use ferry_proto::{Actor, EndpointId, EventKind, TaskState};
+use ferry_store::{BatchRecord, BatchStatus, Finish, NewTask, Part, Store};
+
+mod common;
+use common::{batch, event, new_task, store};
+
+const NOW: Micros = 1_000;
+
+async fn succeed(store: &Store, tasks: &[NewTask]) {
+    let reports: Vec<_> = tasks
+        .iter()
+        .map(|t| ferry_store::Report {
+            finish: Some(Finish {
+                success: true,
+                by_reference: false,
+                data: Bytes::from_static(b"00"),
+                exception: Bytes::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+            }),
+            ..event(t.task_id, EventKind::Succeeded, 0)
+        })
+        .collect();
+    store.apply(&reports).await.unwrap();
+}
+
+async fn status(store: &Store, batch: &BatchRecord) -> BatchStatus {
+    store.batch_status(batch.batch_id).await.unwrap().unwrap()
+}
+
+async fn write(store: &Store, batch: &BatchRecord, tasks: &[NewTask], part: Part) {
+    store
+        .create_part(batch, tasks, Actor::WebService, part, NOW)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_written_in_parts_is_done_only_after_its_last_part() {
+    let store = store().await;
+    let tasks: Vec<NewTask> = (0..5).map(|_| new_task()).collect();
+    let batch = BatchRecord {
+        deadline: Some(50),
+        ..batch(EndpointId::new(), 5)
+    };
+
+    write(&store, &batch, &tasks[..2], Part::First).await;
+    let s = status(&store, &batch).await;
+    assert_eq!((s.record.size, s.counts[0]), (5, 2));
+    assert_eq!(
+        store.batch_task_ids(batch.batch_id, 0, -1).await.unwrap().len(),
+        2
+    );
+    // The deadline counts from the last part: a sweep now must not time out a batch
+    // whose other tasks are not written yet.
+    assert!(
+        store
+            .expired_batches(i64::MAX as Micros, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.unfinished_batches_before(NOW, 10).await.unwrap(),
+        vec![batch.batch_id]
+    );
+
+    // Every task written so far ends before the next part: not done.
+    succeed(&store, &tasks[..2]).await;
+    let s = status(&store, &batch).await;
+    assert_eq!((s.counts[0], s.counts[5], s.done_at), (0, 2, None));
+
+    write(&store, &batch, &tasks[2..4], Part::Middle).await;
+    succeed(&store, &tasks[2..4]).await;
+    assert_eq!(status(&store, &batch).await.done_at, None);
+
+    // The sweeper watches the batch again for the new part's `received` tasks.
+    write(&store, &batch, &tasks[4..], Part::Last).await;
+    let s = status(&store, &batch).await;
+    assert_eq!((s.counts[0], s.counts[5], s.done_at), (1, 4, None));
+    assert_eq!(
+        store.open_batches_before(NOW + 1, 10).await.unwrap(),
+        vec![batch.batch_id]
+    );
+    assert_eq!(store.expired_batches(50, 10).await.unwrap(), vec![batch.batch_id]);
+    assert!(
+        store
+            .unfinished_batches_before(i64::MAX as Micros, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    succeed(&store, &tasks[4..]).await;
+    let s = status(&store, &batch).await;
+    assert_eq!((s.counts[5], s.done_at), (5, Some(10)));
+    let ids = store.batch_task_ids(batch.batch_id, 0, -1).await.unwrap();
+    assert_eq!(ids, tasks.iter().map(|t| t.task_id).collect::<Vec<_>>());
+    store.delete_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_half_written_batch_is_closed_at_the_tasks_it_has() {
+    let store = store().await;
+    let tasks: Vec<NewTask> = (0..3).map(|_| new_task()).collect();
+    let batch = BatchRecord {
+        deadline: Some(50),
+        ..batch(EndpointId::new(), 10)
+    };
+    write(&store, &batch, &tasks, Part::First).await;
+    succeed(&store, &tasks[..2]).await;
+
+    assert!(store.close_unfinished_batch(batch.batch_id, 77).await.unwrap());
+    let s = status(&store, &batch).await;
+    assert_eq!((s.record.size, s.counts[0], s.done_at), (3, 1, None));
+    assert_eq!(store.expired_batches(50, 10).await.unwrap(), vec![batch.batch_id]);
+    // Closed once only.
+    assert!(!store.close_unfinished_batch(batch.batch_id, 78).await.unwrap());
+
+    succeed(&store, &tasks[2..]).await;
+    let s = status(&store, &batch).await;
+    assert_eq!((s.counts[5], s.done_at), (3, Some(10)));
+    store.delete_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_half_written_batch_whose_tasks_all_ended_is_done_when_closed() {
+    let store = store().await;
+    let tasks: Vec<NewTask> = (0..2).map(|_| new_task()).collect();
+    let batch = batch(EndpointId::new(), 4);
+    write(&store, &batch, &tasks, Part::First).await;
+    succeed(&store, &tasks).await;
+    assert_eq!(status(&store, &batch).await.done_at, None);
+    assert!(store.close_unfinished_batch(batch.batch_id, 77).await.unwrap());
+    let s = status(&store, &batch).await;
+    assert_eq!((s.record.size, s.done_at), (2, Some(77)));
+    let task = store.get_task(tasks[0].task_id).await.unwrap().unwrap();
+    assert_eq!(task.state, TaskState::Success);
+    store.delete_namespace().await.unwrap();
+}
+
+#[test]
+fn parts_are_named_by_their_place() {
+    assert_eq!(Part::of(0, 1), Part::Whole);
+    assert_eq!(Part::of(0, 3), Part::First);
+    assert_eq!(Part::of(1, 3), Part::Middle);
+    assert_eq!(Part::of(2, 3), Part::Last);
+}

@@ -57,6 +57,11 @@ pub struct Config {
     /// How often lost endpoints and timed-out batches are looked for, in milliseconds.
     #[arg(long, env = "FERRY_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     pub sweep_interval_ms: u64,
+    /// How long after its acceptance a batch whose writing never ended (its
+    /// web-service died between two parts of a large submission) is closed at the
+    /// tasks it has, in seconds. Keep it above the web-service's 30 s writing limit.
+    #[arg(long, env = "FERRY_ABANDONED_BATCH_SECS", default_value_t = 60)]
+    pub abandoned_batch_secs: u64,
 }
 
 /// Runs until `shutdown` is cancelled. When RabbitMQ or Redis goes away the forwarder
@@ -100,6 +105,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         broker.clone(),
         config.endpoint_missed_heartbeats,
         Duration::from_millis(config.sweep_interval_ms.max(10)),
+        Duration::from_secs(config.abandoned_batch_secs),
     );
     let submissions = broker
         .consume(&broker.submissions_queue(), config.prefetch, "forwarder-dispatch")

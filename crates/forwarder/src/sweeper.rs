@@ -11,7 +11,8 @@
 //! - A batch whose tasks are still `received` 10 s after they were accepted is submitted
 //!   again from Redis (the web-service does not wait for the broker's confirm).
 //! - A batch whose writing never ended (the web-service died between two parts of a
-//!   large submission) is closed at the tasks it has, a minute after its acceptance.
+//!   large submission) is closed at the tasks it has, a minute (by default) after its
+//!   acceptance.
 //! - A batch past its deadline is failed: its unfinished tasks end `failed` (timeout),
 //!   and its endpoint is told on its control queue to stop the ones it holds.
 //!
@@ -33,10 +34,6 @@ const CHUNK: usize = 1000;
 /// How long a task may stay `received` before its submission counts as lost.
 const RECOVER_AFTER: Duration = Duration::from_secs(10);
 
-/// How long after its acceptance a batch still being written counts as abandoned (the
-/// web-service gives up writing after 5 s).
-const ABANDONED_AFTER: Duration = Duration::from_secs(60);
-
 /// Sweeps on a timer.
 pub struct Sweeper {
     store: Store,
@@ -44,16 +41,25 @@ pub struct Sweeper {
     /// Heartbeats an endpoint may miss before it is declared lost.
     missed_heartbeats: u32,
     period: Duration,
+    /// How long after its acceptance a batch still being written counts as abandoned.
+    abandoned_after: Duration,
     started: Instant,
 }
 
 impl Sweeper {
-    pub fn new(store: Store, broker: Broker, missed_heartbeats: u32, period: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        broker: Broker,
+        missed_heartbeats: u32,
+        period: Duration,
+        abandoned_after: Duration,
+    ) -> Self {
         Self {
             store,
             broker,
             missed_heartbeats,
             period,
+            abandoned_after,
             started: Instant::now(),
         }
     }
@@ -256,7 +262,7 @@ impl Sweeper {
     /// when those do.
     pub async fn sweep_unfinished(&self) -> anyhow::Result<()> {
         let now = now_micros();
-        let cutoff = now.saturating_sub(ABANDONED_AFTER.as_micros() as Micros);
+        let cutoff = now.saturating_sub(self.abandoned_after.as_micros() as Micros);
         for batch in self.store.unfinished_batches_before(cutoff, 100).await? {
             if self.store.close_unfinished_batch(batch, now).await? {
                 tracing::warn!(%batch, "a batch was left half-written; closed at the tasks it has");

@@ -45,6 +45,8 @@ pub struct Stack {
     forwarder: Option<Child>,
     endpoint: Option<Child>,
     web_port: u16,
+    /// Settings for parts started from now on, besides the stack's own.
+    env: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -87,6 +89,7 @@ impl Stack {
             forwarder: None,
             endpoint: None,
             web_port,
+            env: Vec::new(),
         };
         stack.start_part(Part::WebService);
         stack.start_part(Part::Forwarder);
@@ -118,7 +121,13 @@ impl Stack {
                 std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null());
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
+    }
+
+    /// Sets an environment variable for the parts started (or restarted) from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     fn log(&self, name: &str) -> std::fs::File {

@@ -42,10 +42,9 @@ fn part_ends(n: usize) -> Vec<usize> {
 }
 
 /// A submission written in parts gives up when writing has taken this long (100,000
-/// tasks take about a second). Kept under the forwarder's 10 s before it submits
-/// `received` tasks again, so that its sweep never reads a batch still being written;
-/// it closes a batch whose writing stopped after a minute.
-const WRITING_LIMIT: Duration = Duration::from_secs(5);
+/// tasks take about a second), well before the forwarder's sweeper takes a batch still
+/// being written for abandoned (`FERRY_ABANDONED_BATCH_SECS`, a minute) and closes it.
+const WRITING_LIMIT: Duration = Duration::from_secs(30);
 
 /// One task to accept.
 pub struct Submitted {

@@ -129,10 +129,17 @@ impl Store {
         ids.iter().map(|s| parse_id(s, "batch", s)).collect()
     }
 
-    /// The batch has no task left in `received`: stop watching it.
+    /// The batch has no task left in `received`: stop watching it, unless it is still
+    /// being written (its next part would bring `received` tasks).
     pub async fn close_open_batch(&self, id: BatchId) -> Result<()> {
+        const CLOSE: &str = "if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end \
+            return redis.call('ZREM', KEYS[1], ARGV[1])";
         let mut conn = self.conn.clone();
-        conn.zrem::<_, _, ()>(self.open_batches_key(), id.to_string())
+        redis::Script::new(CLOSE)
+            .key(self.open_batches_key())
+            .key(self.making_key())
+            .arg(id.to_string())
+            .invoke_async::<()>(&mut conn)
             .await?;
         Ok(())
     }

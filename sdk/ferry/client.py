@@ -28,6 +28,30 @@ __all__ = ["Client", "Batch", "Session", "ShellFunction"]
 _RETRYABLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, http.client.CannotSendRequest)
 
 
+class _OneWrite:
+    """Sends a request's head and a small body in one write: in two, the server wakes
+    for the head and again for the body (a tenth of a millisecond on a busy machine)."""
+
+    _buffer: list[bytes]
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and len(message_body) <= 65536 and not encode_chunked:
+            self._buffer.extend((b"", b""))
+            head = b"\r\n".join(self._buffer)
+            del self._buffer[:]
+            self.send(head + message_body)  # type: ignore[attr-defined]
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
 class ShellFunction:
     """A shell command template run on the endpoint with ``/bin/sh -c``; ``{name}``
     placeholders are filled from the task's keyword arguments.
@@ -86,7 +110,7 @@ class Client:
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            cls = _HTTPSConnection if self._scheme == "https" else _HTTPConnection
             conn = cls(self._host, self._port, timeout=self.timeout)
             self._local.conn = conn
         return conn

@@ -13,7 +13,10 @@ struct Cli {
     config: ferry_forwarder::Config,
 }
 
-#[tokio::main]
+// One thread: the forwarder's work is small per task and mostly waiting on RabbitMQ
+// and Redis; a second worker thread only added wake-ups (a 1,000-round-trip run: 26
+// instead of 43 context switches and 0.39 instead of 0.50 ms of CPU per round trip).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ferry_telemetry::init("ferry_forwarder=info");

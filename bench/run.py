@@ -103,9 +103,10 @@ def plot(sweep: dict, results: dict, path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(list(sweep), list(sweep.values()), marker="o", label="Ferry")
-    for peer in ("celery", "parsl"):
+    for peer, color, style in (("celery", "C1", "--"), ("parsl", "C2", ":")):
         if peer in results and results[peer]["throughput"] == results[peer]["throughput"]:
-            ax.axhline(results[peer]["throughput"], linestyle="--", label=f"{peer} (2 workers)")
+            rate = results[peer]["throughput"]
+            ax.axhline(rate, color=color, linestyle=style, label=f"{peer} (2 workers): {rate:,.0f}/s")
     ax.set_xlabel("worker processes")
     ax.set_ylabel("no-op tasks/s, end to end")
     ax.set_xscale("log", base=2)

@@ -2,51 +2,78 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ferry_broker::{Broker, Consumer, Delivery};
 use ferry_proto::messages::{TaskBatch, TaskSpec};
 use ferry_proto::time::{Micros, now_micros};
 use ferry_proto::{Actor, EndpointId, Event, EventKind, TaskId};
-use ferry_store::{Applied, Report, Store};
+use ferry_store::{Report, Store};
+
+use crate::held::{HOLD, Held};
+
+/// How often held `waiting-for-ep` records are checked for being overdue.
+const CHECK_HELD: Duration = Duration::from_millis(50);
 
 /// Moves submitted tasks to their endpoint's queue.
 #[derive(Clone)]
 pub struct Dispatcher {
     store: Store,
     broker: Broker,
+    held: Held,
     /// Endpoint queues declared by this process (declaring is idempotent but costs a
     /// round trip).
     declared: Arc<Mutex<HashSet<EndpointId>>>,
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, broker: Broker) -> Self {
+    pub fn new(store: Store, broker: Broker, held: Held) -> Self {
         Self {
             store,
             broker,
+            held,
             declared: Arc::default(),
         }
     }
 
-    /// Consumes submissions until the consumer ends.
+    /// Consumes submissions until the consumer ends, and records the held
+    /// `waiting-for-ep` steps that no endpoint report took along in time.
     pub async fn run(self, mut consumer: Consumer) -> anyhow::Result<()> {
-        while let Some(delivery) = consumer.next().await {
-            self.step(delivery?).await?;
+        let mut check = tokio::time::interval(CHECK_HELD);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                delivery = consumer.next() => match delivery {
+                    Some(delivery) => self.step(delivery?).await?,
+                    None => anyhow::bail!("the submissions consumer was closed"),
+                },
+                _ = check.tick() => self.record_held(HOLD).await?,
+            }
         }
-        anyhow::bail!("the submissions consumer was closed")
     }
 
-    /// Handles one submission message: publish it to the endpoint's queue, record
-    /// `waiting-for-ep` once the broker confirmed it (the endpoint may already be
-    /// running the task: the record is off the task's path), then ack. A task the
-    /// record shows already finished (cancelled while it waited) or unknown is stopped
-    /// at the endpoint by a cancel, which the endpoint honours whether it arrives before
-    /// or after the task. A crash before the ack redelivers the message: the repeated
+    /// Records the held `waiting-for-ep` steps older than `hold` (every one when it is
+    /// zero: on the way out) and acks the submissions that are then wholly recorded.
+    pub async fn record_held(&self, hold: Duration) -> anyhow::Result<()> {
+        let taken = self.held.due(hold);
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<Report> = taken.iter().map(|(_, r)| r.clone()).collect();
+        let applied = self.store.apply(&records).await?;
+        self.held.settle(&self.broker, &taken, &applied).await
+    }
+
+    /// Handles one submission message: hold its `waiting-for-ep` records (see
+    /// [`crate::held`]) and publish it to the endpoint's queue. The records are written
+    /// with the endpoint's first report on each task, or on their own [`HOLD`] after the
+    /// broker confirmed the message, and the submission is acked after that. A task the record shows
+    /// already finished (cancelled while it waited) or unknown is stopped at the
+    /// endpoint by a cancel, which the endpoint honours whether it arrives before or
+    /// after the task. A crash before the ack redelivers the message: the repeated
     /// publish is harmless (the endpoint settles a copy of a task it holds, and the
-    /// first result wins) and so is the repeated record. The endpoint may report a task
-    /// before its `waiting-for-ep` is recorded; the state machine takes `received` from
-    /// `received` for that. A redelivered message goes the careful way, reading the
-    /// records before it publishes (see `step_again`).
+    /// first result wins) and so is the repeated record. A redelivered message goes the
+    /// careful way, reading the records before it publishes (see `step_again`).
     pub async fn step(&self, delivery: Delivery) -> anyhow::Result<()> {
         let batch: TaskBatch = match ferry_proto::codec::decode(delivery.body()) {
             Ok(b) => b,
@@ -68,36 +95,27 @@ impl Dispatcher {
         if delivery.redelivered() {
             return self.step_again(batch, &queue, delivery).await;
         }
-        // `waiting-for-ep` is recorded only once the broker has confirmed the message
-        // (it is then on disk): should RabbitMQ die before that, the message may be
-        // gone, and so may this submission (the web-service does not wait for its
-        // confirm). The task must then still read `received`, which the sweeper
+        // `waiting-for-ep` is recorded on its own only once the broker has confirmed the
+        // message (it is then on disk): should RabbitMQ die before that, the message
+        // may be gone, and so may this submission (the web-service does not wait for
+        // its confirm). The task must then still read `received`, which the sweeper
         // submits again; a `waiting-for-ep` record would wait for a message that no
-        // longer exists. The endpoint may already report the task meanwhile: the state
-        // machine takes `received` from `received`, and ignores the late `queued`.
+        // longer exists. With an endpoint report it may be written before: the report
+        // shows the message arrived.
         let at = now_micros();
-        self.broker.publish(&queue, delivery.body()).await?;
-        let applied = self.store.apply(&queued(&batch.tasks, at)).await?;
-        let stop: Vec<TaskId> = batch
-            .tasks
-            .iter()
-            .zip(&applied)
-            .filter_map(|(task, outcome)| match outcome {
-                Applied::Unknown => {
-                    tracing::warn!(task_id = %task.task_id, "a submitted task has no record; stopping it");
-                    Some(task.task_id)
-                }
-                Applied::Ignored(ferry_proto::Ignored::Terminal) => {
-                    tracing::debug!(task_id = %task.task_id, "a submitted task already finished; stopping it");
-                    Some(task.task_id)
-                }
-                _ => None,
-            })
-            .collect();
-        self.broker.cancel_tasks(batch.endpoint_id, stop).await?;
-        delivery.ack().await?;
+        let body = delivery.body().to_vec();
+        let key = self
+            .held
+            .hold(delivery, batch.endpoint_id, queued(&batch.tasks, at));
+        self.broker.publish(&queue, &body).await?;
         for task in &batch.tasks {
             tracing::trace!(task_id = %task.task_id, "dispatched");
+        }
+        if let Some(delivery) = self.held.confirmed(key) {
+            delivery.ack().await?;
+        }
+        if self.held.overfull() {
+            self.record_held(HOLD).await?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! It keeps no state of its own: several forwarders can consume the same queues.
 
 pub mod dispatch;
+pub mod held;
 pub mod notifier;
 pub mod reports;
 pub mod sweeper;
@@ -98,8 +99,16 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
     let broker = Broker::connect(&config.amqp_url, &config.namespace, options).await?;
     broker.declare_core().await?;
 
-    let dispatcher = dispatch::Dispatcher::new(store.clone(), broker.clone());
-    let applier = reports::Applier::new(store.clone(), broker.clone(), config.endpoint_missed_heartbeats);
+    // Held submissions wait unacked: at most half the consumer's prefetch of them, so
+    // that new ones keep coming.
+    let held = held::Held::new(usize::from(config.prefetch / 2));
+    let dispatcher = dispatch::Dispatcher::new(store.clone(), broker.clone(), held.clone());
+    let applier = reports::Applier::new(
+        store.clone(),
+        broker.clone(),
+        held.clone(),
+        config.endpoint_missed_heartbeats,
+    );
     let sweeper = sweeper::Sweeper::new(
         store.clone(),
         broker.clone(),
@@ -123,7 +132,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
     tracing::info!(namespace = %config.namespace, "forwarder running");
 
     let outcome = tokio::select! {
-        r = dispatcher.run(submissions) => r,
+        r = dispatcher.clone().run(submissions) => r,
         r = applier.clone().run(status) => r,
         r = applier.run(results) => r,
         r = sweeper.run() => r,
@@ -131,6 +140,13 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         lost = broker.lost() => Err(anyhow::anyhow!("RabbitMQ: {lost}")),
         _ = shutdown.cancelled() => Ok(()),
     };
+    // On the way out, held `waiting-for-ep` steps are written and their submissions
+    // acked (when RabbitMQ or Redis is gone this fails, and the submissions come back).
+    if outcome.is_ok()
+        && let Err(e) = dispatcher.record_held(Duration::ZERO).await
+    {
+        tracing::warn!(error = %format!("{e:#}"), "could not record the held waiting-for-ep steps");
+    }
     // Unacked deliveries go back to their queues when the connection closes.
     broker.close().await;
     outcome

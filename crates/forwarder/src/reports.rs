@@ -7,6 +7,8 @@ use std::ops::Range;
 use ferry_proto::{EndpointId, Event, EventKind};
 use ferry_store::{Applied, Finish, Report, Store};
 
+use crate::held::Held;
+
 /// Most endpoint messages applied together (at most the consumer's prefetch arrive),
 /// and about most bytes of them (results can be large).
 const MESSAGES_PER_ROUND: usize = 1024;
@@ -17,15 +19,18 @@ const BYTES_PER_ROUND: usize = 16 << 20;
 pub struct Applier {
     store: Store,
     broker: Broker,
+    /// The dispatcher's held `waiting-for-ep` records, written with these reports.
+    held: Held,
     /// Heartbeats an endpoint may miss before the sweeper declares it lost.
     missed_heartbeats: u32,
 }
 
 impl Applier {
-    pub fn new(store: Store, broker: Broker, missed_heartbeats: u32) -> Self {
+    pub fn new(store: Store, broker: Broker, held: Held, missed_heartbeats: u32) -> Self {
         Self {
             store,
             broker,
+            held,
             missed_heartbeats,
         }
     }
@@ -43,8 +48,8 @@ impl Applier {
 
     /// Handles messages that arrived together: heartbeats one by one, then the reports
     /// of every message in one transition call (in arrival order: one Redis round trip
-    /// however many small messages the endpoints sent), then acks them all, only after
-    /// Redis has them.
+    /// however many small messages the endpoints sent), each task's held
+    /// `waiting-for-ep` step first, then acks them all, only after Redis has them.
     pub async fn step(&self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
         let mut reports: Vec<Report> = Vec::new();
         // Per result: the index of its terminal report, and its task group.
@@ -116,7 +121,15 @@ impl Applier {
             "applying endpoint messages"
         );
         if !reports.is_empty() {
-            let applied = self.store.apply(&reports).await?;
+            let held = self.held.take(reports.iter().map(|r| r.task_id));
+            let n = held.len();
+            let mut all: Vec<Report> = Vec::with_capacity(n + reports.len());
+            all.extend(held.iter().map(|(_, r)| r.clone()));
+            all.append(&mut reports);
+            let mut applied = self.store.apply(&all).await?;
+            let rest = applied.split_off(n);
+            self.held.settle(&self.broker, &held, &applied).await?;
+            let (reports, applied) = (&all[n..], rest);
             for (endpoint_id, range) in senders {
                 log_outcomes(&reports[range.clone()], &applied[range], endpoint_id);
             }

@@ -133,7 +133,7 @@ impl Applier {
             for (endpoint_id, range) in senders {
                 log_outcomes(&reports[range.clone()], &applied[range], endpoint_id);
             }
-            self.notify_groups(&reports, &applied, &terminal_at, &groups)
+            self.notify_groups(reports, &applied, &terminal_at, &groups)
                 .await?;
         }
         for delivery in handled {

@@ -308,6 +308,22 @@ impl Stack {
         body["function_id"].as_str().unwrap().to_owned()
     }
 
+    /// The body of `POST /v1/sessions` for one session of `n` tasks of a Python
+    /// `identity(x)` (registered here) on the stack's endpoint, task `i` taking `i`.
+    pub async fn identity_session(&self, n: usize) -> serde_json::Value {
+        let identity = self
+            .register(
+                "python",
+                "identity",
+                &python_source("identity", "def identity(x):\n    return x\n"),
+            )
+            .await;
+        let tasks: Vec<serde_json::Value> = (0..n)
+            .map(|i| serde_json::json!({"function_id": identity, "payload": json_args(&serde_json::json!([i]))}))
+            .collect();
+        serde_json::json!({"sessions": [{"endpoint_id": self.endpoint_id.expect("an endpoint"), "tasks": tasks}]})
+    }
+
     /// Submits tasks `(function_id, payload)` to the stack's endpoint; returns their ids.
     pub async fn submit(&self, tasks: &[(&str, &str)]) -> Vec<TaskId> {
         let tasks: Vec<_> = tasks

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::time::Micros;
 use ferry_store::Store;
-use ferry_tests::{Part, Stack, json_args, python_source};
-use serde_json::{Value, json};
+use ferry_tests::{Part, Stack};
+use serde_json::Value;
 
 const WITHIN: Duration = Duration::from_secs(60);
 
@@ -20,19 +20,8 @@ async fn a_batch_whose_web_service_died_while_writing_it_is_closed_at_the_tasks_
     stack.kill(Part::Forwarder);
     stack.start_part(Part::Forwarder);
     let store = Store::connect(&stack.redis, &stack.namespace, 900).await.unwrap();
-    let identity = stack
-        .register(
-            "python",
-            "identity",
-            &python_source("identity", "def identity(x):\n    return x\n"),
-        )
-        .await;
-
     const N: usize = 100_000;
-    let tasks: Vec<Value> = (0..N)
-        .map(|i| json!({"function_id": identity, "payload": json_args(&json!([i]))}))
-        .collect();
-    let body = json!({"sessions": [{"endpoint_id": stack.endpoint_id.unwrap(), "tasks": tasks}]});
+    let body = stack.identity_session(N).await;
     let request = stack
         .http
         .post(format!("{}/v1/sessions", stack.url))

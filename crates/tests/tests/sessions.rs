@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_tests::{Stack, json_args, python_source};
+use ferry_tests::Stack;
 use serde_json::{Value, json};
 
 const WITHIN: Duration = Duration::from_secs(60);
@@ -29,18 +29,8 @@ fn check_counts(doc: &Value, finished_before: &mut u64) {
 #[tokio::test]
 async fn a_100000_task_session_completes_with_consistent_counts_at_every_poll() {
     let stack = Stack::start().await;
-    let identity = stack
-        .register(
-            "python",
-            "identity",
-            &python_source("identity", "def identity(x):\n    return x\n"),
-        )
-        .await;
     const N: usize = 100_000;
-    let tasks: Vec<Value> = (0..N)
-        .map(|i| json!({"function_id": identity, "payload": json_args(&json!([i]))}))
-        .collect();
-    let body = json!({"sessions": [{"endpoint_id": stack.endpoint_id.unwrap(), "tasks": tasks}]});
+    let body = stack.identity_session(N).await;
     let (status, answer): (u16, Value) = stack.post("/v1/sessions", &body).await;
     assert_eq!(status, 200, "{answer}");
     let id = answer["sessions"][0]["session_id"].as_str().unwrap().to_owned();

@@ -1,11 +1,11 @@
 //! Accepting tasks, shared by Ferry's API and the Globus Compute compatible one:
 //! validate everything, then write the tasks as `received` and publish them, a part at
 //! a time (one Redis round trip each; a large submission's first tasks run while the
-//! rest are written), and only then hand out
-//! their ids. A returned id is a task that will reach a terminal state: its record is
-//! in Redis, and its message in RabbitMQ or, if that was lost before the broker
-//! confirmed it, recovered from Redis by the forwarder's sweeper. A submission that
-//! fails part-way hands out no ids and fails the tasks it had written.
+//! rest are written), and only then hand out their ids. A returned id is a task that
+//! will reach a terminal state: its record is in Redis, and its message in RabbitMQ or,
+//! if that was lost before the broker confirmed it, recovered from Redis by the
+//! forwarder's sweeper. A submission that fails part-way hands out no ids and fails
+//! the tasks it had written.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -267,9 +267,10 @@ async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<Accepted> {
         if let Err(e) = step.await {
             // Nothing is handed out: the tasks written so far end `failed` (those
             // already published are stopped where they are), and a batch left half
-            // written is closed at the tasks it has.
+            // written is closed at the tasks it has (a no-op if its last part was
+            // written).
             fail_unqueued(state, &specs[..written]).await;
-            if matches!(part, Part::First | Part::Middle)
+            if part != Part::Whole
                 && written > 0
                 && let Err(e) = state
                     .store

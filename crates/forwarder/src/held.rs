@@ -7,7 +7,9 @@
 //! step, since it is applied just before the endpoint's. A record is written on its own
 //! only once the broker has confirmed the message (should RabbitMQ lose it, the task
 //! must still read `received` for the sweeper to submit it again); with an endpoint
-//! report it may go before, since the report shows the message arrived. A task the
+//! report it may go before, since the report shows the message arrived, and the report,
+//! applied right after it in the same call, moves the task past `waiting-for-ep`: no
+//! task reads `waiting-for-ep` with its message unconfirmed. A task the
 //! endpoint does not report on within the hold (its endpoint is offline or busy) is
 //! recorded on its own. Only once every task of a submission is recorded, and the
 //! message confirmed, is the submission acked: a forwarder that dies meanwhile leaves

@@ -30,6 +30,11 @@
 //! sweeper submits it again. Recording first (`record_before_confirm`) strands it, and
 //! the checker finds that too.
 //!
+//! The forwarder holds a dispatched task's `waiting-for-ep` record (its submission
+//! unacked meanwhile): the record is written with the first endpoint report on the task
+//! that the forwarder applies, just before it, or on its own later; then the submission
+//! is acked. A forwarder crash drops what it held, and the submission comes again.
+//!
 //! A lost endpoint's tasks follow the first rule too: the forwarder publishes each
 //! in-flight task as attempt+1 before it records `endpoint-lost` (the broker's
 //! redelivery of the old attempt carries reports that are stale by then).
@@ -124,14 +129,22 @@ pub struct State {
     pub duplicate_reports: u8,
     pub endpoint_losses: u8,
     pub broker_losses: u8,
+    /// Tasks whose `waiting-for-ep` record the forwarder holds (published, confirmed,
+    /// submission not acked yet).
+    pub held_records: Vec<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// The forwarder publishes the task and holds its `waiting-for-ep` record.
     Dispatch(usize),
     /// The forwarder publishes the task, then crashes before recording `waiting-for-ep`
     /// (it publishes first): the endpoint may run it while its record says `received`.
     PublishThenCrash(usize),
+    /// The forwarder writes a held record on its own, then acks the submission.
+    RecordHeld(usize),
+    /// The forwarder crashes holding records: the submissions come again.
+    CrashHolding,
     /// RabbitMQ dies before confirming what the forwarder published for the task: that
     /// message and the submission are lost, and the forwarder's publish fails.
     BrokerLosesPublish(usize),
@@ -187,12 +200,16 @@ impl Model for Protocol {
             duplicate_reports: self.duplicate_reports,
             endpoint_losses: self.endpoint_losses,
             broker_losses: self.broker_losses,
+            held_records: vec![false; self.tasks],
         }]
     }
 
     fn actions(&self, s: &State, actions: &mut Vec<Action>) {
         for t in 0..self.tasks {
-            if s.submissions[t] {
+            if s.held_records[t] {
+                // The forwarder has the submission (unacked): nothing else dispatches it.
+                actions.push(Action::RecordHeld(t));
+            } else if s.submissions[t] {
                 actions.push(Action::Dispatch(t));
                 if s.forwarder_crashes > 0 {
                     actions.push(Action::PublishThenCrash(t));
@@ -225,6 +242,9 @@ impl Model for Protocol {
             if !m.delivered {
                 actions.push(Action::Take(i));
             }
+        }
+        if s.forwarder_crashes > 0 && s.held_records.iter().any(|&h| h) {
+            actions.push(Action::CrashHolding);
         }
         if s.endpoint_crashes > 0
             && (s.held.iter().any(Option::is_some) || s.queue.iter().any(|m| m.delivered))
@@ -267,20 +287,34 @@ impl Model for Protocol {
                 s.broker_losses -= 1;
             }
             Action::Resubmit(t) => s.submissions[t] = true,
-            Action::Dispatch(t) | Action::DispatchThenCrash(t) => {
-                // Publish to the endpoint's queue, record waiting-for-ep, then ack (or
-                // crash before the ack: the submission comes again).
+            Action::Dispatch(t) => {
+                // Publish to the endpoint's queue (confirmed) and hold the record.
+                s.push_message(Message {
+                    task: t,
+                    attempt: 0,
+                    delivered: false,
+                });
+                s.held_records[t] = true;
+            }
+            Action::RecordHeld(t) => {
+                s.apply(report(t, EventKind::Queued, 0, false), self.max_retries);
+                s.held_records[t] = false;
+                s.submissions[t] = false;
+            }
+            Action::CrashHolding => {
+                s.held_records = vec![false; self.tasks];
+                s.forwarder_crashes -= 1;
+            }
+            Action::DispatchThenCrash(t) => {
+                // Publish, record waiting-for-ep, crash before the ack: the submission
+                // comes again.
                 s.push_message(Message {
                     task: t,
                     attempt: 0,
                     delivered: false,
                 });
                 s.apply(report(t, EventKind::Queued, 0, false), self.max_retries);
-                if action == Action::Dispatch(t) {
-                    s.submissions[t] = false;
-                } else {
-                    s.forwarder_crashes -= 1;
-                }
+                s.forwarder_crashes -= 1;
             }
             Action::Take(i) => {
                 let m = s.queue[i].clone();
@@ -390,6 +424,13 @@ impl Model for Protocol {
             }
             Action::Deliver(i) => {
                 let r = s.reports.remove(i);
+                if s.held_records[r.task] {
+                    // The held record goes just before the report, in the same call;
+                    // then the submission is acked.
+                    s.apply(report(r.task, EventKind::Queued, 0, false), self.max_retries);
+                    s.held_records[r.task] = false;
+                    s.submissions[r.task] = false;
+                }
                 s.apply(r, self.max_retries);
             }
             Action::Duplicate(i) => {

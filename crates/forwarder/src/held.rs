@@ -4,16 +4,17 @@
 //! submissions wait) so that it can go in the same transition call as the endpoint's
 //! first report on the task: one script group per task instead of two (a fifth of the
 //! transition script's Redis time per no-op task), and a history that always shows the
-//! step, since it is applied just before the endpoint's. A record is written on its own
-//! only once the broker has confirmed the message (should RabbitMQ lose it, the task
-//! must still read `received` for the sweeper to submit it again); with an endpoint
-//! report it may go before, since the report shows the message arrived, and the report,
-//! applied right after it in the same call, moves the task past `waiting-for-ep`: no
-//! task reads `waiting-for-ep` with its message unconfirmed. A task the
-//! endpoint does not report on within the hold (its endpoint is offline or busy) is
-//! recorded on its own. Only once every task of a submission is recorded, and the
-//! message confirmed, is the submission acked: a forwarder that dies meanwhile leaves
-//! it to be redelivered, as before.
+//! step, since it is applied just before the endpoint's. A task the endpoint does not
+//! report on within the hold (its endpoint is offline or busy) is recorded on its own.
+//!
+//! A record is written on its own only once the broker has confirmed the message
+//! (should RabbitMQ lose it, the task must still read `received` for the sweeper to
+//! submit it again). With an endpoint report it may go before: the report shows the
+//! message arrived, and, applied right after it in the same call, moves the task past
+//! `waiting-for-ep`, so no task reads `waiting-for-ep` with its message unconfirmed.
+//! Only once every task of a submission is recorded, and the message confirmed, is the
+//! submission acked: a forwarder that dies meanwhile leaves it to be redelivered, as
+//! before.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -71,6 +72,7 @@ struct Message<D> {
 pub type Taken = Vec<(u64, Report)>;
 
 impl<D> Held<D> {
+    /// An empty hold for at most `most` submissions at once.
     pub fn new(most: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {

@@ -196,6 +196,22 @@ def test_a_session_reports_progress_and_pages_its_results(client, stack):
     assert [entry["result"] for _, entry in results] == [i * i for i in range(250)]
 
 
+def test_a_large_session_is_accepted_in_parts_and_every_result_comes_back(client, stack):
+    # 2,500 tasks: a request body above the client's one-write size, and two parts
+    # on the service's side (1,000, then 1,500) dispatched while the rest is written.
+    fid = client.register_function(square)
+    batch = client.create_batch()
+    for i in range(2500):
+        batch.add(fid, i)
+    session = client.submit_session(stack.endpoint_id, batch)
+    assert len(session) == 2500
+    final = session.wait(timeout=300)
+    assert final["size"] == 2500 and final["counts"]["success"] == 2500
+    results = list(session.results(page_size=1000))
+    assert [tid for tid, _ in results] == session.task_ids
+    assert [entry["result"] for _, entry in results] == [i * i for i in range(2500)]
+
+
 def nap_then_square(x, secs):
     import time
 

@@ -1,14 +1,17 @@
 //! Ferry's forwarder: the only writer of task state after `received`.
 //!
-//! - [`dispatch`]: consumes submissions, moves their tasks to `waiting-for-ep`, and
-//!   publishes them to their endpoint's queue.
+//! - [`dispatch`]: consumes submissions, publishes them to their endpoint's queue, and
+//!   moves their tasks to `waiting-for-ep` (through [`held`]: with the endpoint's first
+//!   report on each task, or on their own half a second after the broker's confirm).
 //! - [`reports`]: consumes what endpoints send (heartbeats, status updates, results) and
 //!   applies it to Redis through the transition script.
 //! - [`notifier`]: delivers webhooks (signed, in order, retried with backoff).
 //! - [`sweeper`]: declares lost the endpoints whose heartbeats stopped (their tasks
-//!   wait for them again, as the next attempt) and fails batches past their deadline.
+//!   wait for them again, as the next attempt), fails batches past their deadline, and
+//!   closes batches whose web-service died while writing them.
 //!
-//! It keeps no state of its own: several forwarders can consume the same queues.
+//! It keeps nothing that is not also in RabbitMQ or Redis (held records belong to
+//! submissions it has not acked): several forwarders can consume the same queues.
 
 pub mod dispatch;
 pub mod held;

@@ -56,12 +56,11 @@ impl Dispatcher {
     /// zero: on the way out) and acks the submissions that are then wholly recorded.
     pub async fn record_held(&self, hold: Duration) -> anyhow::Result<()> {
         let taken = self.held.due(hold);
-        if taken.is_empty() {
+        if taken.records.is_empty() {
             return Ok(());
         }
-        let records: Vec<Report> = taken.iter().map(|(_, r)| r.clone()).collect();
-        let applied = self.store.apply(&records).await?;
-        self.held.settle(&self.broker, &taken, &applied).await
+        let applied = self.store.apply(&taken.records).await?;
+        self.held.settle(&self.broker, &taken.from, &applied).await
     }
 
     /// Handles one submission message: hold its `waiting-for-ep` records (see
@@ -103,15 +102,12 @@ impl Dispatcher {
         // longer exists. With an endpoint report it may be written before: the report
         // shows the message arrived.
         let at = now_micros();
-        let body = delivery.body().to_vec();
-        let key = self
-            .held
-            .hold(delivery, batch.endpoint_id, queued(&batch.tasks, at));
-        self.broker.publish(&queue, &body).await?;
+        let key = self.held.hold(batch.endpoint_id, queued(&batch.tasks, at));
+        self.broker.publish(&queue, delivery.body()).await?;
         for task in &batch.tasks {
             tracing::trace!(task_id = %task.task_id, "dispatched");
         }
-        if let Some(delivery) = self.held.confirmed(key) {
+        if let Some(delivery) = self.held.confirmed(key, delivery) {
             delivery.ack().await?;
         }
         if self.held.overfull() {

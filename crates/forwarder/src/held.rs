@@ -58,18 +58,32 @@ struct Inner<D> {
 }
 
 struct Message<D> {
-    delivery: D,
+    /// The submission, once the broker confirmed its message to the endpoint's queue.
+    delivery: Option<D>,
     endpoint: EndpointId,
     /// Records not written yet.
     left: usize,
-    /// Whether the broker confirmed the message to the endpoint's queue.
-    confirmed: bool,
     /// When it was confirmed (or held, until then).
     since: Instant,
 }
 
-/// Records taken out of the hold to be applied: `(submission, record)`.
-pub type Taken = Vec<(u64, Report)>;
+/// Records taken out of the hold to be applied, and for each, `(submission, task)`.
+#[derive(Default)]
+pub struct Taken {
+    pub records: Vec<Report>,
+    pub from: Vec<(u64, TaskId)>,
+}
+
+impl Taken {
+    fn new(taken: impl Iterator<Item = (u64, Report)>) -> Self {
+        let mut out = Taken::default();
+        for (key, record) in taken {
+            out.from.push((key, record.task_id));
+            out.records.push(record);
+        }
+        out
+    }
+}
 
 impl<D> Held<D> {
     /// An empty hold for at most `most` submissions at once.
@@ -88,7 +102,7 @@ impl<D> Held<D> {
     /// tasks may be reported on before the broker's confirm comes back) and answers its
     /// key for [`Held::confirmed`]. A task held already, by an earlier copy of it, is
     /// not held twice.
-    pub fn hold(&self, delivery: D, endpoint: EndpointId, records: Vec<Report>) -> u64 {
+    pub fn hold(&self, endpoint: EndpointId, records: Vec<Report>) -> u64 {
         let mut inner = self.inner.lock().expect("held poisoned");
         let key = inner.next;
         inner.next += 1;
@@ -102,28 +116,31 @@ impl<D> Held<D> {
         inner.messages.insert(
             key,
             Message {
-                delivery,
+                delivery: None,
                 endpoint,
                 left,
-                confirmed: false,
                 since: Instant::now(),
             },
         );
         key
     }
 
-    /// The broker confirmed the submission published under `key`: its records may now
-    /// be written on their own (before, only along with an endpoint report on their
-    /// task, which shows the message arrived). Answers the submission when every record
-    /// is written already: it can be acked now.
-    pub fn confirmed(&self, key: u64) -> Option<D> {
+    /// The broker confirmed the submission held under `key`, which is handed over to be
+    /// acked once its records are written: they may now be written on their own
+    /// (before, only along with an endpoint report on their task, which shows the
+    /// message arrived). Answers the submission back when every record is written
+    /// already: it can be acked now.
+    pub fn confirmed(&self, key: u64, delivery: D) -> Option<D> {
         let mut inner = self.inner.lock().expect("held poisoned");
-        let message = inner.messages.get_mut(&key)?;
-        message.confirmed = true;
-        message.since = Instant::now();
+        let Some(message) = inner.messages.get_mut(&key) else {
+            return Some(delivery);
+        };
         if message.left == 0 {
-            return inner.messages.remove(&key).map(|m| m.delivery);
+            inner.messages.remove(&key);
+            return Some(delivery);
         }
+        message.delivery = Some(delivery);
+        message.since = Instant::now();
         None
     }
 
@@ -131,12 +148,9 @@ impl<D> Held<D> {
     pub fn take(&self, tasks: impl IntoIterator<Item = TaskId>) -> Taken {
         let mut inner = self.inner.lock().expect("held poisoned");
         if inner.tasks.is_empty() {
-            return Vec::new();
+            return Taken::default();
         }
-        tasks
-            .into_iter()
-            .filter_map(|id| inner.tasks.remove(&id))
-            .collect()
+        Taken::new(tasks.into_iter().filter_map(|id| inner.tasks.remove(&id)))
     }
 
     /// Takes the records of the confirmed submissions held longer than `hold` (all of
@@ -149,11 +163,11 @@ impl<D> Held<D> {
             .iter()
             .enumerate()
             .take_while(|(i, (_, m))| *i < over || m.since.elapsed() >= hold)
-            .filter(|(_, (_, m))| m.confirmed)
+            .filter(|(_, (_, m))| m.delivery.is_some())
             .map(|(_, (&k, _))| k)
             .collect();
         if keys.is_empty() {
-            return Vec::new();
+            return Taken::default();
         }
         let ids: Vec<TaskId> = inner
             .tasks
@@ -161,7 +175,7 @@ impl<D> Held<D> {
             .filter(|(_, (k, _))| keys.binary_search(k).is_ok())
             .map(|(&id, _)| id)
             .collect();
-        ids.iter().filter_map(|id| inner.tasks.remove(id)).collect()
+        Taken::new(ids.iter().filter_map(|id| inner.tasks.remove(id)))
     }
 
     /// Whether more submissions are held than allowed.
@@ -169,32 +183,37 @@ impl<D> Held<D> {
         self.inner.lock().expect("held poisoned").messages.len() > self.most
     }
 
-    /// What to stop where, and the submissions to ack, once `taken` is written.
-    fn written(&self, taken: &Taken, applied: &[Applied]) -> (HashMap<EndpointId, Vec<TaskId>>, Vec<D>) {
+    /// What to stop where, and the submissions to ack, once the records taken `from`
+    /// these submissions are written (`applied`, in the same order).
+    fn written(
+        &self,
+        from: &[(u64, TaskId)],
+        applied: &[Applied],
+    ) -> (HashMap<EndpointId, Vec<TaskId>>, Vec<D>) {
         let mut inner = self.inner.lock().expect("held poisoned");
         let mut stop: HashMap<EndpointId, Vec<TaskId>> = HashMap::new();
         let mut done = Vec::new();
-        for ((key, record), outcome) in taken.iter().zip(applied) {
-            let Some(message) = inner.messages.get_mut(key) else {
+        for (&(key, task_id), outcome) in from.iter().zip(applied) {
+            let Some(message) = inner.messages.get_mut(&key) else {
                 continue;
             };
             match outcome {
                 Applied::Unknown => {
-                    tracing::warn!(task_id = %record.task_id, "a submitted task has no record; stopping it");
-                    stop.entry(message.endpoint).or_default().push(record.task_id);
+                    tracing::warn!(%task_id, "a submitted task has no record; stopping it");
+                    stop.entry(message.endpoint).or_default().push(task_id);
                 }
                 Applied::Ignored(Ignored::Terminal) => {
-                    tracing::debug!(task_id = %record.task_id, "a submitted task already finished; stopping it");
-                    stop.entry(message.endpoint).or_default().push(record.task_id);
+                    tracing::debug!(%task_id, "a submitted task already finished; stopping it");
+                    stop.entry(message.endpoint).or_default().push(task_id);
                 }
                 _ => {}
             }
             message.left -= 1;
             if message.left == 0
-                && message.confirmed
-                && let Some(m) = inner.messages.remove(key)
+                && message.delivery.is_some()
+                && let Some(delivery) = inner.messages.remove(&key).and_then(|m| m.delivery)
             {
-                done.push(m.delivery);
+                done.push(delivery);
             }
         }
         (stop, done)
@@ -202,11 +221,17 @@ impl<D> Held<D> {
 }
 
 impl Held<Delivery> {
-    /// Settles applied records (`applied` in `taken`'s order): a task the record shows
-    /// finished (cancelled while it waited) or unknown is stopped at its endpoint, and a
-    /// submission whose records are all written is acked.
-    pub async fn settle(&self, broker: &Broker, taken: &Taken, applied: &[Applied]) -> anyhow::Result<()> {
-        let (stop, done) = self.written(taken, applied);
+    /// Settles the records taken `from` these submissions once written (`applied`, in
+    /// the same order): a task the record shows finished (cancelled while it waited) or
+    /// unknown is stopped at its endpoint, and a submission whose records are all
+    /// written is acked.
+    pub async fn settle(
+        &self,
+        broker: &Broker,
+        from: &[(u64, TaskId)],
+        applied: &[Applied],
+    ) -> anyhow::Result<()> {
+        let (stop, done) = self.written(from, applied);
         for (endpoint, ids) in stop {
             broker.cancel_tasks(endpoint, ids).await?;
         }
@@ -246,25 +271,25 @@ mod tests {
         let held: Held<&str> = Held::new(4);
         let endpoint = EndpointId::new();
         let (a, b) = (TaskId::new(), TaskId::new());
-        let key = held.hold("m1", endpoint, vec![queued(a), queued(b)]);
+        let key = held.hold(endpoint, vec![queued(a), queued(b)]);
         // Not confirmed yet: nothing is due on its own, however old.
-        assert!(held.due(Duration::ZERO).is_empty());
+        assert!(held.due(Duration::ZERO).records.is_empty());
         // The endpoint reported on `a` (even before the confirm): its record goes with
         // the report.
         let taken = held.take([a, TaskId::new()]);
-        assert_eq!(taken.iter().map(|(_, r)| r.task_id).collect::<Vec<_>>(), vec![a]);
-        assert!(held.take([a]).is_empty(), "taken once");
-        let (stop, done) = held.written(&taken, &[MOVED]);
+        assert_eq!(taken.from.iter().map(|&(_, id)| id).collect::<Vec<_>>(), vec![a]);
+        assert!(held.take([a]).records.is_empty(), "taken once");
+        let (stop, done) = held.written(&taken.from, &[MOVED]);
         assert!(stop.is_empty() && done.is_empty(), "b is not written yet");
-        assert_eq!(held.confirmed(key), None);
+        assert_eq!(held.confirmed(key, "m1"), None);
         // Not overdue yet; then written on its own.
-        assert!(held.due(HOLD).is_empty());
+        assert!(held.due(HOLD).records.is_empty());
         let taken = held.due(Duration::ZERO);
-        assert_eq!(taken.len(), 1);
-        assert_eq!(taken[0].1.task_id, b);
-        let (_, done) = held.written(&taken, &[MOVED]);
+        assert_eq!(taken.records.len(), 1);
+        assert_eq!(taken.records[0].task_id, b);
+        let (_, done) = held.written(&taken.from, &[MOVED]);
         assert_eq!(done, vec!["m1"]);
-        assert!(held.due(Duration::ZERO).is_empty());
+        assert!(held.due(Duration::ZERO).records.is_empty());
     }
 
     #[test]
@@ -272,16 +297,16 @@ mod tests {
         let held: Held<&str> = Held::new(4);
         let endpoint = EndpointId::new();
         let ids: Vec<TaskId> = (0..3).map(|_| TaskId::new()).collect();
-        let key = held.hold("m", endpoint, ids.iter().map(|&id| queued(id)).collect());
-        assert_eq!(held.confirmed(key), None);
+        let key = held.hold(endpoint, ids.iter().map(|&id| queued(id)).collect());
+        assert_eq!(held.confirmed(key, "m"), None);
         let taken = held.due(Duration::ZERO);
         let outcome = |id: TaskId| match ids.iter().position(|&i| i == id) {
             Some(0) => Applied::Ignored(Ignored::Terminal),
             Some(1) => Applied::Unknown,
             _ => MOVED,
         };
-        let applied: Vec<Applied> = taken.iter().map(|(_, r)| outcome(r.task_id)).collect();
-        let (stop, done) = held.written(&taken, &applied);
+        let applied: Vec<Applied> = taken.records.iter().map(|r| outcome(r.task_id)).collect();
+        let (stop, done) = held.written(&taken.from, &applied);
         let mut stopped = stop[&endpoint].clone();
         stopped.sort();
         let mut want = ids[..2].to_vec();
@@ -295,14 +320,18 @@ mod tests {
         let held: Held<&str> = Held::new(4);
         let endpoint = EndpointId::new();
         let a = TaskId::new();
-        let first = held.hold("first", endpoint, vec![queued(a)]);
-        let copy = held.hold("copy", endpoint, vec![queued(a)]);
-        assert_eq!(held.confirmed(copy), Some("copy"), "nothing of its own to write");
+        let first = held.hold(endpoint, vec![queued(a)]);
+        let copy = held.hold(endpoint, vec![queued(a)]);
+        assert_eq!(
+            held.confirmed(copy, "copy"),
+            Some("copy"),
+            "nothing of its own to write"
+        );
         // Every record written before the confirm: acked at the confirm.
         let taken = held.take([a]);
-        let (_, done) = held.written(&taken, &[MOVED]);
+        let (_, done) = held.written(&taken.from, &[MOVED]);
         assert!(done.is_empty());
-        assert_eq!(held.confirmed(first), Some("first"));
+        assert_eq!(held.confirmed(first, "first"), Some("first"));
     }
 
     #[test]
@@ -310,20 +339,20 @@ mod tests {
         let held: Held<&str> = Held::new(1);
         let endpoint = EndpointId::new();
         let (a, b) = (TaskId::new(), TaskId::new());
-        let old = held.hold("old", endpoint, vec![queued(a)]);
-        held.confirmed(old);
+        let old = held.hold(endpoint, vec![queued(a)]);
+        held.confirmed(old, "old");
         assert!(!held.overfull());
-        let new = held.hold("new", endpoint, vec![queued(b)]);
-        held.confirmed(new);
+        let new = held.hold(endpoint, vec![queued(b)]);
+        held.confirmed(new, "new");
         assert!(held.overfull());
         let taken = held.due(HOLD);
-        assert_eq!(taken.iter().map(|(_, r)| r.task_id).collect::<Vec<_>>(), vec![a]);
-        let (_, done) = held.written(&taken, &[MOVED]);
+        assert_eq!(taken.from.iter().map(|&(_, id)| id).collect::<Vec<_>>(), vec![a]);
+        let (_, done) = held.written(&taken.from, &[MOVED]);
         assert_eq!(done, vec!["old"]);
         assert!(!held.overfull());
 
         let none: Held<&str> = Held::new(0);
-        none.hold("m", endpoint, vec![queued(a)]);
+        none.hold(endpoint, vec![queued(a)]);
         assert!(
             none.overfull(),
             "holding nothing: every submission is due at once"

@@ -122,13 +122,12 @@ impl Applier {
         );
         if !reports.is_empty() {
             let held = self.held.take(reports.iter().map(|r| r.task_id));
-            let n = held.len();
-            let mut all: Vec<Report> = Vec::with_capacity(n + reports.len());
-            all.extend(held.iter().map(|(_, r)| r.clone()));
+            let n = held.records.len();
+            let mut all = held.records;
             all.append(&mut reports);
             let mut applied = self.store.apply(&all).await?;
             let rest = applied.split_off(n);
-            self.held.settle(&self.broker, &held, &applied).await?;
+            self.held.settle(&self.broker, &held.from, &applied).await?;
             let (reports, applied) = (&all[n..], rest);
             for (endpoint_id, range) in senders {
                 log_outcomes(&reports[range.clone()], &applied[range], endpoint_id);

@@ -34,6 +34,24 @@ async fn status(store: &Store, batch: &BatchRecord) -> BatchStatus {
     store.batch_status(batch.batch_id).await.unwrap().unwrap()
 }
 
+/// Seconds Redis keeps the batch's hash and its task list (-1: for good).
+async fn kept(store: &Store, batch: &BatchRecord) -> (i64, i64) {
+    let url = std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("{}:batch:{{{}}}", store.namespace(), batch.batch_id);
+    let hash: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
+    let tasks: i64 = redis::cmd("TTL")
+        .arg(format!("{key}:tasks"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (hash, tasks)
+}
+
 async fn write(store: &Store, batch: &BatchRecord, tasks: &[NewTask], part: Part) {
     store
         .create_part(batch, tasks, Actor::WebService, part, NOW)
@@ -108,6 +126,8 @@ async fn a_batch_written_in_parts_is_done_only_after_its_last_part() {
     succeed(&store, &tasks[4..]).await;
     let s = status(&store, &batch).await;
     assert_eq!((s.counts[5], s.done_at), (5, Some(10)));
+    let (hash, list) = kept(&store, &batch).await;
+    assert!(hash > 0 && list > 0, "a done batch expires: {hash} {list}");
     let ids = store.batch_task_ids(batch.batch_id, 0, -1).await.unwrap();
     assert_eq!(ids, tasks.iter().map(|t| t.task_id).collect::<Vec<_>>());
     store.delete_namespace().await.unwrap();
@@ -145,9 +165,15 @@ async fn a_half_written_batch_whose_tasks_all_ended_is_done_when_closed() {
     write(&store, &batch, &tasks, Part::First).await;
     succeed(&store, &tasks).await;
     assert_eq!(status(&store, &batch).await.done_at, None);
+    assert_eq!(kept(&store, &batch).await, (-1, -1), "kept while being written");
     assert!(store.close_unfinished_batch(batch.batch_id, 77).await.unwrap());
     let s = status(&store, &batch).await;
     assert_eq!((s.record.size, s.done_at), (2, Some(77)));
+    let (hash, list) = kept(&store, &batch).await;
+    assert!(
+        hash > 0 && list > 0,
+        "a closed, done batch expires: {hash} {list}"
+    );
     let task = store.get_task(tasks[0].task_id).await.unwrap().unwrap();
     assert_eq!(task.state, TaskState::Success);
     store.delete_namespace().await.unwrap();

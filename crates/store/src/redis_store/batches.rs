@@ -170,23 +170,20 @@ impl Store {
     /// any, starts to count. False when the batch was not being written (another
     /// caller closed it, or its last part came).
     pub async fn close_unfinished_batch(&self, id: BatchId, at: Micros) -> Result<bool> {
-        const CLOSE: &str = "if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then return 0 end \
+        const CLOSE: &str = concat!(
+            super::batch_done_lua!(),
+            "if redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then return 0 end \
             redis.call('HSET', KEYS[1], 'size', redis.call('LLEN', KEYS[2])) \
             local deadline = redis.call('HGET', KEYS[1], 'deadline') \
-            if deadline then redis.call('ZADD', KEYS[5], deadline, ARGV[1]) end \
+            if deadline then redis.call('ZADD', KEYS[4], deadline, ARGV[1]) end \
             if redis.call('HINCRBY', KEYS[1], 'open', -1) == 0 then \
-              redis.call('HSET', KEYS[1], 'done', ARGV[2]) \
-              local ttl = tonumber(ARGV[3]) \
-              if ttl > 0 then \
-                redis.call('EXPIRE', KEYS[1], ttl) redis.call('EXPIRE', KEYS[2], ttl) \
-                redis.call('EXPIRE', KEYS[3], math.min(ttl, 3600)) \
-              end \
-            end return 1";
+              batch_done(KEYS[1], ARGV[2], tonumber(ARGV[3])) \
+            end return 1"
+        );
         let mut conn = self.conn.clone();
         let closed: i64 = redis::Script::new(CLOSE)
             .key(self.batch_key(id))
             .key(self.batch_tasks_key(id))
-            .key(self.batch_events_key(id))
             .key(self.making_key())
             .key(self.batch_deadlines_key())
             .arg(id.to_string())

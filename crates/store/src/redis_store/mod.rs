@@ -24,7 +24,15 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
-const APPLY_LUA: &str = include_str!("../scripts/apply.lua");
+/// Ends a batch (`batch_done`): the start of every script that can.
+macro_rules! batch_done_lua {
+    () => {
+        include_str!("../scripts/batch_done.lua")
+    };
+}
+pub(super) use batch_done_lua;
+
+const APPLY_LUA: &str = concat!(batch_done_lua!(), include_str!("../scripts/apply.lua"));
 
 /// Marks a task as seen alive, unless it is finished or gone (never creates a record).
 const TOUCH_LUA: &str = "local s = redis.call('HGET', KEYS[1], 's') \

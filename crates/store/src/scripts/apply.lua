@@ -312,14 +312,7 @@ for id, b in pairs(batches) do
   if b.open > 0 then
     local left = call('HINCRBY', b.key, 'open', -b.open)
     if left == 0 then
-      call('HSET', b.key, 'done', b.last_at)
-      if ttl > 0 then
-        call('EXPIRE', b.key, ttl)
-        call('EXPIRE', b.key .. ':tasks', ttl)
-        -- A finished batch's events are for resuming clients and webhook retries:
-        -- an hour is plenty, and they would cost more than the records themselves.
-        call('EXPIRE', b.key .. ':ev', math.min(ttl, 3600))
-      end
+      batch_done(b.key, b.last_at, ttl)
     end
   end
 end

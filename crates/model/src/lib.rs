@@ -38,6 +38,11 @@
 //! A lost endpoint's tasks follow the first rule too: the forwarder publishes each
 //! in-flight task as attempt+1 before it records `endpoint-lost` (the broker's
 //! redelivery of the old attempt carries reports that are stale by then).
+//!
+//! So does a task whose block ends under it (`block_ends`): the endpoint republishes it
+//! as attempt+1 with one retry more, then reports `block-ended`; records keep their
+//! retries (`r`) as the script does. With no worker deaths, no task may fail: a block's
+//! end costs a task nothing, whatever crashes and duplicates come with it.
 
 use ferry_proto::state::{Outcome, TaskStatus, transition};
 use ferry_proto::{Event, EventKind, TaskState};
@@ -60,6 +65,10 @@ pub struct Protocol {
     /// Model the forwarder recording `waiting-for-ep` before the broker's confirm (the
     /// old order): with a broker loss the checker then finds a task stuck.
     pub record_before_confirm: bool,
+    /// Times the block running a task ends under it (walltime, cancel, preemption): the
+    /// endpoint republishes the task as attempt+1 with one retry more, then reports
+    /// `BlockEnded`.
+    pub block_ends: u8,
 }
 
 /// A task's record in Redis, plus what the checker watches.
@@ -67,6 +76,8 @@ pub struct Protocol {
 pub struct Record {
     pub state: TaskState,
     pub attempt: u32,
+    /// The record's retries (`r`): grows by one with each `BlockEnded`.
+    pub max_retries: u32,
     /// Results recorded (terminal events that carried a result and applied).
     pub results: u8,
     /// Set if an applied event ever moved the task backwards within an attempt, or moved
@@ -82,13 +93,16 @@ pub enum Stage {
     Started,
     /// The result is published; the message is not acked yet.
     Published,
-    /// The worker died and the retry is published; the loss is not reported yet.
-    Republished,
+    /// The worker died (or the block ended) and the retry is published; the loss (this
+    /// event's code) is not reported yet.
+    Republished(u8),
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Held {
     pub attempt: u32,
+    /// The retries the message said the task has.
+    pub max_retries: u32,
     pub stage: Stage,
 }
 
@@ -97,6 +111,7 @@ pub struct Held {
 pub struct Message {
     pub task: usize,
     pub attempt: u32,
+    pub max_retries: u32,
     pub delivered: bool,
 }
 
@@ -129,6 +144,7 @@ pub struct State {
     pub duplicate_reports: u8,
     pub endpoint_losses: u8,
     pub broker_losses: u8,
+    pub block_ends: u8,
     /// Tasks whose `waiting-for-ep` record the forwarder holds (published, confirmed,
     /// submission not acked yet).
     pub held_records: Vec<bool>,
@@ -158,6 +174,8 @@ pub enum Action {
     Finish(usize),
     Ack(usize),
     WorkerDies(usize),
+    /// The block running the task ends under it.
+    BlockEnds(usize),
     ReportLoss(usize),
     EndpointCrash,
     /// The forwarder's sweeper: publish every in-flight task as attempt+1, then record
@@ -184,6 +202,7 @@ impl Model for Protocol {
                 Record {
                     state: TaskState::Received,
                     attempt: 0,
+                    max_retries: self.max_retries,
                     results: 0,
                     violated: false,
                 };
@@ -200,6 +219,7 @@ impl Model for Protocol {
             duplicate_reports: self.duplicate_reports,
             endpoint_losses: self.endpoint_losses,
             broker_losses: self.broker_losses,
+            block_ends: self.block_ends,
             held_records: vec![false; self.tasks],
         }]
     }
@@ -226,7 +246,7 @@ impl Model for Protocol {
                 Some(Stage::Assigned) => actions.push(Action::Start(t)),
                 Some(Stage::Started) => actions.push(Action::Finish(t)),
                 Some(Stage::Published) => actions.push(Action::Ack(t)),
-                Some(Stage::Republished) => actions.push(Action::ReportLoss(t)),
+                Some(Stage::Republished(_)) => actions.push(Action::ReportLoss(t)),
                 None => {}
             }
             if s.worker_deaths > 0
@@ -236,6 +256,14 @@ impl Model for Protocol {
                 )
             {
                 actions.push(Action::WorkerDies(t));
+            }
+            if s.block_ends > 0
+                && matches!(
+                    s.held[t].as_ref().map(|h| h.stage),
+                    Some(Stage::Assigned | Stage::Started)
+                )
+            {
+                actions.push(Action::BlockEnds(t));
             }
         }
         for (i, m) in s.queue.iter().enumerate() {
@@ -275,13 +303,14 @@ impl Model for Protocol {
                 s.push_message(Message {
                     task: t,
                     attempt: 0,
+                    max_retries: self.max_retries,
                     delivered: false,
                 });
                 s.forwarder_crashes -= 1;
             }
             Action::BrokerLosesPublish(t) => {
                 if self.record_before_confirm {
-                    s.apply(report(t, EventKind::Queued, 0, false), self.max_retries);
+                    s.apply(report(t, EventKind::Queued, 0, false));
                 }
                 s.submissions[t] = false;
                 s.broker_losses -= 1;
@@ -292,12 +321,13 @@ impl Model for Protocol {
                 s.push_message(Message {
                     task: t,
                     attempt: 0,
+                    max_retries: self.max_retries,
                     delivered: false,
                 });
                 s.held_records[t] = true;
             }
             Action::RecordHeld(t) => {
-                s.apply(report(t, EventKind::Queued, 0, false), self.max_retries);
+                s.apply(report(t, EventKind::Queued, 0, false));
                 s.held_records[t] = false;
                 s.submissions[t] = false;
             }
@@ -311,9 +341,10 @@ impl Model for Protocol {
                 s.push_message(Message {
                     task: t,
                     attempt: 0,
+                    max_retries: self.max_retries,
                     delivered: false,
                 });
-                s.apply(report(t, EventKind::Queued, 0, false), self.max_retries);
+                s.apply(report(t, EventKind::Queued, 0, false));
                 s.forwarder_crashes -= 1;
             }
             Action::Take(i) => {
@@ -331,6 +362,7 @@ impl Model for Protocol {
                     }
                     s.held[m.task] = Some(Held {
                         attempt: m.attempt,
+                        max_retries: m.max_retries,
                         stage: Stage::Received,
                     });
                     s.push_report(report(m.task, EventKind::Received, m.attempt, false));
@@ -357,7 +389,7 @@ impl Model for Protocol {
                 let status = TaskStatus {
                     state: TaskState::Running,
                     attempt: h.attempt,
-                    max_retries: self.max_retries,
+                    max_retries: h.max_retries,
                 };
                 let event = Event {
                     kind: EventKind::Lost,
@@ -366,11 +398,11 @@ impl Model for Protocol {
                 match transition(status, event) {
                     Outcome::Applied(next) if !next.to.is_terminal() => {
                         // Publish the retry first (confirmed), then report the loss.
-                        h.stage = Stage::Republished;
-                        let attempt = next.attempt;
+                        h.stage = Stage::Republished(EventKind::Lost.code());
                         s.push_message(Message {
                             task: t,
-                            attempt,
+                            attempt: next.attempt,
+                            max_retries: next.max_retries,
                             delivered: false,
                         });
                     }
@@ -382,10 +414,37 @@ impl Model for Protocol {
                     }
                 }
             }
+            Action::BlockEnds(t) => {
+                s.block_ends -= 1;
+                let h = s.held[t].as_mut().expect("held");
+                let status = TaskStatus {
+                    state: TaskState::Running,
+                    attempt: h.attempt,
+                    max_retries: h.max_retries,
+                };
+                let event = Event {
+                    kind: EventKind::BlockEnded,
+                    attempt: h.attempt,
+                };
+                let Outcome::Applied(next) = transition(status, event) else {
+                    unreachable!("a block's end always sends a running task around again")
+                };
+                h.stage = Stage::Republished(EventKind::BlockEnded.code());
+                s.push_message(Message {
+                    task: t,
+                    attempt: next.attempt,
+                    max_retries: next.max_retries,
+                    delivered: false,
+                });
+            }
             Action::ReportLoss(t) => {
-                let attempt = s.held[t].take().expect("held").attempt;
-                s.push_report(report(t, EventKind::Lost, attempt, false));
-                s.ack(t, attempt);
+                let h = s.held[t].take().expect("held");
+                let Stage::Republished(kind) = h.stage else {
+                    unreachable!("a loss is reported once its retry is published")
+                };
+                let kind = EventKind::from_code(kind).expect("a loss");
+                s.push_report(report(t, kind, h.attempt, false));
+                s.ack(t, h.attempt);
             }
             Action::EndpointCrash => {
                 s.endpoint_crashes -= 1;
@@ -397,26 +456,24 @@ impl Model for Protocol {
             }
             Action::EndpointLost | Action::EndpointLostThenCrash => {
                 s.endpoint_losses -= 1;
-                let lost: Vec<(usize, u32)> = s
+                let lost: Vec<(usize, u32, u32)> = s
                     .records
                     .iter()
                     .enumerate()
                     .filter(|(_, r)| in_flight(r.state))
-                    .map(|(t, r)| (t, r.attempt))
+                    .map(|(t, r)| (t, r.attempt, r.max_retries))
                     .collect();
-                for &(t, attempt) in &lost {
+                for &(t, attempt, max_retries) in &lost {
                     s.push_message(Message {
                         task: t,
                         attempt: attempt + 1,
+                        max_retries,
                         delivered: false,
                     });
                 }
                 if action == Action::EndpointLost {
-                    for (t, attempt) in lost {
-                        s.apply_one(
-                            report(t, EventKind::EndpointLost, attempt, false),
-                            self.max_retries,
-                        );
+                    for (t, attempt, _) in lost {
+                        s.apply_one(report(t, EventKind::EndpointLost, attempt, false));
                     }
                 } else {
                     s.forwarder_crashes -= 1;
@@ -427,11 +484,11 @@ impl Model for Protocol {
                 if s.held_records[r.task] {
                     // The held record goes just before the report, in the same call;
                     // then the submission is acked.
-                    s.apply(report(r.task, EventKind::Queued, 0, false), self.max_retries);
+                    s.apply(report(r.task, EventKind::Queued, 0, false));
                     s.held_records[r.task] = false;
                     s.submissions[r.task] = false;
                 }
-                s.apply(r, self.max_retries);
+                s.apply(r);
             }
             Action::Duplicate(i) => {
                 s.duplicate_reports -= 1;
@@ -464,6 +521,12 @@ impl Model for Protocol {
             Property::eventually("every task reaches a terminal state", |_, s: &State| {
                 s.records.iter().all(|r| r.state.is_terminal())
             }),
+            Property::always(
+                "a block's end costs no retry: without worker deaths no task fails",
+                |model: &Protocol, s: &State| {
+                    model.worker_deaths > 0 || s.records.iter().all(|r| r.state != TaskState::Failed)
+                },
+            ),
             Property::sometimes("a task succeeds on a retry", |_, s: &State| {
                 s.records
                     .iter()

@@ -45,22 +45,22 @@ impl State {
     }
 
     /// The forwarder applies a report through the state machine; a result's steps first.
-    pub(crate) fn apply(&mut self, r: Report, max_retries: u32) {
+    pub(crate) fn apply(&mut self, r: Report) {
         if r.result {
             for kind in [EventKind::Received, EventKind::Assigned, EventKind::Started] {
-                self.apply_one(report(r.task, kind, r.attempt, false), max_retries);
+                self.apply_one(report(r.task, kind, r.attempt, false));
             }
         }
-        self.apply_one(r, max_retries);
+        self.apply_one(r);
     }
 
-    pub(crate) fn apply_one(&mut self, r: Report, max_retries: u32) {
+    pub(crate) fn apply_one(&mut self, r: Report) {
         let rec = &mut self.records[r.task];
         let kind = EventKind::from_code(r.kind).expect("a known event");
         let status = TaskStatus {
             state: rec.state,
             attempt: rec.attempt,
-            max_retries,
+            max_retries: rec.max_retries,
         };
         if let Outcome::Applied(t) = transition(
             status,
@@ -80,6 +80,7 @@ impl State {
             }
             rec.state = t.to;
             rec.attempt = t.attempt;
+            rec.max_retries = t.max_retries;
         }
     }
 }

@@ -24,11 +24,62 @@ fn one_task_through_crashes_deaths_duplicates_and_reordering() {
         endpoint_losses: 0,
         broker_losses: 0,
         record_before_confirm: false,
+        block_ends: 0,
     });
     assert!(
         states > 1000,
         "the model explores the interleavings ({states} states)"
     );
+}
+
+#[test]
+fn blocks_that_end_under_a_task_cost_it_no_retry() {
+    // No retries at all: a task survives its block ending twice (with the endpoint
+    // crashing and reports coming twice) only if those ends are not charged.
+    check(Protocol {
+        tasks: 1,
+        max_retries: 0,
+        endpoint_crashes: 1,
+        worker_deaths: 0,
+        forwarder_crashes: 0,
+        duplicate_reports: 1,
+        endpoint_losses: 0,
+        broker_losses: 0,
+        record_before_confirm: false,
+        block_ends: 2,
+    });
+}
+
+#[test]
+fn a_block_ends_under_a_task_whose_endpoint_is_declared_lost() {
+    check(Protocol {
+        tasks: 1,
+        max_retries: 0,
+        endpoint_crashes: 0,
+        worker_deaths: 0,
+        forwarder_crashes: 0,
+        duplicate_reports: 0,
+        endpoint_losses: 1,
+        broker_losses: 0,
+        record_before_confirm: false,
+        block_ends: 2,
+    });
+}
+
+#[test]
+fn a_block_end_and_a_worker_death_on_one_task() {
+    check(Protocol {
+        tasks: 1,
+        max_retries: 1,
+        endpoint_crashes: 0,
+        worker_deaths: 1,
+        forwarder_crashes: 0,
+        duplicate_reports: 1,
+        endpoint_losses: 0,
+        broker_losses: 0,
+        record_before_confirm: false,
+        block_ends: 1,
+    });
 }
 
 #[test]
@@ -43,6 +94,7 @@ fn two_tasks_interleaved() {
         endpoint_losses: 0,
         broker_losses: 0,
         record_before_confirm: false,
+        block_ends: 0,
     });
 }
 
@@ -58,6 +110,7 @@ fn one_task_whose_endpoint_is_lost_and_comes_back() {
         endpoint_losses: 2,
         broker_losses: 0,
         record_before_confirm: false,
+        block_ends: 0,
     });
 }
 
@@ -73,6 +126,7 @@ fn one_task_whose_dispatch_rabbitmq_loses() {
         endpoint_losses: 0,
         broker_losses: 2,
         record_before_confirm: false,
+        block_ends: 0,
     });
 }
 
@@ -88,6 +142,7 @@ fn recording_waiting_for_ep_before_the_confirm_strands_a_task_the_broker_lost() 
         endpoint_losses: 0,
         broker_losses: 1,
         record_before_confirm: true,
+        block_ends: 0,
     }
     .checker()
     .spawn_bfs()

@@ -134,10 +134,14 @@ pub enum EventKind {
     Cancelled,
     /// The task's walltime or its batch's deadline passed.
     TimedOut,
+    /// The block (batch job) running the task ended under it: its walltime, a cancel, a
+    /// preemption. The function did not fail, so the task goes around again without
+    /// being charged: attempt+1, and one more retry to match.
+    BlockEnded,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Queued,
         EventKind::Received,
         EventKind::Assigned,
@@ -148,6 +152,7 @@ impl EventKind {
         EventKind::EndpointLost,
         EventKind::Cancelled,
         EventKind::TimedOut,
+        EventKind::BlockEnded,
     ];
 
     pub fn code(self) -> u8 {
@@ -162,7 +167,7 @@ impl EventKind {
     fn target(self) -> TaskState {
         match self {
             EventKind::Queued | EventKind::EndpointLost => TaskState::WaitingForEp,
-            EventKind::Received | EventKind::Lost => TaskState::WaitingForNodes,
+            EventKind::Received | EventKind::Lost | EventKind::BlockEnded => TaskState::WaitingForNodes,
             EventKind::Assigned => TaskState::WaitingForLaunch,
             EventKind::Started => TaskState::Running,
             EventKind::Succeeded => TaskState::Success,
@@ -178,7 +183,7 @@ impl EventKind {
             EventKind::Received => &[Received, WaitingForEp],
             EventKind::Assigned => &[WaitingForNodes],
             EventKind::Started => &[WaitingForNodes, WaitingForLaunch],
-            EventKind::Lost => &[WaitingForLaunch, Running],
+            EventKind::Lost | EventKind::BlockEnded => &[WaitingForLaunch, Running],
             EventKind::EndpointLost => &[WaitingForNodes, WaitingForLaunch, Running],
             EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled | EventKind::TimedOut => {
                 &[Received, WaitingForEp, WaitingForNodes, WaitingForLaunch, Running]
@@ -205,7 +210,8 @@ pub struct TaskStatus {
     pub max_retries: u32,
 }
 
-/// Why a task failed without its function raising.
+/// Why a task failed without its function raising; also, on a step that is not an end,
+/// why the task went around again when that is not a fault ([`FailureCause::BlockEnded`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FailureCause {
     /// The function raised or the command failed; the exception is in the result.
@@ -214,14 +220,19 @@ pub enum FailureCause {
     RetriesExhausted,
     Cancelled,
     Timeout,
+    /// Not a failure: the block running the task ended under it, and it went back to
+    /// its endpoint's queue without being charged (the `waiting-for-nodes` step of
+    /// [`EventKind::BlockEnded`] carries it).
+    BlockEnded,
 }
 
 impl FailureCause {
-    pub const ALL: [FailureCause; 4] = [
+    pub const ALL: [FailureCause; 5] = [
         FailureCause::Exception,
         FailureCause::RetriesExhausted,
         FailureCause::Cancelled,
         FailureCause::Timeout,
+        FailureCause::BlockEnded,
     ];
 
     /// The storage code (used by the Redis script).
@@ -240,6 +251,7 @@ impl FailureCause {
             FailureCause::RetriesExhausted => "retries-exhausted",
             FailureCause::Cancelled => "cancelled",
             FailureCause::Timeout => "timeout",
+            FailureCause::BlockEnded => "block-ended",
         }
     }
 }
@@ -261,6 +273,9 @@ pub enum Effect {
 pub struct Transition {
     pub to: TaskState,
     pub attempt: u32,
+    /// The record's retries after the event: one more after `BlockEnded` (its attempt
+    /// is not charged), else unchanged.
+    pub max_retries: u32,
     pub cause: Option<FailureCause>,
     pub effects: Vec<Effect>,
 }
@@ -308,7 +323,9 @@ pub enum Outcome {
 /// - within an attempt a task only moves forward, along the table of DESIGN.md §3;
 /// - `Lost` retries on the same endpoint (attempt+1, `WaitingForNodes`) while
 ///   `attempt < max_retries`, and fails the task when they are spent;
-/// - `EndpointLost` sends the task back to `WaitingForEp` with attempt+1.
+/// - `EndpointLost` sends the task back to `WaitingForEp` with attempt+1;
+/// - `BlockEnded` sends it back to `WaitingForNodes` with attempt+1 and one retry more,
+///   so the allocation's end costs it nothing.
 pub fn transition(status: TaskStatus, event: Event) -> Outcome {
     use TaskState::*;
     if status.state.is_terminal() {
@@ -321,7 +338,7 @@ pub fn transition(status: TaskStatus, event: Event) -> Outcome {
         } else {
             FailureCause::Timeout
         };
-        return terminal(Failed, status.attempt, Some(cause));
+        return terminal(Failed, status.attempt, status.max_retries, Some(cause));
     }
     if event.attempt < status.attempt {
         return Outcome::Ignored(Ignored::StaleAttempt);
@@ -332,31 +349,39 @@ pub fn transition(status: TaskStatus, event: Event) -> Outcome {
     if attempt == status.attempt && !kind.sources().contains(&status.state) {
         return Outcome::Ignored(Ignored::NotForward);
     }
+    let retries = status.max_retries;
     match kind {
-        EventKind::Succeeded => terminal(Success, attempt, None),
-        EventKind::Failed => terminal(Failed, attempt, Some(FailureCause::Exception)),
-        EventKind::Lost if attempt >= status.max_retries => {
-            terminal(Failed, attempt, Some(FailureCause::RetriesExhausted))
+        EventKind::Succeeded => terminal(Success, attempt, retries, None),
+        EventKind::Failed => terminal(Failed, attempt, retries, Some(FailureCause::Exception)),
+        EventKind::Lost if attempt >= retries => {
+            terminal(Failed, attempt, retries, Some(FailureCause::RetriesExhausted))
         }
-        EventKind::Lost | EventKind::EndpointLost => Outcome::Applied(Transition {
+        EventKind::Lost | EventKind::EndpointLost | EventKind::BlockEnded => Outcome::Applied(Transition {
             to: kind.target(),
             attempt: attempt + 1,
-            cause: None,
+            max_retries: if kind == EventKind::BlockEnded {
+                retries.saturating_add(1)
+            } else {
+                retries
+            },
+            cause: (kind == EventKind::BlockEnded).then_some(FailureCause::BlockEnded),
             effects: vec![Effect::Redispatch],
         }),
         _ => Outcome::Applied(Transition {
             to: kind.target(),
             attempt,
+            max_retries: retries,
             cause: None,
             effects: Vec::new(),
         }),
     }
 }
 
-fn terminal(to: TaskState, attempt: u32, cause: Option<FailureCause>) -> Outcome {
+fn terminal(to: TaskState, attempt: u32, max_retries: u32, cause: Option<FailureCause>) -> Outcome {
     Outcome::Applied(Transition {
         to,
         attempt,
+        max_retries,
         cause,
         effects: vec![Effect::RecordResult, Effect::NotifyCompletion],
     })

@@ -24,7 +24,7 @@ fn ev(kind: EventKind, attempt: u32) -> Event {
 fn every_state_event_pair_within_an_attempt_follows_the_table() {
     type Cell = Option<(TaskState, u32)>;
     let f = Some((Failed, 0));
-    let table: [(TaskState, [Cell; 10]); 7] = [
+    let table: [(TaskState, [Cell; 11]); 7] = [
         //             Queued                  Received               Assigned                 Started             Succeeded        Failed Lost                   EndpointLost            Cancelled TimedOut
         (
             Received,
@@ -39,6 +39,7 @@ fn every_state_event_pair_within_an_attempt_follows_the_table() {
                 None,
                 f,
                 f,
+                None,
             ],
         ),
         (
@@ -54,6 +55,7 @@ fn every_state_event_pair_within_an_attempt_follows_the_table() {
                 None,
                 f,
                 f,
+                None,
             ],
         ),
         (
@@ -69,6 +71,7 @@ fn every_state_event_pair_within_an_attempt_follows_the_table() {
                 Some((WaitingForEp, 1)),
                 f,
                 f,
+                None,
             ],
         ),
         (
@@ -84,6 +87,7 @@ fn every_state_event_pair_within_an_attempt_follows_the_table() {
                 Some((WaitingForEp, 1)),
                 f,
                 f,
+                Some((WaitingForNodes, 1)),
             ],
         ),
         (
@@ -99,10 +103,11 @@ fn every_state_event_pair_within_an_attempt_follows_the_table() {
                 Some((WaitingForEp, 1)),
                 f,
                 f,
+                Some((WaitingForNodes, 1)),
             ],
         ),
-        (Success, [None; 10]),
-        (Failed, [None; 10]),
+        (Success, [None; 11]),
+        (Failed, [None; 11]),
     ];
     for (state, row) in table {
         for (kind, expected) in E::ALL.into_iter().zip(row) {
@@ -158,6 +163,34 @@ fn lost_task_fails_once_retries_are_spent() {
 }
 
 #[test]
+fn a_block_ending_under_a_task_costs_it_no_retry() {
+    let spent = TaskStatus {
+        state: Running,
+        attempt: 2,
+        max_retries: 2,
+    };
+    let Outcome::Applied(t) = transition(spent, ev(E::BlockEnded, 2)) else {
+        panic!("expected a transition");
+    };
+    assert_eq!((t.to, t.attempt, t.max_retries), (WaitingForNodes, 3, 3));
+    // The next ordinary loss is judged against the grown budget: one retry is left.
+    let after = TaskStatus {
+        state: Running,
+        attempt: t.attempt,
+        max_retries: t.max_retries,
+    };
+    let Outcome::Applied(lost) = transition(after, ev(E::Lost, 3)) else {
+        panic!("expected a transition");
+    };
+    assert_eq!(lost.to, Failed, "attempt 3 of 3 retries: spent");
+    assert_eq!(
+        transition(status(WaitingForNodes, 0), ev(E::BlockEnded, 0)),
+        Outcome::Ignored(Ignored::NotForward),
+        "a task no manager held was not running in the block"
+    );
+}
+
+#[test]
 fn cancel_applies_whatever_the_attempt() {
     let Outcome::Applied(t) = transition(status(Running, 3), ev(E::Cancelled, 0)) else {
         panic!("expected a transition");
@@ -184,7 +217,7 @@ proptest::proptest! {
     /// terminal it stays put.
     #[test]
     fn no_sequence_of_events_moves_a_task_backwards_within_an_attempt(
-        kinds in proptest::collection::vec(0u8..10, 0..20)
+        kinds in proptest::collection::vec(0u8..11, 0..20)
     ) {
         let mut st = status(Received, 0);
         for k in kinds {

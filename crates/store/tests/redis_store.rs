@@ -51,7 +51,7 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
                         .unwrap()
                         .pop()
                         .unwrap();
-                    let want = match expected {
+                    let want = match expected.clone() {
                         Outcome::Applied(t) => Applied::Moved {
                             to: t.to,
                             attempt: t.attempt,
@@ -67,6 +67,12 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
                     if let Applied::Moved { to, attempt, .. } = want {
                         assert_eq!((record.state, record.attempt), (to, attempt));
                         assert_eq!(record.history.last().unwrap().state, to);
+                        if let Outcome::Applied(t) = &expected {
+                            assert_eq!(
+                                record.max_retries, t.max_retries,
+                                "{state:?} (max {max_retries}) + {kind:?}: the retries the script keeps"
+                            );
+                        }
                     } else {
                         assert_eq!((record.state, record.attempt), (state, 1));
                     }
@@ -75,7 +81,7 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
             }
         }
     }
-    assert_eq!(cases, 7 * 10 * 3 * 3);
+    assert_eq!(cases, 7 * 11 * 3 * 3);
     store.delete_namespace().await.unwrap();
 }
 

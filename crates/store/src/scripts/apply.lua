@@ -32,8 +32,10 @@
 -- States:  0 received, 1 waiting-for-ep, 2 waiting-for-nodes, 3 waiting-for-launch,
 --          4 running, 5 success, 6 failed
 -- Events:  0 queued, 1 received, 2 assigned, 3 started, 4 succeeded, 5 failed, 6 lost,
---          7 endpoint-lost, 8 cancelled, 9 timed-out
--- Causes:  0 exception, 1 retries-exhausted, 2 cancelled, 3 timeout
+--          7 endpoint-lost, 8 cancelled, 9 timed-out, 10 block-ended (like a retried
+--          loss, with one retry more: `r` grows by one)
+-- Causes:  0 exception, 1 retries-exhausted, 2 cancelled, 3 timeout, 4 block-ended (on
+--          the waiting-for-nodes step of a block-ended event: not a failure)
 local ttl = tonumber(ARGV[1])
 local ns = ARGV[2]
 local out = {}
@@ -51,6 +53,7 @@ local sources = {
   [4] = nonterminal, [5] = nonterminal,
   [6] = {[3]=true, [4]=true},
   [7] = {[2]=true, [3]=true, [4]=true},
+  [10] = {[3]=true, [4]=true},
 }
 local target = {[0]=1, [1]=2, [2]=3, [3]=4}
 
@@ -125,6 +128,7 @@ for g = 1, #KEYS do
     local s = tonumber(cur[1])
     local a = tonumber(cur[2])
     local r = nil
+    local r_changed = false
     -- The history is one field per step (h0, h1, ...; hn of them), each
     -- `state,attempt,at,actor[,cause]` with `at` in micros since the epoch, as it came
     -- (the first, written at creation, has 0: the creation time `c`). Short values keep
@@ -181,6 +185,13 @@ for g = 1, #KEYS do
         elseif kind == 7 then
           to = 1
           na = na + 1
+        elseif kind == 10 then
+          if r == nil then r = tonumber(call('HGET', key, 'r')) or 0 end
+          r = r + 1
+          r_changed = true
+          to = 2
+          na = na + 1
+          cause = 4
         else
           to = target[kind]
         end
@@ -235,6 +246,9 @@ for g = 1, #KEYS do
       fields[nf + 1] = 's'; fields[nf + 2] = str(s); nf = nf + 2
       fields[nf + 1] = 'a'; fields[nf + 2] = str(a); nf = nf + 2
       fields[nf + 1] = 'hn'; fields[nf + 2] = str(hn + steps); nf = nf + 2
+      if r_changed then
+        fields[nf + 1] = 'r'; fields[nf + 2] = str(r); nf = nf + 2
+      end
       call('HSET', key, unpack(fields))
       local terminal = s == 5 or s == 6
       if terminal and s0 < 5 and ttl > 0 then

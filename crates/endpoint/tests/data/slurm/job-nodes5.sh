@@ -1,0 +1,3 @@
+#!/bin/bash
+#SBATCH --nodes=5
+echo "never runs"

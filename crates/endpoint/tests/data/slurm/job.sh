@@ -1,0 +1,2 @@
+#!/bin/bash
+echo "hello from job $SLURM_JOB_ID on $(hostname)"

@@ -50,10 +50,11 @@ def main() -> int:
     stack.spawn("ferry-forwarder")
     _wait(stack._serving, 30, "the web-service", stack.dir)
     stack.token = stack.run("ferry-web-service", "create-user", "simulator")
-    stack.run("ferry-endpoint", "configure", "ep", "--url", stack.url, "--token", stack.token)
+    stack.run(
+        "ferry-endpoint", "configure", "ep", "--url", stack.url, "--token", stack.token, "--provider", "manual"
+    )
     config = stack.dir / "home" / "endpoints" / "ep" / "config.toml"
     text = config.read_text()
-    text = re.sub(r'kind = "local"', 'kind = "manual"', text)
     text = re.sub(r"prefetch = \d+", "prefetch = 256", text)
     config.write_text(text)
     stack.spawn("ferry-endpoint", "start", "ep", "--foreground")
@@ -62,6 +63,8 @@ def main() -> int:
         _wait(running.exists, 60, "the endpoint", stack.dir)
         info = json.loads(running.read_text())
         stack.endpoint_id = info["endpoint_id"]
+        # The simulated managers prove they belong to the endpoint, as real ones do.
+        stack.env["FERRY_MANAGER_SECRET"] = (running.parent / "manager.secret").read_text().strip()
         t0 = time.perf_counter()
         stack.spawn(
             "ferry-manager", "--simulate", str(args.managers), "--endpoint", info["manager_addr"],

@@ -61,6 +61,7 @@ fn bench(c: &mut Criterion) {
                     cores: 4,
                     memory_bytes: 0,
                     block_id: None,
+                    block_end: None,
                 };
                 ids.push(info.manager_id);
                 interchange.step(Input::ManagerConnected { info, tx }).await;
@@ -82,6 +83,7 @@ fn bench(c: &mut Criterion) {
                                 group: None,
                                 walltime_ms: None,
                                 input_bytes: None,
+                                requeues: 0,
                             })
                             .collect();
                         let batch = TaskBatch {

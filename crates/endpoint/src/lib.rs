@@ -9,12 +9,18 @@
 //!   it is settled.
 //! - [`managers`]: the TCP connections with managers.
 //! - [`reporter`]: batched status updates, results and heartbeats to RabbitMQ.
-//! - [`provider`]: how managers are started (local processes).
+//! - [`provider`]: how blocks of managers are started: local processes, Slurm, PBS.
+//! - [`blocks`]: the blocks an endpoint holds, and when to add or cancel one.
+//! - [`forge`]: block scripts made from templates with `@@NAME@@` markup.
+//! - [`address`]: the address managers on other nodes use to reach the endpoint.
 //! - [`state`]: the files in the endpoint directory (id, pid, running marker).
 
+pub mod address;
+pub mod blocks;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod forge;
 pub mod interchange;
 pub mod managers;
 pub mod provider;

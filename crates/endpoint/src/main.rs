@@ -25,10 +25,29 @@ enum Command {
         #[arg(long)]
         foreground: bool,
     },
-    /// Stop a running endpoint.
+    /// Stop a running endpoint: its blocks are cancelled, the tasks it held go back to
+    /// its queue.
     Stop { name: String },
-    /// Show whether an endpoint runs and what the service sees (exit code 3 when stopped).
-    Status { name: String },
+    /// Stop, then start again (detached).
+    Restart { name: String },
+    /// Stop an endpoint, deregister it from the service and remove its directory.
+    Delete { name: String },
+    /// Try a block on the cluster: render the script, submit a short test job, wait
+    /// for its manager to connect back, cancel it (exit code 1 when a step fails).
+    Check {
+        name: String,
+        /// How long to wait for the test job's manager (the job may wait in the queue).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Show whether an endpoint runs, what the service sees, and its blocks (exit code 3
+    /// when stopped).
+    Status {
+        name: String,
+        /// One JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List configured endpoints.
     List,
 }
@@ -46,8 +65,14 @@ fn main() -> anyhow::Result<()> {
             foreground: true,
         } => foreground(&name),
         Command::Stop { name } => cli::stop(&name),
-        Command::Status { name } => {
-            let running = runtime()?.block_on(cli::status(&name))?;
+        Command::Restart { name } => cli::restart(&name),
+        Command::Delete { name } => cli::delete(&name),
+        Command::Check { name, timeout } => {
+            let passed = runtime()?.block_on(cli::check::check(&name, timeout))?;
+            std::process::exit(if passed { 0 } else { 1 })
+        }
+        Command::Status { name, json } => {
+            let running = runtime()?.block_on(cli::status(&name, json))?;
             std::process::exit(if running { 0 } else { 3 })
         }
         Command::List => cli::list(),

@@ -1,13 +1,26 @@
-//! The TCP side: managers connect, register, and exchange frames with the interchange.
+//! The TCP side: managers connect, prove they belong to this endpoint, register, and
+//! exchange frames with the interchange.
+//!
+//! The endpoint speaks first: [`ToManager::Hello`] with a fresh nonce. A manager
+//! answers with its registration and an HMAC of the nonce under the endpoint's secret
+//! (`ferry_proto::frames::registration_proof`); one that cannot is told why and
+//! disconnected before it sees a task.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_proto::frames::{FromManager, ToManager};
+use ferry_proto::frames::{FromManager, ManagerInfo, ToManager, proof_holds};
 use futures_util::{SinkExt, StreamExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::interchange::Input;
+
+/// How long a new connection has to register.
+const REGISTER_WITHIN: Duration = Duration::from_secs(15);
 
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -16,12 +29,12 @@ fn codec() -> LengthDelimitedCodec {
 }
 
 /// Accepts manager connections until the listener fails.
-pub async fn accept(listener: TcpListener, inputs: mpsc::UnboundedSender<Input>) {
+pub async fn accept(listener: TcpListener, secret: Arc<[u8]>, inputs: mpsc::UnboundedSender<Input>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve(stream, peer, inputs.clone()));
+                tokio::spawn(serve(stream, peer, secret.clone(), inputs.clone()));
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot accept manager connections");
@@ -31,23 +44,65 @@ pub async fn accept(listener: TcpListener, inputs: mpsc::UnboundedSender<Input>)
     }
 }
 
-async fn serve(stream: TcpStream, peer: std::net::SocketAddr, inputs: mpsc::UnboundedSender<Input>) {
+/// The two halves of a manager's connection, framed.
+pub type Frames = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
+pub type Writer = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
+
+/// Greets a new connection and checks its registration: the manager's facts and its
+/// connection, or why it was turned away (it is told too, when it proved nothing).
+pub async fn greet(stream: TcpStream, secret: &[u8]) -> Result<(ManagerInfo, Frames, Writer), String> {
     let (rd, wr) = stream.into_split();
     let mut frames = FramedRead::new(rd, codec());
     let mut writer = FramedWrite::new(wr, codec());
-    let info = match frames.next().await {
-        Some(Ok(frame)) => match ferry_proto::codec::decode::<FromManager>(&frame) {
-            Ok(FromManager::Register(info)) => info,
-            Ok(_) => {
-                tracing::warn!(%peer, "a manager must register first; closing");
-                return;
+    let nonce: [u8; 32] = rand::random();
+    let send = |m: &ToManager| ferry_proto::codec::encode(m).map(Bytes::from);
+    let hello = send(&ToManager::Hello {
+        nonce: nonce.to_vec(),
+    })
+    .map_err(|e| e.to_string())?;
+    writer
+        .send(hello)
+        .await
+        .map_err(|e| format!("cannot greet: {e}"))?;
+    let first = match tokio::time::timeout(REGISTER_WITHIN, frames.next()).await {
+        Ok(Some(Ok(frame))) => ferry_proto::codec::decode::<FromManager>(&frame),
+        Ok(Some(Err(e))) => return Err(format!("connection error: {e}")),
+        Ok(None) => return Err("closed before registering".to_owned()),
+        Err(_) => return Err(format!("did not register within {REGISTER_WITHIN:?}")),
+    };
+    match first {
+        Ok(FromManager::Register { info, proof }) if proof_holds(secret, &nonce, info.manager_id, &proof) => {
+            Ok((info, frames, writer))
+        }
+        Ok(FromManager::Register { info, .. }) => {
+            let reason = "its secret is not this endpoint's (FERRY_MANAGER_SECRET)".to_owned();
+            if let Ok(frame) = send(&ToManager::Refused {
+                reason: reason.clone(),
+            }) {
+                let _ = writer.send(frame).await;
             }
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "malformed manager frame; closing");
-                return;
-            }
-        },
-        _ => return,
+            Err(format!(
+                "manager {} on {} refused: {reason}",
+                info.manager_id, info.hostname
+            ))
+        }
+        Ok(_) => Err("a manager must register first".to_owned()),
+        Err(e) => Err(format!("malformed manager frame: {e}")),
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    secret: Arc<[u8]>,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    let (info, mut frames, mut writer) = match greet(stream, &secret).await {
+        Ok(greeted) => greeted,
+        Err(why) => {
+            tracing::warn!(%peer, "closing a manager connection: {why}");
+            return;
+        }
     };
     let manager = info.manager_id;
     let (tx, mut rx) = mpsc::unbounded_channel::<ToManager>();

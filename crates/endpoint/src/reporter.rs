@@ -8,7 +8,9 @@
 use std::collections::{HashSet, VecDeque};
 
 use ferry_broker::Broker;
-use ferry_proto::messages::{EndpointLoad, EndpointMessage, StatusUpdate, TaskBatch, TaskResult};
+use ferry_proto::messages::{
+    EndpointLoad, EndpointMessage, ProviderReport, StatusUpdate, TaskBatch, TaskResult,
+};
 use ferry_proto::time::now_micros;
 use ferry_proto::{EndpointId, EventKind, TaskId};
 use futures_util::StreamExt;
@@ -58,6 +60,15 @@ pub struct Reporter {
     /// publisher sends it on its own clock.
     heartbeats: watch::Sender<(EndpointLoad, Vec<TaskId>)>,
     retries: mpsc::UnboundedSender<(TaskBatch, StatusUpdate, u64)>,
+    /// The provider's blocks, sent with every heartbeat.
+    provider: watch::Sender<Option<watch::Receiver<ProviderReport>>>,
+}
+
+impl Reporter {
+    /// Heartbeats carry this provider's report from now on.
+    pub fn follow_provider(&self, reports: watch::Receiver<ProviderReport>) {
+        self.provider.send_replace(Some(reports));
+    }
 }
 
 impl Sink for Reporter {
@@ -90,6 +101,7 @@ pub fn start(
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<TaskResult>();
     let (heartbeats_tx, heartbeats_rx) = watch::channel((EndpointLoad::default(), Vec::new()));
     let (retries_tx, mut retries_rx) = mpsc::unbounded_channel::<(TaskBatch, StatusUpdate, u64)>();
+    let (provider_tx, provider_rx) = watch::channel::<Option<watch::Receiver<ProviderReport>>>(None);
     let mut tasks = tokio::task::JoinSet::new();
 
     // Retries: published to this endpoint's own queue (confirmed), then the loss is
@@ -222,7 +234,8 @@ pub fn start(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let (load, alive) = heartbeats_rx.borrow().clone();
+            let (mut load, alive) = heartbeats_rx.borrow().clone();
+            load.provider = provider_rx.borrow().as_ref().map(|r| r.borrow().clone());
             let beat = EndpointMessage::Heartbeat {
                 endpoint_id,
                 at: now_micros(),
@@ -241,6 +254,7 @@ pub fn start(
         results: results_tx,
         heartbeats: heartbeats_tx,
         retries: retries_tx,
+        provider: provider_tx,
     };
     (reporter, tasks)
 }

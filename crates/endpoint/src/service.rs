@@ -11,10 +11,13 @@ use ferry_proto::messages::{CancelTasks, EndpointLoad, EndpointMessage, TaskBatc
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::EndpointConfig;
+use crate::blocks::{Forge, Scaler};
+use crate::config::{EndpointConfig, ProviderKind};
 use crate::data::DataPlane;
-use crate::interchange::{Input, Interchange};
-use crate::{managers, provider, reporter, state};
+use crate::interchange::{Capacity, Input, Interchange};
+use crate::provider::local::{Local, LocalManagers};
+use crate::provider::{Provider, pbs::Pbs, slurm::Slurm};
+use crate::{address, forge, managers, reporter, state};
 
 /// Tasks waiting for a manager above which the endpoint takes no further message from
 /// its queue.
@@ -105,8 +108,11 @@ async fn run_once(
         Default::default(),
     )
     .await?;
-    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for managers on {}: {e}", config.listen()))?;
     let manager_addr = listener.local_addr()?;
+    let secret = state::manager_secret(dir)?;
 
     let data = DataPlane::new(
         &config.url,
@@ -115,6 +121,11 @@ async fn run_once(
         registration.max_result_bytes,
     );
     let (inputs, inputs_rx) = mpsc::unbounded_channel();
+    let accept = tokio::spawn(managers::accept(
+        listener,
+        secret.as_bytes().into(),
+        inputs.clone(),
+    ));
     let (sink, mut flushers) = reporter::start(
         broker.clone(),
         endpoint_id,
@@ -122,26 +133,25 @@ async fn run_once(
         inputs.clone(),
         data.clone(),
     );
-    let accept = tokio::spawn(managers::accept(listener, inputs.clone()));
     let interchange = Interchange::new(
         endpoint_id,
-        sink,
+        sink.clone(),
         Duration::from_secs(config.manager_timeout_secs),
     );
     let mut waiting = interchange.pending_tasks();
+    let capacity = interchange.capacity();
     let interchange = tokio::spawn(interchange.run(inputs_rx));
     let providers = CancellationToken::new();
-    let provider = if config.provider.kind == "manual" {
-        tracing::info!(%manager_addr, "provider \"manual\": start managers with `ferry-manager --endpoint {manager_addr}`");
-        let stop = providers.clone();
-        tokio::spawn(async move { stop.cancelled().await })
-    } else {
-        tokio::spawn(provider::local::run(
-            config.provider.clone(),
-            manager_addr,
-            providers.clone(),
-        ))
-    };
+    let provider = start_provider(
+        name,
+        dir,
+        config,
+        manager_addr,
+        &secret,
+        capacity,
+        &sink,
+        &providers,
+    )?;
 
     let queue = broker.endpoint_queue(endpoint_id);
     let mut consumer = broker
@@ -291,9 +301,124 @@ async fn run_once(
     }
     drop(inputs);
     interchange.abort();
+    // The provider cancels its blocks (their managers' tasks come back with the unacked
+    // messages once the connection closes).
     providers.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(15), provider).await;
+    let grace = config.provider.cmd_timeout() + Duration::from_secs(15);
+    if tokio::time::timeout(grace, provider).await.is_err() {
+        tracing::warn!("the provider did not cancel its blocks within {grace:?}");
+    }
     broker.close().await;
     state::clear_running(dir);
     outcome
+}
+
+/// Starts the provider's scaler (none for a manual endpoint: it waits for `stop`).
+#[allow(clippy::too_many_arguments)]
+fn start_provider(
+    name: &str,
+    dir: &Path,
+    config: &EndpointConfig,
+    manager_addr: std::net::SocketAddr,
+    secret: &str,
+    capacity: tokio::sync::watch::Receiver<Capacity>,
+    sink: &reporter::Reporter,
+    stop: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let p = &config.provider;
+    let manager_bin = manager_bin(config)?;
+    let timeout = p.cmd_timeout();
+    match p.kind {
+        ProviderKind::Manual => {
+            tracing::info!(%manager_addr, "provider \"manual\": start managers with `FERRY_MANAGER_SECRET=$(cat {}) ferry-manager --endpoint {manager_addr}`", dir.join("manager.secret").display());
+            let stop = stop.clone();
+            Ok(tokio::spawn(async move { stop.cancelled().await }))
+        }
+        ProviderKind::Local => {
+            let local = Local::new(LocalManagers {
+                bin: manager_bin,
+                endpoint: manager_addr.to_string(),
+                workers: p.workers_per_node().unwrap_or(2),
+                nodes: p.nodes_per_block(),
+                python: p.python.clone(),
+                secret: secret.to_owned(),
+            });
+            Ok(spawn_scaler(
+                Scaler::new(local, p.clone(), dir, None, capacity),
+                sink,
+                stop,
+            ))
+        }
+        ProviderKind::Slurm | ProviderKind::Pbs => {
+            let forge = Forge {
+                endpoint_name: name.to_owned(),
+                endpoint_address: address::for_managers(config, manager_addr)?,
+                secret: secret.to_owned(),
+                manager_bin,
+                template: template(config)?,
+            };
+            tracing::info!(address = %forge.endpoint_address, "managers of this endpoint's blocks connect to this address");
+            if p.kind == ProviderKind::Slurm {
+                let scaler = Scaler::new(Slurm { timeout }, p.clone(), dir, Some(forge), capacity);
+                Ok(spawn_scaler(scaler, sink, stop))
+            } else {
+                let scaler = Scaler::new(Pbs { timeout }, p.clone(), dir, Some(forge), capacity);
+                Ok(spawn_scaler(scaler, sink, stop))
+            }
+        }
+    }
+}
+
+fn spawn_scaler<P: Provider>(
+    scaler: Scaler<P>,
+    sink: &reporter::Reporter,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    sink.follow_provider(scaler.reports());
+    tokio::spawn(scaler.run(stop.clone()))
+}
+
+/// The `ferry-manager` binary: the config's, else the one beside this program.
+pub fn manager_bin(config: &EndpointConfig) -> anyhow::Result<std::path::PathBuf> {
+    let bin = match &config.provider.manager_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("ferry-manager"),
+    };
+    if !bin.is_file() {
+        anyhow::bail!(
+            "the manager binary {} does not exist (set provider.manager_bin)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The block script's template: the config's file, else Ferry's own; checked now, so a
+/// wrong markup stops the start rather than the first block.
+pub fn template(config: &EndpointConfig) -> anyhow::Result<String> {
+    let p = &config.provider;
+    let text = match &p.template {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("provider.template: cannot read {}: {e}", path.display()))?,
+        None => forge::default_template(p.kind).to_owned(),
+    };
+    let trial = forge::BlockScript {
+        config: p,
+        endpoint_name: "check",
+        block_id: "0",
+        block_dir: Path::new("/tmp"),
+        endpoint_address: "localhost:1",
+        secret: "x",
+        manager_bin: Path::new("ferry-manager"),
+        walltime_secs: None,
+    };
+    if let Err(errors) = trial.render(&text) {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let path = p
+            .template
+            .as_ref()
+            .map_or_else(|| "Ferry's own template".to_owned(), |t| t.display().to_string());
+        anyhow::bail!("provider.template ({path}): {}", list.join("; "));
+    }
+    Ok(text)
 }

@@ -1,7 +1,9 @@
 //! The files an endpoint keeps in its directory:
 //! - `endpoint.json`: its id, kept across restarts;
 //! - `endpoint.pid`: the pid of the running endpoint;
-//! - `running.json`: written once the endpoint is registered and serving.
+//! - `running.json`: written once the endpoint is registered and serving;
+//! - `manager.secret`: the secret its managers prove they know (readable by its owner
+//!   only; made at the first start).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -64,7 +66,40 @@ pub fn clear_running(dir: &Path) {
     let _ = std::fs::remove_file(dir.join("endpoint.pid"));
 }
 
-/// True when a process with this pid exists.
+/// True when a process with this pid exists and has not exited (a zombie, which its
+/// parent has not reaped yet, has).
 pub fn alive(pid: u32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
+        return false;
+    }
+    // `pid (comm) S ...`: the state follows the last ')'.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// The endpoint's manager secret, made (64 hex digits, mode 0600) if there is none yet.
+pub fn manager_secret(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join("manager.secret");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let bytes: [u8; 32] = rand::random();
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(secret.as_bytes())?;
+    Ok(secret)
 }

@@ -201,6 +201,7 @@ impl Sweeper {
                 group: info.result_group,
                 walltime_ms: info.walltime_ms,
                 input_bytes: info.input_bytes,
+                requeues: 0,
             });
             included.push(info);
         }

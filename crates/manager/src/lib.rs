@@ -1,6 +1,14 @@
-//! Ferry's manager: one per node. It connects to its endpoint over TCP, keeps a fixed
-//! number of worker processes ([`slot`]), hands each one task at a time, and forwards
-//! what they report. A worker that dies is replaced; the task it held is reported lost.
+//! Ferry's manager: one per node. It connects to its endpoint over TCP, proves it
+//! knows the endpoint's secret, keeps a fixed number of worker processes ([`slot`]),
+//! hands each its tasks, and forwards what they report. A worker that dies is replaced;
+//! the task it held is reported lost.
+//!
+//! In a block with an end (a batch job's walltime), the manager drains `drain_secs`
+//! before it: it takes no more tasks, gives back the ones it has not started, finishes
+//! what runs, and exits once idle, so the block ends early rather than under a task.
+//! When the scheduler ends the block anyway (SIGTERM at the walltime, a cancel, a
+//! preemption), it tells the endpoint it is leaving first: its tasks go back to the
+//! queue without being charged an attempt.
 
 pub mod simulate;
 pub mod slot;
@@ -11,13 +19,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_proto::frames::{FromManager, ManagerInfo, ToManager};
+use ferry_proto::frames::{FromManager, ManagerInfo, ToManager, registration_proof};
 use ferry_proto::messages::{FunctionCode, TaskSpec};
 use ferry_proto::{FunctionId, ManagerId, TaskId};
 use futures_util::{SinkExt, StreamExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
+
+/// How long a worker's death is held back before it is reported: when the scheduler
+/// ends a block it signals every process at once, and a worker may die a moment before
+/// the manager hears of it; its task then goes back with the block, not charged.
+const DEATH_GRACE: Duration = Duration::from_secs(1);
 
 /// The manager's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,8 +40,8 @@ pub struct Config {
     /// The endpoint's manager address (`host:port`).
     #[arg(long, env = "FERRY_ENDPOINT_ADDR")]
     pub endpoint: String,
-    /// Worker processes to keep.
-    #[arg(long, env = "FERRY_WORKERS", default_value_t = 2)]
+    /// Worker processes to keep: a number, or `auto` for one per core available here.
+    #[arg(long, env = "FERRY_WORKERS", default_value = "2", value_parser = parse_workers)]
     pub workers: u32,
     /// Tasks each worker holds at once: the one running and those queued behind it.
     #[arg(long, env = "FERRY_TASKS_PER_WORKER", default_value_t = 16)]
@@ -40,10 +55,58 @@ pub struct Config {
     /// How often to tell the endpoint this manager is alive, in milliseconds.
     #[arg(long, env = "FERRY_MANAGER_HEARTBEAT_MS", default_value_t = 2000)]
     pub heartbeat_interval_ms: u64,
+    /// The endpoint's manager secret (its `manager.secret` file). Read from the
+    /// environment so that it never shows on a command line.
+    #[arg(long, env = "FERRY_MANAGER_SECRET", hide_env_values = true, hide = true)]
+    pub secret: Option<String>,
+    /// A file holding the endpoint's manager secret (instead of FERRY_MANAGER_SECRET).
+    #[arg(long, env = "FERRY_MANAGER_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Unix seconds when this manager's block ends (its walltime).
+    #[arg(long, env = "FERRY_BLOCK_END")]
+    pub block_end: Option<u64>,
+    /// Stop taking tasks this many seconds before the block ends.
+    #[arg(long, env = "FERRY_DRAIN_SECS", default_value_t = 0)]
+    pub drain_secs: u64,
     /// Load generator: connect this many fake managers whose workers finish every task
     /// at once (no worker processes), to measure an endpoint's dispatch rate.
     #[arg(long, default_value_t = 0)]
     pub simulate: u32,
+}
+
+/// A number, or `auto`: the cores the scheduler gave this node (`SLURM_CPUS_ON_NODE`,
+/// PBS's `NCPUS`), else those this process may run on.
+fn parse_workers(text: &str) -> Result<u32, String> {
+    if text == "auto" {
+        let from_scheduler = ["SLURM_CPUS_ON_NODE", "NCPUS"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok()?.trim().parse::<u32>().ok())
+            .filter(|&n| n > 0);
+        return Ok(from_scheduler
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)));
+    }
+    match text.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{text:?}: a number of workers (at least 1) or `auto`")),
+    }
+}
+
+impl Config {
+    /// The secret, from the environment or the file.
+    pub fn secret(&self) -> anyhow::Result<String> {
+        if let Some(s) = self.secret.as_ref().filter(|s| !s.trim().is_empty()) {
+            return Ok(s.trim().to_owned());
+        }
+        if let Some(path) = &self.secret_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read the secret file {}: {e}", path.display()))?;
+            return Ok(text.trim().to_owned());
+        }
+        anyhow::bail!(
+            "no manager secret: set FERRY_MANAGER_SECRET or --secret-file to the endpoint's \
+             (~/.ferry/endpoints/<name>/manager.secret)"
+        )
+    }
 }
 
 pub(crate) fn codec() -> LengthDelimitedCodec {
@@ -56,6 +119,8 @@ pub(crate) fn codec() -> LengthDelimitedCodec {
 pub(crate) enum SlotEvent {
     /// Forward to the endpoint.
     Report(FromManager),
+    /// The slot's worker died under a task: forward after `DEATH_GRACE` (see there).
+    Died(FromManager),
     /// The slot's worker is up and empty.
     Ready(usize),
     /// The slot finished a task.
@@ -64,16 +129,45 @@ pub(crate) enum SlotEvent {
     Gone(usize, Vec<TaskSpec>),
 }
 
-/// Runs until the endpoint closes the connection or `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    if config.simulate > 0 {
-        return simulate::run(config.clone(), config.simulate, shutdown).await;
-    }
-    let stream = connect(&config.endpoint).await?;
+type ToEndpoint = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
+type FromEndpoint = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
+
+fn encode(m: &FromManager) -> anyhow::Result<Bytes> {
+    Ok(ferry_proto::codec::encode(m).map(Bytes::from)?)
+}
+
+/// Connects, proves the secret and registers: the endpoint speaks first with a nonce.
+pub(crate) async fn handshake(
+    endpoint: &str,
+    secret: &str,
+    info: ManagerInfo,
+) -> anyhow::Result<(FromEndpoint, ToEndpoint)> {
+    let stream = connect(endpoint).await?;
     stream.set_nodelay(true)?;
     let (rd, wr) = stream.into_split();
     let mut from_endpoint = FramedRead::new(rd, codec());
     let mut to_endpoint = FramedWrite::new(wr, codec());
+    let hello = tokio::time::timeout(Duration::from_secs(30), from_endpoint.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("the endpoint at {endpoint} did not greet within 30 s"))?
+        .ok_or_else(|| anyhow::anyhow!("the endpoint at {endpoint} closed the connection at once"))??;
+    let ToManager::Hello { nonce } = ferry_proto::codec::decode::<ToManager>(&hello)? else {
+        anyhow::bail!("the endpoint at {endpoint} did not open with a greeting: is it a Ferry endpoint?");
+    };
+    let proof = registration_proof(secret.as_bytes(), &nonce, info.manager_id);
+    to_endpoint
+        .send(encode(&FromManager::Register { info, proof })?)
+        .await?;
+    Ok((from_endpoint, to_endpoint))
+}
+
+/// Runs until the endpoint closes the connection, `shutdown` is cancelled, or a
+/// drained manager has nothing left to do.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let secret = config.secret()?;
+    if config.simulate > 0 {
+        return simulate::run(config.clone(), &secret, config.simulate, shutdown).await;
+    }
     let manager_id = ManagerId::new();
     let info = ManagerInfo {
         manager_id,
@@ -85,148 +179,280 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .unwrap_or(1),
         memory_bytes: 0,
         block_id: config.block_id.clone(),
+        block_end: config.block_end,
     };
-    let encode = |m: &FromManager| ferry_proto::codec::encode(m).map(Bytes::from);
-    to_endpoint.send(encode(&FromManager::Register(info))?).await?;
-    tracing::info!(%manager_id, endpoint = %config.endpoint, workers = config.workers, "manager registered");
-
+    let (from_endpoint, to_endpoint) = handshake(&config.endpoint, &secret, info).await?;
+    tracing::info!(%manager_id, endpoint = %config.endpoint, workers = config.workers, block_id = ?config.block_id, "manager registered");
     let worker_bin = match &config.worker_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("ferry-worker"),
     };
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut slots = Vec::new();
-    for index in 0..config.workers as usize {
-        slots.push(slot::Slot::spawn(index, worker_bin.clone(), events_tx.clone()));
-    }
-    // Tasks each slot holds; `None` while its worker is (re)starting.
-    let mut load: Vec<Option<u32>> = vec![None; slots.len()];
-    let depth = config.tasks_per_worker.max(1);
-    let mut queue: VecDeque<TaskSpec> = VecDeque::new();
-    // Tasks cancelled lately: one may still come back from a slot whose worker died
-    // (stopped for another cancel) after its own cancel went by.
-    let mut cancelled: HashSet<TaskId> = HashSet::new();
-    let mut functions: HashMap<FunctionId, Arc<FunctionCode>> = HashMap::new();
-    let mut heartbeat = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms.max(100)));
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let slots: Vec<slot::Slot> = (0..config.workers as usize)
+        .map(|index| slot::Slot::spawn(index, worker_bin.clone(), events_tx.clone()))
+        .collect();
+    let drain_at = config.block_end.map(|end| {
+        let now = ferry_proto::time::now_micros() / 1_000_000;
+        let secs = end.saturating_sub(config.drain_secs).saturating_sub(now);
+        Instant::now() + Duration::from_secs(secs)
+    });
+    let manager = Manager {
+        load: vec![None; slots.len()],
+        slots,
+        depth: config.tasks_per_worker.max(1),
+        queue: VecDeque::new(),
+        cancelled: HashSet::new(),
+        functions: HashMap::new(),
+        to_endpoint,
+        deaths: VecDeque::new(),
+        draining: false,
+    };
+    manager
+        .serve(
+            from_endpoint,
+            events,
+            config.heartbeat_interval_ms,
+            drain_at,
+            shutdown,
+        )
+        .await
+}
 
-    loop {
-        tokio::select! {
-            frame = from_endpoint.next() => {
-                let Some(frame) = frame else {
-                    tracing::info!("endpoint closed the connection; stopping");
+/// The manager's state while it serves.
+struct Manager {
+    slots: Vec<slot::Slot>,
+    /// Tasks each slot holds; `None` while its worker is (re)starting.
+    load: Vec<Option<u32>>,
+    depth: u32,
+    queue: VecDeque<TaskSpec>,
+    /// Tasks cancelled lately: one may still come back from a slot whose worker died
+    /// (stopped for another cancel) after its own cancel went by.
+    cancelled: HashSet<TaskId>,
+    functions: HashMap<FunctionId, Arc<FunctionCode>>,
+    to_endpoint: ToEndpoint,
+    /// Worker deaths held for `DEATH_GRACE`, with when each is due.
+    deaths: VecDeque<(Instant, FromManager)>,
+    /// The block ends soon: no more tasks.
+    draining: bool,
+}
+
+impl Manager {
+    async fn serve(
+        mut self,
+        mut from_endpoint: FromEndpoint,
+        mut events: mpsc::UnboundedReceiver<SlotEvent>,
+        heartbeat_ms: u64,
+        drain_at: Option<Instant>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(100)));
+        loop {
+            let death_due = self.deaths.front().map(|(at, _)| *at);
+            tokio::select! {
+                frame = from_endpoint.next() => {
+                    let Some(frame) = frame else {
+                        tracing::info!("endpoint closed the connection; stopping");
+                        break;
+                    };
+                    match ferry_proto::codec::decode::<ToManager>(&frame?) {
+                        Ok(ToManager::Run { functions, tasks }) => self.take(functions, tasks).await?,
+                        Ok(ToManager::Cancel { task_ids }) => self.cancel(task_ids).await?,
+                        Ok(ToManager::Shutdown) => break,
+                        Ok(ToManager::Refused { reason }) => anyhow::bail!("the endpoint refused this manager: {reason}"),
+                        Ok(ToManager::Hello { .. }) => anyhow::bail!("the endpoint greeted twice"),
+                        Err(e) => anyhow::bail!("malformed frame from the endpoint: {e}"),
+                    }
+                }
+                Some(event) = events.recv() => {
+                    // Take every event already waiting, so one flush carries them all.
+                    let mut next = Some(event);
+                    while let Some(event) = next {
+                        self.on_slot(event).await?;
+                        next = events.try_recv().ok();
+                    }
+                }
+                _ = until(death_due) => {
+                    let now = Instant::now();
+                    while let Some((at, _)) = self.deaths.front() && *at <= now {
+                        let (_, lost) = self.deaths.pop_front().expect("front");
+                        self.to_endpoint.feed(encode(&lost)?).await?;
+                    }
+                }
+                _ = until(drain_at), if !self.draining => self.drain().await?,
+                _ = heartbeat.tick() => {
+                    let idle = self.load.iter().filter(|l| **l == Some(0)).count() as u32;
+                    let beat = FromManager::Heartbeat { at: ferry_proto::time::now_micros(), idle_workers: idle };
+                    self.to_endpoint.feed(encode(&beat)?).await?;
+                }
+                _ = shutdown.cancelled() => {
+                    self.leave().await?;
                     break;
-                };
-                match ferry_proto::codec::decode::<ToManager>(&frame?) {
-                    Ok(ToManager::Run { functions: code, tasks }) => {
-                        for f in code {
-                            functions.insert(f.function_id, Arc::new(f));
-                        }
-                        queue.extend(tasks);
-                    }
-                    Ok(ToManager::Cancel { task_ids }) => {
-                        if cancelled.len() > 100_000 {
-                            cancelled.clear();
-                        }
-                        cancelled.extend(task_ids.iter().copied());
-                        let cancel: HashSet<TaskId> = task_ids.into_iter().collect();
-                        // Queued here: drop them, and say so (which frees them on the
-                        // endpoint's side). In a slot: the slot stops them.
-                        let at = ferry_proto::time::now_micros();
-                        for task in queue.iter().filter(|t| cancel.contains(&t.task_id)) {
-                            let lost = FromManager::Lost {
-                                task_id: task.task_id,
-                                attempt: task.attempt,
-                                at,
-                                reason: "cancelled".to_owned(),
-                            };
-                            to_endpoint.feed(encode(&lost)?).await?;
-                        }
-                        queue.retain(|t| !cancel.contains(&t.task_id));
-                        let cancel = Arc::new(cancel);
-                        for slot in &slots {
-                            slot.cancel(cancel.clone());
-                        }
-                    }
-                    Ok(ToManager::Shutdown) => break,
-                    Err(e) => anyhow::bail!("malformed frame from the endpoint: {e}"),
                 }
             }
-            Some(event) = events.recv() => {
-                // Take every event already waiting, so one flush carries them all.
-                let mut next = Some(event);
-                while let Some(event) = next {
-                    match event {
-                        SlotEvent::Report(report) => to_endpoint.feed(encode(&report)?).await?,
-                        SlotEvent::Ready(index) => load[index] = Some(0),
-                        SlotEvent::Done(index) => {
-                            if let Some(n) = load[index].as_mut() {
-                                *n = n.saturating_sub(1);
-                            }
-                        }
-                        SlotEvent::Gone(index, waiting) => {
-                            load[index] = None;
-                            for task in waiting.into_iter().rev() {
-                                if cancelled.contains(&task.task_id) {
-                                    let lost = FromManager::Lost {
-                                        task_id: task.task_id,
-                                        attempt: task.attempt,
-                                        at: ferry_proto::time::now_micros(),
-                                        reason: "cancelled".to_owned(),
-                                    };
-                                    to_endpoint.feed(encode(&lost)?).await?;
-                                } else {
-                                    queue.push_front(task);
-                                }
-                            }
-                        }
-                    }
-                    next = events.try_recv().ok();
-                }
+            self.fill_slots();
+            SinkExt::<Bytes>::flush(&mut self.to_endpoint).await?;
+            if self.draining && self.idle() {
+                tracing::info!("drained: nothing left to run before the block ends; stopping");
+                break;
             }
-            _ = heartbeat.tick() => {
-                let idle = load.iter().filter(|l| **l == Some(0)).count() as u32;
-                let beat = FromManager::Heartbeat { at: ferry_proto::time::now_micros(), idle_workers: idle };
-                to_endpoint.feed(encode(&beat)?).await?;
-            }
-            _ = shutdown.cancelled() => break,
         }
-        // Fill the least loaded ready slot first, one task at a time, so work spreads.
-        while !queue.is_empty() {
-            let Some(index) = (0..slots.len())
-                .filter(|&i| load[i].is_some_and(|n| n < depth))
-                .min_by_key(|&i| load[i])
+        drop(self.slots);
+        Ok(())
+    }
+
+    async fn take(&mut self, code: Vec<FunctionCode>, tasks: Vec<TaskSpec>) -> anyhow::Result<()> {
+        for f in code {
+            self.functions.insert(f.function_id, Arc::new(f));
+        }
+        if self.draining {
+            // Sent before the endpoint heard this manager drains: give them back.
+            let returned = tasks.iter().map(|t| (t.task_id, t.attempt)).collect();
+            self.to_endpoint
+                .feed(encode(&FromManager::Draining { returned })?)
+                .await?;
+            return Ok(());
+        }
+        self.queue.extend(tasks);
+        Ok(())
+    }
+
+    async fn cancel(&mut self, task_ids: Vec<TaskId>) -> anyhow::Result<()> {
+        if self.cancelled.len() > 100_000 {
+            self.cancelled.clear();
+        }
+        self.cancelled.extend(task_ids.iter().copied());
+        let cancel: HashSet<TaskId> = task_ids.into_iter().collect();
+        // Queued here: drop them, and say so (which frees them on the endpoint's side).
+        // In a slot: the slot stops them.
+        let at = ferry_proto::time::now_micros();
+        for task in self.queue.iter().filter(|t| cancel.contains(&t.task_id)) {
+            let lost = FromManager::Lost {
+                task_id: task.task_id,
+                attempt: task.attempt,
+                at,
+                reason: "cancelled".to_owned(),
+            };
+            self.to_endpoint.feed(encode(&lost)?).await?;
+        }
+        self.queue.retain(|t| !cancel.contains(&t.task_id));
+        let cancel = Arc::new(cancel);
+        for slot in &self.slots {
+            slot.cancel(cancel.clone());
+        }
+        Ok(())
+    }
+
+    async fn on_slot(&mut self, event: SlotEvent) -> anyhow::Result<()> {
+        match event {
+            SlotEvent::Report(report) => self.to_endpoint.feed(encode(&report)?).await?,
+            SlotEvent::Died(lost) => self.deaths.push_back((Instant::now() + DEATH_GRACE, lost)),
+            SlotEvent::Ready(index) => self.load[index] = Some(0),
+            SlotEvent::Done(index) => {
+                if let Some(n) = self.load[index].as_mut() {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            SlotEvent::Gone(index, waiting) => {
+                self.load[index] = None;
+                for task in waiting.into_iter().rev() {
+                    if self.cancelled.contains(&task.task_id) {
+                        let lost = FromManager::Lost {
+                            task_id: task.task_id,
+                            attempt: task.attempt,
+                            at: ferry_proto::time::now_micros(),
+                            reason: "cancelled".to_owned(),
+                        };
+                        self.to_endpoint.feed(encode(&lost)?).await?;
+                    } else {
+                        self.queue.push_front(task);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills the least loaded ready slot first, one task at a time, so work spreads.
+    fn fill_slots(&mut self) {
+        while !self.queue.is_empty() {
+            let Some(index) = (0..self.slots.len())
+                .filter(|&i| self.load[i].is_some_and(|n| n < self.depth))
+                .min_by_key(|&i| self.load[i])
             else {
                 break;
             };
-            let task = queue.pop_front().expect("not empty");
-            let Some(function) = functions.get(&task.function_id).cloned() else {
+            let task = self.queue.pop_front().expect("not empty");
+            let Some(function) = self.functions.get(&task.function_id).cloned() else {
                 tracing::error!(task_id = %task.task_id, function_id = %task.function_id, "task for a function the endpoint never sent");
                 continue;
             };
-            if let Some(n) = load[index].as_mut() {
+            if let Some(n) = self.load[index].as_mut() {
                 *n += 1;
             }
-            slots[index].assign(function, task);
+            self.slots[index].assign(function, task);
         }
-        SinkExt::<Bytes>::flush(&mut to_endpoint).await?;
     }
-    drop(slots);
-    Ok(())
+
+    /// The block ends soon: take nothing more and give back what has not reached a
+    /// worker.
+    async fn drain(&mut self) -> anyhow::Result<()> {
+        self.draining = true;
+        let returned: Vec<(TaskId, u32)> = self.queue.drain(..).map(|t| (t.task_id, t.attempt)).collect();
+        tracing::info!(returned = returned.len(), "the block ends soon: draining");
+        self.to_endpoint
+            .feed(encode(&FromManager::Draining { returned })?)
+            .await?;
+        Ok(())
+    }
+
+    /// Nothing queued, no worker holding a task, no death still to report.
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.deaths.is_empty() && self.load.iter().all(|l| l.unwrap_or(0) == 0)
+    }
+
+    /// Stopped (SIGTERM: the scheduler ends the block): says so before the workers go,
+    /// so the endpoint puts what they held back in the queue uncharged.
+    async fn leave(&mut self) -> anyhow::Result<()> {
+        let reason = "the manager was told to stop (SIGTERM): its block is ending".to_owned();
+        tracing::info!("{reason}; telling the endpoint");
+        self.to_endpoint
+            .feed(encode(&FromManager::Leaving { reason })?)
+            .await?;
+        while let Some((_, lost)) = self.deaths.pop_front() {
+            self.to_endpoint.feed(encode(&lost)?).await?;
+        }
+        SinkExt::<Bytes>::flush(&mut self.to_endpoint).await?;
+        Ok(())
+    }
 }
 
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Connects, retrying for about a minute: on a cluster the endpoint may be starting,
+/// or a node's network coming up.
 async fn connect(addr: &str) -> anyhow::Result<tokio::net::TcpStream> {
     let mut delay = Duration::from_millis(50);
-    for _ in 0..20 {
+    let mut last = None;
+    for _ in 0..40 {
         match tokio::net::TcpStream::connect(addr).await {
             Ok(s) => return Ok(s),
             Err(e) => {
                 tracing::debug!(error = %e, "endpoint not reachable yet");
+                last = Some(e);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
     }
-    anyhow::bail!("cannot connect to the endpoint at {addr}")
+    anyhow::bail!(
+        "cannot connect to the endpoint at {addr}: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )
 }
 
 fn hostname() -> String {

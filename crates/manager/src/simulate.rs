@@ -13,22 +13,27 @@ use ferry_proto::frames::{FromManager, ManagerInfo, ToManager};
 use ferry_proto::messages::{Completion, TaskResult};
 use ferry_proto::time::now_micros;
 use futures_util::{SinkExt, StreamExt};
-use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Config, codec};
+use crate::Config;
 
 /// The result every simulated task returns: JSON `null` in the serialized-data form.
 const NULL_RESULT: &[u8] = b"11\nnull";
 
 /// Connects `count` fake managers and serves until `shutdown` or the endpoint goes.
-pub async fn run(config: Config, count: u32, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    secret: &str,
+    count: u32,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut managers = tokio::task::JoinSet::new();
     for index in 0..count {
         let config = config.clone();
         let shutdown = shutdown.clone();
-        managers.spawn(async move { fake(index, &config, shutdown).await });
+        let secret = secret.to_owned();
+        managers.spawn(async move { fake(index, &config, &secret, shutdown).await });
         // A SYN burst of thousands overflows the listen backlog; pace the connects.
         if index % 200 == 199 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -52,12 +57,7 @@ pub async fn run(config: Config, count: u32, shutdown: CancellationToken) -> any
 }
 
 /// One fake manager; returns how many tasks it ran.
-async fn fake(index: u32, config: &Config, shutdown: CancellationToken) -> anyhow::Result<u64> {
-    let stream = crate::connect(&config.endpoint).await?;
-    stream.set_nodelay(true)?;
-    let (rd, wr) = stream.into_split();
-    let mut from_endpoint = FramedRead::new(rd, codec());
-    let mut to_endpoint = FramedWrite::new(wr, codec());
+async fn fake(index: u32, config: &Config, secret: &str, shutdown: CancellationToken) -> anyhow::Result<u64> {
     let encode = |m: &FromManager| ferry_proto::codec::encode(m).map(Bytes::from);
     let info = ManagerInfo {
         manager_id: ManagerId::new(),
@@ -67,8 +67,9 @@ async fn fake(index: u32, config: &Config, shutdown: CancellationToken) -> anyho
         cores: config.workers,
         memory_bytes: 0,
         block_id: Some("simulated".to_owned()),
+        block_end: None,
     };
-    to_endpoint.send(encode(&FromManager::Register(info))?).await?;
+    let (mut from_endpoint, mut to_endpoint) = crate::handshake(&config.endpoint, secret, info).await?;
     let mut heartbeat = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms.max(100)));
     let mut ran = 0u64;
     loop {
@@ -100,6 +101,8 @@ async fn fake(index: u32, config: &Config, shutdown: CancellationToken) -> anyho
                     // Every task finished the moment it came: nothing to stop.
                     ToManager::Cancel { .. } => {}
                     ToManager::Shutdown => return Ok(ran),
+                    ToManager::Refused { reason } => anyhow::bail!("refused: {reason}"),
+                    ToManager::Hello { .. } => anyhow::bail!("the endpoint greeted twice"),
                 }
             }
             _ = heartbeat.tick() => {

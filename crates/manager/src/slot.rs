@@ -266,21 +266,21 @@ impl<'a> Worker<'a> {
         let reason = format!("worker {} died ({status}): {cause}", self.pid);
         let at = ferry_proto::time::now_micros();
         let cancelled = std::mem::take(&mut self.cancelled);
-        let lost = |task: &TaskSpec, reason: String| {
-            SlotEvent::Report(FromManager::Lost {
-                task_id: task.task_id,
-                attempt: task.attempt,
-                at,
-                reason,
-            })
+        let lost = |task: &TaskSpec, reason: String| FromManager::Lost {
+            task_id: task.task_id,
+            attempt: task.attempt,
+            at,
+            reason,
         };
         if let Some(running) = self.in_flight.pop_front() {
             if cancelled.contains(&running.task_id) {
                 tracing::info!(task_id = %running.task_id, slot = self.index, "cancelled task stopped");
-                let _ = self.events.send(lost(&running, "cancelled".to_owned()));
+                let _ = self
+                    .events
+                    .send(SlotEvent::Report(lost(&running, "cancelled".to_owned())));
             } else {
                 tracing::warn!(task_id = %running.task_id, slot = self.index, %reason, "task lost");
-                let _ = self.events.send(lost(&running, reason.clone()));
+                let _ = self.events.send(SlotEvent::Died(lost(&running, reason.clone())));
             }
         }
         let (dropped, waiting): (Vec<TaskSpec>, Vec<TaskSpec>) = self
@@ -288,7 +288,9 @@ impl<'a> Worker<'a> {
             .drain(..)
             .partition(|t| cancelled.contains(&t.task_id));
         for task in &dropped {
-            let _ = self.events.send(lost(task, "cancelled".to_owned()));
+            let _ = self
+                .events
+                .send(SlotEvent::Report(lost(task, "cancelled".to_owned())));
         }
         let _ = self.events.send(SlotEvent::Gone(self.index, waiting));
         anyhow::bail!(reason)

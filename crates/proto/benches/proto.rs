@@ -29,6 +29,7 @@ fn batch(n: usize) -> TaskBatch {
                 group: None,
                 walltime_ms: None,
                 input_bytes: None,
+                requeues: 0,
             })
             .collect(),
     }

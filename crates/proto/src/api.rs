@@ -222,6 +222,12 @@ pub struct TaskDoc {
     pub stdout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
+    /// Why the task waits, from its endpoint's last report (`GET /v1/tasks/{id}` only,
+    /// while the task is `received`, `waiting-for-ep` or `waiting-for-nodes`): the
+    /// endpoint is offline, every worker is busy, a block is pending in the scheduler's
+    /// queue (with its job id and the scheduler's reason), scaling is paused (and why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     pub history: Vec<HistoryEntry>,
 }
 

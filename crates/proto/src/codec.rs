@@ -97,6 +97,7 @@ mod tests {
                     group: None,
                     walltime_ms: None,
                     input_bytes: None,
+                    requeues: 0,
                 })
                 .collect(),
         }

@@ -1,8 +1,15 @@
 //! Frames between an endpoint and its managers (TCP) and between a manager and its
 //! workers (pipes). Each frame is a [`crate::codec`] message behind a 4-byte big-endian
 //! length.
+//!
+//! A manager proves it belongs to the endpoint before it is given anything: the
+//! endpoint opens with [`ToManager::Hello`] and a fresh nonce, and the manager answers
+//! [`FromManager::Register`] with an HMAC-SHA256 of the nonce and its id under the
+//! endpoint's secret ([`registration_proof`]). The secret itself never travels.
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use crate::messages::{FunctionCode, TaskResult, TaskSpec};
 use crate::time::Micros;
@@ -22,11 +29,36 @@ pub struct ManagerInfo {
     pub memory_bytes: u64,
     /// The provider's block this manager belongs to, if any.
     pub block_id: Option<String>,
+    /// Unix seconds when the manager's block ends (its walltime), if it has an end.
+    pub block_end: Option<u64>,
+}
+
+/// The proof a manager sends with its registration: HMAC-SHA256, under the endpoint's
+/// secret, of the endpoint's nonce and the manager's id.
+pub fn registration_proof(secret: &[u8], nonce: &[u8], manager_id: ManagerId) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"ferry-manager-register-v1");
+    mac.update(nonce);
+    mac.update(manager_id.0.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Checks a registration's proof in constant time.
+pub fn proof_holds(secret: &[u8], nonce: &[u8], manager_id: ManagerId, proof: &[u8]) -> bool {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"ferry-manager-register-v1");
+    mac.update(nonce);
+    mac.update(manager_id.0.as_bytes());
+    mac.verify_slice(proof).is_ok()
 }
 
 /// Endpoint -> manager.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToManager {
+    /// The first frame on a connection: the nonce the manager's registration proves.
+    Hello { nonce: Vec<u8> },
+    /// The registration was refused (its proof does not hold); the connection closes.
+    Refused { reason: String },
     /// Run these tasks. `functions` holds the code of those functions the manager has
     /// not been sent before.
     Run {
@@ -43,7 +75,11 @@ pub enum ToManager {
 /// Manager -> endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromManager {
-    Register(ManagerInfo),
+    /// The answer to [`ToManager::Hello`]: who the manager is, and its proof.
+    Register {
+        info: ManagerInfo,
+        proof: Vec<u8>,
+    },
     Heartbeat {
         at: Micros,
         idle_workers: u32,
@@ -60,6 +96,17 @@ pub enum FromManager {
         task_id: TaskId,
         attempt: u32,
         at: Micros,
+        reason: String,
+    },
+    /// The manager's block ends soon: it takes no more tasks, and gives back these
+    /// (task, attempt) it held and had not started. What it runs, it finishes if it can.
+    Draining {
+        returned: Vec<(TaskId, u32)>,
+    },
+    /// The manager is going away because its block is ending (the scheduler's SIGTERM
+    /// at the walltime, a cancel, a preemption): the tasks it still holds did not fail,
+    /// their allocation ended.
+    Leaving {
         reason: String,
     },
 }

@@ -69,6 +69,11 @@ pub struct TaskSpec {
     /// Set when the input is too large to travel in the message: `payload` is empty and
     /// the endpoint fetches these many bytes from the web-service's data plane.
     pub input_bytes: Option<u64>,
+    /// How many times the task went back to its endpoint's queue because the block
+    /// running it ended (walltime, preemption), without being charged an attempt. The
+    /// endpoint charges the next such loss once this reaches its limit, so a task longer
+    /// than any block cannot go around for ever.
+    pub requeues: u32,
 }
 
 /// Tasks for one endpoint, with the code of every function they use.
@@ -149,6 +154,40 @@ pub struct EndpointLoad {
     /// Tasks held by managers.
     pub outstanding_tasks: u32,
     pub manager_ids: Vec<ManagerId>,
+    /// The provider's blocks and whether scaling runs (none for a manual endpoint).
+    pub provider: Option<ProviderReport>,
+}
+
+/// What an endpoint's provider is doing: its blocks, and whether it may add more.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderReport {
+    /// `local`, `slurm` or `pbs`.
+    pub kind: String,
+    /// Why scaling holds back, when it does (`paused after 3 refused submissions: ...`,
+    /// `backing off after ...`); `None` while it runs freely.
+    pub scaling: Option<String>,
+    /// The blocks alive, and those ended lately, oldest first.
+    pub blocks: Vec<BlockReport>,
+}
+
+/// One block (one scheduler job) as its endpoint sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockReport {
+    pub block_id: String,
+    /// The scheduler's job id, once submitted.
+    pub job_id: Option<String>,
+    /// `submitting`, `pending`, `held`, `running`, `draining`, `cancelling`, or how it
+    /// ended: `completed`, `failed`, `cancelled`, `timed-out`, `preempted`, `missing`.
+    pub state: String,
+    /// The scheduler's words (why it is pending, how it failed), or the endpoint's.
+    pub reason: Option<String>,
+    pub nodes: u32,
+    /// Managers of this block connected now.
+    pub managers: u32,
+    /// Tasks its managers hold now.
+    pub tasks: u32,
+    pub submitted_at: Micros,
+    pub ended_at: Option<Micros>,
 }
 
 /// Everything an endpoint tells the forwarder.

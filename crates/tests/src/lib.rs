@@ -223,21 +223,7 @@ impl Stack {
             String::from_utf8_lossy(&out.stderr)
         );
         self.start_part(Part::Endpoint);
-        let home = self.dir.path().join("home/endpoints/ep");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(home.join("running.json")) {
-                let v: serde_json::Value = serde_json::from_str(&text).expect("running.json");
-                self.endpoint_id = Some(v["endpoint_id"].as_str().unwrap().parse().unwrap());
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "endpoint did not start; logs in {}",
-                self.dir.path().display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_until_registered().await;
         // Online once a heartbeat reports a connected manager.
         let id = self.endpoint_id.unwrap();
         let this = &*self;
@@ -250,6 +236,58 @@ impl Stack {
             },
         )
         .await;
+    }
+
+    /// Writes endpoint `ep`'s `config.toml` (the service's `url` and `token` first, then
+    /// `rest`), starts it in the foreground and waits until it is registered (not for
+    /// managers: a cluster endpoint may start with none).
+    pub async fn start_endpoint_with(&mut self, rest: &str) {
+        let dir = self.endpoint_dir();
+        std::fs::create_dir_all(&dir).expect("endpoint dir");
+        let text = format!("url = \"{}\"\ntoken = \"{}\"\n{rest}", self.url, self.token);
+        std::fs::write(dir.join("config.toml"), text).expect("config.toml");
+        self.start_part(Part::Endpoint);
+        self.wait_until_registered().await;
+    }
+
+    /// The directory of endpoint `ep` (its config, blocks, logs).
+    pub fn endpoint_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("home/endpoints/ep")
+    }
+
+    async fn wait_until_registered(&mut self) {
+        let home = self.endpoint_dir();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(home.join("running.json")) {
+                let v: serde_json::Value = serde_json::from_str(&text).expect("running.json");
+                self.endpoint_id = Some(v["endpoint_id"].as_str().unwrap().parse().unwrap());
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "endpoint did not start; logs in {}",
+                self.dir.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs `ferry-endpoint ARGS` with this stack's settings; its exit status and
+    /// output.
+    pub fn endpoint_cli(&self, args: &[&str]) -> std::process::Output {
+        self.command("ferry-endpoint")
+            .args(args)
+            .output()
+            .expect("ferry-endpoint")
+    }
+
+    /// The provider's report the running endpoint last wrote (`blocks.json`).
+    pub fn blocks(&self) -> serde_json::Value {
+        std::fs::read(self.endpoint_dir().join("blocks.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// Polls `condition` until it holds, panicking with `what` at the deadline.

@@ -217,6 +217,13 @@ impl AppState {
 
     /// An endpoint's owner, from memory when it was read before; `None` for an
     /// endpoint that does not exist.
+    /// Forgets a deleted endpoint's owner (this web-service only: another one still
+    /// accepts tasks for it until its memo is emptied; they wait in the endpoint's queue,
+    /// as for an endpoint that never returns, and can be cancelled).
+    pub fn forget_endpoint(&self, id: EndpointId) {
+        self.endpoint_owners.forget(&id);
+    }
+
     pub async fn endpoint_owner(&self, id: EndpointId) -> Result<Option<UserId>, ferry_store::Error> {
         if let Some(owner) = self.endpoint_owners.get(&id) {
             return Ok(Some(owner));

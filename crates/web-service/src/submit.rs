@@ -224,6 +224,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             attempt: 0,
             max_retries: t.max_retries.unwrap_or(state.config.default_max_retries),
             input_bytes: (t.payload.len() > inline_limit).then_some(t.payload.len() as u64),
+            requeues: 0,
             payload: t.payload,
             group: task_group.filter(|_| result_queue),
             walltime_ms: t.walltime_ms,

@@ -83,6 +83,13 @@ pub async fn run(template: &[u8], payload: &[u8]) -> ShellOutcome {
             stderr,
         }
     } else {
+        if terminated(output.status) {
+            // SIGTERM from outside: a batch scheduler ending the block signals every
+            // process at once, this worker too, which then stops with its group. Wait a
+            // moment for that before calling it the command's failure: the task then
+            // goes back with its block, uncharged, instead of failing.
+            tokio::time::sleep(TERMINATED_GRACE).await;
+        }
         let how = match code {
             Some(c) => format!("exited with status {c}"),
             None => crate::host::describe_status(output.status),
@@ -97,6 +104,15 @@ pub async fn run(template: &[u8], payload: &[u8]) -> ShellOutcome {
             .collect();
         failure(format!("command {how}: {cmd}\n{tail}"), stdout, stderr)
     }
+}
+
+/// How long a command killed by SIGTERM waits before it is reported as failed.
+const TERMINATED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Killed by SIGTERM, or a shell that exited with its code (128 + 15).
+fn terminated(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(libc::SIGTERM) || status.code() == Some(128 + libc::SIGTERM)
 }
 
 fn failure(traceback: String, stdout: String, stderr: String) -> ShellOutcome {
@@ -149,6 +165,23 @@ mod tests {
             }
             other => panic!("expected a failure, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_command_killed_by_sigterm_waits_a_moment_before_it_fails() {
+        let started = std::time::Instant::now();
+        let out = run(b"kill -TERM $$", b"").await;
+        assert!(started.elapsed() >= TERMINATED_GRACE, "reported at once");
+        let Completion::Failure { traceback, .. } = out.completion else {
+            panic!("a killed command fails")
+        };
+        assert!(traceback.contains("SIGTERM"), "{traceback}");
+        let started = std::time::Instant::now();
+        let _ = run(b"exit 3", b"").await;
+        assert!(
+            started.elapsed() < TERMINATED_GRACE,
+            "an ordinary failure waits for nothing"
+        );
     }
 
     #[tokio::test]

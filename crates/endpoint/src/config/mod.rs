@@ -4,6 +4,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod file;
+pub mod globus;
+mod lines;
+pub mod provider;
+pub mod values;
+
+pub use provider::{Launcher, Problem, ProviderConfig, ProviderKind};
+pub use values::{Seconds, Walltime};
+
 /// Where endpoints keep their directories: `$FERRY_HOME`, else `~/.ferry`.
 pub fn ferry_home() -> PathBuf {
     if let Some(home) = std::env::var_os("FERRY_HOME") {
@@ -28,11 +37,20 @@ pub struct EndpointConfig {
     /// The Ferry web-service to register with.
     pub url: String,
     /// The bearer token to register with (`FERRY_TOKEN` overrides it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// Where managers connect (`host:port`; port 0 picks a free one).
-    #[serde(default = "default_listen")]
-    pub listen: String,
+    /// Where managers connect (`host:port`; port 0 picks a free one). Default
+    /// `127.0.0.1:0`, or `0.0.0.0:0` for a Slurm or PBS provider, whose managers run on
+    /// other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The host name or IP address managers on compute nodes use to reach this
+    /// endpoint (default: this machine's host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Take the address from this network interface instead (`"ib0"`, `"hsn0"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_interface: Option<String>,
     /// Task messages held unacked at once.
     #[serde(default = "default_prefetch")]
     pub prefetch: u16,
@@ -44,63 +62,14 @@ pub struct EndpointConfig {
     pub provider: ProviderConfig,
 }
 
-/// How the endpoint gets managers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    /// `"local"`: managers are processes on this machine. `"manual"`: the endpoint starts
-    /// none; managers are started by hand (or by a load generator) with
-    /// `ferry-manager --endpoint <listen address>`.
-    #[serde(default = "default_kind")]
-    pub kind: String,
-    /// Managers (nodes) to keep.
-    #[serde(default = "one")]
-    pub nodes: u32,
-    /// Worker processes per manager.
-    #[serde(default = "two")]
-    pub workers_per_node: u32,
-    /// The Python interpreter the workers run (`-m ferry.host`).
-    #[serde(default = "default_python")]
-    pub python: String,
-    /// The `ferry-manager` binary (default: next to `ferry-endpoint`).
-    #[serde(default)]
-    pub manager_bin: Option<PathBuf>,
-}
-
-impl Default for ProviderConfig {
-    fn default() -> Self {
-        Self {
-            kind: default_kind(),
-            nodes: one(),
-            workers_per_node: two(),
-            python: default_python(),
-            manager_bin: None,
-        }
-    }
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:0".to_owned()
-}
 fn default_prefetch() -> u16 {
     64
 }
 fn default_manager_timeout() -> u64 {
     30
 }
-fn default_kind() -> String {
-    "local".to_owned()
-}
-fn one() -> u32 {
-    1
-}
-fn two() -> u32 {
-    2
-}
-fn default_python() -> String {
-    "python3".to_owned()
-}
 
+/// Why a config file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {path}: {source}")]
@@ -110,6 +79,20 @@ pub enum Error {
 }
 
 impl EndpointConfig {
+    /// A config for `url` with every default and the given provider.
+    pub fn new(url: String, provider: ProviderConfig) -> Self {
+        Self {
+            url,
+            token: None,
+            listen: None,
+            address: None,
+            address_interface: None,
+            prefetch: default_prefetch(),
+            manager_timeout_secs: default_manager_timeout(),
+            provider,
+        }
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
@@ -122,24 +105,52 @@ impl EndpointConfig {
         })
     }
 
-    /// Parses and checks config text.
+    /// Parses and checks config text. A problem is named by its key and, where the file
+    /// has it, its line; every problem is listed, not only the first.
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: EndpointConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        if !matches!(config.provider.kind.as_str(), "local" | "manual") {
-            return Err(format!(
-                "provider.kind {:?} is not supported; use \"local\" or \"manual\"",
-                config.provider.kind
-            ));
-        }
-        if config.provider.kind == "local"
-            && (config.provider.nodes == 0 || config.provider.workers_per_node == 0)
-        {
-            return Err("provider.nodes and provider.workers_per_node must be at least 1".to_owned());
-        }
+        let mut problems = config.provider.check();
         if config.prefetch == 0 {
-            return Err("prefetch must be at least 1".to_owned());
+            problems.push(Problem {
+                key: "prefetch".into(),
+                message: "must be at least 1".into(),
+            });
         }
-        Ok(config)
+        if config.address.is_some() && config.address_interface.is_some() {
+            problems.push(Problem {
+                key: "address_interface".into(),
+                message: "set `address` or `address_interface`, not both".into(),
+            });
+        }
+        if let Some(listen) = &config.listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(Problem {
+                key: "listen".into(),
+                message: format!("{listen:?} is not host:port with an IP address (\"0.0.0.0:0\")"),
+            });
+        }
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        Err(problems
+            .iter()
+            .map(|p| match lines::of_key(text, &p.key) {
+                Some(line) => format!("line {line}: {}: {}", p.key, p.message),
+                None => format!("{}: {}", p.key, p.message),
+            })
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+
+    /// Where managers are told to connect is decided at start (see `service`); this is
+    /// where the endpoint listens.
+    pub fn listen(&self) -> &str {
+        match &self.listen {
+            Some(l) => l,
+            None if self.provider.kind.is_batch() => "0.0.0.0:0",
+            None => "127.0.0.1:0",
+        }
     }
 }
 
@@ -151,20 +162,45 @@ mod tests {
     fn a_minimal_config_gets_defaults() {
         let c = EndpointConfig::parse("url = \"http://x\"").unwrap();
         assert_eq!(
-            (c.provider.nodes, c.provider.workers_per_node, c.prefetch),
-            (1, 2, 64)
+            (
+                c.provider.nodes_per_block(),
+                c.provider.workers_per_node(),
+                c.prefetch
+            ),
+            (1, Some(2), 64)
         );
+        assert_eq!(c.listen(), "127.0.0.1:0");
+        let c = EndpointConfig::parse("url = \"http://x\"\n[provider]\nkind = \"slurm\"").unwrap();
+        assert_eq!(c.listen(), "0.0.0.0:0");
     }
 
     #[test]
-    fn an_unknown_key_is_named() {
+    fn an_unknown_key_is_named_with_its_line() {
         let err = EndpointConfig::parse("url = \"http://x\"\nworkerz = 3").unwrap_err();
-        assert!(err.contains("workerz"), "{err}");
+        assert!(err.contains("workerz") && err.contains("line 2"), "{err}");
+        let err =
+            EndpointConfig::parse("url = \"x\"\n[provider]\nkind = \"slurm\"\npartion = \"a\"").unwrap_err();
+        assert!(err.contains("partion") && err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_with_its_line() {
+        let err = EndpointConfig::parse("url = \"x\"\n[provider]\nmax_blocks = \"two\"").unwrap_err();
+        assert!(err.contains("max_blocks") && err.contains("line 3"), "{err}");
     }
 
     #[test]
     fn an_unsupported_provider_is_refused() {
         let err = EndpointConfig::parse("url = \"x\"\n[provider]\nkind = \"k8s\"").unwrap_err();
         assert!(err.contains("k8s"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named_by_key_and_line_and_all_are_listed() {
+        let text =
+            "url = \"x\"\nprefetch = 0\n\n[provider]\nkind = \"slurm\"\nmin_blocks = 3\nmax_blocks = 2\n";
+        let err = EndpointConfig::parse(text).unwrap_err();
+        assert!(err.contains("line 7: provider.max_blocks"), "{err}");
+        assert!(err.contains("line 2: prefetch"), "{err}");
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 mod ports;
 mod stops;
 
-pub use ports::{Ack, Input, Sink};
+pub use ports::{Ack, BlockLoad, Capacity, Input, Sink};
 
 /// Cancelled task ids remembered to drop copies that arrive later (a redelivery, or a
 /// task still queued behind others when its cancel came). Past this many the oldest
@@ -41,6 +41,11 @@ struct Manager {
     /// Tasks (and which attempt of each) this manager holds.
     tasks: HashSet<(TaskId, u32)>,
     last_seen: Instant,
+    /// Its block ends soon: it gets no more tasks (and is not in `by_free`).
+    draining: bool,
+    /// Its block is ending now: what it still holds is lost with the allocation, not
+    /// through a fault of the task's.
+    leaving: bool,
 }
 
 struct InFlight {
@@ -68,6 +73,8 @@ pub struct Interchange<S, D = Delivery> {
     unreported: VecDeque<(Instant, TaskId)>,
     /// How many tasks wait for a manager, for the queue consumer's backpressure.
     pending_count: watch::Sender<usize>,
+    /// Tasks waiting and what each block holds, for scaling (updated every tick).
+    capacity: watch::Sender<Capacity>,
     inflight: HashMap<TaskId, InFlight>,
     /// Results sent to the broker, awaiting its confirm: task -> delivery.
     publishing: HashMap<TaskId, (u64, u32)>,
@@ -92,6 +99,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             pending: VecDeque::new(),
             unreported: VecDeque::new(),
             pending_count: watch::Sender::new(0),
+            capacity: watch::Sender::new(Capacity::default()),
             inflight: HashMap::new(),
             publishing: HashMap::new(),
             functions: HashMap::new(),
@@ -107,6 +115,11 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
     /// How many tasks wait for a manager, kept current after every input.
     pub fn pending_tasks(&self) -> watch::Receiver<usize> {
         self.pending_count.subscribe()
+    }
+
+    /// Tasks waiting and what each block's managers hold, as of the last tick.
+    pub fn capacity(&self) -> watch::Receiver<Capacity> {
+        self.capacity.subscribe()
     }
 
     /// Reacts to inputs until the channel closes. Inputs that queued up while the last
@@ -152,6 +165,8 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                         functions_sent: HashSet::new(),
                         tasks: HashSet::new(),
                         last_seen: Instant::now(),
+                        draining: false,
+                        leaving: false,
                     },
                 );
             }
@@ -183,6 +198,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                     .flat_map(|m| m.tasks.iter().map(|(task, _)| *task))
                     .collect();
                 self.sink.heartbeat(self.load(), alive);
+                self.capacity.send_replace(self.block_loads());
             }
         }
     }
@@ -295,7 +311,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             m.last_seen = Instant::now();
         }
         match message {
-            FromManager::Register(_) | FromManager::Heartbeat { .. } => {}
+            FromManager::Register { .. } | FromManager::Heartbeat { .. } => {}
             FromManager::Started { task_id, attempt, at } => {
                 if let Some(t) = self.inflight.get_mut(&task_id)
                     && t.spec.attempt == attempt
@@ -312,13 +328,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             }
             FromManager::Finished(mut result) => {
                 let task_id = result.task_id;
-                if let Some(m) = self.managers.get_mut(&manager_id)
-                    && m.tasks.remove(&(task_id, result.attempt))
-                {
-                    self.by_free.remove(&(m.free, manager_id));
-                    m.free += 1;
-                    self.by_free.insert((m.free, manager_id));
-                }
+                self.release(manager_id, task_id, result.attempt);
                 if self.inflight.get(&task_id).map(|t| t.spec.attempt) != Some(result.attempt) {
                     tracing::debug!(%task_id, attempt = result.attempt, "result for an attempt no longer held; dropped");
                     return;
@@ -337,14 +347,59 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 at,
                 reason,
             } => {
-                if let Some(m) = self.managers.get_mut(&manager_id)
-                    && m.tasks.remove(&(task_id, attempt))
-                {
-                    self.by_free.remove(&(m.free, manager_id));
-                    m.free += 1;
-                    self.by_free.insert((m.free, manager_id));
+                self.release(manager_id, task_id, attempt);
+                if self.managers.get(&manager_id).is_some_and(|m| m.leaving) && reason != "cancelled" {
+                    self.block_ended(task_id, attempt, at, &reason).await;
+                } else {
+                    self.lost(task_id, attempt, at, &reason).await;
                 }
-                self.lost(task_id, attempt, at, &reason).await;
+            }
+            FromManager::Draining { returned } => self.draining(manager_id, returned),
+            FromManager::Leaving { reason } => {
+                if let Some(m) = self.managers.get_mut(&manager_id) {
+                    tracing::info!(%manager_id, host = %m.info.hostname, tasks = m.tasks.len(), reason, "manager leaving with its block");
+                    self.by_free.remove(&(m.free, manager_id));
+                    m.draining = true;
+                    m.leaving = true;
+                }
+            }
+        }
+    }
+
+    /// A manager no longer holds this task: its slot is free again (unless it drains).
+    fn release(&mut self, manager_id: ManagerId, task_id: TaskId, attempt: u32) {
+        if let Some(m) = self.managers.get_mut(&manager_id)
+            && m.tasks.remove(&(task_id, attempt))
+        {
+            if m.draining {
+                m.free += 1;
+            } else {
+                self.by_free.remove(&(m.free, manager_id));
+                m.free += 1;
+                self.by_free.insert((m.free, manager_id));
+            }
+        }
+    }
+
+    /// The manager's block ends soon: it gets nothing more, and the tasks it gave back
+    /// (never started) wait here again, first in line, as they were.
+    fn draining(&mut self, manager_id: ManagerId, returned: Vec<(TaskId, u32)>) {
+        let Some(m) = self.managers.get_mut(&manager_id) else {
+            return;
+        };
+        tracing::info!(%manager_id, host = %m.info.hostname, returned = returned.len(), "manager draining before its block ends");
+        self.by_free.remove(&(m.free, manager_id));
+        m.draining = true;
+        for &(task_id, attempt) in returned.iter().rev() {
+            if !m.tasks.remove(&(task_id, attempt)) {
+                continue;
+            }
+            m.free += 1;
+            if let Some(t) = self.inflight.get_mut(&task_id)
+                && t.spec.attempt == attempt
+            {
+                t.manager = None;
+                self.pending.push_front(task_id);
             }
         }
     }
@@ -416,6 +471,23 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         }
     }
 
+    /// What scaling needs: the tasks that wait, and what each block's managers hold.
+    fn block_loads(&self) -> Capacity {
+        let mut blocks: HashMap<String, BlockLoad> = HashMap::new();
+        for m in self.managers.values() {
+            let Some(block) = &m.info.block_id else { continue };
+            let b = blocks.entry(block.clone()).or_default();
+            b.managers += 1;
+            b.draining += u32::from(m.draining);
+            b.workers += m.info.workers;
+            b.tasks += m.tasks.len() as u32;
+        }
+        Capacity {
+            pending_tasks: self.pending.len() as u32,
+            blocks,
+        }
+    }
+
     fn load(&self) -> EndpointLoad {
         EndpointLoad {
             managers: self.managers.len() as u32,
@@ -428,6 +500,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             pending_tasks: self.pending.len() as u32,
             outstanding_tasks: self.managers.values().map(|m| m.tasks.len() as u32).sum(),
             manager_ids: self.managers.keys().copied().collect(),
+            provider: None,
         }
     }
 }

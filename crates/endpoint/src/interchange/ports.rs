@@ -46,6 +46,26 @@ pub enum Input<D = Delivery> {
     Wake,
 }
 
+/// What the interchange tells scaling on every tick.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// Tasks received and not given to any manager.
+    pub pending_tasks: u32,
+    /// By block id: what the block's connected managers hold.
+    pub blocks: std::collections::HashMap<String, BlockLoad>,
+}
+
+/// One block's connected managers, as the interchange sees them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockLoad {
+    pub managers: u32,
+    /// Of those, the ones that take no more tasks (their block ends soon).
+    pub draining: u32,
+    pub workers: u32,
+    /// Tasks its managers hold (running or queued at them).
+    pub tasks: u32,
+}
+
 /// A message the interchange acknowledges once every task in it is settled: an AMQP
 /// delivery in production, anything in benchmarks.
 pub trait Ack: Send + 'static {

@@ -4,12 +4,18 @@
 use std::collections::{HashMap, HashSet};
 
 use ferry_proto::frames::ToManager;
-use ferry_proto::messages::{Completion, StatusUpdate, TaskBatch, TaskResult};
+use ferry_proto::messages::{Completion, StatusUpdate, TaskBatch, TaskResult, TaskSpec};
 use ferry_proto::state::{Outcome, TaskStatus, transition};
 use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, Event, EventKind, ManagerId, TaskId, TaskState};
 
 use super::{Ack, Interchange, REMEMBER_CANCELLED, Sink};
+
+/// A manager gone within this many seconds of its block's end went with the block.
+const BLOCK_END_SLACK_SECS: u64 = 10;
+/// How many times a task may go back to the queue with its block's end before such a
+/// loss is charged like any other.
+pub(super) const MAX_FREE_REQUEUES: u32 = 3;
 
 impl<S: Sink, D: Ack> Interchange<S, D> {
     pub(super) async fn cancel(&mut self, task_ids: Vec<TaskId>) {
@@ -54,8 +60,22 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             return;
         };
         self.by_free.remove(&(manager.free, manager_id));
-        tracing::warn!(%manager_id, host = %manager.info.hostname, reason, tasks = manager.tasks.len(), "manager lost");
         let at = now_micros();
+        // Gone at (or after) its block's end, or after saying it leaves with its block:
+        // the allocation ended, the tasks did nothing wrong.
+        let block_over = manager
+            .info
+            .block_end
+            .is_some_and(|end| at / 1_000_000 + BLOCK_END_SLACK_SECS >= end);
+        if manager.leaving || block_over {
+            tracing::info!(%manager_id, host = %manager.info.hostname, reason, tasks = manager.tasks.len(), "manager gone with its block");
+            for (task_id, attempt) in manager.tasks {
+                let why = format!("the block of manager {manager_id} ended ({reason})");
+                self.block_ended(task_id, attempt, at, &why).await;
+            }
+            return;
+        }
+        tracing::warn!(%manager_id, host = %manager.info.hostname, reason, tasks = manager.tasks.len(), "manager lost");
         for (task_id, attempt) in manager.tasks {
             self.lost(
                 task_id,
@@ -65,6 +85,71 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             )
             .await;
         }
+    }
+
+    /// The block running a task ended under it: the task goes around again without
+    /// being charged an attempt, unless it has done so `MAX_FREE_REQUEUES` times
+    /// already (then it is an ordinary loss, so a task longer than any block ends).
+    pub(super) async fn block_ended(&mut self, task_id: TaskId, attempt: u32, at: u64, reason: &str) {
+        let Some(t) = self.inflight.get(&task_id) else {
+            return;
+        };
+        if t.spec.attempt != attempt {
+            return;
+        }
+        if t.spec.requeues >= MAX_FREE_REQUEUES {
+            let reason =
+                format!("{reason}; it went back {MAX_FREE_REQUEUES} times already, so this loss counts");
+            return self.lost(task_id, attempt, at, &reason).await;
+        }
+        let status = TaskStatus {
+            state: TaskState::Running,
+            attempt,
+            max_retries: t.spec.max_retries,
+        };
+        let Outcome::Applied(next) = transition(
+            status,
+            Event {
+                kind: EventKind::BlockEnded,
+                attempt,
+            },
+        ) else {
+            return;
+        };
+        tracing::info!(%task_id, attempt, reason, "block ended under the task; it goes back to the queue, not charged");
+        let t = self.inflight.remove(&task_id).expect("present");
+        let mut spec = t.spec;
+        spec.attempt = next.attempt;
+        spec.max_retries = next.max_retries;
+        spec.requeues += 1;
+        let update = StatusUpdate {
+            task_id,
+            attempt,
+            kind: EventKind::BlockEnded,
+            at,
+            by: Actor::Endpoint,
+        };
+        self.republish(spec, update, t.delivery);
+    }
+
+    /// Publishes `spec` (a new attempt) to this endpoint's queue; once confirmed, `update`
+    /// is reported and the old delivery settled for the task.
+    fn republish(&mut self, spec: TaskSpec, update: StatusUpdate, delivery: u64) {
+        let functions = self
+            .functions
+            .get(&spec.function_id)
+            .cloned()
+            .into_iter()
+            .collect();
+        self.sink.retry(
+            TaskBatch {
+                endpoint_id: self.endpoint_id,
+                functions,
+                tasks: vec![spec],
+            },
+            update,
+            delivery,
+        );
     }
 
     /// A task's worker or manager is gone: retry it here, or let it fail once its retries
@@ -96,12 +181,6 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 let t = self.inflight.remove(&task_id).expect("present");
                 let mut spec = t.spec;
                 spec.attempt = next.attempt;
-                let functions = self
-                    .functions
-                    .get(&spec.function_id)
-                    .cloned()
-                    .into_iter()
-                    .collect();
                 let lost = StatusUpdate {
                     task_id,
                     attempt,
@@ -109,15 +188,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                     at,
                     by: Actor::Endpoint,
                 };
-                self.sink.retry(
-                    TaskBatch {
-                        endpoint_id: self.endpoint_id,
-                        functions,
-                        tasks: vec![spec],
-                    },
-                    lost,
-                    t.delivery,
-                );
+                self.republish(spec, lost, t.delivery);
             }
             _ => {
                 // Out of retries: the result says so, and goes out like any result (the

@@ -1,66 +1,121 @@
-//! The local provider: managers are child processes of the endpoint, restarted if they
-//! exit while the endpoint runs.
+//! The local provider: a block is `nodes_per_block` managers run as child processes of
+//! the endpoint, each restarted when it exits, until the block is cancelled. With the
+//! default settings an endpoint keeps one such block: its managers are always there.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ProviderConfig;
+use super::{BlockJob, Error, JobId, JobState, JobStatus, Provider};
 
-/// Keeps `config.nodes` managers running until `shutdown`, then stops them.
-pub async fn run(config: ProviderConfig, endpoint_addr: SocketAddr, shutdown: CancellationToken) {
-    let bin = config
-        .manager_bin
-        .clone()
-        .or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .map(|p| p.with_file_name("ferry-manager"))
-        })
-        .unwrap_or_else(|| PathBuf::from("ferry-manager"));
-    let mut set = tokio::task::JoinSet::new();
-    for node in 0..config.nodes {
-        set.spawn(keep_manager(
-            node,
-            bin.clone(),
-            config.clone(),
-            endpoint_addr,
-            shutdown.clone(),
-        ));
-    }
-    while set.join_next().await.is_some() {}
+/// What a local manager is started with.
+#[derive(Debug, Clone)]
+pub struct LocalManagers {
+    pub bin: PathBuf,
+    /// `host:port` of the endpoint's manager listener.
+    pub endpoint: String,
+    pub workers: u32,
+    pub nodes: u32,
+    pub python: String,
+    pub secret: String,
 }
 
-async fn keep_manager(
-    node: u32,
-    bin: PathBuf,
-    config: ProviderConfig,
-    endpoint_addr: SocketAddr,
-    shutdown: CancellationToken,
-) {
+struct Job {
+    stop: CancellationToken,
+    managers: JoinSet<()>,
+}
+
+/// The local provider.
+pub struct Local {
+    managers: LocalManagers,
+    jobs: Mutex<HashMap<JobId, Job>>,
+}
+
+impl Local {
+    pub fn new(managers: LocalManagers) -> Self {
+        Self {
+            managers,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Provider for Local {
+    async fn submit(&self, block: &BlockJob) -> Result<JobId, Error> {
+        let job = JobId(format!("local-{}", block.block_id));
+        let stop = CancellationToken::new();
+        let mut managers = JoinSet::new();
+        for node in 0..self.managers.nodes {
+            managers.spawn(keep_manager(
+                format!("{}/{node}", block.block_id),
+                block.block_id.clone(),
+                self.managers.clone(),
+                stop.clone(),
+            ));
+        }
+        self.jobs
+            .lock()
+            .expect("not poisoned")
+            .insert(job.clone(), Job { stop, managers });
+        Ok(job)
+    }
+
+    async fn status(&self, jobs: &[JobId]) -> Result<HashMap<JobId, JobStatus>, Error> {
+        let held = self.jobs.lock().expect("not poisoned");
+        Ok(jobs
+            .iter()
+            .map(|j| {
+                let state = if held.contains_key(j) {
+                    JobState::Running
+                } else {
+                    JobState::Cancelled
+                };
+                (j.clone(), JobStatus::new(state, state.name(), None))
+            })
+            .collect())
+    }
+
+    async fn cancel(&self, jobs: &[JobId]) -> Result<(), Error> {
+        let taken: Vec<Job> = {
+            let mut held = self.jobs.lock().expect("not poisoned");
+            jobs.iter().filter_map(|j| held.remove(j)).collect()
+        };
+        for mut job in taken {
+            job.stop.cancel();
+            while job.managers.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+}
+
+/// Keeps one manager running until `stop`, then stops it (SIGTERM, SIGKILL after 10 s).
+async fn keep_manager(node: String, block_id: String, config: LocalManagers, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(200);
-    while !shutdown.is_cancelled() {
-        let child = tokio::process::Command::new(&bin)
+    while !stop.is_cancelled() {
+        let child = tokio::process::Command::new(&config.bin)
             .arg("--endpoint")
-            .arg(endpoint_addr.to_string())
+            .arg(&config.endpoint)
             .arg("--workers")
-            .arg(config.workers_per_node.to_string())
+            .arg(config.workers.to_string())
             .arg("--block-id")
-            .arg(format!("local-{node}"))
+            .arg(&block_id)
             .env("FERRY_PYTHON", &config.python)
+            .env("FERRY_MANAGER_SECRET", &config.secret)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn();
         let mut child = match child {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(bin = %bin.display(), error = %e, "cannot start a manager");
+                tracing::error!(bin = %config.bin.display(), error = %e, "cannot start a manager");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
-                    _ = shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return,
                 }
             }
         };
@@ -70,7 +125,7 @@ async fn keep_manager(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-            _ = shutdown.cancelled() => {
+            _ = stop.cancelled() => {
                 if let Some(pid) = child.id() {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
                 }

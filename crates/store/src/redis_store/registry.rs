@@ -102,6 +102,27 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets an endpoint: its record, its place in its owner's list and among the
+    /// endpoints watched for heartbeats.
+    pub async fn delete_endpoint(&self, e: &EndpointRecord) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .del(self.endpoint_key(e.endpoint_id))
+            .srem(self.user_endpoints_key(e.owner), e.endpoint_id.to_string())
+            .zrem(self.endpoint_deadlines_key(), e.endpoint_id.to_string())
+            .del(self.endpoint_running_key(e.endpoint_id))
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// How many tasks the endpoint holds in flight (waiting for nodes to running).
+    pub async fn endpoint_in_flight(&self, id: EndpointId) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        Ok(conn.scard(self.endpoint_running_key(id)).await?)
+    }
+
     pub async fn get_endpoint(&self, id: EndpointId) -> Result<Option<EndpointRecord>> {
         let mut conn = self.conn.clone();
         let map: HashMap<String, Vec<u8>> = conn.hgetall(self.endpoint_key(id)).await?;

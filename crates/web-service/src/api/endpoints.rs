@@ -1,14 +1,17 @@
-//! `POST /v1/endpoints` (an endpoint daemon registers), `GET /v1/endpoints[/{id}]`.
+//! `POST /v1/endpoints` (an endpoint daemon registers), `GET /v1/endpoints[/{id}]`,
+//! `DELETE /v1/endpoints/{id}` (`ferry-endpoint delete`).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use ferry_proto::EndpointId;
 use ferry_proto::api::{EndpointDoc, EndpointRegistered, RegisterEndpoint};
+use ferry_proto::messages::EndpointLoad;
+use ferry_proto::state::TaskState;
 use ferry_proto::time::{now_micros, to_secs};
 use ferry_store::EndpointRecord;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Caller, FerryJson, parse_id};
 
 /// An endpoint is online while heartbeats keep coming: the last one is younger than this
@@ -75,6 +78,59 @@ pub(crate) async fn get(
     )))
 }
 
+/// `DELETE /v1/endpoints/{id}`: forgets a stopped endpoint that holds no task. An
+/// online one, or one with tasks in flight or waiting in its queue, is refused (409)
+/// with what holds it: nothing it was given is dropped silently.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id: EndpointId = parse_id(&id)?;
+    let record = crate::access::owned_endpoint(&state, user, id).await?;
+    if endpoint_doc(&record).status == "online" {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!(
+                "endpoint {id} ({}) is online: stop it first (ferry-endpoint stop)",
+                record.name
+            ),
+        ));
+    }
+    let in_flight = state.store.endpoint_in_flight(id).await?;
+    let queue = state
+        .with_broker(|b| async move {
+            // Declared first: a queue that expired unused counts as empty.
+            b.declare_endpoint(id).await?;
+            b.queue_len(&b.endpoint_queue(id)).await
+        })
+        .await
+        .map_err(|e| ApiError::unavailable("the broker is unavailable", e))?;
+    if in_flight > 0 || queue > 0 {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!(
+                "endpoint {id} ({}) still holds tasks ({in_flight} in flight, {queue} messages in its queue): \
+                 start it to run them, or cancel them, then delete it",
+                record.name
+            ),
+        ));
+    }
+    state.store.delete_endpoint(&record).await?;
+    state.forget_endpoint(id);
+    let removed = state
+        .with_broker(|b| async move {
+            b.delete_queue(&b.endpoint_queue(id)).await?;
+            b.delete_queue(&b.endpoint_control_queue(id)).await
+        })
+        .await;
+    if let Err(e) = removed {
+        tracing::warn!(endpoint_id = %id, error = %e, "endpoint deleted; its queues stay until they expire");
+    }
+    tracing::info!(endpoint_id = %id, name = %record.name, "endpoint deleted");
+    Ok(Json(serde_json::json!({"endpoint_id": id, "deleted": true})))
+}
+
 pub fn endpoint_doc(e: &EndpointRecord) -> EndpointDoc {
     let online = match e.last_heartbeat {
         _ if e.lost_at.is_some() => false,
@@ -91,4 +147,61 @@ pub fn endpoint_doc(e: &EndpointRecord) -> EndpointDoc {
         last_heartbeat: e.last_heartbeat.map(to_secs),
         details: e.details.clone(),
     }
+}
+
+/// Why a task in `state` waits, told from its endpoint's last heartbeat: offline, all
+/// workers busy, blocks pending in the scheduler's queue (job and reason), scaling
+/// paused. `None` when the endpoint says nothing useful.
+pub(crate) fn why_waiting(state: TaskState, e: &EndpointRecord) -> Option<String> {
+    let doc = endpoint_doc(e);
+    if doc.status != "online" {
+        return Some(format!(
+            "endpoint {} ({}) is offline: the task waits in its queue until it comes back",
+            e.name, e.endpoint_id
+        ));
+    }
+    let load: EndpointLoad = serde_json::from_value(e.details.clone()).ok()?;
+    if state != TaskState::WaitingForNodes {
+        return (load.pending_tasks > 0).then(|| {
+            format!(
+                "endpoint {} has {} tasks waiting for a worker already; this one waits in its queue behind them",
+                e.name, load.pending_tasks
+            )
+        });
+    }
+    let mut why = if load.managers == 0 {
+        "no manager is connected".to_owned()
+    } else {
+        format!(
+            "all {} workers on {} managers are busy ({} tasks wait)",
+            load.total_workers, load.managers, load.pending_tasks
+        )
+    };
+    let Some(provider) = &load.provider else {
+        return Some(why);
+    };
+    let on_the_way: Vec<String> = provider
+        .blocks
+        .iter()
+        .filter(|b| b.ended_at.is_none() && b.managers == 0)
+        .map(|b| {
+            let job = b
+                .job_id
+                .as_deref()
+                .map(|j| format!(" (job {j})"))
+                .unwrap_or_default();
+            let reason = b.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            format!(
+                "block {}{job} is {} in {}'s queue{reason}",
+                b.block_id, b.state, provider.kind
+            )
+        })
+        .collect();
+    if !on_the_way.is_empty() {
+        why = format!("{why}; {}", on_the_way.join("; "));
+    }
+    if let Some(scaling) = &provider.scaling {
+        why = format!("{why}; scaling is {scaling}");
+    }
+    Some(why)
 }

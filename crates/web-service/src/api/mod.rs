@@ -23,7 +23,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/functions", post(functions::register))
         .route("/v1/functions/{id}", get(functions::get))
         .route("/v1/endpoints", post(endpoints::register).get(endpoints::list))
-        .route("/v1/endpoints/{id}", get(endpoints::get))
+        .route(
+            "/v1/endpoints/{id}",
+            get(endpoints::get).delete(endpoints::delete),
+        )
         .route("/v1/tasks", post(tasks::submit))
         .route("/v1/tasks/status", post(tasks::status))
         .route("/v1/tasks/{id}", get(tasks::get))

@@ -99,7 +99,15 @@ pub(crate) async fn get(
             |t| t.state.is_terminal(),
         )
         .await?;
-    Ok(Json(task_doc(&task)))
+    let mut doc = task_doc(&task);
+    if matches!(
+        task.state,
+        TaskState::Received | TaskState::WaitingForEp | TaskState::WaitingForNodes
+    ) && let Some(endpoint) = state.store.get_endpoint(task.endpoint_id).await?
+    {
+        doc.waiting = super::endpoints::why_waiting(task.state, &endpoint);
+    }
+    Ok(Json(doc))
 }
 
 /// The caller's task, or an error that says whether it expired or never was theirs.
@@ -318,6 +326,7 @@ pub fn task_doc(t: &TaskRecord) -> TaskDoc {
         last_seen: t.last_seen.map(to_secs),
         stdout: t.stdout.clone(),
         stderr: t.stderr.clone(),
+        waiting: None,
         history: t
             .history
             .iter()

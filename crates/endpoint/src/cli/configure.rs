@@ -1,0 +1,155 @@
+//! `configure NAME`: writes the endpoint's `config.toml`, every setting of its provider
+//! listed with a comment (set ones as given, the rest commented out), or imported from a
+//! Globus Compute endpoint's `config.yaml` with `--from-globus`.
+
+use std::path::PathBuf;
+
+use crate::config::file::commented;
+use crate::config::globus;
+use crate::config::{EndpointConfig, ProviderConfig, ProviderKind, Walltime, endpoint_dir};
+
+use super::check_name;
+
+/// `configure NAME`: writes `config.toml`.
+#[derive(Debug, clap::Args)]
+pub struct Configure {
+    /// The endpoint's name (also its directory name).
+    pub name: String,
+    /// The Ferry web-service URL.
+    #[arg(long, env = "FERRY_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// The bearer token (stored in config.toml, readable by you only).
+    #[arg(long, env = "FERRY_TOKEN")]
+    pub token: Option<String>,
+    /// Where managers come from: local processes, started by hand, Slurm or PBS jobs.
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderKind>,
+    /// Nodes (managers) per block.
+    #[arg(long)]
+    pub nodes: Option<u32>,
+    /// Worker processes per manager (default: 2 locally, one per core on a cluster).
+    #[arg(long)]
+    pub workers: Option<u32>,
+    /// The Python interpreter workers use.
+    #[arg(long, env = "FERRY_PYTHON")]
+    pub python: Option<String>,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// PBS queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// The account (allocation) charged for blocks.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// A block's walltime (`HH:MM:SS`).
+    #[arg(long, value_parser = Walltime::parse)]
+    pub walltime: Option<Walltime>,
+    /// Blocks at most.
+    #[arg(long)]
+    pub max_blocks: Option<u32>,
+    /// Import a Globus Compute endpoint: its directory, or its `config.yaml`.
+    #[arg(long, value_name = "PATH")]
+    pub from_globus: Option<PathBuf>,
+    /// Replace an existing config.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn configure(args: Configure) -> anyhow::Result<()> {
+    check_name(&args.name)?;
+    let dir = endpoint_dir(&args.name);
+    let path = dir.join("config.toml");
+    if path.exists() && !args.force {
+        anyhow::bail!("{} exists; pass --force to replace it", path.display());
+    }
+    let mut config = EndpointConfig::new(args.url.clone(), ProviderConfig::of_kind(ProviderKind::Local));
+    let mut not_carried = Vec::new();
+    if let Some(source) = &args.from_globus {
+        let imported = globus::import(source)?;
+        println!("importing {}", imported.source.display());
+        config.provider = imported.provider;
+        config.address = imported.address;
+        config.address_interface = imported.address_interface;
+        not_carried = imported.not_carried;
+    }
+    apply_flags(&args, &mut config);
+    config.token = args.token;
+    let text = commented(&args.name, &config);
+    EndpointConfig::parse(&text).map_err(|e| anyhow::anyhow!("the config would be invalid: {e}"))?;
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    write_private(&path, &text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "configured endpoint {} ({}) in {}",
+        args.name,
+        config.provider.kind.name(),
+        path.display()
+    );
+    if !not_carried.is_empty() {
+        println!("not carried over from the Globus Compute config:");
+        for note in &not_carried {
+            println!("  - {note}");
+        }
+    }
+    if config.provider.kind.is_batch() {
+        println!(
+            "next: check the settings in the file, then `ferry-endpoint check {}` tries a block on the cluster",
+            args.name
+        );
+    }
+    Ok(())
+}
+
+/// Flags given on the command line win over an import.
+fn apply_flags(args: &Configure, config: &mut EndpointConfig) {
+    let p = &mut config.provider;
+    if let Some(kind) = args.provider
+        && kind != p.kind
+    {
+        let keep = std::mem::replace(p, ProviderConfig::of_kind(kind));
+        p.python = keep.python;
+    }
+    if args.nodes.is_some() {
+        p.nodes_per_block = args.nodes;
+    }
+    if args.workers.is_some() {
+        p.max_workers_per_node = args.workers;
+    }
+    if let Some(python) = &args.python {
+        p.python = python.clone();
+    }
+    for (flag, slot) in [
+        (&args.partition, &mut p.partition),
+        (&args.queue, &mut p.queue),
+        (&args.account, &mut p.account),
+    ] {
+        if flag.is_some() {
+            slot.clone_from(flag);
+        }
+    }
+    if args.walltime.is_some() {
+        p.walltime = args.walltime;
+    }
+    if args.max_blocks.is_some() {
+        p.max_blocks = args.max_blocks;
+    }
+    if p.kind.is_batch() && p.walltime.is_none() {
+        // Written out, so the file says what a block asks for.
+        p.walltime = Some(p.walltime());
+    }
+}
+
+/// Writes a file readable by its owner only (it may hold a token).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}

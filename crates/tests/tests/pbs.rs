@@ -165,3 +165,19 @@ async fn an_unknown_queue_shows_pbs_words_in_the_endpoint_status() {
     );
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_runs_a_pbs_test_job_through_qsub_and_pbsdsh() {
+    let stack = stack_with_shim().await;
+    let dir = stack.endpoint_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!("url = \"{}\"\n{}", stack.url, pbs_config("nodes_per_block = 2\n"));
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    let out = stack.endpoint_cli(&["check", "ep", "--timeout", "1m"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("qsub, qstat, qdel found"), "{said}");
+    assert!(said.contains("manager connected back"), "{said}");
+    assert!(said.contains("cancelled test job"), "{said}");
+    stack.shutdown().await;
+}

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ferry_proto::TaskId;
-use ferry_tests::{Stack, python};
+use ferry_tests::{Part, Stack, python};
 use serde_json::{Value, json};
 
 /// True when Slurm answers; panics when it must and does not.
@@ -438,9 +438,67 @@ async fn a_task_waiting_for_a_pending_block_says_so_with_the_job_and_its_reason(
                     .is_some_and(|w| w.contains("pending in slurm's queue: Partition"))
         })
         .await;
-    let _cleanup = CancelOnDrop(job_ids(&stack));
+    let jobs = job_ids(&stack);
+    let _cleanup = CancelOnDrop(jobs.clone());
     let doc: Value = stack.get(&format!("/v1/tasks/{id}")).await.1;
     let waiting = doc["waiting"].as_str().unwrap();
-    assert!(waiting.contains(&job_ids(&stack)[0]), "names the job: {waiting}");
+    assert!(waiting.contains(&jobs[0]), "names the job: {waiting}");
+    let out = stack.endpoint_cli(&["status", "ep"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(&jobs[0]) && l.contains("pending") && l.contains("Partition")),
+        "status lists the pending block with Slurm's reason:\n{table}"
+    );
+
+    // Stopping the endpoint cancels its blocks.
+    stack.stop(Part::Endpoint);
+    assert_eq!(squeue(&jobs).get(&jobs[0]).map(String::as_str), Some("CANCELLED"));
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_runs_a_test_job_whose_manager_connects_back_and_names_what_fails() {
+    if !slurm_ready() {
+        return;
+    }
+    let stack = Stack::start_without_endpoint().await;
+    let dir = stack.endpoint_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = |extra: &str| format!("url = \"{}\"\n{}", stack.url, slurm_config(extra));
+    std::fs::write(dir.join("config.toml"), config("walltime = \"00:05:00\"\n")).unwrap();
+    let out = stack.endpoint_cli(&["check", "ep", "--timeout", "2m"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("manager connected back"), "{said}");
+    let job = said
+        .lines()
+        .find_map(|l| l.strip_prefix("[ok]   submitted test job "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let _cleanup = CancelOnDrop(vec![job.clone()]);
+    assert!(said.contains(&format!("cancelled test job {job}")), "{said}");
+    let script = std::fs::read_dir(dir.join("blocks"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("check-"))
+        .map(|e| e.path().join("submit.sh"))
+        .unwrap();
+    assert!(
+        script.exists(),
+        "the test job's script stays for the user to read"
+    );
+
+    std::fs::write(dir.join("config.toml"), config("partition = \"nosuch\"\n")).unwrap();
+    let out = stack.endpoint_cli(&["check", "ep", "--timeout", "1m"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("[fail] the scheduler refused the test job"),
+        "{said}"
+    );
+    assert!(said.contains("Invalid partition name specified"), "{said}");
     stack.shutdown().await;
 }

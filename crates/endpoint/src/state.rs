@@ -92,14 +92,21 @@ pub fn manager_secret(dir: &Path) -> std::io::Result<String> {
     }
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &secret, 0o600)?;
+    Ok(secret)
+}
+
+/// Writes a file only its owner may read (`mode` 0600, or 0700 for a script): it
+/// holds the manager secret or a token. An existing file gets the mode too.
+pub fn write_private(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    f.write_all(secret.as_bytes())?;
-    Ok(secret)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }

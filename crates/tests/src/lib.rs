@@ -374,6 +374,24 @@ impl Stack {
         serde_json::from_value(answer["task_ids"].clone()).unwrap()
     }
 
+    /// Submits tasks of one function, each with its payload (a JSON value, sent as its
+    /// text) and `max_retries`; their ids, in order.
+    pub async fn submit_each(
+        &self,
+        function: &str,
+        payloads: &[serde_json::Value],
+        max_retries: u32,
+    ) -> Vec<TaskId> {
+        let tasks: Vec<serde_json::Value> = payloads
+            .iter()
+            .map(|p| serde_json::json!({"function_id": function, "payload": p.to_string(), "max_retries": max_retries}))
+            .collect();
+        let body = serde_json::json!({"endpoint_id": self.endpoint_id.expect("an endpoint"), "tasks": tasks});
+        let (status, answer): (u16, serde_json::Value) = self.post("/v1/tasks", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        serde_json::from_value(answer["task_ids"].clone()).unwrap()
+    }
+
     /// Submits one task, retrying while the service answers with an error (a backend
     /// restarting), until `within` has passed.
     pub async fn submit_until_accepted(&self, function: &str, payload: &str, within: Duration) -> TaskId {

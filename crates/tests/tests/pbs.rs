@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use ferry_proto::TaskId;
 use ferry_tests::{Stack, python, repo_root};
 use serde_json::{Value, json};
 
@@ -32,17 +31,6 @@ fn pbs_config(extra: &str) -> String {
 
 fn blocks(stack: &Stack) -> Vec<Value> {
     stack.blocks()["blocks"].as_array().cloned().unwrap_or_default()
-}
-
-async fn submit_shell(stack: &Stack, function: &str, payloads: &[Value], max_retries: u32) -> Vec<TaskId> {
-    let tasks: Vec<Value> = payloads
-        .iter()
-        .map(|p| json!({"function_id": function, "payload": p.to_string(), "max_retries": max_retries}))
-        .collect();
-    let body = json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": tasks});
-    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
-    assert_eq!(status, 200, "{answer}");
-    serde_json::from_value(answer["task_ids"].clone()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -112,7 +100,9 @@ async fn a_pbs_block_killed_at_its_walltime_hands_its_tasks_on_uncharged() {
             ),
         )
         .await;
-    let ids = submit_shell(&stack, &f, &[json!({"n": "a"}), json!({"n": "b"})], 0).await;
+    let ids = stack
+        .submit_each(&f, &[json!({"n": "a"}), json!({"n": "b"})], 0)
+        .await;
     for id in &ids {
         let doc = stack.wait_done(*id, Duration::from_secs(120)).await;
         assert_eq!(doc.status, "success", "{doc:?}");

@@ -86,18 +86,6 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Submits shell tasks (`payload` each) with `max_retries`; their ids.
-async fn submit_shell(stack: &Stack, function: &str, payloads: &[Value], max_retries: u32) -> Vec<TaskId> {
-    let tasks: Vec<Value> = payloads
-        .iter()
-        .map(|p| json!({"function_id": function, "payload": p.to_string(), "max_retries": max_retries}))
-        .collect();
-    let body = json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": tasks});
-    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
-    assert_eq!(status, 200, "{answer}");
-    serde_json::from_value(answer["task_ids"].clone()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slurm_endpoint_scales_out_with_waiting_tasks_runs_them_and_scales_in_when_idle() {
     if !slurm_ready() {
@@ -201,7 +189,7 @@ async fn a_block_cancelled_with_scancel_mid_run_loses_no_task_and_charges_none()
         )
         .await;
     let payloads: Vec<Value> = (0..6).map(|n| json!({"n": n})).collect();
-    let ids = submit_shell(&stack, &f, &payloads, 0).await;
+    let ids = stack.submit_each(&f, &payloads, 0).await;
 
     // Once two run, the block is cancelled under them.
     stack
@@ -294,7 +282,9 @@ async fn a_block_at_its_walltime_drains_and_its_unfinished_tasks_run_again_uncha
             ),
         )
         .await;
-    let long = submit_shell(&stack, &f, &[json!({"n": "a"}), json!({"n": "b"})], 0).await;
+    let long = stack
+        .submit_each(&f, &[json!({"n": "a"}), json!({"n": "b"})], 0)
+        .await;
     stack
         .wait_until(Duration::from_secs(120), "both long tasks run", || async {
             std::fs::read_dir(&marks).map(|d| d.count()).unwrap_or(0) == 2
@@ -308,7 +298,7 @@ async fn a_block_at_its_walltime_drains_and_its_unfinished_tasks_run_again_uncha
         .register("shell", "which-job", "echo job=$SLURM_JOB_ID")
         .await;
     tokio::time::sleep(Duration::from_secs(40)).await;
-    let late = submit_shell(&stack, &job, &[json!({})], 0).await[0];
+    let late = stack.submit_each(&job, &[json!({})], 0).await[0];
 
     for id in &long {
         let doc = stack.wait_done(*id, Duration::from_secs(300)).await;
@@ -428,7 +418,7 @@ async fn a_task_waiting_for_a_pending_block_says_so_with_the_job_and_its_reason(
         .start_endpoint_with(&slurm_config("init_blocks = 0\nnodes_per_block = 5\n"))
         .await;
     let f = stack.register("shell", "echo", "echo hi").await;
-    let id = submit_shell(&stack, &f, &[json!({})], 0).await[0];
+    let id = stack.submit_each(&f, &[json!({})], 0).await[0];
     stack
         .wait_until(Duration::from_secs(60), "the task says why it waits", || async {
             let doc: Value = stack.get(&format!("/v1/tasks/{id}")).await.1;

@@ -466,7 +466,7 @@ impl<P: Provider> Scaler<P> {
                 let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 format!("the block script's template is wrong: {}", list.join("; "))
             })?;
-            write_private(&script, &text, 0o700)
+            crate::state::write_private(&script, &text, 0o700)
                 .map_err(|e| format!("cannot write {}: {e}", script.display()))?;
         }
         let job = self
@@ -630,19 +630,6 @@ fn job_output_head(dir: &Path, block_id: &str) -> String {
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
-/// Writes a file readable by its owner only (it holds the manager secret).
-fn write_private(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)?;
-    f.write_all(text.as_bytes())
 }
 
 /// `blocks.json` in the endpoint directory.

@@ -193,17 +193,7 @@ async fn batch<P: Provider>(
         )
     })?;
     let path = block_dir.join("submit.sh");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o700)
-            .open(&path)?;
-        f.write_all(script.as_bytes())?;
-    }
+    state::write_private(&path, &script, 0o700)?;
     ok(format!("block script written: {}", path.display()));
     let job = match provider
         .submit(&BlockJob {

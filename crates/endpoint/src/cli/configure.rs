@@ -78,7 +78,8 @@ pub fn configure(args: Configure) -> anyhow::Result<()> {
     let text = commented(&args.name, &config);
     EndpointConfig::parse(&text).map_err(|e| anyhow::anyhow!("the config would be invalid: {e}"))?;
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    write_private(&path, &text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    crate::state::write_private(&path, &text, 0o600)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     println!(
         "configured endpoint {} ({}) in {}",
         args.name,
@@ -137,19 +138,4 @@ fn apply_flags(args: &Configure, config: &mut EndpointConfig) {
         // Written out, so the file says what a block asks for.
         p.walltime = Some(p.walltime());
     }
-}
-
-/// Writes a file readable by its owner only (it may hold a token).
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }

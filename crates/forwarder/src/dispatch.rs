@@ -89,6 +89,9 @@ impl Dispatcher {
             delivery.ack().await?;
             return Ok(());
         }
+        if !self.store.endpoint_exists(batch.endpoint_id).await? {
+            return self.endpoint_gone(batch, delivery).await;
+        }
         self.ensure_queue(batch.endpoint_id).await?;
         let queue = self.broker.endpoint_queue(batch.endpoint_id);
         if delivery.redelivered() {
@@ -140,6 +143,42 @@ impl Dispatcher {
             self.broker.publish(queue, &body).await?;
             self.store.apply(&queued(&batch.tasks, at)).await?;
         }
+        delivery.ack().await?;
+        Ok(())
+    }
+
+    /// The submission's endpoint was deleted after it accepted the tasks (`DELETE
+    /// /v1/endpoints/{id}` refuses while tasks wait in its queue, but these were on the
+    /// way): they fail, saying so, rather than wait for an endpoint that will not come.
+    async fn endpoint_gone(&self, batch: TaskBatch, delivery: Delivery) -> anyhow::Result<()> {
+        let endpoint = batch.endpoint_id;
+        let why = format!("endpoint {endpoint} was deleted before the task reached it");
+        let at = now_micros();
+        let reports: Vec<Report> = batch
+            .tasks
+            .iter()
+            .map(|t| Report {
+                task_id: t.task_id,
+                event: Event {
+                    kind: EventKind::Failed,
+                    attempt: t.attempt,
+                },
+                at,
+                by: Actor::Forwarder,
+                finish: Some(ferry_store::Finish {
+                    success: false,
+                    by_reference: false,
+                    data: bytes::Bytes::from(why.clone()),
+                    exception: bytes::Bytes::new(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                }),
+            })
+            .collect();
+        for t in &batch.tasks {
+            tracing::warn!(task_id = %t.task_id, %endpoint, "{why}; the task fails");
+        }
+        self.store.apply(&reports).await?;
         delivery.ack().await?;
         Ok(())
     }

@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use std::time::Duration;
+
 use ferry_tests::{Part, Stack, bin_dir, repo_root};
 use serde_json::{Value, json};
 
@@ -188,6 +190,14 @@ async fn delete_refuses_while_tasks_wait_for_the_endpoint_and_removes_nothing() 
     let body = json!({"endpoint_id": id, "tasks": [{"function_id": f, "payload": "{}"}]});
     let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
     assert_eq!(status, 200, "{answer}");
+    let task: ferry_proto::TaskId = answer["task_ids"][0].as_str().unwrap().parse().unwrap();
+    stack
+        .wait_until(
+            Duration::from_secs(30),
+            "the task waits in the endpoint's queue",
+            || async { stack.task(task).await.status == "waiting-for-ep" },
+        )
+        .await;
     let out = stack.endpoint_cli(&["delete", "ep"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("still holds tasks"), "{}", text(&out));
@@ -216,5 +226,28 @@ async fn delete_stops_and_deregisters_an_endpoint_and_removes_its_directory() {
     let body = json!({"endpoint_id": id, "tasks": [{"function_id": f, "payload": "{}"}]});
     let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
     assert_eq!(status, 404, "no task for a deleted endpoint: {answer}");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_on_its_way_to_an_endpoint_deleted_meanwhile_fails_saying_so() {
+    let mut stack = Stack::start().await;
+    let id = stack.endpoint_id.unwrap();
+    stack.stop(Part::Endpoint);
+    // With the forwarder down the task is accepted but not yet in the endpoint's queue,
+    // so the delete goes through; the forwarder then finds the endpoint gone.
+    stack.stop(Part::Forwarder);
+    let f = stack.register("shell", "echo", "echo hi").await;
+    let body = json!({"endpoint_id": id, "tasks": [{"function_id": f, "payload": "{}"}]});
+    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let task: ferry_proto::TaskId = answer["task_ids"][0].as_str().unwrap().parse().unwrap();
+    let out = stack.endpoint_cli(&["delete", "ep"]);
+    assert!(out.status.success(), "{}", text(&out));
+    stack.start_part(Part::Forwarder);
+    let doc = stack.wait_done(task, Duration::from_secs(30)).await;
+    assert_eq!(doc.status, "failed");
+    let why = doc.exception.unwrap_or_default();
+    assert!(why.contains(&format!("endpoint {id} was deleted")), "{why}");
     stack.shutdown().await;
 }

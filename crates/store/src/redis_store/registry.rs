@@ -117,6 +117,12 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the endpoint is registered (not deleted).
+    pub async fn endpoint_exists(&self, id: EndpointId) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        Ok(conn.exists(self.endpoint_key(id)).await?)
+    }
+
     /// How many tasks the endpoint holds in flight (waiting for nodes to running).
     pub async fn endpoint_in_flight(&self, id: EndpointId) -> Result<u64> {
         let mut conn = self.conn.clone();

@@ -116,17 +116,10 @@ pub(crate) async fn delete(
             ),
         ));
     }
+    // Its queues stay (empty): a task accepted just before, still on its way through
+    // the forwarder, is failed there (the endpoint is gone), never dropped unseen.
     state.store.delete_endpoint(&record).await?;
     state.forget_endpoint(id);
-    let removed = state
-        .with_broker(|b| async move {
-            b.delete_queue(&b.endpoint_queue(id)).await?;
-            b.delete_queue(&b.endpoint_control_queue(id)).await
-        })
-        .await;
-    if let Err(e) = removed {
-        tracing::warn!(endpoint_id = %id, error = %e, "endpoint deleted; its queues stay until they expire");
-    }
     tracing::info!(endpoint_id = %id, name = %record.name, "endpoint deleted");
     Ok(Json(serde_json::json!({"endpoint_id": id, "deleted": true})))
 }

@@ -105,6 +105,32 @@ impl Stack {
         stack
     }
 
+    /// Creates another user of this stack's service; their bearer token.
+    pub fn create_user(&self, name: &str) -> String {
+        let out = self
+            .command("ferry-web-service")
+            .args(["create-user", name])
+            .stderr(Stdio::null())
+            .output()
+            .expect("create-user");
+        assert!(out.status.success(), "create-user failed");
+        String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+    }
+
+    /// A request with another user's token (or none), as an attacker would send it.
+    pub fn request_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.url));
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
     fn command(&self, name: &str) -> Command {
         let mut c = Command::new(bin(name));
         c.env("FERRY_NAMESPACE", &self.namespace)

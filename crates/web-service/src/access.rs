@@ -1,5 +1,7 @@
 //! Who may use what: every route and both APIs ask here, so the rules live in one place.
-//! Users see and use only their own functions, endpoints, tasks and batches.
+//! Users see and use only their own functions, endpoints, tasks and batches. Another
+//! user's thing answers 404, exactly as one that does not exist: an answer must not
+//! confirm that an id is in use.
 
 use std::sync::Arc;
 
@@ -7,7 +9,7 @@ use ferry_proto::{EndpointId, FunctionId, UserId};
 use ferry_store::{EndpointRecord, FunctionRecord};
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, Code};
+use crate::error::{ApiError, ApiResult};
 
 /// A function the caller may use, or the error that says why not.
 pub async fn visible_function(
@@ -17,11 +19,7 @@ pub async fn visible_function(
 ) -> ApiResult<Arc<FunctionRecord>> {
     match state.function(id).await? {
         Some(f) if f.owner == user => Ok(f),
-        Some(_) => Err(ApiError::new(
-            Code::Forbidden,
-            format!("function {id} belongs to another user"),
-        )),
-        None => Err(ApiError::not_found(format!("function {id} not found"))),
+        _ => Err(ApiError::not_found(format!("function {id} not found"))),
     }
 }
 
@@ -30,11 +28,7 @@ pub async fn visible_function(
 pub async fn usable_endpoint(state: &AppState, user: UserId, id: EndpointId) -> ApiResult<()> {
     match state.endpoint_owner(id).await? {
         Some(owner) if owner == user => Ok(()),
-        Some(_) => Err(ApiError::new(
-            Code::Forbidden,
-            format!("endpoint {id} belongs to another user"),
-        )),
-        None => Err(ApiError::not_found(format!("endpoint {id} not found"))),
+        _ => Err(ApiError::not_found(format!("endpoint {id} not found"))),
     }
 }
 
@@ -42,10 +36,6 @@ pub async fn usable_endpoint(state: &AppState, user: UserId, id: EndpointId) -> 
 pub async fn owned_endpoint(state: &AppState, user: UserId, id: EndpointId) -> ApiResult<EndpointRecord> {
     match state.store.get_endpoint(id).await? {
         Some(e) if e.owner == user => Ok(e),
-        Some(_) => Err(ApiError::new(
-            Code::Forbidden,
-            format!("endpoint {id} belongs to another user"),
-        )),
-        None => Err(ApiError::not_found(format!("endpoint {id} not found"))),
+        _ => Err(ApiError::not_found(format!("endpoint {id} not found"))),
     }
 }

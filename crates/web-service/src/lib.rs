@@ -78,6 +78,10 @@ pub struct Config {
     /// Retries granted to a task that does not ask for a number.
     #[arg(long, env = "FERRY_DEFAULT_MAX_RETRIES", default_value_t = 3)]
     pub default_max_retries: u32,
+    /// The most retries a task may ask for: a task that crashes its worker is tried at
+    /// most this many times more.
+    #[arg(long, env = "FERRY_MAX_RETRIES_LIMIT", default_value_t = 10)]
+    pub max_retries_limit: u32,
     /// How often endpoints are told to send heartbeats, in milliseconds.
     #[arg(long, env = "FERRY_HEARTBEAT_INTERVAL_MS", default_value_t = 2000)]
     pub heartbeat_interval_ms: u64,
@@ -241,6 +245,14 @@ pub fn app(state: AppState) -> Router {
     let limit = state.config.max_request_bytes;
     api::routes()
         .merge(globus::routes())
+        // Every answer is JSON in one shape, an unknown route and a wrong method too.
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            error::ApiError::new(
+                error::Code::MethodNotAllowed,
+                format!("{method} is not allowed on {}", uri.path()),
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

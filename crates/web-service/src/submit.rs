@@ -155,6 +155,14 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
         )));
     }
     for (i, task) in tasks.iter().enumerate() {
+        if let Some(n) = task.max_retries
+            && n > state.config.max_retries_limit
+        {
+            return Err(ApiError::bad_request(format!(
+                "tasks[{i}].max_retries is {n}; the most is {} (FERRY_MAX_RETRIES_LIMIT)",
+                state.config.max_retries_limit
+            )));
+        }
         if task.payload.len() > state.config.max_payload_bytes {
             return Err(ApiError::new(
                 Code::PayloadTooLarge,
@@ -171,10 +179,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
         && let Some(owner) = state.store.task_group_owner(group).await?
         && owner != user
     {
-        return Err(ApiError::new(
-            Code::Forbidden,
-            format!("task group {group} belongs to another user"),
-        ));
+        return Err(ApiError::not_found(format!("task group {group} not found")));
     }
 
     let mut functions: HashMap<FunctionId, FunctionCode> = HashMap::new();

@@ -43,7 +43,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/sessions/{id}", get(batches::get_session))
         .route("/v1/sessions/{id}/tasks", get(batches::session_tasks))
         .route("/v1/sessions/{id}/cancel", post(cancel::batch))
-        .fallback(|| async { crate::error::ApiError::not_found("no such route") })
 }
 
 async fn version() -> Json<Version> {

@@ -192,14 +192,22 @@ pub(crate) async fn status(
         )));
     }
     let wait = wait_for(body.wait_secs)?;
-    let ids = &body.task_ids;
+    // An id asked for twice is read once (the answer is keyed by id anyway).
+    let mut seen = std::collections::HashSet::with_capacity(body.task_ids.len());
+    let unique: Vec<TaskId> = body
+        .task_ids
+        .iter()
+        .copied()
+        .filter(|id| seen.insert(*id))
+        .collect();
+    let ids = &unique;
     Ok(if body.brief {
         let read = || async { Ok(state.store.get_task_briefs(ids).await?) };
         let (tasks, unknown) = read_mine(&state, ids, user, wait, read).await?;
         let tasks = tasks.into_iter().map(|(id, t)| (id, brief_doc(t))).collect();
         Json(StatusResponse::<BriefDoc> { tasks, unknown }).into_response()
     } else {
-        let read = || read_tasks(&state, &body);
+        let read = || read_tasks(&state, ids, body.history);
         let (tasks, unknown) = read_mine(&state, ids, user, wait, read).await?;
         let tasks = tasks.iter().map(|(id, t)| (*id, task_doc(t))).collect();
         Json(StatusResponse { tasks, unknown }).into_response()
@@ -298,11 +306,11 @@ fn exception_text(
     }
 }
 
-async fn read_tasks(state: &AppState, body: &StatusRequest) -> ApiResult<Vec<Option<TaskRecord>>> {
-    Ok(if body.history {
-        state.store.get_tasks(&body.task_ids).await?
+async fn read_tasks(state: &AppState, ids: &[TaskId], history: bool) -> ApiResult<Vec<Option<TaskRecord>>> {
+    Ok(if history {
+        state.store.get_tasks(ids).await?
     } else {
-        state.store.get_task_outcomes(&body.task_ids).await?
+        state.store.get_task_outcomes(ids).await?
     })
 }
 

@@ -38,17 +38,22 @@ const BLOCK: Duration = Duration::from_millis(500);
 const READ_COUNT: usize = 1000;
 /// Most sessions and tasks in one subscription.
 const MAX_SUBSCRIBE: usize = 10_000;
+/// The largest message a client may send, fragments counted together (a subscription
+/// of 10,000 ids fits).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
     Caller(user): Caller,
     ws: WebSocketUpgrade,
 ) -> Response {
-    ws.on_upgrade(move |socket| async move {
-        if let Err(e) = serve(state, user, socket).await {
-            tracing::debug!(%user, error = %format!("{e:#}"), "websocket closed");
-        }
-    })
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = serve(state, user, socket).await {
+                tracing::debug!(%user, error = %format!("{e:#}"), "websocket closed");
+            }
+        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,9 +197,29 @@ async fn subscribe(
             "more than {MAX_SUBSCRIBE} sessions and tasks in one subscription"
         ));
     }
+    // A cursor goes into the stream reads of every session on this socket: a bad one
+    // is refused here, before it can break them.
+    for (session, cursor) in &sub.after {
+        if !is_cursor(cursor) {
+            return Err(format!(
+                "after[{session}] {:?} is not a cursor (an event's `cursor`, like \"1796551584014-0\", or \"0\")",
+                cursor.chars().take(40).collect::<String>()
+            ));
+        }
+    }
+    // Ids asked for twice are looked up once.
+    let mut seen = HashSet::new();
+    let sessions: Vec<BatchId> = sub
+        .sessions
+        .iter()
+        .copied()
+        .filter(|id| seen.insert(*id))
+        .collect();
+    let mut seen = HashSet::new();
+    let tasks: Vec<TaskId> = sub.tasks.iter().copied().filter(|id| seen.insert(*id)).collect();
     let internal = |e: ferry_store::Error| format!("the store is unavailable: {e}");
     let mut wanted: HashMap<BatchId, Option<HashSet<TaskId>>> = HashMap::new();
-    for id in &sub.sessions {
+    for id in &sessions {
         match state.store.batch_status(*id).await.map_err(internal)? {
             Some(s) if s.record.owner == user => {
                 wanted.insert(*id, None);
@@ -202,9 +227,9 @@ async fn subscribe(
             _ => return Err(format!("session {id} not found")),
         }
     }
-    if !sub.tasks.is_empty() {
-        let records = state.store.get_tasks(&sub.tasks).await.map_err(internal)?;
-        for (id, record) in sub.tasks.iter().zip(records) {
+    if !tasks.is_empty() {
+        let records = state.store.get_tasks(&tasks).await.map_err(internal)?;
+        for (id, record) in tasks.iter().zip(records) {
             match record {
                 Some(t) if t.owner == user => {
                     if let Some(tasks) = wanted.entry(t.batch_id).or_insert_with(|| Some(HashSet::new())) {
@@ -230,6 +255,13 @@ async fn subscribe(
         }
     }
     Ok(wanted.into_keys().collect())
+}
+
+/// A Redis stream id (`<millis>-<seq>`, or `<millis>`), as event cursors are.
+fn is_cursor(text: &str) -> bool {
+    let mut parts = text.splitn(2, '-');
+    let digits = |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
+    parts.next().is_some_and(digits) && parts.next().is_none_or(digits)
 }
 
 /// Sends the events the client wants, with each terminal task's record, then the

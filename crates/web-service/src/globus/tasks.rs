@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, Code};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, FerryJson, parse_id};
 use crate::submit::{Submission, Submitted};
 
@@ -163,13 +163,7 @@ pub(crate) async fn task_group(
     let id: TaskGroupId = parse_id(&id)?;
     match state.store.task_group_owner(id).await? {
         Some(owner) if owner == user => {}
-        Some(_) => {
-            return Err(ApiError::new(
-                Code::Forbidden,
-                format!("task group {id} belongs to another user"),
-            ));
-        }
-        None => return Err(ApiError::not_found(format!("task group {id} not found"))),
+        _ => return Err(ApiError::not_found(format!("task group {id} not found"))),
     }
     let tasks: Vec<Value> = state
         .store

@@ -1,0 +1,203 @@
+//! Attacks tried against a running service, each answered as it should be: another
+//! user's ids answer as unknown ones do, an id repeated in one request is read once, a
+//! malformed cursor is refused for its own subscription only, an oversized WebSocket
+//! message closes that socket, retries are capped, every error is JSON in one shape.
+
+use std::time::{Duration, Instant};
+
+use ferry_tests::Stack;
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn websocket(stack: &Stack) -> Socket {
+    let url = format!("{}/v1/ws", stack.url.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", stack.token).parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket")
+        .0
+}
+
+async fn next_json(socket: &mut Socket, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("the socket is open")
+            .expect("a frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_users_ids_answer_exactly_as_unknown_ones_do() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let mallory = stack.create_user("mallory");
+    let endpoint = stack.endpoint_id.unwrap();
+    let unknown = uuid::Uuid::now_v7();
+    for (theirs, none) in [
+        (format!("/v1/functions/{f}"), format!("/v1/functions/{unknown}")),
+        (
+            format!("/v1/endpoints/{endpoint}"),
+            format!("/v1/endpoints/{unknown}"),
+        ),
+    ] {
+        let a = stack
+            .request_as(Method::GET, &theirs, Some(&mallory))
+            .send()
+            .await
+            .unwrap();
+        let b = stack
+            .request_as(Method::GET, &none, Some(&mallory))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((a.status().as_u16(), b.status().as_u16()), (404, 404), "{theirs}");
+        let (a, b): (Value, Value) = (a.json().await.unwrap(), b.json().await.unwrap());
+        assert_eq!(a["code"], b["code"]);
+        assert!(!a["message"].as_str().unwrap().contains("another user"), "{a}");
+    }
+    // Submitting to another user's endpoint, or with their function, is the same.
+    let body = json!({"endpoint_id": endpoint, "tasks": [{"function_id": f, "payload": "{}"}]});
+    let r = stack
+        .request_as(Method::POST, "/v1/tasks", Some(&mallory))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_id_repeated_in_a_status_request_is_read_once() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let id = stack.submit(&[(&f, "")]).await[0];
+    let body = json!({"task_ids": vec![id; 10_000]});
+    let started = Instant::now();
+    let (status, answer): (u16, Value) = stack.post("/v1/tasks/status", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["tasks"].as_object().unwrap().len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_cursor_is_refused_and_the_sockets_other_subscriptions_go_on() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let mut socket = websocket(&stack).await;
+    let ids = stack.submit(&[(&f, "")]).await;
+    let session = stack.task(ids[0]).await.batch_id;
+    socket
+        .send(Message::Text(
+            json!({"op": "subscribe", "sessions": [session]})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_json(&mut socket, Duration::from_secs(10)).await["type"],
+        "subscribed"
+    );
+    let other = stack.submit(&[(&f, "")]).await;
+    let other_session = stack.task(other[0]).await.batch_id;
+    let bad = json!({"op": "subscribe", "sessions": [other_session], "after": {other_session.to_string(): "not-a-cursor"}});
+    socket.send(Message::Text(bad.to_string().into())).await.unwrap();
+    // The first subscription still delivers its task's end.
+    let mut refused = false;
+    let mut finished = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(refused && finished) {
+        let m = next_json(&mut socket, deadline.saturating_duration_since(Instant::now())).await;
+        match m["type"].as_str() {
+            Some("error") => {
+                assert!(m["message"].as_str().unwrap().contains("not a cursor"), "{m}");
+                refused = true;
+            }
+            Some("session") if m["session_id"] == json!(session) => finished = true,
+            _ => {}
+        }
+    }
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_websocket_message_closes_that_socket() {
+    let stack = Stack::start().await;
+    let mut socket = websocket(&stack).await;
+    let huge = "x".repeat(2 << 20);
+    let _ = socket.send(Message::Text(huge.into())).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server closed the socket");
+    // The service serves on.
+    let (status, _): (u16, Value) = stack.get("/v1/version").await;
+    assert_eq!(status, 200);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_are_capped_and_every_error_is_json_in_one_shape() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let body = json!({
+        "endpoint_id": stack.endpoint_id.unwrap(),
+        "tasks": [{"function_id": f, "payload": "{}", "max_retries": 4294967295u32}],
+    });
+    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("FERRY_MAX_RETRIES_LIMIT"),
+        "{answer}"
+    );
+    for (method, path, code) in [
+        (Method::GET, "/v1/no-such-thing", 404),
+        (Method::DELETE, "/v1/version", 405),
+        (Method::PUT, "/v1/tasks/status", 405),
+        (Method::GET, "/v2/no-such-thing", 404),
+    ] {
+        let r = stack
+            .request_as(method.clone(), path, Some(&stack.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), code, "{method} {path}");
+        let doc: Value = r
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e})"));
+        assert!(doc["code"].is_string() && doc["message"].is_string(), "{doc}");
+    }
+    stack.shutdown().await;
+}

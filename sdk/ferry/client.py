@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import threading
 import time
 import urllib.parse
@@ -91,7 +92,13 @@ class Client:
     connection.
     """
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        ca_file: str | None = None,
+    ) -> None:
         self.url = (url or os.environ.get("FERRY_URL") or "http://127.0.0.1:8000").rstrip("/")
         self.token = token if token is not None else os.environ.get("FERRY_TOKEN")
         self.timeout = timeout
@@ -102,6 +109,12 @@ class Client:
         self._host = parsed.hostname
         self._port = parsed.port
         self._base = parsed.path.rstrip("/")
+        # https:// is verified against the system's CAs and, if given, ``ca_file``
+        # (``$FERRY_CA_FILE``): a service with its own CA is trusted, nothing else is.
+        self.ca_file = ca_file or os.environ.get("FERRY_CA_FILE") or None
+        self.ssl_context = ssl.create_default_context()
+        if self.ca_file:
+            self.ssl_context.load_verify_locations(cafile=self.ca_file)
         self._local = threading.local()
         self._kinds: dict[str, str] = {}
 
@@ -110,8 +123,10 @@ class Client:
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            cls = _HTTPSConnection if self._scheme == "https" else _HTTPConnection
-            conn = cls(self._host, self._port, timeout=self.timeout)
+            if self._scheme == "https":
+                conn = _HTTPSConnection(self._host, self._port, timeout=self.timeout, context=self.ssl_context)
+            else:
+                conn = _HTTPConnection(self._host, self._port, timeout=self.timeout)
             self._local.conn = conn
         return conn
 

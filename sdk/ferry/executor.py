@@ -165,7 +165,8 @@ class Executor(cf.Executor):
             if self._done():
                 return
             try:
-                with connect(url, additional_headers=headers, open_timeout=10, max_size=None) as ws:
+                tls = {"ssl": self.client.ssl_context} if url.startswith("wss://") else {}
+                with connect(url, additional_headers=headers, open_timeout=10, max_size=None, **tls) as ws:
                     backoff = 0.1
                     with self._lock:
                         resume = dict(self._sessions)

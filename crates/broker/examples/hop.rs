@@ -21,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("FERRY_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let options = Options {
         queue_expires: Some(Duration::from_secs(60)),
+        ..Options::default()
     };
     let sender = Broker::connect(&url, "ferry-hop", options.clone()).await?;
     let receiver = Broker::connect(&url, "ferry-hop", options).await?;

@@ -40,6 +40,9 @@ pub struct Options {
     /// Delete a queue after it has had no consumer for this long (tests use it so an
     /// aborted run cleans up after itself; production leaves it unset).
     pub queue_expires: Option<Duration>,
+    /// PEM certificates of a CA to trust for `amqps://`, besides the system's roots
+    /// (`FERRY_CA_FILE`).
+    pub ca_pem: Option<String>,
 }
 
 /// One connection to RabbitMQ with a confirm-mode channel for publishing. Cheap to
@@ -53,9 +56,19 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Connects to `url` (`amqp://user:pass@host:port/vhost`).
+    /// Connects to `url` (`amqp://user:pass@host:port/vhost`, or `amqps://` over TLS: the
+    /// broker's certificate is verified against the system's roots and `options.ca_pem`).
     pub async fn connect(url: &str, namespace: &str, options: Options) -> Result<Self> {
-        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let tls = lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: options.ca_pem.clone(),
+        };
+        let conn = lapin::DefaultConnectionBuilder::new()?
+            .with_uri_str(url.to_owned())
+            .with_properties(ConnectionProperties::default())
+            .with_tls_config(tls)
+            .connect()
+            .await?;
         let publisher = conn.create_channel().await?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(Self {

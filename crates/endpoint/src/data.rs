@@ -22,9 +22,9 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    pub fn new(url: &str, token: String, inline_limit: u64, max_result: u64) -> Self {
+    pub fn new(http: reqwest::Client, url: &str, token: String, inline_limit: u64, max_result: u64) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http,
             url: url.trim_end_matches('/').to_owned(),
             token,
             inline_limit,

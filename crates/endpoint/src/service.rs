@@ -39,7 +39,8 @@ pub async fn register(
     endpoint_id: Option<EndpointId>,
 ) -> anyhow::Result<EndpointRegistered> {
     let url = format!("{}/v1/endpoints", config.url.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let response = config
+        .http_client()?
         .post(&url)
         .bearer_auth(token(config)?)
         .json(&RegisterEndpoint {
@@ -105,7 +106,10 @@ async fn run_once(
     let broker = Broker::connect(
         &registration.broker_url,
         &registration.namespace,
-        Default::default(),
+        ferry_broker::Options {
+            ca_pem: config.ca_pem()?,
+            ..Default::default()
+        },
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(config.listen())
@@ -115,6 +119,7 @@ async fn run_once(
     let secret = state::manager_secret(dir)?;
 
     let data = DataPlane::new(
+        config.http_client()?,
         &config.url,
         token(config)?,
         registration.inline_limit_bytes,

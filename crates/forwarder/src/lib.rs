@@ -5,7 +5,9 @@
 //!   report on each task, or on their own half a second after the broker's confirm).
 //! - [`reports`]: consumes what endpoints send (heartbeats, status updates, results) and
 //!   applies it to Redis through the transition script.
-//! - [`notifier`]: delivers webhooks (signed, in order, retried with backoff).
+//! - [`notifier`]: delivers webhooks (signed, in order, retried with backoff,
+//!   concurrently across sessions).
+//! - [`webhook_guard`]: where webhooks may go (no internal address unless allowed).
 //! - [`sweeper`]: declares lost the endpoints whose heartbeats stopped (their tasks
 //!   wait for them again, as the next attempt), fails batches past their deadline, and
 //!   closes batches whose web-service died while writing them.
@@ -18,6 +20,7 @@ pub mod held;
 pub mod notifier;
 pub mod reports;
 pub mod sweeper;
+pub mod webhook_guard;
 
 use std::time::Duration;
 
@@ -66,6 +69,15 @@ pub struct Config {
     /// tasks it has, in seconds. Keep it above the web-service's 30 s writing limit.
     #[arg(long, env = "FERRY_ABANDONED_BATCH_SECS", default_value_t = 60)]
     pub abandoned_batch_secs: u64,
+    /// A PEM file of CA certificates to trust (`amqps://`, `https://` webhooks), besides
+    /// the system's.
+    #[arg(long, env = "FERRY_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Networks webhooks may reach besides public addresses (comma-separated CIDRs,
+    /// like `10.0.0.0/8,127.0.0.1`): loopback, link-local and private addresses are
+    /// refused otherwise.
+    #[arg(long, env = "FERRY_WEBHOOK_ALLOW", default_value = "")]
+    pub webhook_allow: String,
 }
 
 /// Runs until `shutdown` is cancelled. When RabbitMQ or Redis goes away the forwarder
@@ -95,9 +107,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let store = Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs).await?;
     store.load_scripts().await?;
+    let ca_pem = match &config.ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("FERRY_CA_FILE {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let allow = webhook_guard::parse_allow(&config.webhook_allow)
+        .map_err(|e| anyhow::anyhow!("FERRY_WEBHOOK_ALLOW: {e}"))?;
+    let notifier = notifier::Notifier::new(
+        store.clone(),
+        Duration::from_millis(100),
+        allow,
+        ca_pem.as_deref(),
+    )?;
     let options = ferry_broker::Options {
         queue_expires: (config.queue_expires_secs > 0)
             .then(|| Duration::from_secs(config.queue_expires_secs)),
+        ca_pem,
     };
     let broker = Broker::connect(&config.amqp_url, &config.namespace, options).await?;
     broker.declare_core().await?;
@@ -139,7 +167,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         r = applier.clone().run(status) => r,
         r = applier.run(results) => r,
         r = sweeper.run() => r,
-        r = notifier::Notifier::new(store.clone(), Duration::from_millis(100)).run() => r,
+        r = notifier.run() => r,
         lost = broker.lost() => Err(anyhow::anyhow!("RabbitMQ: {lost}")),
         _ = shutdown.cancelled() => Ok(()),
     };

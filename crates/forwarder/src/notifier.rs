@@ -10,7 +10,13 @@
 //! [`MAX_FAILURES`] times in a row. The events come from the session's event stream, so
 //! a forwarder that dies mid-delivery leaves nothing lost: the next one starts from the
 //! stored cursor (a receiver may see a delivery twice, never out of order).
+//!
+//! Sessions are delivered to concurrently (up to [`CONCURRENT`] at once): a receiver
+//! that never answers holds up its own session's deliveries (each waits up to 10 s),
+//! no other. Where a webhook may go is [`crate::webhook_guard`]'s to say: internal
+//! addresses are refused, redirects not followed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::time::{Micros, now_micros};
@@ -18,6 +24,8 @@ use ferry_store::{BatchEvent, Hook, Store};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
+
+use crate::webhook_guard::{Cidr, GuardedResolver, check_url};
 
 /// Events per delivery.
 const PER_DELIVERY: usize = 500;
@@ -27,34 +35,67 @@ pub const MAX_FAILURES: u64 = 15;
 const LEASE: Micros = 60_000_000;
 /// How soon a session with nothing new is looked at again.
 const IDLE: Micros = 300_000;
+/// Deliveries in flight at once, each to its own session.
+pub const CONCURRENT: usize = 64;
 
+#[derive(Clone)]
 pub struct Notifier {
     store: Store,
     http: reqwest::Client,
     period: Duration,
+    allow: Arc<Vec<Cidr>>,
 }
 
 impl Notifier {
-    pub fn new(store: Store, period: Duration) -> Self {
-        Self {
-            store,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("an HTTP client"),
-            period,
+    /// A notifier whose webhooks may reach the networks in `allow` besides public
+    /// addresses, trusting the CAs in `ca_pem` besides the system's.
+    pub fn new(
+        store: Store,
+        period: Duration,
+        allow: Vec<Cidr>,
+        ca_pem: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let allow = Arc::new(allow);
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver { allow: allow.clone() }));
+        if let Some(pem) = ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes())? {
+                builder = builder.add_root_certificate(cert);
+            }
         }
+        Ok(Self {
+            store,
+            http: builder.build()?,
+            period,
+            allow,
+        })
     }
 
     /// Delivers due webhooks every period until an error (the caller reconnects).
     pub async fn run(self) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(self.period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut deliveries = tokio::task::JoinSet::new();
         loop {
-            tick.tick().await;
-            let hooks = self.store.claim_due_hooks(now_micros(), LEASE, 50).await?;
+            tokio::select! {
+                _ = tick.tick() => {}
+                Some(done) = deliveries.join_next() => {
+                    done??;
+                    continue;
+                }
+            }
+            let room = CONCURRENT.saturating_sub(deliveries.len());
+            if room == 0 {
+                continue;
+            }
+            // A claimed hook is this forwarder's for the lease: it is not claimed again
+            // while its delivery runs.
+            let hooks = self.store.claim_due_hooks(now_micros(), LEASE, room).await?;
             for hook in hooks {
-                self.deliver(hook).await?;
+                let this = self.clone();
+                deliveries.spawn(async move { this.deliver(hook).await });
             }
         }
     }
@@ -79,11 +120,20 @@ impl Notifier {
                 .hook_idle(hook.batch_id, next.unwrap_or_default())
                 .await?);
         };
+        let url = match check_url(&hook.url, &self.allow) {
+            Ok(url) => url,
+            Err(why) => {
+                // Nothing will change this URL's answer: given up at once.
+                tracing::warn!(batch = %hook.batch_id, url = %hook.url, "{why}");
+                self.store.hook_failed(hook.batch_id, &why, None).await?;
+                return Ok(());
+            }
+        };
         let body = body(&hook, &events, &last);
         let signature = sign(&hook.secret, body.as_bytes());
         let sent = self
             .http
-            .post(&hook.url)
+            .post(url)
             .header("Content-Type", "application/json")
             .header("X-Ferry-Session", hook.batch_id.to_string())
             .header("X-Ferry-Delivery", &last)
@@ -100,8 +150,15 @@ impl Notifier {
                     .await?;
                 return Ok(());
             }
+            Ok(r) if r.status().is_redirection() => {
+                format!(
+                    "{} answered {} (redirects are not followed)",
+                    hook.url,
+                    r.status()
+                )
+            }
             Ok(r) => format!("{} answered {}", hook.url, r.status()),
-            Err(e) => format!("cannot deliver to {}: {e}", hook.url),
+            Err(e) => format!("cannot deliver to {}: {}", hook.url, error_chain(&e)),
         };
         let failures = hook.failures + 1;
         let next = (failures < MAX_FAILURES).then(|| now_micros() + backoff(failures));
@@ -109,6 +166,17 @@ impl Notifier {
         self.store.hook_failed(hook.batch_id, &error, next).await?;
         Ok(())
     }
+}
+
+/// An error with its causes (a refused address is a cause of reqwest's error).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// 0.5 s after the first failure, doubling, at most 5 min.

@@ -71,7 +71,8 @@ pub fn python() -> String {
         .clone()
 }
 
-pub(crate) fn free_port() -> u16 {
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -8,9 +8,12 @@
 
 mod env;
 mod payloads;
+pub mod rabbit;
+pub mod tls;
 
+use env::bin;
+pub use env::free_port;
 pub use env::{amqp_url, bin_dir, python, redis_url, repo_root};
-use env::{bin, free_port};
 pub use payloads::{json_args, pack, python_source};
 
 use std::process::{Child, Command, Stdio};
@@ -70,26 +73,55 @@ impl Stack {
 
     /// Web-service, forwarder and a user on the given RabbitMQ and Redis; no endpoint yet.
     pub async fn start_with(amqp: String, redis: String) -> Self {
+        Self::start_configured(amqp, redis, &[]).await
+    }
+
+    /// Like [`Stack::start`], with these settings for every part (a webhook test
+    /// allowing loopback receivers, say).
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
+        let mut stack = Self::start_configured(amqp_url(), redis_url(), env).await;
+        stack.start_endpoint().await;
+        stack
+    }
+
+    /// Web-service, forwarder and a user, every part with `env` besides the stack's own.
+    pub async fn start_configured(amqp: String, redis: String, env: &[(&str, &str)]) -> Self {
         let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let dir = tempfile::Builder::new()
             .prefix("ferry-e2e-")
             .tempdir()
             .expect("temp dir");
         let web_port = free_port();
+        // With a certificate the web-service serves HTTPS, for the name the test
+        // certificate carries; clients trust the test CA.
+        let setting = |key: &str| env.iter().find(|(k, _)| *k == key).map(|(_, v)| (*v).to_owned());
+        let tls = setting("FERRY_TLS_CERT").is_some();
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = setting("FERRY_CA_FILE") {
+            let pem = std::fs::read(ca).expect("the CA file");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM CA"));
+        }
         let mut stack = Self {
-            url: format!("http://127.0.0.1:{web_port}"),
+            url: if tls {
+                format!("https://localhost:{web_port}")
+            } else {
+                format!("http://127.0.0.1:{web_port}")
+            },
             namespace,
             amqp,
             redis,
             token: String::new(),
             endpoint_id: None,
             dir,
-            http: reqwest::Client::new(),
+            http: http.build().expect("an HTTP client"),
             web: None,
             forwarder: None,
             endpoint: None,
             web_port,
-            env: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         stack.start_part(Part::WebService);
         stack.start_part(Part::Forwarder);

@@ -201,3 +201,183 @@ async fn retries_are_capped_and_every_error_is_json_in_one_shape() {
     }
     stack.shutdown().await;
 }
+
+/// A receiver on loopback: `answer` is what it answers; it counts the calls it gets.
+async fn receiver(
+    answer: axum::http::StatusCode,
+    location: Option<String>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let counted = counted.clone();
+            let location = location.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut response = axum::response::IntoResponse::into_response(answer);
+                if let Some(to) = location {
+                    response.headers_mut().insert("location", to.parse().unwrap());
+                }
+                response
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://127.0.0.1:{port}/hook"), calls)
+}
+
+/// Submits one task with a webhook; the session id.
+async fn session_with_hook(stack: &Stack, function: &str, url: &str) -> String {
+    let body = json!({
+        "endpoint_id": stack.endpoint_id.unwrap(),
+        "tasks": [{"function_id": function, "payload": "{}"}],
+        "callback_url": url,
+    });
+    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["batch_id"].as_str().unwrap().to_owned()
+}
+
+async fn hook_error(stack: &Stack, session: &str) -> Option<String> {
+    let (_, doc): (u16, Value) = stack.get(&format!("/v1/sessions/{session}")).await;
+    doc["callback"]["last_error"].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_to_internal_addresses_are_refused_in_every_spelling() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let (url, calls) = receiver(axum::http::StatusCode::NO_CONTENT, None).await;
+    let port = url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    for target in [
+        url.clone(),
+        format!("http://2130706433:{port}/hook"),
+        format!("http://localhost:{port}/hook"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ] {
+        let session = session_with_hook(&stack, &f, &target).await;
+        stack
+            .wait_until(
+                Duration::from_secs(30),
+                &format!("{target} is refused"),
+                || async {
+                    hook_error(&stack, &session)
+                        .await
+                        .is_some_and(|e| e.contains("webhook refused"))
+                },
+            )
+            .await;
+    }
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no call reached loopback"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_redirect_is_not_followed() {
+    let stack = Stack::start_with_env(&[("FERRY_WEBHOOK_ALLOW", "127.0.0.0/8")]).await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let (inside, reached) = receiver(axum::http::StatusCode::NO_CONTENT, None).await;
+    let (outside, _) = receiver(axum::http::StatusCode::TEMPORARY_REDIRECT, Some(inside)).await;
+    let session = session_with_hook(&stack, &f, &outside).await;
+    stack
+        .wait_until(
+            Duration::from_secs(30),
+            "the redirect counts as a failure",
+            || async {
+                hook_error(&stack, &session)
+                    .await
+                    .is_some_and(|e| e.contains("redirects are not followed"))
+            },
+        )
+        .await;
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_receiver_that_never_answers_delays_only_its_own_sessions() {
+    let stack = Stack::start_with_env(&[("FERRY_WEBHOOK_ALLOW", "127.0.0.0/8")]).await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    // Takes connections, never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}/hook", hole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            held.push(s);
+        }
+    });
+    for _ in 0..12 {
+        session_with_hook(&stack, &f, &hole_url).await;
+    }
+    let (good, calls) = receiver(axum::http::StatusCode::NO_CONTENT, None).await;
+    let started = Instant::now();
+    session_with_hook(&stack, &f, &good).await;
+    stack
+        .wait_until(
+            Duration::from_secs(30),
+            "the good receiver gets its first call",
+            || async { calls.load(std::sync::atomic::Ordering::SeqCst) > 0 },
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the first delivery waited {:?} behind the silent receiver",
+        started.elapsed()
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_are_closed_and_their_number_is_bounded() {
+    use tokio::io::AsyncReadExt;
+    let stack = Stack::start_with_env(&[
+        ("FERRY_HEADER_TIMEOUT_SECS", "2"),
+        ("FERRY_MAX_CONNECTIONS", "40"),
+    ])
+    .await;
+    let addr = stack.url.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        if let Ok(s) = tokio::net::TcpStream::connect(&addr).await {
+            idle.push(s);
+        }
+    }
+    // Every one of them is closed: past the cap at once, the others after 2 s of
+    // saying nothing.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut n = 0;
+        for s in &mut idle {
+            let mut buf = [0u8; 1];
+            if matches!(s.read(&mut buf).await, Ok(0) | Err(_)) {
+                n += 1;
+            }
+        }
+        n
+    })
+    .await
+    .expect("the idle connections were closed in time");
+    assert_eq!(closed, idle.len());
+    // The service answers as before.
+    let (status, _): (u16, Value) = stack.get("/v1/version").await;
+    assert_eq!(status, 200);
+    stack.shutdown().await;
+}

@@ -19,6 +19,7 @@ pub mod error;
 pub mod extract;
 pub mod globus;
 pub mod memo;
+pub mod serve;
 pub mod submit;
 pub mod waiting;
 
@@ -91,6 +92,22 @@ pub struct Config {
     /// Delete queues unused for this many seconds (for tests; 0: never).
     #[arg(long, env = "FERRY_QUEUE_EXPIRES_SECS", default_value_t = 0)]
     pub queue_expires_secs: u64,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "FERRY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "FERRY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// A PEM file of CA certificates to trust (for `amqps://`), besides the system's.
+    #[arg(long, env = "FERRY_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Connections open at once; past that, new ones are closed at once.
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// A connection must send a whole request head within this many seconds, and an
+    /// idle one is closed after as long without a request.
+    #[arg(long, env = "FERRY_HEADER_TIMEOUT_SECS", default_value_t = 30)]
+    pub header_timeout_secs: u64,
 }
 
 impl Config {
@@ -101,11 +118,19 @@ impl Config {
             .unwrap_or_else(|| self.amqp_url.clone())
     }
 
-    pub fn broker_options(&self) -> ferry_broker::Options {
-        ferry_broker::Options {
+    pub fn broker_options(&self) -> anyhow::Result<ferry_broker::Options> {
+        let ca_pem = match &self.ca_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("FERRY_CA_FILE {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(ferry_broker::Options {
             queue_expires: (self.queue_expires_secs > 0)
                 .then(|| Duration::from_secs(self.queue_expires_secs)),
-        }
+            ca_pem,
+        })
     }
 }
 
@@ -125,6 +150,8 @@ pub struct AppState {
     tokens: Memo<String, (UserId, Instant)>,
     /// Endpoint owners (an endpoint never changes hands).
     endpoint_owners: Memo<EndpointId, UserId>,
+    /// How to connect to RabbitMQ again (the CA file read once, at start).
+    broker_options: ferry_broker::Options,
 }
 
 /// How long a token's user is taken from memory before Redis is asked again: a token
@@ -134,7 +161,8 @@ pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
 impl AppState {
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
         let store = Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs).await?;
-        let broker = Broker::connect(&config.amqp_url, &config.namespace, config.broker_options()).await?;
+        let broker_options = config.broker_options()?;
+        let broker = Broker::connect(&config.amqp_url, &config.namespace, broker_options.clone()).await?;
         broker.declare_core().await?;
         Ok(Self {
             config: Arc::new(config),
@@ -144,6 +172,7 @@ impl AppState {
             waiters: waiting::Waiters::default(),
             tokens: Memo::default(),
             endpoint_owners: Memo::default(),
+            broker_options,
         })
     }
 
@@ -179,7 +208,7 @@ impl AppState {
         let fresh = Broker::connect(
             &self.config.amqp_url,
             &self.config.namespace,
-            self.config.broker_options(),
+            self.broker_options.clone(),
         )
         .await?;
         fresh.declare_core().await?;
@@ -258,23 +287,23 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled, then finishes in-flight requests.
+/// Serves until `shutdown` is cancelled, then finishes in-flight requests (HTTPS when
+/// the config has a certificate).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listen = config.listen;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(serve::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let bounds = serve::Bounds {
+        max_connections: config.max_connections.max(1),
+        header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
+    };
     let state = AppState::connect(config).await?;
     let listening = tokio::spawn(state.waiters.clone().listen(state.store.clone()));
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "web-service listening");
-    // No Nagle: a WebSocket sends many small frames, and each would otherwise wait for
-    // the previous one's (delayed, up to 40 ms) acknowledgement.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    tracing::info!(addr = %listener.local_addr()?, https = tls.is_some(), "web-service listening");
+    serve::serve(listener, app(state.clone()), tls, bounds, shutdown).await?;
     listening.abort();
     state.broker().await.close().await;
     Ok(())

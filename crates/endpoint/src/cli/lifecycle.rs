@@ -124,7 +124,8 @@ async fn deregister(
         let url = format!("{}/v1/endpoints/{id}", config.url.trim_end_matches('/'));
         // The service calls an endpoint online until a few heartbeats are missed: a
         // stop just now sent a last one with period 0, so it reads offline at once.
-        let answer = reqwest::Client::new()
+        let answer = config
+            .http_client()?
             .delete(&url)
             .bearer_auth(token)
             .timeout(Duration::from_secs(30))

@@ -14,7 +14,7 @@ pub async fn status(name: &str, json: bool) -> anyhow::Result<bool> {
     let pid = running_pid(&dir);
     let id = state::read_id(&dir);
     let service = match (id, crate::service::token(&config)) {
-        (Some(id), Ok(token)) => Some(ask_service(&config.url, &token, id).await),
+        (Some(id), Ok(token)) => Some(ask_service(&config, &token, id).await),
         _ => None,
     };
     // The report is the running endpoint's; a stopped one's file is history.
@@ -81,12 +81,13 @@ pub async fn status(name: &str, json: bool) -> anyhow::Result<bool> {
 }
 
 async fn ask_service(
-    url: &str,
+    config: &crate::config::EndpointConfig,
     token: &str,
     id: ferry_proto::EndpointId,
 ) -> Result<ferry_proto::api::EndpointDoc, String> {
-    let url = format!("{}/v1/endpoints/{id}", url.trim_end_matches('/'));
-    let answer = reqwest::Client::new()
+    let url = format!("{}/v1/endpoints/{id}", config.url.trim_end_matches('/'));
+    let client = config.http_client().map_err(|e| e.to_string())?;
+    let answer = client
         .get(&url)
         .bearer_auth(token)
         .timeout(Duration::from_secs(5))

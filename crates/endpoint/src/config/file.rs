@@ -61,7 +61,7 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
             );
         }
     }
-    let top: [(&str, Option<toml::Value>, &str, &str); 5] = [
+    let top: [(&str, Option<toml::Value>, &str, &str); 6] = [
         (
             "listen",
             config.listen.clone().map(toml::Value::String),
@@ -79,6 +79,15 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
             config.address_interface.clone().map(toml::Value::String),
             "\"ib0\"",
             "or: the address of this network interface",
+        ),
+        (
+            "ca_file",
+            config
+                .ca_file
+                .as_ref()
+                .map(|p| toml::Value::String(p.display().to_string())),
+            "\"/etc/ssl/my-site-ca.pem\"",
+            "CA certificates to trust for https:// and amqps:// (besides the system's)",
         ),
         (
             "prefetch",

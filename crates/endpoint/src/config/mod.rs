@@ -51,6 +51,10 @@ pub struct EndpointConfig {
     /// Take the address from this network interface instead (`"ib0"`, `"hsn0"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address_interface: Option<String>,
+    /// A PEM file of CA certificates to trust for the service's `https://` and the
+    /// broker's `amqps://`, besides the system's (`FERRY_CA_FILE` overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Task messages held unacked at once.
     #[serde(default = "default_prefetch")]
     pub prefetch: u16,
@@ -87,6 +91,7 @@ impl EndpointConfig {
             listen: None,
             address: None,
             address_interface: None,
+            ca_file: None,
             prefetch: default_prefetch(),
             manager_timeout_secs: default_manager_timeout(),
             provider,
@@ -141,6 +146,35 @@ impl EndpointConfig {
             })
             .collect::<Vec<_>>()
             .join("; "))
+    }
+
+    /// The CA certificates to trust besides the system's: `FERRY_CA_FILE`, else
+    /// `ca_file`.
+    pub fn ca_pem(&self) -> anyhow::Result<Option<String>> {
+        let path = std::env::var_os("FERRY_CA_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| self.ca_file.clone());
+        match path {
+            Some(p) => Ok(Some(
+                std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("ca_file {}: {e}", p.display()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// An HTTP client for the service: `https://` verified against the system's roots
+    /// and [`EndpointConfig::ca_pem`].
+    pub fn http_client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = self.ca_pem()? {
+            for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| anyhow::anyhow!("the CA file holds no PEM certificate: {e}"))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(builder.build()?)
     }
 
     /// Where managers are told to connect is decided at start (see `service`); this is

@@ -23,26 +23,39 @@ use crate::{address, forge, managers, reporter, state};
 /// its queue.
 const MOST_WAITING: usize = 1000;
 
-/// The token to register with: `FERRY_TOKEN`, else the config's.
-pub fn token(config: &EndpointConfig) -> anyhow::Result<String> {
-    std::env::var("FERRY_TOKEN")
+/// The token the endpoint talks to the service with: its own credential (`credential`
+/// in its directory, made when it was first registered, or `FERRY_ENDPOINT_TOKEN`),
+/// else its owner's token (`FERRY_TOKEN`, or `token` in config.toml), which registers it
+/// and gets it a credential of its own.
+pub fn token(dir: &Path, config: &EndpointConfig) -> anyhow::Result<String> {
+    std::env::var("FERRY_ENDPOINT_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
+        .or_else(|| state::read_credential(dir))
+        .or_else(|| std::env::var("FERRY_TOKEN").ok().filter(|t| !t.is_empty()))
         .or_else(|| config.token.clone())
-        .ok_or_else(|| anyhow::anyhow!("no token: set `token` in config.toml or FERRY_TOKEN"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no credential: run `ferry-endpoint configure NAME --token <your token>` (or set FERRY_TOKEN) once"
+            )
+        })
 }
 
-/// Registers with the web-service (keeping the id from an earlier start).
+/// Registers with the web-service (keeping the id from an earlier start). A credential
+/// the service hands back (registering with the owner's token) is kept in the endpoint's
+/// directory and used from then on.
 pub async fn register(
+    dir: &Path,
     config: &EndpointConfig,
     name: &str,
     endpoint_id: Option<EndpointId>,
+    token: &str,
 ) -> anyhow::Result<EndpointRegistered> {
     let url = format!("{}/v1/endpoints", config.url.trim_end_matches('/'));
     let response = config
         .http_client()?
         .post(&url)
-        .bearer_auth(token(config)?)
+        .bearer_auth(token)
         .json(&RegisterEndpoint {
             name: name.to_owned(),
             endpoint_id,
@@ -59,7 +72,12 @@ pub async fn register(
             .unwrap_or_default();
         anyhow::bail!("registration refused by {url} ({status}): {message}");
     }
-    Ok(response.json().await?)
+    let registered: EndpointRegistered = response.json().await?;
+    if let Some(credential) = &registered.endpoint_token {
+        state::write_credential(dir, credential)?;
+        state::write_id(dir, registered.endpoint_id)?;
+    }
+    Ok(registered)
 }
 
 /// Runs the endpoint `name` until `shutdown` is cancelled. A failure before the endpoint
@@ -98,7 +116,7 @@ async fn run_once(
     served: &mut bool,
 ) -> anyhow::Result<()> {
     let saved = state::read_id(dir);
-    let registration = register(config, name, saved).await?;
+    let registration = register(dir, config, name, saved, &token(dir, config)?).await?;
     let endpoint_id = registration.endpoint_id;
     state::write_id(dir, endpoint_id)?;
     tracing::info!(%endpoint_id, name, "endpoint registered");
@@ -121,7 +139,7 @@ async fn run_once(
     let data = DataPlane::new(
         config.http_client()?,
         &config.url,
-        token(config)?,
+        token(dir, config)?,
         registration.inline_limit_bytes,
         registration.max_result_bytes,
     );

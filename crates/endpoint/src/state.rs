@@ -3,7 +3,9 @@
 //! - `endpoint.pid`: the pid of the running endpoint;
 //! - `running.json`: written once the endpoint is registered and serving;
 //! - `manager.secret`: the secret its managers prove they know (readable by its owner
-//!   only; made at the first start).
+//!   only; made at the first start);
+//! - `credential`: the endpoint's own bearer token (0600), made when its owner first
+//!   registered it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -79,6 +81,19 @@ pub fn alive(pid: u32) -> bool {
             .is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => true,
     }
+}
+
+/// The endpoint's credential, if it has one.
+pub fn read_credential(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join("credential"))
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// Keeps the endpoint's credential (0600).
+pub fn write_credential(dir: &Path, token: &str) -> std::io::Result<()> {
+    write_private(&dir.join("credential"), token, 0o600)
 }
 
 /// The endpoint's manager secret, made (64 hex digits, mode 0600) if there is none yet.

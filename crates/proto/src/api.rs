@@ -316,6 +316,11 @@ pub struct EndpointRegistered {
     /// Results above this size fail their task.
     #[serde(default = "default_max_data")]
     pub max_result_bytes: u64,
+    /// A new credential for this endpoint (`fe_...`), when a user registered it: the
+    /// endpoint keeps it and uses it from then on, instead of its owner's token. It may
+    /// register, read and delete this endpoint and move its tasks' data, nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_token: Option<String>,
 }
 
 fn default_inline_limit() -> u64 {

@@ -15,7 +15,7 @@ pub mod records;
 mod redis_store;
 
 pub use records::*;
-pub use redis_store::{EventReader, EventWaker, FinishedTasks, Store};
+pub use redis_store::{CredentialInfo, EventReader, EventWaker, FinishedTasks, Principal, Store, UserInfo};
 
 /// What can go wrong talking to the store.
 #[derive(Debug, thiserror::Error)]

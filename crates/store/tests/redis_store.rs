@@ -357,6 +357,80 @@ async fn tokens_map_to_their_user_and_nothing_else() {
     store.delete_namespace().await.unwrap();
 }
 
+#[tokio::test]
+async fn credentials_act_for_their_principal_until_revoked_or_expired() {
+    use ferry_store::Principal;
+    let store = store().await;
+    let (user, first) = store.create_user("ada").await.unwrap();
+    let endpoint = EndpointId::new();
+    let ep_token = store
+        .create_credential(
+            Principal::Endpoint {
+                endpoint,
+                owner: user,
+            },
+            None,
+            Some("laptop"),
+        )
+        .await
+        .unwrap();
+    assert!(ep_token.starts_with("fe_"));
+    assert_eq!(
+        store.principal_for_token(&ep_token).await.unwrap(),
+        Some(Principal::Endpoint {
+            endpoint,
+            owner: user
+        })
+    );
+    assert_eq!(
+        store.user_for_token(&ep_token).await.unwrap(),
+        None,
+        "not a user token"
+    );
+    // Listed by id, never by token; revoked by id.
+    let listed = store.list_credentials(user).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .all(|c| c.id.len() == 16 && !first.contains(&c.id) && !ep_token.contains(&c.id))
+    );
+    let ep_id = listed
+        .iter()
+        .find(|c| c.label.as_deref() == Some("laptop"))
+        .unwrap()
+        .id
+        .clone();
+    assert!(store.revoke_credential(&ep_id).await.unwrap());
+    assert_eq!(store.principal_for_token(&ep_token).await.unwrap(), None);
+    assert!(!store.revoke_credential(&ep_id).await.unwrap());
+    // An expiring token stops at its time.
+    let short = store
+        .create_credential(Principal::User(user), Some(1_000_000), None)
+        .await
+        .unwrap();
+    assert_eq!(store.user_for_token(&short).await.unwrap(), Some(user));
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(store.user_for_token(&short).await.unwrap(), None);
+    // A deleted endpoint's credentials go with it.
+    let again = store
+        .create_credential(
+            Principal::Endpoint {
+                endpoint,
+                owner: user,
+            },
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    store.revoke_endpoint_credentials(endpoint).await.unwrap();
+    assert_eq!(store.principal_for_token(&again).await.unwrap(), None);
+    assert_eq!(store.user_for_token(&first).await.unwrap(), Some(user));
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+    store.delete_namespace().await.unwrap();
+}
+
 /// One script call applies many tasks' reports at once (a task's several results each
 /// in a group of their own): the outcome, the records, the batch counters and the
 /// in-flight set are what applying the same reports one at a time gives.

@@ -381,3 +381,181 @@ async fn idle_connections_are_closed_and_their_number_is_bounded() {
     assert_eq!(status, 200);
     stack.shutdown().await;
 }
+
+/// The endpoint's own credential, as `configure` left it in its directory.
+fn endpoint_credential(stack: &Stack) -> String {
+    std::fs::read_to_string(stack.endpoint_dir().join("credential"))
+        .expect("the endpoint's credential")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_credential_acts_for_its_endpoint_and_nothing_else() {
+    let stack = Stack::start().await;
+    let credential = endpoint_credential(&stack);
+    assert!(credential.starts_with("fe_"));
+    let config = std::fs::read_to_string(stack.endpoint_dir().join("config.toml")).unwrap();
+    assert!(!config.contains(&stack.token), "the owner's token is not kept");
+    let id = stack.endpoint_id.unwrap();
+    let status = |method: Method, path: String, body: Option<Value>| {
+        let r = stack.request_as(method, &path, Some(&credential));
+        async move {
+            let r = match body {
+                Some(b) => r.json(&b),
+                None => r,
+            };
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    // Its own endpoint: yes.
+    assert_eq!(
+        status(Method::GET, format!("/v1/endpoints/{id}"), None).await,
+        200
+    );
+    // Anything a user does: no.
+    assert_eq!(status(Method::GET, "/v1/endpoints".into(), None).await, 403);
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let body = json!({"endpoint_id": id, "tasks": [{"function_id": f, "payload": "{}"}]});
+    assert_eq!(status(Method::POST, "/v1/tasks".into(), Some(body)).await, 403);
+    let body = json!({"name": "x", "kind": "shell", "code": "echo"});
+    assert_eq!(
+        status(Method::POST, "/v1/functions".into(), Some(body)).await,
+        403
+    );
+    // Another endpoint's id: not for this credential.
+    let body = json!({"name": "other", "endpoint_id": uuid::Uuid::now_v7()});
+    assert_eq!(
+        status(Method::POST, "/v1/endpoints".into(), Some(body)).await,
+        403
+    );
+    let other = uuid::Uuid::now_v7();
+    assert_eq!(
+        status(Method::GET, format!("/v1/endpoints/{other}"), None).await,
+        404
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_is_stored_only_by_the_tasks_endpoint_for_its_current_attempt_while_it_runs() {
+    let stack = Stack::start().await;
+    let credential = endpoint_credential(&stack);
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let done = stack.submit(&[(&f, "")]).await[0];
+    stack.wait_done(done, Duration::from_secs(30)).await;
+    let slow = stack.register("shell", "slow", "sleep 30").await;
+    let running = stack.submit(&[(&slow, "")]).await[0];
+    stack
+        .wait_until(Duration::from_secs(30), "the slow task runs", || async {
+            stack.task(running).await.status == "running"
+        })
+        .await;
+    let put = |task: ferry_proto::TaskId, attempt: u64, token: String| {
+        let r = stack.request_as(
+            Method::PUT,
+            &format!("/v1/tasks/{task}/results/{attempt}"),
+            Some(&token),
+        );
+        async move { r.body(vec![0u8; 1024]).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        put(running, 0, stack.token.clone()).await,
+        403,
+        "the owner's token may not"
+    );
+    assert_eq!(
+        put(running, 4294967295, credential.clone()).await,
+        409,
+        "an attempt that is not current"
+    );
+    assert_eq!(
+        put(done, 0, credential.clone()).await,
+        409,
+        "a finished task's result is kept"
+    );
+    assert_eq!(
+        put(running, 0, credential.clone()).await,
+        204,
+        "its endpoint, its attempt, while it runs"
+    );
+    let mallory = stack.create_user("mallory");
+    assert_eq!(put(running, 0, mallory).await, 403);
+    let cancel: (u16, Value) = stack
+        .post(&format!("/v1/tasks/{running}/cancel"), &json!({}))
+        .await;
+    assert_eq!(cancel.0, 200);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_are_listed_revoked_and_expire_within_seconds() {
+    let stack = Stack::start().await;
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(ferry_tests::bin_dir().join("ferry-web-service"))
+            .args(args)
+            .env("FERRY_NAMESPACE", &stack.namespace)
+            .env("FERRY_REDIS_URL", &stack.redis)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let version_with = |token: String| {
+        let r = stack.request_as(Method::GET, "/v1/endpoints", Some(&token));
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    // An expiring user.
+    let short = admin(&["user", "create", "temp", "--expires", "2s"])
+        .trim()
+        .to_owned();
+    assert_eq!(version_with(short.clone()).await, 200);
+    stack
+        .wait_until(Duration::from_secs(10), "the expired token is refused", || {
+            let short = short.clone();
+            async move { version_with(short).await == 401 }
+        })
+        .await;
+    // A second token for the stack's user, listed by id, revoked by id.
+    let users = admin(&["user", "list"]);
+    assert!(users.contains("tester") && users.contains("temp"), "{users}");
+    let extra = admin(&["token", "create", "tester", "--label", "ci"])
+        .trim()
+        .to_owned();
+    assert_eq!(version_with(extra.clone()).await, 200);
+    let listed = admin(&["token", "list", "tester"]);
+    let line = listed
+        .lines()
+        .find(|l| l.contains(" ci"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(!listed.contains(&extra), "a list never shows a token");
+    assert!(
+        listed.contains("endpoint"),
+        "the endpoint's credential is listed too: {listed}"
+    );
+    let id = line.split_whitespace().next().unwrap().to_owned();
+    let said = admin(&["token", "revoke", &id]);
+    assert!(said.contains("within 2 s"), "{said}");
+    let revoked_at = Instant::now();
+    stack
+        .wait_until(Duration::from_secs(10), "the revoked token is refused", || {
+            let extra = extra.clone();
+            async move { version_with(extra).await == 401 }
+        })
+        .await;
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        revoked_at.elapsed()
+    );
+    assert_eq!(
+        version_with(stack.token.clone()).await,
+        200,
+        "the other tokens work on"
+    );
+    stack.shutdown().await;
+}

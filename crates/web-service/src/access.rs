@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use ferry_proto::{EndpointId, FunctionId, UserId};
-use ferry_store::{EndpointRecord, FunctionRecord};
+use ferry_store::{EndpointRecord, FunctionRecord, Principal};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -37,5 +37,16 @@ pub async fn owned_endpoint(state: &AppState, user: UserId, id: EndpointId) -> A
     match state.store.get_endpoint(id).await? {
         Some(e) if e.owner == user => Ok(e),
         _ => Err(ApiError::not_found(format!("endpoint {id} not found"))),
+    }
+}
+
+/// An endpoint credential acts for its own endpoint only; a user for any of theirs
+/// (ownership is checked where the record is read).
+pub fn acts_for_endpoint(principal: Principal, id: EndpointId) -> ApiResult<()> {
+    match principal {
+        Principal::Endpoint { endpoint, .. } if endpoint != id => {
+            Err(ApiError::not_found(format!("endpoint {id} not found")))
+        }
+        _ => Ok(()),
     }
 }

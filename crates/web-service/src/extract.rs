@@ -1,19 +1,42 @@
-//! Extractors: the caller's identity from its bearer token, and a JSON body whose
+//! Extractors: the caller's identity from its bearer token ([`Caller`] for user-only
+//! routes, [`Auth`] for those an endpoint credential may use too), and a JSON body whose
 //! rejection is Ferry's error body.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use ferry_proto::UserId;
+use ferry_store::Principal;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
 use crate::error::{ApiError, Code};
 
-/// The authenticated caller.
+/// An authenticated user (an endpoint credential is refused: 403).
 #[derive(Debug, Clone, Copy)]
 pub struct Caller(pub UserId);
 
 impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Auth::from_request_parts(parts, state).await?.0 {
+            Principal::User(user) => Ok(Caller(user)),
+            Principal::Endpoint { endpoint, .. } => Err(ApiError::new(
+                Code::Forbidden,
+                format!(
+                    "this is the credential of endpoint {endpoint}: it may register, read and delete that endpoint \
+                     and move its tasks' inputs and results, nothing else"
+                ),
+            )),
+        }
+    }
+}
+
+/// Whoever the bearer token acts for: a user, or one endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -38,9 +61,12 @@ impl FromRequestParts<AppState> for Caller {
                     "Authorization header must be `Bearer <token>`",
                 )
             })?;
-        match state.user_for_token(token).await? {
-            Some(user) => Ok(Caller(user)),
-            None => Err(ApiError::new(Code::Unauthenticated, "unknown or revoked token")),
+        match state.principal_for_token(token).await? {
+            Some(principal) => Ok(Auth(principal)),
+            None => Err(ApiError::new(
+                Code::Unauthenticated,
+                "unknown, revoked or expired token",
+            )),
         }
     }
 }

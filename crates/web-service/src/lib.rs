@@ -1,6 +1,7 @@
 //! Ferry's web-service: the HTTP API the SDK talks to.
 //!
 //! - [`access`]: who may use which function and endpoint.
+//! - [`admin`]: the operator's `user` and `token` commands.
 //! - [`api`]: one module per resource (version, functions, endpoints, tasks, batches).
 //! - [`extract`]: the caller from its bearer token; JSON bodies with Ferry's errors.
 //! - [`globus`]: the routes the unmodified Globus Compute SDK calls, on the same records.
@@ -14,6 +15,7 @@
 //! behind a load balancer.
 
 pub mod access;
+pub mod admin;
 pub mod api;
 pub mod error;
 pub mod extract;
@@ -31,7 +33,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use ferry_broker::Broker;
 use ferry_proto::{EndpointId, FunctionId, UserId};
-use ferry_store::{FunctionRecord, Store};
+use ferry_store::{FunctionRecord, Principal, Store};
 
 use crate::memo::Memo;
 use tokio_util::sync::CancellationToken;
@@ -147,16 +149,16 @@ pub struct AppState {
     /// Requests waiting for tasks to finish.
     pub waiters: waiting::Waiters,
     /// Bearer tokens recently seen, with their user and when they were looked up.
-    tokens: Memo<String, (UserId, Instant)>,
+    tokens: Memo<String, (Principal, Instant)>,
     /// Endpoint owners (an endpoint never changes hands).
     endpoint_owners: Memo<EndpointId, UserId>,
     /// How to connect to RabbitMQ again (the CA file read once, at start).
     broker_options: ferry_broker::Options,
 }
 
-/// How long a token's user is taken from memory before Redis is asked again: a token
-/// deleted from Redis stops working within this time.
-pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+/// How long a token's principal is taken from memory before Redis is asked again: a
+/// revoked or expired token stops working within this time.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
 
 impl AppState {
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
@@ -232,24 +234,23 @@ impl AppState {
 }
 
 impl AppState {
-    /// The user a bearer token stands for; from memory when it was looked up less than
-    /// [`TOKEN_CACHE_TTL`] ago (unknown tokens are always looked up).
-    pub async fn user_for_token(&self, token: &str) -> Result<Option<UserId>, ferry_store::Error> {
-        if let Some((user, at)) = self.tokens.get(token)
+    /// Who a bearer token acts for; from memory when it was looked up less than
+    /// [`TOKEN_CACHE_TTL`] ago (unknown tokens are always looked up), so a revoked or
+    /// expired token stops working within that time.
+    pub async fn principal_for_token(&self, token: &str) -> Result<Option<Principal>, ferry_store::Error> {
+        if let Some((principal, at)) = self.tokens.get(token)
             && at.elapsed() < TOKEN_CACHE_TTL
         {
-            return Ok(Some(user));
+            return Ok(Some(principal));
         }
-        let user = self.store.user_for_token(token).await?;
-        match user {
-            Some(user) => self.tokens.put(token.to_owned(), (user, Instant::now())),
+        let principal = self.store.principal_for_token(token).await?;
+        match principal {
+            Some(p) => self.tokens.put(token.to_owned(), (p, Instant::now())),
             None => self.tokens.forget(token),
         }
-        Ok(user)
+        Ok(principal)
     }
 
-    /// An endpoint's owner, from memory when it was read before; `None` for an
-    /// endpoint that does not exist.
     /// Forgets a deleted endpoint's owner (this web-service only: another one still
     /// accepts tasks for it until its memo is emptied; they wait in the endpoint's queue,
     /// as for an endpoint that never returns, and can be cancelled).

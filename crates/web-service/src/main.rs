@@ -1,7 +1,7 @@
-//! `ferry-web-service`: serve the HTTP API, or create a user.
+//! `ferry-web-service`: serve the HTTP API, or manage users and their tokens.
 
 use clap::{Parser, Subcommand};
-use ferry_web_service::Config;
+use ferry_web_service::{Config, admin};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -20,11 +20,17 @@ struct Cli {
 enum Command {
     /// Serve the API (the default).
     Serve,
-    /// Create a user and print its bearer token on stdout.
+    /// Create a user and print its bearer token on stdout (as `user create NAME`).
     CreateUser {
         /// A name to recognise the user by.
         name: String,
     },
+    /// Users: create, list.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
 }
 
 #[tokio::main]
@@ -38,12 +44,9 @@ async fn main() -> anyhow::Result<()> {
             ferry_web_service::run(cli.config, shutdown).await
         }
         Command::CreateUser { name } => {
-            let c = &cli.config;
-            let store = ferry_store::Store::connect(&c.redis_url, &c.namespace, c.result_ttl_secs).await?;
-            let (user, token) = store.create_user(&name).await?;
-            eprintln!("created user {name} ({user})");
-            println!("{token}");
-            Ok(())
+            admin::user(&cli.config, admin::UserCommand::Create { name, expires: None }).await
         }
+        Command::User(command) => admin::user(&cli.config, command).await,
+        Command::Token(command) => admin::token(&cli.config, command).await,
     }
 }

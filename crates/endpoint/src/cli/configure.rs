@@ -74,10 +74,25 @@ pub fn configure(args: Configure) -> anyhow::Result<()> {
         not_carried = imported.not_carried;
     }
     apply_flags(&args, &mut config);
-    config.token = args.token;
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    // With its owner's token the endpoint is registered now and gets a credential of
+    // its own; the owner's token is not kept. Without the service, the token is kept in
+    // config.toml (0600) for the first start to do it.
+    let registered = match &args.token {
+        Some(token) => match register_now(&dir, &config, &args.name, token) {
+            Ok(line) => Some(line),
+            Err(e) => {
+                println!(
+                    "could not register the endpoint now ({e:#}); its first start will, with the token kept in config.toml"
+                );
+                config.token = Some(token.clone());
+                None
+            }
+        },
+        None => None,
+    };
     let text = commented(&args.name, &config);
     EndpointConfig::parse(&text).map_err(|e| anyhow::anyhow!("the config would be invalid: {e}"))?;
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     crate::state::write_private(&path, &text, 0o600)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     println!(
@@ -86,6 +101,9 @@ pub fn configure(args: Configure) -> anyhow::Result<()> {
         config.provider.kind.name(),
         path.display()
     );
+    if let Some(line) = registered {
+        println!("{line}");
+    }
     if !not_carried.is_empty() {
         println!("not carried over from the Globus Compute config:");
         for note in &not_carried {
@@ -99,6 +117,27 @@ pub fn configure(args: Configure) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Registers the endpoint with its owner's token (again, keeping its id, if it has
+/// one): the service answers with the endpoint's own credential, kept in its directory.
+fn register_now(
+    dir: &std::path::Path,
+    config: &EndpointConfig,
+    name: &str,
+    token: &str,
+) -> anyhow::Result<String> {
+    let saved = crate::state::read_id(dir);
+    let registered = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(crate::service::register(dir, config, name, saved, token))?;
+    Ok(format!(
+        "registered endpoint {name} with {}: id {}; its credential is in {} (it does not use your token)",
+        config.url,
+        registered.endpoint_id,
+        dir.join("credential").display()
+    ))
 }
 
 /// Flags given on the command line win over an import.

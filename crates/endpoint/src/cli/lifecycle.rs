@@ -108,7 +108,7 @@ pub fn delete(name: &str) -> anyhow::Result<()> {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(deregister(&config, id))?;
+            .block_on(deregister(&dir, &config, id))?;
     }
     std::fs::remove_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", dir.display()))?;
     println!("deleted endpoint {name} ({})", dir.display());
@@ -116,11 +116,12 @@ pub fn delete(name: &str) -> anyhow::Result<()> {
 }
 
 async fn deregister(
+    dir: &std::path::Path,
     config: &crate::config::EndpointConfig,
     id: ferry_proto::EndpointId,
 ) -> anyhow::Result<()> {
     {
-        let token = crate::service::token(config)?;
+        let token = crate::service::token(dir, config)?;
         let url = format!("{}/v1/endpoints/{id}", config.url.trim_end_matches('/'));
         // The service calls an endpoint online until a few heartbeats are missed: a
         // stop just now sent a last one with period 0, so it reads offline at once.

@@ -13,7 +13,7 @@ pub async fn status(name: &str, json: bool) -> anyhow::Result<bool> {
     let (dir, config) = load(name)?;
     let pid = running_pid(&dir);
     let id = state::read_id(&dir);
-    let service = match (id, crate::service::token(&config)) {
+    let service = match (id, crate::service::token(&dir, &config)) {
         (Some(id), Ok(token)) => Some(ask_service(&config, &token, id).await),
         _ => None,
     };

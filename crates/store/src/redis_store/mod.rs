@@ -5,12 +5,14 @@
 
 mod apply;
 mod batches;
+mod credentials;
 mod events;
 mod finished;
 mod registry;
 mod rows;
 mod tasks;
 
+pub use credentials::{CredentialInfo, Principal, UserInfo};
 pub use events::{EventReader, EventWaker};
 pub use finished::FinishedTasks;
 
@@ -20,7 +22,6 @@ use std::collections::HashMap;
 use ferry_proto::{BatchId, EndpointId, FunctionId, TaskGroupId, TaskId, UserId};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
@@ -148,14 +149,6 @@ impl Store {
 
     fn user_endpoints_key(&self, id: UserId) -> String {
         format!("{}:user:{id}:eps", self.ns)
-    }
-
-    fn token_key(&self, token: &str) -> String {
-        format!(
-            "{}:token:{}",
-            self.ns,
-            hex::encode(Sha256::digest(token.as_bytes()))
-        )
     }
 
     /// Loads the transition script (done once at start so the first batch is not a miss).

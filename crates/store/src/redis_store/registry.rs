@@ -13,36 +13,6 @@ use crate::Result;
 use crate::records::*;
 
 impl Store {
-    // ---- users -------------------------------------------------------------------
-
-    /// Creates a user and returns its id and a new bearer token. Only the token's hash
-    /// is stored.
-    pub async fn create_user(&self, name: &str) -> Result<(UserId, String)> {
-        let user_id = UserId::new();
-        let token = format!("fy_{}", hex::encode(rand::random::<[u8; 24]>()));
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .hset_multiple(
-                self.user_key(user_id),
-                &[
-                    ("name", name.to_owned()),
-                    ("created", ferry_proto::time::now_micros().to_string()),
-                ],
-            )
-            .set(self.token_key(&token), user_id.to_string())
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok((user_id, token))
-    }
-
-    /// The user a bearer token belongs to.
-    pub async fn user_for_token(&self, token: &str) -> Result<Option<UserId>> {
-        let mut conn = self.conn.clone();
-        let id: Option<String> = conn.get(self.token_key(token)).await?;
-        id.map(|s| parse_id(&s, "user", &s)).transpose()
-    }
-
     // ---- functions ---------------------------------------------------------------
 
     pub async fn put_function(&self, f: &FunctionRecord) -> Result<()> {

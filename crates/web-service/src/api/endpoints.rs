@@ -8,23 +8,34 @@ use ferry_proto::api::{EndpointDoc, EndpointRegistered, RegisterEndpoint};
 use ferry_proto::messages::EndpointLoad;
 use ferry_proto::state::TaskState;
 use ferry_proto::time::{now_micros, to_secs};
-use ferry_store::EndpointRecord;
+use ferry_store::{EndpointRecord, Principal};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{Caller, FerryJson, parse_id};
+use crate::extract::{Auth, Caller, FerryJson, parse_id};
 
 /// An endpoint is online while heartbeats keep coming: the last one is younger than this
 /// many of its announced intervals.
 const MISSED_HEARTBEATS_OFFLINE: u64 = 3;
 
+/// `POST /v1/endpoints`: a user registers a new endpoint (or one of theirs again), and
+/// gets a credential for it; an endpoint credential registers its own endpoint again.
 pub(crate) async fn register(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Auth(principal): Auth,
     FerryJson(body): FerryJson<RegisterEndpoint>,
 ) -> ApiResult<Json<EndpointRegistered>> {
     if body.name.is_empty() || body.name.len() > 128 {
         return Err(ApiError::bad_request("endpoint name must be 1 to 128 bytes"));
+    }
+    let user = principal.owner();
+    if let Principal::Endpoint { endpoint, .. } = principal
+        && body.endpoint_id != Some(endpoint)
+    {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            format!("the credential of endpoint {endpoint} registers that endpoint only"),
+        ));
     }
     let (endpoint_id, created_at) = match body.endpoint_id {
         Some(id) => {
@@ -49,6 +60,23 @@ pub(crate) async fn register(
         .await
         .map_err(|e| ApiError::unavailable("the broker is unavailable", e))?;
     tracing::info!(%endpoint_id, name = %record.name, "endpoint registered");
+    // A user registering gets the endpoint a credential of its own to run with.
+    let endpoint_token = match principal {
+        Principal::User(owner) => Some(
+            state
+                .store
+                .create_credential(
+                    Principal::Endpoint {
+                        endpoint: endpoint_id,
+                        owner,
+                    },
+                    None,
+                    Some(&format!("endpoint {}", record.name)),
+                )
+                .await?,
+        ),
+        Principal::Endpoint { .. } => None,
+    };
     Ok(Json(EndpointRegistered {
         endpoint_id,
         broker_url: state.config.public_amqp_url(),
@@ -56,6 +84,7 @@ pub(crate) async fn register(
         heartbeat_interval_ms: state.config.heartbeat_interval_ms,
         inline_limit_bytes: state.config.inline_limit_bytes as u64,
         max_result_bytes: state.config.max_payload_bytes as u64,
+        endpoint_token,
     }))
 }
 
@@ -69,12 +98,13 @@ pub(crate) async fn list(
 
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EndpointDoc>> {
     let id: EndpointId = parse_id(&id)?;
+    crate::access::acts_for_endpoint(principal, id)?;
     Ok(Json(endpoint_doc(
-        &crate::access::owned_endpoint(&state, user, id).await?,
+        &crate::access::owned_endpoint(&state, principal.owner(), id).await?,
     )))
 }
 
@@ -83,11 +113,12 @@ pub(crate) async fn get(
 /// with what holds it: nothing it was given is dropped silently.
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id: EndpointId = parse_id(&id)?;
-    let record = crate::access::owned_endpoint(&state, user, id).await?;
+    crate::access::acts_for_endpoint(principal, id)?;
+    let record = crate::access::owned_endpoint(&state, principal.owner(), id).await?;
     if endpoint_doc(&record).status == "online" {
         return Err(ApiError::new(
             Code::Conflict,
@@ -119,6 +150,7 @@ pub(crate) async fn delete(
     // Its queues stay (empty): a task accepted just before, still on its way through
     // the forwarder, is failed there (the endpoint is gone), never dropped unseen.
     state.store.delete_endpoint(&record).await?;
+    state.store.revoke_endpoint_credentials(id).await?;
     state.forget_endpoint(id);
     tracing::info!(endpoint_id = %id, name = %record.name, "endpoint deleted");
     Ok(Json(serde_json::json!({"endpoint_id": id, "deleted": true})))

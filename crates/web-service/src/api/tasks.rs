@@ -12,11 +12,11 @@ use ferry_proto::api::{
 use ferry_proto::state::{FailureCause, TaskState};
 use ferry_proto::time::to_secs;
 use ferry_proto::{TaskId, UserId};
-use ferry_store::{TaskOutcome, TaskRecord};
+use ferry_store::{Principal, TaskOutcome, TaskRecord};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{Caller, FerryJson, FerryQuery, parse_id};
+use crate::extract::{Auth, Caller, FerryJson, FerryQuery, parse_id};
 use crate::submit::{Submission, Submitted};
 use crate::waiting::wait_for;
 
@@ -110,6 +110,18 @@ pub(crate) async fn get(
     Ok(Json(doc))
 }
 
+/// A task the principal may move data for: its endpoint's (an endpoint credential), or
+/// its owner's (a user).
+async fn endpoints_task(state: &AppState, principal: Principal, id: TaskId) -> ApiResult<TaskRecord> {
+    let task = owned_task(state, principal.owner(), id).await?;
+    match principal {
+        Principal::Endpoint { endpoint, .. } if endpoint != task.endpoint_id => {
+            Err(ApiError::not_found(format!("task {id} not found")))
+        }
+        _ => Ok(task),
+    }
+}
+
 /// The caller's task, or an error that says whether it expired or never was theirs.
 async fn owned_task(state: &AppState, user: UserId, id: TaskId) -> ApiResult<TaskRecord> {
     match state.store.get_task(id).await? {
@@ -138,14 +150,15 @@ fn missing_task(state: &AppState, id: TaskId) -> ApiError {
 }
 
 /// `GET /v1/tasks/{id}/input`: the task's input, as bytes. Endpoints fetch large
-/// inputs here (their messages carry only the size).
+/// inputs here (their messages carry only the size): the task's endpoint, with its
+/// credential, or the task's owner.
 pub(crate) async fn input(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id: TaskId = parse_id(&id)?;
-    owned_task(&state, user, id).await?;
+    endpoints_task(&state, principal, id).await?;
     match state.store.get_input(id).await? {
         Some(data) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()),
         None => Err(ApiError::new(
@@ -156,15 +169,35 @@ pub(crate) async fn input(
 }
 
 /// `PUT /v1/tasks/{id}/results/{attempt}`: an endpoint stores a large result here
-/// before it reports the task finished.
+/// before it reports the task finished. Only the task's endpoint, with its credential,
+/// for the task's current attempt while it is unfinished: nobody can replace a result
+/// already recorded, or fill the store with results of attempts that never ran.
 pub(crate) async fn put_result(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Auth(principal): Auth,
     Path((id, attempt)): Path<(String, u32)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let id: TaskId = parse_id(&id)?;
-    owned_task(&state, user, id).await?;
+    let Principal::Endpoint { .. } = principal else {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            format!("only the endpoint of task {id}, with its credential, stores its result"),
+        ));
+    };
+    let task = endpoints_task(&state, principal, id).await?;
+    if task.state.is_terminal() {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!("task {id} has finished: its result is recorded"),
+        ));
+    }
+    if attempt != task.attempt {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!("task {id} is on attempt {}, not {attempt}", task.attempt),
+        ));
+    }
     if body.len() > state.config.max_payload_bytes {
         return Err(ApiError::new(
             Code::PayloadTooLarge,

@@ -42,11 +42,18 @@ ensure_redis() {
 }
 
 ensure_rabbitmq() {
-  port_open 5672 && return 0
-  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
-  say "starting RabbitMQ on 127.0.0.1:5672"
-  rabbitmq-server -detached >&2 || true
-  wait_port 5672 120 rabbitmq-server
+  if ! port_open 5672; then
+    command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+    say "starting RabbitMQ on 127.0.0.1:5672"
+    rabbitmq-server -detached >&2 || true
+    wait_port 5672 120 rabbitmq-server
+  fi
+  # Its management API (it ships with RabbitMQ): the web-service makes each endpoint a
+  # broker user of its own through it (FERRY_AMQP_ADMIN_URL).
+  port_open 15672 && return 0
+  say "enabling RabbitMQ's management API on 127.0.0.1:15672"
+  rabbitmq-plugins enable rabbitmq_management >&2
+  wait_port 15672 120 "RabbitMQ's management plugin"
 }
 
 ensure_python() {

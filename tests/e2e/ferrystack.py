@@ -5,6 +5,7 @@ benchmark."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -79,6 +81,8 @@ class Stack:
             FERRY_RESULT_TTL_SECS="900",
             FERRY_HEARTBEAT_INTERVAL_MS="500",
             FERRY_PYTHON=sys.executable,
+            # Endpoints and result streams get broker users of their own (removed in stop).
+            FERRY_AMQP_ADMIN_URL=os.environ.get("FERRY_TEST_AMQP_ADMIN", "http://guest:guest@127.0.0.1:15672"),
             # The workers can import the test modules, as a user's endpoint can import
             # the user's own code (functions defined in a module travel by reference).
             PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
@@ -142,9 +146,26 @@ class Stack:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self.remove_broker_users()
         if not os.environ.get("FERRY_TEST_KEEP_DIR"):
             shutil.rmtree(self.dir, ignore_errors=True)
             self.delete_namespace()
+
+    def remove_broker_users(self) -> None:
+        """Removes the broker users made for this stack (named `<namespace>-...`)."""
+        parsed = urllib.parse.urlsplit(self.env["FERRY_AMQP_ADMIN_URL"])
+        base = f"{parsed.scheme}://{parsed.hostname}:{parsed.port}/api/users"
+        auth = base64.b64encode(f"{parsed.username}:{parsed.password}".encode()).decode()
+        headers = {"Authorization": f"Basic {auth}"}
+        prefix = self.env["FERRY_NAMESPACE"] + "-"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(base, headers=headers), timeout=10) as r:
+                names = [u["name"] for u in json.load(r) if u["name"].startswith(prefix)]
+            for name in names:
+                request = urllib.request.Request(f"{base}/{name}", headers=headers, method="DELETE")
+                urllib.request.urlopen(request, timeout=10).close()
+        except OSError:
+            pass
 
     def delete_namespace(self) -> None:
         """Deletes the stack's Redis keys: left to expire, a benchmark's hundreds of

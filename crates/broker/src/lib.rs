@@ -4,21 +4,33 @@
 //! Queues (all durable, all prefixed by the namespace `<ns>`):
 //! - `<ns>.submissions`: web-service -> forwarder, [`ferry_proto::messages::TaskBatch`]
 //! - `<ns>.ep.<endpoint-id>.tasks`: forwarder -> endpoint, `TaskBatch`
+//! - `<ns>.ep.<endpoint-id>.control`: forwarder -> endpoint, cancellations
 //! - `<ns>.status` and `<ns>.results`: endpoint -> forwarder, `EndpointMessage`
 //! - `<ns>.dead`: messages nobody could decode, with the reason in the
 //!   `x-ferry-reason` header
+//! - `<ns>.tg.<user-id>.<task-group-id>`: forwarder -> a Globus Compute SDK, the
+//!   results of one user's task group (they expire unused)
 //!
-//! Every message is persistent; every publish waits for the broker's confirm.
+//! An endpoint writes only through its own exchange, `<ns>.ep.<endpoint-id>.out`
+//! (direct), whose routes `results`, `status`, `dead` and `retry` lead to the results,
+//! status and dead queues and to its own task queue: with a broker identity of its own
+//! (see the web-service's `broker_admin`), write permission on that one exchange and
+//! read permission on its two queues is all it has, and every message it publishes
+//! carries its user name in `user_id`, which RabbitMQ checks. A [`Broker`] connected
+//! with [`Options::endpoint`] set does this by itself.
+//!
+//! Every message is persistent; publishes wait for the broker's confirm (or hand back a
+//! [`Confirm`] to wait on).
 
 use std::time::Duration;
 
-use ferry_proto::{EndpointId, TaskId};
+use ferry_proto::{EndpointId, TaskId, UserId};
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 /// What can go wrong talking to RabbitMQ.
@@ -30,7 +42,14 @@ pub enum Error {
     Nacked { queue: String },
     #[error("cannot encode a message: {0}")]
     Codec(String),
+    #[error("an endpoint's connection may not publish to {queue}")]
+    NotAllowed { queue: String },
 }
+
+const ROUTE_RESULTS: &str = "results";
+const ROUTE_STATUS: &str = "status";
+const ROUTE_DEAD: &str = "dead";
+const ROUTE_RETRY: &str = "retry";
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -43,6 +62,28 @@ pub struct Options {
     /// PEM certificates of a CA to trust for `amqps://`, besides the system's roots
     /// (`FERRY_CA_FILE`).
     pub ca_pem: Option<String>,
+    /// Connected as this endpoint: what it sends to the results, status and dead
+    /// queues, and to its own task queue, goes through its exchange, stamped with the
+    /// connection's user name.
+    pub endpoint: Option<EndpointId>,
+}
+
+/// The broker user endpoint `endpoint` logs in as, when endpoints have identities of
+/// their own.
+pub fn endpoint_user(namespace: &str, endpoint: EndpointId) -> String {
+    format!("{namespace}-ep-{endpoint}")
+}
+
+/// The broker user that reads user `owner`'s task-group result queues.
+pub fn result_reader_user(namespace: &str, owner: UserId) -> String {
+    format!("{namespace}-user-{owner}")
+}
+
+/// The user name and vhost of an AMQP URL (`amqp[s]://user:pass@host:port/vhost`), or
+/// what is wrong with it.
+pub fn url_parts(url: &str) -> std::result::Result<(String, String), String> {
+    let uri = url.parse::<lapin::uri::AMQPUri>()?;
+    Ok((uri.authority.userinfo.username, uri.vhost))
 }
 
 /// One connection to RabbitMQ with a confirm-mode channel for publishing. Cheap to
@@ -53,6 +94,8 @@ pub struct Broker {
     publisher: Channel,
     ns: String,
     options: Options,
+    /// The user name the connection logged in with.
+    user: String,
 }
 
 impl Broker {
@@ -63,6 +106,7 @@ impl Broker {
             identity: None,
             cert_chain: options.ca_pem.clone(),
         };
+        let user = url_parts(url).map(|(user, _)| user).unwrap_or_default();
         let conn = lapin::DefaultConnectionBuilder::new()?
             .with_uri_str(url.to_owned())
             .with_properties(ConnectionProperties::default())
@@ -76,7 +120,46 @@ impl Broker {
             publisher,
             ns: namespace.to_owned(),
             options,
+            user,
         })
+    }
+
+    /// The user name this connection logged in with.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The broker user an endpoint logs in as, when endpoints have identities of their
+    /// own.
+    pub fn endpoint_user(&self, endpoint: EndpointId) -> String {
+        endpoint_user(&self.ns, endpoint)
+    }
+
+    /// An endpoint's own exchange: all it may write to.
+    pub fn endpoint_exchange(&self, endpoint: EndpointId) -> String {
+        format!("{}.ep.{endpoint}.out", self.ns)
+    }
+
+    /// Where a message for `queue` goes when this broker is an endpoint's: its exchange
+    /// and the route to that queue. `None` when it publishes directly.
+    fn route(&self, queue: &str) -> Result<Option<(String, &'static str)>> {
+        let Some(endpoint) = self.options.endpoint else {
+            return Ok(None);
+        };
+        let key = if queue == self.results_queue() {
+            ROUTE_RESULTS
+        } else if queue == self.status_queue() {
+            ROUTE_STATUS
+        } else if queue == self.dead_queue() {
+            ROUTE_DEAD
+        } else if queue == self.endpoint_queue(endpoint) {
+            ROUTE_RETRY
+        } else {
+            return Err(Error::NotAllowed {
+                queue: queue.to_owned(),
+            });
+        };
+        Ok(Some((self.endpoint_exchange(endpoint), key)))
     }
 
     /// True when both handles share one connection.
@@ -113,18 +196,24 @@ impl Broker {
         format!("{}.ep.{endpoint}.control", self.ns)
     }
 
-    /// The prefix of task-group result queues (the name handed to Globus Compute SDKs).
-    pub fn task_group_prefix(&self) -> String {
-        format!("{}.tg.", self.ns)
+    /// The prefix of a user's task-group result queues (the name handed to their Globus
+    /// Compute SDK): each user's queues apart, so a broker identity may read one user's.
+    pub fn task_group_prefix(&self, owner: UserId) -> String {
+        format!("{}.tg.{owner}.", self.ns)
     }
 
-    pub fn task_group_queue(&self, group: ferry_proto::TaskGroupId) -> String {
-        format!("{}{group}", self.task_group_prefix())
+    pub fn task_group_queue(&self, owner: UserId, group: ferry_proto::TaskGroupId) -> String {
+        format!("{}{group}", self.task_group_prefix(owner))
     }
 
     /// Declares a task group's result queue (idempotent). It deletes itself after
     /// `expires` without a consumer, so abandoned groups clean up.
-    pub async fn declare_task_group(&self, group: ferry_proto::TaskGroupId, expires: Duration) -> Result<()> {
+    pub async fn declare_task_group(
+        &self,
+        owner: UserId,
+        group: ferry_proto::TaskGroupId,
+        expires: Duration,
+    ) -> Result<()> {
         let mut args = FieldTable::default();
         args.insert(
             "x-expires".into(),
@@ -132,7 +221,7 @@ impl Broker {
         );
         self.publisher
             .queue_declare(
-                self.task_group_queue(group).as_str().into(),
+                self.task_group_queue(owner, group).as_str().into(),
                 QueueDeclareOptions::durable(),
                 args,
             )
@@ -169,11 +258,54 @@ impl Broker {
         Ok(())
     }
 
-    /// Declares an endpoint's task and control queues (idempotent).
+    /// Declares an endpoint's task and control queues and its exchange with its routes
+    /// (idempotent).
     pub async fn declare_endpoint(&self, endpoint: EndpointId) -> Result<()> {
         self.declare_queue(&self.endpoint_queue(endpoint), true).await?;
         self.declare_queue(&self.endpoint_control_queue(endpoint), true)
-            .await
+            .await?;
+        let exchange = self.endpoint_exchange(endpoint);
+        self.publisher
+            .exchange_declare(
+                exchange.as_str().into(),
+                lapin::ExchangeKind::Direct,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for (queue, key) in [
+            (self.results_queue(), ROUTE_RESULTS),
+            (self.status_queue(), ROUTE_STATUS),
+            (self.dead_queue(), ROUTE_DEAD),
+            (self.endpoint_queue(endpoint), ROUTE_RETRY),
+        ] {
+            self.publisher
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.into(),
+                    lapin::options::QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an endpoint's exchange (its queues go with `delete_queue`).
+    pub async fn delete_endpoint_exchange(&self, endpoint: EndpointId) -> Result<()> {
+        let channel = self.conn.create_channel().await?;
+        channel
+            .exchange_delete(
+                self.endpoint_exchange(endpoint).as_str().into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(())
     }
 
     /// Tells an endpoint to stop tasks (best effort: their records are already terminal).
@@ -281,17 +413,28 @@ impl Broker {
         Ok(confirms)
     }
 
+    /// Sends one persistent message toward `queue`: directly, or through the endpoint's
+    /// exchange (stamped with the user name, which RabbitMQ checks) for an endpoint's
+    /// connection.
     async fn send(
         &self,
         queue: &str,
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<lapin::PublisherConfirm> {
+        let (exchange, key, properties) = match self.route(queue)? {
+            Some((exchange, key)) => (
+                exchange,
+                key.to_owned(),
+                properties.with_user_id(self.user.as_str().into()),
+            ),
+            None => (String::new(), queue.to_owned(), properties),
+        };
         Ok(self
             .publisher
             .basic_publish(
-                ShortString::from(""),
-                queue.into(),
+                exchange.as_str().into(),
+                key.as_str().into(),
                 BasicPublishOptions::default(),
                 body,
                 properties.with_delivery_mode(2),
@@ -446,6 +589,12 @@ impl Delivery {
     /// True when the broker delivered it before and it was not acked.
     pub fn redelivered(&self) -> bool {
         self.inner.redelivered
+    }
+
+    /// The publisher's user name, when it stamped one (RabbitMQ checks it is the user
+    /// the publisher logged in as).
+    pub fn user_id(&self) -> Option<&str> {
+        self.inner.properties.user_id().as_ref().map(|u| u.as_str())
     }
 
     /// The work is done: the broker may forget the message.

@@ -126,6 +126,8 @@ async fn run_once(
         &registration.namespace,
         ferry_broker::Options {
             ca_pem: config.ca_pem()?,
+            // Everything it sends goes through its own exchange, signed.
+            endpoint: Some(endpoint_id),
             ..Default::default()
         },
     )

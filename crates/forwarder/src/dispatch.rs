@@ -165,6 +165,7 @@ impl Dispatcher {
                 },
                 at,
                 by: Actor::Forwarder,
+                from: None,
                 finish: Some(ferry_store::Finish {
                     success: false,
                     by_reference: false,
@@ -207,6 +208,7 @@ fn queued(tasks: &[TaskSpec], at: Micros) -> Vec<Report> {
             },
             at,
             by: Actor::Forwarder,
+            from: None,
             finish: None,
         })
         .collect()

@@ -256,6 +256,7 @@ mod tests {
             },
             at: 1,
             by: Actor::Forwarder,
+            from: None,
             finish: None,
         }
     }

@@ -78,6 +78,13 @@ pub struct Config {
     /// refused otherwise.
     #[arg(long, env = "FERRY_WEBHOOK_ALLOW", default_value = "")]
     pub webhook_allow: String,
+    /// RabbitMQ's management API (`http://user:password@host:15672`), the same setting
+    /// as the web-service's. Set, endpoints have broker identities of their own, and a
+    /// message on the status and results queues is taken only from the identity of the
+    /// endpoint it speaks for (others are dead-lettered, saying whose it was). The
+    /// forwarder itself never calls the API.
+    #[arg(long, env = "FERRY_AMQP_ADMIN_URL", hide_env_values = true)]
+    pub amqp_admin_url: Option<String>,
 }
 
 /// Runs until `shutdown` is cancelled. When RabbitMQ or Redis goes away the forwarder
@@ -126,6 +133,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         queue_expires: (config.queue_expires_secs > 0)
             .then(|| Duration::from_secs(config.queue_expires_secs)),
         ca_pem,
+        ..Default::default()
     };
     let broker = Broker::connect(&config.amqp_url, &config.namespace, options).await?;
     broker.declare_core().await?;
@@ -139,6 +147,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         broker.clone(),
         held.clone(),
         config.endpoint_missed_heartbeats,
+        config.amqp_admin_url.is_some(),
     );
     let sweeper = sweeper::Sweeper::new(
         store.clone(),

@@ -23,15 +23,37 @@ pub struct Applier {
     held: Held,
     /// Heartbeats an endpoint may miss before the sweeper declares it lost.
     missed_heartbeats: u32,
+    /// Endpoints have broker identities: a message is taken only from the identity of
+    /// the endpoint it speaks for.
+    identities: bool,
 }
 
 impl Applier {
-    pub fn new(store: Store, broker: Broker, held: Held, missed_heartbeats: u32) -> Self {
+    pub fn new(store: Store, broker: Broker, held: Held, missed_heartbeats: u32, identities: bool) -> Self {
         Self {
             store,
             broker,
             held,
             missed_heartbeats,
+            identities,
+        }
+    }
+
+    /// Why a message may not be taken from its sender: with identities, it must come
+    /// from the broker user of the endpoint it names (RabbitMQ vouches for `user_id`).
+    fn refusal(&self, delivery: &Delivery, endpoint_id: EndpointId) -> Option<String> {
+        if !self.identities {
+            return None;
+        }
+        let expected = self.broker.endpoint_user(endpoint_id);
+        match delivery.user_id() {
+            Some(user) if user == expected => None,
+            Some(user) => Some(format!(
+                "a message for endpoint {endpoint_id} sent by broker user {user}, not by {expected}"
+            )),
+            None => Some(format!(
+                "a message for endpoint {endpoint_id} without the sender's user_id (expected {expected})"
+            )),
         }
     }
 
@@ -52,11 +74,11 @@ impl Applier {
     /// `waiting-for-ep` step first, then acks them all, only after Redis has them.
     pub async fn step(&self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
         let mut reports: Vec<Report> = Vec::new();
-        // Per result: the index of its terminal report, and its task group.
+        // Per result: the index of its terminal report, and whether it names a task group.
         let mut terminal_at = Vec::new();
-        let mut groups = Vec::new();
-        // Which endpoint sent which reports (for the logs).
-        let mut senders: Vec<(EndpointId, Range<usize>)> = Vec::new();
+        let mut grouped = Vec::new();
+        // Which endpoint sent which reports, in which of `handled`.
+        let mut senders: Vec<(EndpointId, Range<usize>, usize)> = Vec::new();
         let mut handled = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let message: EndpointMessage = match ferry_proto::codec::decode(delivery.body()) {
@@ -67,6 +89,15 @@ impl Applier {
                     continue;
                 }
             };
+            let endpoint_id = match &message {
+                EndpointMessage::Heartbeat { endpoint_id, .. }
+                | EndpointMessage::Reports { endpoint_id, .. } => *endpoint_id,
+            };
+            if let Some(reason) = self.refusal(&delivery, endpoint_id) {
+                tracing::warn!(%endpoint_id, %reason, "dead-lettering a forged endpoint message");
+                delivery.dead_letter(&reason).await?;
+                continue;
+            }
             match message {
                 EndpointMessage::Heartbeat {
                     endpoint_id,
@@ -103,14 +134,15 @@ impl Applier {
                         },
                         at: u.at,
                         by: u.by,
+                        from: Some(endpoint_id),
                         finish: None,
                     }));
                     for result in results {
-                        groups.push(result.group);
-                        reports.extend(result_reports(result));
+                        grouped.push(result.group.is_some());
+                        reports.extend(result_reports(result, endpoint_id));
                         terminal_at.push(reports.len() - 1);
                     }
-                    senders.push((endpoint_id, from..reports.len()));
+                    senders.push((endpoint_id, from..reports.len(), handled.len()));
                 }
             }
             handled.push(delivery);
@@ -120,6 +152,9 @@ impl Applier {
             reports = reports.len(),
             "applying endpoint messages"
         );
+        // Messages that spoke of other endpoints' tasks: dead-lettered (what else they
+        // said is applied), with the reason.
+        let mut refused: Vec<Option<String>> = vec![None; handled.len()];
         if !reports.is_empty() {
             let held = self.held.take(reports.iter().map(|r| r.task_id));
             let n = held.records.len();
@@ -129,14 +164,33 @@ impl Applier {
             let rest = applied.split_off(n);
             self.held.settle(&self.broker, &held.from, &applied).await?;
             let (reports, applied) = (&all[n..], rest);
-            for (endpoint_id, range) in senders {
-                log_outcomes(&reports[range.clone()], &applied[range], endpoint_id);
+            for (endpoint_id, range, message) in senders {
+                log_outcomes(&reports[range.clone()], &applied[range.clone()], endpoint_id);
+                let mut foreign: Vec<String> = reports[range.clone()]
+                    .iter()
+                    .zip(&applied[range])
+                    .filter(|(_, a)| **a == Applied::Foreign)
+                    .map(|(r, _)| r.task_id.to_string())
+                    .collect();
+                foreign.dedup();
+                if !foreign.is_empty() {
+                    refused[message] = Some(format!(
+                        "endpoint {endpoint_id} reported on tasks that are not its own: {}",
+                        foreign.join(", ")
+                    ));
+                }
             }
-            self.notify_groups(reports, &applied, &terminal_at, &groups)
+            self.notify_groups(reports, &applied, &terminal_at, &grouped)
                 .await?;
         }
-        for delivery in handled {
-            delivery.ack().await?;
+        for (delivery, refused) in handled.into_iter().zip(refused) {
+            match refused {
+                Some(reason) => {
+                    tracing::warn!(%reason, "dead-lettering an endpoint message");
+                    delivery.dead_letter(&reason).await?
+                }
+                None => delivery.ack().await?,
+            }
         }
         Ok(())
     }
@@ -144,25 +198,36 @@ impl Applier {
 
 impl Applier {
     /// Publishes each newly recorded result to its task group's queue, where a Globus
-    /// Compute `Executor` waits for it. Only the first terminal event of a task is sent.
+    /// Compute `Executor` waits for it. Only the first terminal event of a task is sent,
+    /// and to the group (and its owner's queue) recorded at submission: the endpoint
+    /// only says that there is one.
     async fn notify_groups(
         &self,
         reports: &[Report],
         applied: &[Applied],
         terminal_at: &[usize],
-        groups: &[Option<ferry_proto::TaskGroupId>],
+        grouped: &[bool],
     ) -> anyhow::Result<()> {
+        let ended: Vec<usize> = terminal_at
+            .iter()
+            .zip(grouped)
+            .filter(|&(&i, &grouped)| {
+                grouped
+                    && reports[i].finish.is_some()
+                    && matches!(applied[i], Applied::Moved { to, .. } if to.is_terminal())
+            })
+            .map(|(&i, _)| i)
+            .collect();
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<_> = ended.iter().map(|&i| reports[i].task_id).collect();
+        let routes = self.store.result_routes(&ids).await?;
         let mut messages = Vec::new();
-        for (&i, group) in terminal_at.iter().zip(groups) {
-            let (Some(group), Applied::Moved { to, .. }) = (group, applied[i]) else {
+        for (i, route) in ended.into_iter().zip(routes) {
+            let (Some((owner, group)), Some(finish)) = (route, &reports[i].finish) else {
                 continue;
             };
-            let Some(finish) = &reports[i].finish else {
-                continue;
-            };
-            if !to.is_terminal() {
-                continue;
-            }
             let fetched;
             let data = if finish.by_reference {
                 let attempt = reports[i].event.attempt;
@@ -177,7 +242,7 @@ impl Applier {
             };
             let code = (!finish.success).then_some(ferry_proto::globus::REMOTE_EXECUTION_ERROR);
             let body = ferry_proto::globus::result_message(reports[i].task_id, &data, code);
-            messages.push((self.broker.task_group_queue(*group), body));
+            messages.push((self.broker.task_group_queue(owner, group), body));
         }
         if !messages.is_empty() {
             let now = ferry_proto::time::now_micros() / 1_000_000;
@@ -189,7 +254,7 @@ impl Applier {
 
 /// A result becomes its endpoint-side steps (so the history is whole even when the
 /// result overtook the status updates) followed by the terminal event.
-fn result_reports(r: TaskResult) -> Vec<Report> {
+fn result_reports(r: TaskResult, from: EndpointId) -> Vec<Report> {
     let mut reports: Vec<Report> = r
         .steps
         .iter()
@@ -201,6 +266,7 @@ fn result_reports(r: TaskResult) -> Vec<Report> {
             },
             at: s.at,
             by: s.by,
+            from: Some(from),
             finish: None,
         })
         .collect();
@@ -236,6 +302,7 @@ fn result_reports(r: TaskResult) -> Vec<Report> {
         } else {
             ferry_proto::Actor::Worker
         },
+        from: Some(from),
         finish: Some(Finish {
             success: kind == EventKind::Succeeded,
             by_reference,
@@ -259,6 +326,9 @@ fn log_outcomes(reports: &[Report], applied: &[Applied], endpoint_id: ferry_prot
             }
             Applied::Unknown => {
                 tracing::warn!(task_id = %report.task_id, %endpoint_id, "report about an unknown task")
+            }
+            Applied::Foreign => {
+                tracing::warn!(task_id = %report.task_id, %endpoint_id, "report about another endpoint's task; dead-lettering its message")
             }
         }
     }

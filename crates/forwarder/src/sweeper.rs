@@ -144,6 +144,7 @@ impl Sweeper {
                     },
                     at,
                     by: Actor::Forwarder,
+                    from: None,
                     finish: None,
                 })
                 .collect();
@@ -303,6 +304,7 @@ impl Sweeper {
                     },
                     at,
                     by: Actor::Forwarder,
+                    from: None,
                     finish: Some(Finish {
                         success: false,
                         by_reference: false,

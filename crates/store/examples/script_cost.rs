@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         event: Event { kind, attempt: 0 },
         at: ferry_proto::time::now_micros(),
         by,
+        from: None,
         finish,
     };
 

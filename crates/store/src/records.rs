@@ -250,6 +250,9 @@ pub struct Report {
     pub event: Event,
     pub at: Micros,
     pub by: Actor,
+    /// The endpoint that sent it, when an endpoint did: it applies only to a task of
+    /// that endpoint (to any other it is [`Applied::Foreign`]).
+    pub from: Option<EndpointId>,
     /// Present on `Succeeded` and `Failed` reports.
     pub finish: Option<Finish>,
 }
@@ -266,4 +269,6 @@ pub enum Applied {
     Ignored(ferry_proto::Ignored),
     /// No such task (expired, or never existed).
     Unknown,
+    /// The report came from an endpoint other than the task's: nothing changed.
+    Foreign,
 }

@@ -16,6 +16,7 @@ async fn succeed(store: &Store, tasks: &[NewTask]) {
     let reports: Vec<_> = tasks
         .iter()
         .map(|t| ferry_store::Report {
+            from: None,
             finish: Some(Finish {
                 success: true,
                 by_reference: false,

@@ -20,6 +20,7 @@ async fn a_failed_task_reads_the_same_by_outcome_as_in_full() {
         },
         at: 9,
         by: Actor::Endpoint,
+        from: None,
         finish: Some(Finish {
             success: false,
             by_reference: false,

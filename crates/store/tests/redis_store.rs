@@ -45,6 +45,7 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
                             event,
                             at: 5,
                             by: Actor::Endpoint,
+                            from: None,
                             finish,
                         }])
                         .await
@@ -270,6 +271,7 @@ async fn a_task_walks_its_life_cycle_and_keeps_one_result() {
         event: Event { kind, attempt: 0 },
         at,
         by: Actor::Endpoint,
+        from: None,
         finish,
     };
     let done = |data: &'static [u8]| {
@@ -341,6 +343,7 @@ async fn a_report_about_an_unknown_task_says_so() {
             },
             at: 1,
             by: Actor::Forwarder,
+            from: None,
             finish: None,
         }])
         .await
@@ -468,6 +471,7 @@ async fn many_reports_in_one_call_act_as_one_at_a_time() {
                 let report = |id: TaskId, k: usize, attempt: u32| {
                     let kind = EventKind::ALL[k];
                     Report {
+                        from: None,
                         finish: matches!(kind, EventKind::Succeeded | EventKind::Failed).then(|| Finish {
                             success: kind == EventKind::Succeeded,
                             by_reference: false,
@@ -533,5 +537,68 @@ async fn many_reports_in_one_call_act_as_one_at_a_time() {
         Ok(())
     });
     result.unwrap();
+    store.delete_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_endpoint_reports_only_its_own_tasks() {
+    let store = store().await;
+    let (mine, theirs) = (EndpointId::new(), EndpointId::new());
+    let (_, task) = one_task(&store, mine).await;
+    let id = task.task_id;
+    let from = |endpoint, kind| Report {
+        from: Some(endpoint),
+        ..event(id, kind, 0)
+    };
+    let applied = store
+        .apply(&[
+            event(id, EventKind::Queued, 0),
+            from(theirs, EventKind::Received),
+            from(mine, EventKind::Received),
+            from(theirs, EventKind::Assigned),
+            event(id, EventKind::Assigned, 0),
+            Report {
+                finish: Some(Finish {
+                    success: true,
+                    by_reference: false,
+                    data: Bytes::from_static(b"forged"),
+                    exception: Bytes::new(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                }),
+                ..from(theirs, EventKind::Succeeded)
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied[5], Applied::Foreign, "a result for another's task");
+    // Another endpoint's reports change nothing and say so; Ferry's own and the task's
+    // endpoint's apply, in order around them.
+    assert!(matches!(
+        applied[0],
+        Applied::Moved {
+            to: TaskState::WaitingForEp,
+            ..
+        }
+    ));
+    assert_eq!(applied[1], Applied::Foreign);
+    assert!(matches!(
+        applied[2],
+        Applied::Moved {
+            to: TaskState::WaitingForNodes,
+            ..
+        }
+    ));
+    assert_eq!(applied[3], Applied::Foreign);
+    assert!(matches!(
+        applied[4],
+        Applied::Moved {
+            to: TaskState::WaitingForLaunch,
+            ..
+        }
+    ));
+    let record = store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(record.history.len(), 4, "{:?}", record.history);
+    assert_eq!(record.state, TaskState::WaitingForLaunch);
     store.delete_namespace().await.unwrap();
 }

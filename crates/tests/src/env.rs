@@ -12,6 +12,12 @@ pub fn amqp_url() -> String {
     std::env::var("FERRY_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// The management API of the RabbitMQ at [`amqp_url`] (`FERRY_TEST_AMQP_ADMIN`): stacks on
+/// it give their endpoints broker identities of their own.
+pub fn amqp_admin_url() -> String {
+    std::env::var("FERRY_TEST_AMQP_ADMIN").unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
+}
+
 /// Where the built binaries are: next to the test executable's `deps/` directory.
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FERRY_BIN_DIR") {

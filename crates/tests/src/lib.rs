@@ -13,7 +13,7 @@ pub mod tls;
 
 use env::bin;
 pub use env::free_port;
-pub use env::{amqp_url, bin_dir, python, redis_url, repo_root};
+pub use env::{amqp_admin_url, amqp_url, bin_dir, python, redis_url, repo_root};
 pub use payloads::{json_args, pack, python_source};
 
 use std::process::{Child, Command, Stdio};
@@ -85,7 +85,15 @@ impl Stack {
     }
 
     /// Web-service, forwarder and a user, every part with `env` besides the stack's own.
+    /// On the shared RabbitMQ, endpoints get broker identities of their own (unless `env`
+    /// names another `FERRY_AMQP_ADMIN_URL`).
     pub async fn start_configured(amqp: String, redis: String, env: &[(&str, &str)]) -> Self {
+        let admin = amqp_admin_url();
+        let mut env = env.to_vec();
+        if amqp == amqp_url() && !env.iter().any(|(k, _)| *k == "FERRY_AMQP_ADMIN_URL") {
+            env.push(("FERRY_AMQP_ADMIN_URL", admin.as_str()));
+        }
+        let env = env.as_slice();
         let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let dir = tempfile::Builder::new()
             .prefix("ferry-e2e-")
@@ -520,11 +528,59 @@ impl Stack {
             ];
             if let Some(id) = self.endpoint_id {
                 queues.push(broker.endpoint_queue(id));
+                queues.push(broker.endpoint_control_queue(id));
+                let _ = broker.delete_endpoint_exchange(id).await;
             }
             for q in queues {
                 let _ = broker.delete_queue(&q).await;
             }
             broker.close().await;
+        }
+        self.remove_broker_users().await;
+    }
+
+    /// The setting every part of this stack is started with, if any.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Removes the broker users made for this stack's endpoints and users (named
+    /// `<namespace>-...`), through the management API it was started with.
+    async fn remove_broker_users(&self) {
+        let Some(admin) = self.setting("FERRY_AMQP_ADMIN_URL") else {
+            return;
+        };
+        let Ok(mut url) = reqwest::Url::parse(admin) else {
+            return;
+        };
+        let (user, password) = (
+            url.username().to_owned(),
+            url.password().unwrap_or_default().to_owned(),
+        );
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let base = url.as_str().trim_end_matches('/').to_owned();
+        let http = reqwest::Client::new();
+        let Ok(answer) = http
+            .get(format!("{base}/api/users"))
+            .basic_auth(&user, Some(&password))
+            .send()
+            .await
+        else {
+            return;
+        };
+        let users: Vec<serde_json::Value> = answer.json().await.unwrap_or_default();
+        let prefix = format!("{}-", self.namespace);
+        for name in users
+            .iter()
+            .filter_map(|u| u["name"].as_str())
+            .filter(|n| n.starts_with(&prefix))
+        {
+            let _ = http
+                .delete(format!("{base}/api/users/{name}"))
+                .basic_auth(&user, Some(&password))
+                .send()
+                .await;
         }
     }
 }
@@ -536,6 +592,16 @@ impl Drop for Stack {
                 stop_child(&mut child);
             }
         }
+        // Its broker users go on every exit path (a thread of its own: this may run
+        // inside the test's runtime).
+        let this = &*self;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    rt.block_on(this.remove_broker_users());
+                }
+            });
+        });
         // A failing test keeps its logs (the panic message names the directory).
         if std::thread::panicking() || std::env::var_os("FERRY_TEST_KEEP_DIR").is_some() {
             let path = self.dir.path().to_owned();

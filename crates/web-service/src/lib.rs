@@ -2,6 +2,7 @@
 //!
 //! - [`access`]: who may use which function and endpoint.
 //! - [`admin`]: the operator's `user` and `token` commands.
+//! - [`broker_admin`]: broker identities for endpoints and result readers.
 //! - [`api`]: one module per resource (version, functions, endpoints, tasks, batches).
 //! - [`extract`]: the caller from its bearer token; JSON bodies with Ferry's errors.
 //! - [`globus`]: the routes the unmodified Globus Compute SDK calls, on the same records.
@@ -17,6 +18,7 @@
 pub mod access;
 pub mod admin;
 pub mod api;
+pub mod broker_admin;
 pub mod error;
 pub mod extract;
 pub mod globus;
@@ -110,6 +112,13 @@ pub struct Config {
     /// idle one is closed after as long without a request.
     #[arg(long, env = "FERRY_HEADER_TIMEOUT_SECS", default_value_t = 30)]
     pub header_timeout_secs: u64,
+    /// RabbitMQ's management API (`http://user:password@host:15672`, the
+    /// `rabbitmq_management` plugin). Set, every endpoint gets a broker user of its own
+    /// that may read only its queues and write only to its exchange, and each user's
+    /// Globus Compute SDK one that may read only their task groups' result queues;
+    /// unset, all are handed --public-amqp-url as it is.
+    #[arg(long, env = "FERRY_AMQP_ADMIN_URL", hide_env_values = true)]
+    pub amqp_admin_url: Option<String>,
 }
 
 impl Config {
@@ -132,7 +141,30 @@ impl Config {
             queue_expires: (self.queue_expires_secs > 0)
                 .then(|| Duration::from_secs(self.queue_expires_secs)),
             ca_pem,
+            ..Default::default()
         })
+    }
+
+    /// The broker's management API, when --amqp-admin-url is set.
+    pub fn broker_admin(&self) -> anyhow::Result<Option<broker_admin::BrokerAdmin>> {
+        let Some(url) = &self.amqp_admin_url else {
+            return Ok(None);
+        };
+        let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &self.ca_file {
+            let pem =
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("FERRY_CA_FILE {}: {e}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| anyhow::anyhow!("FERRY_CA_FILE {}: {e}", path.display()))?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        Ok(Some(broker_admin::BrokerAdmin::new(
+            url,
+            &self.amqp_url,
+            http.build()?,
+        )?))
     }
 }
 
@@ -154,6 +186,10 @@ pub struct AppState {
     endpoint_owners: Memo<EndpointId, UserId>,
     /// How to connect to RabbitMQ again (the CA file read once, at start).
     broker_options: ferry_broker::Options,
+    /// Makes broker identities, when they are on.
+    pub broker_admin: Option<broker_admin::BrokerAdmin>,
+    /// Users whose result-reading broker identity this process has made sure of.
+    result_readers: Memo<UserId, ()>,
 }
 
 /// How long a token's principal is taken from memory before Redis is asked again: a
@@ -164,6 +200,7 @@ impl AppState {
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
         let store = Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs).await?;
         let broker_options = config.broker_options()?;
+        let broker_admin = config.broker_admin()?;
         let broker = Broker::connect(&config.amqp_url, &config.namespace, broker_options.clone()).await?;
         broker.declare_core().await?;
         Ok(Self {
@@ -175,6 +212,8 @@ impl AppState {
             tokens: Memo::default(),
             endpoint_owners: Memo::default(),
             broker_options,
+            broker_admin,
+            result_readers: Memo::default(),
         })
     }
 
@@ -249,6 +288,26 @@ impl AppState {
             None => self.tokens.forget(token),
         }
         Ok(principal)
+    }
+
+    /// The broker URL `user`'s Globus Compute SDK reads its results with: with broker
+    /// identities, as a user that may read only `user`'s task-group queues.
+    pub async fn result_reader_url(&self, user: UserId) -> Result<String, error::ApiError> {
+        let url = self.config.public_amqp_url();
+        let Some(admin) = &self.broker_admin else {
+            return Ok(url);
+        };
+        let password = self.store.result_reader_password(user).await?;
+        let name = ferry_broker::result_reader_user(&self.config.namespace, user);
+        if self.result_readers.get(&user).is_none() {
+            let prefix = self.broker().await.task_group_prefix(user);
+            admin
+                .result_reader(&name, &password, &prefix)
+                .await
+                .map_err(|e| error::ApiError::unavailable("the broker's management API is unavailable", e))?;
+            self.result_readers.put(user, ());
+        }
+        Ok(broker_admin::with_credentials(&url, &name, &password))
     }
 
     /// Forgets a deleted endpoint's owner (this web-service only: another one still

@@ -383,6 +383,7 @@ async fn fail_unqueued(state: &AppState, specs: &[TaskSpec]) {
             },
             at,
             by: Actor::WebService,
+            from: None,
             finish: Some(Finish {
                 success: false,
                 by_reference: false,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use ferry_proto::state::FailureCause;
-use ferry_proto::{Ignored, TaskId, TaskState};
+use ferry_proto::{EndpointId, Ignored, TaskId, TaskState};
 
 use super::Store;
 use crate::Result;
@@ -23,34 +23,47 @@ impl Store {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
-        // Group each task's reports, in order. A group carries at most one result, so a
-        // second result for the same task starts a group of its own (run after).
-        let mut groups: Vec<(TaskId, Vec<usize>, Option<usize>)> = Vec::new();
+        // Group each task's reports, in order. A group carries at most one result, and
+        // Ferry's own reports then one endpoint's: a second result for the same task, a
+        // report from another endpoint, or one of Ferry's after an endpoint's, starts a
+        // group of its own (run after).
+        let mut groups: Vec<Group> = Vec::new();
         let mut open: HashMap<TaskId, usize> = HashMap::new();
         for (i, r) in reports.iter().enumerate() {
-            let reuse = open
-                .get(&r.task_id)
-                .copied()
-                .filter(|&g| !(r.finish.is_some() && groups[g].2.is_some()));
+            let reuse = open.get(&r.task_id).copied().filter(|&g| {
+                let g = &groups[g];
+                !(r.finish.is_some() && g.finish.is_some()) && (g.from.is_none() || g.from == r.from)
+            });
             let g = match reuse {
                 Some(g) => g,
                 None => {
-                    groups.push((r.task_id, Vec::new(), None));
+                    groups.push(Group {
+                        task_id: r.task_id,
+                        members: Vec::new(),
+                        finish: None,
+                        from: None,
+                        own: 0,
+                    });
                     open.insert(r.task_id, groups.len() - 1);
                     groups.len() - 1
                 }
             };
-            groups[g].1.push(i);
+            let group = &mut groups[g];
+            group.members.push(i);
+            match r.from {
+                None => group.own += 1,
+                Some(_) => group.from = r.from,
+            }
             if r.finish.is_some() {
-                groups[g].2 = Some(i);
+                group.finish = Some(i);
             }
         }
         // Calls of at most APPLY_TASKS_PER_CALL groups or about APPLY_BYTES_PER_CALL of
         // results: one call holds Redis for its whole run.
         let mut calls: Vec<std::ops::Range<usize>> = Vec::new();
         let (mut from, mut bytes) = (0, 0);
-        for (g, (_, _, finish)) in groups.iter().enumerate() {
-            if let Some(f) = finish.and_then(|i| reports[i].finish.as_ref()) {
+        for (g, group) in groups.iter().enumerate() {
+            if let Some(f) = group.finish.and_then(|i| reports[i].finish.as_ref()) {
                 bytes += f.data.len() + f.exception.len() + f.stdout.len() + f.stderr.len();
             }
             if g + 1 - from >= APPLY_TASKS_PER_CALL || bytes >= APPLY_BYTES_PER_CALL {
@@ -68,7 +81,14 @@ impl Store {
             for range in &calls {
                 let mut inv = self.apply.prepare_invoke();
                 inv.arg(&ttl).arg(&self.ns);
-                for (task_id, members, finish) in &groups[range.clone()] {
+                for Group {
+                    task_id,
+                    members,
+                    finish,
+                    from,
+                    own,
+                } in &groups[range.clone()]
+                {
                     inv.key(self.task_key(*task_id));
                     let carrier = finish.and_then(|i| members.iter().position(|&m| m == i));
                     let finish = finish.and_then(|i| reports[i].finish.as_ref());
@@ -80,6 +100,11 @@ impl Store {
                             Some(_) => "0",
                         })
                         .arg(carrier.unwrap_or(0));
+                    match from {
+                        Some(endpoint) => inv.arg(endpoint.to_string()),
+                        None => inv.arg("-"),
+                    };
+                    inv.arg(*own);
                     for &i in members {
                         let r = &reports[i];
                         inv.arg(r.event.kind.code())
@@ -110,7 +135,7 @@ impl Store {
         let mut out = vec![Applied::Unknown; reports.len()];
         for (range, reply) in calls.iter().zip(replies) {
             let mut codes = reply.into_iter();
-            for (_, members, _) in &groups[range.clone()] {
+            for Group { members, .. } in &groups[range.clone()] {
                 for (&i, code) in members.iter().zip(codes.by_ref()) {
                     out[i] = decode_applied(code);
                 }
@@ -118,6 +143,18 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// One task's reports in one script call: Ferry's own (`own` of them) first, then those
+/// of endpoint `from`, with at most one result among them.
+struct Group {
+    task_id: TaskId,
+    /// Indexes into the reports, in order.
+    members: Vec<usize>,
+    /// The report carrying the result.
+    finish: Option<usize>,
+    from: Option<EndpointId>,
+    own: usize,
 }
 
 /// One event's outcome as the script encodes it (see scripts/apply.lua, "Returns").
@@ -134,6 +171,7 @@ fn decode_applied(code: i64) -> Applied {
             }
         }
         2 => Applied::Ignored(Ignored::from_code((code >> 2) as u8).unwrap_or(Ignored::NotForward)),
+        3 => Applied::Foreign,
         _ => Applied::Unknown,
     }
 }

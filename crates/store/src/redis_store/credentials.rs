@@ -11,7 +11,10 @@
 //! - `<ns>:credid:<id>`: the full hash of the credential with that id;
 //! - `<ns>:user:<id>:creds`, `<ns>:ep:<id>:creds`: the ids of a user's, an endpoint's,
 //!   credentials;
-//! - `<ns>:token:<sha256>`: a user token of an earlier version (still honoured).
+//! - `<ns>:token:<sha256>`: a user token of an earlier version (still honoured);
+//! - `<ns>:user:<id>:amqp`: the password of the broker identity that reads the user's
+//!   task-group result queues (kept as is: the Globus Compute SDK is handed it in a URL
+//!   on every reconnection, and it opens nothing but those queues).
 
 use std::collections::HashMap;
 
@@ -121,6 +124,16 @@ impl Store {
             .create_credential(Principal::User(user_id), expires_in, Some("first token"))
             .await?;
         Ok((user_id, token))
+    }
+
+    /// The password of `user`'s result-reading broker identity: made the first time,
+    /// the same ever after.
+    pub async fn result_reader_password(&self, user: UserId) -> Result<String> {
+        let key = format!("{}:user:{user}:amqp", self.ns);
+        let mut conn = self.conn.clone();
+        let fresh = hex::encode(rand::random::<[u8; 24]>());
+        let _: bool = conn.set_nx(&key, &fresh).await?;
+        Ok(conn.get(&key).await?)
     }
 
     /// Makes a credential for `principal`; returns the token, the one time it is seen.

@@ -308,6 +308,34 @@ impl Store {
         Ok(())
     }
 
+    /// For each task, its owner and the task group its result goes to, as recorded at
+    /// submission (`None` for a task with no group, or none at all): where a result is
+    /// sent never depends on what its endpoint says.
+    pub async fn result_routes(
+        &self,
+        ids: &[TaskId],
+    ) -> Result<Vec<Option<(UserId, ferry_proto::TaskGroupId)>>> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET").arg(self.task_key(*id)).arg("o").arg("g");
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
+        ids.iter()
+            .zip(rows)
+            .map(|(id, row)| match row {
+                (Some(owner), Some(group)) => {
+                    let task = id.to_string();
+                    Ok(Some((
+                        parse_id(&owner, "task", &task)?,
+                        parse_id(&group, "task", &task)?,
+                    )))
+                }
+                _ => Ok(None),
+            })
+            .collect()
+    }
+
     /// One attempt's result from the data plane.
     pub async fn get_result_data(&self, id: TaskId, attempt: u32) -> Result<Option<Bytes>> {
         let mut conn = self.conn.clone();

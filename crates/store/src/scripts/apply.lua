@@ -5,11 +5,14 @@
 --
 -- KEYS     the task hashes, one per group (a key may repeat: its groups run in order)
 -- ARGV     result_ttl_secs, namespace, then per group, in KEYS order:
---            n (events), fin, fi, then n times: kind, attempt, at (micros), actor;
---            then, when fin is not '-': data, exception, stdout, stderr.
+--            n (events), fin, fi, from, own, then n times: kind, attempt, at
+--            (micros), actor; then, when fin is not '-': data, exception, stdout,
+--            stderr.
 --          fin is '-' (no result), '1' success, '2' success with the result in the
 --          data plane under <task key>:out:<attempt>, '0' failure; fi (0-based) is the
 --          event that carries it: its fields are stored if that event ends the task.
+--          The first `own` events are Ferry's own; the rest were sent by endpoint
+--          `from` ('-' when none) and apply only to its own tasks (to another's: 3).
 --
 -- Besides the task hashes it keeps, in the same atomic step (so they can never drift):
 --   <ns>:batch:{b}        n0..n6: how many of the batch's tasks are in each state, and
@@ -28,6 +31,7 @@
 --          1 + 4 * (to + 8 * (cause + 1 + 8 * attempt))   applied (cause -1 when none)
 --          2 + 4 * ignored     ignored: 0 terminal, 1 stale attempt, 2 not forward
 --          0                   no such task
+--          3                   the task is another endpoint's than `from`: untouched
 --
 -- States:  0 received, 1 waiting-for-ep, 2 waiting-for-nodes, 3 waiting-for-launch,
 --          4 running, 5 success, 6 failed
@@ -114,12 +118,17 @@ for g = 1, #KEYS do
   local n = tonumber(ARGV[pos])
   local fin = ARGV[pos + 1]
   local fi = tonumber(ARGV[pos + 2])
-  local ev0 = pos + 3
+  local from = ARGV[pos + 3]
+  local own = tonumber(ARGV[pos + 4])
+  local ev0 = pos + 5
   local finish = ev0 + 4 * n
   if fin == '-' then pos = finish else pos = finish + 4 end
 
   -- `r` (retries) is read only when a loss needs it: each field read costs.
   local cur = call('HMGET', key, 's', 'a', 'hn', 'e', 'b')
+  -- Events from `cut` on are another endpoint's report on this task: not applied.
+  local cut = n
+  if from ~= '-' and cur[4] ~= from then cut = own end
   if not cur[1] then
     for _ = 1, n do
       no = no + 1; out[no] = 0
@@ -149,7 +158,7 @@ for g = 1, #KEYS do
     local events = nil
     if batch and batch.watched then events = {} end
 
-    for i = 0, n - 1 do
+    for i = 0, cut - 1 do
       local base = ev0 + 4 * i
       local kind = tonumber(ARGV[base])
       local ea = tonumber(ARGV[base + 1])
@@ -240,6 +249,9 @@ for g = 1, #KEYS do
         end
         no = no + 1; out[no] = 1 + 4 * (to + 8 * (cause + 1 + 8 * na))
       end
+    end
+    for _ = cut, n - 1 do
+      no = no + 1; out[no] = 3
     end
 
     if fields ~= nil then

@@ -49,6 +49,7 @@ pub(crate) fn event(task_id: TaskId, kind: EventKind, attempt: u32) -> Report {
         event: Event { kind, attempt },
         at: 10,
         by: Actor::Endpoint,
+        from: None,
         finish: None,
     }
 }

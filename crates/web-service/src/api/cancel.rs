@@ -26,6 +26,7 @@ fn cancel_report(task_id: TaskId, at: u64) -> Report {
         },
         at,
         by: Actor::User,
+        from: None,
         finish: None,
     }
 }

@@ -59,6 +59,27 @@ pub(crate) async fn register(
         .with_broker(|b| async move { b.declare_endpoint(endpoint_id).await })
         .await
         .map_err(|e| ApiError::unavailable("the broker is unavailable", e))?;
+    // With broker identities, the endpoint logs in as a user of its own, with a password
+    // made now (a connection made with the last one stays open).
+    let broker_url = match &state.broker_admin {
+        Some(admin) => {
+            let b = state.broker().await;
+            let name = b.endpoint_user(endpoint_id);
+            let password = admin
+                .endpoint_identity(
+                    &name,
+                    &b.endpoint_exchange(endpoint_id),
+                    &[
+                        b.endpoint_queue(endpoint_id),
+                        b.endpoint_control_queue(endpoint_id),
+                    ],
+                )
+                .await
+                .map_err(|e| ApiError::unavailable("the broker's management API is unavailable", e))?;
+            crate::broker_admin::with_credentials(&state.config.public_amqp_url(), &name, &password)
+        }
+        None => state.config.public_amqp_url(),
+    };
     tracing::info!(%endpoint_id, name = %record.name, "endpoint registered");
     // A user registering gets the endpoint a credential of its own to run with.
     let endpoint_token = match principal {
@@ -79,7 +100,7 @@ pub(crate) async fn register(
     };
     Ok(Json(EndpointRegistered {
         endpoint_id,
-        broker_url: state.config.public_amqp_url(),
+        broker_url,
         namespace: state.config.namespace.clone(),
         heartbeat_interval_ms: state.config.heartbeat_interval_ms,
         inline_limit_bytes: state.config.inline_limit_bytes as u64,
@@ -151,6 +172,13 @@ pub(crate) async fn delete(
     // the forwarder, is failed there (the endpoint is gone), never dropped unseen.
     state.store.delete_endpoint(&record).await?;
     state.store.revoke_endpoint_credentials(id).await?;
+    if let Some(admin) = &state.broker_admin {
+        let name = state.broker().await.endpoint_user(id);
+        admin
+            .remove_user(&name)
+            .await
+            .map_err(|e| ApiError::unavailable("the broker's management API is unavailable", e))?;
+    }
     state.forget_endpoint(id);
     tracing::info!(endpoint_id = %id, name = %record.name, "endpoint deleted");
     Ok(Json(serde_json::json!({"endpoint_id": id, "deleted": true})))

@@ -60,12 +60,13 @@ async fn version(Query(q): Query<VersionQuery>) -> Json<Value> {
     }
 }
 
-/// Where an `Executor` consumes its task group's results.
-async fn amqp_connection(State(state): State<AppState>, Caller(_): Caller) -> Json<Value> {
-    Json(json!({
-        "connection_url": state.config.public_amqp_url(),
-        "queue_prefix": state.broker().await.task_group_prefix(),
-    }))
+/// Where an `Executor` consumes its task group's results: the caller's own queues, with
+/// broker identities as a broker user that may read only those.
+async fn amqp_connection(State(state): State<AppState>, Caller(user): Caller) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({
+        "connection_url": state.result_reader_url(user).await?,
+        "queue_prefix": state.broker().await.task_group_prefix(user),
+    })))
 }
 
 async fn endpoint_status(

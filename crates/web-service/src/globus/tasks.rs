@@ -51,7 +51,7 @@ pub(crate) async fn submit(
         // The Executor consumes the queue right after this answer: it must exist first.
         let expires = std::time::Duration::from_secs(state.config.task_group_queue_expires_secs);
         state
-            .with_broker(|b| async move { b.declare_task_group(group, expires).await })
+            .with_broker(|b| async move { b.declare_task_group(user, group, expires).await })
             .await
             .map_err(|e| ApiError::unavailable("the broker is unavailable", e))?;
     }

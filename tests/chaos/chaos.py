@@ -220,6 +220,8 @@ def scenario(name: str, tasks: int, chaos, backend=None) -> tuple[bool, int, int
         elif isinstance(private, PrivateRabbit):
             # The web-service hands the broker URL to the endpoint (and so to its managers).
             stack.env["FERRY_AMQP_URL"] = stack.env["FERRY_PUBLIC_AMQP_URL"] = private.url
+            # Broker identities are made on the shared node's management API, not here.
+            stack.env.pop("FERRY_AMQP_ADMIN_URL", None)
         return run_scenario(stack, name, tasks, lambda s: chaos(s, private), started)
     except Exception:  # noqa: BLE001 - a broken scenario fails, the others still run
         traceback.print_exc()

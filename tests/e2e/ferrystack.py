@@ -153,6 +153,8 @@ class Stack:
 
     def remove_broker_users(self) -> None:
         """Removes the broker users made for this stack (named `<namespace>-...`)."""
+        if "FERRY_AMQP_ADMIN_URL" not in self.env:
+            return
         parsed = urllib.parse.urlsplit(self.env["FERRY_AMQP_ADMIN_URL"])
         base = f"{parsed.scheme}://{parsed.hostname}:{parsed.port}/api/users"
         auth = base64.b64encode(f"{parsed.username}:{parsed.password}".encode()).decode()

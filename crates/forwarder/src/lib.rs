@@ -69,6 +69,10 @@ pub struct Config {
     /// tasks it has, in seconds. Keep it above the web-service's 30 s writing limit.
     #[arg(long, env = "FERRY_ABANDONED_BATCH_SECS", default_value_t = 60)]
     pub abandoned_batch_secs: u64,
+    /// A task no message carries any more (its endpoint online and idle, its queue
+    /// empty) is published again after it looked so this many seconds, twice (0: never).
+    #[arg(long, env = "FERRY_STRANDED_AFTER_SECS", default_value_t = 60)]
+    pub stranded_after_secs: u64,
     /// A PEM file of CA certificates to trust (`amqps://`, `https://` webhooks), besides
     /// the system's.
     #[arg(long, env = "FERRY_CA_FILE")]
@@ -155,6 +159,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         config.endpoint_missed_heartbeats,
         Duration::from_millis(config.sweep_interval_ms.max(10)),
         Duration::from_secs(config.abandoned_batch_secs),
+        Duration::from_secs(config.stranded_after_secs),
     );
     let submissions = broker
         .consume(&broker.submissions_queue(), config.prefetch, "forwarder-dispatch")

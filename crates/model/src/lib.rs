@@ -43,6 +43,16 @@
 //! as attempt+1 with one retry more, then reports `block-ended`; records keep their
 //! retries (`r`) as the script does. With no worker deaths, no task may fail: a block's
 //! end costs a task nothing, whatever crashes and duplicates come with it.
+//!
+//! And so does a task whose message vanishes from the endpoint's queue while the
+//! endpoint does not hold it (`message_losses`: a purge, another consumer, the broker
+//! losing it; also a message that came back when the endpoint crashed): the forwarder's
+//! sweep publishes it again as attempt+1, then records `requeued` (a task
+//! `waiting-for-ep`: one retry more) or `endpoint-lost` (a task the record says is in
+//! flight). The sweep acts only on what production can see: the endpoint idle (it holds
+//! no task), its queue empty, and no report on the task on its way (production waits a
+//! bound and looks twice, the reports queues drained both times). Without the sweep
+//! (`requeue_stranded: false`) the checker finds the task stuck.
 
 use ferry_proto::state::{Outcome, TaskStatus, transition};
 use ferry_proto::{Event, EventKind, TaskState};
@@ -69,6 +79,10 @@ pub struct Protocol {
     /// endpoint republishes the task as attempt+1 with one retry more, then reports
     /// `BlockEnded`.
     pub block_ends: u8,
+    /// Times a message the endpoint has not taken vanishes from its queue.
+    pub message_losses: u8,
+    /// The forwarder's sweep publishes a stranded `waiting-for-ep` task again.
+    pub requeue_stranded: bool,
 }
 
 /// A task's record in Redis, plus what the checker watches.
@@ -145,6 +159,7 @@ pub struct State {
     pub endpoint_losses: u8,
     pub broker_losses: u8,
     pub block_ends: u8,
+    pub message_losses: u8,
     /// Tasks whose `waiting-for-ep` record the forwarder holds (published, confirmed,
     /// submission not acked yet).
     pub held_records: Vec<bool>,
@@ -185,6 +200,14 @@ pub enum Action {
     EndpointLostThenCrash,
     Deliver(usize),
     Duplicate(usize),
+    /// A message the endpoint has not taken vanishes from its queue.
+    MessageVanishes(usize),
+    /// The forwarder's sweep: a stranded task is published again as attempt+1, then
+    /// recorded `requeued` (waiting for its endpoint: one retry more) or `endpoint-lost`
+    /// (in flight by its record).
+    Requeue(usize),
+    /// The same, crashing after the publish and before the record.
+    RequeueThenCrash(usize),
 }
 
 mod moves;
@@ -220,6 +243,7 @@ impl Model for Protocol {
             endpoint_losses: self.endpoint_losses,
             broker_losses: self.broker_losses,
             block_ends: self.block_ends,
+            message_losses: self.message_losses,
             held_records: vec![false; self.tasks],
         }]
     }
@@ -269,6 +293,23 @@ impl Model for Protocol {
         for (i, m) in s.queue.iter().enumerate() {
             if !m.delivered {
                 actions.push(Action::Take(i));
+                if s.message_losses > 0 {
+                    actions.push(Action::MessageVanishes(i));
+                }
+            }
+        }
+        // The sweep sees an idle endpoint (holding nothing) with an empty queue.
+        if self.requeue_stranded && s.queue.is_empty() && s.held.iter().all(Option::is_none) {
+            for t in 0..self.tasks {
+                let state = s.records[t].state;
+                if (state == TaskState::WaitingForEp || in_flight(state))
+                    && !s.reports.iter().any(|r| r.task == t)
+                {
+                    actions.push(Action::Requeue(t));
+                    if s.forwarder_crashes > 0 {
+                        actions.push(Action::RequeueThenCrash(t));
+                    }
+                }
             }
         }
         if s.forwarder_crashes > 0 && s.held_records.iter().any(|&h| h) {
@@ -494,6 +535,31 @@ impl Model for Protocol {
                 s.duplicate_reports -= 1;
                 let r = s.reports[i];
                 s.push_report(r);
+            }
+            Action::MessageVanishes(i) => {
+                s.message_losses -= 1;
+                s.queue.remove(i);
+            }
+            Action::Requeue(t) | Action::RequeueThenCrash(t) => {
+                let r = &s.records[t];
+                let (attempt, max_retries) = (r.attempt, r.max_retries);
+                // A task that never reached its endpoint is not charged.
+                let (kind, max_retries) = if r.state == TaskState::WaitingForEp {
+                    (EventKind::Requeued, max_retries + 1)
+                } else {
+                    (EventKind::EndpointLost, max_retries)
+                };
+                s.push_message(Message {
+                    task: t,
+                    attempt: attempt + 1,
+                    max_retries,
+                    delivered: false,
+                });
+                if action == Action::Requeue(t) {
+                    s.apply_one(report(t, kind, attempt, false));
+                } else {
+                    s.forwarder_crashes -= 1;
+                }
             }
         }
         Some(s)

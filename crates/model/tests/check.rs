@@ -25,6 +25,8 @@ fn one_task_through_crashes_deaths_duplicates_and_reordering() {
         broker_losses: 0,
         record_before_confirm: false,
         block_ends: 0,
+        message_losses: 0,
+        requeue_stranded: true,
     });
     assert!(
         states > 1000,
@@ -47,6 +49,8 @@ fn blocks_that_end_under_a_task_cost_it_no_retry() {
         broker_losses: 0,
         record_before_confirm: false,
         block_ends: 2,
+        message_losses: 0,
+        requeue_stranded: true,
     });
 }
 
@@ -63,6 +67,8 @@ fn a_block_ends_under_a_task_whose_endpoint_is_declared_lost() {
         broker_losses: 0,
         record_before_confirm: false,
         block_ends: 2,
+        message_losses: 0,
+        requeue_stranded: true,
     });
 }
 
@@ -79,6 +85,8 @@ fn a_block_end_and_a_worker_death_on_one_task() {
         broker_losses: 0,
         record_before_confirm: false,
         block_ends: 1,
+        message_losses: 0,
+        requeue_stranded: true,
     });
 }
 
@@ -95,6 +103,8 @@ fn two_tasks_interleaved() {
         broker_losses: 0,
         record_before_confirm: false,
         block_ends: 0,
+        message_losses: 0,
+        requeue_stranded: true,
     });
 }
 
@@ -111,6 +121,8 @@ fn one_task_whose_endpoint_is_lost_and_comes_back() {
         broker_losses: 0,
         record_before_confirm: false,
         block_ends: 0,
+        message_losses: 0,
+        requeue_stranded: true,
     });
 }
 
@@ -127,9 +139,12 @@ fn one_task_whose_dispatch_rabbitmq_loses() {
         broker_losses: 2,
         record_before_confirm: false,
         block_ends: 0,
+        message_losses: 0,
+        requeue_stranded: true,
     });
 }
 
+/// (The sweep for stranded tasks would rescue it: it is off here.)
 #[test]
 fn recording_waiting_for_ep_before_the_confirm_strands_a_task_the_broker_lost() {
     let checker = Protocol {
@@ -143,6 +158,8 @@ fn recording_waiting_for_ep_before_the_confirm_strands_a_task_the_broker_lost() 
         broker_losses: 1,
         record_before_confirm: true,
         block_ends: 0,
+        message_losses: 0,
+        requeue_stranded: false,
     }
     .checker()
     .spawn_bfs()
@@ -150,5 +167,84 @@ fn recording_waiting_for_ep_before_the_confirm_strands_a_task_the_broker_lost() 
     assert!(
         checker.discovery("every task reaches a terminal state").is_some(),
         "the old order must leave a task stuck in waiting-for-ep"
+    );
+}
+
+#[test]
+fn a_task_whose_message_vanishes_is_published_again() {
+    check(Protocol {
+        tasks: 1,
+        max_retries: 0,
+        endpoint_crashes: 1,
+        worker_deaths: 0,
+        forwarder_crashes: 1,
+        duplicate_reports: 1,
+        endpoint_losses: 0,
+        broker_losses: 0,
+        record_before_confirm: false,
+        block_ends: 0,
+        message_losses: 2,
+        requeue_stranded: true,
+    });
+}
+
+#[test]
+fn two_tasks_and_a_vanishing_message() {
+    check(Protocol {
+        tasks: 2,
+        max_retries: 0,
+        endpoint_crashes: 0,
+        worker_deaths: 0,
+        forwarder_crashes: 0,
+        duplicate_reports: 0,
+        endpoint_losses: 0,
+        broker_losses: 0,
+        record_before_confirm: false,
+        block_ends: 0,
+        message_losses: 1,
+        requeue_stranded: true,
+    });
+}
+
+#[test]
+fn a_vanishing_message_with_a_block_end_and_an_endpoint_loss() {
+    check(Protocol {
+        tasks: 1,
+        max_retries: 0,
+        endpoint_crashes: 0,
+        worker_deaths: 0,
+        forwarder_crashes: 0,
+        duplicate_reports: 0,
+        endpoint_losses: 1,
+        broker_losses: 0,
+        record_before_confirm: false,
+        block_ends: 1,
+        message_losses: 1,
+        requeue_stranded: true,
+    });
+}
+
+#[test]
+fn without_the_sweep_a_vanished_message_strands_its_task() {
+    let checker = Protocol {
+        tasks: 1,
+        max_retries: 0,
+        endpoint_crashes: 0,
+        worker_deaths: 0,
+        forwarder_crashes: 0,
+        duplicate_reports: 0,
+        endpoint_losses: 0,
+        broker_losses: 0,
+        record_before_confirm: false,
+        block_ends: 0,
+        message_losses: 1,
+        requeue_stranded: false,
+    }
+    .checker()
+    .spawn_bfs()
+    .join();
+    assert!(
+        checker.discovery("every task reaches a terminal state").is_some(),
+        "a task whose message vanished must wait for ever without the sweep"
     );
 }

@@ -138,10 +138,14 @@ pub enum EventKind {
     /// preemption. The function did not fail, so the task goes around again without
     /// being charged: attempt+1, and one more retry to match.
     BlockEnded,
+    /// The task's message is gone from its endpoint's queue (purged, taken by someone
+    /// else, lost by the broker) while the task waited for its endpoint: the forwarder
+    /// published it again. Nothing ran, so it is not charged: attempt+1, one more retry.
+    Requeued,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Queued,
         EventKind::Received,
         EventKind::Assigned,
@@ -153,6 +157,7 @@ impl EventKind {
         EventKind::Cancelled,
         EventKind::TimedOut,
         EventKind::BlockEnded,
+        EventKind::Requeued,
     ];
 
     pub fn code(self) -> u8 {
@@ -166,7 +171,7 @@ impl EventKind {
     /// The state this event leads to when it applies without a retry decision.
     fn target(self) -> TaskState {
         match self {
-            EventKind::Queued | EventKind::EndpointLost => TaskState::WaitingForEp,
+            EventKind::Queued | EventKind::EndpointLost | EventKind::Requeued => TaskState::WaitingForEp,
             EventKind::Received | EventKind::Lost | EventKind::BlockEnded => TaskState::WaitingForNodes,
             EventKind::Assigned => TaskState::WaitingForLaunch,
             EventKind::Started => TaskState::Running,
@@ -185,6 +190,7 @@ impl EventKind {
             EventKind::Started => &[WaitingForNodes, WaitingForLaunch],
             EventKind::Lost | EventKind::BlockEnded => &[WaitingForLaunch, Running],
             EventKind::EndpointLost => &[WaitingForNodes, WaitingForLaunch, Running],
+            EventKind::Requeued => &[WaitingForEp],
             EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled | EventKind::TimedOut => {
                 &[Received, WaitingForEp, WaitingForNodes, WaitingForLaunch, Running]
             }
@@ -224,15 +230,19 @@ pub enum FailureCause {
     /// its endpoint's queue without being charged (the `waiting-for-nodes` step of
     /// [`EventKind::BlockEnded`] carries it).
     BlockEnded,
+    /// Not a failure: the task's message was lost before its endpoint took it, and the
+    /// forwarder published it again, uncharged (the step of [`EventKind::Requeued`]).
+    MessageLost,
 }
 
 impl FailureCause {
-    pub const ALL: [FailureCause; 5] = [
+    pub const ALL: [FailureCause; 6] = [
         FailureCause::Exception,
         FailureCause::RetriesExhausted,
         FailureCause::Cancelled,
         FailureCause::Timeout,
         FailureCause::BlockEnded,
+        FailureCause::MessageLost,
     ];
 
     /// The storage code (used by the Redis script).
@@ -252,6 +262,7 @@ impl FailureCause {
             FailureCause::Cancelled => "cancelled",
             FailureCause::Timeout => "timeout",
             FailureCause::BlockEnded => "block-ended",
+            FailureCause::MessageLost => "message-lost",
         }
     }
 }
@@ -273,8 +284,8 @@ pub enum Effect {
 pub struct Transition {
     pub to: TaskState,
     pub attempt: u32,
-    /// The record's retries after the event: one more after `BlockEnded` (its attempt
-    /// is not charged), else unchanged.
+    /// The record's retries after the event: one more after `BlockEnded` or `Requeued`
+    /// (the attempt is not charged), else unchanged.
     pub max_retries: u32,
     pub cause: Option<FailureCause>,
     pub effects: Vec<Effect>,
@@ -325,7 +336,9 @@ pub enum Outcome {
 ///   `attempt < max_retries`, and fails the task when they are spent;
 /// - `EndpointLost` sends the task back to `WaitingForEp` with attempt+1;
 /// - `BlockEnded` sends it back to `WaitingForNodes` with attempt+1 and one retry more,
-///   so the allocation's end costs it nothing.
+///   so the allocation's end costs it nothing;
+/// - `Requeued` keeps a task whose message was lost in `WaitingForEp`, with attempt+1
+///   and one retry more.
 pub fn transition(status: TaskStatus, event: Event) -> Outcome {
     use TaskState::*;
     if status.state.is_terminal() {
@@ -356,17 +369,24 @@ pub fn transition(status: TaskStatus, event: Event) -> Outcome {
         EventKind::Lost if attempt >= retries => {
             terminal(Failed, attempt, retries, Some(FailureCause::RetriesExhausted))
         }
-        EventKind::Lost | EventKind::EndpointLost | EventKind::BlockEnded => Outcome::Applied(Transition {
-            to: kind.target(),
-            attempt: attempt + 1,
-            max_retries: if kind == EventKind::BlockEnded {
-                retries.saturating_add(1)
-            } else {
-                retries
-            },
-            cause: (kind == EventKind::BlockEnded).then_some(FailureCause::BlockEnded),
-            effects: vec![Effect::Redispatch],
-        }),
+        EventKind::Lost | EventKind::EndpointLost | EventKind::BlockEnded | EventKind::Requeued => {
+            let uncharged = matches!(kind, EventKind::BlockEnded | EventKind::Requeued);
+            Outcome::Applied(Transition {
+                to: kind.target(),
+                attempt: attempt + 1,
+                max_retries: if uncharged {
+                    retries.saturating_add(1)
+                } else {
+                    retries
+                },
+                cause: match kind {
+                    EventKind::BlockEnded => Some(FailureCause::BlockEnded),
+                    EventKind::Requeued => Some(FailureCause::MessageLost),
+                    _ => None,
+                },
+                effects: vec![Effect::Redispatch],
+            })
+        }
         _ => Outcome::Applied(Transition {
             to: kind.target(),
             attempt,

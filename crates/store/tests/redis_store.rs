@@ -82,7 +82,7 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
             }
         }
     }
-    assert_eq!(cases, 7 * 11 * 3 * 3);
+    assert_eq!(cases, 7 * EventKind::ALL.len() * 3 * 3);
     store.delete_namespace().await.unwrap();
 }
 
@@ -600,5 +600,69 @@ async fn an_endpoint_reports_only_its_own_tasks() {
     let record = store.get_task(id).await.unwrap().unwrap();
     assert_eq!(record.history.len(), 4, "{:?}", record.history);
     assert_eq!(record.state, TaskState::WaitingForLaunch);
+    store.delete_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_endpoints_tasks_waiting_for_it_are_found_from_its_batches() {
+    let store = store().await;
+    let endpoint = EndpointId::new();
+    let batch = batch(endpoint, 2);
+    let tasks = [new_task(), new_task()];
+    store
+        .create_tasks(&batch, &tasks, Actor::WebService)
+        .await
+        .unwrap();
+    let (a, b) = (tasks[0].task_id, tasks[1].task_id);
+    let sorted = |mut v: Vec<(TaskId, u32)>| {
+        v.sort();
+        v
+    };
+    assert!(
+        store
+            .waiting_for_endpoint(endpoint, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .apply(&[event(a, EventKind::Queued, 0), event(b, EventKind::Queued, 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted(store.waiting_for_endpoint(endpoint, 100).await.unwrap()),
+        sorted(vec![(a, 0), (b, 0)])
+    );
+    // Requeued: still waiting, at the next attempt, with one retry more.
+    store.apply(&[event(a, EventKind::Requeued, 0)]).await.unwrap();
+    let record = store.get_task(a).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.attempt, record.max_retries),
+        (TaskState::WaitingForEp, 1, 3)
+    );
+    assert_eq!(
+        record.history.last().unwrap().cause,
+        Some(ferry_proto::state::FailureCause::MessageLost)
+    );
+    store.apply(&[event(b, EventKind::Received, 0)]).await.unwrap();
+    assert_eq!(
+        store.waiting_for_endpoint(endpoint, 100).await.unwrap(),
+        vec![(a, 1)]
+    );
+    store.apply(&[event(a, EventKind::Received, 1)]).await.unwrap();
+    assert!(
+        store
+            .waiting_for_endpoint(endpoint, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .waiting_for_endpoint(EndpointId::new(), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.delete_namespace().await.unwrap();
 }

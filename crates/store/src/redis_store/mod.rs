@@ -127,6 +127,11 @@ impl Store {
         format!("{}:ep:{id}:run", self.ns)
     }
 
+    /// The endpoint's batches with tasks `waiting-for-ep` (kept by the transition script).
+    fn endpoint_waiting_key(&self, id: EndpointId) -> String {
+        format!("{}:ep:{id}:wait", self.ns)
+    }
+
     fn group_key(&self, id: TaskGroupId) -> String {
         format!("{}:tg:{{{id}}}", self.ns)
     }

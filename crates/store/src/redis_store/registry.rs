@@ -183,6 +183,30 @@ impl Store {
             .collect()
     }
 
+    /// Endpoints whose heartbeat deadline has not passed (online ones), at most 10,000.
+    pub async fn online_endpoints(&self, now: Micros) -> Result<Vec<EndpointId>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrangebyscore_limit(self.endpoint_deadlines_key(), now, "+inf", 0, 10_000)
+            .await?;
+        ids.iter().map(|id| parse_id(id, "endpoint", id)).collect()
+    }
+
+    /// Claims the endpoint's stranded tasks for `window_ms` (several forwarders may
+    /// sweep; one requeues them). False when another holds the claim.
+    pub async fn claim_stranded(&self, id: EndpointId, window_ms: u64) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{}:ep:{id}:stranded-claim", self.ns))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(window_ms.max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// Claims an overdue endpoint as lost (several forwarders may race; one wins) and
     /// marks it so. False when another caller claimed it, or a heartbeat came since.
     pub async fn claim_lost_endpoint(&self, id: EndpointId, deadline: Micros, at: Micros) -> Result<bool> {

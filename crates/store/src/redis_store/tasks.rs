@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use ferry_proto::time::Micros;
-use ferry_proto::{Actor, EndpointId, TaskId, TaskState, UserId};
+use ferry_proto::{Actor, BatchId, EndpointId, TaskId, TaskState, UserId};
 use redis::AsyncCommands;
 
 use super::rows::{BRIEF_FIELDS, OUTCOME_FIELDS, outcome_from_row, task_from_fields, task_from_outcome_row};
@@ -356,6 +356,41 @@ impl Store {
 
     /// The tasks an endpoint holds (waiting-for-nodes, waiting-for-launch or running),
     /// as the transition script keeps them.
+    /// Up to `most` of the endpoint's tasks `waiting-for-ep`, with their attempts: read
+    /// from its batches that have some (the transition script keeps their set).
+    pub async fn waiting_for_endpoint(
+        &self,
+        endpoint: EndpointId,
+        most: usize,
+    ) -> Result<Vec<(TaskId, u32)>> {
+        let mut conn = self.conn.clone();
+        let batches: Vec<String> = conn.smembers(self.endpoint_waiting_key(endpoint)).await?;
+        let mut out = Vec::new();
+        for batch in batches {
+            let batch: BatchId = parse_id(&batch, "batch", &batch)?;
+            let ids: Vec<String> = conn.lrange(self.batch_tasks_key(batch), 0, -1).await?;
+            for chunk in ids.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for id in chunk {
+                    let id: TaskId = parse_id(id, "task", id)?;
+                    pipe.cmd("HMGET").arg(self.task_key(id)).arg("s").arg("a");
+                }
+                let rows: Vec<(Option<u8>, Option<u32>)> = pipe.query_async(&mut conn).await?;
+                for (id, row) in chunk.iter().zip(rows) {
+                    if let (Some(s), Some(a)) = row
+                        && s == TaskState::WaitingForEp.code()
+                    {
+                        out.push((parse_id(id, "task", id)?, a));
+                        if out.len() >= most {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn in_flight(&self, endpoint: EndpointId) -> Result<Vec<TaskId>> {
         let mut conn = self.conn.clone();
         let ids: Vec<String> = conn.smembers(self.endpoint_running_key(endpoint)).await?;

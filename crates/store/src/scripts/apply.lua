@@ -20,6 +20,8 @@
 --   <ns>:batch:{b}:ev     when the batch has `ev` set (someone watches it): one stream
 --                         entry per step, fields t (task id) and e (the history entry)
 --   <ns>:open-batches     batches with tasks still `received` (left once none is)
+--   <ns>:ep:<e>:wait      the endpoint's batches with tasks `waiting-for-ep` (the
+--                         sweeper looks there for tasks whose message was lost)
 --   <ns>:ep:<e>:run       the endpoint's in-flight tasks (waiting-for-nodes ..
 --                         running), which the forwarder moves back when it is lost
 -- and publishes, once per call, the ids of the tasks it ended (space-separated) on
@@ -37,9 +39,11 @@
 --          4 running, 5 success, 6 failed
 -- Events:  0 queued, 1 received, 2 assigned, 3 started, 4 succeeded, 5 failed, 6 lost,
 --          7 endpoint-lost, 8 cancelled, 9 timed-out, 10 block-ended (like a retried
---          loss, with one retry more: `r` grows by one)
+--          loss, with one retry more: `r` grows by one), 11 requeued (waiting-for-ep
+--          again, attempt+1, `r` one more)
 -- Causes:  0 exception, 1 retries-exhausted, 2 cancelled, 3 timeout, 4 block-ended (on
---          the waiting-for-nodes step of a block-ended event: not a failure)
+--          the waiting-for-nodes step of a block-ended event: not a failure),
+--          5 message-lost (on the step of a requeued event: not a failure)
 local ttl = tonumber(ARGV[1])
 local ns = ARGV[2]
 local out = {}
@@ -58,6 +62,7 @@ local sources = {
   [6] = {[3]=true, [4]=true},
   [7] = {[2]=true, [3]=true, [4]=true},
   [10] = {[3]=true, [4]=true},
+  [11] = {[1]=true},
 }
 local target = {[0]=1, [1]=2, [2]=3, [3]=4}
 
@@ -152,7 +157,7 @@ for g = 1, #KEYS do
     local batch = nil
     if cur[5] then
       batch = batch_of(cur[5])
-      if not batch.exists then batch = nil end
+      if not batch.exists then batch = nil elseif batch.ep == nil then batch.ep = cur[4] end
     end
     -- A batch someone watches (WebSocket, webhook) gets every step in its stream.
     local events = nil
@@ -194,13 +199,18 @@ for g = 1, #KEYS do
         elseif kind == 7 then
           to = 1
           na = na + 1
-        elseif kind == 10 then
+        elseif kind == 10 or kind == 11 then
           if r == nil then r = tonumber(call('HGET', key, 'r')) or 0 end
           r = r + 1
           r_changed = true
-          to = 2
           na = na + 1
-          cause = 4
+          if kind == 10 then
+            to = 2
+            cause = 4
+          else
+            to = 1
+            cause = 5
+          end
         else
           to = target[kind]
         end
@@ -332,6 +342,12 @@ for id, b in pairs(batches) do
       if state == 0 and now == 0 then
         -- No task of the batch is left in `received`: the sweeper need not watch it.
         call('ZREM', ns .. ':open-batches', id)
+      elseif state == 1 and b.ep then
+        if now == 0 then
+          call('SREM', ns .. ':ep:' .. b.ep .. ':wait', id)
+        elseif now == d then
+          call('SADD', ns .. ':ep:' .. b.ep .. ':wait', id)
+        end
       end
     end
   end

@@ -15,11 +15,16 @@
 //!   acceptance.
 //! - A batch past its deadline is failed: its unfinished tasks end `failed` (timeout),
 //!   and its endpoint is told on its control queue to stop the ones it holds.
+//! - A task whose message is gone (purged, taken by another consumer, lost by the
+//!   broker) is published again: see [`stranded`].
 //!
 //! Several forwarders may sweep at once: each endpoint or batch is claimed in Redis by
 //! exactly one of them.
 
+mod stranded;
+
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ferry_broker::Broker;
@@ -44,6 +49,11 @@ pub struct Sweeper {
     /// How long after its acceptance a batch still being written counts as abandoned.
     abandoned_after: Duration,
     started: Instant,
+    /// How long a task must look stranded, over two looks, before it is requeued
+    /// (zero: never).
+    stranded_after: Duration,
+    /// The endpoints that looked stranded at the last look, and when that was.
+    looks: Mutex<stranded::Looks>,
 }
 
 impl Sweeper {
@@ -53,6 +63,7 @@ impl Sweeper {
         missed_heartbeats: u32,
         period: Duration,
         abandoned_after: Duration,
+        stranded_after: Duration,
     ) -> Self {
         Self {
             store,
@@ -61,6 +72,8 @@ impl Sweeper {
             period,
             abandoned_after,
             started: Instant::now(),
+            stranded_after,
+            looks: Mutex::default(),
         }
     }
 
@@ -74,6 +87,7 @@ impl Sweeper {
             self.sweep_batches().await?;
             self.sweep_received().await?;
             self.sweep_unfinished().await?;
+            self.sweep_stranded().await?;
         }
     }
 
@@ -132,7 +146,7 @@ impl Sweeper {
             if infos.is_empty() {
                 continue;
             }
-            let (batch, included) = self.task_batch(endpoint, &infos, 1, &mut functions).await?;
+            let (batch, included) = self.task_batch(endpoint, &infos, (1, 0), &mut functions).await?;
             let at = now_micros();
             let reports: Vec<Report> = included
                 .iter()
@@ -163,13 +177,14 @@ impl Sweeper {
         Ok(moved)
     }
 
-    /// The message that dispatches these tasks (as attempt + `bump`), with the code of
-    /// the functions they use; tasks whose function is gone are left out.
+    /// The message that dispatches these tasks (as attempt + `bump`, with `extra`
+    /// retries more), with the code of the functions they use; tasks whose function is
+    /// gone are left out.
     async fn task_batch<'a>(
         &self,
         endpoint: EndpointId,
         infos: &'a [Redispatch],
-        bump: u32,
+        (bump, extra): (u32, u32),
         functions: &mut HashMap<FunctionId, FunctionCode>,
     ) -> anyhow::Result<(TaskBatch, Vec<&'a Redispatch>)> {
         let mut used: Vec<FunctionCode> = Vec::new();
@@ -197,7 +212,7 @@ impl Sweeper {
                 task_id: info.task_id,
                 function_id: info.function_id,
                 attempt: info.attempt + bump,
-                max_retries: info.max_retries,
+                max_retries: info.max_retries + extra,
                 payload: info.payload.clone(),
                 group: info.result_group,
                 walltime_ms: info.walltime_ms,
@@ -246,7 +261,7 @@ impl Sweeper {
                 if infos.is_empty() {
                     continue;
                 }
-                let (message, included) = self.task_batch(endpoint, &infos, 0, &mut functions).await?;
+                let (message, included) = self.task_batch(endpoint, &infos, (0, 0), &mut functions).await?;
                 again += included.len();
                 let body = ferry_proto::codec::encode(&message)?;
                 self.broker

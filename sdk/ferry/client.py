@@ -176,12 +176,28 @@ class Client:
         """The service's API and build versions."""
         return self._request("GET", "/v1/version")
 
+    def whoami(self) -> dict:
+        """The caller: ``user_id`` (what others share things with), ``name``, and for an
+        endpoint's credential the ``endpoint_id`` it acts for."""
+        return self._request("GET", "/v1/whoami")
+
     def register_function(
-        self, function: Callable[..., Any] | ShellFunction, name: str | None = None, description: str | None = None
+        self,
+        function: Callable[..., Any] | ShellFunction,
+        name: str | None = None,
+        description: str | None = None,
+        *,
+        public: bool = False,
+        shared_with: Iterable[str] = (),
     ) -> str:
-        """Registers a Python callable (or a :class:`ShellFunction`); returns its id."""
+        """Registers a Python callable (or a :class:`ShellFunction`); returns its id.
+
+        By default only its owner may run it; ``public=True`` lets anyone with an
+        account run it, ``shared_with`` names the user ids who may."""
         if isinstance(function, ShellFunction):
-            return self.register_shell_function(function.command, name or function.__name__)
+            return self.register_shell_function(
+                function.command, name or function.__name__, public=public, shared_with=shared_with
+            )
         if not callable(function):
             raise FerryError(f"register_function needs a callable, not {type(function).__name__}")
         name = name or getattr(function, "__name__", "function")
@@ -190,16 +206,25 @@ class Client:
         if description is None:
             description = (getattr(function, "__doc__", None) or "").strip() or None
         body = {"name": name, "kind": "python", "code": serialize_function(function), "description": description}
+        body.update(_sharing(public, shared_with))
         fid = self._request("POST", "/v1/functions", body)["function_id"]
         self._kinds[fid] = "python"
         return fid
 
-    def register_shell_function(self, command: str, name: str | None = None) -> str:
+    def register_shell_function(
+        self, command: str, name: str | None = None, *, public: bool = False, shared_with: Iterable[str] = ()
+    ) -> str:
         """Registers a shell command template; returns its id."""
         body = {"name": name or "shell", "kind": "shell", "code": command}
+        body.update(_sharing(public, shared_with))
         fid = self._request("POST", "/v1/functions", body)["function_id"]
         self._kinds[fid] = "shell"
         return fid
+
+    def share_function(self, function_id: str, *, public: bool = False, shared_with: Iterable[str] = ()) -> dict:
+        """Says who besides its owner may run a function (its owner only); replaces what
+        was set before. Returns the function as its owner sees it."""
+        return self._request("PUT", f"/v1/functions/{function_id}/sharing", _sharing(public, shared_with))
 
     def get_function(self, function_id: str) -> dict:
         return self._request("GET", f"/v1/functions/{function_id}")
@@ -402,6 +427,12 @@ class Client:
 
     def list_endpoints(self) -> list[dict]:
         return self._request("GET", "/v1/endpoints")
+
+
+def _sharing(public: bool, shared_with: Iterable[str]) -> dict:
+    if isinstance(shared_with, str):
+        raise FerryError("shared_with takes a list of user ids, not one string")
+    return {"public": bool(public), "shared_with": [str(u) for u in shared_with]}
 
 
 def _session_body(

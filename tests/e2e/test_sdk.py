@@ -273,3 +273,31 @@ def test_the_executor_gets_its_results_over_the_websocket(client, stack):
             failing.result(timeout=60)
     with Executor(endpoint_id=stack.endpoint_id, client=client, use_websocket=False) as ex:
         assert list(ex.map(square, range(10))) == [i * i for i in range(10)]
+
+
+def test_a_function_shared_with_a_user_runs_for_them_and_only_then(client, stack):
+    from ferry import APIError, Client
+
+    other = Client(stack.url, token=stack.run("ferry-web-service", "create-user", "py-sharer"))
+    me = client.whoami()
+    assert me["name"] == "py-tester" and me["endpoint_id"] is None
+    fid = other.register_function(double)
+
+    with pytest.raises(APIError) as refused:
+        client.run(1, endpoint_id=stack.endpoint_id, function_id=fid)
+    assert refused.value.http_status == 404
+
+    shared = other.share_function(fid, shared_with=[me["user_id"]])
+    assert shared["shared_with"] == [me["user_id"]] and shared["public"] is False
+    seen = client.get_function(fid)
+    assert seen["owner"] == other.whoami()["user_id"] and "shared_with" not in seen
+    tid = client.run(21, endpoint_id=stack.endpoint_id, function_id=fid)
+    doc, _ = wait_done(client, tid)
+    assert doc["status"] == "success" and client.get_result(tid) == 42
+
+    with pytest.raises(APIError) as not_an_owner:
+        client.share_function(fid, public=True)
+    assert not_an_owner.value.http_status in (403, 404)
+    with pytest.raises(APIError) as unknown:
+        other.share_function(fid, shared_with=["00000000-0000-0000-0000-000000000000"])
+    assert unknown.value.http_status == 400 and "shared_with" in str(unknown.value)

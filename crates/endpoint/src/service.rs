@@ -59,6 +59,9 @@ pub async fn register(
         .json(&RegisterEndpoint {
             name: name.to_owned(),
             endpoint_id,
+            public: config.public,
+            shared_with: config.shared_with.clone(),
+            allowed_functions: config.allowed_functions.clone(),
         })
         .timeout(Duration::from_secs(30))
         .send()
@@ -162,7 +165,8 @@ async fn run_once(
         endpoint_id,
         sink.clone(),
         Duration::from_secs(config.manager_timeout_secs),
-    );
+    )
+    .allowing(config.allowed_functions.clone());
     let mut waiting = interchange.pending_tasks();
     let capacity = interchange.capacity();
     let interchange = tokio::spawn(interchange.run(inputs_rx));

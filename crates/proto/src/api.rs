@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BatchId, EndpointId, FunctionId, TaskId};
+use crate::{BatchId, EndpointId, FunctionId, TaskId, UserId};
 
 /// The body of every error answer: a closed `code` and a message naming what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +35,23 @@ pub struct RegisterFunction {
     pub code: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// Anyone with an account may run it (default: only its owner).
+    #[serde(default)]
+    pub public: bool,
+    /// Users (ids) who may run it besides its owner.
+    #[serde(default)]
+    pub shared_with: Vec<UserId>,
+}
+
+/// `PUT /v1/functions/{id}/sharing` (its owner only): who besides the owner may run it.
+/// It replaces what was set before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sharing {
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub shared_with: Vec<UserId>,
 }
 
 fn python() -> String {
@@ -54,6 +71,11 @@ pub struct FunctionDoc {
     pub kind: String,
     pub description: Option<String>,
     pub created_at: f64,
+    pub owner: UserId,
+    pub public: bool,
+    /// Who else may run it: shown to its owner only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_with: Option<Vec<UserId>>,
 }
 
 /// `POST /v1/tasks`: one task or a batch, all for one endpoint; all are accepted or none.
@@ -299,6 +321,17 @@ pub struct RegisterEndpoint {
     /// Present when re-registering an endpoint that already has an id.
     #[serde(default)]
     pub endpoint_id: Option<EndpointId>,
+    /// Anyone with an account may send it tasks (default: only its owner). From the
+    /// endpoint's config, at every registration.
+    #[serde(default)]
+    pub public: bool,
+    /// Users (ids) who may send it tasks besides its owner.
+    #[serde(default)]
+    pub shared_with: Vec<UserId>,
+    /// When set, the only functions it runs, whoever sends them (Globus Compute's
+    /// `allowed_functions`); checked by the web-service and again by the endpoint.
+    #[serde(default)]
+    pub allowed_functions: Option<Vec<FunctionId>>,
 }
 
 /// What an endpoint needs to talk AMQP after registering.
@@ -341,4 +374,12 @@ pub struct EndpointDoc {
     /// Unix seconds of the last heartbeat, if any.
     pub last_heartbeat: Option<f64>,
     pub details: serde_json::Value,
+    pub owner: UserId,
+    pub public: bool,
+    /// Who else may send it tasks: shown to its owner only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_with: Option<Vec<UserId>>,
+    /// The only functions it runs, when it is restricted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_functions: Option<Vec<FunctionId>>,
 }

@@ -16,6 +16,17 @@ pub struct FunctionRecord {
     pub code: Bytes,
     pub description: Option<String>,
     pub created_at: Micros,
+    /// Anyone may run it.
+    pub public: bool,
+    /// Users who may run it besides its owner.
+    pub shared_with: Vec<UserId>,
+}
+
+impl FunctionRecord {
+    /// Whether `user` may run it.
+    pub fn usable_by(&self, user: UserId) -> bool {
+        self.owner == user || self.public || self.shared_with.contains(&user)
+    }
 }
 
 /// A registered endpoint and what its heartbeats said last.
@@ -33,6 +44,26 @@ pub struct EndpointRecord {
     pub lost_at: Option<Micros>,
     /// The endpoint's load as of its last heartbeat, as JSON.
     pub details: serde_json::Value,
+    /// Anyone may send it tasks.
+    pub public: bool,
+    /// Users who may send it tasks besides its owner.
+    pub shared_with: Vec<UserId>,
+    /// When set, the only functions it runs.
+    pub allowed_functions: Option<Vec<FunctionId>>,
+}
+
+impl EndpointRecord {
+    /// Whether `user` may send it tasks (which functions is another question).
+    pub fn usable_by(&self, user: UserId) -> bool {
+        self.owner == user || self.public || self.shared_with.contains(&user)
+    }
+
+    /// Whether it runs `function`.
+    pub fn allows(&self, function: FunctionId) -> bool {
+        self.allowed_functions
+            .as_ref()
+            .is_none_or(|list| list.contains(&function))
+    }
 }
 
 /// A batch of tasks submitted in one request.

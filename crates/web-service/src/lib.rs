@@ -35,7 +35,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use ferry_broker::Broker;
 use ferry_proto::{EndpointId, FunctionId, UserId};
-use ferry_store::{FunctionRecord, Principal, Store};
+use ferry_store::{EndpointRecord, FunctionRecord, Principal, Store};
 
 use crate::memo::Memo;
 use tokio_util::sync::CancellationToken;
@@ -176,14 +176,15 @@ pub struct AppState {
     /// The current broker connection; replaced when RabbitMQ went away (see
     /// [`AppState::with_broker`]).
     broker: Arc<tokio::sync::RwLock<Broker>>,
-    /// Functions never change once registered, so their records are kept here.
-    functions: Memo<FunctionId, Arc<FunctionRecord>>,
+    /// Function records (only their sharing changes: re-read after [`SHARING_TTL`]),
+    /// with when they were read.
+    functions: Memo<FunctionId, (Arc<FunctionRecord>, Instant)>,
     /// Requests waiting for tasks to finish.
     pub waiters: waiting::Waiters,
     /// Bearer tokens recently seen, with their user and when they were looked up.
     tokens: Memo<String, (Principal, Instant)>,
-    /// Endpoint owners (an endpoint never changes hands).
-    endpoint_owners: Memo<EndpointId, UserId>,
+    /// Endpoint records, for who may send them tasks (re-read after [`SHARING_TTL`]).
+    endpoints: Memo<EndpointId, (Arc<EndpointRecord>, Instant)>,
     /// How to connect to RabbitMQ again (the CA file read once, at start).
     broker_options: ferry_broker::Options,
     /// Makes broker identities, when they are on.
@@ -195,6 +196,10 @@ pub struct AppState {
 /// How long a token's principal is taken from memory before Redis is asked again: a
 /// revoked or expired token stops working within this time.
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// How long a function's or endpoint's record is taken from memory for deciding who may
+/// use it: a change of its sharing takes effect within this time on every web-service.
+pub const SHARING_TTL: Duration = Duration::from_secs(5);
 
 impl AppState {
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
@@ -210,7 +215,7 @@ impl AppState {
             functions: Memo::default(),
             waiters: waiting::Waiters::default(),
             tokens: Memo::default(),
-            endpoint_owners: Memo::default(),
+            endpoints: Memo::default(),
             broker_options,
             broker_admin,
             result_readers: Memo::default(),
@@ -258,17 +263,25 @@ impl AppState {
         Ok(fresh)
     }
 
-    /// A function record, from memory when it was read before.
+    /// A function record, from memory when it was read less than [`SHARING_TTL`] ago.
     pub async fn function(&self, id: FunctionId) -> Result<Option<Arc<FunctionRecord>>, ferry_store::Error> {
-        if let Some(f) = self.functions.get(&id) {
+        if let Some((f, at)) = self.functions.get(&id)
+            && at.elapsed() < SHARING_TTL
+        {
             return Ok(Some(f));
         }
         let Some(record) = self.store.get_function(id).await? else {
+            self.functions.forget(&id);
             return Ok(None);
         };
         let record = Arc::new(record);
-        self.functions.put(id, record.clone());
+        self.functions.put(id, (record.clone(), Instant::now()));
         Ok(Some(record))
+    }
+
+    /// Forgets a function's record here (its sharing changed).
+    pub fn forget_function(&self, id: FunctionId) {
+        self.functions.forget(&id);
     }
 }
 
@@ -310,22 +323,27 @@ impl AppState {
         Ok(broker_admin::with_credentials(&url, &name, &password))
     }
 
-    /// Forgets a deleted endpoint's owner (this web-service only: another one still
-    /// accepts tasks for it until its memo is emptied; they wait in the endpoint's queue,
-    /// as for an endpoint that never returns, and can be cancelled).
+    /// Forgets an endpoint's record here (deleted, or registered again: who may use it
+    /// may have changed). Another web-service forgets it within [`SHARING_TTL`].
     pub fn forget_endpoint(&self, id: EndpointId) {
-        self.endpoint_owners.forget(&id);
+        self.endpoints.forget(&id);
     }
 
-    pub async fn endpoint_owner(&self, id: EndpointId) -> Result<Option<UserId>, ferry_store::Error> {
-        if let Some(owner) = self.endpoint_owners.get(&id) {
-            return Ok(Some(owner));
+    /// An endpoint's record, from memory when it was read less than [`SHARING_TTL`]
+    /// ago (its load may be older: use it for who may send tasks, not for status).
+    pub async fn endpoint(&self, id: EndpointId) -> Result<Option<Arc<EndpointRecord>>, ferry_store::Error> {
+        if let Some((e, at)) = self.endpoints.get(&id)
+            && at.elapsed() < SHARING_TTL
+        {
+            return Ok(Some(e));
         }
         let Some(record) = self.store.get_endpoint(id).await? else {
+            self.endpoints.forget(&id);
             return Ok(None);
         };
-        self.endpoint_owners.put(id, record.owner);
-        Ok(Some(record.owner))
+        let record = Arc::new(record);
+        self.endpoints.put(id, (record.clone(), Instant::now()));
+        Ok(Some(record))
     }
 }
 

@@ -174,7 +174,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             ));
         }
     }
-    crate::access::usable_endpoint(state, user, endpoint_id).await?;
+    let endpoint = crate::access::usable_endpoint(state, user, endpoint_id).await?;
     if let Some(group) = task_group
         && let Some(owner) = state.store.task_group_owner(group).await?
         && owner != user
@@ -186,6 +186,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
     for (i, task) in tasks.iter().enumerate() {
         if !functions.contains_key(&task.function_id) {
             let f = crate::access::visible_function(state, user, task.function_id).await?;
+            crate::access::allowed_on(&endpoint, f.function_id)?;
             functions.insert(
                 f.function_id,
                 FunctionCode {

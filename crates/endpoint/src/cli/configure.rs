@@ -71,6 +71,8 @@ pub fn configure(args: Configure) -> anyhow::Result<()> {
         config.provider = imported.provider;
         config.address = imported.address;
         config.address_interface = imported.address_interface;
+        config.public = imported.public;
+        config.allowed_functions = imported.allowed_functions;
         not_carried = imported.not_carried;
     }
     apply_flags(&args, &mut config);

@@ -61,7 +61,8 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
             );
         }
     }
-    let top: [(&str, Option<toml::Value>, &str, &str); 6] = [
+    let ids = |ids: &[String]| toml::Value::Array(ids.iter().cloned().map(toml::Value::String).collect());
+    let top: [(&str, Option<toml::Value>, &str, &str); 9] = [
         (
             "listen",
             config.listen.clone().map(toml::Value::String),
@@ -100,6 +101,33 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
             Some(toml::Value::Integer(config.manager_timeout_secs as i64)),
             "30",
             "a manager silent this long is lost",
+        ),
+        (
+            "public",
+            config.public.then_some(toml::Value::Boolean(true)),
+            "true",
+            "anyone with an account may send it tasks (default: you only)",
+        ),
+        (
+            "shared_with",
+            (!config.shared_with.is_empty()).then(|| {
+                ids(&config
+                    .shared_with
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>())
+            }),
+            "[\"<user id>\"]",
+            "users who may send it tasks besides you",
+        ),
+        (
+            "allowed_functions",
+            config
+                .allowed_functions
+                .as_ref()
+                .map(|f| ids(&f.iter().map(ToString::to_string).collect::<Vec<_>>())),
+            "[\"<function id>\"]",
+            "the only functions it runs, whoever sends them",
         ),
     ];
     for (key, set, example, what) in top {

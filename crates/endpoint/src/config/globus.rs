@@ -22,6 +22,9 @@ pub struct Imported {
     pub provider: ProviderConfig,
     pub address: Option<String>,
     pub address_interface: Option<String>,
+    /// `public` and `allowed_functions`, which mean the same in Ferry.
+    pub public: bool,
+    pub allowed_functions: Option<Vec<ferry_proto::FunctionId>>,
     /// The file read.
     pub source: PathBuf,
     /// Every setting not carried over, and why.
@@ -153,18 +156,41 @@ fn convert(doc: &Mapping, notes: &mut Vec<String>) -> anyhow::Result<Imported> {
     if kind == ProviderKind::Slurm && provider.is_some_and(|m| get(m, "exclusive").is_none()) {
         p.exclusive = true;
     }
-    for (key, _) in doc {
-        let key = key.as_str().unwrap_or_default();
-        if key != "engine" && !key.is_empty() {
-            notes.push(format!(
+    let mut public = false;
+    let mut allowed_functions = None;
+    for (key, value) in doc {
+        match key.as_str().unwrap_or_default() {
+            "engine" | "" => {}
+            "public" => {
+                public = value
+                    .as_bool()
+                    .ok_or_else(|| anyhow::anyhow!("`public` is not true or false"))?;
+            }
+            "allowed_functions" => {
+                let list = value
+                    .as_sequence()
+                    .ok_or_else(|| anyhow::anyhow!("`allowed_functions` is not a list"))?;
+                allowed_functions = Some(
+                    list.iter()
+                        .map(|v| {
+                            v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                                anyhow::anyhow!("allowed_functions: {v:?} is not a function id")
+                            })
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                );
+            }
+            key => notes.push(format!(
                 "{key}: a Globus Compute endpoint setting Ferry does not have"
-            ));
+            )),
         }
     }
     Ok(Imported {
         provider: p,
         address,
         address_interface,
+        public,
+        allowed_functions,
         source: PathBuf::new(),
         not_carried: Vec::new(),
     })
@@ -488,6 +514,34 @@ mod tests {
             "{:?}",
             i.not_carried
         );
+    }
+
+    #[test]
+    fn public_and_allowed_functions_are_carried_over_and_a_bad_id_is_named() {
+        let i = import(&sample("restricted.yaml")).unwrap();
+        assert!(i.public);
+        let allowed: Vec<String> = i
+            .allowed_functions
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                "8a2d1b4c-5e6f-4a7b-9c8d-0e1f2a3b4c5d",
+                "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9"
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(
+            &bad,
+            "allowed_functions: [not-an-id]\nengine:\n  provider:\n    type: LocalProvider\n",
+        )
+        .unwrap();
+        let e = import(&bad).unwrap_err().to_string();
+        assert!(e.contains("not-an-id"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,18 @@ pub struct EndpointConfig {
     /// A manager silent for this many seconds is declared lost.
     #[serde(default = "default_manager_timeout")]
     pub manager_timeout_secs: u64,
+    /// Anyone with an account on the service may send it tasks (default: its owner
+    /// only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
+    /// Users (ids, from `ferry-web-service user list`) who may send it tasks besides
+    /// its owner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<ferry_proto::UserId>,
+    /// When set, the only functions (ids) it runs, whoever sends them: the service
+    /// refuses others (403), and the endpoint fails any that reaches it anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_functions: Option<Vec<ferry_proto::FunctionId>>,
     /// How managers are started.
     #[serde(default)]
     pub provider: ProviderConfig,
@@ -94,6 +106,9 @@ impl EndpointConfig {
             ca_file: None,
             prefetch: default_prefetch(),
             manager_timeout_secs: default_manager_timeout(),
+            public: false,
+            shared_with: Vec::new(),
+            allowed_functions: None,
             provider,
         }
     }

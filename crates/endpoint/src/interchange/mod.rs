@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use ferry_broker::Delivery;
 use ferry_proto::frames::{FromManager, ManagerInfo, ToManager};
-use ferry_proto::messages::{EndpointLoad, FunctionCode, StatusUpdate, TaskBatch, TaskSpec};
+use ferry_proto::messages::{
+    Completion, EndpointLoad, FunctionCode, StatusUpdate, TaskBatch, TaskResult, TaskSpec,
+};
 use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, EndpointId, EventKind, FunctionId, ManagerId, TaskId};
 use tokio::sync::{mpsc, watch};
@@ -88,6 +90,10 @@ pub struct Interchange<S, D = Delivery> {
     /// with every `Manager::free`, so choosing a manager is O(log managers), not a scan
     /// (an endpoint may have thousands).
     by_free: BTreeSet<(u32, ManagerId)>,
+    /// When set, the only functions this endpoint runs (`allowed_functions`): a task of
+    /// another fails at once, saying so. The service refuses such tasks already; this
+    /// holds against one that reached the queue another way.
+    allowed: Option<HashSet<FunctionId>>,
 }
 
 impl<S: Sink, D: Ack> Interchange<S, D> {
@@ -109,7 +115,14 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             cancelled: HashSet::new(),
             cancelled_order: VecDeque::new(),
             by_free: BTreeSet::new(),
+            allowed: None,
         }
+    }
+
+    /// Runs only these functions (`allowed_functions`); `None`: any.
+    pub fn allowing(mut self, functions: Option<Vec<FunctionId>>) -> Self {
+        self.allowed = functions.map(|f| f.into_iter().collect());
+        self
     }
 
     /// How many tasks wait for a manager, kept current after every input.
@@ -277,6 +290,31 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 at: now,
                 by: Actor::Endpoint,
             };
+            if let Some(allowed) = &self.allowed
+                && !allowed.contains(&spec.function_id)
+            {
+                let reason = format!(
+                    "function {} is not allowed on endpoint {}: it runs only its allowed_functions",
+                    spec.function_id, self.endpoint_id
+                );
+                tracing::warn!(task_id = %spec.task_id, function_id = %spec.function_id, "refusing a task whose function is not allowed here");
+                self.publishing.insert(spec.task_id, (id, spec.attempt));
+                self.sink.result(TaskResult {
+                    task_id: spec.task_id,
+                    attempt: spec.attempt,
+                    steps: vec![step],
+                    completion: Completion::Failure {
+                        traceback: reason,
+                        exception: None,
+                    },
+                    group: spec.group,
+                    finished_at: now,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                });
+                fresh += 1;
+                continue;
+            }
             self.pending.push_back(spec.task_id);
             self.unreported.push_back((arrived, spec.task_id));
             self.inflight.insert(

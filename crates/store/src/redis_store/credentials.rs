@@ -303,6 +303,18 @@ impl Store {
     }
 
     /// A user by id or by name.
+    /// A user's name, if the user exists.
+    pub async fn user_name(&self, id: UserId) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hget(self.user_key(id), "name").await?)
+    }
+
+    /// Whether a user with this id exists.
+    pub async fn user_exists(&self, id: UserId) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        Ok(conn.sismember(self.users_key(), id.to_string()).await?)
+    }
+
     pub async fn find_user(&self, id_or_name: &str) -> Result<Option<UserInfo>> {
         Ok(self
             .list_users()

@@ -156,6 +156,11 @@ impl Store {
         format!("{}:user:{id}:eps", self.ns)
     }
 
+    /// The endpoints that are public or shared with someone (listed to those users).
+    fn shared_endpoints_key(&self) -> String {
+        format!("{}:eps:shared", self.ns)
+    }
+
     /// Loads the transition script (done once at start so the first batch is not a miss).
     pub async fn load_scripts(&self) -> Result<()> {
         let mut conn = self.conn.clone();

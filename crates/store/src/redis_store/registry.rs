@@ -27,8 +27,29 @@ impl Store {
         if let Some(d) = &f.description {
             fields.push(("desc", d.clone().into_bytes()));
         }
+        fields.push(("pub", if f.public { b"1".to_vec() } else { b"0".to_vec() }));
+        fields.push(("shr", join(&f.shared_with).into_bytes()));
         conn.hset_multiple::<_, _, _, ()>(self.function_key(f.function_id), &fields)
             .await?;
+        Ok(())
+    }
+
+    /// Sets who besides its owner may run a function.
+    pub async fn set_function_sharing(
+        &self,
+        id: FunctionId,
+        public: bool,
+        shared_with: &[UserId],
+    ) -> Result<()> {
+        let mut conn = self.conn.clone();
+        conn.hset_multiple::<_, _, _, ()>(
+            self.function_key(id),
+            &[
+                ("pub", if public { "1" } else { "0" }.to_owned()),
+                ("shr", join(shared_with)),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -47,6 +68,8 @@ impl Store {
             code: Bytes::from(f.bytes("code")?),
             description: f.opt_string("desc"),
             created_at: f.num("created")?,
+            public: f.opt_string("pub").as_deref() == Some("1"),
+            shared_with: ids(&f, "shr")?,
         }))
     }
 
@@ -56,17 +79,32 @@ impl Store {
     pub async fn put_endpoint(&self, e: &EndpointRecord) -> Result<()> {
         let mut conn = self.conn.clone();
         let key = self.endpoint_key(e.endpoint_id);
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hset_multiple(
                 &key,
                 &[
                     ("owner", e.owner.to_string()),
                     ("name", e.name.clone()),
                     ("created", e.created_at.to_string()),
+                    ("pub", if e.public { "1" } else { "0" }.to_owned()),
+                    ("shr", join(&e.shared_with)),
                 ],
             )
-            .sadd(self.user_endpoints_key(e.owner), e.endpoint_id.to_string())
+            .ignore();
+        match &e.allowed_functions {
+            Some(list) => pipe.hset(&key, "allow", join(list)).ignore(),
+            None => pipe.hdel(&key, "allow").ignore(),
+        };
+        if e.public || !e.shared_with.is_empty() {
+            pipe.sadd(self.shared_endpoints_key(), e.endpoint_id.to_string())
+                .ignore();
+        } else {
+            pipe.srem(self.shared_endpoints_key(), e.endpoint_id.to_string())
+                .ignore();
+        }
+        pipe.sadd(self.user_endpoints_key(e.owner), e.endpoint_id.to_string())
+            .ignore()
             .query_async::<()>(&mut conn)
             .await?;
         Ok(())
@@ -80,6 +118,7 @@ impl Store {
             .atomic()
             .del(self.endpoint_key(e.endpoint_id))
             .srem(self.user_endpoints_key(e.owner), e.endpoint_id.to_string())
+            .srem(self.shared_endpoints_key(), e.endpoint_id.to_string())
             .zrem(self.endpoint_deadlines_key(), e.endpoint_id.to_string())
             .del(self.endpoint_running_key(e.endpoint_id))
             .query_async::<()>(&mut conn)
@@ -118,21 +157,38 @@ impl Store {
                 .opt_string("load")
                 .and_then(|s| serde_json::from_str(&s).ok())
                 .unwrap_or(serde_json::Value::Null),
+            public: f.opt_string("pub").as_deref() == Some("1"),
+            shared_with: ids(&f, "shr")?,
+            allowed_functions: match f.opt_string("allow") {
+                Some(_) => Some(ids(&f, "allow")?),
+                None => None,
+            },
         }))
     }
 
-    pub async fn list_endpoints(&self, owner: UserId) -> Result<Vec<EndpointRecord>> {
+    /// The endpoints `user` may send tasks to: their own, then those shared with them
+    /// (or public), each sorted by name.
+    pub async fn list_endpoints(&self, user: UserId) -> Result<Vec<EndpointRecord>> {
         let mut conn = self.conn.clone();
-        let ids: Vec<String> = conn.smembers(self.user_endpoints_key(owner)).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let id: EndpointId = parse_id(&id, "endpoint", &id)?;
-            if let Some(e) = self.get_endpoint(id).await? {
-                out.push(e);
+        let (own, shared): (Vec<String>, Vec<String>) = redis::pipe()
+            .smembers(self.user_endpoints_key(user))
+            .smembers(self.shared_endpoints_key())
+            .query_async(&mut conn)
+            .await?;
+        let mut mine = Vec::with_capacity(own.len());
+        let mut others = Vec::new();
+        for id in own.iter().chain(shared.iter().filter(|s| !own.contains(s))) {
+            let id: EndpointId = parse_id(id, "endpoint", id)?;
+            match self.get_endpoint(id).await? {
+                Some(e) if e.owner == user => mine.push(e),
+                Some(e) if e.usable_by(user) => others.push(e),
+                _ => {}
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        mine.sort_by(|a, b| a.name.cmp(&b.name));
+        others.sort_by(|a, b| a.name.cmp(&b.name));
+        mine.extend(others);
+        Ok(mine)
     }
 
     /// Records a heartbeat of a known endpoint, which counts as lost if no other comes
@@ -224,5 +280,22 @@ impl Store {
             .invoke_async(&mut conn)
             .await?;
         Ok(claimed == 1)
+    }
+}
+
+/// Ids as one comma-separated field.
+fn join<T: std::fmt::Display>(ids: &[T]) -> String {
+    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A comma-separated field of ids (absent or empty: none).
+fn ids<T: std::str::FromStr>(f: &Fields, field: &'static str) -> Result<Vec<T>> {
+    match f.opt_string(field) {
+        None => Ok(Vec::new()),
+        Some(s) => s
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .map(|id| id.parse().map_err(|_| f.corrupt(field)))
+            .collect(),
     }
 }

@@ -3,11 +3,11 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use ferry_proto::EndpointId;
 use ferry_proto::api::{EndpointDoc, EndpointRegistered, RegisterEndpoint};
 use ferry_proto::messages::EndpointLoad;
 use ferry_proto::state::TaskState;
 use ferry_proto::time::{now_micros, to_secs};
+use ferry_proto::{EndpointId, UserId};
 use ferry_store::{EndpointRecord, Principal};
 
 use crate::AppState;
@@ -44,6 +44,7 @@ pub(crate) async fn register(
         }
         None => (EndpointId::new(), now_micros()),
     };
+    crate::access::existing_users(&state, "shared_with", &body.shared_with).await?;
     let record = EndpointRecord {
         endpoint_id,
         owner: user,
@@ -53,8 +54,13 @@ pub(crate) async fn register(
         heartbeat_interval_ms: 0,
         lost_at: None,
         details: serde_json::Value::Null,
+        public: body.public,
+        shared_with: crate::api::functions::dedup(body.shared_with),
+        allowed_functions: body.allowed_functions,
     };
     state.store.put_endpoint(&record).await?;
+    // Who may use it may have changed: this web-service reads it again at once.
+    state.forget_endpoint(endpoint_id);
     state
         .with_broker(|b| async move { b.declare_endpoint(endpoint_id).await })
         .await
@@ -80,7 +86,14 @@ pub(crate) async fn register(
         }
         None => state.config.public_amqp_url(),
     };
-    tracing::info!(%endpoint_id, name = %record.name, "endpoint registered");
+    tracing::info!(
+        %endpoint_id,
+        name = %record.name,
+        public = record.public,
+        shared_with = record.shared_with.len(),
+        allowed_functions = ?record.allowed_functions.as_ref().map(Vec::len),
+        "endpoint registered"
+    );
     // A user registering gets the endpoint a credential of its own to run with.
     let endpoint_token = match principal {
         Principal::User(owner) => Some(
@@ -114,7 +127,7 @@ pub(crate) async fn list(
     Caller(user): Caller,
 ) -> ApiResult<Json<Vec<EndpointDoc>>> {
     let records = state.store.list_endpoints(user).await?;
-    Ok(Json(records.iter().map(endpoint_doc).collect()))
+    Ok(Json(records.iter().map(|e| endpoint_doc(e, user)).collect()))
 }
 
 pub(crate) async fn get(
@@ -124,8 +137,10 @@ pub(crate) async fn get(
 ) -> ApiResult<Json<EndpointDoc>> {
     let id: EndpointId = parse_id(&id)?;
     crate::access::acts_for_endpoint(principal, id)?;
+    let user = principal.owner();
     Ok(Json(endpoint_doc(
-        &crate::access::owned_endpoint(&state, principal.owner(), id).await?,
+        &crate::access::visible_endpoint(&state, user, id).await?,
+        user,
     )))
 }
 
@@ -140,7 +155,7 @@ pub(crate) async fn delete(
     let id: EndpointId = parse_id(&id)?;
     crate::access::acts_for_endpoint(principal, id)?;
     let record = crate::access::owned_endpoint(&state, principal.owner(), id).await?;
-    if endpoint_doc(&record).status == "online" {
+    if endpoint_doc(&record, record.owner).status == "online" {
         return Err(ApiError::new(
             Code::Conflict,
             format!(
@@ -184,7 +199,8 @@ pub(crate) async fn delete(
     Ok(Json(serde_json::json!({"endpoint_id": id, "deleted": true})))
 }
 
-pub fn endpoint_doc(e: &EndpointRecord) -> EndpointDoc {
+/// An endpoint as `viewer` sees it: who else may use it is its owner's to know.
+pub fn endpoint_doc(e: &EndpointRecord, viewer: UserId) -> EndpointDoc {
     let online = match e.last_heartbeat {
         _ if e.lost_at.is_some() => false,
         Some(at) if e.heartbeat_interval_ms > 0 => {
@@ -199,6 +215,10 @@ pub fn endpoint_doc(e: &EndpointRecord) -> EndpointDoc {
         status: if online { "online" } else { "offline" }.to_owned(),
         last_heartbeat: e.last_heartbeat.map(to_secs),
         details: e.details.clone(),
+        owner: e.owner,
+        public: e.public,
+        shared_with: (e.owner == viewer).then(|| e.shared_with.clone()),
+        allowed_functions: e.allowed_functions.clone(),
     }
 }
 
@@ -206,7 +226,7 @@ pub fn endpoint_doc(e: &EndpointRecord) -> EndpointDoc {
 /// workers busy, blocks pending in the scheduler's queue (job and reason), scaling
 /// paused. `None` when the endpoint says nothing useful.
 pub(crate) fn why_waiting(state: TaskState, e: &EndpointRecord) -> Option<String> {
-    let doc = endpoint_doc(e);
+    let doc = endpoint_doc(e, e.owner);
     if doc.status != "online" {
         return Some(format!(
             "endpoint {} ({}) is offline: the task waits in its queue until it comes back",

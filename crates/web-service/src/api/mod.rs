@@ -9,7 +9,7 @@ mod ws;
 
 use axum::Json;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use ferry_proto::api::Version;
 
 use crate::AppState;
@@ -20,8 +20,10 @@ pub use tasks::task_doc;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/version", get(version))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/functions", post(functions::register))
         .route("/v1/functions/{id}", get(functions::get))
+        .route("/v1/functions/{id}/sharing", put(functions::share))
         .route("/v1/endpoints", post(endpoints::register).get(endpoints::list))
         .route(
             "/v1/endpoints/{id}",
@@ -43,6 +45,23 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/sessions/{id}", get(batches::get_session))
         .route("/v1/sessions/{id}/tasks", get(batches::session_tasks))
         .route("/v1/sessions/{id}/cancel", post(cancel::batch))
+}
+
+/// `GET /v1/whoami`: the caller's user id and name (what others share things with),
+/// and the endpoint an endpoint credential acts for.
+async fn whoami(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    crate::extract::Auth(principal): crate::extract::Auth,
+) -> crate::error::ApiResult<Json<serde_json::Value>> {
+    let user = principal.owner();
+    let name = state.store.user_name(user).await?;
+    let endpoint = match principal {
+        ferry_store::Principal::Endpoint { endpoint, .. } => Some(endpoint),
+        ferry_store::Principal::User(_) => None,
+    };
+    Ok(Json(
+        serde_json::json!({"user_id": user, "name": name, "endpoint_id": endpoint}),
+    ))
 }
 
 async fn version() -> Json<Version> {

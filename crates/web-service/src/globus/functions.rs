@@ -14,8 +14,10 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, FerryJson, parse_id};
 
-/// The registration body the SDK sends. Unknown fields are tolerated: newer SDKs add
-/// some, and Ferry has no use for `public`, `group` or `ha_endpoint_id`.
+/// The registration body the SDK sends. Unknown fields are tolerated (newer SDKs add
+/// some); those Ferry knows are typed. `public` makes the function runnable by anyone;
+/// `group` (a Globus group) has no Ferry counterpart: share with users through
+/// `PUT /v1/functions/{id}/sharing`.
 #[derive(Deserialize)]
 pub(crate) struct RegisterFunction {
     function_name: String,
@@ -24,6 +26,11 @@ pub(crate) struct RegisterFunction {
     serialized: bool,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    public: Option<bool>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    group: Option<uuid::Uuid>,
 }
 
 fn yes() -> bool {
@@ -54,6 +61,8 @@ pub(crate) async fn register(
         code: Bytes::from(code),
         description: body.description,
         created_at: now_micros(),
+        public: body.public.unwrap_or(false),
+        shared_with: Vec::new(),
     };
     state.store.put_function(&record).await?;
     tracing::info!(function_id = %record.function_id, "function registered (globus compute API)");

@@ -75,7 +75,7 @@ async fn endpoint_status(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id: EndpointId = parse_id(&id)?;
-    let doc = crate::api::endpoint_doc(&crate::access::owned_endpoint(&state, user, id).await?);
+    let doc = crate::api::endpoint_doc(&crate::access::visible_endpoint(&state, user, id).await?, user);
     let d = &doc.details;
     Ok(Json(json!({
         "status": doc.status,
@@ -90,15 +90,16 @@ async fn endpoint_status(
     })))
 }
 
-fn endpoint_json(doc: &ferry_proto::api::EndpointDoc, owner: &str) -> Value {
+fn endpoint_json(doc: &ferry_proto::api::EndpointDoc) -> Value {
     json!({
         "uuid": doc.endpoint_id,
         "name": doc.name,
         "display_name": doc.name,
-        "owner": owner,
+        "owner": doc.owner,
         "multi_user": false,
-        "public": false,
+        "public": doc.public,
         "status": doc.status,
+        "allowed_functions": doc.allowed_functions,
     })
 }
 
@@ -108,17 +109,16 @@ async fn get_endpoint(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id: EndpointId = parse_id(&id)?;
-    let doc = crate::api::endpoint_doc(&crate::access::owned_endpoint(&state, user, id).await?);
-    Ok(Json(endpoint_json(&doc, &user.to_string())))
+    let doc = crate::api::endpoint_doc(&crate::access::visible_endpoint(&state, user, id).await?, user);
+    Ok(Json(endpoint_json(&doc)))
 }
 
 async fn list_endpoints(State(state): State<AppState>, Caller(user): Caller) -> ApiResult<Json<Value>> {
     let records = state.store.list_endpoints(user).await?;
-    let owner = user.to_string();
     Ok(Json(Value::Array(
         records
             .iter()
-            .map(|e| endpoint_json(&crate::api::endpoint_doc(e), &owner))
+            .map(|e| endpoint_json(&crate::api::endpoint_doc(e, user)))
             .collect(),
     )))
 }

@@ -89,7 +89,9 @@ class Client:
 
     ``url`` defaults to ``$FERRY_URL`` (else ``http://127.0.0.1:8000``) and ``token`` to
     ``$FERRY_TOKEN``. The client is thread-safe: each thread keeps its own keep-alive
-    connection.
+    connection. When the service answers 429 (a limit was reached; the request was
+    refused whole), the client waits as ``Retry-After`` says and sends it again, for up
+    to ``limit_wait`` seconds in all before raising the :class:`APIError`.
     """
 
     def __init__(
@@ -98,7 +100,9 @@ class Client:
         token: str | None = None,
         timeout: float = 30.0,
         ca_file: str | None = None,
+        limit_wait: float = 60.0,
     ) -> None:
+        self.limit_wait = limit_wait
         self.url = (url or os.environ.get("FERRY_URL") or "http://127.0.0.1:8000").rstrip("/")
         self.token = token if token is not None else os.environ.get("FERRY_TOKEN")
         self.timeout = timeout
@@ -138,7 +142,9 @@ class Client:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        for attempt in range(2):
+        waited = 0.0
+        attempt = 0
+        while True:
             conn = self._connection()
             try:
                 conn.request(method, self._base + path, body=data, headers=headers)
@@ -149,7 +155,8 @@ class Client:
                 # was not answered, so sending it again cannot duplicate it.
                 conn.close()
                 self._local.conn = None
-                if attempt == 1:
+                attempt += 1
+                if attempt == 2:
                     raise
                 continue
             except OSError:
@@ -163,12 +170,18 @@ class Client:
                 doc = json.loads(raw) if raw else None
             except ValueError:
                 doc = None
+            if response.status == 429 and waited < self.limit_wait:
+                # A limit was reached and the request refused whole (nothing was
+                # created): wait as long as the service says, then send it again.
+                pause = min(_retry_after(response), self.limit_wait - waited)
+                time.sleep(pause)
+                waited += pause
+                continue
             if response.status >= 400:
                 if isinstance(doc, dict):
                     raise APIError(response.status, str(doc.get("code")), str(doc.get("message")))
                 raise APIError(response.status, "http_error", raw[:200].decode("utf-8", "replace"))
             return doc
-        raise FerryError("unreachable")
 
     # ---- functions ----------------------------------------------------------------
 
@@ -427,6 +440,13 @@ class Client:
 
     def list_endpoints(self) -> list[dict]:
         return self._request("GET", "/v1/endpoints")
+
+
+def _retry_after(response: http.client.HTTPResponse) -> float:
+    try:
+        return max(0.05, float(response.getheader("Retry-After", "1")))
+    except ValueError:
+        return 1.0
 
 
 def _sharing(public: bool, shared_with: Iterable[str]) -> dict:

@@ -17,6 +17,7 @@ pub enum Code {
     Conflict,
     Gone,
     PayloadTooLarge,
+    TooManyRequests,
     Unavailable,
     Internal,
 }
@@ -32,6 +33,7 @@ impl Code {
             Code::Conflict => StatusCode::CONFLICT,
             Code::Gone => StatusCode::GONE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -47,6 +49,7 @@ impl Code {
             Code::Conflict => "conflict",
             Code::Gone => "gone",
             Code::PayloadTooLarge => "payload_too_large",
+            Code::TooManyRequests => "too_many_requests",
             Code::Unavailable => "unavailable",
             Code::Internal => "internal",
         }
@@ -58,6 +61,8 @@ impl Code {
 pub struct ApiError {
     pub code: Code,
     pub message: String,
+    /// Seconds to wait before trying again (`Retry-After`), for a 429.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -65,6 +70,16 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A limit was reached (429): `message` names it, `retry_after` says when to try again.
+    pub fn too_many_requests(message: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            code: Code::TooManyRequests,
+            message: message.into(),
+            retry_after: Some(retry_after),
         }
     }
 
@@ -73,6 +88,7 @@ impl ApiError {
         Self {
             code: self.code,
             message: format!("{at}: {}", self.message),
+            retry_after: self.retry_after,
         }
     }
 
@@ -118,7 +134,13 @@ impl IntoResponse for ApiError {
             code: self.code.name().to_owned(),
             message: self.message,
         };
-        (self.code.status(), Json(body)).into_response()
+        let mut response = (self.code.status(), Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

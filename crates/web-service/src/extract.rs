@@ -62,7 +62,13 @@ impl FromRequestParts<AppState> for Auth {
                 )
             })?;
         match state.principal_for_token(token).await? {
-            Some(principal) => Ok(Auth(principal)),
+            Some(principal) => {
+                // An endpoint's calls are bounded by its tasks; a user's by the rate.
+                if let Principal::User(user) = principal {
+                    state.limits.request(user)?;
+                }
+                Ok(Auth(principal))
+            }
             None => Err(ApiError::new(
                 Code::Unauthenticated,
                 "unknown, revoked or expired token",

@@ -6,6 +6,7 @@
 //! - [`api`]: one module per resource (version, functions, endpoints, tasks, batches).
 //! - [`extract`]: the caller from its bearer token; JSON bodies with Ferry's errors.
 //! - [`globus`]: the routes the unmodified Globus Compute SDK calls, on the same records.
+//! - [`limits`]: per-user request rate and WebSockets (429 naming the limit).
 //! - [`memo`]: bounded in-memory maps of records that rarely change.
 //! - [`submit`]: accepting tasks, shared by both APIs.
 //! - [`waiting`]: long polls, woken when the tasks they wait for finish.
@@ -22,6 +23,7 @@ pub mod broker_admin;
 pub mod error;
 pub mod extract;
 pub mod globus;
+pub mod limits;
 pub mod memo;
 pub mod serve;
 pub mod submit;
@@ -119,6 +121,24 @@ pub struct Config {
     /// unset, all are handed --public-amqp-url as it is.
     #[arg(long, env = "FERRY_AMQP_ADMIN_URL", hide_env_values = true)]
     pub amqp_admin_url: Option<String>,
+    /// Requests per second a user may make (to this web-service); past it, 429 with
+    /// Retry-After. 0: no limit.
+    #[arg(long, env = "FERRY_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+    /// How many requests a user may make at once above the rate before being held to it.
+    #[arg(long, env = "FERRY_RATE_BURST", default_value_t = 2000)]
+    pub rate_burst: u32,
+    /// WebSockets a user may hold open (on this web-service). 0: no limit.
+    #[arg(long, env = "FERRY_MAX_WEBSOCKETS_PER_USER", default_value_t = 64)]
+    pub max_websockets_per_user: usize,
+    /// Unfinished tasks a user may have (all endpoints); a submission that would pass it
+    /// is refused whole with 429. 0: no limit.
+    #[arg(long, env = "FERRY_MAX_UNFINISHED_PER_USER", default_value_t = 1_000_000)]
+    pub max_unfinished_per_user: u64,
+    /// Unfinished tasks an endpoint may have (its queue and what it runs), from all users.
+    /// 0: no limit.
+    #[arg(long, env = "FERRY_MAX_UNFINISHED_PER_ENDPOINT", default_value_t = 1_000_000)]
+    pub max_unfinished_per_endpoint: u64,
 }
 
 impl Config {
@@ -191,6 +211,8 @@ pub struct AppState {
     pub broker_admin: Option<broker_admin::BrokerAdmin>,
     /// Users whose result-reading broker identity this process has made sure of.
     result_readers: Memo<UserId, ()>,
+    /// Per-user request rate and WebSockets.
+    pub limits: Arc<limits::Limits>,
 }
 
 /// How long a token's principal is taken from memory before Redis is asked again: a
@@ -209,7 +231,6 @@ impl AppState {
         let broker = Broker::connect(&config.amqp_url, &config.namespace, broker_options.clone()).await?;
         broker.declare_core().await?;
         Ok(Self {
-            config: Arc::new(config),
             store,
             broker: Arc::new(tokio::sync::RwLock::new(broker)),
             functions: Memo::default(),
@@ -219,6 +240,12 @@ impl AppState {
             broker_options,
             broker_admin,
             result_readers: Memo::default(),
+            limits: Arc::new(limits::Limits::new(
+                config.rate_limit,
+                config.rate_burst,
+                config.max_websockets_per_user,
+            )),
+            config: Arc::new(config),
         })
     }
 

@@ -76,7 +76,53 @@ pub struct Submission {
 #[tracing::instrument(skip_all, fields(user = %user, endpoint_id = %submission.endpoint_id, tasks = submission.tasks.len()))]
 pub async fn accept(state: &AppState, user: UserId, submission: Submission) -> ApiResult<Accepted> {
     let prepared = prepare(state, user, submission).await?;
+    check_room(state, user, std::slice::from_ref(&prepared)).await?;
     commit(state, prepared).await
+}
+
+/// Whether `user` and each endpoint may take these tasks on top of their unfinished
+/// ones (FERRY_MAX_UNFINISHED_PER_USER, FERRY_MAX_UNFINISHED_PER_ENDPOINT); a 429 naming
+/// the limit when not. Submissions racing each other may pass a limit by one request's
+/// tasks.
+async fn check_room(state: &AppState, user: UserId, prepared: &[Prepared]) -> ApiResult<()> {
+    let (max_user, max_endpoint) = (
+        state.config.max_unfinished_per_user,
+        state.config.max_unfinished_per_endpoint,
+    );
+    if max_user == 0 && max_endpoint == 0 {
+        return Ok(());
+    }
+    let mut per_endpoint: Vec<(EndpointId, u64)> = Vec::new();
+    for p in prepared {
+        let n = p.specs.len() as u64;
+        match per_endpoint.iter_mut().find(|(e, _)| *e == p.batch.endpoint_id) {
+            Some((_, m)) => *m += n,
+            None => per_endpoint.push((p.batch.endpoint_id, n)),
+        }
+    }
+    let total: u64 = per_endpoint.iter().map(|(_, n)| n).sum();
+    for (endpoint, n) in per_endpoint {
+        let (mine, its) = state.store.unfinished(user, endpoint).await?;
+        if max_user > 0 && mine + total > max_user {
+            return Err(ApiError::too_many_requests(
+                format!(
+                    "user {user} has {mine} unfinished tasks and the limit is {max_user} \
+                     (FERRY_MAX_UNFINISHED_PER_USER): {total} more do not fit; submit again as tasks finish"
+                ),
+                5,
+            ));
+        }
+        if max_endpoint > 0 && its + n > max_endpoint {
+            return Err(ApiError::too_many_requests(
+                format!(
+                    "endpoint {endpoint} has {its} unfinished tasks and the limit is {max_endpoint} \
+                     (FERRY_MAX_UNFINISHED_PER_ENDPOINT): {n} more do not fit; submit again as tasks finish"
+                ),
+                5,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Accepts several submissions (sessions): every one is checked before any is
@@ -102,6 +148,7 @@ pub async fn accept_all(
             .map_err(|e| e.context(format!("{field}[{i}]")))?;
         prepared.push(p);
     }
+    check_room(state, user, &prepared).await?;
     let mut out = Vec::with_capacity(prepared.len());
     for p in prepared {
         out.push(commit(state, p).await?);

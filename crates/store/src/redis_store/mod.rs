@@ -156,6 +156,11 @@ impl Store {
         format!("{}:user:{id}:eps", self.ns)
     }
 
+    /// Unfinished tasks per user (`u:<id>`) and per endpoint (`e:<id>`).
+    fn unfinished_key(&self) -> String {
+        format!("{}:unfinished", self.ns)
+    }
+
     /// The endpoints that are public or shared with someone (listed to those users).
     fn shared_endpoints_key(&self) -> String {
         format!("{}:eps:shared", self.ns)

@@ -17,6 +17,19 @@ use crate::records::*;
 impl Store {
     // ---- tasks -------------------------------------------------------------------
 
+    /// How many unfinished tasks `user` has (on every endpoint) and `endpoint` has (from
+    /// every user): kept by each submission and by the transition script as tasks end.
+    pub async fn unfinished(&self, user: UserId, endpoint: EndpointId) -> Result<(u64, u64)> {
+        let mut conn = self.conn.clone();
+        let (u, e): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(self.unfinished_key())
+            .arg(format!("u:{user}"))
+            .arg(format!("e:{endpoint}"))
+            .query_async(&mut conn)
+            .await?;
+        Ok((u.unwrap_or(0).max(0) as u64, e.unwrap_or(0).max(0) as u64))
+    }
+
     /// Writes a batch and its tasks as `received`, all in one MULTI/EXEC: either every
     /// task exists afterwards or none does.
     pub async fn create_tasks(&self, batch: &BatchRecord, tasks: &[NewTask], by: Actor) -> Result<()> {
@@ -93,6 +106,10 @@ impl Store {
         };
         pipe.hincr(&batch_key, "n0", n).ignore();
         pipe.hincr(&batch_key, "open", n + guard).ignore();
+        pipe.hincr(self.unfinished_key(), format!("u:{owner}"), n)
+            .ignore();
+        pipe.hincr(self.unfinished_key(), format!("e:{endpoint}"), n)
+            .ignore();
         pipe.zadd(self.open_batches_key(), &batch_id, at).ignore();
         match part {
             Part::First => {

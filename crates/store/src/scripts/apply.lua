@@ -24,6 +24,9 @@
 --                         sweeper looks there for tasks whose message was lost)
 --   <ns>:ep:<e>:run       the endpoint's in-flight tasks (waiting-for-nodes ..
 --                         running), which the forwarder moves back when it is lost
+--   <ns>:unfinished       u:<user>, e:<endpoint>: unfinished tasks (submission adds,
+--                         a task's end here takes one off), for the per-user and
+--                         per-endpoint limits
 -- and publishes, once per call, the ids of the tasks it ended (space-separated) on
 --   <ns>:finished         so callers waiting for a result are answered at once
 -- These key names are built here, not passed in KEYS: Ferry needs one Redis (or one
@@ -105,9 +108,9 @@ local function batch_of(id)
   local b = batches[id]
   if b == nil then
     local key = ns .. ':batch:{' .. id .. '}'
-    local got = call('HMGET', key, 'open', 'ev')
+    local got = call('HMGET', key, 'open', 'ev', 'owner')
     b = {key = key, exists = got[1] and true or false, watched = got[2] and true or false,
-         delta = {}, open = 0, last_at = nil}
+         owner = got[3], delta = {}, open = 0, last_at = nil}
     batches[id] = b
   end
   return b
@@ -352,6 +355,16 @@ for id, b in pairs(batches) do
     end
   end
   if b.open > 0 then
+    -- Fewer unfinished tasks for the batch's owner and endpoint (their limits).
+    -- Never below 0 (tasks submitted before the counts were kept end uncounted).
+    local fields = {}
+    if b.owner then fields[#fields + 1] = 'u:' .. b.owner end
+    if b.ep then fields[#fields + 1] = 'e:' .. b.ep end
+    for _, field in ipairs(fields) do
+      if call('HINCRBY', ns .. ':unfinished', field, -b.open) < 0 then
+        call('HSET', ns .. ':unfinished', field, 0)
+      end
+    end
     local left = call('HINCRBY', b.key, 'open', -b.open)
     if left == 0 then
       batch_done(b.key, b.last_at, ttl)

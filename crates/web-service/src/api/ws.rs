@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::AppState;
+use crate::error::ApiError;
 use crate::extract::Caller;
 
 /// How long one read of the streams waits before looking at the socket again.
@@ -46,14 +47,18 @@ pub(crate) async fn upgrade(
     State(state): State<AppState>,
     Caller(user): Caller,
     ws: WebSocketUpgrade,
-) -> Response {
-    ws.max_message_size(MAX_MESSAGE_BYTES)
+) -> Result<Response, ApiError> {
+    // The slot is the user's until the socket closes (FERRY_MAX_WEBSOCKETS_PER_USER).
+    let slot = state.limits.socket(user)?;
+    Ok(ws
+        .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
+            let _slot = slot;
             if let Err(e) = serve(state, user, socket).await {
                 tracing::debug!(%user, error = %format!("{e:#}"), "websocket closed");
             }
-        })
+        }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -338,7 +338,9 @@ pub enum Outcome {
 /// - `BlockEnded` sends it back to `WaitingForNodes` with attempt+1 and one retry more,
 ///   so the allocation's end costs it nothing;
 /// - `Requeued` keeps a task whose message was lost in `WaitingForEp`, with attempt+1
-///   and one retry more.
+///   and one retry more;
+/// - a task whose attempt is already `u32::MAX` has no next attempt to fence the old
+///   one's reports with: where it would go around again it fails (`RetriesExhausted`).
 pub fn transition(status: TaskStatus, event: Event) -> Outcome {
     use TaskState::*;
     if status.state.is_terminal() {
@@ -370,10 +372,13 @@ pub fn transition(status: TaskStatus, event: Event) -> Outcome {
             terminal(Failed, attempt, retries, Some(FailureCause::RetriesExhausted))
         }
         EventKind::Lost | EventKind::EndpointLost | EventKind::BlockEnded | EventKind::Requeued => {
+            let Some(next) = attempt.checked_add(1) else {
+                return terminal(Failed, attempt, retries, Some(FailureCause::RetriesExhausted));
+            };
             let uncharged = matches!(kind, EventKind::BlockEnded | EventKind::Requeued);
             Outcome::Applied(Transition {
                 to: kind.target(),
-                attempt: attempt + 1,
+                attempt: next,
                 max_retries: if uncharged {
                     retries.saturating_add(1)
                 } else {

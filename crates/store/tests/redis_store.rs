@@ -13,12 +13,21 @@ use common::{batch, event, new_task, one_task, outcome_of, store};
 async fn the_script_agrees_with_the_state_machine_on_every_case() {
     let store = store().await;
     let mut cases = 0;
+    // A record at attempt 1 meets events of the attempt before, its own and the next;
+    // one at the last attempt number (u32::MAX), of the one before and its own.
+    let attempts = [(1u32, vec![0u32, 1, 2]), (u32::MAX, vec![u32::MAX - 1, u32::MAX])];
     for state in TaskState::ALL {
         for kind in EventKind::ALL {
-            for event_attempt in [0u32, 1, 2] {
+            for (record_attempt, event_attempt) in attempts
+                .iter()
+                .flat_map(|(r, es)| es.iter().map(move |e| (*r, *e)))
+            {
                 for max_retries in [0u32, 1, 3] {
                     let id = TaskId::new();
-                    store.force_task_state(id, state, 1, max_retries).await.unwrap();
+                    store
+                        .force_task_state(id, state, record_attempt, max_retries)
+                        .await
+                        .unwrap();
                     let event = Event {
                         kind,
                         attempt: event_attempt,
@@ -26,7 +35,7 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
                     let expected = transition(
                         TaskStatus {
                             state,
-                            attempt: 1,
+                            attempt: record_attempt,
                             max_retries,
                         },
                         event,
@@ -62,7 +71,7 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
                     };
                     assert_eq!(
                         got, want,
-                        "{state:?} attempt 1 (max {max_retries}) + {kind:?} attempt {event_attempt}"
+                        "{state:?} attempt {record_attempt} (max {max_retries}) + {kind:?} attempt {event_attempt}"
                     );
                     let record = store.get_task(id).await.unwrap().unwrap();
                     if let Applied::Moved { to, attempt, .. } = want {
@@ -75,14 +84,14 @@ async fn the_script_agrees_with_the_state_machine_on_every_case() {
                             );
                         }
                     } else {
-                        assert_eq!((record.state, record.attempt), (state, 1));
+                        assert_eq!((record.state, record.attempt), (state, record_attempt));
                     }
                     cases += 1;
                 }
             }
         }
     }
-    assert_eq!(cases, 7 * EventKind::ALL.len() * 3 * 3);
+    assert_eq!(cases, 7 * EventKind::ALL.len() * 5 * 3);
     store.delete_namespace().await.unwrap();
 }
 

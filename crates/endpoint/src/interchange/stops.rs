@@ -116,6 +116,10 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         ) else {
             return;
         };
+        if next.to != TaskState::WaitingForNodes {
+            // No next attempt (the last attempt number): it ends as a loss would end it.
+            return self.lost(task_id, attempt, at, reason).await;
+        }
         tracing::info!(%task_id, attempt, reason, "block ended under the task; it goes back to the queue, not charged");
         let t = self.inflight.remove(&task_id).expect("present");
         let mut spec = t.spec;

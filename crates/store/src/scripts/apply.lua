@@ -185,7 +185,11 @@ for g = 1, #KEYS do
         ignored = 2
       else
         na = ea
-        if kind == 4 then
+        if (kind == 6 or kind == 7 or kind == 10 or kind == 11) and na >= 4294967295 then
+          -- No next attempt number (u32) to fence this one's reports: it ends here.
+          to = 6
+          cause = 1
+        elseif kind == 4 then
           to = 5
         elseif kind == 5 then
           to = 6

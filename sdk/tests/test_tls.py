@@ -45,7 +45,8 @@ def _server_cert(dir: Path, ca_key: Path, ca_cert: Path) -> tuple[Path, Path]:
 
 class _Version(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the handler's name
-        body = json.dumps({"api": "1", "version": "test"}).encode()
+        # Both version routes' fields: Ferry's, and what the Globus Compute SDK checks.
+        body = json.dumps({"api": "1", "version": "test", "min_sdk_version": "2.0.0", "min_ep_version": "2.0.0"}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -87,3 +88,20 @@ def test_a_service_whose_ca_is_not_trusted_is_refused(https_service, tmp_path: P
         Client(url, token="t", ca_file=str(stranger)).version()
     with pytest.raises((ssl.SSLError, FerryError, OSError)):
         Client(url, token="t").version()
+
+
+def test_the_globus_compute_client_trusts_the_given_ca_and_nothing_else(https_service, tmp_path: Path) -> None:
+    pytest.importorskip("globus_compute_sdk")
+    from ferry.globus_compat import client
+
+    url, ca = https_service
+    assert client(url, token="t", ca_file=str(ca)).web_service_address == url
+    _, stranger = _ca(tmp_path, "stranger")
+    with pytest.raises(Exception) as refused:
+        client(url, token="t", ca_file=str(stranger))
+    causes, e = [], refused.value
+    while e is not None and len(causes) < 10:
+        causes.append(repr(e))
+        e = e.__cause__ or e.__context__
+    cause = " <- ".join(causes).lower()
+    assert "certificate" in cause or "ssl" in cause, cause

@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Write the config of a new endpoint.
-    Configure(cli::Configure),
+    Configure(Box<cli::Configure>),
     /// Start an endpoint (detached unless --foreground).
     Start {
         name: String,
@@ -55,7 +55,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Configure(args) => cli::configure(args),
+        Command::Configure(args) => cli::configure(*args),
         Command::Start {
             name,
             foreground: false,

@@ -66,7 +66,7 @@ pub async fn register(
         .timeout(Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the web-service at {url}: {e}"))?;
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot reach the web-service at {url}")))?;
     let status = response.status();
     if !status.is_success() {
         let body: Option<ErrorBody> = response.json().await.ok();

@@ -104,5 +104,38 @@ async fn an_endpoint_that_does_not_trust_the_services_ca_does_not_start() {
         "started with an untrusted service certificate"
     );
     assert!(said.contains("cannot reach the web-service"), "{said}");
+    // The cause is said, not only that the request failed.
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+
+    // Given the service's CA with --ca-file, it registers at once and keeps the file's
+    // absolute path in its config.
+    stack.set_env("FERRY_CA_FILE", "");
+    let out = stack.endpoint_cli(&[
+        "configure",
+        "ep",
+        "--force",
+        "--url",
+        &stack.url.clone(),
+        "--token",
+        &stack.token.clone(),
+        "--ca-file",
+        &ca_file,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("registered endpoint ep"), "{said}");
+    let config = std::fs::read_to_string(stack.endpoint_dir().join("config.toml")).unwrap();
+    assert!(config.contains(&format!("ca_file = \"{ca_file}\"")), "{config}");
+    assert!(
+        !config.contains(&stack.token),
+        "the owner's token is not kept: {config}"
+    );
+    // A CA file that is not there is named.
+    let out = stack.endpoint_cli(&["configure", "other", "--ca-file", "/nonexistent/ca.pem"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success() && said.contains("/nonexistent/ca.pem"),
+        "{said}"
+    );
     stack.shutdown().await;
 }

@@ -104,7 +104,8 @@ pub struct Config {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "FERRY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
-    /// A PEM file of CA certificates to trust (for `amqps://`), besides the system's.
+    /// A PEM file of CA certificates to trust, besides the system's: for `amqps://` and an
+    /// `https://` --amqp-admin-url.
     #[arg(long, env = "FERRY_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
     /// Connections open at once; past that, new ones are closed at once.

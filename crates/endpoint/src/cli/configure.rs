@@ -18,9 +18,15 @@ pub struct Configure {
     /// The Ferry web-service URL.
     #[arg(long, env = "FERRY_URL", default_value = "http://127.0.0.1:8000")]
     pub url: String,
-    /// The bearer token (stored in config.toml, readable by you only).
+    /// Your bearer token: the endpoint is registered with it now and gets a credential
+    /// of its own (your token is not kept; should the service be unreachable, it is kept
+    /// in config.toml, readable by you only, for the first start).
     #[arg(long, env = "FERRY_TOKEN")]
     pub token: Option<String>,
+    /// A PEM file of CA certificates to trust for the service's `https://` and the
+    /// broker's `amqps://`, besides the system's (written to config.toml as `ca_file`).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// Where managers come from: local processes, started by hand, Slurm or PBS jobs.
     #[arg(long, value_enum)]
     pub provider: Option<ProviderKind>,
@@ -76,6 +82,13 @@ pub fn configure(args: Configure) -> anyhow::Result<()> {
         not_carried = imported.not_carried;
     }
     apply_flags(&args, &mut config);
+    if let Some(ca) = &args.ca_file {
+        // Absolute: the endpoint may be started from anywhere.
+        let path =
+            std::fs::canonicalize(ca).map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", ca.display()))?;
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?;
+        config.ca_file = Some(path);
+    }
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     // With its owner's token the endpoint is registered now and gets a credential of
     // its own; the owner's token is not kept. Without the service, the token is kept in

@@ -132,7 +132,7 @@ async fn deregister(
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the web-service at {url}: {e}"))?;
+            .map_err(|e| anyhow::Error::new(e).context(format!("cannot reach the web-service at {url}")))?;
         let status = answer.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             println!("the service did not know endpoint {id} (already deleted)");

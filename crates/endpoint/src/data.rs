@@ -98,9 +98,11 @@ impl DataPlane {
         let task = result.task_id;
         result.completion = if len > self.max_result {
             Completion::Failure {
+                // Named as Globus Compute names it, so its SDK's users recognise it.
                 traceback: format!(
-                    "the result of task {task} is {len} bytes; the limit is {} bytes",
-                    self.max_result
+                    "MaxResultSizeExceeded({len}, {max}): the result of task {task} is {len} bytes; \
+                     the limit is {max} bytes (FERRY_MAX_PAYLOAD_BYTES)",
+                    max = self.max_result
                 ),
                 exception: None,
             }

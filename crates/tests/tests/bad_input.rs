@@ -172,3 +172,76 @@ async fn a_malformed_amqp_message_is_dead_lettered_and_the_forwarder_keeps_runni
     broker.close().await;
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_registration_is_bounded_field_by_field_on_both_apis() {
+    let stack = Stack::start_with_env(&[("FERRY_MAX_FUNCTION_BYTES", "1000")]).await;
+    let big = "x".repeat(1001);
+    let cases = [
+        (
+            "/v1/functions",
+            json!({"name": "f", "kind": "shell", "code": big}),
+            413,
+            "FERRY_MAX_FUNCTION_BYTES",
+        ),
+        (
+            "/v1/functions",
+            json!({"name": "", "kind": "shell", "code": "true"}),
+            400,
+            "name must be 1 to 256 bytes",
+        ),
+        (
+            "/v1/functions",
+            json!({"name": "f", "kind": "shell", "code": "true", "description": "d".repeat(5000)}),
+            400,
+            "description is 5000 bytes",
+        ),
+        (
+            "/v1/functions",
+            json!({"name": "f", "kind": "shell", "code": "true", "shared_with": vec![uuid::Uuid::new_v4(); 1001]}),
+            400,
+            "shared_with names 1001 users",
+        ),
+        (
+            "/v1/functions",
+            json!({"name": "f", "kind": "shell", "code": "true", "public": "yes"}),
+            400,
+            "public",
+        ),
+        (
+            "/v3/functions",
+            json!({"function_name": "f", "function_code": big}),
+            413,
+            "function_code is 1001 bytes",
+        ),
+        (
+            "/v3/functions",
+            json!({"function_name": "n".repeat(300), "function_code": "x"}),
+            400,
+            "function_name",
+        ),
+        (
+            "/v3/functions",
+            json!({"function_name": "f", "function_code": "x", "public": 3}),
+            400,
+            "public",
+        ),
+    ];
+    for (path, body, want, says) in cases {
+        let (status, answer): (u16, Value) = stack.post(path, &body).await;
+        assert_eq!(status, want, "{path} {answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(says),
+            "{path}: {answer}"
+        );
+    }
+    // At the limit it is taken.
+    let (status, answer): (u16, Value) = stack
+        .post(
+            "/v1/functions",
+            &json!({"name": "f", "kind": "shell", "code": "x".repeat(1000)}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    stack.shutdown().await;
+}

@@ -102,6 +102,7 @@ async fn a_result_over_the_limit_fails_its_task_and_names_the_limit() {
     assert_eq!(doc.status, "failed");
     let exception = doc.exception.unwrap_or_default();
     assert!(exception.contains("the limit is 10485760 bytes"), "{exception}");
+    assert!(exception.starts_with("MaxResultSizeExceeded("), "{exception}");
     stack.shutdown().await;
 }
 

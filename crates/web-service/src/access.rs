@@ -106,8 +106,17 @@ pub fn acts_for_endpoint(principal: Principal, id: EndpointId) -> ApiResult<()> 
     }
 }
 
+/// The most users a function or endpoint may be shared with by name.
+pub const MAX_SHARED_WITH: usize = 1000;
+
 /// Every user named exists (one that does not is a 400 naming it).
 pub async fn existing_users(state: &AppState, field: &str, users: &[UserId]) -> ApiResult<()> {
+    if users.len() > MAX_SHARED_WITH {
+        return Err(ApiError::bad_request(format!(
+            "{field} names {} users; the most is {MAX_SHARED_WITH} (make it public instead)",
+            users.len()
+        )));
+    }
     for user in users {
         if !state.store.user_exists(*user).await? {
             return Err(ApiError::bad_request(format!("{field}: no user {user}")));

@@ -75,6 +75,10 @@ pub struct Config {
     /// fail their task.
     #[arg(long, env = "FERRY_MAX_PAYLOAD_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_payload_bytes: usize,
+    /// Largest registered function (its serialized code, or a shell command); larger
+    /// ones are refused with 413. The code travels with every task message.
+    #[arg(long, env = "FERRY_MAX_FUNCTION_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_function_bytes: usize,
     /// Inputs and results above this size are kept under their own keys and travel by
     /// reference, so task records and AMQP messages stay small.
     #[arg(long, env = "FERRY_INLINE_LIMIT_BYTES", default_value_t = 64 * 1024)]

@@ -24,12 +24,13 @@ pub(crate) async fn register(
             body.kind
         ))
     })?;
-    if body.code.is_empty() {
-        return Err(ApiError::bad_request("code is empty"));
-    }
-    if body.name.len() > 256 {
-        return Err(ApiError::bad_request("name is longer than 256 bytes"));
-    }
+    check_sizes(
+        &state,
+        ["name", "code", "description"],
+        &body.name,
+        &body.code,
+        body.description.as_deref(),
+    )?;
     crate::access::existing_users(&state, "shared_with", &body.shared_with).await?;
     let record = FunctionRecord {
         function_id: FunctionId::new(),
@@ -92,6 +93,50 @@ pub(crate) fn function_doc(f: &FunctionRecord, user: UserId) -> FunctionDoc {
         public: f.public,
         shared_with: (f.owner == user).then(|| f.shared_with.clone()),
     }
+}
+
+/// The most bytes of a function's description.
+pub(crate) const MAX_DESCRIPTION_BYTES: usize = 4096;
+
+/// A registration's sizes: a name of 1 to 256 bytes, code of 1 byte to
+/// FERRY_MAX_FUNCTION_BYTES, a description of at most [`MAX_DESCRIPTION_BYTES`]; the
+/// error names the field (as the route calls it) and the limit.
+pub(crate) fn check_sizes(
+    state: &AppState,
+    fields: [&str; 3],
+    name: &str,
+    code: &str,
+    description: Option<&str>,
+) -> ApiResult<()> {
+    let [name_field, code_field, description_field] = fields;
+    if name.is_empty() || name.len() > 256 {
+        return Err(ApiError::bad_request(format!(
+            "{name_field} must be 1 to 256 bytes, not {}",
+            name.len()
+        )));
+    }
+    if code.is_empty() {
+        return Err(ApiError::bad_request(format!("{code_field} is empty")));
+    }
+    let max = state.config.max_function_bytes;
+    if code.len() > max {
+        return Err(ApiError::new(
+            crate::error::Code::PayloadTooLarge,
+            format!(
+                "{code_field} is {} bytes; the limit is {max} bytes (FERRY_MAX_FUNCTION_BYTES)",
+                code.len()
+            ),
+        ));
+    }
+    if let Some(d) = description
+        && d.len() > MAX_DESCRIPTION_BYTES
+    {
+        return Err(ApiError::bad_request(format!(
+            "{description_field} is {} bytes; the limit is {MAX_DESCRIPTION_BYTES} bytes",
+            d.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Each user once, in the order given.

@@ -3,7 +3,7 @@
 mod batches;
 mod cancel;
 mod endpoints;
-mod functions;
+pub(crate) mod functions;
 mod tasks;
 mod ws;
 

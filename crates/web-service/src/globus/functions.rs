@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{Caller, FerryJson, parse_id};
 
 /// The registration body the SDK sends. Unknown fields are tolerated (newer SDKs add
@@ -42,9 +42,13 @@ pub(crate) async fn register(
     Caller(user): Caller,
     FerryJson(body): FerryJson<RegisterFunction>,
 ) -> ApiResult<Json<Value>> {
-    if body.function_code.is_empty() {
-        return Err(ApiError::bad_request("function_code is empty"));
-    }
+    crate::api::functions::check_sizes(
+        &state,
+        ["function_name", "function_code", "description"],
+        &body.function_name,
+        &body.function_code,
+        body.description.as_deref(),
+    )?;
     // Raw source (`register_source_code`) becomes the one form an endpoint can run:
     // a packed `st` buffer, `name:source`.
     let code = if body.serialized {

@@ -42,6 +42,7 @@ fn bench(c: &mut Criterion) {
         function_id: FunctionId::new(),
         kind: FunctionKind::Python,
         code: Bytes::from_static(b"st\nf:def f(x): return x"),
+        by_reference: None,
     };
     let mut group = c.benchmark_group("interchange");
     group.throughput(Throughput::Elements(TASKS as u64));

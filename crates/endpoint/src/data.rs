@@ -1,13 +1,18 @@
-//! The data plane, from the endpoint's side: inputs too large for a task message are
-//! fetched from the web-service, and results too large for a report are stored there
-//! first (the report then carries only their size). Both go over HTTP with the
-//! endpoint's token.
+//! The data plane, from the endpoint's side: inputs and function code too large for a
+//! task message are fetched from the web-service (a function once, then kept), and
+//! results too large for a report are stored there first (the report then carries only
+//! their size). All go over HTTP with the endpoint's token.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_proto::TaskId;
-use ferry_proto::messages::{Completion, TaskResult, TaskSpec};
+use ferry_proto::messages::{Completion, TaskBatch, TaskResult, TaskSpec};
+use ferry_proto::{FunctionId, TaskId};
+
+/// Functions fetched by reference kept at most (their code is immutable).
+const KEPT_FUNCTIONS: usize = 1024;
 
 /// The web-service's data routes, and the limits it announced at registration.
 #[derive(Clone)]
@@ -19,6 +24,8 @@ pub struct DataPlane {
     pub inline_limit: u64,
     /// Results above this size fail their task.
     pub max_result: u64,
+    /// Function code fetched by reference, by function.
+    functions: Arc<Mutex<HashMap<FunctionId, Bytes>>>,
 }
 
 impl DataPlane {
@@ -29,7 +36,88 @@ impl DataPlane {
             token,
             inline_limit,
             max_result,
+            functions: Arc::default(),
         }
+    }
+
+    /// Fills in the code of functions that travel by reference: from what was fetched
+    /// before, else from the web-service through one of the message's tasks of that
+    /// function. A function none of whose tasks can be had any more (all finished and
+    /// gone) is left out with its tasks.
+    pub async fn fetch_functions(&self, batch: &mut TaskBatch) -> anyhow::Result<()> {
+        let mut gone = Vec::new();
+        for f in batch.functions.iter_mut() {
+            let Some(size) = f.by_reference else { continue };
+            let kept = self
+                .functions
+                .lock()
+                .expect("functions")
+                .get(&f.function_id)
+                .cloned();
+            let code = match kept {
+                Some(code) => Some(code),
+                None => self.function(f.function_id, &batch.tasks).await?,
+            };
+            match code {
+                Some(code) => {
+                    if code.len() as u64 != size {
+                        tracing::warn!(function_id = %f.function_id, size, got = code.len(), "function code of another size than announced");
+                    }
+                    let mut kept = self.functions.lock().expect("functions");
+                    if kept.len() >= KEPT_FUNCTIONS {
+                        kept.clear();
+                    }
+                    kept.insert(f.function_id, code.clone());
+                    f.code = code;
+                    f.by_reference = None;
+                }
+                None => gone.push(f.function_id),
+            }
+        }
+        if !gone.is_empty() {
+            batch.functions.retain(|f| !gone.contains(&f.function_id));
+            batch.tasks.retain(|t| {
+                let keep = !gone.contains(&t.function_id);
+                if !keep {
+                    tracing::info!(task_id = %t.task_id, function_id = %t.function_id, "the task is gone (it finished); dropped");
+                }
+                keep
+            });
+        }
+        Ok(())
+    }
+
+    /// The code of `function`, through the first of `tasks` using it that the web-service
+    /// still has; `None` when none has.
+    async fn function(&self, function: FunctionId, tasks: &[TaskSpec]) -> anyhow::Result<Option<Bytes>> {
+        for task in tasks.iter().filter(|t| t.function_id == function) {
+            let url = format!("{}/v1/tasks/{}/function", self.url, task.task_id);
+            let response = self
+                .http
+                .get(&url)
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_secs(300))
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::Error::new(e).context(format!(
+                        "cannot fetch function {function} (task {}) from {url}",
+                        task.task_id
+                    ))
+                })?;
+            match response.status() {
+                s if s.is_success() => {
+                    tracing::debug!(function_id = %function, task_id = %task.task_id, "fetched a function by reference");
+                    return Ok(Some(response.bytes().await?));
+                }
+                reqwest::StatusCode::GONE | reqwest::StatusCode::NOT_FOUND => continue,
+                s => anyhow::bail!(
+                    "cannot fetch function {function} (task {}) from {url}: {s}",
+                    task.task_id
+                ),
+            }
+        }
+        Ok(None)
     }
 
     /// Fills in the inputs of tasks that travel by reference; a task whose input cannot

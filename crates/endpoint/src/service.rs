@@ -198,9 +198,10 @@ async fn run_once(
                     if waiting.wait_for(|&n| n < MOST_WAITING).await.is_err() {
                         break;
                     }
-                    // Large inputs come from the data plane; an error here starts the
-                    // endpoint over and the unacked message comes back.
+                    // Large inputs and functions come from the data plane; an error
+                    // here starts the endpoint over and the unacked message comes back.
                     data.fetch_inputs(&mut batch.tasks).await?;
+                    data.fetch_functions(&mut batch).await?;
                     if consume_inputs
                         .send(Input::Tasks {
                             batch: Box::new(batch),

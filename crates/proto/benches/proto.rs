@@ -17,6 +17,7 @@ fn batch(n: usize) -> TaskBatch {
             function_id,
             kind: FunctionKind::Python,
             code: Bytes::from(vec![b'x'; 400]),
+            by_reference: None,
         }],
         tasks: (0..n)
             .map(|_| TaskSpec {

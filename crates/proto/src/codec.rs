@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The layout version written in the first byte of every message.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// The largest message a reader accepts (payloads above the data-plane threshold travel
 /// by reference, so this is generous).
@@ -86,6 +86,7 @@ mod tests {
                 function_id,
                 kind: FunctionKind::Python,
                 code: "01\nabc".into(),
+                by_reference: None,
             }],
             tasks: (0..n)
                 .map(|i| TaskSpec {

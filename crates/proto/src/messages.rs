@@ -41,11 +41,47 @@ impl FunctionKind {
 
 /// A function's code as the worker needs it. Opaque to Rust for Python functions (a
 /// serialized-function string); the command template for shell functions.
+///
+/// In a task message, code larger than [`FUNCTION_INLINE_LIMIT`] travels by reference:
+/// `code` is empty and `by_reference` its size, and the endpoint fetches it once (`GET
+/// /v1/tasks/{id}/function` for one of the message's tasks) and keeps it, so a large
+/// function submitted many times is not copied into every message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionCode {
     pub function_id: FunctionId,
     pub kind: FunctionKind,
     pub code: Bytes,
+    /// Set: the code (this many bytes) is not in the message; fetch it.
+    pub by_reference: Option<u64>,
+}
+
+/// Function code above this many bytes travels by reference in task messages.
+pub const FUNCTION_INLINE_LIMIT: usize = 64 * 1024;
+
+impl FunctionCode {
+    /// The code inline.
+    pub fn inline(function_id: FunctionId, kind: FunctionKind, code: Bytes) -> Self {
+        Self {
+            function_id,
+            kind,
+            code,
+            by_reference: None,
+        }
+    }
+
+    /// As a task message carries it: inline up to [`FUNCTION_INLINE_LIMIT`], by
+    /// reference above.
+    pub fn for_message(function_id: FunctionId, kind: FunctionKind, code: &Bytes) -> Self {
+        if code.len() <= FUNCTION_INLINE_LIMIT {
+            return Self::inline(function_id, kind, code.clone());
+        }
+        Self {
+            function_id,
+            kind,
+            code: Bytes::new(),
+            by_reference: Some(code.len() as u64),
+        }
+    }
 }
 
 /// One task as it is dispatched: which function, which input, which attempt.

@@ -87,6 +87,7 @@ fn function_code() -> impl Strategy<Value = FunctionCode> {
             FunctionKind::Python
         },
         code,
+        by_reference: None,
     })
 }
 
@@ -649,6 +650,7 @@ fn a_string_or_bytes_length_past_the_limit_is_refused_by_the_limit() {
             function_id: FunctionId::new(),
             kind: FunctionKind::Python,
             code: Bytes::new(),
+            by_reference: None,
         }],
         tasks: Vec::new(),
     };

@@ -384,6 +384,12 @@ async fn every_route_answers_every_kind_of_caller_as_documented() {
             [200, 404, 404, 200],
         ),
         row(
+            M::GET,
+            format!("/v1/tasks/{task}/function"),
+            None,
+            [200, 404, 404, 200],
+        ),
+        row(
             M::PUT,
             format!("/v1/tasks/{task}/results/{attempt}"),
             Some(json!("r")),

@@ -125,3 +125,50 @@ async fn an_expired_task_says_it_expired() {
     assert_eq!(status, 404);
     stack.shutdown().await;
 }
+
+/// A function larger than a task message should carry travels by reference: ten tasks
+/// of a 100 KB function wait in the endpoint's queue as ten small messages, and run once
+/// the endpoint fetches the function (once) from the web-service.
+#[tokio::test]
+async fn a_large_function_is_not_copied_into_every_task_message() {
+    let mut stack = Stack::start().await;
+    // A shell command of 100 KB (one argument of `sh -c` may hold 128 KiB): `echo` and a
+    // long comment.
+    let command = format!("echo ran # {}", "x".repeat(100 * 1024));
+    let big = stack.register("shell", "big", &command).await;
+    stack.stop(ferry_tests::Part::Endpoint);
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.extend(stack.submit(&[(&big, "")]).await);
+    }
+    // What RabbitMQ holds for the endpoint's queue (its management API's figures are
+    // refreshed every few seconds).
+    let queue = format!("{}.ep.{}.tasks", stack.namespace, stack.endpoint_id.unwrap());
+    let url = format!("{}/api/queues/%2f/{queue}", ferry_tests::amqp_admin_url());
+    let held = std::cell::Cell::new(Value::Null);
+    stack
+        .wait_until(WITHIN, "the broker's figures for the queue", || async {
+            let doc: Value = reqwest::get(&url)
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or(Value::Null);
+            let ready = doc["messages_ready"].as_u64() == Some(10) && doc["message_bytes"].is_u64();
+            held.set(doc);
+            ready
+        })
+        .await;
+    let doc = held.take();
+    let bytes = doc["message_bytes"].as_u64().expect("message_bytes");
+    assert!(
+        bytes < 10 * 8 * 1024,
+        "ten messages hold {bytes} bytes: the code rides in each"
+    );
+    stack.start_part(ferry_tests::Part::Endpoint);
+    for id in ids {
+        let doc = stack.wait_done(id, WITHIN).await;
+        assert_eq!(doc.status, "success", "{:?}", doc.exception);
+    }
+    stack.shutdown().await;
+}

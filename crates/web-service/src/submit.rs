@@ -236,11 +236,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             crate::access::allowed_on(&endpoint, f.function_id)?;
             functions.insert(
                 f.function_id,
-                FunctionCode {
-                    function_id: f.function_id,
-                    kind: f.kind,
-                    code: f.code.clone(),
-                },
+                FunctionCode::for_message(f.function_id, f.kind, &f.code),
             );
         }
         if functions[&task.function_id].kind == FunctionKind::Shell && !task.payload.is_empty() {

@@ -198,11 +198,7 @@ impl Sweeper {
                 };
                 functions.insert(
                     f.function_id,
-                    FunctionCode {
-                        function_id: f.function_id,
-                        kind: f.kind,
-                        code: f.code,
-                    },
+                    FunctionCode::for_message(f.function_id, f.kind, &f.code),
                 );
             }
             if !used.iter().any(|f| f.function_id == info.function_id) {

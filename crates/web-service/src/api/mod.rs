@@ -33,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tasks/status", post(tasks::status))
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/tasks/{id}/input", get(tasks::input))
+        .route("/v1/tasks/{id}/function", get(tasks::function))
         .route(
             "/v1/tasks/{id}/results/{attempt}",
             axum::routing::put(tasks::put_result),

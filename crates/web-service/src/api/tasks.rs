@@ -168,6 +168,29 @@ pub(crate) async fn input(
     }
 }
 
+/// `GET /v1/tasks/{id}/function`: the code of the task's function, as bytes. An endpoint
+/// fetches a large function here once (its task messages carry only the size): the
+/// task's endpoint, with its credential, or the task's owner.
+pub(crate) async fn function(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id: TaskId = parse_id(&id)?;
+    let task = endpoints_task(&state, principal, id).await?;
+    match state.function(task.function_id).await? {
+        Some(f) => Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            f.code.clone(),
+        )
+            .into_response()),
+        None => Err(ApiError::not_found(format!(
+            "function {} of task {id} not found",
+            task.function_id
+        ))),
+    }
+}
+
 /// `PUT /v1/tasks/{id}/results/{attempt}`: an endpoint stores a large result here
 /// before it reports the task finished. Only the task's endpoint, with its credential,
 /// for the task's current attempt while it is unfinished: nobody can replace a result

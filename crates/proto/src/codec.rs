@@ -119,7 +119,7 @@ mod tests {
         let err = decode::<TaskBatch>(&bytes).unwrap_err().to_string();
         assert_eq!(
             err,
-            "TaskBatch message has layout version 9, this build reads version 1"
+            "TaskBatch message has layout version 9, this build reads version 2"
         );
     }
 

@@ -9,6 +9,7 @@ use crate::{BatchId, EndpointId, FunctionId, TaskId, UserId};
 
 /// The body of every error answer: a closed `code` and a message naming what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -16,6 +17,7 @@ pub struct ErrorBody {
 
 /// `GET /v1/version`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Version {
     pub api: String,
     pub version: String,
@@ -23,6 +25,7 @@ pub struct Version {
 
 /// `POST /v1/functions`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterFunction {
     pub name: String,
@@ -46,6 +49,7 @@ pub struct RegisterFunction {
 /// `PUT /v1/functions/{id}/sharing` (its owner only): who besides the owner may run it.
 /// It replaces what was set before.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Sharing {
     #[serde(default)]
@@ -59,12 +63,14 @@ fn python() -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionRegistered {
     pub function_id: FunctionId,
 }
 
 /// `GET /v1/functions/{id}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionDoc {
     pub function_id: FunctionId,
     pub name: String,
@@ -80,6 +86,7 @@ pub struct FunctionDoc {
 
 /// `POST /v1/tasks`: one task or a batch, all for one endpoint; all are accepted or none.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     pub endpoint_id: EndpointId,
@@ -101,18 +108,21 @@ pub struct SubmitRequest {
 /// `POST /v1/sessions`: several sessions (batches) in one request. Every session is
 /// checked before any is created; each is created whole or not at all.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SessionsRequest {
     pub sessions: Vec<SubmitRequest>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionsResponse {
     /// In the order of the request's sessions.
     pub sessions: Vec<SessionCreated>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionCreated {
     pub session_id: BatchId,
     /// In the order of the session's tasks.
@@ -124,6 +134,7 @@ pub struct SessionCreated {
 
 /// `GET /v1/sessions/{id}`: a session's progress, read in O(1) whatever its size.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionDoc {
     pub session_id: BatchId,
     pub endpoint_id: EndpointId,
@@ -149,6 +160,7 @@ pub struct SessionDoc {
 
 /// How a session's webhook deliveries are going.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallbackStatus {
     pub url: String,
     /// Events delivered (acknowledged with a 2xx).
@@ -164,6 +176,7 @@ pub struct CallbackStatus {
 /// `GET /v1/sessions/{id}/tasks?offset=&limit=`: a page of a session's tasks, in
 /// submission order, with their results.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionTasksPage {
     pub session_id: BatchId,
     pub offset: u64,
@@ -174,6 +187,7 @@ pub struct SessionTasksPage {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
     pub function_id: FunctionId,
@@ -189,6 +203,7 @@ pub struct SubmitTask {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmitResponse {
     pub batch_id: BatchId,
     /// In the order of the request's tasks.
@@ -200,6 +215,7 @@ pub struct SubmitResponse {
 
 /// One entry of a task's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryEntry {
     pub state: String,
     pub attempt: u32,
@@ -212,6 +228,7 @@ pub struct HistoryEntry {
 
 /// `GET /v1/tasks/{id}`, and each value of a status answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskDoc {
     pub task_id: TaskId,
     /// False once the task is `success` or `failed`.
@@ -255,6 +272,7 @@ pub struct TaskDoc {
 
 /// `POST /v1/tasks/status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
     pub task_ids: Vec<TaskId>,
@@ -279,6 +297,7 @@ fn yes() -> bool {
 /// A task's outcome alone, as `POST /v1/tasks/status` answers with `"brief": true`:
 /// no ids, times or history, a third of a full document's bytes to write and parse.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BriefDoc {
     /// False once the task is `success` or `failed`.
     pub pending: bool,
@@ -297,6 +316,7 @@ pub struct BriefDoc {
 
 /// The answer to `POST /v1/tasks/status`: [`TaskDoc`]s, or [`BriefDoc`]s when asked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusResponse<D = TaskDoc> {
     pub tasks: BTreeMap<TaskId, D>,
     /// Requested ids that do not exist or are not the caller's.
@@ -305,6 +325,7 @@ pub struct StatusResponse<D = TaskDoc> {
 
 /// `GET /v1/batches/{id}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchDoc {
     pub batch_id: BatchId,
     pub endpoint_id: EndpointId,
@@ -315,6 +336,7 @@ pub struct BatchDoc {
 
 /// `POST /v1/endpoints`: an endpoint daemon registers (or re-registers) itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterEndpoint {
     pub name: String,
@@ -336,6 +358,7 @@ pub struct RegisterEndpoint {
 
 /// What an endpoint needs to talk AMQP after registering.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndpointRegistered {
     pub endpoint_id: EndpointId,
     /// `amqp://user:pass@host:port/vhost`.
@@ -366,6 +389,7 @@ fn default_max_data() -> u64 {
 
 /// `GET /v1/endpoints/{id}` and each element of `GET /v1/endpoints`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndpointDoc {
     pub endpoint_id: EndpointId,
     pub name: String,

@@ -94,6 +94,32 @@ impl<T: DeserializeOwned> FromRequest<AppState> for FerryJson<T> {
     }
 }
 
+/// A raw body with Ferry's error body on rejection (too large, or cut off).
+pub struct FerryBytes(pub bytes::Bytes);
+
+impl FromRequest<AppState> for FerryBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match bytes::Bytes::from_request(req, state).await {
+            Ok(body) => Ok(FerryBytes(body)),
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(
+                    Code::PayloadTooLarge,
+                    format!(
+                        "request body is larger than the limit of {} bytes",
+                        state.config.max_request_bytes
+                    ),
+                ))
+            }
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "the request body: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
 /// `Query<T>` with Ferry's error body on rejection.
 pub struct FerryQuery<T>(pub T);
 

@@ -7,6 +7,7 @@
 //! - [`extract`]: the caller from its bearer token; JSON bodies with Ferry's errors.
 //! - [`globus`]: the routes the unmodified Globus Compute SDK calls, on the same records.
 //! - [`limits`]: per-user request rate and WebSockets (429 naming the limit).
+//! - [`openapi`]: the OpenAPI description served at `/openapi.json`.
 //! - [`memo`]: bounded in-memory maps of records that rarely change.
 //! - [`submit`]: accepting tasks, shared by both APIs.
 //! - [`waiting`]: long polls, woken when the tasks they wait for finish.
@@ -25,6 +26,7 @@ pub mod extract;
 pub mod globus;
 pub mod limits;
 pub mod memo;
+pub mod openapi;
 pub mod serve;
 pub mod submit;
 pub mod waiting;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use ferry_proto::api::{
     BatchDoc, SessionCreated, SessionDoc, SessionTasksPage, SessionsRequest, SessionsResponse,
 };
@@ -132,7 +132,7 @@ pub(crate) async fn session_tasks(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
-    Query(page): Query<PageQuery>,
+    crate::extract::FerryQuery(page): crate::extract::FerryQuery<PageQuery>,
 ) -> ApiResult<Json<SessionTasksPage>> {
     let id: BatchId = parse_id(&id)?;
     if page.limit == 0 || page.limit > MAX_PAGE {

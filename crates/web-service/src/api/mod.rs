@@ -20,6 +20,7 @@ pub use tasks::task_doc;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/version", get(version))
+        .route("/openapi.json", get(openapi))
         .route("/v1/whoami", get(whoami))
         .route("/v1/functions", post(functions::register))
         .route("/v1/functions/{id}", get(functions::get))
@@ -63,6 +64,15 @@ async fn whoami(
     Ok(Json(
         serde_json::json!({"user_id": user, "name": name, "endpoint_id": endpoint}),
     ))
+}
+
+/// `GET /openapi.json`: the REST API's description (no token needed).
+async fn openapi() -> impl axum::response::IntoResponse {
+    static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        JSON.get_or_init(crate::openapi::json).clone(),
+    )
 }
 
 async fn version() -> Json<Version> {

@@ -198,10 +198,15 @@ pub(crate) async fn function(
 pub(crate) async fn put_result(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    Path((id, attempt)): Path<(String, u32)>,
-    body: Bytes,
+    Path((id, attempt)): Path<(String, String)>,
+    crate::extract::FerryBytes(body): crate::extract::FerryBytes,
 ) -> ApiResult<StatusCode> {
     let id: TaskId = parse_id(&id)?;
+    let attempt: u32 = attempt.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "attempt {attempt:?} is not a number from 0 to 4294967295"
+        ))
+    })?;
     let Principal::Endpoint { .. } = principal else {
         return Err(ApiError::new(
             Code::Forbidden,

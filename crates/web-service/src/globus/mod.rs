@@ -12,7 +12,7 @@ mod tasks;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use ferry_proto::EndpointId;
 use serde::Deserialize;
@@ -46,7 +46,7 @@ struct VersionQuery {
 }
 
 /// `GET /v2/version?service=all` is an object; without `service` a bare version string.
-async fn version(Query(q): Query<VersionQuery>) -> Json<Value> {
+async fn version(crate::extract::FerryQuery(q): crate::extract::FerryQuery<VersionQuery>) -> Json<Value> {
     let api = env!("CARGO_PKG_VERSION");
     match q.service {
         Some(_) => Json(json!({

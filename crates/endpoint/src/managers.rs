@@ -22,19 +22,32 @@ use crate::interchange::Input;
 /// How long a new connection has to register.
 const REGISTER_WITHIN: Duration = Duration::from_secs(15);
 
-fn codec() -> LengthDelimitedCodec {
+/// The largest frame a connection may send before it has proved the secret (a
+/// registration is well under 1 KiB): a stranger cannot make the endpoint hold more.
+const REGISTRATION_FRAME_BYTES: usize = 64 * 1024;
+
+/// Connections that have not registered yet, at most; past that, new ones are closed
+/// at once (managers that proved the secret are not counted).
+const GREETING_AT_ONCE: usize = 256;
+
+fn codec(max_frame: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
-        .max_frame_length(ferry_proto::codec::MAX_MESSAGE_BYTES)
+        .max_frame_length(max_frame)
         .new_codec()
 }
 
 /// Accepts manager connections until the listener fails.
 pub async fn accept(listener: TcpListener, secret: Arc<[u8]>, inputs: mpsc::UnboundedSender<Input>) {
+    let greeting = Arc::new(tokio::sync::Semaphore::new(GREETING_AT_ONCE));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Ok(permit) = greeting.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "closing a connection: {GREETING_AT_ONCE} others have not registered yet");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve(stream, peer, secret.clone(), inputs.clone()));
+                tokio::spawn(serve(stream, peer, secret.clone(), inputs.clone(), permit));
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot accept manager connections");
@@ -50,10 +63,12 @@ pub type Writer = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
 
 /// Greets a new connection and checks its registration: the manager's facts and its
 /// connection, or why it was turned away (it is told too, when it proved nothing).
+/// Until it has proved the secret a connection may send frames of
+/// [`REGISTRATION_FRAME_BYTES`] at most; after, of the codec's limit.
 pub async fn greet(stream: TcpStream, secret: &[u8]) -> Result<(ManagerInfo, Frames, Writer), String> {
     let (rd, wr) = stream.into_split();
-    let mut frames = FramedRead::new(rd, codec());
-    let mut writer = FramedWrite::new(wr, codec());
+    let mut frames = FramedRead::new(rd, codec(REGISTRATION_FRAME_BYTES));
+    let mut writer = FramedWrite::new(wr, codec(ferry_proto::codec::MAX_MESSAGE_BYTES));
     let nonce: [u8; 32] = rand::random();
     let send = |m: &ToManager| ferry_proto::codec::encode(m).map(Bytes::from);
     let hello = send(&ToManager::Hello {
@@ -72,6 +87,9 @@ pub async fn greet(stream: TcpStream, secret: &[u8]) -> Result<(ManagerInfo, Fra
     };
     match first {
         Ok(FromManager::Register { info, proof }) if proof_holds(secret, &nonce, info.manager_id, &proof) => {
+            frames
+                .decoder_mut()
+                .set_max_frame_length(ferry_proto::codec::MAX_MESSAGE_BYTES);
             Ok((info, frames, writer))
         }
         Ok(FromManager::Register { info, .. }) => {
@@ -96,8 +114,11 @@ async fn serve(
     peer: std::net::SocketAddr,
     secret: Arc<[u8]>,
     inputs: mpsc::UnboundedSender<Input>,
+    greeting: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let (info, mut frames, mut writer) = match greet(stream, &secret).await {
+    let greeted = greet(stream, &secret).await;
+    drop(greeting);
+    let (info, mut frames, mut writer) = match greeted {
         Ok(greeted) => greeted,
         Err(why) => {
             tracing::warn!(%peer, "closing a manager connection: {why}");

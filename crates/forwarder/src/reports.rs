@@ -106,7 +106,7 @@ impl Applier {
                     load,
                     alive,
                 } => {
-                    self.store.touch_tasks(&alive, at).await?;
+                    self.store.touch_tasks(endpoint_id, &alive, at).await?;
                     let load = serde_json::to_value(&load)?;
                     // The deadline runs on this side's clock: the endpoint's may differ.
                     let deadline = ferry_proto::time::now_micros()

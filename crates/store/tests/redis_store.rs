@@ -609,6 +609,11 @@ async fn an_endpoint_reports_only_its_own_tasks() {
     let record = store.get_task(id).await.unwrap().unwrap();
     assert_eq!(record.history.len(), 4, "{:?}", record.history);
     assert_eq!(record.state, TaskState::WaitingForLaunch);
+    // Nor can another endpoint's heartbeat keep it looking alive; its own can.
+    store.touch_tasks(theirs, &[id], 77).await.unwrap();
+    assert_eq!(store.get_task(id).await.unwrap().unwrap().last_seen, None);
+    store.touch_tasks(mine, &[id], 78).await.unwrap();
+    assert_eq!(store.get_task(id).await.unwrap().unwrap().last_seen, Some(78));
     store.delete_namespace().await.unwrap();
 }
 

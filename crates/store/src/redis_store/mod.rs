@@ -35,9 +35,10 @@ pub(super) use batch_done_lua;
 
 const APPLY_LUA: &str = concat!(batch_done_lua!(), include_str!("../scripts/apply.lua"));
 
-/// Marks a task as seen alive, unless it is finished or gone (never creates a record).
-const TOUCH_LUA: &str = "local s = redis.call('HGET', KEYS[1], 's') \
-    if s and tonumber(s) < 5 then redis.call('HSET', KEYS[1], 'seen', ARGV[1]) end return 0";
+/// Marks a task as seen alive at ARGV[1] by endpoint ARGV[2], unless it is finished,
+/// gone (never creates a record) or another endpoint's.
+const TOUCH_LUA: &str = "local r = redis.call('HMGET', KEYS[1], 's', 'e') \
+    if r[1] and tonumber(r[1]) < 5 and r[2] == ARGV[2] then redis.call('HSET', KEYS[1], 'seen', ARGV[1]) end return 0";
 
 /// Ferry's records in one Redis, under one namespace. Cheap to clone: clones share the
 /// connection (a multiplexed connection that reconnects by itself).

@@ -183,8 +183,9 @@ impl Store {
         Ok(())
     }
 
-    /// Records that these tasks were seen alive at `at` (unfinished ones only).
-    pub async fn touch_tasks(&self, ids: &[TaskId], at: Micros) -> Result<()> {
+    /// Records that `endpoint` saw these tasks alive at `at` (its own unfinished ones
+    /// only: an endpoint cannot keep another's task looking alive).
+    pub async fn touch_tasks(&self, endpoint: EndpointId, ids: &[TaskId], at: Micros) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -192,8 +193,13 @@ impl Store {
         let build = || {
             let mut pipe = redis::pipe();
             for id in ids {
-                pipe.invoke_script(self.touch.key(self.task_key(*id)).arg(at))
-                    .ignore();
+                pipe.invoke_script(
+                    self.touch
+                        .key(self.task_key(*id))
+                        .arg(at)
+                        .arg(endpoint.to_string()),
+                )
+                .ignore();
             }
             pipe
         };

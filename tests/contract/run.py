@@ -47,7 +47,8 @@ def main() -> int:
         if args.seed is not None:
             cmd += ["--seed", str(args.seed)]
         print("contract:", " ".join(c if "Bearer" not in c else "Authorization: Bearer ..." for c in cmd), flush=True)
-        rc = subprocess.call(cmd, env={**os.environ, "NO_COLOR": "1"})
+        # Schemathesis keeps a cache where it runs: in the stack's directory, not the repo.
+        rc = subprocess.call(cmd, env={**os.environ, "NO_COLOR": "1"}, cwd=stack.dir)
         if rc != 0:
             print(f"contract: schemathesis failed (exit {rc}); the web-service's last log lines:", flush=True)
             for log in sorted(stack.dir.glob("*web-service*.log")):

@@ -138,7 +138,8 @@ fn create_sessions() {}
 fn get_session() {}
 
 #[utoipa::path(get, path = "/v1/sessions/{id}/tasks", params(
-    ("id" = String, Path, format = Uuid), ("offset" = Option<u64>, Query), ("limit" = Option<u64>, Query)),
+    ("id" = String, Path, format = Uuid), ("offset" = Option<i32>, Query, minimum = 0),
+    ("limit" = Option<u64>, Query, minimum = 1, maximum = 10000)),
     responses(
     (status = 200, body = SessionTasksPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
     (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]

@@ -114,8 +114,9 @@ pub(crate) fn session_doc(s: &BatchStatus) -> SessionDoc {
 
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct PageQuery {
+    /// Sessions hold at most FERRY_MAX_BATCH (100,000) tasks: 32 bits are plenty.
     #[serde(default)]
-    offset: u64,
+    offset: u32,
     #[serde(default = "default_limit")]
     limit: u64,
 }
@@ -141,9 +142,16 @@ pub(crate) async fn session_tasks(
             page.limit
         )));
     }
+    if page.offset > i32::MAX as u32 {
+        return Err(ApiError::bad_request(format!(
+            "offset is {}; it must be from 0 to {}",
+            page.offset,
+            i32::MAX
+        )));
+    }
     let status = owned_session(&state, user, id).await?;
     let size = status.record.size;
-    let start = page.offset.min(size);
+    let start = u64::from(page.offset).min(size);
     let stop = (start + page.limit).min(size);
     let ids = if start < stop {
         state

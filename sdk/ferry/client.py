@@ -349,10 +349,17 @@ class Client:
         return self._request("GET", f"/v1/sessions/{session_id}")
 
     def iter_session_tasks(self, session_id: str, page_size: int = 1000) -> Iterator[dict]:
-        """Every task record of a session, in submission order, a page per request."""
+        """Every task record of a session, in submission order, a page per request (a
+        smaller page when a page's results are more than one answer may carry)."""
         offset: int | None = 0
         while offset is not None:
-            page = self._request("GET", f"/v1/sessions/{session_id}/tasks?offset={offset}&limit={page_size}")
+            try:
+                page = self._request("GET", f"/v1/sessions/{session_id}/tasks?offset={offset}&limit={page_size}")
+            except APIError as e:
+                if e.http_status != 413 or page_size < 2:
+                    raise
+                page_size //= 2
+                continue
             yield from page["tasks"]
             offset = page.get("next_offset")
 
@@ -405,8 +412,7 @@ class Client:
         out: dict[str, dict] = {}
         for i in range(0, len(ids), 1000):
             body = {"task_ids": ids[i : i + 1000], "history": history, "brief": brief}
-            answer = self._request("POST", "/v1/tasks/status", body)
-            out.update(answer["tasks"])
+            out.update(self._status(body)["tasks"])
         deadline = time.monotonic() + wait
         while ids and all(doc["pending"] for doc in out.values()):
             chunk = self._wait_chunk(deadline)
@@ -414,8 +420,25 @@ class Client:
                 break
             # Any one task is enough: the first 1,000 stand for the rest.
             body = {"task_ids": ids[:1000], "history": history, "brief": brief, "wait_secs": round(chunk, 3)}
-            out.update(self._request("POST", "/v1/tasks/status", body)["tasks"])
+            out.update(self._status(body)["tasks"])
         return out
+
+    def _status(self, body: dict) -> dict:
+        """``POST /v1/tasks/status``. When the results asked for are more than one answer
+        may carry (413, ``FERRY_MAX_RESPONSE_BYTES``), asks for each half apart."""
+        try:
+            return self._request("POST", "/v1/tasks/status", body)
+        except APIError as e:
+            ids = body["task_ids"]
+            if e.http_status != 413 or len(ids) < 2:
+                raise
+        half = len(ids) // 2
+        first = self._status({**body, "task_ids": ids[:half]})
+        second = self._status({**body, "task_ids": ids[half:], "wait_secs": 0})
+        return {
+            "tasks": {**first["tasks"], **second["tasks"]},
+            "unknown": first.get("unknown", []) + second.get("unknown", []),
+        }
 
     def _wait_chunk(self, deadline: float) -> float:
         """How long the next long poll may wait: what is left, within the service's

@@ -102,7 +102,7 @@ class Session:
             pending.rotate(-skip)
             head = [pending.popleft() for _ in range(min(len(pending), 1000, size))]
             body = {"task_ids": head, "history": False, "brief": True, "wait_secs": round(wait, 3)}
-            docs = self.client._request("POST", "/v1/tasks/status", body)["tasks"]
+            docs = self.client._status(body)["tasks"]
             unfinished = []
             for tid in head:
                 doc = docs.get(tid)

@@ -62,3 +62,40 @@ def test_past_limit_wait_the_429_is_raised_naming_the_limit(limited):
         client.version()
     assert refused.value.http_status == 429 and "FERRY_RATE_LIMIT" in refused.value.message
     assert _Limited.seen <= 3
+
+
+class _Budget(http.server.BaseHTTPRequestHandler):
+    """Answers a status request for one task; more than one is over the budget (413)."""
+
+    asked: list = []
+
+    def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        ids = body["task_ids"]
+        type(self).asked.append(len(ids))
+        if len(ids) > 1:
+            status, doc = 413, {"code": "payload_too_large", "message": "over FERRY_MAX_RESPONSE_BYTES"}
+        else:
+            status, doc = 200, {"tasks": {ids[0]: {"pending": False, "status": "success"}}, "unknown": []}
+        raw = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_results_over_one_answers_budget_are_asked_for_in_halves():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Budget)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _Budget.asked = []
+        client = Client(f"http://127.0.0.1:{server.server_address[1]}", token="t")
+        docs = client.get_tasks(["a", "b", "c"], history=False)
+        assert sorted(docs) == ["a", "b", "c"]
+        assert _Budget.asked[0] == 3 and _Budget.asked.count(1) == 3
+    finally:
+        server.shutdown()

@@ -28,6 +28,9 @@ pub enum Error {
         id: String,
         detail: String,
     },
+    /// A read would carry more result bytes than the store's response budget.
+    #[error("the results asked for are {bytes} bytes together; one answer carries at most {limit}")]
+    TooLarge { bytes: u64, limit: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

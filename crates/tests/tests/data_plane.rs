@@ -172,3 +172,48 @@ async fn a_large_function_is_not_copied_into_every_task_message() {
     }
     stack.shutdown().await;
 }
+
+/// One answer about several tasks carries at most FERRY_MAX_RESPONSE_BYTES of results
+/// kept in the data plane: past it, 413 naming the limit (ask for fewer); each task
+/// alone is always answered.
+#[tokio::test]
+async fn an_answer_about_many_large_results_is_bounded() {
+    let stack = Stack::start_with_env(&[("FERRY_MAX_RESPONSE_BYTES", "3145728")]).await;
+    let echo = stack
+        .register(
+            "python",
+            "echo",
+            &python_source("echo", "def echo(s):\n    return s + '!'\n"),
+        )
+        .await;
+    let payload = json_args(&json!(["y".repeat(2 * 1024 * 1024)]));
+    let ids = stack.submit(&[(&echo, &payload), (&echo, &payload)]).await;
+    for id in &ids {
+        assert_eq!(stack.wait_done(*id, WITHIN).await.status, "success");
+    }
+    for brief in [false, true] {
+        let (status, answer): (u16, Value) = stack
+            .post("/v1/tasks/status", &json!({"task_ids": ids, "brief": brief}))
+            .await;
+        assert_eq!(status, 413, "{answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(
+            message.contains("FERRY_MAX_RESPONSE_BYTES") && message.contains("3145728"),
+            "{message}"
+        );
+        for id in &ids {
+            let (status, answer): (u16, Value) = stack
+                .post("/v1/tasks/status", &json!({"task_ids": [id], "brief": brief}))
+                .await;
+            assert_eq!(status, 200, "{answer}");
+            assert!(answer["tasks"][id.to_string()]["result"].as_str().unwrap().len() > 2 * 1024 * 1024);
+        }
+    }
+    // A session's page likewise: a page of one is answered.
+    let batch = stack.task(ids[0]).await.batch_id;
+    let (status, _): (u16, Value) = stack.get(&format!("/v1/sessions/{batch}/tasks")).await;
+    assert_eq!(status, 413);
+    let (status, page): (u16, Value) = stack.get(&format!("/v1/sessions/{batch}/tasks?limit=1")).await;
+    assert_eq!(status, 200, "{page}");
+    stack.shutdown().await;
+}

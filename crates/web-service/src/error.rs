@@ -109,7 +109,16 @@ impl ApiError {
 
 impl From<ferry_store::Error> for ApiError {
     fn from(e: ferry_store::Error) -> Self {
-        ApiError::unavailable("the store is unavailable", e)
+        match e {
+            ferry_store::Error::TooLarge { bytes, limit } => ApiError::new(
+                Code::PayloadTooLarge,
+                format!(
+                    "the results of these tasks are {bytes} bytes together; one answer carries at most \
+                     {limit} (FERRY_MAX_RESPONSE_BYTES): ask for fewer tasks at once"
+                ),
+            ),
+            e => ApiError::unavailable("the store is unavailable", e),
+        }
     }
 }
 

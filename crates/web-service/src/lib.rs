@@ -77,6 +77,10 @@ pub struct Config {
     /// fail their task.
     #[arg(long, env = "FERRY_MAX_PAYLOAD_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_payload_bytes: usize,
+    /// The most bytes of large results (kept in the data plane) one answer about several
+    /// tasks may carry; past it, 413 (ask for fewer at once). 0: no bound.
+    #[arg(long, env = "FERRY_MAX_RESPONSE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_response_bytes: u64,
     /// Largest registered function (its serialized code, or a shell command); larger
     /// ones are refused with 413. The code travels with every task message.
     #[arg(long, env = "FERRY_MAX_FUNCTION_BYTES", default_value_t = 10 * 1024 * 1024)]
@@ -232,7 +236,9 @@ pub const SHARING_TTL: Duration = Duration::from_secs(5);
 
 impl AppState {
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs).await?;
+        let store = Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs)
+            .await?
+            .with_response_budget(config.max_response_bytes);
         let broker_options = config.broker_options()?;
         let broker_admin = config.broker_admin()?;
         let broker = Broker::connect(&config.amqp_url, &config.namespace, broker_options.clone()).await?;

@@ -51,6 +51,9 @@ pub struct Store {
     touch: Script,
     /// How long a finished task (and its result) is kept; 0 keeps it forever.
     result_ttl_secs: u64,
+    /// The most result bytes kept in the data plane that one read of several tasks may
+    /// carry (0: no bound); past it the read fails with [`crate::Error::TooLarge`].
+    response_budget: u64,
 }
 
 impl Store {
@@ -72,7 +75,14 @@ impl Store {
             apply: Script::new(APPLY_LUA),
             touch: Script::new(TOUCH_LUA),
             result_ttl_secs,
+            response_budget: 0,
         })
+    }
+
+    /// Bounds the result bytes one read of several tasks may carry (0: no bound).
+    pub fn with_response_budget(mut self, bytes: u64) -> Self {
+        self.response_budget = bytes;
+        self
     }
 
     /// The namespace every key starts with.

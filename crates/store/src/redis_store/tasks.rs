@@ -294,6 +294,21 @@ impl Store {
         if wanted.is_empty() {
             return Ok(());
         }
+        // Their sizes first, so that a read past the budget fetches none of them.
+        if self.response_budget > 0 && wanted.len() > 1 {
+            let mut pipe = redis::pipe();
+            for (_, key) in &wanted {
+                pipe.strlen(key);
+            }
+            let sizes: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
+            let bytes: u64 = sizes.iter().sum();
+            if bytes > self.response_budget {
+                return Err(crate::Error::TooLarge {
+                    bytes,
+                    limit: self.response_budget,
+                });
+            }
+        }
         let mut pipe = redis::pipe();
         for (_, key) in &wanted {
             pipe.get(key);

@@ -74,7 +74,7 @@ pub struct Config {
     #[arg(long, env = "FERRY_STRANDED_AFTER_SECS", default_value_t = 60)]
     pub stranded_after_secs: u64,
     /// A PEM file of CA certificates to trust (`amqps://`, `https://` webhooks), besides
-    /// the system's.
+    /// the system's; for `rediss://`, instead of the system's.
     #[arg(long, env = "FERRY_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
     /// Networks webhooks may reach besides public addresses (comma-separated CIDRs,
@@ -116,8 +116,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let store = Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs).await?;
-    store.load_scripts().await?;
     let ca_pem = match &config.ca_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -125,6 +123,14 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         ),
         None => None,
     };
+    let store = Store::connect_tls(
+        &config.redis_url,
+        ca_pem.as_deref().map(str::as_bytes),
+        &config.namespace,
+        config.result_ttl_secs,
+    )
+    .await?;
+    store.load_scripts().await?;
     let allow = webhook_guard::parse_allow(&config.webhook_allow)
         .map_err(|e| anyhow::anyhow!("FERRY_WEBHOOK_ALLOW: {e}"))?;
     let notifier = notifier::Notifier::new(

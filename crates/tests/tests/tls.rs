@@ -139,3 +139,76 @@ async fn an_endpoint_that_does_not_trust_the_services_ca_does_not_start() {
     );
     stack.shutdown().await;
 }
+
+/// A Redis serving TLS only, on a port of its own; killed when dropped.
+struct TlsRedis(std::process::Child);
+
+impl TlsRedis {
+    fn start(ca: &TestCa, port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args(["--save", "", "--appendonly", "no", "--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(ca.cert())
+            .arg("--tls-key-file")
+            .arg(ca.key())
+            .arg("--tls-ca-cert-file")
+            .arg(ca.ca())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the TLS Redis did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_services_reach_redis_over_tls_and_a_stranger_ca_is_refused() {
+    let ca = TestCa::new("ferry");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _redis = TlsRedis::start(&ca, port);
+    let url = format!("rediss://localhost:{port}");
+    let ca_file = ca.ca().display().to_string();
+    let mut stack = Stack::start_configured(
+        ferry_tests::amqp_url(),
+        url.clone(),
+        &[("FERRY_CA_FILE", &ca_file)],
+    )
+    .await;
+    stack.start_endpoint().await;
+    let f = stack.register("shell", "echo", "echo {x}").await;
+    let ids = stack.submit(&[(&f, r#"{"x": "redis over tls"}"#)]).await;
+    let doc = stack.wait_done(ids[0], Duration::from_secs(60)).await;
+    assert_eq!(doc.status, "success", "{doc:?}");
+    // A client that trusts another CA is refused.
+    let stranger = TestCa::new("stranger");
+    let pem = std::fs::read(stranger.ca()).unwrap();
+    let refused = ferry_store::Store::connect_tls(&url, Some(&pem), "x", 0).await;
+    assert!(refused.is_err(), "a stranger CA was trusted");
+    stack.shutdown().await;
+}

@@ -41,7 +41,14 @@ pub enum TokenCommand {
 }
 
 async fn store(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs).await?)
+    let ca = config.ca_pem()?;
+    Ok(Store::connect_tls(
+        &config.redis_url,
+        ca.as_deref(),
+        &config.namespace,
+        config.result_ttl_secs,
+    )
+    .await?)
 }
 
 fn micros(d: Option<Duration>) -> Option<Micros> {

@@ -115,7 +115,7 @@ pub struct Config {
     #[arg(long, env = "FERRY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
     /// A PEM file of CA certificates to trust, besides the system's: for `amqps://` and an
-    /// `https://` --amqp-admin-url.
+    /// `https://` --amqp-admin-url; for `rediss://`, instead of the system's.
     #[arg(long, env = "FERRY_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
     /// Connections open at once; past that, new ones are closed at once.
@@ -153,6 +153,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The CA certificates of --ca-file, if set.
+    pub fn ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("FERRY_CA_FILE {}: {e}", path.display()))
+            })
+            .transpose()
+    }
+
     /// The broker URL clients outside this machine should use.
     pub fn public_amqp_url(&self) -> String {
         self.public_amqp_url
@@ -236,9 +246,15 @@ pub const SHARING_TTL: Duration = Duration::from_secs(5);
 
 impl AppState {
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.redis_url, &config.namespace, config.result_ttl_secs)
-            .await?
-            .with_response_budget(config.max_response_bytes);
+        let ca = config.ca_pem()?;
+        let store = Store::connect_tls(
+            &config.redis_url,
+            ca.as_deref(),
+            &config.namespace,
+            config.result_ttl_secs,
+        )
+        .await?
+        .with_response_budget(config.max_response_bytes);
         let broker_options = config.broker_options()?;
         let broker_admin = config.broker_admin()?;
         let broker = Broker::connect(&config.amqp_url, &config.namespace, broker_options.clone()).await?;

@@ -59,7 +59,27 @@ pub struct Store {
 impl Store {
     /// Connects to `url` (`redis://host:port/db`); every key is prefixed by `namespace`.
     pub async fn connect(url: &str, namespace: &str, result_ttl_secs: u64) -> Result<Self> {
-        let client = redis::Client::open(url)?;
+        Self::connect_tls(url, None, namespace, result_ttl_secs).await
+    }
+
+    /// Like [`Store::connect`]; a `rediss://` URL is verified against `ca_pem` (PEM CA
+    /// certificates) when given, else against the system's roots.
+    pub async fn connect_tls(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        namespace: &str,
+        result_ttl_secs: u64,
+    ) -> Result<Self> {
+        let client = match ca_pem {
+            Some(pem) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            )?,
+            _ => redis::Client::open(url)?,
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_number_of_retries(6)
             .set_max_delay(std::time::Duration::from_secs(2))

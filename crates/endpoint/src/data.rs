@@ -91,30 +91,10 @@ impl DataPlane {
     /// still has; `None` when none has.
     async fn function(&self, function: FunctionId, tasks: &[TaskSpec]) -> anyhow::Result<Option<Bytes>> {
         for task in tasks.iter().filter(|t| t.function_id == function) {
-            let url = format!("{}/v1/tasks/{}/function", self.url, task.task_id);
-            let response = self
-                .http
-                .get(&url)
-                .bearer_auth(&self.token)
-                .timeout(Duration::from_secs(300))
-                .send()
-                .await
-                .map_err(|e| {
-                    anyhow::Error::new(e).context(format!(
-                        "cannot fetch function {function} (task {}) from {url}",
-                        task.task_id
-                    ))
-                })?;
-            match response.status() {
-                s if s.is_success() => {
-                    tracing::debug!(function_id = %function, task_id = %task.task_id, "fetched a function by reference");
-                    return Ok(Some(response.bytes().await?));
-                }
-                reqwest::StatusCode::GONE | reqwest::StatusCode::NOT_FOUND => continue,
-                s => anyhow::bail!(
-                    "cannot fetch function {function} (task {}) from {url}: {s}",
-                    task.task_id
-                ),
+            let what = format!("function {function} (task {})", task.task_id);
+            if let Some(code) = self.fetch(task.task_id, "function", &what).await? {
+                tracing::debug!(function_id = %function, task_id = %task.task_id, "fetched a function by reference");
+                return Ok(Some(code));
             }
         }
         Ok(None)
@@ -144,7 +124,14 @@ impl DataPlane {
     }
 
     async fn input(&self, task: TaskId) -> anyhow::Result<Option<Bytes>> {
-        let url = format!("{}/v1/tasks/{task}/input", self.url);
+        self.fetch(task, "input", &format!("the input of task {task}"))
+            .await
+    }
+
+    /// `GET /v1/tasks/{task}/{route}`: the bytes, or `None` when the web-service no longer
+    /// has them (the task finished and is gone); `what` names them in errors.
+    async fn fetch(&self, task: TaskId, route: &str, what: &str) -> anyhow::Result<Option<Bytes>> {
+        let url = format!("{}/v1/tasks/{task}/{route}", self.url);
         let response = self
             .http
             .get(&url)
@@ -152,11 +139,11 @@ impl DataPlane {
             .timeout(Duration::from_secs(300))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot fetch the input of task {task} from {url}: {e}"))?;
+            .map_err(|e| anyhow::Error::new(e).context(format!("cannot fetch {what} from {url}")))?;
         match response.status() {
             s if s.is_success() => Ok(Some(response.bytes().await?)),
             reqwest::StatusCode::GONE | reqwest::StatusCode::NOT_FOUND => Ok(None),
-            s => anyhow::bail!("cannot fetch the input of task {task} from {url}: {s}"),
+            s => anyhow::bail!("cannot fetch {what} from {url}: {s}"),
         }
     }
 

@@ -147,13 +147,22 @@ impl Stack {
 
     /// Creates another user of this stack's service; their bearer token.
     pub fn create_user(&self, name: &str) -> String {
+        self.admin(&["create-user", name])
+    }
+
+    /// Runs an operator's command of this stack's web-service (`user ...`, `token ...`);
+    /// what it printed, trimmed. It must succeed.
+    pub fn admin(&self, args: &[&str]) -> String {
         let out = self
             .command("ferry-web-service")
-            .args(["create-user", name])
-            .stderr(Stdio::null())
+            .args(args)
             .output()
-            .expect("create-user");
-        assert!(out.status.success(), "create-user failed");
+            .expect("ferry-web-service");
+        assert!(
+            out.status.success(),
+            "ferry-web-service {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
     }
 

@@ -87,21 +87,6 @@ async fn send(
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-fn admin(stack: &Stack, args: &[&str]) -> String {
-    let out = std::process::Command::new(ferry_tests::bin_dir().join("ferry-web-service"))
-        .args(args)
-        .env("FERRY_NAMESPACE", &stack.namespace)
-        .env("FERRY_REDIS_URL", &stack.redis)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// One route and what each caller that is somebody gets (owner, other, shared,
 /// endpoint); nobody gets 401 unless `open`.
 struct Row {
@@ -214,16 +199,16 @@ async fn every_route_answers_every_kind_of_caller_as_documented() {
     let attempt = 0;
 
     // Nobodies: a revoked token and an expired one.
-    let revoked = admin(&stack, &["token", "create", "tester", "--label", "revoked"]);
-    let listed = admin(&stack, &["token", "list", "tester"]);
+    let revoked = stack.admin(&["token", "create", "tester", "--label", "revoked"]);
+    let listed = stack.admin(&["token", "list", "tester"]);
     let id = listed
         .lines()
         .find(|l| l.contains(" revoked"))
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("{listed}"))
         .to_owned();
-    admin(&stack, &["token", "revoke", &id]);
-    let expired = admin(&stack, &["token", "create", "tester", "--expires", "1s"]);
+    stack.admin(&["token", "revoke", &id]);
+    let expired = stack.admin(&["token", "create", "tester", "--expires", "1s"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let callers = Callers {
         owner: alice.clone(),

@@ -491,20 +491,7 @@ async fn a_result_is_stored_only_by_the_tasks_endpoint_for_its_current_attempt_w
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_are_listed_revoked_and_expire_within_seconds() {
     let stack = Stack::start().await;
-    let admin = |args: &[&str]| {
-        let out = std::process::Command::new(ferry_tests::bin_dir().join("ferry-web-service"))
-            .args(args)
-            .env("FERRY_NAMESPACE", &stack.namespace)
-            .env("FERRY_REDIS_URL", &stack.redis)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let admin = |args: &[&str]| stack.admin(args);
     let version_with = |token: String| {
         let r = stack.request_as(Method::GET, "/v1/endpoints", Some(&token));
         async move { r.send().await.unwrap().status().as_u16() }

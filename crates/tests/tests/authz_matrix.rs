@@ -209,7 +209,15 @@ async fn every_route_answers_every_kind_of_caller_as_documented() {
         .to_owned();
     stack.admin(&["token", "revoke", &id]);
     let expired = stack.admin(&["token", "create", "tester", "--expires", "1s"]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let as_expired = format!("Bearer {expired}");
+    stack
+        .wait_until(WITHIN, "the expired token is refused", || async {
+            send(&stack, Method::GET, "/v1/whoami", Some(&as_expired), None)
+                .await
+                .0
+                == 401
+        })
+        .await;
     let callers = Callers {
         owner: alice.clone(),
         other: carol,

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use ferry_broker::Broker;
 use ferry_proto::messages::{FunctionCode, TaskBatch, TaskSpec};
 use ferry_proto::time::{Micros, now_micros};
-use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskState};
+use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskId, TaskState};
 use ferry_store::{Applied, Finish, Redispatch, Report, Store};
 
 /// Tasks handled per Redis round trip and per AMQP message.
@@ -147,31 +147,12 @@ impl Sweeper {
                 continue;
             }
             let (batch, included) = self.task_batch(endpoint, &infos, (1, 0), &mut functions).await?;
-            let at = now_micros();
-            let reports: Vec<Report> = included
-                .iter()
-                .map(|info| Report {
-                    task_id: info.task_id,
-                    event: Event {
-                        kind: EventKind::EndpointLost,
-                        attempt: info.attempt,
-                    },
-                    at,
-                    by: Actor::Forwarder,
-                    from: None,
-                    finish: None,
-                })
-                .collect();
-            let body = ferry_proto::codec::encode(&batch)?;
-            self.broker
-                .publish(&self.broker.endpoint_queue(endpoint), &body)
-                .await?;
-            let applied = self.store.apply(&reports).await?;
-            for (report, outcome) in reports.iter().zip(applied) {
-                if let Applied::Moved { attempt, .. } = outcome {
-                    moved += 1;
-                    tracing::info!(task_id = %report.task_id, %endpoint, attempt, "endpoint lost: task waits for it again");
-                }
+            for (task_id, attempt) in self
+                .publish_again(endpoint, &batch, &included, EventKind::EndpointLost)
+                .await?
+            {
+                moved += 1;
+                tracing::info!(%task_id, %endpoint, attempt, "endpoint lost: task waits for it again");
             }
         }
         Ok(moved)
@@ -180,6 +161,47 @@ impl Sweeper {
     /// The message that dispatches these tasks (as attempt + `bump`, with `extra`
     /// retries more), with the code of the functions they use; tasks whose function is
     /// gone are left out.
+    /// Publishes `batch` (the tasks `included`, at their next attempt) to the endpoint's
+    /// queue, then records `kind` for each at the attempt it had; the tasks it moved, with
+    /// their new attempt. Published first: a crash between the two leaves an extra
+    /// message, never a task with none.
+    async fn publish_again(
+        &self,
+        endpoint: EndpointId,
+        batch: &TaskBatch,
+        included: &[&Redispatch],
+        kind: EventKind,
+    ) -> anyhow::Result<Vec<(TaskId, u32)>> {
+        let at = now_micros();
+        let reports: Vec<Report> = included
+            .iter()
+            .map(|info| Report {
+                task_id: info.task_id,
+                event: Event {
+                    kind,
+                    attempt: info.attempt,
+                },
+                at,
+                by: Actor::Forwarder,
+                from: None,
+                finish: None,
+            })
+            .collect();
+        let body = ferry_proto::codec::encode(batch)?;
+        self.broker
+            .publish(&self.broker.endpoint_queue(endpoint), &body)
+            .await?;
+        let applied = self.store.apply(&reports).await?;
+        Ok(reports
+            .iter()
+            .zip(applied)
+            .filter_map(|(report, outcome)| match outcome {
+                Applied::Moved { attempt, .. } => Some((report.task_id, attempt)),
+                _ => None,
+            })
+            .collect())
+    }
+
     async fn task_batch<'a>(
         &self,
         endpoint: EndpointId,

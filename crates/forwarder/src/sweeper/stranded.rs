@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use ferry_proto::messages::EndpointLoad;
 use ferry_proto::time::{Micros, now_micros};
-use ferry_proto::{Actor, EndpointId, Event, EventKind, TaskId, TaskState};
-use ferry_store::{Applied, Redispatch, Report};
+use ferry_proto::{EndpointId, EventKind, TaskId, TaskState};
+use ferry_store::Redispatch;
 
 use super::{CHUNK, Sweeper};
 
@@ -203,33 +203,9 @@ impl Sweeper {
                 let (batch, included) = self
                     .task_batch(endpoint, &infos, (1, extra), &mut functions)
                     .await?;
-                let at = now_micros();
-                let reports: Vec<Report> = included
-                    .iter()
-                    .map(|info| Report {
-                        task_id: info.task_id,
-                        event: Event {
-                            kind,
-                            attempt: info.attempt,
-                        },
-                        at,
-                        by: Actor::Forwarder,
-                        from: None,
-                        finish: None,
-                    })
-                    .collect();
-                // Published first: a crash before the record leaves an extra message,
-                // never a task with none.
-                let body = ferry_proto::codec::encode(&batch)?;
-                self.broker
-                    .publish(&self.broker.endpoint_queue(endpoint), &body)
-                    .await?;
-                let applied = self.store.apply(&reports).await?;
-                for (report, outcome) in reports.iter().zip(applied) {
-                    if let Applied::Moved { attempt, .. } = outcome {
-                        moved += 1;
-                        tracing::warn!(task_id = %report.task_id, %endpoint, attempt, event = ?kind, "the task's message was gone; published again");
-                    }
+                for (task_id, attempt) in self.publish_again(endpoint, &batch, &included, kind).await? {
+                    moved += 1;
+                    tracing::warn!(%task_id, %endpoint, attempt, event = ?kind, "the task's message was gone; published again");
                 }
             }
         }

@@ -227,10 +227,139 @@ async fn every_route_answers_every_kind_of_caller_as_documented() {
         expired,
     };
 
+    let things = Things {
+        function,
+        bob_id,
+        endpoint,
+        one,
+        group,
+        task: task.clone(),
+        session,
+        attempt,
+    };
+    let mut rows = rows(&things);
+    // The owner's cancel goes last in each row: others are tried while the task runs.
+    let order = [
+        Who::NoToken,
+        Who::Malformed,
+        Who::Revoked,
+        Who::Expired,
+        Who::Other,
+        Who::Shared,
+        Who::Endpoint,
+        Who::Owner,
+    ];
+    assert_eq!(order.len(), EVERYONE.len());
+    let mut wrong = Vec::new();
+    let mut tried = 0;
+    for r in rows.drain(..) {
+        for who in order {
+            let want = match who {
+                Who::Owner => r.expect[0],
+                Who::Other => r.expect[1],
+                Who::Shared => r.expect[2],
+                Who::Endpoint => r.expect[3],
+                _ if r.open => 200,
+                _ => 401,
+            };
+            let header = callers.header(who);
+            let (got, body) = send(
+                &stack,
+                r.method.clone(),
+                &r.path,
+                header.as_deref(),
+                r.body.as_ref(),
+            )
+            .await;
+            tried += 1;
+            if got != want {
+                wrong.push(format!(
+                    "{} {} as {who:?}: {got}, expected {want}: {body}",
+                    r.method, r.path
+                ));
+            }
+            // Every refusal is Ferry's one error shape.
+            if got >= 400 {
+                assert!(
+                    body["code"].is_string() && body["message"].is_string(),
+                    "{} {} as {who:?}: {body}",
+                    r.method,
+                    r.path
+                );
+            }
+            // A status read of another's task tells nothing about it.
+            if got == 200 && matches!(who, Who::Other | Who::Shared) {
+                if r.path == "/v1/tasks/status" {
+                    assert_eq!(
+                        (&body["tasks"], &body["unknown"]),
+                        (&json!({}), &json!([task])),
+                        "{body}"
+                    );
+                } else if r.path == "/v2/batch_status" {
+                    assert!(!body.to_string().contains(&task), "{body}");
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {tried} answers were not as documented:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+
+    // The WebSocket: users only.
+    let url = format!("{}/v1/ws", stack.url.replacen("http://", "ws://", 1));
+    for who in EVERYONE {
+        let mut request = url.clone().into_client_request().unwrap();
+        if let Some(h) = callers.header(who) {
+            request.headers_mut().insert("Authorization", h.parse().unwrap());
+        }
+        let got = match tokio_tungstenite::connect_async(request).await {
+            Ok(_) => 101,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+            Err(e) => panic!("{who:?}: {e}"),
+        };
+        let want = match who {
+            Who::Owner | Who::Other | Who::Shared => 101,
+            Who::Endpoint => 403,
+            _ => 401,
+        };
+        assert_eq!(got, want, "GET /v1/ws as {who:?}");
+    }
+    stack.shutdown().await;
+}
+
+/// What the matrix is tried on: alice's things, and bob's id.
+struct Things {
+    function: String,
+    bob_id: String,
+    endpoint: String,
+    one: Value,
+    group: String,
+    task: String,
+    session: String,
+    attempt: u32,
+}
+
+/// Every route, and what the owner, another user, the shared user and the endpoint's
+/// credential get from it.
+fn rows(t: &Things) -> Vec<Row> {
+    let Things {
+        function,
+        bob_id,
+        endpoint,
+        one,
+        group,
+        task,
+        session,
+        attempt,
+    } = t;
+    let attempt = *attempt;
     use Method as M;
     let ep = &endpoint;
     let new_endpoint = json!({"name": "another"});
-    let mut rows = vec![
+    vec![
         Row {
             open: true,
             ..row(M::GET, "/v1/version", None, [200, 200, 200, 200])
@@ -413,95 +542,5 @@ async fn every_route_answers_every_kind_of_caller_as_documented() {
             None,
             [200, 404, 404, 403],
         ),
-    ];
-    // The owner's cancel goes last in each row: others are tried while the task runs.
-    let order = [
-        Who::NoToken,
-        Who::Malformed,
-        Who::Revoked,
-        Who::Expired,
-        Who::Other,
-        Who::Shared,
-        Who::Endpoint,
-        Who::Owner,
-    ];
-    assert_eq!(order.len(), EVERYONE.len());
-    let mut wrong = Vec::new();
-    let mut tried = 0;
-    for r in rows.drain(..) {
-        for who in order {
-            let want = match who {
-                Who::Owner => r.expect[0],
-                Who::Other => r.expect[1],
-                Who::Shared => r.expect[2],
-                Who::Endpoint => r.expect[3],
-                _ if r.open => 200,
-                _ => 401,
-            };
-            let header = callers.header(who);
-            let (got, body) = send(
-                &stack,
-                r.method.clone(),
-                &r.path,
-                header.as_deref(),
-                r.body.as_ref(),
-            )
-            .await;
-            tried += 1;
-            if got != want {
-                wrong.push(format!(
-                    "{} {} as {who:?}: {got}, expected {want}: {body}",
-                    r.method, r.path
-                ));
-            }
-            // Every refusal is Ferry's one error shape.
-            if got >= 400 {
-                assert!(
-                    body["code"].is_string() && body["message"].is_string(),
-                    "{} {} as {who:?}: {body}",
-                    r.method,
-                    r.path
-                );
-            }
-            // A status read of another's task tells nothing about it.
-            if got == 200 && matches!(who, Who::Other | Who::Shared) {
-                if r.path == "/v1/tasks/status" {
-                    assert_eq!(
-                        (&body["tasks"], &body["unknown"]),
-                        (&json!({}), &json!([task])),
-                        "{body}"
-                    );
-                } else if r.path == "/v2/batch_status" {
-                    assert!(!body.to_string().contains(&task), "{body}");
-                }
-            }
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} of {tried} answers were not as documented:\n{}",
-        wrong.len(),
-        wrong.join("\n")
-    );
-
-    // The WebSocket: users only.
-    let url = format!("{}/v1/ws", stack.url.replacen("http://", "ws://", 1));
-    for who in EVERYONE {
-        let mut request = url.clone().into_client_request().unwrap();
-        if let Some(h) = callers.header(who) {
-            request.headers_mut().insert("Authorization", h.parse().unwrap());
-        }
-        let got = match tokio_tungstenite::connect_async(request).await {
-            Ok(_) => 101,
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
-            Err(e) => panic!("{who:?}: {e}"),
-        };
-        let want = match who {
-            Who::Owner | Who::Other | Who::Shared => 101,
-            Who::Endpoint => 403,
-            _ => 401,
-        };
-        assert_eq!(got, want, "GET /v1/ws as {who:?}");
-    }
-    stack.shutdown().await;
+    ]
 }

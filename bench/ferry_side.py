@@ -107,9 +107,11 @@ def pid_named(name: str) -> int | None:
 
 @contextlib.contextmanager
 def release_stack(workers: int = 2, bin_dir: Path | None = None, warm: int = 1):
-    """A running stack of release binaries, quiet, with a client and the no-op function
-    registered and `warm` round trips made: `(stack, client, function_id)`."""
-    stack = Stack(workers=workers, bin_dir=bin_dir or ROOT / "target" / "release")
+    """A running stack of release binaries (`FERRY_BIN_DIR`, which `scripts/bench` sets
+    for its `CARGO_TARGET_DIR`, else `target/release`), quiet, with a client and the no-op
+    function registered and `warm` round trips made: `(stack, client, function_id)`."""
+    default = Path(os.environ.get("FERRY_BIN_DIR") or ROOT / "target" / "release")
+    stack = Stack(workers=workers, bin_dir=bin_dir or default)
     stack.env["TEST_RUST_LOG"] = "warn"
     stack.env["RUST_LOG"] = "warn"
     stack.start()

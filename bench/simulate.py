@@ -63,8 +63,10 @@ def main() -> int:
         _wait(running.exists, 60, "the endpoint", stack.dir)
         info = json.loads(running.read_text())
         stack.endpoint_id = info["endpoint_id"]
-        # The simulated managers prove they belong to the endpoint, as real ones do.
+        # The simulated managers prove they belong to the endpoint, and pin its
+        # certificate, as real ones do.
         stack.env["FERRY_MANAGER_SECRET"] = (running.parent / "manager.secret").read_text().strip()
+        stack.env["FERRY_ENDPOINT_CERT_SHA256"] = info["manager_cert_sha256"]
         t0 = time.perf_counter()
         stack.spawn(
             "ferry-manager", "--simulate", str(args.managers), "--endpoint", info["manager_addr"],

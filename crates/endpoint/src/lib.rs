@@ -7,13 +7,15 @@
 //! - [`data`]: large inputs and results, over HTTP (the data plane).
 //! - [`interchange`]: which manager runs which task; acks a delivery once every task in
 //!   it is settled.
-//! - [`managers`]: the TCP connections with managers.
+//! - [`managers`]: the connections with managers: TLS with the endpoint's certificate,
+//!   then their proof of its secret.
 //! - [`reporter`]: batched status updates, results and heartbeats to RabbitMQ.
 //! - [`provider`]: how blocks of managers are started: local processes, Slurm, PBS.
 //! - [`blocks`]: the blocks an endpoint holds, and when to add or cancel one.
 //! - [`forge`]: block scripts made from templates with `@@NAME@@` markup.
 //! - [`address`]: the address managers on other nodes use to reach the endpoint.
-//! - [`state`]: the files in the endpoint directory (id, pid, running marker).
+//! - [`state`]: the files in the endpoint directory (id, pid, running marker, the manager
+//!   secret and certificate).
 
 pub mod address;
 pub mod blocks;

@@ -139,7 +139,8 @@ async fn run_once(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for managers on {}: {e}", config.listen()))?;
     let manager_addr = listener.local_addr()?;
-    let secret = state::manager_secret(dir)?;
+    let auth = managers::Auth::load(dir)?;
+    tracing::info!(cert_sha256 = %auth.cert_sha256, "managers pin this endpoint's certificate (FERRY_ENDPOINT_CERT_SHA256)");
 
     let data = DataPlane::new(
         config.http_client()?,
@@ -149,11 +150,7 @@ async fn run_once(
         registration.max_result_bytes,
     );
     let (inputs, inputs_rx) = mpsc::unbounded_channel();
-    let accept = tokio::spawn(managers::accept(
-        listener,
-        secret.as_bytes().into(),
-        inputs.clone(),
-    ));
+    let accept = tokio::spawn(managers::accept(listener, auth.clone(), inputs.clone()));
     let (sink, mut flushers) = reporter::start(
         broker.clone(),
         endpoint_id,
@@ -176,7 +173,7 @@ async fn run_once(
         dir,
         config,
         manager_addr,
-        &secret,
+        &auth,
         capacity,
         &sink,
         &providers,
@@ -286,7 +283,7 @@ async fn run_once(
             }
         }
     });
-    state::write_running(dir, endpoint_id, manager_addr)?;
+    state::write_running(dir, endpoint_id, manager_addr, auth.cert_sha256)?;
     *served = true;
     tracing::info!(%endpoint_id, %manager_addr, queue, "endpoint running");
 
@@ -350,7 +347,7 @@ fn start_provider(
     dir: &Path,
     config: &EndpointConfig,
     manager_addr: std::net::SocketAddr,
-    secret: &str,
+    auth: &managers::Auth,
     capacity: tokio::sync::watch::Receiver<Capacity>,
     sink: &reporter::Reporter,
     stop: &CancellationToken,
@@ -360,7 +357,13 @@ fn start_provider(
     let timeout = p.cmd_timeout();
     match p.kind {
         ProviderKind::Manual => {
-            tracing::info!(%manager_addr, "provider \"manual\": start managers with `FERRY_MANAGER_SECRET=$(cat {}) ferry-manager --endpoint {manager_addr}`", dir.join("manager.secret").display());
+            tracing::info!(
+                %manager_addr,
+                cert_sha256 = %auth.cert_sha256,
+                "provider \"manual\": start managers with `FERRY_MANAGER_SECRET=$(cat {}) FERRY_ENDPOINT_CERT_SHA256={} ferry-manager --endpoint {manager_addr}`",
+                dir.join("manager.secret").display(),
+                auth.cert_sha256,
+            );
             let stop = stop.clone();
             Ok(tokio::spawn(async move { stop.cancelled().await }))
         }
@@ -371,7 +374,8 @@ fn start_provider(
                 workers: p.workers_per_node().unwrap_or(2),
                 nodes: p.nodes_per_block(),
                 python: p.python.clone(),
-                secret: secret.to_owned(),
+                secret: auth.secret.to_string(),
+                cert_sha256: auth.cert_sha256,
             });
             Ok(spawn_scaler(
                 Scaler::new(local, p.clone(), dir, None, capacity),
@@ -383,7 +387,8 @@ fn start_provider(
             let forge = Forge {
                 endpoint_name: name.to_owned(),
                 endpoint_address: address::for_managers(config, manager_addr)?,
-                secret: secret.to_owned(),
+                secret: auth.secret.to_string(),
+                cert_sha256: auth.cert_sha256,
                 manager_bin,
                 template: template(config)?,
             };
@@ -439,6 +444,7 @@ pub fn template(config: &EndpointConfig) -> anyhow::Result<String> {
         block_dir: Path::new("/tmp"),
         endpoint_address: "localhost:1",
         secret: "x",
+        cert_sha256: ferry_proto::frames::CertFingerprint::of(b""),
         manager_bin: Path::new("ferry-manager"),
         walltime_secs: None,
     };

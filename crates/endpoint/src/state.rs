@@ -4,6 +4,9 @@
 //! - `running.json`: written once the endpoint is registered and serving;
 //! - `manager.secret`: the secret its managers prove they know (readable by its owner
 //!   only; made at the first start);
+//! - `manager.cert.pem`, `manager.key.pem`: the self-signed certificate its manager
+//!   listener proves itself with, and its key (0600); made at the first start, kept
+//!   because managers pin the certificate's SHA-256;
 //! - `credential`: the endpoint's own bearer token (0600), made when its owner first
 //!   registered it.
 
@@ -11,6 +14,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use ferry_proto::EndpointId;
+use ferry_proto::frames::{CertFingerprint, ENDPOINT_CERT_NAME};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -24,6 +30,10 @@ pub struct Running {
     pub endpoint_id: EndpointId,
     pub pid: u32,
     pub manager_addr: SocketAddr,
+    /// The SHA-256 of the manager listener's certificate, which managers pin (absent in
+    /// the file of an endpoint from before the listener spoke TLS).
+    #[serde(default)]
+    pub manager_cert_sha256: Option<CertFingerprint>,
 }
 
 pub fn read_id(dir: &Path) -> Option<EndpointId> {
@@ -50,11 +60,17 @@ pub fn read_pid(dir: &Path) -> Option<u32> {
         .ok()
 }
 
-pub fn write_running(dir: &Path, endpoint_id: EndpointId, manager_addr: SocketAddr) -> std::io::Result<()> {
+pub fn write_running(
+    dir: &Path,
+    endpoint_id: EndpointId,
+    manager_addr: SocketAddr,
+    manager_cert_sha256: CertFingerprint,
+) -> std::io::Result<()> {
     let running = Running {
         endpoint_id,
         pid: std::process::id(),
         manager_addr,
+        manager_cert_sha256: Some(manager_cert_sha256),
     };
     std::fs::write(dir.join("running.json"), serde_json::to_vec(&running)?)
 }
@@ -111,6 +127,68 @@ pub fn manager_secret(dir: &Path) -> std::io::Result<String> {
     Ok(secret)
 }
 
+/// The certificate the manager listener proves itself with, and its key.
+pub struct ManagerCert {
+    pub cert: CertificateDer<'static>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl ManagerCert {
+    /// What managers pin (`FERRY_ENDPOINT_CERT_SHA256`).
+    pub fn fingerprint(&self) -> CertFingerprint {
+        CertFingerprint::of(&self.cert)
+    }
+}
+
+const MANAGER_CERT: &str = "manager.cert.pem";
+const MANAGER_KEY: &str = "manager.key.pem";
+
+/// The manager listener's certificate, made if there is none yet: self-signed, for
+/// [`ENDPOINT_CERT_NAME`], an ECDSA P-256 key (0600). It is kept across restarts because
+/// managers started by hand pin its SHA-256; delete both files and restart to make a new
+/// one (every manager then needs the new fingerprint).
+pub fn manager_cert(dir: &Path) -> std::io::Result<ManagerCert> {
+    let (cert_path, key_path) = (dir.join(MANAGER_CERT), dir.join(MANAGER_KEY));
+    if cert_path.exists() && key_path.exists() {
+        let unreadable = |path: &Path, e: &dyn std::fmt::Display| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: {e} (delete {MANAGER_CERT} and {MANAGER_KEY} to make new ones; managers then need the new fingerprint)",
+                    path.display()
+                ),
+            )
+        };
+        let cert = CertificateDer::from_pem_file(&cert_path).map_err(|e| unreadable(&cert_path, &e))?;
+        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| unreadable(&key_path, &e))?;
+        return Ok(ManagerCert { cert, key });
+    }
+    let made = rcgen::CertificateParams::new(vec![ENDPOINT_CERT_NAME.to_owned()]).and_then(|mut params| {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, ENDPOINT_CERT_NAME);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok((cert, key))
+    });
+    let (cert, key) = made.map_err(std::io::Error::other)?;
+    // The key first: a start cut short between the two leaves no certificate, and the
+    // next start makes both again.
+    write_private(&key_path, &key.serialize_pem(), 0o600)?;
+    std::fs::write(&cert_path, cert.pem())?;
+    Ok(ManagerCert {
+        cert: cert.der().clone(),
+        key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    })
+}
+
+/// The fingerprint of the manager listener's certificate, if one was made (for
+/// `status`, which makes nothing).
+pub fn manager_cert_fingerprint(dir: &Path) -> Option<CertFingerprint> {
+    let cert = CertificateDer::from_pem_file(dir.join(MANAGER_CERT)).ok()?;
+    Some(CertFingerprint::of(&cert))
+}
+
 /// Writes a file only its owner may read (`mode` 0600, or 0700 for a script): it
 /// holds the manager secret or a token. An existing file gets the mode too.
 pub fn write_private(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
@@ -124,4 +202,39 @@ pub fn write_private(path: &Path, text: &str, mode: u32) -> std::io::Result<()> 
         .open(path)?;
     f.write_all(text.as_bytes())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_manager_certificate_is_made_once_and_kept_with_a_private_key() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(manager_cert_fingerprint(dir.path()), None);
+
+        let made = manager_cert(dir.path()).unwrap();
+        let again = manager_cert(dir.path()).unwrap();
+
+        assert_eq!(made.fingerprint(), again.fingerprint(), "kept across starts");
+        assert_eq!(manager_cert_fingerprint(dir.path()), Some(made.fingerprint()));
+        let mode = std::fs::metadata(dir.path().join(MANAGER_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_lost_key_makes_a_new_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = manager_cert(dir.path()).unwrap();
+        std::fs::remove_file(dir.path().join(MANAGER_KEY)).unwrap();
+
+        let remade = manager_cert(dir.path()).unwrap();
+
+        assert_ne!(made.fingerprint(), remade.fingerprint());
+    }
 }

@@ -65,6 +65,9 @@ fn render(config_text: &str) -> String {
         block_dir: Path::new("/home/ada/.ferry/endpoints/hpc/blocks/7"),
         endpoint_address: "login01.cluster.example:50123",
         secret: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        cert_sha256: "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+            .parse()
+            .unwrap(),
         manager_bin: Path::new("/home/ada/venvs/ferry/bin/ferry-manager"),
         walltime_secs: None,
     }

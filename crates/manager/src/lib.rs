@@ -1,7 +1,8 @@
-//! Ferry's manager: one per node. It connects to its endpoint over TCP, proves it
-//! knows the endpoint's secret, keeps a fixed number of worker processes ([`slot`]),
-//! hands each its tasks, and forwards what they report. A worker that dies is replaced;
-//! the task it held is reported lost.
+//! Ferry's manager: one per node. It connects to its endpoint over TLS, accepting only
+//! the endpoint certificate it was told to pin, and proves it knows the endpoint's
+//! secret (`link`); it keeps a fixed number of worker processes ([`slot`]), hands each
+//! its tasks, and forwards what they report. A worker that dies is replaced; the task it
+//! held is reported lost.
 //!
 //! In a block with an end (a batch job's walltime), the manager drains `drain_secs`
 //! before it: it takes no more tasks, gives back the ones it has not started, finishes
@@ -10,6 +11,7 @@
 //! preemption), it tells the endpoint it is leaving first: its tasks go back to the
 //! queue without being charged an attempt.
 
+mod link;
 pub mod simulate;
 pub mod slot;
 
@@ -19,14 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_proto::frames::{FromManager, ManagerInfo, ToManager, registration_proof};
+use ferry_proto::frames::{CertFingerprint, FromManager, ManagerInfo, ToManager};
 use ferry_proto::messages::{FunctionCode, TaskSpec};
 use ferry_proto::{FunctionId, ManagerId, TaskId};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use futures_util::SinkExt;
+use link::{FromEndpoint, Link, ToEndpoint};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::LengthDelimitedCodec;
 use tokio_util::sync::CancellationToken;
 
 /// How long a worker's death is held back before it is reported: when the scheduler
@@ -40,6 +42,11 @@ pub struct Config {
     /// The endpoint's manager address (`host:port`).
     #[arg(long, env = "FERRY_ENDPOINT_ADDR")]
     pub endpoint: String,
+    /// The SHA-256 of the endpoint's certificate (64 hex digits, colons allowed): the
+    /// manager talks to no endpoint but the one holding it. The endpoint logs it at
+    /// start, `ferry-endpoint status NAME` shows it, its block scripts export it.
+    #[arg(long, env = "FERRY_ENDPOINT_CERT_SHA256")]
+    pub endpoint_cert_sha256: Option<CertFingerprint>,
     /// Worker processes to keep: a number, or `auto` for one per core available here.
     #[arg(long, env = "FERRY_WORKERS", default_value = "2", value_parser = parse_workers)]
     pub workers: u32,
@@ -107,6 +114,23 @@ impl Config {
              (~/.ferry/endpoints/<name>/manager.secret)"
         )
     }
+
+    /// The pin of the endpoint's certificate; a manager without one does not start.
+    pub fn endpoint_cert(&self) -> anyhow::Result<CertFingerprint> {
+        self.endpoint_cert_sha256.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no pin of the endpoint's certificate: set FERRY_ENDPOINT_CERT_SHA256 (or \
+                 --endpoint-cert-sha256) to the SHA-256 the endpoint logs when it starts \
+                 (`ferry-endpoint status <name>` shows it too, and the endpoint's block scripts export it)"
+            )
+        })
+    }
+
+    /// How to reach the endpoint and prove both ends.
+    fn link(&self) -> anyhow::Result<Link> {
+        let pin = self.endpoint_cert()?;
+        Ok(Link::new(&self.endpoint, pin, &self.secret()?))
+    }
 }
 
 pub(crate) fn codec() -> LengthDelimitedCodec {
@@ -129,44 +153,16 @@ pub(crate) enum SlotEvent {
     Gone(usize, Vec<TaskSpec>),
 }
 
-type ToEndpoint = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
-type FromEndpoint = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
-
 fn encode(m: &FromManager) -> anyhow::Result<Bytes> {
     Ok(ferry_proto::codec::encode(m).map(Bytes::from)?)
-}
-
-/// Connects, proves the secret and registers: the endpoint speaks first with a nonce.
-pub(crate) async fn handshake(
-    endpoint: &str,
-    secret: &str,
-    info: ManagerInfo,
-) -> anyhow::Result<(FromEndpoint, ToEndpoint)> {
-    let stream = connect(endpoint).await?;
-    stream.set_nodelay(true)?;
-    let (rd, wr) = stream.into_split();
-    let mut from_endpoint = FramedRead::new(rd, codec());
-    let mut to_endpoint = FramedWrite::new(wr, codec());
-    let hello = tokio::time::timeout(Duration::from_secs(30), from_endpoint.next())
-        .await
-        .map_err(|_| anyhow::anyhow!("the endpoint at {endpoint} did not greet within 30 s"))?
-        .ok_or_else(|| anyhow::anyhow!("the endpoint at {endpoint} closed the connection at once"))??;
-    let ToManager::Hello { nonce } = ferry_proto::codec::decode::<ToManager>(&hello)? else {
-        anyhow::bail!("the endpoint at {endpoint} did not open with a greeting: is it a Ferry endpoint?");
-    };
-    let proof = registration_proof(secret.as_bytes(), &nonce, info.manager_id);
-    to_endpoint
-        .send(encode(&FromManager::Register { info, proof })?)
-        .await?;
-    Ok((from_endpoint, to_endpoint))
 }
 
 /// Runs until the endpoint closes the connection, `shutdown` is cancelled, or a
 /// drained manager has nothing left to do.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let secret = config.secret()?;
+    let link = config.link()?;
     if config.simulate > 0 {
-        return simulate::run(config.clone(), &secret, config.simulate, shutdown).await;
+        return simulate::run(config.clone(), link, config.simulate, shutdown).await;
     }
     let manager_id = ManagerId::new();
     let info = ManagerInfo {
@@ -181,7 +177,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         block_id: config.block_id.clone(),
         block_end: config.block_end,
     };
-    let (from_endpoint, to_endpoint) = handshake(&config.endpoint, &secret, info).await?;
+    let (from_endpoint, to_endpoint) = link.handshake(info).await?;
     tracing::info!(%manager_id, endpoint = %config.endpoint, workers = config.workers, block_id = ?config.block_id, "manager registered");
     let worker_bin = match &config.worker_bin {
         Some(p) => p.clone(),
@@ -249,7 +245,7 @@ impl Manager {
         loop {
             let death_due = self.deaths.front().map(|(at, _)| *at);
             tokio::select! {
-                frame = from_endpoint.next() => {
+                frame = link::next_frame(&mut from_endpoint) => {
                     let Some(frame) = frame else {
                         tracing::info!("endpoint closed the connection; stopping");
                         break;
@@ -296,6 +292,8 @@ impl Manager {
                 break;
             }
         }
+        // End TLS properly (close_notify), so the endpoint reads a close, not an error.
+        let _ = SinkExt::<Bytes>::close(&mut self.to_endpoint).await;
         drop(self.slots);
         Ok(())
     }
@@ -431,28 +429,6 @@ async fn until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Connects, retrying for about a minute: on a cluster the endpoint may be starting,
-/// or a node's network coming up.
-async fn connect(addr: &str) -> anyhow::Result<tokio::net::TcpStream> {
-    let mut delay = Duration::from_millis(50);
-    let mut last = None;
-    for _ in 0..40 {
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) => {
-                tracing::debug!(error = %e, "endpoint not reachable yet");
-                last = Some(e);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-    anyhow::bail!(
-        "cannot connect to the endpoint at {addr}: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    )
 }
 
 fn hostname() -> String {

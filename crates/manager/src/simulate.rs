@@ -5,6 +5,7 @@
 //! Each fake manager registers like a real one and answers every task at once: started,
 //! then finished with the result `null`. No worker process is involved.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,28 +13,37 @@ use ferry_proto::ManagerId;
 use ferry_proto::frames::{FromManager, ManagerInfo, ToManager};
 use ferry_proto::messages::{Completion, TaskResult};
 use ferry_proto::time::now_micros;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::link::Link;
 
 /// The result every simulated task returns: JSON `null` in the serialized-data form.
 const NULL_RESULT: &[u8] = b"11\nnull";
 
+/// Handshakes in flight at once, below the endpoint's cap on connections still
+/// registering (256): past it the endpoint turns connections away, and thousands of
+/// managers in one process would spend their time (TLS handshakes) trying again.
+const HANDSHAKES_AT_ONCE: usize = 200;
+
 /// Connects `count` fake managers and serves until `shutdown` or the endpoint goes.
-pub async fn run(
+pub(crate) async fn run(
     config: Config,
-    secret: &str,
+    link: Link,
     count: u32,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut managers = tokio::task::JoinSet::new();
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
     for index in 0..count {
         let config = config.clone();
         let shutdown = shutdown.clone();
-        let secret = secret.to_owned();
-        managers.spawn(async move { fake(index, &config, &secret, shutdown).await });
+        let link = link.clone();
+        let handshakes = handshakes.clone();
+        managers.spawn(async move { fake(index, &config, &link, &handshakes, shutdown).await });
         // A SYN burst of thousands overflows the listen backlog; pace the connects.
         if index % 200 == 199 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -57,7 +67,13 @@ pub async fn run(
 }
 
 /// One fake manager; returns how many tasks it ran.
-async fn fake(index: u32, config: &Config, secret: &str, shutdown: CancellationToken) -> anyhow::Result<u64> {
+async fn fake(
+    index: u32,
+    config: &Config,
+    link: &Link,
+    handshakes: &Semaphore,
+    shutdown: CancellationToken,
+) -> anyhow::Result<u64> {
     let encode = |m: &FromManager| ferry_proto::codec::encode(m).map(Bytes::from);
     let info = ManagerInfo {
         manager_id: ManagerId::new(),
@@ -69,12 +85,14 @@ async fn fake(index: u32, config: &Config, secret: &str, shutdown: CancellationT
         block_id: Some("simulated".to_owned()),
         block_end: None,
     };
-    let (mut from_endpoint, mut to_endpoint) = crate::handshake(&config.endpoint, secret, info).await?;
+    let handshake = handshakes.acquire().await?;
+    let (mut from_endpoint, mut to_endpoint) = link.handshake(info).await?;
+    drop(handshake);
     let mut heartbeat = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms.max(100)));
     let mut ran = 0u64;
     loop {
         tokio::select! {
-            frame = from_endpoint.next() => {
+            frame = crate::link::next_frame(&mut from_endpoint) => {
                 let Some(frame) = frame else { return Ok(ran) };
                 match ferry_proto::codec::decode::<ToManager>(&frame?)? {
                     ToManager::Run { tasks, .. } => {

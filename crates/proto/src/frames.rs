@@ -6,10 +6,17 @@
 //! endpoint opens with [`ToManager::Hello`] and a fresh nonce, and the manager answers
 //! [`FromManager::Register`] with an HMAC-SHA256 of the nonce and its id under the
 //! endpoint's secret ([`registration_proof`]). The secret itself never travels.
+//!
+//! The endpoint proves itself first: the connection is TLS, and the manager accepts
+//! exactly the certificate whose SHA-256 it was given ([`CertFingerprint`], pinned), for
+//! the name [`ENDPOINT_CERT_NAME`] whatever address it dialled.
+
+use std::fmt;
+use std::str::FromStr;
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::messages::{FunctionCode, TaskResult, TaskSpec};
 use crate::time::Micros;
@@ -50,6 +57,84 @@ pub fn proof_holds(secret: &[u8], nonce: &[u8], manager_id: ManagerId, proof: &[
     mac.update(nonce);
     mac.update(manager_id.0.as_bytes());
     mac.verify_slice(proof).is_ok()
+}
+
+/// The name in the endpoint's certificate, and the one a manager asks for: the
+/// certificate is pinned by its digest, so the host name or address a manager dials
+/// does not matter.
+pub const ENDPOINT_CERT_NAME: &str = "ferry-endpoint";
+
+/// The SHA-256 digest of an endpoint's certificate (its DER bytes): what its managers
+/// pin (`FERRY_ENDPOINT_CERT_SHA256`). Written as 64 lower-case hex digits; read in
+/// either case, with or without colons between the bytes (as `openssl x509
+/// -fingerprint -sha256` prints it).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CertFingerprint([u8; 32]);
+
+impl CertFingerprint {
+    /// The fingerprint of a certificate, from its DER bytes.
+    pub fn of(der: &[u8]) -> Self {
+        Self(Sha256::digest(der).into())
+    }
+}
+
+/// The error for text that is not a certificate's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid certificate fingerprint {value:?}: expected the SHA-256 as 64 hex digits (colons allowed)")]
+pub struct FingerprintError {
+    pub value: String,
+}
+
+impl FromStr for CertFingerprint {
+    type Err = FingerprintError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let error = || FingerprintError {
+            value: s.chars().take(100).collect(),
+        };
+        let digits: Vec<u8> = s
+            .trim()
+            .chars()
+            .filter(|&c| c != ':')
+            .map(|c| c.to_digit(16).map(|d| d as u8))
+            .collect::<Option<_>>()
+            .ok_or_else(error)?;
+        if digits.len() != 64 {
+            return Err(error());
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            *byte = pair[0] << 4 | pair[1];
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl fmt::Display for CertFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for CertFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CertFingerprint({self})")
+    }
+}
+
+impl TryFrom<String> for CertFingerprint {
+    type Error = FingerprintError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<CertFingerprint> for String {
+    fn from(f: CertFingerprint) -> Self {
+        f.to_string()
+    }
 }
 
 /// Endpoint -> manager.
@@ -134,4 +219,41 @@ pub enum FromWorker {
         at: Micros,
     },
     Finished(TaskResult),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_reads_back_as_written_with_or_without_colons_in_either_case() {
+        let f = CertFingerprint::of(b"a certificate");
+        let text = f.to_string();
+        assert_eq!(text.len(), 64);
+        assert_eq!(text.parse::<CertFingerprint>(), Ok(f));
+        let openssl: Vec<String> = text
+            .as_bytes()
+            .chunks(2)
+            .map(|p| String::from_utf8_lossy(p).to_uppercase())
+            .collect();
+        assert_eq!(
+            format!(" {}\n", openssl.join(":")).parse::<CertFingerprint>(),
+            Ok(f)
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_a_sha256_is_refused_naming_it() {
+        for bad in [
+            "",
+            "abc",
+            &"g".repeat(64),
+            &"a".repeat(62),
+            &"a".repeat(66),
+            &"+f".repeat(32),
+        ] {
+            let e = bad.parse::<CertFingerprint>().unwrap_err();
+            assert!(e.to_string().contains("64 hex digits"), "{e}");
+        }
+    }
 }

@@ -53,6 +53,8 @@ pub struct Forge {
     /// `host:port` managers connect to.
     pub endpoint_address: String,
     pub secret: String,
+    /// The SHA-256 of the endpoint's certificate, which the managers pin.
+    pub cert_sha256: ferry_proto::frames::CertFingerprint,
     pub manager_bin: PathBuf,
     /// The template's text (the config's file, or Ferry's own).
     pub template: String,
@@ -462,6 +464,7 @@ impl<P: Provider> Scaler<P> {
                 block_dir: &dir,
                 endpoint_address: &forge.endpoint_address,
                 secret: &forge.secret,
+                cert_sha256: forge.cert_sha256,
                 manager_bin: &forge.manager_bin,
                 walltime_secs: None,
             }

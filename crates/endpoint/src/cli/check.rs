@@ -1,8 +1,9 @@
 //! `check NAME`: the first thing to run on a new cluster. It renders the block script,
 //! submits a short test job, waits until a manager from it connects back to this machine
-//! (proving the scheduler, `worker_init`, the manager binary, the network and the secret
-//! all work), cancels the job, and says at each step what failed and why. It needs no
-//! Ferry service: the check listens for the manager itself.
+//! (proving the scheduler, `worker_init`, the manager binary, the network, the pin of
+//! the endpoint's certificate and the secret all work), cancels the job, and says at
+//! each step what failed and why. It needs no Ferry service: the check listens for the
+//! manager itself.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -81,7 +82,7 @@ pub async fn check(name: &str, within: Duration) -> anyhow::Result<bool> {
         }
     };
     let bound = listener.local_addr()?;
-    let secret = state::manager_secret(&dir)?;
+    let auth = crate::managers::Auth::load(&dir)?;
     let connect_to = match kind {
         ProviderKind::Local => bound.to_string(),
         _ => address::for_managers(&config, bound)?,
@@ -99,7 +100,7 @@ pub async fn check(name: &str, within: Duration) -> anyhow::Result<bool> {
                 &config,
                 listener,
                 &connect_to,
-                &secret,
+                &auth,
                 &manager_bin,
                 within,
             )
@@ -114,7 +115,7 @@ pub async fn check(name: &str, within: Duration) -> anyhow::Result<bool> {
                 &config,
                 listener,
                 &connect_to,
-                &secret,
+                &auth,
                 &manager_bin,
                 within,
             )
@@ -128,7 +129,8 @@ pub async fn check(name: &str, within: Duration) -> anyhow::Result<bool> {
                 workers: p.workers_per_node().unwrap_or(2),
                 nodes: 1,
                 python: p.python.clone(),
-                secret: secret.clone(),
+                secret: auth.secret.to_string(),
+                cert_sha256: auth.cert_sha256,
             });
             let job = BlockJob {
                 block_id: "check".into(),
@@ -136,7 +138,7 @@ pub async fn check(name: &str, within: Duration) -> anyhow::Result<bool> {
                 script: dir.join("none"),
             };
             let id = local.submit(&job).await?;
-            let connected = connect_back(&listener, &secret, within).await;
+            let connected = connect_back(&listener, &auth, within).await;
             local.cancel(&[id]).await?;
             connected.is_ok()
         }
@@ -156,7 +158,7 @@ async fn batch<P: Provider>(
     config: &EndpointConfig,
     listener: tokio::net::TcpListener,
     connect_to: &str,
-    secret: &str,
+    auth: &crate::managers::Auth,
     manager_bin: &Path,
     within: Duration,
 ) -> anyhow::Result<bool> {
@@ -177,7 +179,8 @@ async fn batch<P: Provider>(
         block_id: &block_id,
         block_dir: &block_dir,
         endpoint_address: connect_to,
-        secret,
+        secret: &auth.secret,
+        cert_sha256: auth.cert_sha256,
         manager_bin,
         walltime_secs: Some(walltime),
     }
@@ -216,7 +219,7 @@ async fn batch<P: Provider>(
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     let outcome = loop {
         tokio::select! {
-            greeted = connect_back(&listener, secret, within.saturating_sub(started.elapsed())) => break greeted.is_ok(),
+            greeted = connect_back(&listener, auth, within.saturating_sub(started.elapsed())) => break greeted.is_ok(),
             _ = poll.tick() => {
                 match provider.status(std::slice::from_ref(&job)).await {
                     Ok(states) => {
@@ -268,7 +271,11 @@ async fn batch<P: Provider>(
 }
 
 /// Waits for one manager to connect and prove the secret; tells it to stop.
-async fn connect_back(listener: &tokio::net::TcpListener, secret: &str, within: Duration) -> Result<(), ()> {
+async fn connect_back(
+    listener: &tokio::net::TcpListener,
+    auth: &crate::managers::Auth,
+    within: Duration,
+) -> Result<(), ()> {
     let started = Instant::now();
     loop {
         let accepted =
@@ -277,7 +284,7 @@ async fn connect_back(listener: &tokio::net::TcpListener, secret: &str, within: 
             // The caller reports the timeout (with what it knows of the job).
             return std::future::pending().await;
         };
-        match crate::managers::greet(stream, secret.as_bytes()).await {
+        match crate::managers::greet(stream, auth).await {
             Ok((info, _frames, mut writer)) => {
                 ok(format!(
                     "manager connected back from {peer} (host {}, {} workers) after {:.1} s",

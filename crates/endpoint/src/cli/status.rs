@@ -19,6 +19,12 @@ pub async fn status(name: &str, json: bool) -> anyhow::Result<bool> {
     };
     // The report is the running endpoint's; a stopped one's file is history.
     let report = pid.and_then(|_| crate::blocks::read_report(&dir));
+    // What managers started by hand pin (FERRY_ENDPOINT_CERT_SHA256), and where they
+    // connect while it runs.
+    let cert_sha256 = state::manager_cert_fingerprint(&dir);
+    let manager_addr = pid
+        .and_then(|_| state::read_running(&dir))
+        .map(|r| r.manager_addr);
     if json {
         let doc = serde_json::json!({
             "name": name,
@@ -26,6 +32,8 @@ pub async fn status(name: &str, json: bool) -> anyhow::Result<bool> {
             "running": pid.is_some(),
             "pid": pid,
             "provider_kind": config.provider.kind.name(),
+            "manager_addr": manager_addr,
+            "manager_cert_sha256": cert_sha256,
             "service": service.as_ref().map(|s| match s {
                 Ok(doc) => serde_json::to_value(doc).unwrap_or_default(),
                 Err(e) => serde_json::json!({"error": e}),
@@ -44,6 +52,12 @@ pub async fn status(name: &str, json: bool) -> anyhow::Result<bool> {
     match pid {
         Some(pid) => println!("process:   running (pid {pid})"),
         None => println!("process:   stopped"),
+    }
+    if let Some(addr) = manager_addr {
+        println!("managers:  listening on {addr}");
+    }
+    if let Some(pin) = cert_sha256 {
+        println!("cert:      {pin} (managers' FERRY_ENDPOINT_CERT_SHA256)");
     }
     match service {
         Some(Ok(doc)) => println!(

@@ -12,11 +12,13 @@
 //! | `@@DIRECTIVES@@` | generated directive lines for the optional settings that are set |
 //! | `@@SCHEDULER_OPTIONS@@`, `@@WORKER_INIT@@` | from the config, as they are |
 //! | `@@ENDPOINT_ADDRESS@@`, `@@PYTHON@@`, `@@MANAGER_BIN@@` | where managers connect, the workers' Python, the manager binary |
-//! | `@@MANAGER_ENV@@` | `export` lines for the manager: the endpoint's secret, the block, its end |
+//! | `@@MANAGER_ENV@@` | `export` lines for the manager: the endpoint's secret and certificate fingerprint, the block, its end |
 //! | `@@MANAGER_COMMAND@@` | the manager command line, under the launcher |
 
 use std::collections::BTreeMap;
 use std::path::Path;
+
+use ferry_proto::frames::CertFingerprint;
 
 use super::{Value, quote, render};
 use crate::config::{Launcher, ProviderConfig, ProviderKind};
@@ -40,6 +42,8 @@ pub struct BlockScript<'a> {
     pub endpoint_address: &'a str,
     /// The endpoint's manager secret (goes into the script, never on a command line).
     pub secret: &'a str,
+    /// The SHA-256 of the endpoint's certificate, which the managers pin.
+    pub cert_sha256: CertFingerprint,
     pub manager_bin: &'a Path,
     /// Overrides the config's walltime (a short test job for `check`).
     pub walltime_secs: Option<u64>,
@@ -171,7 +175,8 @@ impl BlockScript<'_> {
     }
 
     /// What the manager reads from its environment: the secret (never on a command
-    /// line, where `ps` shows it to everyone), the block, and when the block ends (Slurm
+    /// line, where `ps` shows it to everyone), the endpoint certificate's fingerprint to
+    /// pin, the block, and when the block ends (Slurm
     /// says so in `SLURM_JOB_END_TIME`; otherwise counted from the script's start).
     fn manager_env(&self) -> String {
         let walltime = self.walltime_secs();
@@ -181,6 +186,7 @@ impl BlockScript<'_> {
         };
         [
             format!("export FERRY_MANAGER_SECRET={}", quote(self.secret)),
+            format!("export FERRY_ENDPOINT_CERT_SHA256={}", self.cert_sha256),
             format!("export FERRY_BLOCK_ID={}", quote(self.block_id)),
             format!("export FERRY_PYTHON={}", quote(&self.config.python)),
             format!("export FERRY_DRAIN_SECS={}", self.drain_secs()),
@@ -246,6 +252,7 @@ mod tests {
             block_dir: Path::new("/home/ada/.ferry/endpoints/hpc/blocks/7"),
             endpoint_address: "login1.cluster:50123",
             secret: "s3cr3t",
+            cert_sha256: CertFingerprint::of(b"the endpoint's certificate"),
             manager_bin: Path::new("/opt/ferry/bin/ferry-manager"),
             walltime_secs: None,
         }
@@ -283,6 +290,16 @@ mod tests {
     }
 
     #[test]
+    fn the_managers_pin_the_endpoints_certificate() {
+        let s = script(&config("kind = \"slurm\""));
+        let pin = CertFingerprint::of(b"the endpoint's certificate");
+        assert!(
+            s.contains(&format!("export FERRY_ENDPOINT_CERT_SHA256={pin}\n")),
+            "{s}"
+        );
+    }
+
+    #[test]
     fn a_custom_template_may_use_any_setting_that_is_set() {
         let c = config("kind = \"slurm\"\npartition = \"gpu\"");
         let out = BlockScript {
@@ -292,6 +309,7 @@ mod tests {
             block_dir: Path::new("/b"),
             endpoint_address: "h:1",
             secret: "s",
+            cert_sha256: CertFingerprint::of(b"c"),
             manager_bin: Path::new("/m"),
             walltime_secs: Some(90),
         }

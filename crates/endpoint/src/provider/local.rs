@@ -23,6 +23,8 @@ pub struct LocalManagers {
     pub nodes: u32,
     pub python: String,
     pub secret: String,
+    /// The SHA-256 of the endpoint's certificate, which the managers pin.
+    pub cert_sha256: ferry_proto::frames::CertFingerprint,
 }
 
 struct Job {
@@ -106,6 +108,7 @@ async fn keep_manager(node: String, block_id: String, config: LocalManagers, sto
             .arg(&block_id)
             .env("FERRY_PYTHON", &config.python)
             .env("FERRY_MANAGER_SECRET", &config.secret)
+            .env("FERRY_ENDPOINT_CERT_SHA256", config.cert_sha256.to_string())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn();

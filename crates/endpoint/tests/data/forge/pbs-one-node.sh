@@ -11,6 +11,7 @@
 # other file. It holds the endpoint's manager secret: keep it private.
 
 export FERRY_MANAGER_SECRET=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+export FERRY_ENDPOINT_CERT_SHA256=fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210
 export FERRY_BLOCK_ID=7
 export FERRY_PYTHON=python3
 export FERRY_DRAIN_SECS=60

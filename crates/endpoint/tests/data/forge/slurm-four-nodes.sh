@@ -20,6 +20,7 @@
 module load python/3.11
 source ~/venvs/science/bin/activate
 export FERRY_MANAGER_SECRET=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+export FERRY_ENDPOINT_CERT_SHA256=fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210
 export FERRY_BLOCK_ID=7
 export FERRY_PYTHON=python3
 export FERRY_DRAIN_SECS=300

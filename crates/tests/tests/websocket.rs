@@ -177,3 +177,103 @@ async fn a_client_that_reconnects_with_its_cursor_misses_no_event() {
     assert!(m["message"].as_str().unwrap().contains("dance"), "{m}");
     stack.shutdown().await;
 }
+
+/// Every socket of a web-service reads its events through one Redis connection; sockets
+/// that subscribe live and sockets that replay a finished session from its start each
+/// get every event, once.
+#[tokio::test]
+async fn many_sockets_share_one_redis_connection_and_each_gets_every_event() {
+    let stack = Stack::start().await;
+    let identity = stack
+        .register(
+            "python",
+            "same",
+            &python_source("same", "def same(x):\n    return x\n"),
+        )
+        .await;
+    const N: usize = 100;
+    const SOCKETS: usize = 12;
+    let tasks: Vec<Value> = (0..N)
+        .map(|i| json!({"function_id": identity, "payload": json_args(&json!([i]))}))
+        .collect();
+    let body = json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": tasks, "events": true});
+    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let session = answer["batch_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+
+    // Reads one socket until its session's status: the tasks it saw succeed, and how
+    // many events it saw in all.
+    async fn read_all(mut socket: Socket, deadline: Instant) -> (HashSet<String>, usize) {
+        let mut succeeded = HashSet::new();
+        let mut events = 0;
+        loop {
+            let m = next_json(&mut socket, deadline).await;
+            match m["type"].as_str() {
+                Some("event") => {
+                    events += 1;
+                    if m["state"] == "success" {
+                        assert!(
+                            succeeded.insert(m["task_id"].as_str().unwrap().to_owned()),
+                            "an event twice: {m}"
+                        );
+                    }
+                }
+                Some("session") => return (succeeded, events),
+                _ => {}
+            }
+        }
+    }
+    let subscribe = json!({"op": "subscribe", "sessions": [session]}).to_string();
+    let mut live = Vec::new();
+    for _ in 0..SOCKETS {
+        let mut socket = connect(&stack).await;
+        socket
+            .send(Message::Text(subscribe.clone().into()))
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut socket, deadline).await["type"], "subscribed");
+        live.push(tokio::spawn(read_all(socket, deadline)));
+    }
+    let namespace = stack.namespace.clone();
+    let readers = || async {
+        let redis = redis::Client::open(ferry_tests::redis_url()).unwrap();
+        let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let name = format!("name={namespace}:events ");
+        clients.lines().filter(|l| l.contains(&name)).count()
+    };
+    assert_eq!(readers().await, 1, "{SOCKETS} sockets, one reader connection");
+    let mut first_events = None;
+    for socket in live {
+        let (succeeded, events) = socket.await.unwrap();
+        assert_eq!(succeeded.len(), N, "a live socket sees every task succeed");
+        assert_eq!(
+            *first_events.get_or_insert(events),
+            events,
+            "each sees every event"
+        );
+    }
+    // Replays of the finished session, all at once, on the same connection.
+    let mut replays = Vec::new();
+    for _ in 0..SOCKETS {
+        let mut socket = connect(&stack).await;
+        socket
+            .send(Message::Text(subscribe.clone().into()))
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut socket, deadline).await["type"], "subscribed");
+        replays.push(tokio::spawn(read_all(socket, deadline)));
+    }
+    for socket in replays {
+        let (succeeded, events) = socket.await.unwrap();
+        assert_eq!(succeeded.len(), N, "a replay sees every task succeed");
+        assert_eq!(Some(events), first_events, "a replay sees the same events");
+    }
+    assert_eq!(readers().await, 1, "still one reader connection");
+    stack.shutdown().await;
+}

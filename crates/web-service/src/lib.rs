@@ -22,6 +22,7 @@ pub mod admin;
 pub mod api;
 pub mod broker_admin;
 pub mod error;
+pub mod event_hub;
 pub mod extract;
 pub mod globus;
 pub mod limits;
@@ -234,6 +235,8 @@ pub struct AppState {
     result_readers: Memo<UserId, ()>,
     /// Per-user request rate and WebSockets.
     pub limits: Arc<limits::Limits>,
+    /// The one reader of session event streams, shared by every WebSocket.
+    pub events: event_hub::EventHub,
 }
 
 /// How long a token's principal is taken from memory before Redis is asked again: a
@@ -260,6 +263,7 @@ impl AppState {
         let broker = Broker::connect(&config.amqp_url, &config.namespace, broker_options.clone()).await?;
         broker.declare_core().await?;
         Ok(Self {
+            events: event_hub::EventHub::start(store.clone()),
             store,
             broker: Arc::new(tokio::sync::RwLock::new(broker)),
             functions: Memo::default(),

@@ -23,23 +23,36 @@ impl Store {
         Ok(())
     }
 
-    /// A reader of batch event streams on a connection of its own (its reads block).
+    /// A reader of batch event streams on a connection of its own (its reads block),
+    /// named `<namespace>:events` in Redis's `CLIENT LIST`.
     pub async fn event_reader(&self) -> Result<EventReader> {
-        // Its reads block for up to their own timeout: the client's default response
-        // timeout (500 ms) would cut them off.
-        let config = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(std::time::Duration::from_secs(30)));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
         Ok(EventReader {
-            conn,
+            conn: self.blocking_connection().await?,
             store: self.clone(),
             wake_key: format!("{}:wake:{}", self.ns, uuid::Uuid::new_v4().simple()),
             // Only wake-ups from now on count.
             wake_cursor: "$".to_owned(),
         })
+    }
+
+    /// A connection for blocking reads, apart from the shared one.
+    async fn blocking_connection(&self) -> Result<redis::aio::MultiplexedConnection> {
+        // Its reads block for up to their own timeout: the client's default response
+        // timeout (500 ms) would cut them off.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(std::time::Duration::from_secs(30)));
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        // The name is only for operators (and tests) to tell it apart: a namespace
+        // Redis will not take as a name (spaces) leaves it unnamed.
+        let _ = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("{}:events", self.ns))
+            .query_async::<()>(&mut conn)
+            .await;
+        Ok(conn)
     }
 
     // ---- webhooks -------------------------------------------------------------------
@@ -243,6 +256,13 @@ impl EventReader {
             store: self.store.clone(),
             key: self.wake_key.clone(),
         }
+    }
+
+    /// Replaces the connection (after a read failed: Redis restarted); the wake-up
+    /// stream and the wakers made before stay the same.
+    pub async fn reconnect(&mut self) -> Result<()> {
+        self.conn = self.store.blocking_connection().await?;
+        Ok(())
     }
 
     /// Events after each batch's cursor (`"0"` for the beginning), waiting up to `block`

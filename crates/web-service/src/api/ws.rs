@@ -18,25 +18,19 @@
 //! start their stream when first subscribed to).
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use ferry_proto::{BatchId, TaskId, TaskState, UserId};
-use ferry_store::{BatchEvent, EventReader};
+use ferry_store::BatchEvent;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Caller;
 
-/// How long one read of the streams waits before looking at the socket again.
-const BLOCK: Duration = Duration::from_millis(500);
-/// Events read per session per round.
-const READ_COUNT: usize = 1000;
 /// Most sessions and tasks in one subscription.
 const MAX_SUBSCRIBE: usize = 10_000;
 /// The largest message a client may send, fragments counted together (a subscription
@@ -81,18 +75,10 @@ struct Watched {
 }
 
 async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::Result<()> {
-    let reader: EventReader = state.store.event_reader().await?;
-    let waker = reader.waker();
-    // The reader runs on its own: a blocking read is never cancelled (a cancelled one
-    // would still hold its Redis connection until it timed out). New subscriptions go to
-    // it over a channel and a wake-up ends its current wait.
-    // Sessions to read from a cursor on (`Some`), or to stop reading (`None`: finished
-    // and read to the end, so a long-lived socket does not read ever more streams).
-    let (subscriptions, subscribed) = mpsc::unbounded_channel::<Vec<(BatchId, Option<String>)>>();
-    let (events_tx, mut events) = mpsc::channel::<Vec<BatchEvent>>(4);
-    let reading = tokio::spawn(read_loop(state.clone(), reader, subscribed, events_tx));
+    // Events come from the process's one reader of the streams (crate::event_hub).
+    let mut events = state.events.join();
     let mut watched: HashMap<BatchId, Watched> = HashMap::new();
-    let outcome = loop {
+    loop {
         tokio::select! {
             message = socket.recv() => {
                 let Some(message) = message else { break Ok(()) };
@@ -102,12 +88,9 @@ async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::
                             Ok(sessions) => {
                                 let from = sessions
                                     .iter()
-                                    .map(|b| (*b, Some(watched[b].cursor.clone())))
+                                    .map(|b| (*b, watched[b].cursor.clone()))
                                     .collect();
-                                let _ = subscriptions.send(from);
-                                if let Err(e) = waker.wake().await {
-                                    tracing::warn!(error = %e, "websocket: cannot wake the event reader");
-                                }
+                                events.watch(from).await;
                                 json!({"type": "subscribed", "sessions": sessions})
                             }
                             Err(message) => json!({"type": "error", "message": message}),
@@ -121,65 +104,14 @@ async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::
                     Err(e) => break Err(e.into()),
                 }
             }
-            batch = events.recv() => {
+            batch = events.next() => {
                 let Some(batch) = batch else { break Err(anyhow::anyhow!("the event reader stopped")) };
                 match forward(&state, &mut socket, &mut watched, batch).await {
                     Ok(done) if done.is_empty() => {}
-                    Ok(done) => {
-                        let _ = subscriptions.send(done.into_iter().map(|b| (b, None)).collect());
-                    }
+                    // Finished and read to the end: a long-lived socket does not read
+                    // ever more streams.
+                    Ok(done) => events.unwatch(done),
                     Err(e) => break Err(e),
-                }
-            }
-        }
-    };
-    reading.abort();
-    outcome
-}
-
-/// Reads the subscribed sessions' streams, from each one's cursor on, and hands what it
-/// reads to the socket's loop.
-async fn read_loop(
-    state: AppState,
-    mut reader: EventReader,
-    mut subscribed: mpsc::UnboundedReceiver<Vec<(BatchId, Option<String>)>>,
-    events: mpsc::Sender<Vec<BatchEvent>>,
-) {
-    let mut cursors: HashMap<BatchId, String> = HashMap::new();
-    loop {
-        loop {
-            match subscribed.try_recv() {
-                Ok(changes) => {
-                    for (batch, cursor) in changes {
-                        match cursor {
-                            Some(cursor) => cursors.insert(batch, cursor),
-                            None => cursors.remove(&batch),
-                        };
-                    }
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => return,
-            }
-        }
-        let from: Vec<(BatchId, String)> = cursors.iter().map(|(b, c)| (*b, c.clone())).collect();
-        match reader.read(&from, BLOCK, READ_COUNT).await {
-            Ok(batch) if batch.is_empty() => {}
-            Ok(batch) => {
-                for e in &batch {
-                    cursors.insert(e.batch_id, e.cursor.clone());
-                }
-                if events.send(batch).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                // Redis restarting: read again on a fresh connection, from the same
-                // cursors (nothing is lost).
-                tracing::warn!(error = %e, "websocket: cannot read events; reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                match state.store.event_reader().await {
-                    Ok(fresh) => reader = fresh,
-                    Err(e) => tracing::warn!(error = %e, "websocket: no event reader yet"),
                 }
             }
         }

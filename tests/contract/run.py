@@ -1,5 +1,6 @@
-"""Schemathesis against a live Ferry: the REST API's own description (`/openapi.json`)
-drives generated requests at every route, with a user's token; no input may get a 5xx.
+"""Schemathesis against a live Ferry: the REST API's own description (`/openapi.json`,
+Ferry's routes and the Globus-compatible ones) drives generated requests at every route,
+with a user's token; no input may get a 5xx.
 
     python tests/contract/run.py [--max-examples N] [--checks LIST]
 
@@ -54,6 +55,11 @@ def real_ids(stack: Stack) -> str:
         "/v1/batches/{id}": session.id,
         "/v1/sessions/{id}/cancel": session.id,
         "/v1/batches/{id}/cancel": session.id,
+        "/v2/functions/{id}": function,
+        "/v2/tasks/{id}": tasks[0],
+        "/v2/endpoints/{id}": stack.endpoint_id,
+        "/v2/endpoints/{id}/status": stack.endpoint_id,
+        "/v3/endpoints/{id}/submit": stack.endpoint_id,
     }
     return "".join(
         f'[[operations]]\ninclude-path = "{path}"\nparameters = {{ "path.id" = "{value}" }}\n\n'

@@ -23,6 +23,16 @@ pub struct Version {
     pub version: String,
 }
 
+/// A function's kind, as the API names it (for the API's description; the wire carries
+/// a string, checked by `messages::FunctionKind::from_wire_name`).
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum KindName {
+    Python,
+    Shell,
+}
+
 /// `POST /v1/functions`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -31,6 +41,7 @@ pub struct RegisterFunction {
     pub name: String,
     /// `"python"` (default) or `"shell"`.
     #[serde(default = "python")]
+    #[cfg_attr(feature = "openapi", schema(value_type = KindName))]
     pub kind: String,
     /// Python: a serialized function (`"01\n<base64 dill>"` and the other strategies of
     /// the Globus Compute serializer). Shell: the command template, `{name}` placeholders
@@ -74,6 +85,7 @@ pub struct FunctionRegistered {
 pub struct FunctionDoc {
     pub function_id: FunctionId,
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = KindName))]
     pub kind: String,
     pub description: Option<String>,
     pub created_at: f64,

@@ -245,3 +245,130 @@ async fn a_registration_is_bounded_field_by_field_on_both_apis() {
     assert_eq!(status, 200, "{answer}");
     stack.shutdown().await;
 }
+
+/// The Globus-compatible routes take exactly the fields the Globus Compute SDK sends,
+/// each typed: a wrong type, an unknown field or an oversized free-form object is a 400
+/// naming the field, and what the SDK sends is taken.
+#[tokio::test]
+async fn every_field_of_the_globus_bodies_is_typed_and_no_other_is_taken() {
+    let stack = Stack::start().await;
+    let ep = stack.endpoint_id.unwrap();
+    let submit = format!("/v3/endpoints/{ep}/submit");
+    let (s, b): (u16, Value) = stack
+        .post(
+            "/v3/functions",
+            &json!({"function_name": "f", "function_code": "def f():\n    return 1\n", "serialized": false,
+                    "meta": {"python_version": "3.11.7", "sdk_version": "4.19.0"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "what the SDK sends is taken: {b}");
+    let f = b["function_uuid"].as_str().unwrap().to_owned();
+    let deep = (0..20).fold(json!(1), |v, _| json!([v]));
+    let cases = [
+        (
+            "/v3/functions",
+            json!({"function_name": "f", "function_code": "x", "colour": "red"}),
+            "colour",
+        ),
+        (
+            "/v3/functions",
+            json!({"function_name": "f", "function_code": "x", "meta": {"python_version": 3}}),
+            "meta.python_version",
+        ),
+        (
+            "/v3/functions",
+            json!({"function_name": "f", "function_code": "x", "meta": "3.11"}),
+            "meta",
+        ),
+        (
+            "/v3/functions",
+            json!({"function_name": "f", "function_code": "x", "serialized": "yes"}),
+            "serialized",
+        ),
+        (
+            "/v3/functions",
+            json!({"function_name": "f", "function_code": "x", "group": "everyone"}),
+            "group",
+        ),
+        (
+            "/v3/functions",
+            json!({"function_name": "f", "function_code": "x", "ha_endpoint_id": ep}),
+            "ha_endpoint_id",
+        ),
+        (
+            "/v3/functions",
+            json!({"function_name": 7, "function_code": "x"}),
+            "function_name",
+        ),
+        (&submit, json!({"tasks": {}, "priority": 1}), "priority"),
+        (&submit, json!({"tasks": {f.clone(): [1]}}), "tasks"),
+        (
+            &submit,
+            json!({"tasks": {"not-a-function": ["x"]}}),
+            "not-a-function",
+        ),
+        (
+            &submit,
+            json!({"tasks": {}, "create_queue": "true"}),
+            "create_queue",
+        ),
+        (
+            &submit,
+            json!({"tasks": {}, "task_group_id": "tg"}),
+            "task_group_id",
+        ),
+        (
+            &submit,
+            json!({"tasks": {}, "resource_specification": "big"}),
+            "resource_specification",
+        ),
+        (
+            &submit,
+            json!({"tasks": {}, "user_endpoint_config": [1]}),
+            "user_endpoint_config",
+        ),
+        (
+            &submit,
+            json!({"tasks": {}, "user_runtime": {"x": "y".repeat(70_000)}}),
+            "user_runtime",
+        ),
+        (
+            &submit,
+            json!({"tasks": {}, "user_runtime": {"x": deep}}),
+            "user_runtime is nested",
+        ),
+        (
+            &submit,
+            json!({"tasks": {}, "result_serializers": "json"}),
+            "result_serializers",
+        ),
+        (
+            &submit,
+            json!({"tasks": {}, "result_serializers": vec!["s"; 17]}),
+            "result_serializers names 17",
+        ),
+        ("/v2/batch_status", json!({"task_ids": [], "wait": true}), "wait"),
+        ("/v2/batch_status", json!({"task_ids": "all"}), "task_ids"),
+    ];
+    for (path, body, says) in cases {
+        let (status, answer): (u16, Value) = stack.post(path, &body).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(says),
+            "{path} {body}: the answer names {says:?}: {answer}"
+        );
+    }
+    // A submission with every field the SDK's Executor may send is taken.
+    let body = json!({
+        "create_queue": false,
+        "tasks": {f.clone(): ["11\n00\ngAUpfZSMLg==\n"]},
+        "resource_specification": {"num_nodes": 1},
+        "user_runtime": {"globus_compute_sdk_version": "4.19.0", "python": {"version": "3.11.7"},
+                         "platform": {"machine": "x86_64"}},
+        "result_serializers": ["globus_compute_sdk.serialize.JSONData"],
+    });
+    let (status, answer): (u16, Value) = stack.post(&submit, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["tasks"][&f].as_array().unwrap().len(), 1, "{answer}");
+    stack.shutdown().await;
+}

@@ -5,8 +5,8 @@
 //! handlers live in [`crate::api`]. Schemathesis runs against the live service with
 //! this description in CI (`tests/contract`), so a route that answers otherwise than
 //! described here, or with a 5xx to any input the description allows, fails the suite.
-//! The WebSocket (`/v1/ws`) and the Globus-compatible routes (described by Globus
-//! Compute's own SDK) are not in it.
+//! The Globus-compatible routes are in it too (tag `globus-compute`), with the bodies
+//! the unmodified Globus Compute SDK sends; the WebSocket (`/v1/ws`) is not.
 
 #![allow(dead_code)]
 
@@ -14,6 +14,13 @@ use ferry_proto::api::*;
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::globus::functions::{
+    FunctionRegistered as GlobusFunctionRegistered, RegisterFunction as GlobusRegisterFunction,
+};
+use crate::globus::tasks::{
+    BatchStatusBody as GlobusBatchStatus, SubmitAnswer as GlobusSubmitted, SubmitBody as GlobusSubmit,
+};
 
 /// `GET /v1/whoami`.
 #[derive(Serialize, ToSchema)]
@@ -45,12 +52,15 @@ pub struct BatchCancelled {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Ferry", description = "Ferry's HTTP API (v1): functions, endpoints, tasks, sessions and their data. See docs/http-api.md."),
+    info(title = "Ferry", description = "Ferry's HTTP API (v1): functions, endpoints, tasks, sessions and their data (docs/http-api.md); and the routes the Globus Compute SDK calls (tag globus-compute, docs/globus-compute.md)."),
     paths(
         version, whoami, register_function, get_function, share_function, register_endpoint,
         list_endpoints, get_endpoint, delete_endpoint, submit, create_sessions, get_session,
         session_tasks, cancel_session, get_task, cancel_task, get_batch, cancel_batch, status,
         task_input, task_function, put_result,
+        globus_version, globus_register_function, globus_get_function, globus_submit, globus_get_task,
+        globus_batch_status, globus_task_group, globus_amqp_url, globus_list_endpoints,
+        globus_get_endpoint, globus_endpoint_status,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Bearer),
@@ -195,6 +205,72 @@ fn task_function() {}
     (status = 410, body = ErrorBody), (status = 413, body = ErrorBody)))]
 fn put_result() {}
 
+// ---- the Globus-compatible routes (crate::globus) ----------------------------------
+
+#[utoipa::path(get, path = "/v2/version", tag = "globus-compute", security(()),
+    params(("service" = Option<String>, Query, description = "any value: the versions as an object")),
+    responses((status = 200, body = serde_json::Value, description = "the version, or with `service` an object of versions")))]
+fn globus_version() {}
+
+#[utoipa::path(post, path = "/v3/functions", tag = "globus-compute", request_body = GlobusRegisterFunction, responses(
+    (status = 200, body = GlobusFunctionRegistered), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+    (status = 429, body = ErrorBody)))]
+fn globus_register_function() {}
+
+#[utoipa::path(get, path = "/v2/functions/{id}", tag = "globus-compute", params(("id" = String, Path, format = Uuid)), responses(
+    (status = 200, body = Object, description = "`function_uuid`, `function_name`, `function_code`, `description`, `metadata`"),
+    (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+fn globus_get_function() {}
+
+#[utoipa::path(post, path = "/v3/endpoints/{id}/submit", tag = "globus-compute", params(("id" = String, Path, format = Uuid)),
+    request_body = GlobusSubmit, responses(
+    (status = 200, body = GlobusSubmitted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+    (status = 429, body = ErrorBody)))]
+fn globus_submit() {}
+
+#[utoipa::path(get, path = "/v2/tasks/{id}", tag = "globus-compute", params(("id" = String, Path, format = Uuid)), responses(
+    (status = 200, body = Object, description = "a task document: `task_id`, `status`, `pending`, `result` or `exception`, `completion_t`, ..."),
+    (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+fn globus_get_task() {}
+
+#[utoipa::path(post, path = "/v2/batch_status", tag = "globus-compute", request_body = GlobusBatchStatus, responses(
+    (status = 200, body = Object, description = "`{\"response\": \"batch\", \"results\": {id: task document}}`"),
+    (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 413, body = ErrorBody)))]
+fn globus_batch_status() {}
+
+#[utoipa::path(get, path = "/v2/taskgroup/{id}", tag = "globus-compute", params(("id" = String, Path, format = Uuid)), responses(
+    (status = 200, body = Object, description = "`taskgroup_id`, `create_websockets_queue`, `tasks`: `[{id, created_at}]`"),
+    (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+fn globus_task_group() {}
+
+#[utoipa::path(get, path = "/v2/get_amqp_result_connection_url", tag = "globus-compute", responses(
+    (status = 200, body = Object, description = "`connection_url`, `queue_prefix`"),
+    (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+fn globus_amqp_url() {}
+
+#[utoipa::path(get, path = "/v2/endpoints", tag = "globus-compute", responses(
+    (status = 200, body = Vec<serde_json::Value>, description = "the caller's endpoints and those shared with them"),
+    (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+fn globus_list_endpoints() {}
+
+#[utoipa::path(get, path = "/v2/endpoints/{id}", tag = "globus-compute", params(("id" = String, Path, format = Uuid)), responses(
+    (status = 200, body = Object, description = "`uuid`, `name`, `display_name`, `owner`, `public`, `status`, ..."),
+    (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+fn globus_get_endpoint() {}
+
+#[utoipa::path(get, path = "/v2/endpoints/{id}/status", tag = "globus-compute", params(("id" = String, Path, format = Uuid)), responses(
+    (status = 200, body = Object, description = "`status` (online, offline), `details`"),
+    (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
+fn globus_endpoint_status() {}
+
 #[cfg(test)]
 mod tests {
     /// Every REST route the router serves (but the WebSocket) is described.
@@ -208,6 +284,13 @@ mod tests {
             if path == "/v1/ws" {
                 continue;
             }
+            assert!(paths.contains_key(path), "{path} is served but not described");
+        }
+        for line in include_str!("globus/mod.rs")
+            .lines()
+            .filter(|l| l.contains(".route(\"/v"))
+        {
+            let path = line.split('"').nth(1).unwrap();
             assert!(paths.contains_key(path), "{path} is served but not described");
         }
         // The multi-line routes of the router, by hand.

@@ -7,8 +7,8 @@
 //! Serialized functions, arguments and results pass through untouched: Ferry's worker
 //! host reads the Globus Compute serialization strategies.
 
-mod functions;
-mod tasks;
+pub(crate) mod functions;
+pub(crate) mod tasks;
 
 use axum::Json;
 use axum::Router;

@@ -1,7 +1,7 @@
 //! Submission, task documents, batch status and task-group listings in the Globus
 //! Compute shapes.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,15 +16,99 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, FerryJson, parse_id};
 use crate::submit::{Submission, Submitted};
 
-/// The submit body. `resource_specification`, `user_endpoint_config`, `user_runtime` and
-/// `result_serializers` are accepted and not used.
-#[derive(Deserialize)]
+/// The submit body (`Batch.prepare()`). Every field is typed and no other is taken (a
+/// 400 names it). `resource_specification`, `user_endpoint_config`, `user_runtime` and
+/// `result_serializers` are checked (objects, or a list of strings, of bounded size)
+/// and not used: results always come back as `00` (docs/globus-compute.md).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = GlobusSubmit)]
 pub(crate) struct SubmitBody {
+    /// Declare the task group's result queue before answering (the `Executor` does).
     #[serde(default)]
     create_queue: bool,
-    tasks: HashMap<String, Vec<String>>,
+    /// Function id -> packed arguments, one per task.
+    tasks: BTreeMap<String, Vec<String>>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
     task_group_id: Option<TaskGroupId>,
+    #[serde(default)]
+    resource_specification: Option<Map<String, Value>>,
+    #[serde(default)]
+    user_endpoint_config: Option<Map<String, Value>>,
+    #[serde(default)]
+    user_runtime: Option<Map<String, Value>>,
+    #[serde(default)]
+    result_serializers: Option<Vec<String>>,
+}
+
+/// The bytes (as JSON) and the nesting one of the submit's free-form objects may have.
+const MAX_OBJECT_BYTES: usize = 64 * 1024;
+const MAX_OBJECT_DEPTH: usize = 16;
+/// Result serializers at most, and bytes per name.
+const MAX_SERIALIZERS: usize = 16;
+const MAX_SERIALIZER_BYTES: usize = 256;
+
+impl SubmitBody {
+    /// The sizes of the fields Ferry checks and does not use.
+    fn check_bounds(&self) -> ApiResult<()> {
+        let objects = [
+            ("resource_specification", &self.resource_specification),
+            ("user_endpoint_config", &self.user_endpoint_config),
+            ("user_runtime", &self.user_runtime),
+        ];
+        for (field, object) in objects {
+            let Some(object) = object else { continue };
+            let bytes = serde_json::to_vec(object).map(|b| b.len()).unwrap_or(usize::MAX);
+            if bytes > MAX_OBJECT_BYTES {
+                return Err(ApiError::bad_request(format!(
+                    "{field} is {bytes} bytes as JSON; at most {MAX_OBJECT_BYTES} are taken"
+                )));
+            }
+            if object.values().map(depth).max().unwrap_or(0) + 1 > MAX_OBJECT_DEPTH {
+                return Err(ApiError::bad_request(format!(
+                    "{field} is nested deeper than {MAX_OBJECT_DEPTH} levels"
+                )));
+            }
+        }
+        if let Some(names) = &self.result_serializers {
+            if names.len() > MAX_SERIALIZERS {
+                return Err(ApiError::bad_request(format!(
+                    "result_serializers names {}; at most {MAX_SERIALIZERS} are taken",
+                    names.len()
+                )));
+            }
+            if let Some(i) = names.iter().position(|n| n.len() > MAX_SERIALIZER_BYTES) {
+                return Err(ApiError::bad_request(format!(
+                    "result_serializers[{i}] is longer than {MAX_SERIALIZER_BYTES} bytes"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How deeply a JSON value nests (a scalar is 1).
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 1,
+    }
+}
+
+/// The answer to a submission: each function's task ids in the order of its payloads.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = GlobusSubmitted)]
+pub(crate) struct SubmitAnswer {
+    #[schema(value_type = String, format = Uuid)]
+    request_id: ferry_proto::BatchId,
+    #[schema(value_type = String, format = Uuid)]
+    task_group_id: TaskGroupId,
+    #[schema(value_type = String, format = Uuid)]
+    endpoint_id: EndpointId,
+    #[schema(value_type = BTreeMap<String, Vec<String>>)]
+    tasks: BTreeMap<String, Vec<TaskId>>,
 }
 
 pub(crate) async fn submit(
@@ -32,13 +116,19 @@ pub(crate) async fn submit(
     Caller(user): Caller,
     Path(endpoint): Path<String>,
     FerryJson(body): FerryJson<SubmitBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SubmitAnswer>> {
     let endpoint_id: EndpointId = parse_id(&endpoint)?;
+    body.check_bounds()?;
     let group = body.task_group_id.unwrap_or_default();
     let mut order: Vec<(String, usize)> = Vec::with_capacity(body.tasks.len());
     let mut tasks = Vec::new();
     for (key, payloads) in body.tasks {
-        let function_id: FunctionId = parse_id(&key)?;
+        let function_id: FunctionId = key.parse().map_err(|e| {
+            ApiError::bad_request(format!(
+                "tasks: the key {:?} is not a function id: {e}",
+                key.chars().take(40).collect::<String>()
+            ))
+        })?;
         order.push((key, payloads.len()));
         tasks.extend(payloads.into_iter().map(|p| Submitted {
             function_id,
@@ -69,18 +159,17 @@ pub(crate) async fn submit(
         task_ids: ids,
         ..
     } = crate::submit::accept(&state, user, submission).await?;
-    let mut by_function = Map::new();
+    let mut by_function = BTreeMap::new();
     let mut ids = ids.into_iter();
     for (key, count) in order {
-        let chunk: Vec<Value> = ids.by_ref().take(count).map(|id| json!(id)).collect();
-        by_function.insert(key, Value::Array(chunk));
+        by_function.insert(key, ids.by_ref().take(count).collect());
     }
-    Ok(Json(json!({
-        "request_id": batch_id,
-        "task_group_id": group,
-        "endpoint_id": endpoint_id,
-        "tasks": by_function,
-    })))
+    Ok(Json(SubmitAnswer {
+        request_id: batch_id,
+        task_group_id: group,
+        endpoint_id,
+        tasks: by_function,
+    }))
 }
 
 /// A task in the shape the SDK reads (`status`, `result` or `exception`,
@@ -129,7 +218,11 @@ pub(crate) async fn get(
     }
 }
 
-#[derive(Deserialize)]
+/// Ids that are not task ids, unknown or another user's are left out of the answer
+/// (the SDK skips them).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = GlobusBatchStatus)]
 pub(crate) struct BatchStatusBody {
     task_ids: Vec<String>,
 }

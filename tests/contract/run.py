@@ -45,6 +45,7 @@ def real_ids(stack: Stack) -> str:
         "/v1/functions/{id}": function,
         "/v1/functions/{id}/sharing": function,
         "/v1/endpoints/{id}": stack.endpoint_id,
+        "/v1/endpoints/{id}/still_to_run": stack.endpoint_id,
         "/v1/tasks/{id}": tasks[0],
         "/v1/tasks/{id}/input": tasks[0],
         "/v1/tasks/{id}/function": tasks[0],

@@ -3,13 +3,14 @@
 //! results too large for a report are stored there first (the report then carries only
 //! their size). All go over HTTP with the endpoint's token.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferry_proto::api::{StillToRun, StillToRunRequest, TaskCopy};
 use ferry_proto::messages::{Completion, TaskBatch, TaskResult, TaskSpec};
-use ferry_proto::{FunctionId, TaskId};
+use ferry_proto::{EndpointId, FunctionId, TaskId};
 
 /// Functions fetched by reference kept at most (their code is immutable).
 const KEPT_FUNCTIONS: usize = 1024;
@@ -98,6 +99,56 @@ impl DataPlane {
             }
         }
         Ok(None)
+    }
+
+    /// Keeps of a redelivered message's tasks only those still to run: the web-service
+    /// says which are unfinished, dispatched here, and at the attempt the message
+    /// carries. A message comes again after the endpoint stopped with it unacked (a
+    /// restart, a crash, a lost connection); its finished tasks must not run again.
+    pub async fn keep_still_to_run(
+        &self,
+        endpoint: EndpointId,
+        tasks: &mut Vec<TaskSpec>,
+    ) -> anyhow::Result<()> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let url = format!("{}/v1/endpoints/{endpoint}/still_to_run", self.url);
+        let body = StillToRunRequest {
+            tasks: tasks
+                .iter()
+                .map(|t| TaskCopy {
+                    task_id: t.task_id,
+                    attempt: t.attempt,
+                })
+                .collect(),
+        };
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(&body)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::Error::new(e).context(format!("cannot ask {url} which tasks are still to run"))
+            })?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            anyhow::bail!("cannot ask {url} which tasks are still to run: {status} {text}");
+        }
+        let answer: StillToRun = response.json().await?;
+        let run: HashSet<TaskId> = answer.run.into_iter().collect();
+        tasks.retain(|t| {
+            let keep = run.contains(&t.task_id);
+            if !keep {
+                tracing::info!(task_id = %t.task_id, attempt = t.attempt, "a redelivered copy of a task that finished or was dispatched again; not run");
+            }
+            keep
+        });
+        Ok(())
     }
 
     /// Fills in the inputs of tasks that travel by reference; a task whose input cannot

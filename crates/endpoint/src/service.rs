@@ -195,8 +195,13 @@ async fn run_once(
                     if waiting.wait_for(|&n| n < MOST_WAITING).await.is_err() {
                         break;
                     }
-                    // Large inputs and functions come from the data plane; an error
+                    // A message given again (this endpoint, or an earlier run of it,
+                    // held it unacked when it stopped) runs only its tasks still to run.
+                    // Large inputs and functions come from the data plane. An error
                     // here starts the endpoint over and the unacked message comes back.
+                    if delivery.redelivered() {
+                        data.keep_still_to_run(endpoint_id, &mut batch.tasks).await?;
+                    }
                     data.fetch_inputs(&mut batch.tasks).await?;
                     data.fetch_functions(&mut batch).await?;
                     if consume_inputs

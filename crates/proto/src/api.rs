@@ -368,6 +368,33 @@ pub struct RegisterEndpoint {
     pub allowed_functions: Option<Vec<FunctionId>>,
 }
 
+/// `POST /v1/endpoints/{id}/still_to_run`: an endpoint given a task message again (the
+/// broker redelivered it after a restart) asks which of its copies are still to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StillToRunRequest {
+    /// At most 10,000.
+    pub tasks: Vec<TaskCopy>,
+}
+
+/// A task's copy an endpoint holds: the task, at the attempt its message carries.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TaskCopy {
+    pub task_id: TaskId,
+    pub attempt: u32,
+}
+
+/// The copies to run: their task is this endpoint's, unfinished, and at that attempt.
+/// The others are finished, or were dispatched again as a newer attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StillToRun {
+    pub run: Vec<TaskId>,
+}
+
 /// What an endpoint needs to talk AMQP after registering.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -417,6 +417,12 @@ fn rows(t: &Things) -> Vec<Row> {
             None,
             [409, 404, 403, 409],
         ),
+        row(
+            M::POST,
+            format!("/v1/endpoints/{ep}/still_to_run"),
+            Some(json!({"tasks": [{"task_id": task, "attempt": attempt}]})),
+            [403, 404, 403, 200],
+        ),
         row(M::GET, "/v2/endpoints", None, [200, 200, 200, 403]),
         row(M::GET, format!("/v2/endpoints/{ep}"), None, [200, 404, 200, 403]),
         row(

@@ -57,7 +57,7 @@ pub struct BatchCancelled {
         version, whoami, register_function, get_function, share_function, register_endpoint,
         list_endpoints, get_endpoint, delete_endpoint, submit, create_sessions, get_session,
         session_tasks, cancel_session, get_task, cancel_task, get_batch, cancel_batch, status,
-        task_input, task_function, put_result,
+        task_input, task_function, put_result, still_to_run,
         globus_version, globus_register_function, globus_get_function, globus_submit, globus_get_task,
         globus_batch_status, globus_task_group, globus_amqp_url, globus_list_endpoints,
         globus_get_endpoint, globus_endpoint_status,
@@ -204,6 +204,12 @@ fn task_function() {}
     (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
     (status = 410, body = ErrorBody), (status = 413, body = ErrorBody)))]
 fn put_result() {}
+
+#[utoipa::path(post, path = "/v1/endpoints/{id}/still_to_run", params(("id" = String, Path, format = Uuid)),
+    request_body = StillToRunRequest, responses(
+    (status = 200, body = StillToRun), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+fn still_to_run() {}
 
 // ---- the Globus-compatible routes (crate::globus) ----------------------------------
 

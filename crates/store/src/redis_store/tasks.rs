@@ -437,6 +437,33 @@ impl Store {
             .collect()
     }
 
+    /// Of these (task, attempt) copies an endpoint holds, the ones still to run: the
+    /// task is dispatched to `endpoint`, unfinished, and at that attempt (a finished
+    /// task, or one dispatched again since as a newer attempt, is not). One pipelined
+    /// read.
+    pub async fn still_to_run(&self, endpoint: EndpointId, copies: &[(TaskId, u32)]) -> Result<Vec<TaskId>> {
+        if copies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in copies {
+            pipe.cmd("HMGET").arg(self.task_key(*id)).arg(&["s", "a", "e"]);
+        }
+        let rows: Vec<(Option<u8>, Option<u32>, Option<String>)> =
+            pipe.query_async(&mut self.conn.clone()).await?;
+        let endpoint = endpoint.to_string();
+        Ok(copies
+            .iter()
+            .zip(rows)
+            .filter(|((_, attempt), (s, a, e))| {
+                s.and_then(TaskState::from_code).is_some_and(|s| !s.is_terminal())
+                    && *a == Some(*attempt)
+                    && e.as_deref() == Some(endpoint.as_str())
+            })
+            .map(|((id, _), _)| *id)
+            .collect())
+    }
+
     /// What it takes to dispatch these tasks again; `None` for a task that is gone,
     /// finished, or was stored without its input.
     pub async fn redispatch_info(&self, ids: &[TaskId]) -> Result<Vec<Option<Redispatch>>> {

@@ -1,9 +1,10 @@
 //! `POST /v1/endpoints` (an endpoint daemon registers), `GET /v1/endpoints[/{id}]`,
-//! `DELETE /v1/endpoints/{id}` (`ferry-endpoint delete`).
+//! `DELETE /v1/endpoints/{id}` (`ferry-endpoint delete`), `POST
+//! /v1/endpoints/{id}/still_to_run` (an endpoint given a message again).
 
 use axum::Json;
 use axum::extract::{Path, State};
-use ferry_proto::api::{EndpointDoc, EndpointRegistered, RegisterEndpoint};
+use ferry_proto::api::{EndpointDoc, EndpointRegistered, RegisterEndpoint, StillToRun, StillToRunRequest};
 use ferry_proto::messages::EndpointLoad;
 use ferry_proto::state::TaskState;
 use ferry_proto::time::{now_micros, to_secs};
@@ -277,4 +278,42 @@ pub(crate) fn why_waiting(state: TaskState, e: &EndpointRecord) -> Option<String
         why = format!("{why}; scaling is {scaling}");
     }
     Some(why)
+}
+
+/// Copies at most in one `still_to_run` question (a task message holds at most 1,000).
+const MAX_STILL_TO_RUN: usize = 10_000;
+
+/// `POST /v1/endpoints/{id}/still_to_run`: which of the task copies a redelivered
+/// message brought the endpoint are still to run (its own tasks, unfinished, at that
+/// attempt). The endpoint asks before running any of them, so a restart does not run
+/// again the tasks of a message whose results are recorded. Its credential only.
+pub(crate) async fn still_to_run(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+    FerryJson(body): FerryJson<StillToRunRequest>,
+) -> ApiResult<Json<StillToRun>> {
+    let id: EndpointId = parse_id(&id)?;
+    match principal {
+        Principal::Endpoint { endpoint, .. } if endpoint == id => {}
+        Principal::Endpoint { .. } => return Err(ApiError::not_found(format!("endpoint {id} not found"))),
+        Principal::User(user) => {
+            // Those who do not see the endpoint learn nothing of it.
+            crate::access::visible_endpoint(&state, user, id).await?;
+            return Err(ApiError::new(
+                Code::Forbidden,
+                format!("only endpoint {id}, with its credential, asks which of its tasks are still to run"),
+            ));
+        }
+    }
+    if body.tasks.len() > MAX_STILL_TO_RUN {
+        return Err(ApiError::bad_request(format!(
+            "tasks names {} copies; at most {MAX_STILL_TO_RUN} in one request",
+            body.tasks.len()
+        )));
+    }
+    let copies: Vec<_> = body.tasks.iter().map(|c| (c.task_id, c.attempt)).collect();
+    let run = state.store.still_to_run(id, &copies).await?;
+    tracing::info!(endpoint_id = %id, asked = copies.len(), to_run = run.len(), "a redelivered message: copies still to run");
+    Ok(Json(StillToRun { run }))
 }

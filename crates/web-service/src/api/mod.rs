@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
             "/v1/endpoints/{id}",
             get(endpoints::get).delete(endpoints::delete),
         )
+        .route("/v1/endpoints/{id}/still_to_run", post(endpoints::still_to_run))
         .route("/v1/tasks", post(tasks::submit))
         .route("/v1/tasks/status", post(tasks::status))
         .route("/v1/tasks/{id}", get(tasks::get))

@@ -100,6 +100,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let started = std::time::Instant::now();
         match run_once(&config, &shutdown).await {
             Ok(()) => return Ok(()),
+            // A setting to fix, not a backend to wait for.
+            Err(e) if matches!(e.downcast_ref(), Some(ferry_store::Error::Evicting { .. })) => return Err(e),
             Err(e) => {
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(200);
@@ -130,6 +132,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         config.result_ttl_secs,
     )
     .await?;
+    store.check_no_eviction().await?;
     store.load_scripts().await?;
     let allow = webhook_guard::parse_allow(&config.webhook_allow)
         .map_err(|e| anyhow::anyhow!("FERRY_WEBHOOK_ALLOW: {e}"))?;

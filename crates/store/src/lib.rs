@@ -31,6 +31,15 @@ pub enum Error {
     /// A read would carry more result bytes than the store's response budget.
     #[error("the results asked for are {bytes} bytes together; one answer carries at most {limit}")]
     TooLarge { bytes: u64, limit: u64 },
+    /// Redis is set to evict keys: it would drop tokens, sessions and task records
+    /// silently when full. The services refuse to start on it.
+    #[error(
+        "Redis's maxmemory-policy is {policy:?}: it evicts keys when memory is full, and Ferry's \
+         records (tokens, sessions, tasks) would vanish without a word. Set \
+         `maxmemory-policy noeviction` (redis.conf, or `CONFIG SET maxmemory-policy noeviction`): \
+         a full Redis then refuses writes, which Ferry answers with 503s and retries"
+    )]
+    Evicting { policy: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

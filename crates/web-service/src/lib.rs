@@ -258,6 +258,7 @@ impl AppState {
         )
         .await?
         .with_response_budget(config.max_response_bytes);
+        store.check_no_eviction().await?;
         let broker_options = config.broker_options()?;
         let broker_admin = config.broker_admin()?;
         let broker = Broker::connect(&config.amqp_url, &config.namespace, broker_options.clone()).await?;

@@ -99,6 +99,31 @@ impl Store {
         })
     }
 
+    /// Refuses a Redis that evicts keys ([`crate::Error::Evicting`]): any
+    /// `maxmemory-policy` but `noeviction` (the `volatile-*` ones too: Ferry's records
+    /// carry expiries). A Redis that does not let `CONFIG GET` be called (some managed
+    /// services) cannot be checked: that is logged, not refused.
+    pub async fn check_no_eviction(&self) -> Result<()> {
+        let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut self.conn.clone())
+            .await;
+        match reply {
+            Ok(pair) => match pair.get(1) {
+                Some(policy) if policy != "noeviction" => Err(crate::Error::Evicting {
+                    policy: policy.clone(),
+                }),
+                _ => Ok(()),
+            },
+            Err(e) if e.kind() == redis::ErrorKind::Io => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read Redis's maxmemory-policy (CONFIG GET refused): make sure it is noeviction, or records may vanish when Redis is full");
+                Ok(())
+            }
+        }
+    }
+
     /// Bounds the result bytes one read of several tasks may carry (0: no bound).
     pub fn with_response_budget(mut self, bytes: u64) -> Self {
         self.response_budget = bytes;

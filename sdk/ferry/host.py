@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import struct
 import sys
 import time
@@ -30,6 +31,13 @@ _OK_HEAD = struct.Struct(">Ic16sBddI")
 _OK_FIXED = _OK_HEAD.size - 4 + 12
 _NO_FIELDS = bytes(12)
 MAX_OUTPUT = 1024 * 1024
+# How long a task that forked waits for word that a child came back into the host.
+FORK_GRACE = 0.2
+FORKED_CHILD_RETURNED = (
+    "the function forked (os.fork) and the child process returned from it into Ferry's "
+    "host instead of ending; the child was stopped and its value dropped. End a forked "
+    "child with os._exit(), or use subprocess or multiprocessing"
+)
 
 
 class _Capped(io.StringIO):
@@ -93,6 +101,37 @@ class Host:
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.pending: list[bytes] = []
         self.out, self.err = _Capped(), _Capped()
+        # A child forked by a function that returns into the host must not go on as a
+        # second host (it would answer for the task, then run the tasks behind it): it
+        # tells the parent through this pipe and ends at once.
+        self.pid = os.getpid()
+        self.forks = 0
+        self.fork_r, self.fork_w = os.pipe()
+        os.set_blocking(self.fork_r, False)
+        os.register_at_fork(after_in_parent=self._forked)
+
+    def _forked(self) -> None:
+        self.forks += 1
+
+    def _child_came_back(self, task_id: bytes) -> None:
+        """In a forked child that returned from the function: tell the parent, end."""
+        try:
+            os.write(self.fork_w, task_id)
+        finally:
+            os._exit(70)
+
+    def _a_child_came_back(self, task_id: bytes) -> bool:
+        """Whether a child forked during this task came back into the host (waiting
+        FORK_GRACE for its word, as it may come back after the parent)."""
+        came_back = False
+        ready, _, _ = select.select([self.fork_r], [], [], FORK_GRACE)
+        if ready:
+            try:
+                data = os.read(self.fork_r, 1 << 12)
+            except BlockingIOError:
+                data = b""
+            came_back = any(data[i : i + 16] == task_id for i in range(0, len(data) - 15, 16))
+        return came_back
 
     def capture(self) -> tuple[_Capped, _Capped]:
         """The task's stdout and stderr buffers: the host's own, emptied (most tasks
@@ -160,13 +199,22 @@ class Host:
         out, err = self.capture()
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = out, err
+        self.forks = 0
+        failure: BaseException | None = None
         try:
             value = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - SystemExit and friends fail the task, not the host
-            sys.stdout, sys.stderr = saved
+            failure = e
+        if os.getpid() != self.pid:
+            self._child_came_back(task_id)
+        sys.stdout, sys.stderr = saved
+        if self.forks and self._a_child_came_back(task_id):
+            self.done(task_id, False, started, FORKED_CHILD_RETURNED.encode(), b"", out.text(), err.text())
+            return
+        if failure is not None:
+            e = failure
             self.done(task_id, False, started, _user_traceback(e).encode(), _exception_data(e), out.text(), err.text())
             return
-        sys.stdout, sys.stderr = saved
         try:
             data = serialize_data_bytes(value)
         except Exception as e:  # noqa: BLE001

@@ -172,3 +172,35 @@ def test_tasks_sent_together_are_answered_in_order(host):
 def test_a_truncated_frame_at_the_end_of_input_is_an_error(host):
     host.proc.stdin.write(struct.pack(">I", 100) + b"T" + b"x" * 10)
     assert host.close() == 2
+
+
+def fork_and_return():
+    return os.fork()
+
+
+def fork_properly():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return "parent"
+
+
+def test_a_forked_child_that_returns_is_stopped_and_fails_the_task(host):
+    fid = uuid.uuid4().bytes
+    status, text, _, _, _ = host.run(fid, serialize_function(fork_and_return), pack_args())
+    assert status == 1
+    assert "os.fork" in text and "os._exit" in text, text
+    # The tasks behind it run once, in this host: one answer each, from its own pid.
+    d = uuid.uuid4().bytes
+    for x in range(5):
+        status, data, _, _, _ = host.run(d, serialize_function(double), pack_args([x]))
+        assert status == 0 and deserialize_data(data) == 2 * x
+    assert host.close() == 0
+    assert host.proc.stdout.read() == b"", "no second host answered"
+
+
+def test_a_fork_whose_child_ends_properly_is_fine(host):
+    fid = uuid.uuid4().bytes
+    status, data, _, _, _ = host.run(fid, serialize_function(fork_properly), pack_args())
+    assert status == 0 and deserialize_data(data) == "parent"

@@ -14,8 +14,14 @@ a second RabbitMQ node with its own data directory), so the shared services on 5
 6379 are never touched; they are removed on every exit path (the scenario's
 `finally`, and at exit after Ctrl-C, SIGTERM or SIGHUP). While a backend is down the
 web-service answers 503: a submission that fails was not accepted and is sent again.
+Executions are counted, not only records: each task writes a line to a side-effect log
+when it starts. A task recorded as finished before the kill must have run exactly once
+(`ran again after a recorded result`, which fails the scenario); `ran twice` (any
+accepted task run more than once: allowed after a crash for a task that was running, or
+finished but not yet recorded) and `ran though refused` (tasks of a submission that
+answered an error and was sent again) are reported.
 One line per scenario on stderr (tasks accepted, how many were unfinished at the kill,
-how long a backend was down, seconds taken); the last line on stdout is
+how long a backend was down, executions, seconds taken); the last line on stdout is
 `chaos: <passed>/<scenarios> scenarios, <tasks> tasks, lost <n>, duplicated <n>`.
 """
 
@@ -47,9 +53,17 @@ from ferry import APIError, Client  # noqa: E402
 UNAVAILABLE = (APIError, OSError, http.client.HTTPException)
 
 
-def work(x):
+def work(x, tag, log):
+    """Writes its run to the side-effect log (one line per run, at its start), then
+    works a little."""
+    import os
     import time
 
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{tag}\n".encode())
+    finally:
+        os.close(fd)
     time.sleep(0.005)
     return x
 
@@ -236,23 +250,31 @@ def scenario(name: str, tasks: int, chaos, backend=None) -> tuple[bool, int, int
 
 def run_scenario(stack: Stack, name: str, tasks: int, chaos, started: float) -> tuple[bool, int, int, int]:
     accepted: list[str] = []
+    # Each task's tag in the side-effect log: its number and its try (a submission that
+    # was refused is sent again as a new try).
+    tags: dict[str, str] = {}
     stop = threading.Event()
     try:
         stack.start()
+        log = str(stack.dir / "runs.log")
         client = Client(stack.url, token=stack.token)
         fid = client.register_function(work)
         done_submitting = threading.Event()
 
         def submit() -> None:
             chunk = max(1, tasks // 20)
-            sent = 0
+            sent = tries = 0
             while sent < tasks and not stop.is_set():
+                tries += 1
                 batch = client.create_batch()
                 n = min(chunk, tasks - sent)
+                batch_tags = [f"{sent + i}.{tries}" for i in range(n)]
                 for i in range(n):
-                    batch.add(fid, sent + i)
+                    batch.add(fid, sent + i, batch_tags[i], log)
                 try:
-                    accepted.extend(client.batch_run(stack.endpoint_id, batch))
+                    ids = client.batch_run(stack.endpoint_id, batch)
+                    tags.update(zip(ids, batch_tags))
+                    accepted.extend(ids)
                     sent += n
                 except UNAVAILABLE:
                     time.sleep(0.2)  # the web-service or a backend is down: nothing was accepted
@@ -265,7 +287,10 @@ def run_scenario(stack: Stack, name: str, tasks: int, chaos, started: float) -> 
             time.sleep(0.01)
         time.sleep(0.2)
         snapshot = list(accepted)
-        in_flight = sum(1 for d in client.get_tasks(snapshot).values() if d["pending"])
+        before = client.get_tasks(snapshot)
+        in_flight = sum(1 for d in before.values() if d["pending"])
+        # Recorded before the strike: these must run exactly once, whatever comes.
+        recorded = [t for t, d in before.items() if not d["pending"]]
         note = chaos(stack)
         submitter.join(timeout=300)
         # Generous: a restarted RabbitMQ takes seconds to boot, and the parts back off.
@@ -289,11 +314,25 @@ def run_scenario(stack: Stack, name: str, tasks: int, chaos, started: float) -> 
         failed = sum(1 for d in docs.values() if d["status"] == "failed")
         retried = sum(1 for d in docs.values() if d["attempt"] > 0)
         unexplained = sum(1 for d in docs.values() if not history_explains_attempts(d))
-        ok = lost == 0 and duplicated == 0 and failed == 0 and unexplained == 0 and done_submitting.is_set()
+        # Executions, from the side-effect log.
+        runs: dict[str, int] = {}
+        for line in Path(log).read_text().splitlines() if Path(log).exists() else []:
+            runs[line] = runs.get(line, 0) + 1
+        ran_twice = sum(1 for t in accepted if runs.get(tags[t], 0) > 1)
+        ran_again = sum(1 for t in recorded if runs.get(tags[t], 0) != 1)
+        unlogged = sum(1 for t, d in docs.items() if d["status"] == "success" and runs.get(tags[t], 0) == 0)
+        accepted_tags = set(tags.values())
+        refused_ran = sum(1 for tag in runs if tag not in accepted_tags)
+        ok = (
+            lost == 0 and duplicated == 0 and failed == 0 and unexplained == 0 and ran_again == 0
+            and unlogged == 0 and done_submitting.is_set()
+        )
         print(
             f"chaos: {name}: {len(accepted)} accepted ({in_flight} unfinished at the kill{note or ''}), "
             f"lost {lost}, duplicated {duplicated}, failed {failed}, "
-            f"retried {retried} (unexplained {unexplained}), "
+            f"retried {retried} (unexplained {unexplained}); "
+            f"ran again after a recorded result {ran_again} (of {len(recorded)} recorded before the kill), "
+            f"ran twice {ran_twice}, ran though refused {refused_ran}, succeeded unlogged {unlogged}, "
             f"{time.monotonic() - started:.0f} s -> {'ok' if ok else 'FAILED'}",
             file=sys.stderr,
             flush=True,

@@ -27,6 +27,11 @@ pub use ports::{Ack, BlockLoad, Capacity, Input, Sink};
 /// task still queued behind others when its cancel came). Past this many the oldest
 /// half is forgotten.
 const REMEMBER_CANCELLED: usize = 1_000_000;
+/// Tasks whose result this endpoint published, remembered (with the attempt) to drop
+/// copies of the same attempt that come later: a submission the forwarder published
+/// again after it crashed, a message the broker gave back. Past this many the oldest
+/// half is forgotten (a redelivered message is also checked with the web-service).
+const REMEMBER_FINISHED: usize = 200_000;
 /// How long a task may wait here for a manager before its `waiting-for-nodes` step is
 /// reported on its own. A task handed to a manager sooner reports the step then, and
 /// when it also finishes within the reporter's linger the step travels with its result:
@@ -86,6 +91,9 @@ pub struct Interchange<S, D = Delivery> {
     next_delivery: u64,
     cancelled: HashSet<TaskId>,
     cancelled_order: VecDeque<TaskId>,
+    /// Tasks whose result was published, with its attempt (see [`REMEMBER_FINISHED`]).
+    finished: HashMap<TaskId, u32>,
+    finished_order: VecDeque<TaskId>,
     /// Managers with free slots, by how many: the emptiest is the last. Kept in step
     /// with every `Manager::free`, so choosing a manager is O(log managers), not a scan
     /// (an endpoint may have thousands).
@@ -114,6 +122,8 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             next_delivery: 0,
             cancelled: HashSet::new(),
             cancelled_order: VecDeque::new(),
+            finished: HashMap::new(),
+            finished_order: VecDeque::new(),
             by_free: BTreeSet::new(),
             allowed: None,
         }
@@ -187,7 +197,8 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             Input::ManagerGone { manager, reason } => self.manager_gone(manager, &reason).await,
             Input::Published { tasks } => {
                 for task in tasks {
-                    if let Some((delivery, _)) = self.publishing.remove(&task) {
+                    if let Some((delivery, attempt)) = self.publishing.remove(&task) {
+                        self.remember_finished(task, attempt);
                         self.settle(delivery).await;
                     }
                 }
@@ -245,6 +256,17 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         }
     }
 
+    fn remember_finished(&mut self, task: TaskId, attempt: u32) {
+        if self.finished.insert(task, attempt).is_none() {
+            self.finished_order.push_back(task);
+        }
+        if self.finished_order.len() > REMEMBER_FINISHED {
+            for old in self.finished_order.drain(..REMEMBER_FINISHED / 2) {
+                self.finished.remove(&old);
+            }
+        }
+    }
+
     async fn receive(&mut self, batch: TaskBatch, delivery: D) {
         for f in batch.functions {
             self.functions.insert(f.function_id, f);
@@ -257,6 +279,14 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         for spec in batch.tasks {
             if self.cancelled.contains(&spec.task_id) {
                 tracing::debug!(task_id = %spec.task_id, "a cancelled task arrived; dropped");
+                continue;
+            }
+            if self
+                .finished
+                .get(&spec.task_id)
+                .is_some_and(|&a| spec.attempt <= a)
+            {
+                tracing::info!(task_id = %spec.task_id, attempt = spec.attempt, "a copy of a task whose result was published arrived; not run");
                 continue;
             }
             // Of two copies of a task, the newer attempt wins (a copy published before the

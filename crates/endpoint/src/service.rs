@@ -163,7 +163,8 @@ async fn run_once(
         sink.clone(),
         Duration::from_secs(config.manager_timeout_secs),
     )
-    .allowing(config.allowed_functions.clone());
+    .allowing(config.allowed_functions.clone())
+    .remembering(take_finished(dir));
     let mut waiting = interchange.pending_tasks();
     let capacity = interchange.capacity();
     let interchange = tokio::spawn(interchange.run(inputs_rx));
@@ -315,6 +316,28 @@ async fn run_once(
     // Stop intake; unacked task messages return to the queue when the connection closes.
     consume.abort();
     controls.abort();
+    // Asked to stop: the running tasks get `stop_grace_secs` to finish and report, and
+    // the tasks whose results went out are saved, so that the next start drops the
+    // copies of them its unacked messages bring back. (After a failure, reports may
+    // not go out: no wait.)
+    if outcome.is_ok() {
+        let (done, drained) = tokio::sync::oneshot::channel();
+        if inputs.send(Input::Drain { done }).is_ok() {
+            let grace = Duration::from_secs(config.stop_grace_secs);
+            match tokio::time::timeout(grace, drained).await {
+                Ok(Ok(finished)) => {
+                    tracing::info!(
+                        finished = finished.len(),
+                        "drained: no task is running and every result is out"
+                    );
+                    save_finished(dir, &finished);
+                }
+                _ => tracing::warn!(
+                    "tasks still running after {grace:?} (stop_grace_secs): they are stopped and go back to the queue"
+                ),
+            }
+        }
+    }
     ticker.abort();
     accept.abort();
     let goodbye = EndpointMessage::Heartbeat {
@@ -343,6 +366,39 @@ async fn run_once(
     broker.close().await;
     state::clear_running(dir);
     outcome
+}
+
+/// Where a stopping endpoint keeps the tasks whose results it published.
+const FINISHED_FILE: &str = "finished";
+
+/// Saves the tasks whose results went out, one `<task id> <attempt>` per line.
+fn save_finished(dir: &Path, finished: &[(ferry_proto::TaskId, u32)]) {
+    let text: String = finished.iter().map(|(t, a)| format!("{t} {a}\n")).collect();
+    if let Err(e) = std::fs::write(dir.join(FINISHED_FILE), text) {
+        tracing::warn!(error = %e, "cannot save the finished tasks; their copies may run again after the restart");
+    }
+}
+
+/// Takes what an earlier run saved with [`save_finished`] (the file is removed: from
+/// now on the interchange remembers them). Lines it cannot read are skipped.
+fn take_finished(dir: &Path) -> Vec<(ferry_proto::TaskId, u32)> {
+    let path = dir.join(FINISHED_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Vec::new();
+    };
+    let _ = std::fs::remove_file(&path);
+    let finished: Vec<_> = text
+        .lines()
+        .filter_map(|line| {
+            let (task, attempt) = line.split_once(' ')?;
+            Some((task.parse().ok()?, attempt.parse().ok()?))
+        })
+        .collect();
+    tracing::info!(
+        tasks = finished.len(),
+        "remembering the tasks whose results the last run published"
+    );
+    finished
 }
 
 /// Starts the provider's scaler (none for a manual endpoint: it waits for `stop`).

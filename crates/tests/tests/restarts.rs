@@ -87,3 +87,47 @@ async fn a_killed_endpoint_runs_again_none_of_the_recorded_tasks_of_its_message(
     assert!(log.contains("not run"), "the endpoint says what it left out");
     stack.shutdown().await;
 }
+
+/// A graceful stop (SIGTERM) drains: the running tasks finish and report, the endpoint
+/// saves what it published, and after the restart no task of the message runs twice.
+#[tokio::test]
+async fn a_gracefully_restarted_endpoint_runs_no_task_twice() {
+    let mut stack = Stack::start().await;
+    let log = stack.dir.path().join("ran.log");
+    let f = stack
+        .register(
+            "shell",
+            "step",
+            &format!("echo {{n}} >> {}; sleep 0.2", log.display()),
+        )
+        .await;
+    let payloads: Vec<String> = (0..N).map(|n| format!(r#"{{"n": {n}}}"#)).collect();
+    let ids = stack
+        .submit(
+            &payloads
+                .iter()
+                .map(|p| (f.as_str(), p.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    let (this, some) = (&stack, &ids);
+    this.wait_until(Duration::from_secs(60), "a few tasks finish", || async move {
+        succeeded(this, some).await.len() >= 4
+    })
+    .await;
+    stack.stop(Part::Endpoint);
+    assert!(
+        stack.log_text("ferry-endpoint").contains("drained"),
+        "the endpoint drained before it stopped"
+    );
+    stack.start_part(Part::Endpoint);
+    for id in &ids {
+        let doc = stack.wait_done(*id, Duration::from_secs(120)).await;
+        assert_eq!(doc.status, "success", "{doc:?}");
+    }
+    let runs = runs(&log);
+    for n in 0..N {
+        assert_eq!(runs.get(&n.to_string()), Some(&1), "task {n}: {runs:?}");
+    }
+    stack.shutdown().await;
+}

@@ -62,7 +62,7 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
         }
     }
     let ids = |ids: &[String]| toml::Value::Array(ids.iter().cloned().map(toml::Value::String).collect());
-    let top: [(&str, Option<toml::Value>, &str, &str); 9] = [
+    let top: [(&str, Option<toml::Value>, &str, &str); 10] = [
         (
             "listen",
             config.listen.clone().map(toml::Value::String),
@@ -101,6 +101,12 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
             Some(toml::Value::Integer(config.manager_timeout_secs as i64)),
             "30",
             "a manager silent this long is lost",
+        ),
+        (
+            "stop_grace_secs",
+            Some(toml::Value::Integer(config.stop_grace_secs as i64)),
+            "10",
+            "on stop, running tasks get this long to finish and report",
         ),
         (
             "public",

@@ -61,6 +61,11 @@ pub struct EndpointConfig {
     /// A manager silent for this many seconds is declared lost.
     #[serde(default = "default_manager_timeout")]
     pub manager_timeout_secs: u64,
+    /// On stop (SIGTERM, `ferry-endpoint stop`, Ctrl-C) the endpoint takes no new task
+    /// and gives the running ones this long to finish and report; those still running
+    /// then are stopped and go back to the queue.
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace_secs: u64,
     /// Anyone with an account on the service may send it tasks (default: its owner
     /// only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -84,6 +89,9 @@ fn default_prefetch() -> u16 {
 fn default_manager_timeout() -> u64 {
     30
 }
+fn default_stop_grace() -> u64 {
+    10
+}
 
 /// Why a config file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +114,7 @@ impl EndpointConfig {
             ca_file: None,
             prefetch: default_prefetch(),
             manager_timeout_secs: default_manager_timeout(),
+            stop_grace_secs: default_stop_grace(),
             public: false,
             shared_with: Vec::new(),
             allowed_functions: None,

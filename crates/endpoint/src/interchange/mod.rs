@@ -94,6 +94,9 @@ pub struct Interchange<S, D = Delivery> {
     /// Tasks whose result was published, with its attempt (see [`REMEMBER_FINISHED`]).
     finished: HashMap<TaskId, u32>,
     finished_order: VecDeque<TaskId>,
+    /// Set while stopping: nothing more is handed out, and this is told once the
+    /// managers are idle and every result is published.
+    draining: Option<tokio::sync::oneshot::Sender<Vec<(TaskId, u32)>>>,
     /// Managers with free slots, by how many: the emptiest is the last. Kept in step
     /// with every `Manager::free`, so choosing a manager is O(log managers), not a scan
     /// (an endpoint may have thousands).
@@ -124,9 +127,19 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             cancelled_order: VecDeque::new(),
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
+            draining: None,
             by_free: BTreeSet::new(),
             allowed: None,
         }
+    }
+
+    /// Remembers tasks whose results an earlier run of this endpoint published (saved
+    /// when it stopped), to drop copies of them that come again.
+    pub fn remembering(mut self, finished: Vec<(TaskId, u32)>) -> Self {
+        for (task, attempt) in finished {
+            self.remember_finished(task, attempt);
+        }
+        self
     }
 
     /// Runs only these functions (`allowed_functions`); `None`: any.
@@ -157,6 +170,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 self.handle(input).await;
             }
             self.hand_out();
+            self.drained();
         }
         for manager in self.managers.values() {
             let _ = manager.tx.send(ToManager::Shutdown);
@@ -167,6 +181,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
     pub async fn step(&mut self, input: Input<D>) {
         self.handle(input).await;
         self.hand_out();
+        self.drained();
     }
 
     async fn handle(&mut self, input: Input<D>) {
@@ -205,6 +220,14 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             }
             Input::Settle { delivery } => self.settle(delivery).await,
             Input::Cancel { task_ids } => self.cancel(task_ids).await,
+            Input::Drain { done } => {
+                tracing::info!(
+                    running = self.inflight.values().filter(|t| t.manager.is_some()).count(),
+                    waiting = self.pending.len(),
+                    "stopping: no more tasks are handed out; waiting for the running ones"
+                );
+                self.draining = Some(done);
+            }
             Input::Wake => {}
             Input::Tick => {
                 let stale: Vec<ManagerId> = self
@@ -229,7 +252,11 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
 
     /// Assigns what can be assigned and reports what has waited long enough.
     fn hand_out(&mut self) {
-        self.assign();
+        // A stopping endpoint starts nothing new (the tasks it holds go back to the
+        // queue with their unacked messages).
+        if self.draining.is_none() {
+            self.assign();
+        }
         self.report_waiting();
         let pending = self.pending.len();
         self.pending_count
@@ -253,6 +280,20 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 t.received_reported = true;
                 self.sink.status(t.steps[0]);
             }
+        }
+    }
+
+    /// While draining: once no task runs on a manager and every result is published,
+    /// tells the stopping endpoint, with the tasks whose results were published.
+    fn drained(&mut self) {
+        if self.draining.is_none()
+            || !self.publishing.is_empty()
+            || self.inflight.values().any(|t| t.manager.is_some())
+        {
+            return;
+        }
+        if let Some(done) = self.draining.take() {
+            let _ = done.send(self.finished.iter().map(|(t, a)| (*t, *a)).collect());
         }
     }
 

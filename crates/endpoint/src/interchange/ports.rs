@@ -40,6 +40,12 @@ pub enum Input<D = Delivery> {
     Cancel {
         task_ids: Vec<TaskId>,
     },
+    /// The endpoint is stopping: hand out no more tasks. Once no task runs on a manager
+    /// and every result is published, `done` gets the tasks whose results this run
+    /// published, with their attempts (the next start drops copies of them).
+    Drain {
+        done: tokio::sync::oneshot::Sender<Vec<(TaskId, u32)>>,
+    },
     /// Time to check managers' liveness and send a heartbeat.
     Tick,
     /// Nothing new: a chance to report what is due (see `RECEIVED_LINGER`).

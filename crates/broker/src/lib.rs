@@ -44,6 +44,19 @@ pub enum Error {
     Codec(String),
     #[error("an endpoint's connection may not publish to {queue}")]
     NotAllowed { queue: String },
+    /// RabbitMQ blocks publishers (a memory or disk alarm: `connection.blocked`).
+    #[error("RabbitMQ is refusing messages for now (a memory or disk alarm)")]
+    Blocked,
+    /// A publish did not complete within its deadline (RabbitMQ is slow or blocked).
+    #[error("RabbitMQ did not take the message within {0:?}")]
+    Deadline(Duration),
+}
+
+impl Error {
+    /// The broker is up but not taking messages now: try later, on the same connection.
+    pub fn is_backpressure(&self) -> bool {
+        matches!(self, Error::Blocked | Error::Deadline(_))
+    }
 }
 
 const ROUTE_RESULTS: &str = "results";
@@ -99,6 +112,12 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// Whether RabbitMQ blocks this connection's publishers now (`connection.blocked`,
+    /// sent on a memory or disk alarm): a publish would wait until the alarm clears.
+    pub fn blocked(&self) -> bool {
+        self.conn.status().blocked()
+    }
+
     /// Connects to `url` (`amqp://user:pass@host:port/vhost`, or `amqps://` over TLS: the
     /// broker's certificate is verified against the system's roots and `options.ca_pem`).
     pub async fn connect(url: &str, namespace: &str, options: Options) -> Result<Self> {

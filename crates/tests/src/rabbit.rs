@@ -131,6 +131,23 @@ impl Rabbit {
         }
     }
 
+    /// Runs `rabbitmqctl` against this node (`set_vm_memory_high_watermark 0.0000001`
+    /// raises a memory alarm); panics when it fails.
+    pub fn ctl(&self, args: &[&str]) {
+        let out = Command::new("rabbitmqctl")
+            .arg("-n")
+            .arg(&self.node)
+            .args(args)
+            .output()
+            .expect("rabbitmqctl must be installed");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// SIGKILL, as a crash would; waits until its listener is gone.
     pub fn kill(&self) {
         if let Ok(pid) = std::fs::read_to_string(self.path("pid")) {

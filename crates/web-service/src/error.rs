@@ -105,6 +105,19 @@ impl ApiError {
         tracing::error!(error = %cause, "{what}");
         Self::new(Code::Unavailable, format!("{what}; try again"))
     }
+
+    /// The broker failed a request's operation: 503; when it is only not taking
+    /// messages for now (an alarm), with the reason and `Retry-After`.
+    pub fn broker(e: ferry_broker::Error) -> Self {
+        if e.is_backpressure() {
+            return Self {
+                code: Code::Unavailable,
+                message: format!("{e}; try again later"),
+                retry_after: Some(5),
+            };
+        }
+        Self::unavailable("the broker is unavailable", e)
+    }
 }
 
 impl From<ferry_store::Error> for ApiError {

@@ -239,6 +239,10 @@ pub struct AppState {
     pub events: event_hub::EventHub,
 }
 
+/// How long one broker operation of a request (publishing a submission, a cancel)
+/// may take before the request is answered 503.
+pub const BROKER_DEADLINE: Duration = Duration::from_secs(10);
+
 /// How long a token's principal is taken from memory before Redis is asked again: a
 /// revoked or expired token stops working within this time.
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -288,20 +292,36 @@ impl AppState {
         self.broker.read().await.clone()
     }
 
-    /// Runs `op` on the broker; if it fails, connects again once and retries, so a
-    /// RabbitMQ restart costs the first caller a reconnect, not an error.
+    /// Runs `op` on the broker within [`BROKER_DEADLINE`]; if it fails, connects again
+    /// once and retries, so a RabbitMQ restart costs the first caller a reconnect, not an
+    /// error. A broker that blocks publishers (a memory or disk alarm) or does not answer
+    /// within the deadline is an error at once ([`ferry_broker::Error::is_backpressure`]):
+    /// the caller answers 503 with `Retry-After` rather than hang.
     pub async fn with_broker<T, F, Fut>(&self, op: F) -> Result<T, ferry_broker::Error>
     where
         F: Fn(Broker) -> Fut,
         Fut: std::future::Future<Output = Result<T, ferry_broker::Error>>,
     {
+        let op = &op;
+        let within = |broker: Broker| async move {
+            if broker.blocked() {
+                return Err(ferry_broker::Error::Blocked);
+            }
+            tokio::time::timeout(BROKER_DEADLINE, op(broker))
+                .await
+                .unwrap_or(Err(ferry_broker::Error::Deadline(BROKER_DEADLINE)))
+        };
         let current = self.broker().await;
-        match op(current.clone()).await {
+        match within(current.clone()).await {
             Ok(v) => Ok(v),
+            Err(e) if e.is_backpressure() => {
+                tracing::warn!(error = %e, "the broker is not taking messages; answering 503");
+                Err(e)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "broker operation failed; reconnecting");
                 let fresh = self.reconnect(&current).await?;
-                op(fresh).await
+                within(fresh).await
             }
         }
     }

@@ -409,7 +409,7 @@ async fn publish_part(
                 .await
         })
         .await
-        .map_err(|e| ApiError::unavailable("the broker is unavailable", e))
+        .map_err(ApiError::broker)
 }
 
 async fn fail_unqueued(state: &AppState, specs: &[TaskSpec]) {

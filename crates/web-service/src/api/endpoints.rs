@@ -65,7 +65,7 @@ pub(crate) async fn register(
     state
         .with_broker(|b| async move { b.declare_endpoint(endpoint_id).await })
         .await
-        .map_err(|e| ApiError::unavailable("the broker is unavailable", e))?;
+        .map_err(ApiError::broker)?;
     // With broker identities, the endpoint logs in as a user of its own, with a password
     // made now (a connection made with the last one stays open).
     let broker_url = match &state.broker_admin {
@@ -173,7 +173,7 @@ pub(crate) async fn delete(
             b.queue_len(&b.endpoint_queue(id)).await
         })
         .await
-        .map_err(|e| ApiError::unavailable("the broker is unavailable", e))?;
+        .map_err(ApiError::broker)?;
     if in_flight > 0 || queue > 0 {
         return Err(ApiError::new(
             Code::Conflict,

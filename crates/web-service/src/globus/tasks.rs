@@ -143,7 +143,7 @@ pub(crate) async fn submit(
         state
             .with_broker(|b| async move { b.declare_task_group(user, group, expires).await })
             .await
-            .map_err(|e| ApiError::unavailable("the broker is unavailable", e))?;
+            .map_err(ApiError::broker)?;
     }
     let submission = Submission {
         endpoint_id,

@@ -5,7 +5,8 @@ big-endian length, then the body), and keeps every function it was sent deserial
 so a task costs one call. The worker (Rust) drives it; see ``crates/worker/src/host.rs``
 for the frame layout. The function's own prints are captured, and nothing the function
 does to file descriptor 1 can corrupt the protocol: the host moves the protocol off fd 1
-before running anything.
+before running anything, and points fds 1 and 2 at files of its own, whose content
+(direct writes, a subprocess's output) becomes the task's stdout and stderr.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import select
 import struct
 import sys
+import tempfile
 import time
 import traceback
 import uuid
@@ -95,9 +97,13 @@ class Host:
     written, in one write: a worker that sends many tasks at once gets their answers
     in few writes, and a lone task is answered the moment it is done."""
 
-    def __init__(self, proto_in: int, proto_out: BinaryIO) -> None:
+    def __init__(self, proto_in: int, proto_out: BinaryIO, raw: tuple[int, int] | None = None) -> None:
         self.proto_in = proto_in
         self.proto_out = proto_out
+        # Files behind fds 1 and 2, where a task's writes below Python's sys.stdout and
+        # sys.stderr land (os.write, C code, subprocesses that inherit them): read into
+        # the task's output after it, then emptied.
+        self.raw = raw
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.pending: list[bytes] = []
         self.out, self.err = _Capped(), _Capped()
@@ -142,6 +148,25 @@ class Host:
                 buf.truncate()
                 buf.dropped = 0
         return self.out, self.err
+
+    def take_raw(self) -> tuple[str, str]:
+        """What the task wrote to fds 1 and 2 directly (each cut at MAX_OUTPUT)."""
+        if self.raw is None:
+            return "", ""
+        texts = []
+        for fd in self.raw:
+            size = os.fstat(fd).st_size
+            if not size:
+                texts.append("")
+                continue
+            data = os.pread(fd, min(size, MAX_OUTPUT), 0)
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            text = data.decode("utf-8", "replace")
+            if size > MAX_OUTPUT:
+                text += f"\n[ferry: {size - MAX_OUTPUT} more bytes dropped]\n"
+            texts.append(text)
+        return texts[0], texts[1]
 
     def send(self, body: bytes) -> None:
         self.pending.append(_LEN.pack(len(body)))
@@ -208,6 +233,11 @@ class Host:
         if os.getpid() != self.pid:
             self._child_came_back(task_id)
         sys.stdout, sys.stderr = saved
+        raw_out, raw_err = self.take_raw()
+        if raw_out:
+            out.write(raw_out)
+        if raw_err:
+            err.write(raw_err)
         if self.forks and self._a_child_came_back(task_id):
             self.done(task_id, False, started, FORKED_CHILD_RETURNED.encode(), b"", out.text(), err.text())
             return
@@ -262,15 +292,24 @@ class Host:
 def main() -> int:
     proto_in = os.dup(0)
     proto_out = os.fdopen(os.dup(1), "wb")
-    # From here on fd 1 is stderr, and stdin is empty: nothing a function does to them
-    # can touch the protocol.
-    os.dup2(2, 1)
+    # The host's own words still reach the worker's stderr (and the endpoint's log).
+    diag = os.dup(2)
+    # From here on fds 1 and 2 are files of the host's (a task's direct writes go to its
+    # output, not to the endpoint's log), and stdin is empty: nothing a function does to
+    # them can touch the protocol.
+    raw = []
+    for fd in (1, 2):
+        f = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for the host's life
+        os.dup2(f.fileno(), fd)
+        f.close()
+        raw.append(fd)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    sys.stdout = open(diag, "w", closefd=False)  # noqa: SIM115
+    sys.stderr = open(diag, "w", closefd=False)  # noqa: SIM115
     sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115
-    return Host(proto_in, proto_out).serve()
+    return Host(proto_in, proto_out, (raw[0], raw[1])).serve()
 
 
 if __name__ == "__main__":

@@ -98,8 +98,26 @@ def test_an_exception_comes_back_with_a_user_traceback_and_the_object(host):
 def test_prints_are_captured_and_fd_1_cannot_corrupt_the_protocol(host):
     status, data, _, out, err = host.run(uuid.uuid4().bytes, serialize_function(chatty), "")
     assert status == 0 and deserialize_data(data) == "ok"
-    assert out == "to stdout\n"
+    # Direct writes to fd 1 are the task's output too (not the endpoint's log).
+    assert out == "to stdout\nraw bytes on fd 1\n"
     assert err == "to stderr\n"
+
+
+def raw_everywhere():
+    import subprocess
+
+    os.write(2, b"raw on fd 2\n")
+    subprocess.run(["echo", "from a child"], check=True)
+    return 1
+
+
+def test_direct_writes_and_childrens_output_are_the_tasks_and_bounded(host):
+    status, data, _, out, err = host.run(uuid.uuid4().bytes, serialize_function(raw_everywhere), "")
+    assert status == 0 and deserialize_data(data) == 1
+    assert out == "from a child\n" and err == "raw on fd 2\n"
+    # The next task starts with empty files.
+    status, data, _, out, err = host.run(uuid.uuid4().bytes, serialize_function(double), pack_args([1]))
+    assert (out, err) == ("", "")
 
 
 def test_each_task_gets_only_its_own_output(host):
@@ -108,7 +126,7 @@ def test_each_task_gets_only_its_own_output(host):
     status, data, _, out, err = host.run(uuid.uuid4().bytes, serialize_function(double), pack_args((2,)))
     assert (status, deserialize_data(data), out, err) == (0, 4, "", "")
     _, _, _, out, err = host.run(fid, "", "")
-    assert (out, err) == ("to stdout\n", "to stderr\n")
+    assert (out, err) == ("to stdout\nraw bytes on fd 1\n", "to stderr\n")
 
 
 def test_keyword_arguments_reach_the_function(host):

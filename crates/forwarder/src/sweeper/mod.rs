@@ -312,7 +312,14 @@ impl Sweeper {
         for batch in self.store.expired_batches(now, 100).await? {
             if self.store.claim_timed_out_batch(batch, now).await? {
                 let failed = self.time_out(batch, now).await?;
-                tracing::warn!(%batch, tasks = failed, "batch timed out; its unfinished tasks failed");
+                if failed == 0 {
+                    // Its last tasks finished between the deadline and this sweep: the
+                    // session completed, it did not time out.
+                    self.store.unmark_timed_out(batch).await?;
+                    tracing::info!(%batch, "every task of the batch had finished by its deadline's sweep");
+                } else {
+                    tracing::warn!(%batch, tasks = failed, "batch timed out; its unfinished tasks failed");
+                }
             }
         }
         Ok(())

@@ -105,6 +105,14 @@ impl Store {
         Ok(true)
     }
 
+    /// Takes back a batch's timeout mark ([`Self::claim_timed_out_batch`]): its deadline
+    /// failed none of its tasks (they had all finished when the sweep came).
+    pub async fn unmark_timed_out(&self, id: BatchId) -> Result<()> {
+        let mut conn = self.conn.clone();
+        conn.hdel::<_, _, ()>(self.batch_key(id), "timedout").await?;
+        Ok(())
+    }
+
     /// Records that the batch's owner cancelled it (unless it had completed).
     pub async fn mark_batch_cancelled(&self, id: BatchId, at: Micros) -> Result<()> {
         const MARK: &str = "if redis.call('EXISTS', KEYS[1]) == 1 and not redis.call('HGET', KEYS[1], 'done') \

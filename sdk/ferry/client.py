@@ -17,6 +17,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+import uuid
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import APIError, FerryError, TaskPending
@@ -91,7 +92,11 @@ class Client:
     ``$FERRY_TOKEN``. The client is thread-safe: each thread keeps its own keep-alive
     connection. When the service answers 429 (a limit was reached; the request was
     refused whole), the client waits as ``Retry-After`` says and sends it again, for up
-    to ``limit_wait`` seconds in all before raising the :class:`APIError`.
+    to ``limit_wait`` seconds in all before raising the :class:`APIError`. Submissions
+    carry an ``Idempotency-Key``: after a timeout, a lost connection, a 503 or a 409 for
+    a submission still being answered, the client sends it again with the same key for
+    up to ``submit_retry`` seconds, and the service answers with the first answer, so a
+    retry never makes a second session.
     """
 
     def __init__(
@@ -101,8 +106,10 @@ class Client:
         timeout: float = 30.0,
         ca_file: str | None = None,
         limit_wait: float = 60.0,
+        submit_retry: float = 60.0,
     ) -> None:
         self.limit_wait = limit_wait
+        self.submit_retry = submit_retry
         self.url = (url or os.environ.get("FERRY_URL") or "http://127.0.0.1:8000").rstrip("/")
         self.token = token if token is not None else os.environ.get("FERRY_TOKEN")
         self.timeout = timeout
@@ -134,7 +141,11 @@ class Client:
             self._local.conn = conn
         return conn
 
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
+    def _request(self, method: str, path: str, body: Any = None, idempotent: bool = False) -> Any:
+        """One request. ``idempotent``: it carries an ``Idempotency-Key``, and is sent
+        again with the same key after a timeout, a lost connection, a 503 or a 409 for a
+        request still being answered, for up to ``submit_retry`` seconds: the service
+        answers a repeat with the first answer, so a submission is never made twice."""
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -142,6 +153,10 @@ class Client:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        if idempotent:
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+        retry_until = time.monotonic() + (self.submit_retry if idempotent else 0.0)
+        pause = 0.25
         waited = 0.0
         attempt = 0
         while True:
@@ -156,13 +171,17 @@ class Client:
                 conn.close()
                 self._local.conn = None
                 attempt += 1
-                if attempt == 2:
+                if attempt == 2 and time.monotonic() >= retry_until:
                     raise
                 continue
             except OSError:
                 conn.close()
                 self._local.conn = None
-                raise
+                if time.monotonic() >= retry_until:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
             if response.getheader("Connection", "").lower() == "close":
                 conn.close()
                 self._local.conn = None
@@ -177,6 +196,12 @@ class Client:
                 time.sleep(pause)
                 waited += pause
                 continue
+            if idempotent and response.status in (409, 503) and time.monotonic() < retry_until:
+                message = str(doc.get("message")) if isinstance(doc, dict) else ""
+                if response.status == 503 or "still being answered" in message:
+                    time.sleep(max(pause, _retry_after(response)) if response.getheader("Retry-After") else pause)
+                    pause = min(pause * 2, 5.0)
+                    continue
             if response.status >= 400:
                 if isinstance(doc, dict):
                     raise APIError(response.status, str(doc.get("code")), str(doc.get("message")))
@@ -278,7 +303,7 @@ class Client:
     ) -> dict:
         body = _session_body(endpoint_id, tasks, max_retries, walltime)
         body["events"] = events
-        return self._request("POST", "/v1/tasks", body)
+        return self._request("POST", "/v1/tasks", body, idempotent=True)
 
     def run(
         self,
@@ -340,7 +365,7 @@ class Client:
                 for endpoint_id, batch in sessions
             ]
         }
-        answer = self._request("POST", "/v1/sessions", body)
+        answer = self._request("POST", "/v1/sessions", body, idempotent=True)
         return [Session(self, s["session_id"], s["task_ids"]) for s in answer["sessions"]]
 
     def get_session(self, session_id: str) -> dict:

@@ -15,7 +15,9 @@ pub mod records;
 mod redis_store;
 
 pub use records::*;
-pub use redis_store::{CredentialInfo, EventReader, EventWaker, FinishedTasks, Principal, Store, UserInfo};
+pub use redis_store::{
+    CredentialInfo, EventReader, EventWaker, FinishedTasks, KeyClaim, Principal, Store, UserInfo,
+};
 
 /// What can go wrong talking to the store.
 #[derive(Debug, thiserror::Error)]

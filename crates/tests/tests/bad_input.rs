@@ -372,3 +372,56 @@ async fn every_field_of_the_globus_bodies_is_typed_and_no_other_is_taken() {
     assert_eq!(answer["tasks"][&f].as_array().unwrap().len(), 1, "{answer}");
     stack.shutdown().await;
 }
+
+/// A submission sent again with its `Idempotency-Key` gets the first answer, not a
+/// second session; the same key for another body is refused; a key whose request was
+/// refused is free again.
+#[tokio::test]
+async fn a_submission_sent_again_with_its_idempotency_key_is_made_once() {
+    let stack = Stack::start().await;
+    let f = stack.register("shell", "hi", "echo hi").await;
+    let body =
+        json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": [{"function_id": f}, {"function_id": f}]});
+    let send = |key: &'static str, body: Value| {
+        let request = stack
+            .http
+            .post(format!("{}/v1/tasks", stack.url))
+            .bearer_auth(&stack.token)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s1, first) = send("key-1", body.clone()).await;
+    let (s2, again) = send("key-1", body.clone()).await;
+    assert_eq!((s1, s2), (200, 200), "{first} {again}");
+    assert_eq!(first, again, "the same answer: the same session and task ids");
+    let (_, session): (u16, Value) = stack
+        .get(&format!("/v1/sessions/{}", first["batch_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(session["size"], 2, "{session}");
+
+    let mut other = body.clone();
+    other["tasks"] = json!([{"function_id": f}]);
+    let (s, answer) = send("key-1", other).await;
+    assert_eq!(s, 409, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("another request"),
+        "{answer}"
+    );
+
+    // Refused (an unknown function): nothing stands, so the key is free for a fixed body.
+    let mut bad = body.clone();
+    bad["tasks"] = json!([{"function_id": uuid::Uuid::new_v4()}]);
+    let (s, _) = send("key-2", bad).await;
+    assert_eq!(s, 404);
+    let (s, answer) = send("key-2", body.clone()).await;
+    assert_eq!(s, 200, "{answer}");
+    assert_ne!(answer["batch_id"], first["batch_id"]);
+
+    let (s, answer) = send("", body.clone()).await;
+    assert_eq!(s, 400, "an empty key: {answer}");
+    stack.shutdown().await;
+}

@@ -25,6 +25,7 @@ pub mod error;
 pub mod event_hub;
 pub mod extract;
 pub mod globus;
+pub mod idempotency;
 pub mod limits;
 pub mod memo;
 pub mod openapi;

@@ -50,6 +50,21 @@ pub struct BatchCancelled {
     size: u64,
 }
 
+/// The `Idempotency-Key` header of submissions.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// 1 to 200 printable ASCII characters: a submission sent again with the key it was
+    /// sent with before gets the first answer (the same task ids), not a second session.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[!-~]+$"
+    )]
+    idempotency_key: Option<String>,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ferry", description = "Ferry's HTTP API (v1): functions, endpoints, tasks, sessions and their data (docs/http-api.md); and the routes the Globus Compute SDK calls (tag globus-compute, docs/globus-compute.md)."),
@@ -130,16 +145,16 @@ fn get_endpoint() {}
     (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 fn delete_endpoint() {}
 
-#[utoipa::path(post, path = "/v1/tasks", request_body = SubmitRequest, responses(
+#[utoipa::path(post, path = "/v1/tasks", request_body = SubmitRequest, params(IdempotencyKey), responses(
     (status = 200, body = SubmitResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
-    (status = 429, body = ErrorBody)))]
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
 fn submit() {}
 
-#[utoipa::path(post, path = "/v1/sessions", request_body = SessionsRequest, responses(
+#[utoipa::path(post, path = "/v1/sessions", request_body = SessionsRequest, params(IdempotencyKey), responses(
     (status = 200, body = SessionsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
-    (status = 429, body = ErrorBody)))]
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
 fn create_sessions() {}
 
 #[utoipa::path(get, path = "/v1/sessions/{id}", params(("id" = String, Path, format = Uuid)), responses(

@@ -8,6 +8,7 @@ mod batches;
 mod credentials;
 mod events;
 mod finished;
+mod idempotency;
 mod registry;
 mod rows;
 mod tasks;
@@ -15,6 +16,7 @@ mod tasks;
 pub use credentials::{CredentialInfo, Principal, UserInfo};
 pub use events::{EventReader, EventWaker};
 pub use finished::FinishedTasks;
+pub use idempotency::KeyClaim;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -40,6 +40,7 @@ pub(crate) async fn get(
 pub(crate) async fn create_sessions(
     State(state): State<AppState>,
     Caller(user): Caller,
+    headers: axum::http::HeaderMap,
     FerryJson(body): FerryJson<SessionsRequest>,
 ) -> ApiResult<Json<SessionsResponse>> {
     if body.sessions.is_empty() {
@@ -47,23 +48,26 @@ pub(crate) async fn create_sessions(
             "sessions is empty: submit at least one session",
         ));
     }
-    let submissions = body
-        .sessions
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| super::tasks::submission(s, &format!("sessions[{i}].")))
-        .collect::<ApiResult<Vec<_>>>()?;
-    let created = crate::submit::accept_all(&state, user, submissions, "sessions").await?;
-    Ok(Json(SessionsResponse {
-        sessions: created
+    crate::idempotency::once(&state, user, &headers, "/v1/sessions", body, |body| async {
+        let submissions = body
+            .sessions
             .into_iter()
-            .map(|a| SessionCreated {
-                session_id: a.batch_id,
-                task_ids: a.task_ids,
-                callback_secret: a.callback_secret,
-            })
-            .collect(),
-    }))
+            .enumerate()
+            .map(|(i, s)| super::tasks::submission(s, &format!("sessions[{i}].")))
+            .collect::<ApiResult<Vec<_>>>()?;
+        let created = crate::submit::accept_all(&state, user, submissions, "sessions").await?;
+        Ok(SessionsResponse {
+            sessions: created
+                .into_iter()
+                .map(|a| SessionCreated {
+                    session_id: a.batch_id,
+                    task_ids: a.task_ids,
+                    callback_secret: a.callback_secret,
+                })
+                .collect(),
+        })
+    })
+    .await
 }
 
 /// `GET /v1/sessions/{id}`: counts per state, from one hash.

@@ -27,15 +27,19 @@ const MAX_STATUS_IDS: usize = 10_000;
 pub(crate) async fn submit(
     State(state): State<AppState>,
     Caller(user): Caller,
+    headers: axum::http::HeaderMap,
     FerryJson(body): FerryJson<SubmitRequest>,
 ) -> ApiResult<Json<SubmitResponse>> {
-    let submission = submission(body, "")?;
-    let accepted = crate::submit::accept(&state, user, submission).await?;
-    Ok(Json(SubmitResponse {
-        batch_id: accepted.batch_id,
-        task_ids: accepted.task_ids,
-        callback_secret: accepted.callback_secret,
-    }))
+    crate::idempotency::once(&state, user, &headers, "/v1/tasks", body, |body| async {
+        let submission = submission(body, "")?;
+        let accepted = crate::submit::accept(&state, user, submission).await?;
+        Ok(SubmitResponse {
+            batch_id: accepted.batch_id,
+            task_ids: accepted.task_ids,
+            callback_secret: accepted.callback_secret,
+        })
+    })
+    .await
 }
 
 /// Checks a request's numbers and turns it into a [`Submission`]; `at` prefixes the

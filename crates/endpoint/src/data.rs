@@ -102,8 +102,8 @@ impl DataPlane {
     }
 
     /// Keeps of a redelivered message's tasks only those still to run: the web-service
-    /// says which are unfinished, dispatched here, and at the attempt the message
-    /// carries. A message comes again after the endpoint stopped with it unacked (a
+    /// says which are unfinished, dispatched here, and not dispatched again since as a
+    /// newer attempt than the message carries. A message comes again after the endpoint stopped with it unacked (a
     /// restart, a crash, a lost connection); its finished tasks must not run again.
     pub async fn keep_still_to_run(
         &self,

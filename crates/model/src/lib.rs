@@ -44,6 +44,14 @@
 //! retries (`r`) as the script does. With no worker deaths, no task may fail: a block's
 //! end costs a task nothing, whatever crashes and duplicates come with it.
 //!
+//! An endpoint given a message again after it crashed (`redelivered`) runs a copy only
+//! when the task is unfinished and not dispatched again since as a newer attempt
+//! (`check_redelivered`, production's `still_to_run`): a redelivered copy taken after
+//! the task's result was recorded never runs. Without the check the checker finds one
+//! that does. (A fresh copy of an older attempt, published by a re-dispatch, is not
+//! covered: production's endpoint drops it while it remembers the newer attempt's
+//! result, which it forgets when it crashes.)
+//!
 //! And so does a task whose message vanishes from the endpoint's queue while the
 //! endpoint does not hold it (`message_losses`: a purge, another consumer, the broker
 //! losing it; also a message that came back when the endpoint crashed): the forwarder's
@@ -83,6 +91,10 @@ pub struct Protocol {
     pub message_losses: u8,
     /// The forwarder's sweep publishes a stranded `waiting-for-ep` task again.
     pub requeue_stranded: bool,
+    /// An endpoint given a message again (after it crashed holding it) runs a copy only
+    /// if the task is unfinished and not dispatched again since as a newer attempt
+    /// (`POST /v1/endpoints/{id}/still_to_run`); without it a recorded task runs again.
+    pub check_redelivered: bool,
 }
 
 /// A task's record in Redis, plus what the checker watches.
@@ -118,6 +130,9 @@ pub struct Held {
     /// The retries the message said the task has.
     pub max_retries: u32,
     pub stage: Stage,
+    /// The copy was redelivered, and the task's result was recorded when the endpoint
+    /// took it.
+    pub recorded_at_take: bool,
 }
 
 /// A message on the endpoint's queue.
@@ -127,6 +142,8 @@ pub struct Message {
     pub attempt: u32,
     pub max_retries: u32,
     pub delivered: bool,
+    /// The broker gives it again (the endpoint crashed holding it).
+    pub redelivered: bool,
 }
 
 /// A report on its way to the forwarder.
@@ -163,6 +180,9 @@ pub struct State {
     /// Tasks whose `waiting-for-ep` record the forwarder holds (published, confirmed,
     /// submission not acked yet).
     pub held_records: Vec<bool>,
+    /// Set if a worker ever started a redelivered copy the endpoint took after the
+    /// task's result was recorded.
+    pub ran_after_recorded: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +265,7 @@ impl Model for Protocol {
             block_ends: self.block_ends,
             message_losses: self.message_losses,
             held_records: vec![false; self.tasks],
+            ran_after_recorded: false,
         }]
     }
 
@@ -346,6 +367,7 @@ impl Model for Protocol {
                     attempt: 0,
                     max_retries: self.max_retries,
                     delivered: false,
+                    redelivered: false,
                 });
                 s.forwarder_crashes -= 1;
             }
@@ -364,6 +386,7 @@ impl Model for Protocol {
                     attempt: 0,
                     max_retries: self.max_retries,
                     delivered: false,
+                    redelivered: false,
                 });
                 s.held_records[t] = true;
             }
@@ -384,6 +407,7 @@ impl Model for Protocol {
                     attempt: 0,
                     max_retries: self.max_retries,
                     delivered: false,
+                    redelivered: false,
                 });
                 s.apply(report(t, EventKind::Queued, 0, false));
                 s.forwarder_crashes -= 1;
@@ -391,6 +415,16 @@ impl Model for Protocol {
             Action::Take(i) => {
                 let m = s.queue[i].clone();
                 s.queue[i].delivered = true;
+                let record = &s.records[m.task];
+                if self.check_redelivered
+                    && m.redelivered
+                    && (record.state.is_terminal() || record.attempt > m.attempt)
+                {
+                    // Not still to run: acked without running.
+                    s.ack(m.task, m.attempt);
+                    return Some(s);
+                }
+                let recorded_at_take = m.redelivered && record.results > 0;
                 let held = s.held[m.task].as_ref().map(|h| h.attempt);
                 if held.is_some_and(|a| a >= m.attempt) {
                     // A copy no newer than the one held: acked at once.
@@ -405,6 +439,7 @@ impl Model for Protocol {
                         attempt: m.attempt,
                         max_retries: m.max_retries,
                         stage: Stage::Received,
+                        recorded_at_take,
                     });
                     s.push_report(report(m.task, EventKind::Received, m.attempt, false));
                 }
@@ -418,6 +453,9 @@ impl Model for Protocol {
                 };
                 h.stage = stage;
                 let attempt = h.attempt;
+                if kind == EventKind::Started && h.recorded_at_take {
+                    s.ran_after_recorded = true;
+                }
                 s.push_report(report(t, kind, attempt, kind == EventKind::Succeeded));
             }
             Action::Ack(t) => {
@@ -445,6 +483,7 @@ impl Model for Protocol {
                             attempt: next.attempt,
                             max_retries: next.max_retries,
                             delivered: false,
+                            redelivered: false,
                         });
                     }
                     _ => {
@@ -476,6 +515,7 @@ impl Model for Protocol {
                     attempt: next.attempt,
                     max_retries: next.max_retries,
                     delivered: false,
+                    redelivered: false,
                 });
             }
             Action::ReportLoss(t) => {
@@ -491,6 +531,7 @@ impl Model for Protocol {
                 s.endpoint_crashes -= 1;
                 s.held = vec![None; self.tasks];
                 for m in &mut s.queue {
+                    m.redelivered |= m.delivered;
                     m.delivered = false;
                 }
                 s.queue.sort();
@@ -510,6 +551,7 @@ impl Model for Protocol {
                         attempt: attempt + 1,
                         max_retries,
                         delivered: false,
+                        redelivered: false,
                     });
                 }
                 if action == Action::EndpointLost {
@@ -554,6 +596,7 @@ impl Model for Protocol {
                     attempt: attempt + 1,
                     max_retries,
                     delivered: false,
+                    redelivered: false,
                 });
                 if action == Action::Requeue(t) {
                     s.apply_one(report(t, kind, attempt, false));
@@ -592,6 +635,10 @@ impl Model for Protocol {
                 |model: &Protocol, s: &State| {
                     model.worker_deaths > 0 || s.records.iter().all(|r| r.state != TaskState::Failed)
                 },
+            ),
+            Property::always(
+                "a redelivered copy taken after the task's result was recorded never runs",
+                |_, s: &State| !s.ran_after_recorded,
             ),
             Property::sometimes("a task succeeds on a retry", |_, s: &State| {
                 s.records

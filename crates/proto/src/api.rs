@@ -387,8 +387,9 @@ pub struct TaskCopy {
     pub attempt: u32,
 }
 
-/// The copies to run: their task is this endpoint's, unfinished, and at that attempt.
-/// The others are finished, or were dispatched again as a newer attempt.
+/// The copies to run: their task is this endpoint's, unfinished, and its record not
+/// past that attempt. The others are finished, or were dispatched again as a newer
+/// attempt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StillToRun {

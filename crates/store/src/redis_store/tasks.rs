@@ -438,9 +438,10 @@ impl Store {
     }
 
     /// Of these (task, attempt) copies an endpoint holds, the ones still to run: the
-    /// task is dispatched to `endpoint`, unfinished, and at that attempt (a finished
-    /// task, or one dispatched again since as a newer attempt, is not). One pipelined
-    /// read.
+    /// task is dispatched to `endpoint`, unfinished, and its record is not past that
+    /// attempt (a finished task, or one dispatched again since as a newer attempt, is
+    /// not; a copy newer than the record is: its endpoint published the retry before
+    /// reporting the loss). One pipelined read.
     pub async fn still_to_run(&self, endpoint: EndpointId, copies: &[(TaskId, u32)]) -> Result<Vec<TaskId>> {
         if copies.is_empty() {
             return Ok(Vec::new());
@@ -457,7 +458,7 @@ impl Store {
             .zip(rows)
             .filter(|((_, attempt), (s, a, e))| {
                 s.and_then(TaskState::from_code).is_some_and(|s| !s.is_terminal())
-                    && *a == Some(*attempt)
+                    && a.is_some_and(|a| a <= *attempt)
                     && e.as_deref() == Some(endpoint.as_str())
             })
             .map(|((id, _), _)| *id)

@@ -284,8 +284,8 @@ pub(crate) fn why_waiting(state: TaskState, e: &EndpointRecord) -> Option<String
 const MAX_STILL_TO_RUN: usize = 10_000;
 
 /// `POST /v1/endpoints/{id}/still_to_run`: which of the task copies a redelivered
-/// message brought the endpoint are still to run (its own tasks, unfinished, at that
-/// attempt). The endpoint asks before running any of them, so a restart does not run
+/// message brought the endpoint are still to run (its own tasks, unfinished, not past
+/// that attempt). The endpoint asks before running any of them, so a restart does not run
 /// again the tasks of a message whose results are recorded. Its credential only.
 pub(crate) async fn still_to_run(
     State(state): State<AppState>,

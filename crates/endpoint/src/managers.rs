@@ -98,11 +98,20 @@ fn codec(max_frame: usize) -> LengthDelimitedCodec {
 /// Accepts manager connections until the listener fails.
 pub async fn accept(listener: TcpListener, auth: Auth, inputs: mpsc::UnboundedSender<Input>) {
     let greeting = Arc::new(tokio::sync::Semaphore::new(GREETING_AT_ONCE));
+    // Connections turned away since the last warning: a burst of thousands of managers
+    // logs one line a second, not one per connection.
+    let mut turned_away = 0u64;
+    let mut warned = std::time::Instant::now() - Duration::from_secs(1);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let Ok(permit) = greeting.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "closing a connection: {GREETING_AT_ONCE} others have not registered yet");
+                    turned_away += 1;
+                    if warned.elapsed() >= Duration::from_secs(1) {
+                        tracing::warn!(%peer, turned_away, "closing connections: {GREETING_AT_ONCE} others have not registered yet (their managers try again)");
+                        turned_away = 0;
+                        warned = std::time::Instant::now();
+                    }
                     continue;
                 };
                 let _ = stream.set_nodelay(true);

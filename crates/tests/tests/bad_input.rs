@@ -55,6 +55,21 @@ async fn every_bad_request_is_answered_with_a_code_and_a_message_naming_it() {
     let (s, b) = raw_post(&stack, "/v1/tasks", Some(&stack.token), "{not json").await;
     assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")));
 
+    // A struct's fields as an array are not an object (serde would take them in order).
+    for path in [
+        "/v1/endpoints",
+        "/v1/functions",
+        "/v3/functions",
+        "/v2/batch_status",
+    ] {
+        let (s, b) = raw_post(&stack, path, Some(&stack.token), r#"["x", "shell", "true"]"#).await;
+        assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")), "{path}: {b}");
+        assert!(
+            b["message"].as_str().unwrap().contains("a JSON object"),
+            "{path}: {b}"
+        );
+    }
+
     let (s, b): (u16, Value) = stack
         .post("/v1/tasks", &json!({"endpoint_id": "nope", "tasks": []}))
         .await;

@@ -77,15 +77,38 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// `Json<T>` with Ferry's error body on rejection.
+/// `Json<T>` with Ferry's error body on rejection. The body must be a JSON object:
+/// serde's derived structs would also take an array of their fields in order, which no
+/// route means (a 400 says "expected a JSON object").
 pub struct FerryJson<T>(pub T);
+
+/// `T` from a JSON object only.
+struct Object<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Visit(std::marker::PhantomData))
+            .map(Object)
+    }
+}
 
 impl<T: DeserializeOwned> FromRequest<AppState> for FerryJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(FerryJson(value)),
+        match axum::Json::<Object<T>>::from_request(req, state).await {
+            Ok(axum::Json(Object(value))) => Ok(FerryJson(value)),
             Err(rejection) => Err(ApiError::from_json_rejection(
                 rejection,
                 state.config.max_request_bytes,

@@ -131,8 +131,9 @@ impl Dispatcher {
         let mut records = records.iter();
         batch.tasks.retain(|task| match records.next() {
             Some(Some(info)) => !info.state.is_terminal(),
+            // Finished meanwhile (the usual case), or its record expired: not sent again.
             _ => {
-                tracing::warn!(task_id = %task.task_id, "dropping a submitted task that has no record");
+                tracing::debug!(task_id = %task.task_id, "a submitted task seen again has finished (or its record is gone); not published again");
                 false
             }
         });

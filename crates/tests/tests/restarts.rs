@@ -32,9 +32,9 @@ async fn succeeded(stack: &Stack, ids: &[TaskId]) -> Vec<usize> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_killed_endpoint_runs_again_none_of_the_recorded_tasks_of_its_message() {
-    let mut stack = Stack::start().await;
+/// Submits N tasks that each log their run, as one submission: one task message for the
+/// endpoint, acked when all of it is done. The side-effect log and the task ids.
+async fn submit_logged(stack: &Stack) -> (std::path::PathBuf, Vec<TaskId>) {
     let log = stack.dir.path().join("ran.log");
     let f = stack
         .register(
@@ -43,7 +43,6 @@ async fn a_killed_endpoint_runs_again_none_of_the_recorded_tasks_of_its_message(
             &format!("echo {{n}} >> {}; sleep 0.2", log.display()),
         )
         .await;
-    // One submission: one task message for the endpoint, acked when all of it is done.
     let payloads: Vec<String> = (0..N).map(|n| format!(r#"{{"n": {n}}}"#)).collect();
     let ids = stack
         .submit(
@@ -53,6 +52,13 @@ async fn a_killed_endpoint_runs_again_none_of_the_recorded_tasks_of_its_message(
                 .collect::<Vec<_>>(),
         )
         .await;
+    (log, ids)
+}
+
+#[tokio::test]
+async fn a_killed_endpoint_runs_again_none_of_the_recorded_tasks_of_its_message() {
+    let mut stack = Stack::start().await;
+    let (log, ids) = submit_logged(&stack).await;
     let (this, some) = (&stack, &ids);
     this.wait_until(
         Duration::from_secs(60),
@@ -93,23 +99,7 @@ async fn a_killed_endpoint_runs_again_none_of_the_recorded_tasks_of_its_message(
 #[tokio::test]
 async fn a_gracefully_restarted_endpoint_runs_no_task_twice() {
     let mut stack = Stack::start().await;
-    let log = stack.dir.path().join("ran.log");
-    let f = stack
-        .register(
-            "shell",
-            "step",
-            &format!("echo {{n}} >> {}; sleep 0.2", log.display()),
-        )
-        .await;
-    let payloads: Vec<String> = (0..N).map(|n| format!(r#"{{"n": {n}}}"#)).collect();
-    let ids = stack
-        .submit(
-            &payloads
-                .iter()
-                .map(|p| (f.as_str(), p.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .await;
+    let (log, ids) = submit_logged(&stack).await;
     let (this, some) = (&stack, &ids);
     this.wait_until(Duration::from_secs(60), "a few tasks finish", || async move {
         succeeded(this, some).await.len() >= 4

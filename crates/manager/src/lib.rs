@@ -36,6 +36,12 @@ use tokio_util::sync::CancellationToken;
 /// the manager hears of it; its task then goes back with the block, not charged.
 const DEATH_GRACE: Duration = Duration::from_secs(1);
 
+/// When stopped, the manager takes what its workers report until they have been quiet
+/// this long (results already in their pipes)...
+const LEAVE_SETTLE_QUIET: Duration = Duration::from_millis(100);
+/// ...but no longer than this: the scheduler's SIGKILL follows its SIGTERM.
+const LEAVE_SETTLE_MAX: Duration = Duration::from_millis(500);
+
 /// The manager's settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -281,7 +287,7 @@ impl Manager {
                     self.to_endpoint.feed(encode(&beat)?).await?;
                 }
                 _ = shutdown.cancelled() => {
-                    self.leave().await?;
+                    self.leave(&mut events).await?;
                     break;
                 }
             }
@@ -409,10 +415,21 @@ impl Manager {
     }
 
     /// Stopped (SIGTERM: the scheduler ends the block): says so before the workers go,
-    /// so the endpoint puts what they held back in the queue uncharged.
-    async fn leave(&mut self) -> anyhow::Result<()> {
+    /// so the endpoint puts what they held back in the queue uncharged. What the workers
+    /// already reported (a result written just before the signal reached them) is taken
+    /// and forwarded first: a finished task's result is never dropped with the block,
+    /// which would run the task again.
+    async fn leave(&mut self, events: &mut mpsc::UnboundedReceiver<SlotEvent>) -> anyhow::Result<()> {
         let reason = "the manager was told to stop (SIGTERM): its block is ending".to_owned();
         tracing::info!("{reason}; telling the endpoint");
+        let settle_by = Instant::now() + LEAVE_SETTLE_MAX;
+        loop {
+            let quiet = (Instant::now() + LEAVE_SETTLE_QUIET).min(settle_by);
+            match tokio::time::timeout_at(quiet, events.recv()).await {
+                Ok(Some(event)) => self.on_slot(event).await?,
+                Ok(None) | Err(_) => break,
+            }
+        }
         self.to_endpoint
             .feed(encode(&FromManager::Leaving { reason })?)
             .await?;

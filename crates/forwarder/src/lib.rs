@@ -64,9 +64,9 @@ pub struct Config {
     /// How often lost endpoints and timed-out batches are looked for, in milliseconds.
     #[arg(long, env = "FERRY_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     pub sweep_interval_ms: u64,
-    /// How long after its acceptance a batch whose writing never ended (its
-    /// web-service died between two parts of a large submission) is closed at the
-    /// tasks it has, in seconds. Keep it above the web-service's 30 s writing limit.
+    /// How long after its writing began a batch that was never committed (its
+    /// web-service died or gave up part-way) is failed, none of its tasks having run,
+    /// in seconds. Keep it above the web-service's 30 s writing limit.
     #[arg(long, env = "FERRY_ABANDONED_BATCH_SECS", default_value_t = 60)]
     pub abandoned_batch_secs: u64,
     /// A task no message carries any more (its endpoint online and idle, its queue

@@ -118,7 +118,7 @@ pub struct SubmitRequest {
 }
 
 /// `POST /v1/sessions`: several sessions (batches) in one request. Every session is
-/// checked before any is created; each is created whole or not at all.
+/// checked before any is created; they are created together, all or none.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]

@@ -148,26 +148,13 @@ pub struct BatchStatus {
 /// Which part of a batch's tasks a write holds (see `Store::create_part`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    /// All of them.
+    /// All of them: the batch is committed by this one write.
     Whole,
-    /// The first of several: writes the batch itself.
+    /// The first of several: writes the batch itself. The batch is being written
+    /// until `Store::commit_batches`; none of its tasks may be dispatched before.
     First,
-    /// Neither the first nor the last.
+    /// A later one.
     Middle,
-    /// The last of several: the batch is complete once it is written.
-    Last,
-}
-
-impl Part {
-    /// The part that chunk `index` of `count` is.
-    pub fn of(index: usize, count: usize) -> Part {
-        match (index == 0, index + 1 == count) {
-            (true, true) => Part::Whole,
-            (true, false) => Part::First,
-            (false, true) => Part::Last,
-            (false, false) => Part::Middle,
-        }
-    }
 }
 
 /// A task as submitted.

@@ -1,6 +1,7 @@
-//! Batches written in parts (large submissions) against a real Redis: the counts match
-//! the records written at every point, the batch is never done before its last part,
-//! and one whose writer died is closed at the tasks it has.
+//! Batches written in parts (large submissions, several sessions at once) against a
+//! real Redis: the counts match the records written at every point, the batch is never
+//! done before its commit, a commit is all or nothing, and one whose writer died is
+//! closed at the tasks it has.
 
 use bytes::Bytes;
 use ferry_proto::time::Micros;
@@ -61,7 +62,7 @@ async fn write(store: &Store, batch: &BatchRecord, tasks: &[NewTask], part: Part
 }
 
 #[tokio::test]
-async fn a_batch_written_in_parts_is_done_only_after_its_last_part() {
+async fn a_batch_written_in_parts_is_done_only_after_its_commit() {
     let store = store().await;
     let tasks: Vec<NewTask> = (0..5).map(|_| new_task()).collect();
     let batch = BatchRecord {
@@ -76,7 +77,7 @@ async fn a_batch_written_in_parts_is_done_only_after_its_last_part() {
         store.batch_task_ids(batch.batch_id, 0, -1).await.unwrap().len(),
         2
     );
-    // The deadline counts from the last part: a sweep now must not time out a batch
+    // The deadline counts from the commit: a sweep now must not time out a batch
     // whose other tasks are not written yet.
     assert!(
         store
@@ -89,6 +90,7 @@ async fn a_batch_written_in_parts_is_done_only_after_its_last_part() {
         store.unfinished_batches_before(NOW, 10).await.unwrap(),
         vec![batch.batch_id]
     );
+    assert!(store.being_written(batch.batch_id).await.unwrap());
 
     // The sweeper's read-then-close leaves a batch still being written watched (its
     // next part brings `received` tasks).
@@ -107,8 +109,11 @@ async fn a_batch_written_in_parts_is_done_only_after_its_last_part() {
     succeed(&store, &tasks[2..4]).await;
     assert_eq!(status(&store, &batch).await.done_at, None);
 
-    // The sweeper watches the batch again for the new part's `received` tasks.
-    write(&store, &batch, &tasks[4..], Part::Last).await;
+    // The sweeper watches the batch again, from its commit, for `received` tasks.
+    write(&store, &batch, &tasks[4..], Part::Middle).await;
+    assert_eq!(status(&store, &batch).await.done_at, None);
+    assert!(store.commit_batches(&[&batch], NOW).await.unwrap());
+    assert!(!store.being_written(batch.batch_id).await.unwrap());
     let s = status(&store, &batch).await;
     assert_eq!((s.counts[0], s.counts[5], s.done_at), (1, 4, None));
     assert_eq!(
@@ -180,10 +185,37 @@ async fn a_half_written_batch_whose_tasks_all_ended_is_done_when_closed() {
     store.delete_namespace().await.unwrap();
 }
 
-#[test]
-fn parts_are_named_by_their_place() {
-    assert_eq!(Part::of(0, 1), Part::Whole);
-    assert_eq!(Part::of(0, 3), Part::First);
-    assert_eq!(Part::of(1, 3), Part::Middle);
-    assert_eq!(Part::of(2, 3), Part::Last);
+#[tokio::test]
+async fn batches_are_committed_together_or_not_at_all() {
+    let store = store().await;
+    let (a_tasks, b_tasks): (Vec<NewTask>, Vec<NewTask>) = (
+        (0..2).map(|_| new_task()).collect(),
+        (0..3).map(|_| new_task()).collect(),
+    );
+    let a = batch(EndpointId::new(), 2);
+    let b = BatchRecord {
+        deadline: Some(50),
+        ..batch(EndpointId::new(), 3)
+    };
+    write(&store, &a, &a_tasks, Part::First).await;
+    write(&store, &b, &b_tasks, Part::First).await;
+    // The sweeper took `b` for abandoned: the commit of both changes nothing.
+    assert!(store.close_unfinished_batch(b.batch_id, 77).await.unwrap());
+    assert!(!store.commit_batches(&[&a, &b], NOW).await.unwrap());
+    assert!(store.being_written(a.batch_id).await.unwrap());
+    assert_eq!(status(&store, &a).await.done_at, None);
+
+    // Both still being written: both commit, and each ends with its tasks.
+    let c = batch(EndpointId::new(), 2);
+    write(&store, &c, &a_tasks[..0], Part::First).await;
+    let c_tasks: Vec<NewTask> = (0..2).map(|_| new_task()).collect();
+    write(&store, &c, &c_tasks, Part::Middle).await;
+    assert!(store.commit_batches(&[&a, &c], NOW).await.unwrap());
+    assert!(!store.being_written(a.batch_id).await.unwrap());
+    assert!(!store.being_written(c.batch_id).await.unwrap());
+    succeed(&store, &a_tasks).await;
+    succeed(&store, &c_tasks).await;
+    assert_eq!(status(&store, &a).await.done_at, Some(10));
+    assert_eq!(status(&store, &c).await.done_at, Some(10));
+    store.delete_namespace().await.unwrap();
 }

@@ -9,6 +9,7 @@
 mod env;
 mod payloads;
 pub mod rabbit;
+pub mod redis;
 pub mod tls;
 
 use env::bin;

@@ -1,6 +1,7 @@
-//! A web-service killed while it writes a large submission in parts: the tasks it had
-//! written keep their records and their batch's counts stay true, and the forwarder's
-//! sweeper closes the batch at the tasks it has, so it can finish and expire.
+//! A web-service killed while it writes a large submission in parts: nothing of it was
+//! published (a submission is published only once every part is written and
+//! committed), so none of its tasks runs; the forwarder's sweeper fails the tasks it
+//! had written, saying why, and closes the batch at them, so it ends and expires.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use serde_json::Value;
 const WITHIN: Duration = Duration::from_secs(60);
 
 #[tokio::test]
-async fn a_batch_whose_web_service_died_while_writing_it_is_closed_at_the_tasks_it_has() {
+async fn a_batch_whose_web_service_died_while_writing_it_fails_unrun() {
     let mut stack = Stack::start().await;
     // Nothing runs: the written tasks wait in the endpoint's queue.
     stack.stop(Part::Endpoint);
@@ -77,16 +78,50 @@ async fn a_batch_whose_web_service_died_while_writing_it_is_closed_at_the_tasks_
     );
     let status = store.batch_status(batch).await.unwrap().unwrap();
     assert_eq!(status.record.size, written.len() as u64);
-    assert_eq!(status.counts.iter().sum::<u64>(), status.record.size);
-    assert_eq!(status.done_at, None, "its tasks have not run yet");
+    let failed = status.counts[ferry_proto::TaskState::Failed.code() as usize];
+    assert_eq!(
+        failed, status.record.size,
+        "every written task failed: {:?}",
+        status.counts
+    );
+    assert!(status.done_at.is_some(), "the batch ended");
     for id in [written[0], written[written.len() - 1]] {
         let task = store
             .get_task(id)
             .await
             .unwrap()
             .expect("a written task's record");
-        assert!(!task.state.is_terminal(), "{id}: {:?}", task.state);
+        assert_eq!(task.state, ferry_proto::TaskState::Failed, "{id}");
+        assert!(
+            task.history
+                .iter()
+                .all(|h| h.state == ferry_proto::TaskState::Received
+                    || h.state == ferry_proto::TaskState::Failed),
+            "{id} never left received before it failed: {:?}",
+            task.history
+        );
     }
+    let (_, doc): (u16, Value) = stack.get(&format!("/v1/tasks/{}", written[0])).await;
+    assert!(
+        doc["exception"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("never ran")
+            || doc.to_string().contains("never ran"),
+        "the task says why it failed: {doc}"
+    );
+
+    // Nothing was published: no message waits for the endpoint, none for the forwarder.
+    let broker = ferry_broker::Broker::connect(&stack.amqp, &stack.namespace, Default::default())
+        .await
+        .unwrap();
+    let endpoint_queue = broker.endpoint_queue(stack.endpoint_id.unwrap());
+    assert_eq!(
+        broker.queue_len(&endpoint_queue).await.unwrap(),
+        0,
+        "{endpoint_queue}"
+    );
+    assert_eq!(broker.queue_len(&broker.submissions_queue()).await.unwrap(), 0);
 
     // The owner sees the same through the API.
     let (code, doc): (u16, Value) = stack.get(&format!("/v1/sessions/{batch}")).await;

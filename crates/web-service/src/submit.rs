@@ -1,11 +1,16 @@
 //! Accepting tasks, shared by Ferry's API and the Globus Compute compatible one:
-//! validate everything, then write the tasks as `received` and publish them, a part at
-//! a time (one Redis round trip each; a large submission's first tasks run while the
-//! rest are written), and only then hand out their ids. A returned id is a task that
-//! will reach a terminal state: its record is in Redis, and its message in RabbitMQ or,
-//! if that was lost before the broker confirmed it, recovered from Redis by the
-//! forwarder's sweeper. A submission that fails part-way hands out no ids and fails
-//! the tasks it had written.
+//! validate everything, write the tasks as `received` (a part at a time, one Redis
+//! round trip each), commit them, and only then publish them and hand out their ids.
+//!
+//! All or nothing: until the commit nothing is published, so a submission refused
+//! part-way (Redis refusing writes, a writer that gives up or dies) runs none of its
+//! tasks; the ones written end `failed`, saying why (or, if even that write is
+//! refused, the forwarder's sweeper fails them once the batch counts as abandoned).
+//! After the commit the submission stands whatever the broker does: a returned id is
+//! a task that will reach a terminal state, its message in RabbitMQ or, if a publish
+//! failed or was lost before the broker confirmed it, recovered from Redis by the
+//! sweeper. The work runs in its own task, so a client that hangs up mid-request
+//! cannot leave it half done (its retry with the same `Idempotency-Key` gets the ids).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,11 +27,10 @@ use crate::error::{ApiError, ApiResult, Code};
 /// Tasks per AMQP message on the submissions queue.
 const TASKS_PER_MESSAGE: usize = 1000;
 
-/// A large submission is written to Redis in parts, each published as soon as it is
-/// written, so that its first tasks run while the rest are written: the first part
-/// is one message's worth, each next one twice the last, up to this many (each part
-/// waits its turn behind whatever else Redis is doing, so fewer is quicker; and the
-/// service holds one part's Redis commands at a time, not the whole submission's).
+/// A large submission is written to Redis in parts: the first part is one message's
+/// worth, each next one twice the last, up to this many (each part waits its turn
+/// behind whatever else Redis is doing, so fewer is quicker; and the service holds one
+/// part's Redis commands at a time, not the whole submission's).
 const LARGEST_PART: usize = 8 * TASKS_PER_MESSAGE;
 
 /// Where each part of a submission of `n` tasks ends.
@@ -43,7 +47,7 @@ fn part_ends(n: usize) -> Vec<usize> {
 
 /// A submission written in parts gives up when writing has taken this long (100,000
 /// tasks take about a second), well before the forwarder's sweeper takes a batch still
-/// being written for abandoned (`FERRY_ABANDONED_BATCH_SECS`, a minute) and closes it.
+/// being written for abandoned (`FERRY_ABANDONED_BATCH_SECS`, a minute) and fails it.
 const WRITING_LIMIT: Duration = Duration::from_secs(30);
 
 /// One task to accept.
@@ -70,14 +74,26 @@ pub struct Submission {
     pub callback_url: Option<String>,
 }
 
-/// Accepts a submission whole or not at all (a failure part-way fails the tasks written
-/// so far and hands out no id); returns the batch id and the task ids in
-/// the submission's order.
+/// Accepts a submission whole or not at all (a failure before its commit fails the
+/// tasks written so far, runs none of them and hands out no id); returns the batch id
+/// and the task ids in the submission's order.
 #[tracing::instrument(skip_all, fields(user = %user, endpoint_id = %submission.endpoint_id, tasks = submission.tasks.len()))]
 pub async fn accept(state: &AppState, user: UserId, submission: Submission) -> ApiResult<Accepted> {
     let prepared = prepare(state, user, submission).await?;
     check_room(state, user, std::slice::from_ref(&prepared)).await?;
-    commit(state, prepared).await
+    let mut accepted = commit(state, vec![prepared]).await?;
+    Ok(accepted.pop().expect("one submission, one answer"))
+}
+
+/// Runs a request's work in its own task, so that a client hanging up (which drops
+/// the handler) cannot stop a submission between its writes, its commit and its
+/// publishes, nor its idempotency key's answer from being kept.
+pub async fn to_completion<T: Send + 'static>(
+    work: impl std::future::Future<Output = ApiResult<T>> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| ApiError::unavailable("the submission's work stopped", e))?
 }
 
 /// Whether `user` and each endpoint may take these tasks on top of their unfinished
@@ -126,7 +142,7 @@ async fn check_room(state: &AppState, user: UserId, prepared: &[Prepared]) -> Ap
 }
 
 /// Accepts several submissions (sessions): every one is checked before any is
-/// written, then each is written whole or not at all.
+/// written, and they are committed together: all of them or none.
 #[tracing::instrument(skip_all, fields(user = %user, sessions = submissions.len()))]
 pub async fn accept_all(
     state: &AppState,
@@ -149,11 +165,7 @@ pub async fn accept_all(
         prepared.push(p);
     }
     check_room(state, user, &prepared).await?;
-    let mut out = Vec::with_capacity(prepared.len());
-    for p in prepared {
-        out.push(commit(state, p).await?);
-    }
-    Ok(out)
+    commit(state, prepared).await
 }
 
 /// What a caller gets back for an accepted submission.
@@ -286,58 +298,121 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
     })
 }
 
-async fn commit(state: &AppState, prepared: Prepared) -> ApiResult<Accepted> {
-    let Prepared {
-        batch,
-        specs,
-        functions,
-    } = prepared;
-    let ends = part_ends(specs.len());
+/// Writes, commits and publishes submissions: all of them or none (see the module's
+/// documentation).
+async fn commit(state: &AppState, prepared: Vec<Prepared>) -> ApiResult<Vec<Accepted>> {
+    // Nothing is written while the broker refuses messages: 503 before any work.
+    state
+        .with_broker(|_| async { Ok(()) })
+        .await
+        .map_err(ApiError::broker)?;
+    let whole = prepared.len() == 1 && part_ends(prepared[0].specs.len()).len() == 1;
     let started = Instant::now();
-    // Tasks whose records exist, in order.
-    let mut written = 0;
-    for (i, &end) in ends.iter().enumerate() {
-        let chunk = &specs[written..end];
-        let part = Part::of(i, ends.len());
-        let step = async {
-            if i > 0 && started.elapsed() > WRITING_LIMIT {
-                return Err(ApiError::new(
-                    Code::Unavailable,
-                    format!(
-                        "writing {} tasks took longer than {} s; try again",
-                        specs.len(),
-                        WRITING_LIMIT.as_secs()
-                    ),
-                ));
+    // Tasks whose records exist, per submission.
+    let mut written = vec![0; prepared.len()];
+    for (b, p) in prepared.iter().enumerate() {
+        for (i, &end) in part_ends(p.specs.len()).iter().enumerate() {
+            let part = match (whole, i) {
+                (true, _) => Part::Whole,
+                (false, 0) => Part::First,
+                (false, _) => Part::Middle,
+            };
+            let step = async {
+                if started.elapsed() > WRITING_LIMIT {
+                    let total: usize = prepared.iter().map(|p| p.specs.len()).sum();
+                    return Err(ApiError::new(
+                        Code::Unavailable,
+                        format!(
+                            "writing {total} tasks took longer than {} s; try again",
+                            WRITING_LIMIT.as_secs()
+                        ),
+                    ));
+                }
+                write_part(state, &p.batch, &p.specs[written[b]..end], part).await
+            };
+            if let Err(e) = step.await {
+                abandon(state, &prepared, &written, &e.message).await;
+                return Err(e);
             }
-            write_part(state, &batch, chunk, part).await?;
-            written += chunk.len();
-            publish_part(state, &batch, chunk, &functions).await
-        };
-        if let Err(e) = step.await {
-            // Nothing is handed out: the tasks written so far end `failed` (those
-            // already published are stopped where they are), and a batch left half
-            // written is closed at the tasks it has (a no-op if its last part was
-            // written).
-            fail_unqueued(state, &specs[..written]).await;
-            if part != Part::Whole
-                && written > 0
-                && let Err(e) = state
-                    .store
-                    .close_unfinished_batch(batch.batch_id, now_micros())
-                    .await
-            {
-                tracing::warn!(batch_id = %batch.batch_id, error = %e, "could not close a half-written batch; the sweeper will");
-            }
-            return Err(e);
+            written[b] = end;
         }
     }
-    tracing::debug!(batch_id = %batch.batch_id, parts = ends.len(), "tasks submitted");
-    Ok(Accepted {
-        batch_id: batch.batch_id,
-        task_ids: specs.iter().map(|s| s.task_id).collect(),
-        callback_secret: batch.callback_secret,
-    })
+    if !whole {
+        committed(state, &prepared).await?;
+    }
+    // Committed: from here the submission stands. A publish that fails leaves its
+    // tasks `received`, which the sweeper submits again from Redis.
+    for p in &prepared {
+        let mut sent = 0;
+        for end in part_ends(p.specs.len()) {
+            if let Err(e) = publish_part(state, &p.batch, &p.specs[sent..end], &p.functions).await {
+                tracing::warn!(
+                    batch_id = %p.batch.batch_id,
+                    unpublished = p.specs.len() - sent,
+                    error = %e.message,
+                    "tasks accepted but not published yet; the sweeper submits them from Redis"
+                );
+                break;
+            }
+            sent = end;
+        }
+        tracing::debug!(batch_id = %p.batch.batch_id, tasks = p.specs.len(), "tasks submitted");
+    }
+    Ok(prepared
+        .into_iter()
+        .map(|p| Accepted {
+            batch_id: p.batch.batch_id,
+            task_ids: p.specs.iter().map(|s| s.task_id).collect(),
+            callback_secret: p.batch.callback_secret,
+        })
+        .collect())
+}
+
+/// Commits submissions written in parts. When Redis's answer is lost, whether the
+/// commit happened is read back: a submission is refused only if it was not.
+async fn committed(state: &AppState, prepared: &[Prepared]) -> ApiResult<()> {
+    let batches: Vec<&BatchRecord> = prepared.iter().map(|p| &p.batch).collect();
+    let written: Vec<usize> = prepared.iter().map(|p| p.specs.len()).collect();
+    match state.store.commit_batches(&batches, now_micros()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::new(
+            Code::Unavailable,
+            "the submission took too long to write and was abandoned; none of its tasks ran; try again",
+        )),
+        Err(e) => match state.store.being_written(prepared[0].batch.batch_id).await {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                let e = ApiError::from(e);
+                abandon(state, prepared, &written, &e.message).await;
+                Err(e)
+            }
+            Err(_) => Err(e.into()),
+        },
+    }
+}
+
+/// A submission refused before its commit: nothing of it was published; the tasks
+/// written end `failed` saying why, and its batches are closed. When Redis refuses
+/// even that, the batches stay "being written" and the sweeper fails them later.
+async fn abandon(state: &AppState, prepared: &[Prepared], written: &[usize], why: &str) {
+    let reason = format!("the submission was refused before it was accepted ({why}); the task never ran");
+    for (p, &n) in prepared.iter().zip(written) {
+        if n == 0 {
+            continue;
+        }
+        tracing::warn!(batch_id = %p.batch.batch_id, tasks = n, why, "submission refused part-way; its written tasks fail unrun");
+        if !fail_unqueued(state, &p.specs[..n], &reason).await {
+            continue;
+        }
+        // A no-op for a batch that is not being written (a `Whole` one).
+        if let Err(e) = state
+            .store
+            .close_unfinished_batch(p.batch.batch_id, now_micros())
+            .await
+        {
+            tracing::warn!(batch_id = %p.batch.batch_id, error = %e, "could not close a half-written batch; the sweeper will");
+        }
+    }
 }
 
 /// Writes one part of a submission's tasks as `received`.
@@ -412,10 +487,8 @@ async fn publish_part(
         .map_err(ApiError::broker)
 }
 
-async fn fail_unqueued(state: &AppState, specs: &[TaskSpec]) {
-    if specs.is_empty() {
-        return;
-    }
+/// Fails tasks that were never published; false if Redis refused.
+async fn fail_unqueued(state: &AppState, specs: &[TaskSpec], reason: &str) -> bool {
     let at = now_micros();
     let reports: Vec<Report> = specs
         .iter()
@@ -431,15 +504,19 @@ async fn fail_unqueued(state: &AppState, specs: &[TaskSpec]) {
             finish: Some(Finish {
                 success: false,
                 by_reference: false,
-                data: Bytes::from_static(b"the task could not be queued: the broker was unavailable"),
+                data: Bytes::from(reason.to_owned()),
                 exception: Bytes::new(),
                 stdout: String::new(),
                 stderr: String::new(),
             }),
         })
         .collect();
-    if let Err(e) = state.store.apply(&reports).await {
-        tracing::error!(error = %e, "could not fail tasks that were never queued");
+    match state.store.apply(&reports).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, tasks = specs.len(), first_task_id = %specs[0].task_id, "could not fail tasks that were never published; the sweeper will");
+            false
+        }
     }
 }
 

@@ -10,9 +10,9 @@
 //!   and the new one.
 //! - A batch whose tasks are still `received` 10 s after they were accepted is submitted
 //!   again from Redis (the web-service does not wait for the broker's confirm).
-//! - A batch whose writing never ended (the web-service died between two parts of a
-//!   large submission) is closed at the tasks it has, a minute (by default) after its
-//!   acceptance.
+//! - A batch whose writing never ended (the web-service died or gave up before its
+//!   commit) is failed, a minute (by default) after it began: nothing of it was
+//!   published, and nothing of it runs.
 //! - A batch past its deadline is failed: its unfinished tasks end `failed` (timeout),
 //!   and its endpoint is told on its control queue to stop the ones it holds.
 //! - A task whose message is gone (purged, taken by another consumer, lost by the
@@ -256,6 +256,11 @@ impl Sweeper {
         let now = now_micros();
         let cutoff = now.saturating_sub(RECOVER_AFTER.as_micros() as Micros);
         for batch in self.store.open_batches_before(cutoff, 100).await? {
+            if self.store.being_written(batch).await? {
+                // Not committed: none of its tasks may be published (`sweep_unfinished`
+                // fails it if its commit never comes).
+                continue;
+            }
             let status = match self.store.batch_status(batch).await? {
                 Some(s) if s.counts[TaskState::Received.code() as usize] > 0 => s,
                 _ => {
@@ -292,15 +297,21 @@ impl Sweeper {
         Ok(())
     }
 
-    /// Closes the batches whose writing began long ago and never ended (the web-service
-    /// died between two parts): their size becomes the tasks written, and they end
-    /// when those do.
+    /// Fails the batches whose writing began long ago and never ended (the web-service
+    /// died or gave up before their commit): none of their tasks was published, and
+    /// none runs. Each written task ends `failed`, then the batch is closed at them.
     pub async fn sweep_unfinished(&self) -> anyhow::Result<()> {
         let now = now_micros();
         let cutoff = now.saturating_sub(self.abandoned_after.as_micros() as Micros);
         for batch in self.store.unfinished_batches_before(cutoff, 100).await? {
+            let ids = self.store.batch_task_ids(batch, 0, -1).await?;
+            let why = "the submission was never completed (its writer stopped before it \
+                       committed the tasks and answered); the task never ran";
+            for chunk in ids.chunks(CHUNK) {
+                self.store.apply(&failed_unrun(chunk, why, now)).await?;
+            }
             if self.store.close_unfinished_batch(batch, now).await? {
-                tracing::warn!(%batch, "a batch was left half-written; closed at the tasks it has");
+                tracing::warn!(%batch, tasks = ids.len(), "a batch was left half-written; its tasks failed unrun");
             }
         }
         Ok(())
@@ -369,4 +380,29 @@ impl Sweeper {
         }
         Ok(failed)
     }
+}
+
+/// `failed` reports for tasks that never left `received` (their submission was not
+/// completed), by the forwarder, dated `at`.
+fn failed_unrun(ids: &[TaskId], why: &str, at: Micros) -> Vec<Report> {
+    ids.iter()
+        .map(|&task_id| Report {
+            task_id,
+            event: Event {
+                kind: EventKind::Failed,
+                attempt: 0,
+            },
+            at,
+            by: Actor::Forwarder,
+            from: None,
+            finish: Some(Finish {
+                success: false,
+                by_reference: false,
+                data: bytes::Bytes::from(why.to_owned()),
+                exception: bytes::Bytes::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+            }),
+        })
+        .collect()
 }

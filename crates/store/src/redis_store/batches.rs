@@ -172,11 +172,65 @@ impl Store {
         ids.iter().map(|s| parse_id(s, "batch", s)).collect()
     }
 
-    /// Ends the writing of a batch whose last part will never come: its size becomes
+    /// Commits batches written in parts ([`Part::First`] and [`Part::Middle`]), all or
+    /// none: each leaves the `making` list, `open` loses the writer's extra count, the
+    /// sweeper watches it from `at`, and its deadline starts to count. Its tasks may be
+    /// dispatched from now on. False, with nothing changed, when one of them is no
+    /// longer being written (the sweeper took it for abandoned and failed its tasks).
+    /// One script run that Redis refuses whole when it is out of memory, so a commit
+    /// never stops half-way.
+    pub async fn commit_batches(&self, batches: &[&BatchRecord], at: Micros) -> Result<bool> {
+        const COMMIT: &str = concat!(
+            "#!lua\n",
+            super::batch_done_lua!(),
+            "local n = #KEYS - 3 \
+            for i = 1, n do \
+              if not redis.call('ZSCORE', KEYS[1], ARGV[2 * i + 1]) then return 0 end \
+            end \
+            for i = 1, n do \
+              local id, deadline = ARGV[2 * i + 1], ARGV[2 * i + 2] \
+              redis.call('ZREM', KEYS[1], id) \
+              redis.call('ZADD', KEYS[2], ARGV[1], id) \
+              if deadline ~= '' then redis.call('ZADD', KEYS[3], deadline, id) end \
+              if redis.call('HINCRBY', KEYS[3 + i], 'open', -1) == 0 then \
+                batch_done(KEYS[3 + i], ARGV[1], tonumber(ARGV[2])) \
+              end \
+            end return 1"
+        );
+        if batches.is_empty() {
+            return Ok(true);
+        }
+        let script = redis::Script::new(COMMIT);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.making_key())
+            .key(self.open_batches_key())
+            .key(self.batch_deadlines_key())
+            .arg(at)
+            .arg(self.result_ttl_secs);
+        for b in batches {
+            invocation.key(self.batch_key(b.batch_id));
+            invocation.arg(b.batch_id.to_string());
+            invocation.arg(b.deadline.map(|d| d.to_string()).unwrap_or_default());
+        }
+        let mut conn = self.conn.clone();
+        let committed: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(committed == 1)
+    }
+
+    /// Whether a batch is still being written (its commit has not come).
+    pub async fn being_written(&self, id: BatchId) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let score: Option<f64> = conn.zscore(self.making_key(), id.to_string()).await?;
+        Ok(score.is_some())
+    }
+
+    /// Ends the writing of a batch whose commit will never come: its size becomes
     /// the tasks written, `open` loses the part writer's extra count (the batch is done
     /// now if they all ended, expiring like any finished batch), and its deadline, if
     /// any, starts to count. False when the batch was not being written (another
-    /// caller closed it, or its last part came).
+    /// caller closed it, or it was committed). Its tasks must have been failed first
+    /// (nothing of an uncommitted batch may run).
     pub async fn close_unfinished_batch(&self, id: BatchId, at: Micros) -> Result<bool> {
         const CLOSE: &str = concat!(
             super::batch_done_lua!(),

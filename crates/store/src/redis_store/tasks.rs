@@ -37,15 +37,16 @@ impl Store {
             .await
     }
 
-    /// Writes one part of a batch's tasks as `received`, in one MULTI/EXEC, so that a
-    /// large submission's first tasks can be dispatched while the rest are written.
-    /// The counts always match the records written: `n0` and `open` grow part by part
-    /// (the first part holds `open` one above its tasks until the last part, so the
-    /// batch cannot read done half-written), and `at` (now) re-dates the batch in the
-    /// sweeper's watch list so that it waits for the newest part. The batch stays in
-    /// the `making` list from its first part to its last; one whose writer died is
-    /// closed by [`Store::close_unfinished_batch`]. Its deadline starts to count at the
-    /// last part.
+    /// Writes one part of a batch's tasks as `received`, in one MULTI/EXEC: a large
+    /// submission (or several sessions at once) is written part by part, and committed
+    /// by [`Store::commit_batches`] once every part is in; only then may its tasks be
+    /// dispatched. The counts always match the records written: `n0` and `open` grow
+    /// part by part (the first part holds `open` one above its tasks until the commit,
+    /// so the batch cannot read done half-written), and `at` (now) re-dates the batch
+    /// in the sweeper's watch list. The batch stays in the `making` list from its first
+    /// part to its commit; one whose writer died or gave up is failed and closed by the
+    /// sweeper ([`Store::close_unfinished_batch`]). Its deadline starts to count at the
+    /// commit. A `Whole` part is written and committed at once.
     pub async fn create_part(
         &self,
         batch: &BatchRecord,
@@ -65,7 +66,6 @@ impl Store {
         let history = format!("0,0,0,{}", by.code());
         let n = tasks.len() as i64;
         let first = matches!(part, Part::Whole | Part::First);
-        let last = matches!(part, Part::Whole | Part::Last);
         if first {
             pipe.hset_multiple(
                 &batch_key,
@@ -102,7 +102,6 @@ impl Store {
         let guard = match part {
             Part::Whole | Part::Middle => 0,
             Part::First => 1,
-            Part::Last => -1,
         };
         pipe.hincr(&batch_key, "n0", n).ignore();
         pipe.hincr(&batch_key, "open", n + guard).ignore();
@@ -111,16 +110,12 @@ impl Store {
         pipe.hincr(self.unfinished_key(), format!("e:{endpoint}"), n)
             .ignore();
         pipe.zadd(self.open_batches_key(), &batch_id, at).ignore();
-        match part {
-            Part::First => {
-                pipe.zadd(self.making_key(), &batch_id, batch.created_at).ignore();
-            }
-            Part::Last => {
-                pipe.zrem(self.making_key(), &batch_id).ignore();
-            }
-            Part::Whole | Part::Middle => {}
+        if part == Part::First {
+            pipe.zadd(self.making_key(), &batch_id, batch.created_at).ignore();
         }
-        if last && let Some(deadline) = batch.deadline {
+        if part == Part::Whole
+            && let Some(deadline) = batch.deadline
+        {
             pipe.zadd(self.batch_deadlines_key(), &batch_id, deadline)
                 .ignore();
         }

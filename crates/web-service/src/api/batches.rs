@@ -48,24 +48,27 @@ pub(crate) async fn create_sessions(
             "sessions is empty: submit at least one session",
         ));
     }
-    crate::idempotency::once(&state, user, &headers, "/v1/sessions", body, |body| async {
-        let submissions = body
-            .sessions
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| super::tasks::submission(s, &format!("sessions[{i}].")))
-            .collect::<ApiResult<Vec<_>>>()?;
-        let created = crate::submit::accept_all(&state, user, submissions, "sessions").await?;
-        Ok(SessionsResponse {
-            sessions: created
+    crate::submit::to_completion(async move {
+        crate::idempotency::once(&state, user, &headers, "/v1/sessions", body, |body| async {
+            let submissions = body
+                .sessions
                 .into_iter()
-                .map(|a| SessionCreated {
-                    session_id: a.batch_id,
-                    task_ids: a.task_ids,
-                    callback_secret: a.callback_secret,
-                })
-                .collect(),
+                .enumerate()
+                .map(|(i, s)| super::tasks::submission(s, &format!("sessions[{i}].")))
+                .collect::<ApiResult<Vec<_>>>()?;
+            let created = crate::submit::accept_all(&state, user, submissions, "sessions").await?;
+            Ok(SessionsResponse {
+                sessions: created
+                    .into_iter()
+                    .map(|a| SessionCreated {
+                        session_id: a.batch_id,
+                        task_ids: a.task_ids,
+                        callback_secret: a.callback_secret,
+                    })
+                    .collect(),
+            })
         })
+        .await
     })
     .await
 }

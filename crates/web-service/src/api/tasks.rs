@@ -30,14 +30,17 @@ pub(crate) async fn submit(
     headers: axum::http::HeaderMap,
     FerryJson(body): FerryJson<SubmitRequest>,
 ) -> ApiResult<Json<SubmitResponse>> {
-    crate::idempotency::once(&state, user, &headers, "/v1/tasks", body, |body| async {
-        let submission = submission(body, "")?;
-        let accepted = crate::submit::accept(&state, user, submission).await?;
-        Ok(SubmitResponse {
-            batch_id: accepted.batch_id,
-            task_ids: accepted.task_ids,
-            callback_secret: accepted.callback_secret,
+    crate::submit::to_completion(async move {
+        crate::idempotency::once(&state, user, &headers, "/v1/tasks", body, |body| async {
+            let submission = submission(body, "")?;
+            let accepted = crate::submit::accept(&state, user, submission).await?;
+            Ok(SubmitResponse {
+                batch_id: accepted.batch_id,
+                task_ids: accepted.task_ids,
+                callback_secret: accepted.callback_secret,
+            })
         })
+        .await
     })
     .await
 }

@@ -7,6 +7,13 @@ for the frame layout. The function's own prints are captured, and nothing the fu
 does to file descriptor 1 can corrupt the protocol: the host moves the protocol off fd 1
 before running anything, and points fds 1 and 2 at files of its own, whose content
 (direct writes, a subprocess's output) becomes the task's stdout and stderr.
+
+A task's processes end with the task. The host is a child subreaper: a process a task
+orphans (a double fork, or the exit of the parent of one that left its session) is
+reparented to the host, not to init. After each task, before it answers and runs the
+next one, the host kills (SIGKILL) and reaps every child it has (a background
+``subprocess.Popen``, ``start_new_session=True`` or not, a daemon, a
+``multiprocessing`` helper) and says so in the task's stderr; the host itself goes on.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ import io
 import json
 import os
 import select
+import signal
 import struct
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -40,6 +49,88 @@ FORKED_CHILD_RETURNED = (
     "host instead of ending; the child was stopped and its value dropped. End a forked "
     "child with os._exit(), or use subprocess or multiprocessing"
 )
+
+
+# prctl(2) option: processes orphaned below the host are reparented to it, not to init.
+_PR_SET_CHILD_SUBREAPER = 36
+# How long ending a task's leftover processes may take (one stuck in the kernel resists).
+LEFTOVERS_WITHIN = 2.0
+
+
+def _become_subreaper() -> bool:
+    """Makes this process a child subreaper (Linux), so that a task's processes that
+    leave its session or double-fork stay the host's children. False where it cannot."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children() -> list[int]:
+    """The host's children, from /proc/self/task/*/children (one list per thread)."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                found.extend(int(pid) for pid in f.read().split())
+        except OSError:
+            continue
+    return found
+
+
+class _Children:
+    """Whether the host has a child, cheaply (about a microsecond): the main thread's
+    /proc children list, kept open and read again from its start, is where the
+    processes a task starts from Python's main thread land, and where orphans are
+    reparented; with other threads running, every thread's list is read."""
+
+    def __init__(self) -> None:
+        try:
+            self.fd: int | None = os.open(f"/proc/self/task/{os.getpid()}/children", os.O_RDONLY)
+        except OSError:
+            self.fd = None
+
+    def any(self) -> bool:
+        if self.fd is None:
+            return False
+        if os.pread(self.fd, 64, 0):
+            return True
+        return threading.active_count() > 1 and bool(_children())
+
+
+def end_leftovers() -> int:
+    """Kills (SIGKILL) and reaps every process a task left below the host, round after
+    round: a killed process's own children are reparented to the host (a subreaper),
+    and a process may fork as it is killed. Returns how many were still running."""
+    running: set[int] = set()
+    deadline = time.monotonic() + LEFTOVERS_WITHIN
+    pause = 0.001
+    while True:
+        children = _children()
+        if not children or time.monotonic() >= deadline:
+            return len(running)
+        for pid in children:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    continue  # it had ended: reaped, nothing to stop
+                os.kill(pid, signal.SIGKILL)
+            except (ChildProcessError, ProcessLookupError):
+                continue
+            running.add(pid)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+        for pid in children:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
 
 
 class _Capped(io.StringIO):
@@ -115,6 +206,7 @@ class Host:
         self.fork_r, self.fork_w = os.pipe()
         os.set_blocking(self.fork_r, False)
         os.register_at_fork(after_in_parent=self._forked)
+        self.children = _Children()
 
     def _forked(self) -> None:
         self.forks += 1
@@ -233,12 +325,17 @@ class Host:
         if os.getpid() != self.pid:
             self._child_came_back(task_id)
         sys.stdout, sys.stderr = saved
+        came_back = bool(self.forks) and self._a_child_came_back(task_id)
+        # A task's processes end with the task, before the next one starts.
+        left = end_leftovers() if self.children.any() else 0
         raw_out, raw_err = self.take_raw()
         if raw_out:
             out.write(raw_out)
         if raw_err:
             err.write(raw_err)
-        if self.forks and self._a_child_came_back(task_id):
+        if left:
+            err.write(f"[ferry: the task left {left} process(es) running; they were stopped]\n")
+        if came_back:
             self.done(task_id, False, started, FORKED_CHILD_RETURNED.encode(), b"", out.text(), err.text())
             return
         if failure is not None:
@@ -309,6 +406,8 @@ def main() -> int:
     sys.stdout = open(diag, "w", closefd=False)  # noqa: SIM115
     sys.stderr = open(diag, "w", closefd=False)  # noqa: SIM115
     sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115
+    if not _become_subreaper():
+        print("ferry host: cannot become a child subreaper: a task's processes that leave its session may outlive it", file=sys.stderr)
     return Host(proto_in, proto_out, (raw[0], raw[1])).serve()
 
 

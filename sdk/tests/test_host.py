@@ -222,3 +222,60 @@ def test_a_fork_whose_child_ends_properly_is_fine(host):
     fid = uuid.uuid4().bytes
     status, data, _, _, _ = host.run(fid, serialize_function(fork_properly), pack_args())
     assert status == 0 and deserialize_data(data) == "parent"
+
+
+def leave_behind(how, marker):
+    """Starts `sleep MARKER` so that it outlives the task, escaping its session."""
+    import os
+    import subprocess
+
+    if how == "popen":
+        subprocess.Popen(["sleep", marker], start_new_session=True, stdout=subprocess.DEVNULL)
+    elif how == "setsid":
+        if os.fork() == 0:
+            os.setsid()
+            os.execvp("sleep", ["sleep", marker])
+    else:  # a double fork: the sleep is orphaned at once
+        middle = os.fork()
+        if middle == 0:
+            if os.fork() == 0:
+                os.execvp("sleep", ["sleep", marker])
+            os._exit(0)
+        os.waitpid(middle, 0)
+    return "left"
+
+
+def running_with(marker):
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except OSError:
+            continue
+        if marker.encode() in argv and not zombie:
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a child subreaper is Linux's")
+@pytest.mark.parametrize("how", ["popen", "setsid", "double-fork"])
+def test_a_tasks_processes_end_with_it_and_the_host_goes_on(host, how):
+    marker = f"300.{uuid.uuid4().int % 10**9}"
+    try:
+        fid = uuid.uuid4().bytes
+        status, data, _, _, err = host.run(fid, serialize_function(leave_behind), pack_args([how, marker]))
+        assert status == 0 and deserialize_data(data) == "left"
+        assert running_with(marker) == [], f"the {how} sleep outlived its task"
+        assert "left 1 process(es) running" in err, err
+        d = uuid.uuid4().bytes
+        status, data, _, _, err = host.run(d, serialize_function(double), pack_args([4]))
+        assert status == 0 and deserialize_data(data) == 8 and err == ""
+        assert host.close() == 0
+    finally:
+        for pid in running_with(marker):
+            os.kill(pid, 9)

@@ -19,7 +19,20 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ferry_telemetry::init("ferry_manager=info");
+    // A worker's processes that leave its process group are reparented here when the
+    // worker dies, to be ended (`slot::end_orphans`), not to init.
+    ferry_proctree::become_subreaper()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(ferry_telemetry::cancel_on_signal(shutdown.clone()));
-    ferry_manager::run(cli.config, shutdown).await
+    let outcome = ferry_manager::run(cli.config, shutdown).await;
+    // Stopping: the workers and everything below them, in their groups or out of them.
+    let sweep = ferry_proctree::end_descendants(&[], std::time::Duration::from_secs(3));
+    if sweep.left > 0 {
+        tracing::error!(
+            killed = sweep.killed,
+            left = sweep.left,
+            "processes below the manager resisted SIGKILL"
+        );
+    }
+    outcome
 }

@@ -8,11 +8,18 @@
 //! A cancelled task is stopped by killing its worker: at once if it is running, the
 //! moment it starts if it is queued in the pipe. It is reported lost with the reason
 //! `cancelled` (its record is already terminal, so nothing retries it).
+//!
+//! A worker's processes end with it. The worker leads its own process group, which is
+//! killed with it, and the manager is a child subreaper (`main`): the processes of a
+//! dead worker, in its group or out of it (`setsid`, a double fork), are reparented to
+//! the manager, which kills them once the worker is reaped ([`end_orphans`]): every
+//! descendant of the manager but the live workers and theirs. That walk of `/proc`
+//! happens only when a worker dies, never per task.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +37,65 @@ use crate::{SlotEvent, codec};
 pub(crate) enum SlotInput {
     Run(Arc<FunctionCode>, TaskSpec),
     Cancel(Arc<HashSet<TaskId>>),
+}
+
+/// The pids of the workers whose exit tokio has not collected yet: their processes are
+/// not orphans, and their exit status is tokio's to reap.
+static WORKERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn workers() -> HashSet<u32> {
+    WORKERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect()
+}
+
+fn forget_worker(pid: u32) {
+    WORKERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| *p != pid);
+}
+
+/// How long ending a dead worker's orphans may take (a process stuck in the kernel
+/// resists SIGKILL).
+const ORPHANS_WITHIN: Duration = Duration::from_secs(2);
+
+/// Kills every descendant of the manager but the workers tokio still waits for (and
+/// their subtrees), round after round until none is left: what a dead worker left
+/// running, reparented to the manager (a child subreaper) when the worker died. Only
+/// when a worker has died, never per task.
+pub(crate) async fn end_orphans(slot: usize, task: Option<TaskId>) {
+    let deadline = tokio::time::Instant::now() + ORPHANS_WITHIN;
+    let mut killed = HashSet::new();
+    loop {
+        let round = ferry_proctree::round(&workers());
+        killed.extend(round.killed);
+        let task_id = task.map(tracing::field::display);
+        if round.remaining == 0 {
+            if !killed.is_empty() {
+                tracing::info!(
+                    slot,
+                    task_id,
+                    killed = killed.len(),
+                    "stopped the processes a dead worker left"
+                );
+            }
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(
+                slot,
+                task_id,
+                left = round.remaining,
+                "processes a dead worker left resisted SIGKILL"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The manager's handle on a slot.
@@ -104,7 +170,8 @@ struct Worker<'a> {
 impl Drop for Worker<'_> {
     /// The worker goes with its whole process group (its interpreter, the command a task
     /// runs and whatever that started), not only its own process: SIGKILL alone would
-    /// leave them running as orphans.
+    /// leave them running as orphans. What left the group is reparented to the manager
+    /// and ended by [`end_orphans`] (or, at the manager's stop, by its final sweep).
     fn drop(&mut self) {
         // Only while it is still alive: then its group id cannot belong to anyone else.
         if matches!(self.child.try_wait(), Ok(None))
@@ -112,6 +179,7 @@ impl Drop for Worker<'_> {
         {
             let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
         }
+        forget_worker(self.pid);
     }
 }
 
@@ -121,20 +189,32 @@ impl<'a> Worker<'a> {
         worker_bin: &PathBuf,
         events: &'a mpsc::UnboundedSender<SlotEvent>,
     ) -> anyhow::Result<Worker<'a>> {
-        let mut child = Command::new(worker_bin)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            // Its own process group, so stopping a cancelled task kills the worker with
-            // its interpreter and any command it runs.
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", worker_bin.display()))?;
+        let mut child = {
+            // Known as a worker from the moment it exists: a round of `end_orphans` never
+            // sees it unlisted.
+            let mut workers = WORKERS.lock().unwrap_or_else(|e| e.into_inner());
+            let child = Command::new(worker_bin)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                // Its own process group, so stopping a cancelled task kills the worker
+                // with its interpreter and any command it runs.
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", worker_bin.display()))?;
+            workers.extend(child.id());
+            child
+        };
         let to_worker = FramedWrite::new(child.stdin.take().expect("piped"), codec());
         let mut from_worker = FramedRead::new(child.stdout.take().expect("piped"), codec());
-        let FromWorker::Ready { pid } = next_message(&mut from_worker).await? else {
-            anyhow::bail!("worker spoke before it was ready");
+        let ready = next_message(&mut from_worker).await;
+        let Ok(FromWorker::Ready { pid }) = ready else {
+            // Dropped, so killed; tokio reaps it.
+            forget_worker(child.id().unwrap_or(0));
+            return Err(ready
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("worker spoke before it was ready")));
         };
         tracing::debug!(slot = index, pid, "worker ready");
         let _ = events.send(SlotEvent::Ready(index));
@@ -263,6 +343,9 @@ impl<'a> Worker<'a> {
                 "unresponsive, killed".to_owned()
             }
         };
+        // Reaped: what it left running (reparented here) goes now.
+        forget_worker(self.pid);
+        end_orphans(self.index, self.in_flight.front().map(|t| t.task_id)).await;
         let reason = format!("worker {} died ({status}): {cause}", self.pid);
         let at = ferry_proto::time::now_micros();
         let cancelled = std::mem::take(&mut self.cancelled);

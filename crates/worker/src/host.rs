@@ -120,6 +120,13 @@ impl Host {
         Ok(())
     }
 
+    /// Kills the host and waits for it (its own processes, reparented to the worker when
+    /// it dies, are the caller's to end).
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await;
+    }
+
     /// The host's answer to the oldest task sent and not yet answered. Cancel-safe.
     pub async fn next(&mut self, expected: TaskId) -> Result<HostOutcome, Error> {
         let frame = self.read_frame().await?;

@@ -3,7 +3,9 @@
 //! - [`host`]: the warm Python interpreter (`python -m ferry.host`) the worker keeps for
 //!   Python functions, and the small binary protocol it speaks over pipes.
 //! - [`shell`]: shell functions, run directly with `/bin/sh -c`.
-//! - [`lifeline`]: the worker and everything it started end when its manager does.
+//! - [`lifeline`]: the worker and everything below it (in its process group or out of
+//!   it: the worker is a child subreaper) end when its manager does, and a stopped or
+//!   finished task's processes end with it.
 //! - [`run`]: the loop that reads [`ToWorker`](ferry_proto::frames::ToWorker) frames from
 //!   the manager on stdin and answers on stdout.
 //!

@@ -17,5 +17,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ferry_telemetry::init("ferry_worker=info");
     ferry_worker::lifeline::tie_to_manager()?;
-    ferry_worker::run::run(cli.config).await
+    let outcome = ferry_worker::run::run(cli.config).await;
+    // Stopping (stdin closed, or an error): nothing the worker started outlives it.
+    ferry_worker::lifeline::end_all();
+    outcome
 }

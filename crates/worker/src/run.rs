@@ -169,10 +169,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     .await?;
             }
             _ = at(walltime_due) => {
-                // Stopping the task means stopping its interpreter; the tasks sent after
-                // it go to a fresh one.
-                host = None;
+                // Stopping the task means stopping its interpreter and everything below
+                // the worker (in its group or out of it); the tasks sent after it go to a
+                // fresh interpreter.
                 let sent = at_host.pop_front().expect("a due walltime is the front task's");
+                if let Some(stopped) = host.take() {
+                    stopped.stop().await;
+                }
+                crate::lifeline::end_tree(Some(sent.task.task_id), &[]);
                 for later in at_host.drain(..).rev() {
                     waiting.push_front(later.task);
                 }
@@ -211,7 +215,8 @@ async fn pump(
                 };
                 output.send(frame(&step)?).await?;
             }
-            let result = run_alone(&task, function, started).await;
+            let spare: Vec<u32> = host.iter().map(|h| h.pid).collect();
+            let result = run_alone(&task, function, started, &spare).await;
             output.send(frame(&FromWorker::Finished(result))?).await?;
             continue;
         };
@@ -274,6 +279,7 @@ async fn at(deadline: Option<Instant>) {
 /// it, and sends the ones queued behind it again.
 fn host_died(task: &TaskSpec, e: &host::Error) -> ! {
     tracing::error!(task_id = %task.task_id, error = %e, "Python host died running a task");
+    crate::lifeline::end_tree(Some(task.task_id), &[]);
     std::process::exit(3);
 }
 
@@ -339,11 +345,15 @@ fn timed_out(task: &TaskSpec, started: Micros) -> TaskResult {
     result(task, started, completion, String::new(), String::new())
 }
 
-/// A task the host does not run: a shell command (run here, to its walltime), or one
+/// A task the host does not run: a shell command (run here, to its walltime; what it
+/// leaves running below the worker is killed, all but `spare`, the Python host), or one
 /// whose function the worker was never sent.
-async fn run_alone(task: &TaskSpec, function: Option<&FunctionCode>, started: Micros) -> TaskResult {
-    let span = tracing::debug_span!("run", task_id = %task.task_id, attempt = task.attempt);
-    let _enter = span.enter();
+async fn run_alone(
+    task: &TaskSpec,
+    function: Option<&FunctionCode>,
+    started: Micros,
+    spare: &[u32],
+) -> TaskResult {
     let Some(function) = function else {
         return failed(
             task,
@@ -351,14 +361,8 @@ async fn run_alone(task: &TaskSpec, function: Option<&FunctionCode>, started: Mi
             format!("the worker was never sent function {}", task.function_id),
         );
     };
-    let run = crate::shell::run(&function.code, &task.payload);
-    let outcome = match task.walltime_ms {
-        Some(ms) => tokio::time::timeout(std::time::Duration::from_millis(ms), run)
-            .await
-            .ok(),
-        None => Some(run.await),
-    };
-    match outcome {
+    let walltime = task.walltime_ms.map(std::time::Duration::from_millis);
+    match crate::shell::run(task.task_id, &function.code, &task.payload, walltime, spare).await {
         Some(out) => result(task, started, out.completion, out.stdout, out.stderr),
         None => timed_out(task, started),
     }

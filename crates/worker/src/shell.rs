@@ -1,10 +1,14 @@
 //! Shell functions: a command template whose `{name}` placeholders are filled from the
 //! task's named values, run with `/bin/sh -c`. The result is `11\n` + JSON
-//! `{"cmd", "returncode", "stdout", "stderr"}`; a non-zero exit fails the task.
+//! `{"cmd", "returncode", "stdout", "stderr"}`; a non-zero exit fails the task. The task
+//! ends when the shell does: what it left running (a `cmd &`, a `setsid` daemon) is
+//! killed then, and its output is what was written until then.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use bytes::Bytes;
+use ferry_proto::TaskId;
 use ferry_proto::messages::Completion;
 
 /// Output kept per stream.
@@ -46,8 +50,17 @@ pub fn render(template: &str, values: &serde_json::Map<String, serde_json::Value
     Ok(out)
 }
 
-/// Runs a shell task.
-pub async fn run(template: &[u8], payload: &[u8]) -> ShellOutcome {
+/// Runs a shell task, stopped at `walltime` if it runs that long (then `None`). When the
+/// shell has exited (or was stopped), whatever it left running below the worker, inside
+/// its process group or out of it, is killed: a task's processes end with the task.
+/// `spare` holds the worker's other children (its Python host), left alone.
+pub async fn run(
+    task_id: TaskId,
+    template: &[u8],
+    payload: &[u8],
+    walltime: Option<Duration>,
+    spare: &[u32],
+) -> Option<ShellOutcome> {
     let template = String::from_utf8_lossy(template);
     let values = if payload.is_empty() {
         Ok(serde_json::Map::new())
@@ -57,53 +70,130 @@ pub async fn run(template: &[u8], payload: &[u8]) -> ShellOutcome {
     };
     let cmd = match values.and_then(|v| render(&template, &v)) {
         Ok(cmd) => cmd,
-        Err(message) => return failure(message, String::new(), String::new()),
+        Err(message) => return Some(failure(message, String::new(), String::new())),
     };
-    let output = tokio::process::Command::new("/bin/sh")
+    let mut child = match tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(&cmd)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .output()
-        .await;
-    let output = match output {
-        Ok(o) => o,
-        Err(e) => return failure(format!("cannot run /bin/sh: {e}"), String::new(), String::new()),
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            return Some(failure(
+                format!("cannot run /bin/sh: {e}"),
+                String::new(),
+                String::new(),
+            ));
+        }
     };
-    let stdout = clip(&output.stdout);
-    let stderr = clip(&output.stderr);
-    let code = output.status.code();
-    if output.status.success() {
+    let stdout = tokio::spawn(read_all(child.stdout.take()));
+    let stderr = tokio::spawn(read_all(child.stderr.take()));
+    let status = wait_until(&mut child, walltime).await;
+    if ferry_proctree::has_children_besides(spare) {
+        crate::lifeline::end_tree(Some(task_id), spare);
+    }
+    // The pipes close once the shell and all it left are gone.
+    let (stdout, stderr) = (collect(stdout).await, collect(stderr).await);
+    match status {
+        Some(Ok(status)) => Some(outcome(cmd, status, stdout, stderr).await),
+        Some(Err(e)) => Some(failure(format!("cannot wait for /bin/sh: {e}"), stdout, stderr)),
+        None => None,
+    }
+}
+
+/// The shell's exit status; `None` when `walltime` passed first (the shell is then
+/// killed and reaped).
+async fn wait_until(
+    child: &mut tokio::process::Child,
+    walltime: Option<Duration>,
+) -> Option<std::io::Result<std::process::ExitStatus>> {
+    let Some(walltime) = walltime else {
+        return Some(child.wait().await);
+    };
+    match tokio::time::timeout(walltime, child.wait()).await {
+        Ok(status) => Some(status),
+        Err(_) => {
+            let _ = child.kill().await;
+            None
+        }
+    }
+}
+
+/// Everything a pipe carries until it closes, the first MAX_OUTPUT bytes kept.
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return kept;
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = pipe.read(&mut buf).await
+        && n > 0
+    {
+        let room = MAX_OUTPUT.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    kept
+}
+
+/// A pipe's text, once it closed (given up on after OUTPUT_WAIT: a process that
+/// resisted SIGKILL may hold it open).
+async fn collect(reader: tokio::task::JoinHandle<Vec<u8>>) -> String {
+    let abort = reader.abort_handle();
+    match tokio::time::timeout(OUTPUT_WAIT, reader).await {
+        Ok(Ok(bytes)) => clip(&bytes),
+        _ => {
+            abort.abort();
+            "[ferry: the output was still held open by a process that could not be stopped]".to_owned()
+        }
+    }
+}
+
+/// How long output is waited for once the command and all it left are gone.
+const OUTPUT_WAIT: Duration = Duration::from_secs(2);
+
+/// The task's outcome from the shell's exit status.
+async fn outcome(
+    cmd: String,
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+) -> ShellOutcome {
+    let code = status.code();
+    if status.success() {
         let doc = serde_json::json!({"cmd": cmd, "returncode": 0, "stdout": stdout, "stderr": stderr});
-        ShellOutcome {
+        return ShellOutcome {
             completion: Completion::Success {
                 result: Bytes::from(format!("11\n{doc}")),
             },
             stdout,
             stderr,
-        }
-    } else {
-        if terminated(output.status) {
-            // SIGTERM from outside: a batch scheduler ending the block signals every
-            // process at once, this worker too, which then stops with its group. Wait a
-            // moment for that before calling it the command's failure: the task then
-            // goes back with its block, uncharged, instead of failing.
-            tokio::time::sleep(TERMINATED_GRACE).await;
-        }
-        let how = match code {
-            Some(c) => format!("exited with status {c}"),
-            None => crate::host::describe_status(output.status),
         };
-        let tail: String = stderr
-            .chars()
-            .rev()
-            .take(2000)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        failure(format!("command {how}: {cmd}\n{tail}"), stdout, stderr)
     }
+    if terminated(status) {
+        // SIGTERM from outside: a batch scheduler ending the block signals every
+        // process at once, this worker too, which then stops with its group. Wait a
+        // moment for that before calling it the command's failure: the task then
+        // goes back with its block, uncharged, instead of failing.
+        tokio::time::sleep(TERMINATED_GRACE).await;
+    }
+    let how = match code {
+        Some(c) => format!("exited with status {c}"),
+        None => crate::host::describe_status(status),
+    };
+    let tail: String = stderr
+        .chars()
+        .rev()
+        .take(2000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    failure(format!("command {how}: {cmd}\n{tail}"), stdout, stderr)
 }
 
 /// How long a command killed by SIGTERM waits before it is reported as failed.
@@ -138,6 +228,15 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    /// Commands run one at a time, as in a worker: each ends what is left below this
+    /// process when it is done, which would be the other tests' commands.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    async fn run_now(command: &[u8]) -> ShellOutcome {
+        let _alone = ONE_AT_A_TIME.lock().await;
+        run(TaskId::new(), command, b"", None, &[]).await.unwrap()
+    }
+
     #[test]
     fn placeholders_are_filled_and_braces_escaped() {
         let v = values(r#"{"name": "ada", "n": 3}"#);
@@ -154,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_command_fails_the_task_with_its_status() {
-        let out = run(b"echo oops >&2; exit 3", b"").await;
+        let out = run_now(b"echo oops >&2; exit 3").await;
         match out.completion {
             Completion::Failure { traceback, .. } => {
                 assert!(
@@ -170,14 +269,14 @@ mod tests {
     #[tokio::test]
     async fn a_command_killed_by_sigterm_waits_a_moment_before_it_fails() {
         let started = std::time::Instant::now();
-        let out = run(b"kill -TERM $$", b"").await;
+        let out = run_now(b"kill -TERM $$").await;
         assert!(started.elapsed() >= TERMINATED_GRACE, "reported at once");
         let Completion::Failure { traceback, .. } = out.completion else {
             panic!("a killed command fails")
         };
         assert!(traceback.contains("SIGTERM"), "{traceback}");
         let started = std::time::Instant::now();
-        let _ = run(b"exit 3", b"").await;
+        let _ = run_now(b"exit 3").await;
         assert!(
             started.elapsed() < TERMINATED_GRACE,
             "an ordinary failure waits for nothing"
@@ -186,7 +285,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_result_is_json() {
-        let out = run(b"echo {x}", br#"{"x": "hi"}"#).await;
+        let _alone = ONE_AT_A_TIME.lock().await;
+        let out = run(TaskId::new(), b"echo {x}", br#"{"x": "hi"}"#, None, &[])
+            .await
+            .unwrap();
         let Completion::Success { result } = out.completion else {
             panic!()
         };

@@ -5,6 +5,13 @@
 //! - `<ns>.submissions`: web-service -> forwarder, [`ferry_proto::messages::TaskBatch`]
 //! - `<ns>.ep.<endpoint-id>.tasks`: forwarder -> endpoint, `TaskBatch`
 //! - `<ns>.ep.<endpoint-id>.control`: forwarder -> endpoint, cancellations
+//!
+//!   Both are declared with `x-overflow: reject-publish`: should an operator's policy
+//!   give them a `max-length`, a publish beyond it is refused (nacked: [`Error::Nacked`],
+//!   which [`Error::is_backpressure`] counts as backpressure, for the publisher to try
+//!   again) instead of RabbitMQ's default of silently dropping the oldest message. A
+//!   queue declared by an older version without the argument is used as it is (see
+//!   [`Broker::declare_endpoint`]).
 //! - `<ns>.status` and `<ns>.results`: endpoint -> forwarder, `EndpointMessage`
 //! - `<ns>.dead`: messages nobody could decode, with the reason in the
 //!   `x-ferry-reason` header
@@ -54,9 +61,34 @@ pub enum Error {
 
 impl Error {
     /// The broker is up but not taking messages now: try later, on the same connection.
+    /// A nack counts: RabbitMQ refuses a message for a queue at its `max-length` with
+    /// `x-overflow: reject-publish` (or on an internal error); the channel stays open.
     pub fn is_backpressure(&self) -> bool {
-        matches!(self, Error::Blocked | Error::Deadline(_))
+        matches!(self, Error::Blocked | Error::Deadline(_) | Error::Nacked { .. })
     }
+
+    /// RabbitMQ refused a declaration whose arguments differ from the existing queue's
+    /// (`PRECONDITION_FAILED`, which closes the channel).
+    fn is_precondition_failed(&self) -> bool {
+        matches!(self, Error::Amqp(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 406))
+    }
+}
+
+/// The overflow behaviour Ferry declares its endpoint queues with.
+pub const ENDPOINT_QUEUE_OVERFLOW: &str = "reject-publish";
+
+/// Endpoint queues found declared without [`ENDPOINT_QUEUE_OVERFLOW`] (by an older
+/// version): warned about once per process.
+static OLD_QUEUES_WARNED: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+    std::sync::Mutex::new(None);
+
+/// Whether `queue` is warned about for the first time.
+fn first_warning(queue: &str) -> bool {
+    OLD_QUEUES_WARNED
+        .lock()
+        .expect("poisoned")
+        .get_or_insert_with(Default::default)
+        .insert(queue.to_owned())
 }
 
 const ROUTE_RESULTS: &str = "results";
@@ -105,6 +137,8 @@ pub fn url_parts(url: &str) -> std::result::Result<(String, String), String> {
 pub struct Broker {
     conn: std::sync::Arc<Connection>,
     publisher: Channel,
+    /// The confirm of the last [`Broker::takes_publishes`] probe, while it is awaited.
+    probe: std::sync::Arc<tokio::sync::Mutex<Option<futures_util::future::BoxFuture<'static, bool>>>>,
     ns: String,
     options: Options,
     /// The user name the connection logged in with.
@@ -116,6 +150,40 @@ impl Broker {
     /// sent on a memory or disk alarm): a publish would wait until the alarm clears.
     pub fn blocked(&self) -> bool {
         self.conn.status().blocked()
+    }
+
+    /// Whether RabbitMQ takes a publish now: false when it blocks this connection, or
+    /// does not confirm a probe within `within`. RabbitMQ tells a connection it is
+    /// blocked (a memory or disk alarm) only once the connection publishes, so a process
+    /// that may not have published lately probes: an empty, unroutable message (dropped
+    /// by the broker, confirmed at once when it takes publishes). A probe still
+    /// unconfirmed is waited on again rather than joined by another.
+    pub async fn takes_publishes(&self, within: Duration) -> Result<bool> {
+        if self.blocked() {
+            return Ok(false);
+        }
+        let mut probe = self.probe.lock().await;
+        if probe.is_none() {
+            let confirm = self
+                .publisher
+                .basic_publish(
+                    "".into(),
+                    format!("{}.probe", self.ns).as_str().into(),
+                    BasicPublishOptions::default(),
+                    b"",
+                    BasicProperties::default(),
+                )
+                .await?;
+            *probe = Some(Box::pin(async move { confirm.await.is_ok_and(|c| c.is_ack()) }));
+        }
+        let pending = probe.as_mut().expect("set above");
+        match tokio::time::timeout(within, pending).await {
+            Ok(acked) => {
+                *probe = None;
+                Ok(acked && !self.blocked())
+            }
+            Err(_) => Ok(false),
+        }
     }
 
     /// Connects to `url` (`amqp://user:pass@host:port/vhost`, or `amqps://` over TLS: the
@@ -137,6 +205,7 @@ impl Broker {
         Ok(Self {
             conn: std::sync::Arc::new(conn),
             publisher,
+            probe: Default::default(),
             ns: namespace.to_owned(),
             options,
             user,
@@ -279,9 +348,16 @@ impl Broker {
 
     /// Declares an endpoint's task and control queues and its exchange with its routes
     /// (idempotent).
+    ///
+    /// The queues get `x-overflow: reject-publish` ([`ENDPOINT_QUEUE_OVERFLOW`]). One
+    /// that exists without it (declared by an older version) cannot be declared again
+    /// with it (RabbitMQ answers `PRECONDITION_FAILED`); it is then checked passively and
+    /// used as it is, with a warning (once per queue and process) naming the queue and
+    /// the fix.
     pub async fn declare_endpoint(&self, endpoint: EndpointId) -> Result<()> {
-        self.declare_queue(&self.endpoint_queue(endpoint), true).await?;
-        self.declare_queue(&self.endpoint_control_queue(endpoint), true)
+        self.declare_endpoint_queue(&self.endpoint_queue(endpoint))
+            .await?;
+        self.declare_endpoint_queue(&self.endpoint_control_queue(endpoint))
             .await?;
         let exchange = self.endpoint_exchange(endpoint);
         self.publisher
@@ -341,7 +417,52 @@ impl Broker {
         self.publish(&self.endpoint_control_queue(endpoint), &body).await
     }
 
+    /// Declares an endpoint's queue with [`ENDPOINT_QUEUE_OVERFLOW`], on a channel of
+    /// its own (a refused declaration closes its channel), falling back to a passive
+    /// declaration for a queue an older version declared without it.
+    async fn declare_endpoint_queue(&self, name: &str) -> Result<()> {
+        let mut args = self.queue_args(true);
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString(LongString::from(ENDPOINT_QUEUE_OVERFLOW)),
+        );
+        let channel = self.conn.create_channel().await?;
+        let declared = channel
+            .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+            .await
+            .map_err(Error::from);
+        match declared {
+            Ok(_) => {
+                let _ = channel.close(200, "done".into()).await;
+                Ok(())
+            }
+            Err(e) if e.is_precondition_failed() => {
+                if first_warning(name) {
+                    tracing::warn!(
+                        queue = name,
+                        "the endpoint queue exists with other arguments (declared by an older Ferry): \
+                         used as it is, without x-overflow=reject-publish, so a max-length policy \
+                         would drop its oldest messages; fix: delete the queue while it is empty \
+                         (rabbitmqctl delete_queue {name}) or give it a policy with \
+                         overflow=reject-publish"
+                    );
+                }
+                self.queue_len(name).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn declare_queue(&self, name: &str, dead_letters: bool) -> Result<()> {
+        let args = self.queue_args(dead_letters);
+        self.publisher
+            .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+            .await?;
+        Ok(())
+    }
+
+    /// The arguments Ferry declares its queues with.
+    fn queue_args(&self, dead_letters: bool) -> FieldTable {
         let mut args = FieldTable::default();
         if dead_letters {
             args.insert(
@@ -359,10 +480,7 @@ impl Broker {
                 AMQPValue::LongLongInt(expires.as_millis() as i64),
             );
         }
-        self.publisher
-            .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
-            .await?;
-        Ok(())
+        args
     }
 
     /// Publishes one persistent message to `queue` and waits for the broker's confirm.

@@ -104,7 +104,9 @@ impl DataPlane {
     /// Keeps of a redelivered message's tasks only those still to run: the web-service
     /// says which are unfinished, dispatched here, and not dispatched again since as a
     /// newer attempt than the message carries. A message comes again after the endpoint stopped with it unacked (a
-    /// restart, a crash, a lost connection); its finished tasks must not run again.
+    /// restart, a crash, a lost connection); its finished tasks must not run again. A
+    /// message taken while or shortly after RabbitMQ blocked publishes is checked too: a
+    /// cancel made meanwhile may not have reached the endpoint yet.
     pub async fn keep_still_to_run(
         &self,
         endpoint: EndpointId,
@@ -144,7 +146,7 @@ impl DataPlane {
         tasks.retain(|t| {
             let keep = run.contains(&t.task_id);
             if !keep {
-                tracing::info!(task_id = %t.task_id, attempt = t.attempt, "a redelivered copy of a task that finished or was dispatched again; not run");
+                tracing::info!(task_id = %t.task_id, attempt = t.attempt, "a copy (redelivered, or taken during or after a broker block) of a task that finished, was cancelled or was dispatched again; not run");
             }
             keep
         });

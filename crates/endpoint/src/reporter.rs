@@ -112,7 +112,7 @@ pub fn start(
     tasks.spawn(async move {
         let queue = b.endpoint_queue(endpoint_id);
         while let Some((batch, lost, delivery)) = retries_rx.recv().await {
-            b.publish(&queue, &ferry_proto::codec::encode(&batch)?).await?;
+            publish_retry(&b, &queue, &ferry_proto::codec::encode(&batch)?, &batch).await?;
             let _ = status_for_retries.send(lost);
             let _ = settle.send(Input::Settle { delivery });
         }
@@ -232,8 +232,23 @@ pub fn start(
         let mut tick =
             tokio::time::interval(std::time::Duration::from_millis(heartbeat_interval_ms.max(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut paused = false;
         loop {
             tick.tick().await;
+            // RabbitMQ blocks publishes (a memory or disk alarm): a heartbeat would wait
+            // for the alarm to clear and arrive stale behind others. None is sent until
+            // it clears; the forwarder does not count the ones missed meanwhile.
+            if broker.blocked() {
+                if !paused {
+                    tracing::warn!(%endpoint_id, "RabbitMQ blocks publishes (a memory or disk alarm): heartbeats paused until it clears");
+                    paused = true;
+                }
+                continue;
+            }
+            if paused {
+                tracing::info!(%endpoint_id, "RabbitMQ takes publishes again: heartbeats resume");
+                paused = false;
+            }
             let (mut load, alive) = heartbeats_rx.borrow().clone();
             load.provider = provider_rx.borrow().as_ref().map(|r| r.borrow().clone());
             let beat = EndpointMessage::Heartbeat {
@@ -257,4 +272,25 @@ pub fn start(
         provider: provider_tx,
     };
     (reporter, tasks)
+}
+
+/// Publishes a retry to the endpoint's own queue until RabbitMQ takes it: a queue at its
+/// `max-length` (declared `x-overflow: reject-publish`) refuses it with a nack, which is
+/// backpressure, tried again with backoff (the lost attempt's message stays unacked
+/// meanwhile); warned about naming the queue.
+async fn publish_retry(broker: &Broker, queue: &str, body: &[u8], batch: &TaskBatch) -> anyhow::Result<()> {
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        match broker.publish(queue, body).await {
+            Ok(()) => return Ok(()),
+            Err(e @ ferry_broker::Error::Nacked { .. }) => {
+                for task in &batch.tasks {
+                    tracing::warn!(task_id = %task.task_id, attempt = task.attempt, queue, error = %e, "the endpoint queue refused a retry (it is at a max-length, as an operator policy set): publishing it again");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

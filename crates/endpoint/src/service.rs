@@ -23,6 +23,40 @@ use crate::{address, forge, managers, reporter, state};
 /// its queue.
 const MOST_WAITING: usize = 1000;
 
+/// How long after RabbitMQ last blocked publishes (a memory or disk alarm) a task
+/// message is checked like a redelivered one: cancels made during the block reach the
+/// endpoint only once it clears and the forwarder publishes them again, and the task
+/// messages that come meanwhile may be of tasks already cancelled.
+const CHECK_AFTER_BLOCK: Duration = Duration::from_secs(30);
+
+/// When this endpoint's connection was last seen blocked, checked every 250 ms.
+#[derive(Clone, Default)]
+struct BlockWatch(std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl BlockWatch {
+    /// Watches `broker` until dropped with the returned task.
+    fn start(&self, broker: Broker) -> tokio::task::JoinHandle<()> {
+        let last = self.0.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if broker.blocked() {
+                    *last.lock().expect("poisoned") = Some(std::time::Instant::now());
+                }
+            }
+        })
+    }
+
+    /// Whether the broker blocked publishes within [`CHECK_AFTER_BLOCK`].
+    fn recent(&self) -> bool {
+        self.0
+            .lock()
+            .expect("poisoned")
+            .is_some_and(|at| at.elapsed() < CHECK_AFTER_BLOCK)
+    }
+}
+
 /// The token the endpoint talks to the service with: its own credential (`credential`
 /// in its directory, made when it was first registered, or `FERRY_ENDPOINT_TOKEN`),
 /// else its owner's token (`FERRY_TOKEN`, or `token` in config.toml), which registers it
@@ -185,6 +219,8 @@ async fn run_once(
         .consume(&queue, config.prefetch, &format!("endpoint-{endpoint_id}"))
         .await?;
     let consume_inputs = inputs.clone();
+    let blocks = BlockWatch::default();
+    let block_watch = blocks.start(broker.clone());
     let mut consume = tokio::spawn(async move {
         while let Some(delivery) = consumer.next().await {
             let delivery = delivery?;
@@ -197,10 +233,12 @@ async fn run_once(
                         break;
                     }
                     // A message given again (this endpoint, or an earlier run of it,
-                    // held it unacked when it stopped) runs only its tasks still to run.
+                    // held it unacked when it stopped) runs only its tasks still to run;
+                    // so does one that comes while or shortly after RabbitMQ blocked
+                    // publishes (a cancel made meanwhile may not have reached us yet).
                     // Large inputs and functions come from the data plane. An error
                     // here starts the endpoint over and the unacked message comes back.
-                    if delivery.redelivered() {
+                    if delivery.redelivered() || blocks.recent() {
                         data.keep_still_to_run(endpoint_id, &mut batch.tasks).await?;
                     }
                     data.fetch_inputs(&mut batch.tasks).await?;
@@ -316,6 +354,7 @@ async fn run_once(
     // Stop intake; unacked task messages return to the queue when the connection closes.
     consume.abort();
     controls.abort();
+    block_watch.abort();
     // Asked to stop: the running tasks get `stop_grace_secs` to finish and report, and
     // the tasks whose results went out are saved, so that the next start drops the
     // copies of them its unacked messages bring back. (After a failure, reports may

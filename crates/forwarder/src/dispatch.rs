@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_broker::{Broker, Consumer, Delivery};
 use ferry_proto::messages::{TaskBatch, TaskSpec};
@@ -60,7 +60,9 @@ impl Dispatcher {
             return Ok(());
         }
         let applied = self.store.apply(&taken.records).await?;
-        self.held.settle(&self.broker, &taken.from, &applied).await
+        self.held
+            .settle(&self.store, &self.broker, &taken.from, &applied)
+            .await
     }
 
     /// Handles one submission message: hold its `waiting-for-ep` records (see
@@ -106,7 +108,14 @@ impl Dispatcher {
         // shows the message arrived.
         let at = now_micros();
         let key = self.held.hold(batch.endpoint_id, queued(&batch.tasks, at));
-        self.broker.publish(&queue, delivery.body()).await?;
+        match self.broker.publish(&queue, delivery.body()).await {
+            Ok(()) => {}
+            Err(ferry_broker::Error::Nacked { .. }) => {
+                self.keep_refused(key, batch.endpoint_id, batch.tasks.len(), queue, delivery);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
         for task in &batch.tasks {
             tracing::trace!(task_id = %task.task_id, "dispatched");
         }
@@ -117,6 +126,29 @@ impl Dispatcher {
             self.record_held(HOLD).await?;
         }
         Ok(())
+    }
+
+    /// The endpoint's queue refused the submission held under `key` (it is at a
+    /// max-length with `x-overflow: reject-publish`): it stays unacked, its tasks
+    /// `received`, and is published again until the queue takes it (see
+    /// [`publish_until_taken`]), apart, so that other endpoints' submissions go on. The
+    /// submissions consumer's prefetch bounds how many wait so.
+    fn keep_refused(&self, key: u64, endpoint: EndpointId, tasks: usize, queue: String, delivery: Delivery) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = async {
+                publish_until_taken(&this.broker, &queue, delivery.body(), endpoint, tasks).await?;
+                if let Some(delivery) = this.held.confirmed(key, delivery) {
+                    delivery.ack().await?;
+                }
+                anyhow::Ok(())
+            };
+            if let Err(e) = outcome.await {
+                // The connection failed: the unacked submission comes back after the
+                // forwarder reconnects.
+                tracing::warn!(%endpoint, %queue, error = %format!("{e:#}"), "stopped publishing a refused submission again");
+            }
+        });
     }
 
     /// A submission seen before (after a forwarder crash or a broker restart): its tasks
@@ -141,7 +173,7 @@ impl Dispatcher {
             // As in `step`: published and confirmed, then recorded.
             let body = ferry_proto::codec::encode(&batch)?;
             let at = now_micros();
-            self.broker.publish(queue, &body).await?;
+            publish_until_taken(&self.broker, queue, &body, batch.endpoint_id, batch.tasks.len()).await?;
             self.store.apply(&queued(&batch.tasks, at)).await?;
         }
         delivery.ack().await?;
@@ -194,6 +226,43 @@ impl Dispatcher {
         Ok(())
     }
 }
+
+/// Publishes a message to an endpoint's queue until RabbitMQ takes it. A queue at its
+/// `max-length` (declared `x-overflow: reject-publish`, see `ferry_broker`) refuses it
+/// with a nack: backpressure, tried again with backoff, with a warning naming the queue
+/// the first time and every [`REFUSED_WARN_EVERY`] after.
+pub async fn publish_until_taken(
+    broker: &Broker,
+    queue: &str,
+    body: &[u8],
+    endpoint: EndpointId,
+    tasks: usize,
+) -> Result<(), ferry_broker::Error> {
+    let mut backoff = Duration::from_millis(100);
+    let mut warned: Option<Instant> = None;
+    loop {
+        match broker.publish(queue, body).await {
+            Ok(()) => {
+                if warned.is_some() {
+                    tracing::info!(%endpoint, queue, tasks, "the endpoint queue took tasks it had refused");
+                }
+                return Ok(());
+            }
+            Err(ferry_broker::Error::Nacked { .. }) => {
+                if warned.is_none_or(|at| at.elapsed() >= REFUSED_WARN_EVERY) {
+                    tracing::warn!(%endpoint, queue, tasks, "the endpoint queue refused tasks (it is at a max-length, as an operator policy set): the forwarder keeps them and publishes them again until it takes them");
+                    warned = Some(Instant::now());
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How often a queue that keeps refusing tasks is warned about.
+const REFUSED_WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// The forwarder's `queued` report (to `waiting-for-ep`) for each task, dated `at`: when
 /// it published them (taken before the publish, so the step never postdates the

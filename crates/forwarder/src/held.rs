@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use ferry_broker::{Broker, Delivery};
 use ferry_proto::{EndpointId, Ignored, TaskId};
-use ferry_store::{Applied, Report};
+use ferry_store::{Applied, Report, Store};
 
 /// How long a `waiting-for-ep` record waits for the endpoint's first report on its task.
 /// The endpoint reports a task it holds within about half a second even while it waits
@@ -223,17 +223,19 @@ impl<D> Held<D> {
 impl Held<Delivery> {
     /// Settles the records taken `from` these submissions once written (`applied`, in
     /// the same order): a task the record shows finished (cancelled while it waited) or
-    /// unknown is stopped at its endpoint, and a submission whose records are all
+    /// unknown is stopped at its endpoint (a cancel kept until RabbitMQ takes it, see
+    /// [`crate::cancels`]), and a submission whose records are all
     /// written is acked.
     pub async fn settle(
         &self,
+        store: &Store,
         broker: &Broker,
         from: &[(u64, TaskId)],
         applied: &[Applied],
     ) -> anyhow::Result<()> {
         let (stop, done) = self.written(from, applied);
         for (endpoint, ids) in stop {
-            broker.cancel_tasks(endpoint, ids).await?;
+            crate::cancels::stop_tasks(store, broker, endpoint, ids).await?;
         }
         for delivery in done {
             delivery.ack().await?;

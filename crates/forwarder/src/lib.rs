@@ -9,12 +9,16 @@
 //!   concurrently across sessions).
 //! - [`webhook_guard`]: where webhooks may go (no internal address unless allowed).
 //! - [`sweeper`]: declares lost the endpoints whose heartbeats stopped (their tasks
-//!   wait for them again, as the next attempt), fails batches past their deadline, and
-//!   closes batches whose web-service died while writing them.
+//!   wait for them again, as the next attempt; not while RabbitMQ blocks publishes nor
+//!   within a heartbeat window after), fails batches past their deadline, closes
+//!   batches whose web-service died while writing them, and publishes the cancels
+//!   RabbitMQ did not take.
+//! - [`cancels`]: cancels stored in Redis until RabbitMQ confirms them.
 //!
 //! It keeps nothing that is not also in RabbitMQ or Redis (held records belong to
 //! submissions it has not acked): several forwarders can consume the same queues.
 
+pub mod cancels;
 pub mod dispatch;
 pub mod held;
 pub mod notifier;
@@ -162,6 +166,11 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         config.endpoint_missed_heartbeats,
         config.amqp_admin_url.is_some(),
     );
+    let blocks = sweeper::watch_blocks(
+        store.clone(),
+        broker.clone(),
+        Duration::from_millis(config.sweep_interval_ms.max(10)),
+    );
     let sweeper = sweeper::Sweeper::new(
         store.clone(),
         broker.clone(),
@@ -190,6 +199,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         r = applier.clone().run(status) => r,
         r = applier.run(results) => r,
         r = sweeper.run() => r,
+        r = blocks => r,
         r = notifier.run() => r,
         lost = broker.lost() => Err(anyhow::anyhow!("RabbitMQ: {lost}")),
         _ = shutdown.cancelled() => Ok(()),

@@ -162,7 +162,9 @@ impl Applier {
             all.append(&mut reports);
             let mut applied = self.store.apply(&all).await?;
             let rest = applied.split_off(n);
-            self.held.settle(&self.broker, &held.from, &applied).await?;
+            self.held
+                .settle(&self.store, &self.broker, &held.from, &applied)
+                .await?;
             let (reports, applied) = (&all[n..], rest);
             for (endpoint_id, range, message) in senders {
                 log_outcomes(&reports[range.clone()], &applied[range.clone()], endpoint_id);

@@ -16,7 +16,7 @@ mod redis_store;
 
 pub use records::*;
 pub use redis_store::{
-    CredentialInfo, EventReader, EventWaker, FinishedTasks, KeyClaim, Principal, Store, UserInfo,
+    CredentialInfo, EventReader, EventWaker, FinishedTasks, KeyClaim, LostClaim, Principal, Store, UserInfo,
 };
 
 /// What can go wrong talking to the store.

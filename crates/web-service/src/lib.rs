@@ -295,9 +295,11 @@ impl AppState {
 
     /// Runs `op` on the broker within [`BROKER_DEADLINE`]; if it fails, connects again
     /// once and retries, so a RabbitMQ restart costs the first caller a reconnect, not an
-    /// error. A broker that blocks publishers (a memory or disk alarm) or does not answer
-    /// within the deadline is an error at once ([`ferry_broker::Error::is_backpressure`]):
-    /// the caller answers 503 with `Retry-After` rather than hang.
+    /// error. A broker that blocks publishers (a memory or disk alarm), refuses the
+    /// message (a nack: a queue at its `max-length`) or does not answer within the
+    /// deadline is an error at once ([`ferry_broker::Error::is_backpressure`]): a
+    /// submission answers 503 with `Retry-After` rather than hang (a cancel keeps its
+    /// message in Redis for the forwarder to publish, see `api/cancel.rs`).
     pub async fn with_broker<T, F, Fut>(&self, op: F) -> Result<T, ferry_broker::Error>
     where
         F: Fn(Broker) -> Fut,

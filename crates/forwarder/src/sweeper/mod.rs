@@ -7,7 +7,13 @@
 //!   leaves at worst an extra message (its reports are stale or find the task
 //!   finished), never a task nobody will run. When the endpoint returns it gets both
 //!   the broker's redelivery of the old attempt (whose reports are ignored as stale)
-//!   and the new one.
+//!   and the new one. Not while RabbitMQ blocks publishes (a memory or disk alarm
+//!   blocks the endpoint's heartbeats too), nor until a whole missed-heartbeats window
+//!   after it was last seen blocking: a forwarder probes the broker before it judges
+//!   an overdue endpoint, and every forwarder records in Redis when it saw a block
+//!   ([`watch_blocks`], `<ns>:broker-blocked`), which the claim checks.
+//! - Cancels RabbitMQ did not take (blocked, refused, or their sender died) are
+//!   published again from Redis (see [`crate::cancels`]).
 //! - A batch whose tasks are still `received` 10 s after they were accepted is submitted
 //!   again from Redis (the web-service does not wait for the broker's confirm).
 //! - A batch whose writing never ended (the web-service died or gave up before its
@@ -31,13 +37,54 @@ use ferry_broker::Broker;
 use ferry_proto::messages::{FunctionCode, TaskBatch, TaskSpec};
 use ferry_proto::time::{Micros, now_micros};
 use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskId, TaskState};
-use ferry_store::{Applied, Finish, Redispatch, Report, Store};
+use ferry_store::{Applied, Finish, LostClaim, Redispatch, Report, Store};
 
 /// Tasks handled per Redis round trip and per AMQP message.
 const CHUNK: usize = 1000;
 
 /// How long a task may stay `received` before its submission counts as lost.
 const RECOVER_AFTER: Duration = Duration::from_secs(10);
+
+/// How long the probe of RabbitMQ before judging overdue endpoints may wait for its
+/// confirm (longer, the broker counts as blocking publishes).
+const PROBE_WITHIN: Duration = Duration::from_secs(2);
+
+/// How old a stored cancel must be before the sweeper publishes it (its sender
+/// publishes it at once and takes it off when confirmed).
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// Most cancelled tasks in one message the sweeper publishes.
+const CANCELS_PER_MESSAGE: usize = 5000;
+
+/// Records in Redis, every `period`, that RabbitMQ blocks this connection's publishes
+/// (`connection.blocked`, a memory or disk alarm: it blocks every publishing
+/// connection, so the endpoints' heartbeats too), counting it blocked a period beyond.
+/// No sweeper declares an endpoint lost until a whole missed-heartbeats window after
+/// that. Runs apart from the sweeper, whose own publishes may wait out the block.
+pub async fn watch_blocks(store: Store, broker: Broker, period: Duration) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_blocked = false;
+    loop {
+        tick.tick().await;
+        let blocked = broker.blocked();
+        if blocked {
+            store
+                .note_broker_blocked(now_micros() + period.as_micros() as Micros)
+                .await?;
+        }
+        if blocked != was_blocked {
+            if blocked {
+                tracing::warn!(
+                    "RabbitMQ blocks publishes (a memory or disk alarm): no endpoint is declared lost until its heartbeats have had a whole window after the block"
+                );
+            } else {
+                tracing::info!("RabbitMQ takes publishes again");
+            }
+            was_blocked = blocked;
+        }
+    }
+}
 
 /// Sweeps on a timer.
 pub struct Sweeper {
@@ -88,13 +135,50 @@ impl Sweeper {
             self.sweep_received().await?;
             self.sweep_unfinished().await?;
             self.sweep_stranded().await?;
+            self.sweep_cancels().await?;
         }
     }
 
-    /// Declares lost the endpoints whose heartbeats stopped.
+    /// Publishes the cancels stored at least [`CANCEL_GRACE`] ago that RabbitMQ has not
+    /// taken yet (see [`crate::cancels`]); an endpoint deleted since has its dropped.
+    pub async fn sweep_cancels(&self) -> anyhow::Result<()> {
+        let before = now_micros().saturating_sub(CANCEL_GRACE.as_micros() as Micros);
+        for endpoint in self.store.endpoints_with_pending_cancels(before, 100).await? {
+            let ids = self.store.pending_cancels(endpoint, CANCELS_PER_MESSAGE).await?;
+            if !self.store.endpoint_exists(endpoint).await? {
+                tracing::info!(%endpoint, tasks = ids.len(), "dropping the stored cancels of a deleted endpoint");
+                self.store.pending_cancels_done(endpoint, &ids).await?;
+                continue;
+            }
+            let tasks = ids.len();
+            if !crate::cancels::publish_stored(&self.store, &self.broker, endpoint, ids).await? {
+                // RabbitMQ does not take publishes now: the next sweep tries again.
+                return Ok(());
+            }
+            tracing::info!(%endpoint, tasks, "published a stored cancel");
+        }
+        Ok(())
+    }
+
+    /// Declares lost the endpoints whose heartbeats stopped: not while RabbitMQ blocks
+    /// publishes (probed first), nor within a missed-heartbeats window after a block any
+    /// forwarder saw (the claim checks `<ns>:broker-blocked`).
     pub async fn sweep_endpoints(&self) -> anyhow::Result<()> {
+        let overdue = self.store.overdue_endpoints(now_micros()).await?;
+        if overdue.is_empty() {
+            return Ok(());
+        }
+        if !self.broker.takes_publishes(PROBE_WITHIN).await? {
+            self.store
+                .note_broker_blocked(now_micros() + self.period.as_micros() as Micros)
+                .await?;
+            for (endpoint, _) in &overdue {
+                tracing::info!(%endpoint, "heartbeats overdue while RabbitMQ does not take publishes (an alarm?): not declared lost");
+            }
+            return Ok(());
+        }
         let now = now_micros();
-        for (endpoint, deadline) in self.store.overdue_endpoints(now).await? {
+        for (endpoint, deadline) in overdue {
             let Some(record) = self.store.get_endpoint(endpoint).await? else {
                 continue;
             };
@@ -105,8 +189,17 @@ impl Sweeper {
             if self.started.elapsed() < window {
                 continue;
             }
-            if !self.store.claim_lost_endpoint(endpoint, deadline, now).await? {
-                continue;
+            match self
+                .store
+                .claim_lost_endpoint(endpoint, deadline, now, window.as_micros() as Micros)
+                .await?
+            {
+                LostClaim::Claimed => {}
+                LostClaim::Taken => continue,
+                LostClaim::BrokerBlocked => {
+                    tracing::info!(%endpoint, "heartbeats overdue within a window after RabbitMQ blocked publishes: not declared lost yet");
+                    continue;
+                }
             }
             let moved = self.endpoint_lost(endpoint).await?;
             tracing::warn!(
@@ -188,9 +281,19 @@ impl Sweeper {
             })
             .collect();
         let body = ferry_proto::codec::encode(batch)?;
-        self.broker
-            .publish(&self.broker.endpoint_queue(endpoint), &body)
-            .await?;
+        let queue = self.broker.endpoint_queue(endpoint);
+        match self.broker.publish(&queue, &body).await {
+            Ok(()) => {}
+            Err(e @ ferry_broker::Error::Nacked { .. }) => {
+                // The queue is at a max-length (reject-publish): the tasks stay as they
+                // are (nothing is recorded), rather than wait for a message refused.
+                for info in included {
+                    tracing::warn!(task_id = %info.task_id, %endpoint, %queue, error = %e, "cannot publish the task again: its endpoint queue refused the message (a max-length policy?)");
+                }
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into()),
+        }
         let applied = self.store.apply(&reports).await?;
         Ok(reports
             .iter()
@@ -374,9 +477,7 @@ impl Sweeper {
                 .map(|(t, _)| *t)
                 .collect();
             failed += moved.len();
-            if let Err(e) = self.broker.cancel_tasks(endpoint, moved).await {
-                tracing::warn!(%batch, error = %e, "cannot tell the endpoint to stop timed-out tasks");
-            }
+            crate::cancels::stop_tasks(&self.store, &self.broker, endpoint, moved).await?;
         }
         Ok(failed)
     }

@@ -9,6 +9,7 @@ mod credentials;
 mod events;
 mod finished;
 mod idempotency;
+mod pending;
 mod registry;
 mod rows;
 mod tasks;
@@ -17,6 +18,7 @@ pub use credentials::{CredentialInfo, Principal, UserInfo};
 pub use events::{EventReader, EventWaker};
 pub use finished::FinishedTasks;
 pub use idempotency::KeyClaim;
+pub use registry::LostClaim;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

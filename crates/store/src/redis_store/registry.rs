@@ -264,23 +264,53 @@ impl Store {
     }
 
     /// Claims an overdue endpoint as lost (several forwarders may race; one wins) and
-    /// marks it so. False when another caller claimed it, or a heartbeat came since.
-    pub async fn claim_lost_endpoint(&self, id: EndpointId, deadline: Micros, at: Micros) -> Result<bool> {
+    /// marks it so. Refused when another caller claimed it or a heartbeat came since,
+    /// and while RabbitMQ blocked publishes less than `window` (the endpoint's
+    /// missed-heartbeats window) ago (see [`Store::note_broker_blocked`]): the
+    /// endpoint's heartbeats were blocked with everything else, and need that long
+    /// after the block to come through again.
+    pub async fn claim_lost_endpoint(
+        &self,
+        id: EndpointId,
+        deadline: Micros,
+        at: Micros,
+        window: Micros,
+    ) -> Result<LostClaim> {
         const CLAIM: &str = "local d = redis.call('ZSCORE', KEYS[1], ARGV[1]) \
             if not d or tonumber(d) ~= tonumber(ARGV[2]) then return 0 end \
+            local b = tonumber(redis.call('GET', KEYS[3]) or '0') \
+            if b + tonumber(ARGV[4]) > tonumber(ARGV[3]) then return 2 end \
             redis.call('ZREM', KEYS[1], ARGV[1]) \
             redis.call('HSET', KEYS[2], 'lost', ARGV[3]) return 1";
         let mut conn = self.conn.clone();
         let claimed: i64 = redis::Script::new(CLAIM)
             .key(self.endpoint_deadlines_key())
             .key(self.endpoint_key(id))
+            .key(self.broker_blocked_key())
             .arg(id.to_string())
             .arg(deadline)
             .arg(at)
+            .arg(window)
             .invoke_async(&mut conn)
             .await?;
-        Ok(claimed == 1)
+        Ok(match claimed {
+            1 => LostClaim::Claimed,
+            2 => LostClaim::BrokerBlocked,
+            _ => LostClaim::Taken,
+        })
     }
+}
+
+/// What came of claiming an overdue endpoint as lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostClaim {
+    /// This caller declares it lost.
+    Claimed,
+    /// Another caller claimed it, or a heartbeat came since.
+    Taken,
+    /// RabbitMQ blocked publishes (its heartbeats too) less than a missed-heartbeats
+    /// window ago: not judged yet.
+    BrokerBlocked,
 }
 
 /// Ids as one comma-separated field.

@@ -3,7 +3,10 @@
 //! Cancelling ends a task as `failed` with the cause `cancelled`, through the state
 //! machine like any other event: a task that already finished is left alone. Then the
 //! endpoint is told (on its control queue) to stop the tasks: a running one is killed,
-//! one still queued is dropped when it arrives.
+//! one still queued is dropped when it arrives. The cancel is stored in Redis first and
+//! taken off once RabbitMQ confirmed it: one RabbitMQ did not take (a memory or disk
+//! alarm, a full control queue, a web-service that died) is published by the
+//! forwarder's sweeper once it does. The answer does not wait for that.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -31,20 +34,29 @@ fn cancel_report(task_id: TaskId, at: u64) -> Report {
     }
 }
 
-/// Tells the endpoint to stop the tasks (running ones are killed, queued ones dropped).
-/// Best effort: the records are terminal already, so a lost message only costs the
-/// endpoint the work of running them to the end.
-async fn stop_on_endpoint(state: &AppState, endpoint: EndpointId, task_ids: Vec<TaskId>) {
+/// Tells the endpoint to stop the tasks (running ones are killed, queued ones dropped):
+/// stored in Redis, then published, then taken off once RabbitMQ confirmed it. When
+/// RabbitMQ does not take it now, it stays stored and the forwarder's sweeper publishes
+/// it later; the caller's answer does not change.
+async fn stop_on_endpoint(state: &AppState, endpoint: EndpointId, task_ids: Vec<TaskId>) -> ApiResult<()> {
     if task_ids.is_empty() {
-        return;
+        return Ok(());
     }
+    state
+        .store
+        .add_pending_cancels(endpoint, &task_ids, now_micros())
+        .await?;
     let ids = &task_ids;
-    if let Err(e) = state
+    match state
         .with_broker(|b| async move { b.cancel_tasks(endpoint, ids.clone()).await })
         .await
     {
-        tracing::warn!(%endpoint, tasks = task_ids.len(), error = %e, "cannot tell the endpoint to stop cancelled tasks");
+        Ok(()) => state.store.pending_cancels_done(endpoint, &task_ids).await?,
+        Err(e) => {
+            tracing::warn!(%endpoint, tasks = task_ids.len(), error = %e, "RabbitMQ did not take the cancel now: it is kept, and the forwarder publishes it once RabbitMQ does");
+        }
     }
+    Ok(())
 }
 
 pub(crate) async fn task(
@@ -60,7 +72,7 @@ pub(crate) async fn task(
     let applied = state.store.apply(&[cancel_report(id, now_micros())]).await?;
     if matches!(applied[0], Applied::Moved { .. }) {
         tracing::info!(task_id = %id, "task cancelled");
-        stop_on_endpoint(&state, endpoint, vec![id]).await;
+        stop_on_endpoint(&state, endpoint, vec![id]).await?;
     }
     let record = state
         .store
@@ -93,7 +105,7 @@ pub(crate) async fn batch(
             .map(|(t, _)| *t)
             .collect();
         cancelled += moved.len();
-        stop_on_endpoint(&state, endpoint, moved).await;
+        stop_on_endpoint(&state, endpoint, moved).await?;
     }
     tracing::info!(batch_id = %id, cancelled, "batch cancelled");
     Ok(Json(

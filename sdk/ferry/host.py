@@ -51,7 +51,9 @@ FORKED_CHILD_RETURNED = (
 )
 
 
-# prctl(2) option: processes orphaned below the host are reparented to it, not to init.
+# prctl(2) options: the signal the host gets when its parent (the worker) dies; processes
+# orphaned below the host are reparented to it, not to init.
+_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 # How long ending a task's leftover processes may take (one stuck in the kernel resists).
 LEFTOVERS_WITHIN = 2.0
@@ -67,6 +69,25 @@ def _become_subreaper() -> bool:
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def _die_with_worker() -> None:
+    """The host is killed (SIGKILL) the moment the worker that started it dies: the
+    worker sends tasks ahead, and a host running them on after its worker's death would
+    run tasks that the manager, which never heard they started, runs again elsewhere.
+    The worker names itself in FERRY_HOST_PARENT, so a worker that died before the death
+    signal was set is noticed too."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    parent = os.environ.get("FERRY_HOST_PARENT", "")
+    if parent.isdigit() and os.getppid() != int(parent):
+        os._exit(1)
 
 
 def _children() -> list[int]:
@@ -387,6 +408,7 @@ class Host:
 
 
 def main() -> int:
+    _die_with_worker()
     proto_in = os.dup(0)
     proto_out = os.fdopen(os.dup(1), "wb")
     # The host's own words still reach the worker's stderr (and the endpoint's log).

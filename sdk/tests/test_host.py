@@ -5,6 +5,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -279,3 +280,51 @@ def test_a_tasks_processes_end_with_it_and_the_host_goes_on(host, how):
     finally:
         for pid in running_with(marker):
             os.kill(pid, 9)
+
+
+def linger(path):
+    import time as t
+
+    t.sleep(0.5)
+    with open(path, "w") as f:
+        f.write("ran on")
+    return "done"
+
+
+def test_the_host_dies_with_its_worker(tmp_path):
+    """Killing the host's parent (the worker) kills the host at once: a task sent ahead
+    must not run on after the worker that would report it is gone."""
+    env = dict(os.environ, PYTHONPATH=str(SDK))
+    marker = tmp_path / "ran-on"
+    tid, fid = uuid.uuid4().bytes, uuid.uuid4().bytes
+    c, p = serialize_function(linger).encode(), pack_args((str(marker),)).encode()
+    body = b"T" + tid + fid + struct.pack(">I", len(c)) + c + struct.pack(">I", len(p)) + p
+    frame = tmp_path / "frame"
+    frame.write_bytes(struct.pack(">I", len(body)) + body)
+    # A stand-in worker: starts the host naming itself as its parent, sends it the task
+    # and prints the host's pid, then waits to be killed.
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, subprocess, sys, time\n"
+            "env = dict(os.environ, FERRY_HOST_PARENT=str(os.getpid()))\n"
+            "h = subprocess.Popen([sys.executable, '-u', '-m', 'ferry.host'], stdin=subprocess.PIPE,"
+            " stdout=subprocess.PIPE, env=env)\n"
+            "h.stdout.read(4)\n"
+            f"h.stdin.write(open({str(frame)!r}, 'rb').read()); h.stdin.flush()\n"
+            "print(h.pid, flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    host_pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    time.sleep(1.5)
+    try:
+        os.kill(host_pid, 9)
+    except ProcessLookupError:
+        pass
+    assert not marker.exists(), "the host ran a task on after its worker died"

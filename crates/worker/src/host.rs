@@ -67,6 +67,8 @@ impl Host {
     pub async fn start(python: &str) -> Result<Self, Error> {
         let mut child = Command::new(python)
             .args(["-u", "-m", "ferry.host"])
+            // The host dies with this worker (its parent-death signal), checked by pid.
+            .env("FERRY_HOST_PARENT", std::process::id().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

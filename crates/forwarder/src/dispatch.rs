@@ -187,30 +187,23 @@ impl Dispatcher {
         let endpoint = batch.endpoint_id;
         let why = format!("endpoint {endpoint} was deleted before the task reached it");
         let at = now_micros();
+        let why = bytes::Bytes::from(why);
         let reports: Vec<Report> = batch
             .tasks
             .iter()
-            .map(|t| Report {
-                task_id: t.task_id,
-                event: Event {
-                    kind: EventKind::Failed,
-                    attempt: t.attempt,
-                },
-                at,
-                by: Actor::Forwarder,
-                from: None,
-                finish: Some(ferry_store::Finish {
-                    success: false,
-                    by_reference: false,
-                    data: bytes::Bytes::from(why.clone()),
-                    exception: bytes::Bytes::new(),
-                    stdout: String::new(),
-                    stderr: String::new(),
-                }),
+            .map(|t| {
+                Report::ended_by(
+                    t.task_id,
+                    t.attempt,
+                    EventKind::Failed,
+                    Actor::Forwarder,
+                    at,
+                    why.clone(),
+                )
             })
             .collect();
         for t in &batch.tasks {
-            tracing::warn!(task_id = %t.task_id, %endpoint, "{why}; the task fails");
+            tracing::warn!(task_id = %t.task_id, %endpoint, "endpoint deleted before the task reached it; the task fails");
         }
         self.store.apply(&reports).await?;
         delivery.ack().await?;

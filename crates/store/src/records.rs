@@ -4,7 +4,9 @@ use bytes::Bytes;
 use ferry_proto::messages::FunctionKind;
 use ferry_proto::state::FailureCause;
 use ferry_proto::time::Micros;
-use ferry_proto::{Actor, BatchId, EndpointId, Event, FunctionId, TaskGroupId, TaskId, TaskState, UserId};
+use ferry_proto::{
+    Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskGroupId, TaskId, TaskState, UserId,
+};
 
 /// A registered function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +275,36 @@ pub struct Report {
     pub from: Option<EndpointId>,
     /// Present on `Succeeded` and `Failed` reports.
     pub finish: Option<Finish>,
+}
+
+impl Report {
+    /// A service's own terminal report on a task it ends (a timeout, a refused
+    /// submission, a deleted endpoint): `kind` at `attempt`, by `by` at `at`, the
+    /// result's data saying `why`, no output.
+    pub fn ended_by(
+        task_id: TaskId,
+        attempt: u32,
+        kind: EventKind,
+        by: Actor,
+        at: Micros,
+        why: Bytes,
+    ) -> Self {
+        Report {
+            task_id,
+            event: Event { kind, attempt },
+            at,
+            by,
+            from: None,
+            finish: Some(Finish {
+                success: false,
+                by_reference: false,
+                data: why,
+                exception: Bytes::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+            }),
+        }
+    }
 }
 
 /// What the store did with a report.

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferry_proto::messages::{FunctionCode, FunctionKind, TaskBatch, TaskSpec};
 use ferry_proto::time::now_micros;
-use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskGroupId, TaskId, UserId};
-use ferry_store::{BatchRecord, Finish, NewTask, Part, Report};
+use ferry_proto::{Actor, BatchId, EndpointId, EventKind, FunctionId, TaskGroupId, TaskId, UserId};
+use ferry_store::{BatchRecord, NewTask, Part, Report};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code};
@@ -490,25 +490,18 @@ async fn publish_part(
 /// Fails tasks that were never published; false if Redis refused.
 async fn fail_unqueued(state: &AppState, specs: &[TaskSpec], reason: &str) -> bool {
     let at = now_micros();
+    let why = Bytes::from(reason.to_owned());
     let reports: Vec<Report> = specs
         .iter()
-        .map(|s| Report {
-            task_id: s.task_id,
-            event: Event {
-                kind: EventKind::Failed,
-                attempt: 0,
-            },
-            at,
-            by: Actor::WebService,
-            from: None,
-            finish: Some(Finish {
-                success: false,
-                by_reference: false,
-                data: Bytes::from(reason.to_owned()),
-                exception: Bytes::new(),
-                stdout: String::new(),
-                stderr: String::new(),
-            }),
+        .map(|s| {
+            Report::ended_by(
+                s.task_id,
+                0,
+                EventKind::Failed,
+                Actor::WebService,
+                at,
+                why.clone(),
+            )
         })
         .collect();
     match state.store.apply(&reports).await {

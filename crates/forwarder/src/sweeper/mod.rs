@@ -37,7 +37,7 @@ use ferry_broker::Broker;
 use ferry_proto::messages::{FunctionCode, TaskBatch, TaskSpec};
 use ferry_proto::time::{Micros, now_micros};
 use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskId, TaskState};
-use ferry_store::{Applied, Finish, LostClaim, Redispatch, Report, Store};
+use ferry_store::{Applied, LostClaim, Redispatch, Report, Store};
 
 /// Tasks handled per Redis round trip and per AMQP message.
 const CHUNK: usize = 1000;
@@ -450,24 +450,7 @@ impl Sweeper {
         for chunk in ids.chunks(CHUNK * 5) {
             let reports: Vec<Report> = chunk
                 .iter()
-                .map(|&task_id| Report {
-                    task_id,
-                    event: Event {
-                        kind: EventKind::TimedOut,
-                        attempt: 0,
-                    },
-                    at,
-                    by: Actor::Forwarder,
-                    from: None,
-                    finish: Some(Finish {
-                        success: false,
-                        by_reference: false,
-                        data: reason.clone(),
-                        exception: bytes::Bytes::new(),
-                        stdout: String::new(),
-                        stderr: String::new(),
-                    }),
-                })
+                .map(|&id| Report::ended_by(id, 0, EventKind::TimedOut, Actor::Forwarder, at, reason.clone()))
                 .collect();
             let applied = self.store.apply(&reports).await?;
             let moved: Vec<_> = chunk
@@ -486,24 +469,8 @@ impl Sweeper {
 /// `failed` reports for tasks that never left `received` (their submission was not
 /// completed), by the forwarder, dated `at`.
 fn failed_unrun(ids: &[TaskId], why: &str, at: Micros) -> Vec<Report> {
+    let why = bytes::Bytes::from(why.to_owned());
     ids.iter()
-        .map(|&task_id| Report {
-            task_id,
-            event: Event {
-                kind: EventKind::Failed,
-                attempt: 0,
-            },
-            at,
-            by: Actor::Forwarder,
-            from: None,
-            finish: Some(Finish {
-                success: false,
-                by_reference: false,
-                data: bytes::Bytes::from(why.to_owned()),
-                exception: bytes::Bytes::new(),
-                stdout: String::new(),
-                stderr: String::new(),
-            }),
-        })
+        .map(|&id| Report::ended_by(id, 0, EventKind::Failed, Actor::Forwarder, at, why.clone()))
         .collect()
 }

@@ -16,7 +16,8 @@ mod redis_store;
 
 pub use records::*;
 pub use redis_store::{
-    CredentialInfo, EventReader, EventWaker, FinishedTasks, KeyClaim, LostClaim, Principal, Store, UserInfo,
+    ByReference, CredentialInfo, EventReader, EventWaker, FinishedTasks, KeyClaim, LostClaim, Principal,
+    RESULT_GROUP_BYTES, Store, UserInfo,
 };
 
 /// What can go wrong talking to the store.

@@ -1,6 +1,8 @@
 //! Ferry's web-service: the HTTP API the SDK talks to.
 //!
 //! - [`access`]: who may use which function and endpoint.
+//! - [`answer`]: answers about many tasks, written task by task as their large results
+//!   are read in bounded groups.
 //! - [`admin`]: the operator's `user` and `token` commands.
 //! - [`broker_admin`]: broker identities for endpoints and result readers.
 //! - [`api`]: one module per resource (version, functions, endpoints, tasks, batches).
@@ -19,6 +21,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod answer;
 pub mod api;
 pub mod broker_admin;
 pub mod error;

@@ -14,6 +14,8 @@ mod registry;
 mod rows;
 mod tasks;
 
+pub use tasks::{ByReference, RESULT_GROUP_BYTES};
+
 pub use credentials::{CredentialInfo, Principal, UserInfo};
 pub use events::{EventReader, EventWaker};
 pub use finished::FinishedTasks;

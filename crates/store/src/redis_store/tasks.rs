@@ -210,16 +210,24 @@ impl Store {
 
     /// Reads task records, pipelined. `None` for an unknown or expired task.
     pub async fn get_tasks(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskRecord>>> {
-        self.read_tasks(ids, true).await
+        let mut records = self.get_tasks_deferred(ids, true).await?;
+        self.fill_results_by_reference(&mut records).await?;
+        Ok(records)
     }
 
     /// Like [`Store::get_tasks`] without the history (empty in the records): the
     /// cheaper read for polling many tasks for their results.
     pub async fn get_task_outcomes(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskRecord>>> {
-        self.read_tasks(ids, false).await
+        let mut records = self.get_tasks_deferred(ids, false).await?;
+        self.fill_results_by_reference(&mut records).await?;
+        Ok(records)
     }
 
-    async fn read_tasks(&self, ids: &[TaskId], history: bool) -> Result<Vec<Option<TaskRecord>>> {
+    /// Task records (with their history or not) whose results kept in the data plane
+    /// are left unread (`result` is `None`, `result_ref` says which): for an answer
+    /// that reads them in bounded groups as it is written ([`Store::result_groups`],
+    /// [`Store::fill_results`]). One round trip.
+    pub async fn get_tasks_deferred(&self, ids: &[TaskId], history: bool) -> Result<Vec<Option<TaskRecord>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -232,7 +240,7 @@ impl Store {
                 pipe.cmd("HMGET").arg(self.task_key(*id)).arg(OUTCOME_FIELDS);
             }
         }
-        let mut records: Vec<Option<TaskRecord>> = if history {
+        if history {
             let maps: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
             ids.iter()
                 .zip(maps)
@@ -243,21 +251,27 @@ impl Store {
                         task_from_fields(*id, Fields::new(map, "task", id.to_string())).map(Some)
                     }
                 })
-                .collect::<Result<_>>()?
+                .collect()
         } else {
             let rows: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await?;
             ids.iter()
                 .zip(rows)
                 .map(|(id, row)| task_from_outcome_row(*id, row))
-                .collect::<Result<_>>()?
-        };
-        self.fill_results_by_reference(&mut records).await?;
-        Ok(records)
+                .collect()
+        }
     }
 
     /// The outcomes of tasks, pipelined: the cheapest read for collecting results.
     /// `None` for an unknown or expired task.
     pub async fn get_task_briefs(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskOutcome>>> {
+        let mut outcomes = self.get_task_briefs_deferred(ids).await?;
+        self.fill_results_by_reference(&mut outcomes).await?;
+        Ok(outcomes)
+    }
+
+    /// Like [`Store::get_task_briefs`], the results kept in the data plane left unread
+    /// (see [`Store::get_tasks_deferred`]).
+    pub async fn get_task_briefs_deferred(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskOutcome>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -266,55 +280,95 @@ impl Store {
             pipe.cmd("HMGET").arg(self.task_key(*id)).arg(BRIEF_FIELDS);
         }
         let rows: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut self.conn.clone()).await?;
-        let mut outcomes = ids
-            .iter()
+        ids.iter()
             .zip(rows)
             .map(|(id, row)| outcome_from_row(*id, row))
-            .collect::<Result<Vec<_>>>()?;
-        self.fill_results_by_reference(&mut outcomes).await?;
-        Ok(outcomes)
+            .collect()
     }
 
     /// Fills in the results kept in the data plane (large ones), in one more round
-    /// trip; a result that has expired is marked so.
-    async fn fill_results_by_reference<T: ByReference>(&self, records: &mut [Option<T>]) -> Result<()> {
-        let wanted: Vec<(usize, String)> = records
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                let (task, attempt) = r.as_ref()?.result_ref()?;
-                Some((i, format!("{}:out:{attempt}", self.task_key(task))))
-            })
-            .collect();
-        if wanted.is_empty() {
+    /// trip (two for several: their sizes first, against the response budget); a
+    /// result that has expired is marked so.
+    async fn fill_results_by_reference<T: ByReference>(&self, records: &mut [T]) -> Result<()> {
+        if self.response_budget > 0 && refs(records).nth(1).is_some() {
+            self.result_sizes(records).await?;
+        }
+        self.fill_results(records).await
+    }
+
+    /// How to read the data-plane results of `records` as an answer is written: the
+    /// lengths of consecutive runs of records whose results together are at most
+    /// [`RESULT_GROUP_BYTES`] (or one record), each filled by one
+    /// [`Store::fill_results`]. With more than one such result, their sizes are read
+    /// first (one round trip) and a read past the response budget fails
+    /// ([`crate::Error::TooLarge`]) before any is fetched; with none, no round trip.
+    pub async fn result_groups<T: ByReference>(&self, records: &[T]) -> Result<Vec<usize>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        if refs(records).nth(1).is_none() {
+            return Ok(vec![records.len()]);
+        }
+        let mut sizes = self.result_sizes(records).await?.into_iter();
+        let mut groups = Vec::new();
+        let (mut len, mut bytes) = (0usize, 0u64);
+        for record in records {
+            let size = if record.result_ref().is_some() {
+                sizes.next().unwrap_or(0)
+            } else {
+                0
+            };
+            if len > 0 && bytes + size > RESULT_GROUP_BYTES {
+                groups.push(len);
+                (len, bytes) = (0, 0);
+            }
+            len += 1;
+            bytes += size;
+        }
+        groups.push(len);
+        Ok(groups)
+    }
+
+    /// The sizes of the data-plane results of `records`, in their order (one round
+    /// trip); past the response budget, [`crate::Error::TooLarge`].
+    async fn result_sizes<T: ByReference>(&self, records: &[T]) -> Result<Vec<u64>> {
+        let mut pipe = redis::pipe();
+        for (task, attempt) in refs(records) {
+            pipe.strlen(self.result_key(task, attempt));
+        }
+        let sizes: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
+        let bytes: u64 = sizes.iter().sum();
+        if self.response_budget > 0 && sizes.len() > 1 && bytes > self.response_budget {
+            return Err(crate::Error::TooLarge {
+                bytes,
+                limit: self.response_budget,
+            });
+        }
+        Ok(sizes)
+    }
+
+    /// Reads the data-plane results of `records` into them (one round trip; none if
+    /// they have none), without checking the response budget: see
+    /// [`Store::result_groups`]. A result that has expired is marked so.
+    pub async fn fill_results<T: ByReference>(&self, records: &mut [T]) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for (task, attempt) in refs(records) {
+            pipe.get(self.result_key(task, attempt));
+        }
+        if pipe.is_empty() {
             return Ok(());
         }
-        // Their sizes first, so that a read past the budget fetches none of them.
-        if self.response_budget > 0 && wanted.len() > 1 {
-            let mut pipe = redis::pipe();
-            for (_, key) in &wanted {
-                pipe.strlen(key);
-            }
-            let sizes: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
-            let bytes: u64 = sizes.iter().sum();
-            if bytes > self.response_budget {
-                return Err(crate::Error::TooLarge {
-                    bytes,
-                    limit: self.response_budget,
-                });
-            }
-        }
-        let mut pipe = redis::pipe();
-        for (_, key) in &wanted {
-            pipe.get(key);
-        }
         let data: Vec<Option<Vec<u8>>> = pipe.query_async(&mut self.conn.clone()).await?;
-        for ((i, _), data) in wanted.iter().zip(data) {
-            if let Some(r) = records[*i].as_mut() {
-                r.set_result(data.map(|d| String::from_utf8_lossy(&d).into_owned()));
-            }
+        let mut data = data.into_iter();
+        for record in records.iter_mut().filter(|r| r.result_ref().is_some()) {
+            record.set_result(data.next().flatten().map(into_text));
         }
         Ok(())
+    }
+
+    /// The data-plane key of one attempt's result.
+    fn result_key(&self, task: TaskId, attempt: u32) -> String {
+        format!("{}:out:{attempt}", self.task_key(task))
     }
 
     /// A task's input, wherever it is kept; `None` once the task is terminal (or gone).
@@ -332,7 +386,7 @@ impl Store {
     /// Stores one attempt's result in the data plane, kept as long as finished tasks.
     pub async fn put_result(&self, id: TaskId, attempt: u32, data: &[u8]) -> Result<()> {
         let mut conn = self.conn.clone();
-        let key = format!("{}:out:{attempt}", self.task_key(id));
+        let key = self.result_key(id, attempt);
         if self.result_ttl_secs > 0 {
             conn.set_ex::<_, _, ()>(key, data, self.result_ttl_secs).await?;
         } else {
@@ -372,7 +426,7 @@ impl Store {
     /// One attempt's result from the data plane.
     pub async fn get_result_data(&self, id: TaskId, attempt: u32) -> Result<Option<Bytes>> {
         let mut conn = self.conn.clone();
-        let data: Option<Vec<u8>> = conn.get(format!("{}:out:{attempt}", self.task_key(id))).await?;
+        let data: Option<Vec<u8>> = conn.get(self.result_key(id, attempt)).await?;
         Ok(data.map(Bytes::from))
     }
 
@@ -541,12 +595,38 @@ impl Store {
     }
 }
 
+/// At most this many bytes of data-plane results are read in one round trip by an
+/// answer written as it goes (unless one result alone is larger).
+pub const RESULT_GROUP_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The data-plane results `records` refer to, in their order.
+fn refs<T: ByReference>(records: &[T]) -> impl Iterator<Item = (TaskId, u32)> + '_ {
+    records.iter().filter_map(ByReference::result_ref)
+}
+
+/// A result's bytes as text, without a copy when they are UTF-8 (they are: results are
+/// serialized as text).
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// A record read back whose result may be kept in the data plane.
-trait ByReference {
+pub trait ByReference {
     /// The task and the attempt whose result is kept apart, if it is.
     fn result_ref(&self) -> Option<(TaskId, u32)>;
     /// The result read from the data plane; `None` once it has expired.
     fn set_result(&mut self, result: Option<String>);
+}
+
+impl<T: ByReference> ByReference for Option<T> {
+    fn result_ref(&self) -> Option<(TaskId, u32)> {
+        self.as_ref()?.result_ref()
+    }
+    fn set_result(&mut self, result: Option<String>) {
+        if let Some(r) = self.as_mut() {
+            r.set_result(result);
+        }
+    }
 }
 
 impl ByReference for TaskRecord {

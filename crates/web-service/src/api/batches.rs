@@ -14,6 +14,7 @@ use ferry_proto::{BatchId, TaskState, UserId};
 use ferry_store::BatchStatus;
 
 use crate::AppState;
+use crate::answer::Answer;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, FerryJson, parse_id};
 
@@ -141,7 +142,7 @@ pub(crate) async fn session_tasks(
     Caller(user): Caller,
     Path(id): Path<String>,
     crate::extract::FerryQuery(page): crate::extract::FerryQuery<PageQuery>,
-) -> ApiResult<Json<SessionTasksPage>> {
+) -> ApiResult<axum::response::Response> {
     let id: BatchId = parse_id(&id)?;
     if page.limit == 0 || page.limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!(
@@ -168,15 +169,26 @@ pub(crate) async fn session_tasks(
     } else {
         Vec::new()
     };
-    let records = state.store.get_tasks(&ids).await?;
-    let tasks = records.iter().flatten().map(super::task_doc).collect();
-    Ok(Json(SessionTasksPage {
+    // Written task by task, the large results read in bounded groups (crate::answer).
+    let records = state.store.get_tasks_deferred(&ids, true).await?;
+    let empty = SessionTasksPage {
         session_id: id,
         offset: start,
         size,
         next_offset: (stop < size).then_some(stop),
-        tasks,
-    }))
+        tasks: Vec::new(),
+    };
+    let mut head = serde_json::to_vec(&empty).expect("a page serializes");
+    // `...,"tasks":[]}`: the entries go between the brackets.
+    head.truncate(head.len() - b"]}".len());
+    Answer {
+        head,
+        records: records.into_iter().flatten().collect(),
+        tail: b"]}".to_vec(),
+        write: |t, out| serde_json::to_writer(out, &super::task_doc(t)).expect("a document serializes"),
+    }
+    .respond(&state.store)
+    .await
 }
 
 async fn owned_session(state: &AppState, user: UserId, id: BatchId) -> ApiResult<BatchStatus> {

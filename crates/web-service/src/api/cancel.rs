@@ -79,7 +79,7 @@ pub(crate) async fn task(
         .get_task(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
-    Ok(Json(super::task_doc(&record)))
+    Ok(Json(super::task_doc(record)))
 }
 
 pub(crate) async fn batch(

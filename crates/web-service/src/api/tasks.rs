@@ -6,15 +6,14 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use ferry_proto::api::{
-    BriefDoc, HistoryEntry, StatusRequest, StatusResponse, SubmitRequest, SubmitResponse, TaskDoc,
-};
+use ferry_proto::api::{BriefDoc, HistoryEntry, StatusRequest, SubmitRequest, SubmitResponse, TaskDoc};
 use ferry_proto::state::{FailureCause, TaskState};
 use ferry_proto::time::to_secs;
 use ferry_proto::{TaskId, UserId};
 use ferry_store::{Principal, TaskOutcome, TaskRecord};
 
 use crate::AppState;
+use crate::answer::{Answer, WriteEntry, write_keyed};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Auth, Caller, FerryJson, FerryQuery, parse_id};
 use crate::submit::{Submission, Submitted};
@@ -106,13 +105,14 @@ pub(crate) async fn get(
             |t| t.state.is_terminal(),
         )
         .await?;
-    let mut doc = task_doc(&task);
+    let (task_state, endpoint_id) = (task.state, task.endpoint_id);
+    let mut doc = task_doc(task);
     if matches!(
-        task.state,
+        task_state,
         TaskState::Received | TaskState::WaitingForEp | TaskState::WaitingForNodes
-    ) && let Some(endpoint) = state.store.get_endpoint(task.endpoint_id).await?
+    ) && let Some(endpoint) = state.store.get_endpoint(endpoint_id).await?
     {
-        doc.waiting = super::endpoints::why_waiting(task.state, &endpoint);
+        doc.waiting = super::endpoints::why_waiting(task_state, &endpoint);
     }
     Ok(Json(doc))
 }
@@ -269,17 +269,48 @@ pub(crate) async fn status(
         .filter(|id| seen.insert(*id))
         .collect();
     let ids = &unique;
-    Ok(if body.brief {
-        let read = || async { Ok(state.store.get_task_briefs(ids).await?) };
+    // The records are read without their large results: the answer reads those in
+    // bounded groups as it is written (and a long poll does not read them again and again).
+    if body.brief {
+        let read = || async { Ok(state.store.get_task_briefs_deferred(ids).await?) };
         let (tasks, unknown) = read_mine(&state, ids, user, wait, read).await?;
-        let tasks = tasks.into_iter().map(|(id, t)| (id, brief_doc(t))).collect();
-        Json(StatusResponse::<BriefDoc> { tasks, unknown }).into_response()
+        status_answer(tasks, &unknown, write_brief)
+            .respond(&state.store)
+            .await
     } else {
-        let read = || read_tasks(&state, ids, body.history);
+        let read = || async { Ok(state.store.get_tasks_deferred(ids, body.history).await?) };
         let (tasks, unknown) = read_mine(&state, ids, user, wait, read).await?;
-        let tasks = tasks.iter().map(|(id, t)| (*id, task_doc(t))).collect();
-        Json(StatusResponse { tasks, unknown }).into_response()
-    })
+        status_answer(tasks, &unknown, write_task)
+            .respond(&state.store)
+            .await
+    }
+}
+
+/// The answer to a status request: a [`StatusResponse`] written task by task, its
+/// tasks in the order of its map's keys.
+fn status_answer<T>(mut tasks: Vec<(TaskId, T)>, unknown: &[TaskId], write: WriteEntry<T>) -> Answer<T> {
+    tasks.sort_unstable_by_key(|(id, _)| *id);
+    let mut tail = b"},\"unknown\":".to_vec();
+    serde_json::to_writer(&mut tail, unknown).expect("ids serialize");
+    tail.push(b'}');
+    Answer {
+        head: b"{\"tasks\":{".to_vec(),
+        records: tasks.into_iter().map(|(_, t)| t).collect(),
+        tail,
+        write,
+    }
+}
+
+/// A status answer's entry for a task: `"<id>":<TaskDoc>`.
+fn write_task(t: TaskRecord, out: &mut Vec<u8>) {
+    let id = t.task_id;
+    write_keyed(&id, &task_doc(t), out);
+}
+
+/// A brief status answer's entry for a task: `"<id>":<BriefDoc>`.
+fn write_brief(t: TaskOutcome, out: &mut Vec<u8>) {
+    let id = t.task_id;
+    write_keyed(&id, &brief_doc(t), out);
 }
 
 /// What the status answer needs of either kind of read.
@@ -374,16 +405,8 @@ fn exception_text(
     }
 }
 
-async fn read_tasks(state: &AppState, ids: &[TaskId], history: bool) -> ApiResult<Vec<Option<TaskRecord>>> {
-    Ok(if history {
-        state.store.get_tasks(ids).await?
-    } else {
-        state.store.get_task_outcomes(ids).await?
-    })
-}
-
-/// The API view of a task record.
-pub fn task_doc(t: &TaskRecord) -> TaskDoc {
+/// The API view of a task record, taking its strings rather than copying them.
+pub fn task_doc(t: TaskRecord) -> TaskDoc {
     let terminal = t.state.is_terminal();
     TaskDoc {
         task_id: t.task_id,
@@ -394,14 +417,14 @@ pub fn task_doc(t: &TaskRecord) -> TaskDoc {
         endpoint_id: t.endpoint_id,
         batch_id: t.batch_id,
         created_at: to_secs(t.created_at),
-        result: t.result.clone(),
+        result: t.result,
         result_expired: t.result_expired,
         exception: exception_text(t.task_id, t.state, t.cause, &t.traceback, t.result_expired),
-        exception_data: t.exception.clone(),
+        exception_data: t.exception,
         completion_t: t.completed_at.map(|at| format!("{:.6}", to_secs(at))),
         last_seen: t.last_seen.map(to_secs),
-        stdout: t.stdout.clone(),
-        stderr: t.stderr.clone(),
+        stdout: t.stdout,
+        stderr: t.stderr,
         waiting: None,
         history: t
             .history
@@ -414,5 +437,46 @@ pub fn task_doc(t: &TaskRecord) -> TaskDoc {
                 reason: h.cause.map(|c| c.wire_name().to_owned()),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ferry_proto::TaskId;
+    use ferry_proto::api::StatusResponse;
+
+    use super::status_answer;
+    use crate::answer::write_keyed;
+
+    #[test]
+    fn a_status_answer_written_task_by_task_is_the_documents_bytes() {
+        let ids: Vec<TaskId> = (0..5).map(|_| TaskId::new()).collect();
+        for (mine, unknown) in [
+            (&ids[..0], &ids[..0]),
+            (&ids[..3], &ids[3..]),
+            (&ids[..], &ids[..0]),
+        ] {
+            // Read in any order; answered in the order of the ids.
+            let tasks: Vec<(TaskId, (TaskId, String))> = mine
+                .iter()
+                .rev()
+                .map(|id| (*id, (*id, format!("r\"{id}\n"))))
+                .collect();
+            let whole = StatusResponse {
+                tasks: tasks
+                    .iter()
+                    .cloned()
+                    .map(|(id, (_, r))| (id, r))
+                    .collect::<BTreeMap<_, _>>(),
+                unknown: unknown.to_vec(),
+            };
+            let answer = status_answer(tasks, unknown, |(id, r), out| write_keyed(&id, &r, out));
+            assert_eq!(
+                String::from_utf8(answer.into_bytes()).unwrap(),
+                serde_json::to_string(&whole).unwrap()
+            );
+        }
     }
 }

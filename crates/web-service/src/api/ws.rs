@@ -165,7 +165,12 @@ async fn subscribe(
         }
     }
     if !tasks.is_empty() {
-        let records = state.store.get_tasks(&tasks).await.map_err(internal)?;
+        // Whose they are, and their sessions: their large results are not needed.
+        let records = state
+            .store
+            .get_tasks_deferred(&tasks, false)
+            .await
+            .map_err(internal)?;
         for (id, record) in tasks.iter().zip(records) {
             match record {
                 Some(t) if t.owner == user => {
@@ -232,7 +237,7 @@ async fn forward(
         .map(|t| {
             (
                 t.task_id,
-                serde_json::to_value(super::task_doc(&t)).unwrap_or(Value::Null),
+                serde_json::to_value(super::task_doc(t)).unwrap_or(Value::Null),
             )
         })
         .collect();

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::response::Response;
 use bytes::Bytes;
 use ferry_proto::{EndpointId, FunctionId, TaskGroupId, TaskId};
 use ferry_store::TaskRecord;
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
+use crate::answer::{Answer, write_keyed};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, FerryJson, parse_id};
 use crate::submit::{Submission, Submitted};
@@ -174,8 +176,8 @@ pub(crate) async fn submit(
 }
 
 /// A task in the shape the SDK reads (`status`, `result` or `exception`,
-/// `completion_t`).
-fn task_json(t: &TaskRecord, group: Option<TaskGroupId>) -> Value {
+/// `completion_t`), taking the record's strings rather than copying them.
+fn task_json(t: TaskRecord, group: Option<TaskGroupId>) -> Value {
     let doc = crate::api::task_doc(t);
     let mut v = json!({
         "task_id": doc.task_id,
@@ -190,13 +192,13 @@ fn task_json(t: &TaskRecord, group: Option<TaskGroupId>) -> Value {
         map.insert("task_group_id".into(), json!(group));
     }
     if let Some(r) = doc.result {
-        map.insert("result".into(), json!(r));
+        map.insert("result".into(), Value::String(r));
     }
     if let Some(e) = doc.exception {
-        map.insert("exception".into(), json!(e));
+        map.insert("exception".into(), Value::String(e));
     }
     if let Some(c) = doc.completion_t {
-        map.insert("completion_t".into(), json!(c));
+        map.insert("completion_t".into(), Value::String(c));
     }
     let transitions: Map<String, Value> = doc
         .history
@@ -214,7 +216,7 @@ pub(crate) async fn get(
 ) -> ApiResult<Json<Value>> {
     let id: TaskId = parse_id(&id)?;
     match state.store.get_task(id).await? {
-        Some(t) if t.owner == user => Ok(Json(task_json(&t, None))),
+        Some(t) if t.owner == user => Ok(Json(task_json(t, None))),
         _ => Err(ApiError::not_found(format!("task {id} not found"))),
     }
 }
@@ -228,24 +230,42 @@ pub(crate) struct BatchStatusBody {
     task_ids: Vec<String>,
 }
 
-/// Unknown, malformed and other users' ids are left out (the SDK skips them).
+/// Unknown, malformed and other users' ids are left out (the SDK skips them). Written
+/// task by task, the large results read in bounded groups ([`crate::answer`]).
 pub(crate) async fn batch_status(
     State(state): State<AppState>,
     Caller(user): Caller,
     FerryJson(body): FerryJson<BatchStatusBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     if body.task_ids.len() > 10_000 {
         return Err(ApiError::bad_request("more than 10000 task ids in one request"));
     }
-    let ids: Vec<TaskId> = body.task_ids.iter().filter_map(|s| s.parse().ok()).collect();
-    let records = state.store.get_tasks(&ids).await?;
-    let mut results = Map::new();
-    for (id, record) in ids.iter().zip(records) {
-        if let Some(t) = record.filter(|t| t.owner == user) {
-            results.insert(id.to_string(), task_json(&t, None));
-        }
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<TaskId> = body
+        .task_ids
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .filter(|id| seen.insert(*id))
+        .collect();
+    let records = state.store.get_tasks_deferred(&ids, true).await?;
+    let mut mine: Vec<TaskRecord> = records
+        .into_iter()
+        .flatten()
+        .filter(|t| t.owner == user)
+        .collect();
+    // The order of the keys of the answer's `results` object: the ids as text.
+    mine.sort_by_cached_key(|t| t.task_id.to_string());
+    Answer {
+        head: br#"{"response":"batch","results":{"#.to_vec(),
+        records: mine,
+        tail: b"}}".to_vec(),
+        write: |t, out| {
+            let id = t.task_id.to_string();
+            write_keyed(&id, &task_json(t, None), out);
+        },
     }
-    Ok(Json(json!({"response": "batch", "results": results})))
+    .respond(&state.store)
+    .await
 }
 
 /// Every task ever submitted into the group, delivered or not.

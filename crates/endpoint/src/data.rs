@@ -101,10 +101,12 @@ impl DataPlane {
         Ok(None)
     }
 
-    /// Keeps of a redelivered message's tasks only those still to run: the web-service
-    /// says which are unfinished, dispatched here, and not dispatched again since as a
-    /// newer attempt than the message carries. A message comes again after the endpoint stopped with it unacked (a
-    /// restart, a crash, a lost connection); its finished tasks must not run again. A
+    /// Keeps of a message's tasks only those still to run: the web-service says which
+    /// are unfinished, dispatched here, and not dispatched again since as a newer
+    /// attempt than the message carries (a copy of the record's attempt, or of a newer
+    /// one, is kept). Asked for a message that comes again after the endpoint stopped
+    /// with it unacked (a restart, a crash, a lost connection), and for one carrying a
+    /// re-dispatched copy (attempt > 0): their finished tasks must not run again. A
     /// message taken while or shortly after RabbitMQ blocked publishes is checked too: a
     /// cancel made meanwhile may not have reached the endpoint yet.
     pub async fn keep_still_to_run(
@@ -146,7 +148,7 @@ impl DataPlane {
         tasks.retain(|t| {
             let keep = run.contains(&t.task_id);
             if !keep {
-                tracing::info!(task_id = %t.task_id, attempt = t.attempt, "a copy (redelivered, or taken during or after a broker block) of a task that finished, was cancelled or was dispatched again; not run");
+                tracing::info!(task_id = %t.task_id, attempt = t.attempt, "a copy (redelivered, re-dispatched, or taken during or after a broker block) of a task that finished, was cancelled or was dispatched again; not run");
             }
             keep
         });

@@ -234,11 +234,13 @@ async fn run_once(
                     }
                     // A message given again (this endpoint, or an earlier run of it,
                     // held it unacked when it stopped) runs only its tasks still to run;
-                    // so does one that comes while or shortly after RabbitMQ blocked
-                    // publishes (a cancel made meanwhile may not have reached us yet).
-                    // Large inputs and functions come from the data plane. An error
-                    // here starts the endpoint over and the unacked message comes back.
-                    if delivery.redelivered() || blocks.recent() {
+                    // so does one carrying a re-dispatched copy (see
+                    // `carries_a_redispatch`), and one that comes while or shortly after
+                    // RabbitMQ blocked publishes (a cancel made meanwhile may not have
+                    // reached us yet). Large inputs and functions come from the data
+                    // plane. An error here starts the endpoint over and the unacked
+                    // message comes back.
+                    if delivery.redelivered() || carries_a_redispatch(&batch) || blocks.recent() {
                         data.keep_still_to_run(endpoint_id, &mut batch.tasks).await?;
                     }
                     data.fetch_inputs(&mut batch.tasks).await?;
@@ -416,6 +418,17 @@ fn save_finished(dir: &Path, finished: &[(ferry_proto::TaskId, u32)]) {
     if let Err(e) = std::fs::write(dir.join(FINISHED_FILE), text) {
         tracing::warn!(error = %e, "cannot save the finished tasks; their copies may run again after the restart");
     }
+}
+
+/// Whether a task message carries a copy of a later attempt than the first: one a
+/// re-dispatch published (the sweep of a lost endpoint or of a stranded task, a block's
+/// end, a retry after a lost worker). Such a copy may come after its task's result was
+/// recorded (a newer attempt's, or its own attempt's through another copy), when this
+/// endpoint no longer remembers that result (it crashed since) or never published it
+/// (the sweep raced the result), so the endpoint asks before running it. First attempts,
+/// nearly every message, go without the question.
+fn carries_a_redispatch(batch: &TaskBatch) -> bool {
+    batch.tasks.iter().any(|t| t.attempt > 0)
 }
 
 /// Takes what an earlier run saved with [`save_finished`] (the file is removed: from

@@ -48,9 +48,17 @@
 //! when the task is unfinished and not dispatched again since as a newer attempt
 //! (`check_redelivered`, production's `still_to_run`): a redelivered copy taken after
 //! the task's result was recorded never runs. Without the check the checker finds one
-//! that does. (A fresh copy of an older attempt, published by a re-dispatch, is not
-//! covered: production's endpoint drops it while it remembers the newer attempt's
-//! result, which it forgets when it crashes.)
+//! that does. The endpoint asks the same of a fresh message carrying a re-dispatched
+//! copy (attempt > 0, `check_redispatched`): a re-dispatch can leave a copy behind the
+//! one that runs (a lost endpoint's sweep and the endpoint's own retry both publish the
+//! next attempt; a sweep that crashed between publishing and recording leaves a newer
+//! copy of a task whose older attempt then records its result). The endpoint remembers
+//! the results it published, with their attempt, and drops copies no newer (`finished`),
+//! but forgets them when it crashes, and never had the older attempt's result in the
+//! second case; without the check the checker finds such a copy running after the
+//! recorded result, with either crash. Not covered: a fresh copy of the first attempt (a
+//! forwarder that crashed after publishing publishes the task again); it is dropped
+//! while the endpoint remembers the result, and may run after the endpoint crashed.
 //!
 //! And so does a task whose message vanishes from the endpoint's queue while the
 //! endpoint does not hold it (`message_losses`: a purge, another consumer, the broker
@@ -95,6 +103,11 @@ pub struct Protocol {
     /// if the task is unfinished and not dispatched again since as a newer attempt
     /// (`POST /v1/endpoints/{id}/still_to_run`); without it a recorded task runs again.
     pub check_redelivered: bool,
+    /// The same check for a fresh message carrying a re-dispatched copy (attempt > 0);
+    /// without it such a copy runs after its task's result was recorded, when the
+    /// endpoint crashed since (forgetting the results it remembered) or a sweep raced
+    /// the result.
+    pub check_redispatched: bool,
 }
 
 /// A task's record in Redis, plus what the checker watches.
@@ -130,8 +143,8 @@ pub struct Held {
     /// The retries the message said the task has.
     pub max_retries: u32,
     pub stage: Stage,
-    /// The copy was redelivered, and the task's result was recorded when the endpoint
-    /// took it.
+    /// The copy was redelivered or re-dispatched (attempt > 0), and the task's result
+    /// was recorded when the endpoint took it.
     pub recorded_at_take: bool,
 }
 
@@ -180,8 +193,11 @@ pub struct State {
     /// Tasks whose `waiting-for-ep` record the forwarder holds (published, confirmed,
     /// submission not acked yet).
     pub held_records: Vec<bool>,
-    /// Set if a worker ever started a redelivered copy the endpoint took after the
-    /// task's result was recorded.
+    /// What the endpoint remembers: per task, the attempt whose result it published
+    /// (and whose message it acked), to drop copies no newer; forgotten when it crashes.
+    pub finished: Vec<Option<u32>>,
+    /// Set if a worker ever started a redelivered or re-dispatched copy the endpoint
+    /// took after the task's result was recorded.
     pub ran_after_recorded: bool,
 }
 
@@ -233,6 +249,14 @@ pub enum Action {
 mod moves;
 use moves::{in_flight, report};
 
+impl Protocol {
+    /// Whether the endpoint asks `still_to_run` before running the copies of this
+    /// message: one given again, or one carrying a re-dispatched copy (attempt > 0).
+    fn asks(&self, m: &Message) -> bool {
+        (self.check_redelivered && m.redelivered) || (self.check_redispatched && m.attempt > 0)
+    }
+}
+
 impl Model for Protocol {
     type State = State;
     type Action = Action;
@@ -265,6 +289,7 @@ impl Model for Protocol {
             block_ends: self.block_ends,
             message_losses: self.message_losses,
             held_records: vec![false; self.tasks],
+            finished: vec![None; self.tasks],
             ran_after_recorded: false,
         }]
     }
@@ -416,15 +441,15 @@ impl Model for Protocol {
                 let m = s.queue[i].clone();
                 s.queue[i].delivered = true;
                 let record = &s.records[m.task];
-                if self.check_redelivered
-                    && m.redelivered
-                    && (record.state.is_terminal() || record.attempt > m.attempt)
-                {
-                    // Not still to run: acked without running.
+                let still_to_run = !record.state.is_terminal() && record.attempt <= m.attempt;
+                let remembered = s.finished[m.task].is_some_and(|a| m.attempt <= a);
+                if (self.asks(&m) && !still_to_run) || remembered {
+                    // Not still to run, or a copy of a result the endpoint published:
+                    // acked without running.
                     s.ack(m.task, m.attempt);
                     return Some(s);
                 }
-                let recorded_at_take = m.redelivered && record.results > 0;
+                let recorded_at_take = (m.redelivered || m.attempt > 0) && record.results > 0;
                 let held = s.held[m.task].as_ref().map(|h| h.attempt);
                 if held.is_some_and(|a| a >= m.attempt) {
                     // A copy no newer than the one held: acked at once.
@@ -461,6 +486,7 @@ impl Model for Protocol {
             Action::Ack(t) => {
                 let attempt = s.held[t].take().expect("held").attempt;
                 s.ack(t, attempt);
+                s.finished[t] = Some(attempt);
             }
             Action::WorkerDies(t) => {
                 s.worker_deaths -= 1;
@@ -530,6 +556,7 @@ impl Model for Protocol {
             Action::EndpointCrash => {
                 s.endpoint_crashes -= 1;
                 s.held = vec![None; self.tasks];
+                s.finished = vec![None; self.tasks];
                 for m in &mut s.queue {
                     m.redelivered |= m.delivered;
                     m.delivered = false;
@@ -637,7 +664,7 @@ impl Model for Protocol {
                 },
             ),
             Property::always(
-                "a redelivered copy taken after the task's result was recorded never runs",
+                "a redelivered or re-dispatched copy taken after the task's result was recorded never runs",
                 |_, s: &State| !s.ran_after_recorded,
             ),
             Property::sometimes("a task succeeds on a retry", |_, s: &State| {

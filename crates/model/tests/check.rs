@@ -4,6 +4,9 @@
 use ferry_model::Protocol;
 use stateright::{Checker, Model};
 
+const RAN_AFTER_RECORDED: &str =
+    "a redelivered or re-dispatched copy taken after the task's result was recorded never runs";
+
 fn check(model: Protocol) -> usize {
     let checker = model.checker().spawn_bfs().join();
     checker.assert_properties();
@@ -28,6 +31,7 @@ fn one_task_through_crashes_deaths_duplicates_and_reordering() {
         message_losses: 0,
         requeue_stranded: true,
         check_redelivered: true,
+        check_redispatched: true,
     });
     assert!(
         states > 1000,
@@ -53,6 +57,7 @@ fn blocks_that_end_under_a_task_cost_it_no_retry() {
         message_losses: 0,
         requeue_stranded: true,
         check_redelivered: true,
+        check_redispatched: true,
     });
 }
 
@@ -72,6 +77,7 @@ fn a_block_ends_under_a_task_whose_endpoint_is_declared_lost() {
         message_losses: 0,
         requeue_stranded: true,
         check_redelivered: true,
+        check_redispatched: true,
     });
 }
 
@@ -91,6 +97,7 @@ fn a_block_end_and_a_worker_death_on_one_task() {
         message_losses: 0,
         requeue_stranded: true,
         check_redelivered: true,
+        check_redispatched: true,
     });
 }
 
@@ -110,6 +117,7 @@ fn two_tasks_interleaved() {
         message_losses: 0,
         requeue_stranded: true,
         check_redelivered: true,
+        check_redispatched: true,
     });
 }
 
@@ -129,6 +137,7 @@ fn one_task_whose_endpoint_is_lost_and_comes_back() {
         message_losses: 0,
         requeue_stranded: true,
         check_redelivered: true,
+        check_redispatched: true,
     });
 }
 
@@ -148,6 +157,7 @@ fn one_task_whose_dispatch_rabbitmq_loses() {
         message_losses: 0,
         requeue_stranded: true,
         check_redelivered: true,
+        check_redispatched: true,
     });
 }
 
@@ -168,6 +178,7 @@ fn recording_waiting_for_ep_before_the_confirm_strands_a_task_the_broker_lost() 
         message_losses: 0,
         requeue_stranded: false,
         check_redelivered: true,
+        check_redispatched: true,
     }
     .checker()
     .spawn_bfs()
@@ -194,6 +205,7 @@ fn a_task_whose_message_vanishes_is_published_again() {
         message_losses: 2,
         requeue_stranded: true,
         check_redelivered: true,
+        check_redispatched: true,
     });
 }
 
@@ -213,6 +225,7 @@ fn two_tasks_and_a_vanishing_message() {
         message_losses: 1,
         requeue_stranded: true,
         check_redelivered: true,
+        check_redispatched: true,
     });
 }
 
@@ -232,6 +245,7 @@ fn a_vanishing_message_with_a_block_end_and_an_endpoint_loss() {
         message_losses: 1,
         requeue_stranded: true,
         check_redelivered: true,
+        check_redispatched: true,
     });
 }
 
@@ -251,6 +265,7 @@ fn without_the_sweep_a_vanished_message_strands_its_task() {
         message_losses: 1,
         requeue_stranded: false,
         check_redelivered: true,
+        check_redispatched: true,
     }
     .checker()
     .spawn_bfs()
@@ -277,8 +292,9 @@ fn a_redelivered_message_runs_no_task_whose_result_was_recorded() {
         message_losses: 0,
         requeue_stranded: true,
         check_redelivered,
+        check_redispatched: true,
     };
-    let property = "a redelivered copy taken after the task's result was recorded never runs";
+    let property = RAN_AFTER_RECORDED;
     // With the check: no counterexample to it, to one result per task or to liveness
     // (the properties that say "sometimes" need retries, which this model has not).
     let checker = model(true).checker().spawn_bfs().join();
@@ -294,4 +310,45 @@ fn a_redelivered_message_runs_no_task_whose_result_was_recorded() {
         checker.discovery(property).is_some(),
         "without the check a crash between the result and the ack runs the task again"
     );
+}
+
+/// A re-dispatch (a lost endpoint's sweep, a retry after a lost worker) leaves two copies
+/// of a later attempt; one runs and its result is recorded. The endpoint drops the other
+/// while it remembers that result; after a crash only `still_to_run` does. So does a
+/// sweep that crashes between publishing attempt+1 and recording it, while the endpoint
+/// it thought lost records the older attempt's result: the newer copy then finds the
+/// task finished, which the endpoint never remembered.
+#[test]
+fn a_re_dispatched_copy_runs_no_task_whose_result_was_recorded() {
+    let model = |endpoint_crashes, forwarder_crashes, check_redispatched| Protocol {
+        tasks: 1,
+        max_retries: 1,
+        endpoint_crashes,
+        worker_deaths: 1,
+        forwarder_crashes,
+        duplicate_reports: 0,
+        endpoint_losses: 1,
+        broker_losses: 0,
+        record_before_confirm: false,
+        block_ends: 0,
+        message_losses: 0,
+        requeue_stranded: true,
+        check_redelivered: true,
+        check_redispatched,
+    };
+    for (endpoint_crashes, forwarder_crashes) in [(1, 0), (0, 1)] {
+        check(model(endpoint_crashes, forwarder_crashes, true));
+        let checker = model(endpoint_crashes, forwarder_crashes, false)
+            .checker()
+            .spawn_bfs()
+            .join();
+        assert!(
+            checker.discovery(RAN_AFTER_RECORDED).is_some(),
+            "without the check a re-dispatched copy runs after the recorded result \
+             ({endpoint_crashes} endpoint crash, {forwarder_crashes} forwarder crash)"
+        );
+    }
+    // Without crashes the endpoint's memory is enough.
+    let checker = model(0, 0, false).checker().spawn_bfs().join();
+    assert!(checker.discovery(RAN_AFTER_RECORDED).is_none());
 }

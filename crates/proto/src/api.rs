@@ -369,7 +369,8 @@ pub struct RegisterEndpoint {
 }
 
 /// `POST /v1/endpoints/{id}/still_to_run`: an endpoint given a task message again (the
-/// broker redelivered it after a restart) asks which of its copies are still to run.
+/// broker redelivered it after a restart), or one carrying a re-dispatched copy (an
+/// attempt after the first), asks which of its copies are still to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]

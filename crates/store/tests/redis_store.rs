@@ -680,3 +680,75 @@ async fn an_endpoints_tasks_waiting_for_it_are_found_from_its_batches() {
     );
     store.delete_namespace().await.unwrap();
 }
+
+#[tokio::test]
+async fn still_to_run_keeps_unfinished_copies_no_older_than_the_record() {
+    let store = store().await;
+    let endpoint = EndpointId::new();
+    let batch = batch(endpoint, 2);
+    let tasks = [new_task(), new_task()];
+    store
+        .create_tasks(&batch, &tasks, Actor::WebService)
+        .await
+        .unwrap();
+    let (waiting, done) = (tasks[0].task_id, tasks[1].task_id);
+    // One task is dispatched again as attempt 1 (its endpoint was lost); the other went
+    // round too and its attempt 1 recorded a result.
+    store
+        .apply(&[
+            event(waiting, EventKind::Queued, 0),
+            event(waiting, EventKind::Received, 0),
+            event(waiting, EventKind::EndpointLost, 0),
+            event(done, EventKind::Queued, 0),
+            event(done, EventKind::Requeued, 0),
+            Report {
+                finish: Some(Finish {
+                    success: true,
+                    by_reference: false,
+                    data: Bytes::from_static(b"done"),
+                    exception: Bytes::new(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                }),
+                ..event(done, EventKind::Succeeded, 1)
+            },
+        ])
+        .await
+        .unwrap();
+    for (id, want) in [(waiting, TaskState::WaitingForEp), (done, TaskState::Success)] {
+        let r = store.get_task(id).await.unwrap().unwrap();
+        assert_eq!((r.state, r.attempt), (want, 1));
+    }
+    let copies: Vec<(TaskId, u32)> = [waiting, done, TaskId::new()]
+        .into_iter()
+        .flat_map(|id| (0..3).map(move |a| (id, a)))
+        .collect();
+    let run = store.still_to_run(endpoint, &copies).await.unwrap();
+    // Of the unfinished task: its current attempt and a newer one (published before the
+    // move is recorded), not the older one. Of the finished task and an unknown one:
+    // none, whatever the attempt.
+    assert_eq!(
+        run,
+        vec![waiting, waiting],
+        "copies (waiting, 1) and (waiting, 2)"
+    );
+    let only = |a| vec![(waiting, a)];
+    assert!(store.still_to_run(endpoint, &only(0)).await.unwrap().is_empty());
+    assert_eq!(
+        store.still_to_run(endpoint, &only(1)).await.unwrap(),
+        vec![waiting]
+    );
+    assert_eq!(
+        store.still_to_run(endpoint, &only(2)).await.unwrap(),
+        vec![waiting]
+    );
+    // Another endpoint's copies are not its own.
+    assert!(
+        store
+            .still_to_run(EndpointId::new(), &only(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.delete_namespace().await.unwrap();
+}

@@ -488,9 +488,10 @@ impl Store {
 
     /// Of these (task, attempt) copies an endpoint holds, the ones still to run: the
     /// task is dispatched to `endpoint`, unfinished, and its record is not past that
-    /// attempt (a finished task, or one dispatched again since as a newer attempt, is
-    /// not; a copy newer than the record is: its endpoint published the retry before
-    /// reporting the loss). One pipelined read.
+    /// attempt. A finished task's copy is not, whatever its attempt; nor is one older
+    /// than the record (the task was dispatched again since as a newer attempt). A copy
+    /// of the record's attempt is, and so is a newer one: its publisher (the endpoint's
+    /// retry, a sweep) publishes it before recording the move. One pipelined read.
     pub async fn still_to_run(&self, endpoint: EndpointId, copies: &[(TaskId, u32)]) -> Result<Vec<TaskId>> {
         if copies.is_empty() {
             return Ok(Vec::new());

@@ -283,10 +283,11 @@ pub(crate) fn why_waiting(state: TaskState, e: &EndpointRecord) -> Option<String
 /// Copies at most in one `still_to_run` question (a task message holds at most 1,000).
 const MAX_STILL_TO_RUN: usize = 10_000;
 
-/// `POST /v1/endpoints/{id}/still_to_run`: which of the task copies a redelivered
-/// message brought the endpoint are still to run (its own tasks, unfinished, not past
-/// that attempt). The endpoint asks before running any of them, so a restart does not run
-/// again the tasks of a message whose results are recorded. Its credential only.
+/// `POST /v1/endpoints/{id}/still_to_run`: which of the task copies a message brought
+/// the endpoint are still to run (its own tasks, unfinished, not past that attempt). The
+/// endpoint asks for a message given again and for one carrying a re-dispatched copy
+/// (attempt > 0) before running any of them, so neither a restart nor a stale copy of an
+/// earlier attempt runs again a task whose result is recorded. Its credential only.
 pub(crate) async fn still_to_run(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -314,6 +315,6 @@ pub(crate) async fn still_to_run(
     }
     let copies: Vec<_> = body.tasks.iter().map(|c| (c.task_id, c.attempt)).collect();
     let run = state.store.still_to_run(id, &copies).await?;
-    tracing::info!(endpoint_id = %id, asked = copies.len(), to_run = run.len(), "a redelivered message: copies still to run");
+    tracing::info!(endpoint_id = %id, asked = copies.len(), to_run = run.len(), "copies an endpoint holds (given again or re-dispatched): still to run");
     Ok(Json(StillToRun { run }))
 }

@@ -63,7 +63,8 @@ def _wait(predicate, seconds: float, what: str, logs: Path) -> None:
 
 
 class Stack:
-    def __init__(self, workers: int = 2, bin_dir: Path | None = None) -> None:
+    def __init__(self, workers: int = 2, bin_dir: Path | None = None, python: str | None = sys.executable) -> None:
+        """`python`: the workers' interpreter; None leaves it to the endpoint's default."""
         self.bin = (Path(bin_dir) if bin_dir else BIN).resolve()
         self.workers = workers
         for name in ("ferry-web-service", "ferry-forwarder", "ferry-endpoint", "ferry-manager", "ferry-worker"):
@@ -88,6 +89,10 @@ class Stack:
             PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
             RUST_LOG=os.environ.get("TEST_RUST_LOG", "info"),
         )
+        if python is None:
+            del self.env["FERRY_PYTHON"]
+        else:
+            self.env["FERRY_PYTHON"] = python
         self.procs: dict[str, subprocess.Popen] = {}
 
     def spawn(self, name: str, *args: str) -> None:
@@ -112,9 +117,10 @@ class Stack:
         self.spawn("ferry-forwarder")
         _wait(self._serving, 30, "the web-service", self.dir)
         self.token = self.run("ferry-web-service", "create-user", "py-tester")
+        python = ["--python", self.env["FERRY_PYTHON"]] if "FERRY_PYTHON" in self.env else []
         self.run(
             "ferry-endpoint", "configure", "ep", "--url", self.url, "--token", self.token,
-            "--python", self.env["FERRY_PYTHON"], "--workers", str(self.workers),
+            *python, "--workers", str(self.workers),
         )
         self.spawn("ferry-endpoint", "start", "ep", "--foreground")
         running = self.dir / "home" / "endpoints" / "ep" / "running.json"

@@ -20,7 +20,18 @@ pub mod shell;
 /// The worker's settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// The Python interpreter that runs `-m ferry.host`.
-    #[arg(long, env = "FERRY_PYTHON", default_value = "python3")]
+    /// The Python interpreter that runs `-m ferry.host`. The endpoint's managers pass
+    /// theirs; without one, the `python` beside `ferry-worker` when there is one (the
+    /// environment Ferry's wheel was installed into), else `python3`.
+    #[arg(long, env = "FERRY_PYTHON", default_value_t = default_python())]
     pub python: String,
+}
+
+/// The `python` beside this program if there is one, else `python3` (on the `PATH`).
+fn default_python() -> String {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("python")))
+        .filter(|python| python.is_file());
+    beside.map_or_else(|| "python3".to_owned(), |p| p.display().to_string())
 }

@@ -36,7 +36,8 @@ pub struct Configure {
     /// Worker processes per manager (default: 2 locally, one per core on a cluster).
     #[arg(long)]
     pub workers: Option<u32>,
-    /// The Python interpreter workers use.
+    /// The Python interpreter workers use (default: the `python` beside `ferry-endpoint`,
+    /// as in the environment its wheel was installed into, else `python3`).
     #[arg(long, env = "FERRY_PYTHON")]
     pub python: Option<String>,
     /// Slurm partition.

@@ -290,7 +290,7 @@ const SETTINGS: &[(&str, Applies, &str, &str)] = &[
         "python",
         Applies::All,
         "\"python3\"",
-        "the workers' Python (it needs the ferry package)",
+        "the workers' Python, with the ferry package (default: the python beside ferry-endpoint, else python3)",
     ),
     (
         "manager_bin",

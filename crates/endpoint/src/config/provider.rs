@@ -6,7 +6,7 @@
 //! `worker_init`, `launcher`, `cmd_timeout`). Defaults depend on the kind, so the
 //! optional ones are read through methods that know them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -162,7 +162,10 @@ pub struct ProviderConfig {
     /// failed (its nodes cannot reach the endpoint). Default 5 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Seconds>,
-    /// The Python interpreter the workers run (`-m ferry.host`).
+    /// The Python interpreter the workers run (`-m ferry.host`). Default: the `python`
+    /// beside `ferry-endpoint` when there is one (Ferry installed by its wheel into a
+    /// virtualenv or conda environment: that environment's interpreter, which has the
+    /// `ferry` package), else `python3` on the `PATH`.
     #[serde(default = "default_python")]
     pub python: String,
     /// The `ferry-manager` binary (default: next to `ferry-endpoint`).
@@ -170,8 +173,21 @@ pub struct ProviderConfig {
     pub manager_bin: Option<PathBuf>,
 }
 
+/// The workers' Python when the config names none: see [`ProviderConfig::python`].
 fn default_python() -> String {
-    "python3".to_owned()
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| python_beside(&exe))
+        .unwrap_or_else(|| "python3".to_owned())
+}
+
+/// The `python` in the directory of `exe`, if it is there. `exe` is this program's path
+/// with symbolic links resolved, so a `ferry-endpoint` linked from elsewhere (pipx's
+/// `~/.local/bin`) still finds its environment's interpreter; the `python` itself is
+/// kept as a path in that directory, unresolved, as a virtualenv needs.
+fn python_beside(exe: &Path) -> Option<String> {
+    let python = exe.parent()?.join("python");
+    python.is_file().then(|| python.display().to_string())
 }
 
 /// A setting that is wrong, with the key it is under (`provider.max_blocks`).
@@ -437,6 +453,23 @@ fn one_line(key: &str, value: &str, problems: &mut Vec<Problem>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_python_is_the_one_beside_the_program_if_there_is_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("ferry-endpoint");
+        assert_eq!(python_beside(&exe), None);
+
+        std::fs::write(dir.path().join("python"), "").unwrap();
+        let beside = dir.path().join("python").display().to_string();
+        assert_eq!(python_beside(&exe), Some(beside));
+    }
+
+    #[test]
+    fn without_a_python_beside_the_tests_the_default_is_python3_on_the_path() {
+        // The test binary's directory (target/*/deps) has no `python`.
+        assert_eq!(default_python(), "python3");
+    }
 
     fn parse(text: &str) -> ProviderConfig {
         toml::from_str(text).unwrap()

@@ -375,10 +375,16 @@ async fn committed(state: &AppState, prepared: &[Prepared]) -> ApiResult<()> {
     let written: Vec<usize> = prepared.iter().map(|p| p.specs.len()).collect();
     match state.store.commit_batches(&batches, now_micros()).await {
         Ok(true) => Ok(()),
-        Ok(false) => Err(ApiError::new(
-            Code::Unavailable,
-            "the submission took too long to write and was abandoned; none of its tasks ran; try again",
-        )),
+        Ok(false) => {
+            // The sweeper failed one of them; the others (sessions of the same request)
+            // fail now too rather than wait for it.
+            let e = ApiError::new(
+                Code::Unavailable,
+                "the submission took too long to write and was abandoned; none of its tasks ran; try again",
+            );
+            abandon(state, prepared, &written, &e.message).await;
+            Err(e)
+        }
         Err(e) => match state.store.being_written(prepared[0].batch.batch_id).await {
             Ok(false) => Ok(()),
             Ok(true) => {

@@ -8,7 +8,9 @@ Scenarios (one stack each): the forwarder, the web-service and the endpoint are 
 and started again (the endpoint twice: back at once, and back only after the forwarder
 declared it lost); a manager and a worker are killed (the endpoint and the manager
 replace them by themselves); RabbitMQ and Redis are killed -9 and restarted on the same
-data (durable queues and persistent messages; the append-only file). The last two run
+data (durable queues and persistent messages; the append-only file). Two graceful
+restarts (SIGTERM to the endpoint; to the web-service, forwarder and endpoint at once)
+must run no task twice and cost none an attempt. The last two run
 against private instances on free ports (Redis with an append-only file, fsync always;
 a second RabbitMQ node with its own data directory), so the shared services on 5672 and
 6379 are never touched; they are removed on every exit path (the scenario's
@@ -45,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from ferrystack import Stack, children_pids  # noqa: E402
+from ferrystack import Stack, _wait, children_pids  # noqa: E402
 
 from ferry import APIError, Client  # noqa: E402
 
@@ -219,7 +221,7 @@ for _sig in (signal.SIGTERM, signal.SIGHUP):
     signal.signal(_sig, lambda signum, _frame: sys.exit(128 + signum))
 
 
-def scenario(name: str, tasks: int, chaos, backend=None) -> tuple[bool, int, int, int]:
+def scenario(name: str, tasks: int, chaos, backend=None, graceful: bool = False) -> tuple[bool, int, int, int]:
     started = time.monotonic()
     private = None
     try:
@@ -236,7 +238,7 @@ def scenario(name: str, tasks: int, chaos, backend=None) -> tuple[bool, int, int
             stack.env["FERRY_AMQP_URL"] = stack.env["FERRY_PUBLIC_AMQP_URL"] = private.url
             # Broker identities are made on the shared node's management API, not here.
             stack.env.pop("FERRY_AMQP_ADMIN_URL", None)
-        return run_scenario(stack, name, tasks, lambda s: chaos(s, private), started)
+        return run_scenario(stack, name, tasks, lambda s: chaos(s, private), started, graceful)
     except Exception:  # noqa: BLE001 - a broken scenario fails, the others still run
         traceback.print_exc()
         print(f"chaos: {name}: could not run -> FAILED", file=sys.stderr, flush=True)
@@ -248,7 +250,9 @@ def scenario(name: str, tasks: int, chaos, backend=None) -> tuple[bool, int, int
             private.cleanup()
 
 
-def run_scenario(stack: Stack, name: str, tasks: int, chaos, started: float) -> tuple[bool, int, int, int]:
+def run_scenario(
+    stack: Stack, name: str, tasks: int, chaos, started: float, graceful: bool = False
+) -> tuple[bool, int, int, int]:
     accepted: list[str] = []
     # Each task's tag in the side-effect log: its number and its try (a submission that
     # was refused is sent again as a new try).
@@ -326,6 +330,8 @@ def run_scenario(stack: Stack, name: str, tasks: int, chaos, started: float) -> 
         ok = (
             lost == 0 and duplicated == 0 and failed == 0 and unexplained == 0 and ran_again == 0
             and unlogged == 0 and done_submitting.is_set()
+            # A graceful restart runs nothing twice (and costs no attempt).
+            and (not graceful or (ran_twice == 0 and retried == 0))
         )
         print(
             f"chaos: {name}: {len(accepted)} accepted ({in_flight} unfinished at the kill{note or ''}), "
@@ -357,6 +363,28 @@ def history_explains_attempts(doc: dict) -> bool:
         ):
             return False
     return True
+
+
+ENDPOINT_ARGS = ("start", "ep", "--foreground")
+
+
+def graceful_restart(*parts: str):
+    """SIGTERM to these parts at once (a routine restart), each waited for (the endpoint
+    drains: `stop_grace_secs`), then started again. Nothing may run twice."""
+
+    def chaos(stack: Stack, _backend) -> str:
+        for part in parts:
+            stack.procs[part].send_signal(signal.SIGTERM)
+        for part in parts:
+            stack.procs[part].wait(timeout=60)
+        for part in parts:
+            if part == "ferry-endpoint":
+                # Registered with the web-service as it starts: after the web-service.
+                _wait(stack._serving, 30, "the web-service", stack.dir)
+            stack.spawn(part, *(ENDPOINT_ARGS if part == "ferry-endpoint" else ()))
+        return ", graceful"
+
+    return chaos
 
 
 def restart(part: str, *args: str, down: float = 0.5):
@@ -404,23 +432,30 @@ def main() -> int:
     scenarios = [
         ("kill -9 the forwarder", restart("ferry-forwarder"), None),
         ("kill -9 the web-service", restart("ferry-web-service"), None),
-        ("kill -9 the endpoint", restart("ferry-endpoint", "start", "ep", "--foreground"), None),
+        ("kill -9 the endpoint", restart("ferry-endpoint", *ENDPOINT_ARGS), None),
         # Away past its heartbeat window (5 missed beats of 500 ms): the forwarder declares
         # it lost and its in-flight tasks come back as their next attempt.
         (
             "kill -9 the endpoint, away until it is declared lost",
-            restart("ferry-endpoint", "start", "ep", "--foreground", down=5.0),
+            restart("ferry-endpoint", *ENDPOINT_ARGS, down=5.0),
             None,
         ),
         ("kill -9 a manager", kill_descendant("ferry-manager"), None),
         ("kill -9 a worker", kill_descendant("ferry-worker"), None),
         ("kill -9 and restart RabbitMQ", restart_backend(1.0), PrivateRabbit),
         ("kill -9 and restart Redis", restart_backend(1.0), PrivateRedis),
+        ("SIGTERM the endpoint (graceful restart)", graceful_restart("ferry-endpoint"), None, True),
+        (
+            "SIGTERM every part at once (graceful restart)",
+            graceful_restart("ferry-web-service", "ferry-forwarder", "ferry-endpoint"),
+            None,
+            True,
+        ),
     ]
     scenarios = [s for s in scenarios if args.only in s[0]]
     passed = total_tasks = total_lost = total_dup = 0
-    for name, chaos, backend in scenarios:
-        ok, n, lost, dup = scenario(name, args.tasks, chaos, backend)
+    for name, chaos, backend, *graceful in scenarios:
+        ok, n, lost, dup = scenario(name, args.tasks, chaos, backend, bool(graceful and graceful[0]))
         passed += ok
         total_tasks += n
         total_lost += lost

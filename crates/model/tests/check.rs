@@ -7,6 +7,27 @@ use stateright::{Checker, Model};
 const RAN_AFTER_RECORDED: &str =
     "a redelivered or re-dispatched copy taken after the task's result was recorded never runs";
 
+/// The production protocol with one task, no retries and no faults: each test names
+/// what it changes.
+fn base() -> Protocol {
+    Protocol {
+        tasks: 1,
+        max_retries: 0,
+        endpoint_crashes: 0,
+        worker_deaths: 0,
+        forwarder_crashes: 0,
+        duplicate_reports: 0,
+        endpoint_losses: 0,
+        broker_losses: 0,
+        record_before_confirm: false,
+        block_ends: 0,
+        message_losses: 0,
+        requeue_stranded: true,
+        check_redelivered: true,
+        check_redispatched: true,
+    }
+}
+
 fn check(model: Protocol) -> usize {
     let checker = model.checker().spawn_bfs().join();
     checker.assert_properties();
@@ -18,20 +39,12 @@ fn check(model: Protocol) -> usize {
 #[test]
 fn one_task_through_crashes_deaths_duplicates_and_reordering() {
     let states = check(Protocol {
-        tasks: 1,
         max_retries: 1,
         endpoint_crashes: 1,
         worker_deaths: 2,
         forwarder_crashes: 1,
         duplicate_reports: 1,
-        endpoint_losses: 0,
-        broker_losses: 0,
-        record_before_confirm: false,
-        block_ends: 0,
-        message_losses: 0,
-        requeue_stranded: true,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     });
     assert!(
         states > 1000,
@@ -44,60 +57,30 @@ fn blocks_that_end_under_a_task_cost_it_no_retry() {
     // No retries at all: a task survives its block ending twice (with the endpoint
     // crashing and reports coming twice) only if those ends are not charged.
     check(Protocol {
-        tasks: 1,
-        max_retries: 0,
         endpoint_crashes: 1,
-        worker_deaths: 0,
-        forwarder_crashes: 0,
         duplicate_reports: 1,
-        endpoint_losses: 0,
-        broker_losses: 0,
-        record_before_confirm: false,
         block_ends: 2,
-        message_losses: 0,
-        requeue_stranded: true,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     });
 }
 
 #[test]
 fn a_block_ends_under_a_task_whose_endpoint_is_declared_lost() {
     check(Protocol {
-        tasks: 1,
-        max_retries: 0,
-        endpoint_crashes: 0,
-        worker_deaths: 0,
-        forwarder_crashes: 0,
-        duplicate_reports: 0,
         endpoint_losses: 1,
-        broker_losses: 0,
-        record_before_confirm: false,
         block_ends: 2,
-        message_losses: 0,
-        requeue_stranded: true,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     });
 }
 
 #[test]
 fn a_block_end_and_a_worker_death_on_one_task() {
     check(Protocol {
-        tasks: 1,
         max_retries: 1,
-        endpoint_crashes: 0,
         worker_deaths: 1,
-        forwarder_crashes: 0,
         duplicate_reports: 1,
-        endpoint_losses: 0,
-        broker_losses: 0,
-        record_before_confirm: false,
         block_ends: 1,
-        message_losses: 0,
-        requeue_stranded: true,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     });
 }
 
@@ -106,58 +89,31 @@ fn two_tasks_interleaved() {
     check(Protocol {
         tasks: 2,
         max_retries: 1,
-        endpoint_crashes: 0,
         worker_deaths: 1,
-        forwarder_crashes: 0,
-        duplicate_reports: 0,
-        endpoint_losses: 0,
-        broker_losses: 0,
-        record_before_confirm: false,
-        block_ends: 0,
-        message_losses: 0,
-        requeue_stranded: true,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     });
 }
 
 #[test]
 fn one_task_whose_endpoint_is_lost_and_comes_back() {
     check(Protocol {
-        tasks: 1,
         max_retries: 1,
         endpoint_crashes: 1,
-        worker_deaths: 0,
         forwarder_crashes: 1,
-        duplicate_reports: 0,
         endpoint_losses: 2,
-        broker_losses: 0,
-        record_before_confirm: false,
-        block_ends: 0,
-        message_losses: 0,
-        requeue_stranded: true,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     });
 }
 
 #[test]
 fn one_task_whose_dispatch_rabbitmq_loses() {
     check(Protocol {
-        tasks: 1,
         max_retries: 1,
         endpoint_crashes: 1,
         worker_deaths: 1,
         forwarder_crashes: 1,
-        duplicate_reports: 0,
-        endpoint_losses: 0,
         broker_losses: 2,
-        record_before_confirm: false,
-        block_ends: 0,
-        message_losses: 0,
-        requeue_stranded: true,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     });
 }
 
@@ -165,20 +121,10 @@ fn one_task_whose_dispatch_rabbitmq_loses() {
 #[test]
 fn recording_waiting_for_ep_before_the_confirm_strands_a_task_the_broker_lost() {
     let checker = Protocol {
-        tasks: 1,
-        max_retries: 0,
-        endpoint_crashes: 0,
-        worker_deaths: 0,
-        forwarder_crashes: 0,
-        duplicate_reports: 0,
-        endpoint_losses: 0,
         broker_losses: 1,
         record_before_confirm: true,
-        block_ends: 0,
-        message_losses: 0,
         requeue_stranded: false,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     }
     .checker()
     .spawn_bfs()
@@ -192,20 +138,11 @@ fn recording_waiting_for_ep_before_the_confirm_strands_a_task_the_broker_lost() 
 #[test]
 fn a_task_whose_message_vanishes_is_published_again() {
     check(Protocol {
-        tasks: 1,
-        max_retries: 0,
         endpoint_crashes: 1,
-        worker_deaths: 0,
         forwarder_crashes: 1,
         duplicate_reports: 1,
-        endpoint_losses: 0,
-        broker_losses: 0,
-        record_before_confirm: false,
-        block_ends: 0,
         message_losses: 2,
-        requeue_stranded: true,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     });
 }
 
@@ -213,59 +150,27 @@ fn a_task_whose_message_vanishes_is_published_again() {
 fn two_tasks_and_a_vanishing_message() {
     check(Protocol {
         tasks: 2,
-        max_retries: 0,
-        endpoint_crashes: 0,
-        worker_deaths: 0,
-        forwarder_crashes: 0,
-        duplicate_reports: 0,
-        endpoint_losses: 0,
-        broker_losses: 0,
-        record_before_confirm: false,
-        block_ends: 0,
         message_losses: 1,
-        requeue_stranded: true,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     });
 }
 
 #[test]
 fn a_vanishing_message_with_a_block_end_and_an_endpoint_loss() {
     check(Protocol {
-        tasks: 1,
-        max_retries: 0,
-        endpoint_crashes: 0,
-        worker_deaths: 0,
-        forwarder_crashes: 0,
-        duplicate_reports: 0,
         endpoint_losses: 1,
-        broker_losses: 0,
-        record_before_confirm: false,
         block_ends: 1,
         message_losses: 1,
-        requeue_stranded: true,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     });
 }
 
 #[test]
 fn without_the_sweep_a_vanished_message_strands_its_task() {
     let checker = Protocol {
-        tasks: 1,
-        max_retries: 0,
-        endpoint_crashes: 0,
-        worker_deaths: 0,
-        forwarder_crashes: 0,
-        duplicate_reports: 0,
-        endpoint_losses: 0,
-        broker_losses: 0,
-        record_before_confirm: false,
-        block_ends: 0,
         message_losses: 1,
         requeue_stranded: false,
-        check_redelivered: true,
-        check_redispatched: true,
+        ..base()
     }
     .checker()
     .spawn_bfs()
@@ -279,20 +184,9 @@ fn without_the_sweep_a_vanished_message_strands_its_task() {
 #[test]
 fn a_redelivered_message_runs_no_task_whose_result_was_recorded() {
     let model = |check_redelivered| Protocol {
-        tasks: 1,
-        max_retries: 0,
         endpoint_crashes: 1,
-        worker_deaths: 0,
-        forwarder_crashes: 0,
-        duplicate_reports: 0,
-        endpoint_losses: 0,
-        broker_losses: 0,
-        record_before_confirm: false,
-        block_ends: 0,
-        message_losses: 0,
-        requeue_stranded: true,
         check_redelivered,
-        check_redispatched: true,
+        ..base()
     };
     let property = RAN_AFTER_RECORDED;
     // With the check: no counterexample to it, to one result per task or to liveness
@@ -321,20 +215,13 @@ fn a_redelivered_message_runs_no_task_whose_result_was_recorded() {
 #[test]
 fn a_re_dispatched_copy_runs_no_task_whose_result_was_recorded() {
     let model = |endpoint_crashes, forwarder_crashes, check_redispatched| Protocol {
-        tasks: 1,
         max_retries: 1,
         endpoint_crashes,
         worker_deaths: 1,
         forwarder_crashes,
-        duplicate_reports: 0,
         endpoint_losses: 1,
-        broker_losses: 0,
-        record_before_confirm: false,
-        block_ends: 0,
-        message_losses: 0,
-        requeue_stranded: true,
-        check_redelivered: true,
         check_redispatched,
+        ..base()
     };
     for (endpoint_crashes, forwarder_crashes) in [(1, 0), (0, 1)] {
         check(model(endpoint_crashes, forwarder_crashes, true));

@@ -32,28 +32,13 @@ use ferry_broker::Broker;
 use ferry_store::Store;
 use tokio_util::sync::CancellationToken;
 
-/// The forwarder's settings (flags, or `FERRY_*` environment variables).
+/// The forwarder's settings (flags, `FERRY_*` environment variables, or the `--config` file:
+/// `ferry_settings`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// Redis URL.
-    #[arg(long, env = "FERRY_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "FERRY_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
-    /// Prefix of every Redis key and queue name.
-    #[arg(long, env = "FERRY_NAMESPACE", default_value = "ferry")]
-    pub namespace: String,
-    /// How long finished tasks and their results are kept, in seconds (0: forever).
-    #[arg(long, env = "FERRY_RESULT_TTL_SECS", default_value_t = 7 * 24 * 3600)]
-    pub result_ttl_secs: u64,
-    /// Delete queues unused for this many seconds (for tests; 0: never).
-    #[arg(long, env = "FERRY_QUEUE_EXPIRES_SECS", default_value_t = 0)]
-    pub queue_expires_secs: u64,
+    /// Redis, RabbitMQ, the namespace and what they share with the other service.
+    #[command(flatten)]
+    pub backends: ferry_settings::Backends,
     /// Unacked submission messages (each up to 1,000 tasks) the dispatcher may hold.
     #[arg(long, env = "FERRY_PREFETCH", default_value_t = 32)]
     pub prefetch: u16,
@@ -77,22 +62,11 @@ pub struct Config {
     /// empty) is published again after it looked so this many seconds, twice (0: never).
     #[arg(long, env = "FERRY_STRANDED_AFTER_SECS", default_value_t = 60)]
     pub stranded_after_secs: u64,
-    /// A PEM file of CA certificates to trust (`amqps://`, `https://` webhooks), besides
-    /// the system's; for `rediss://`, instead of the system's.
-    #[arg(long, env = "FERRY_CA_FILE")]
-    pub ca_file: Option<std::path::PathBuf>,
     /// Networks webhooks may reach besides public addresses (comma-separated CIDRs,
     /// like `10.0.0.0/8,127.0.0.1`): loopback, link-local and private addresses are
     /// refused otherwise.
     #[arg(long, env = "FERRY_WEBHOOK_ALLOW", default_value = "")]
     pub webhook_allow: String,
-    /// RabbitMQ's management API (`http://user:password@host:15672`), the same setting
-    /// as the web-service's. Set, endpoints have broker identities of their own, and a
-    /// message on the status and results queues is taken only from the identity of the
-    /// endpoint it speaks for (others are dead-lettered, saying whose it was). The
-    /// forwarder itself never calls the API.
-    #[arg(long, env = "FERRY_AMQP_ADMIN_URL", hide_env_values = true)]
-    pub amqp_admin_url: Option<String>,
 }
 
 /// Runs until `shutdown` is cancelled. When RabbitMQ or Redis goes away the forwarder
@@ -122,7 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let ca_pem = match &config.ca_file {
+    let ca_pem = match &config.backends.ca_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("FERRY_CA_FILE {}: {e}", path.display()))?,
@@ -130,10 +104,10 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         None => None,
     };
     let store = Store::connect_tls(
-        &config.redis_url,
+        &config.backends.redis_url,
         ca_pem.as_deref().map(str::as_bytes),
-        &config.namespace,
-        config.result_ttl_secs,
+        &config.backends.namespace,
+        config.backends.result_ttl_secs,
     )
     .await?;
     store.check_no_eviction().await?;
@@ -147,12 +121,12 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         ca_pem.as_deref(),
     )?;
     let options = ferry_broker::Options {
-        queue_expires: (config.queue_expires_secs > 0)
-            .then(|| Duration::from_secs(config.queue_expires_secs)),
+        queue_expires: (config.backends.queue_expires_secs > 0)
+            .then(|| Duration::from_secs(config.backends.queue_expires_secs)),
         ca_pem,
         ..Default::default()
     };
-    let broker = Broker::connect(&config.amqp_url, &config.namespace, options).await?;
+    let broker = Broker::connect(&config.backends.amqp_url, &config.backends.namespace, options).await?;
     broker.declare_core().await?;
 
     // Held submissions wait unacked: at most half the consumer's prefetch of them, so
@@ -164,7 +138,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         broker.clone(),
         held.clone(),
         config.endpoint_missed_heartbeats,
-        config.amqp_admin_url.is_some(),
+        config.backends.amqp_admin_url.is_some(),
     );
     let blocks = sweeper::watch_blocks(
         store.clone(),
@@ -192,7 +166,7 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
             "forwarder-results",
         )
         .await?;
-    tracing::info!(namespace = %config.namespace, "forwarder running");
+    tracing::info!(namespace = %config.backends.namespace, "forwarder running");
 
     let outcome = tokio::select! {
         r = dispatcher.clone().run(submissions) => r,

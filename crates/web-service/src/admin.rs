@@ -43,10 +43,10 @@ pub enum TokenCommand {
 async fn store(config: &Config) -> anyhow::Result<Store> {
     let ca = config.ca_pem()?;
     Ok(Store::connect_tls(
-        &config.redis_url,
+        &config.backends.redis_url,
         ca.as_deref(),
-        &config.namespace,
-        config.result_ttl_secs,
+        &config.backends.namespace,
+        config.backends.result_ttl_secs,
     )
     .await?)
 }

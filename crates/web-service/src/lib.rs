@@ -49,22 +49,16 @@ use ferry_store::{EndpointRecord, FunctionRecord, Principal, Store};
 use crate::memo::Memo;
 use tokio_util::sync::CancellationToken;
 
-/// The web-service's settings (flags, or `FERRY_*` environment variables).
+/// The web-service's settings (flags, `FERRY_*` environment variables, or the `--config`
+/// file: `ferry_settings`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
+    /// Redis, RabbitMQ, the namespace and what they share with the other service.
+    #[command(flatten)]
+    pub backends: ferry_settings::Backends,
     /// Address to listen on.
     #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Redis URL.
-    #[arg(long, env = "FERRY_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "FERRY_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
     /// The broker URL handed to endpoints and to Globus Compute SDKs (defaults to
     /// --amqp-url).
     #[arg(long, env = "FERRY_PUBLIC_AMQP_URL")]
@@ -72,9 +66,6 @@ pub struct Config {
     /// A task group's result queue is deleted after this many seconds without a consumer.
     #[arg(long, env = "FERRY_TASK_GROUP_QUEUE_EXPIRES_SECS", default_value_t = 3 * 24 * 3600)]
     pub task_group_queue_expires_secs: u64,
-    /// Prefix of every Redis key and queue name.
-    #[arg(long, env = "FERRY_NAMESPACE", default_value = "ferry")]
-    pub namespace: String,
     /// Largest accepted request body (a batch of many tasks, or a few large ones).
     #[arg(long, env = "FERRY_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_request_bytes: usize,
@@ -107,22 +98,12 @@ pub struct Config {
     /// How often endpoints are told to send heartbeats, in milliseconds.
     #[arg(long, env = "FERRY_HEARTBEAT_INTERVAL_MS", default_value_t = 2000)]
     pub heartbeat_interval_ms: u64,
-    /// How long finished tasks and their results are kept, in seconds (0: forever).
-    #[arg(long, env = "FERRY_RESULT_TTL_SECS", default_value_t = 7 * 24 * 3600)]
-    pub result_ttl_secs: u64,
-    /// Delete queues unused for this many seconds (for tests; 0: never).
-    #[arg(long, env = "FERRY_QUEUE_EXPIRES_SECS", default_value_t = 0)]
-    pub queue_expires_secs: u64,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key).
     #[arg(long, env = "FERRY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "FERRY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
-    /// A PEM file of CA certificates to trust, besides the system's: for `amqps://` and an
-    /// `https://` --amqp-admin-url; for `rediss://`, instead of the system's.
-    #[arg(long, env = "FERRY_CA_FILE")]
-    pub ca_file: Option<std::path::PathBuf>,
     /// Connections open at once; past that, new ones are closed at once.
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
@@ -130,13 +111,6 @@ pub struct Config {
     /// idle one is closed after as long without a request.
     #[arg(long, env = "FERRY_HEADER_TIMEOUT_SECS", default_value_t = 30)]
     pub header_timeout_secs: u64,
-    /// RabbitMQ's management API (`http://user:password@host:15672`, the
-    /// `rabbitmq_management` plugin). Set, every endpoint gets a broker user of its own
-    /// that may read only its queues and write only to its exchange, and each user's
-    /// Globus Compute SDK one that may read only their task groups' result queues;
-    /// unset, all are handed --public-amqp-url as it is.
-    #[arg(long, env = "FERRY_AMQP_ADMIN_URL", hide_env_values = true)]
-    pub amqp_admin_url: Option<String>,
     /// Requests per second a user may make (to this web-service); past it, 429 with
     /// Retry-After. 0: no limit.
     #[arg(long, env = "FERRY_RATE_LIMIT", default_value_t = 1000)]
@@ -160,7 +134,8 @@ pub struct Config {
 impl Config {
     /// The CA certificates of --ca-file, if set.
     pub fn ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
-        self.ca_file
+        self.backends
+            .ca_file
             .as_ref()
             .map(|path| {
                 std::fs::read(path).map_err(|e| anyhow::anyhow!("FERRY_CA_FILE {}: {e}", path.display()))
@@ -172,11 +147,11 @@ impl Config {
     pub fn public_amqp_url(&self) -> String {
         self.public_amqp_url
             .clone()
-            .unwrap_or_else(|| self.amqp_url.clone())
+            .unwrap_or_else(|| self.backends.amqp_url.clone())
     }
 
     pub fn broker_options(&self) -> anyhow::Result<ferry_broker::Options> {
-        let ca_pem = match &self.ca_file {
+        let ca_pem = match &self.backends.ca_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("FERRY_CA_FILE {}: {e}", path.display()))?,
@@ -184,8 +159,8 @@ impl Config {
             None => None,
         };
         Ok(ferry_broker::Options {
-            queue_expires: (self.queue_expires_secs > 0)
-                .then(|| Duration::from_secs(self.queue_expires_secs)),
+            queue_expires: (self.backends.queue_expires_secs > 0)
+                .then(|| Duration::from_secs(self.backends.queue_expires_secs)),
             ca_pem,
             ..Default::default()
         })
@@ -193,11 +168,11 @@ impl Config {
 
     /// The broker's management API, when --amqp-admin-url is set.
     pub fn broker_admin(&self) -> anyhow::Result<Option<broker_admin::BrokerAdmin>> {
-        let Some(url) = &self.amqp_admin_url else {
+        let Some(url) = &self.backends.amqp_admin_url else {
             return Ok(None);
         };
         let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
-        if let Some(path) = &self.ca_file {
+        if let Some(path) = &self.backends.ca_file {
             let pem =
                 std::fs::read(path).map_err(|e| anyhow::anyhow!("FERRY_CA_FILE {}: {e}", path.display()))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
@@ -208,7 +183,7 @@ impl Config {
         }
         Ok(Some(broker_admin::BrokerAdmin::new(
             url,
-            &self.amqp_url,
+            &self.backends.amqp_url,
             http.build()?,
         )?))
     }
@@ -259,17 +234,22 @@ impl AppState {
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
         let ca = config.ca_pem()?;
         let store = Store::connect_tls(
-            &config.redis_url,
+            &config.backends.redis_url,
             ca.as_deref(),
-            &config.namespace,
-            config.result_ttl_secs,
+            &config.backends.namespace,
+            config.backends.result_ttl_secs,
         )
         .await?
         .with_response_budget(config.max_response_bytes);
         store.check_no_eviction().await?;
         let broker_options = config.broker_options()?;
         let broker_admin = config.broker_admin()?;
-        let broker = Broker::connect(&config.amqp_url, &config.namespace, broker_options.clone()).await?;
+        let broker = Broker::connect(
+            &config.backends.amqp_url,
+            &config.backends.namespace,
+            broker_options.clone(),
+        )
+        .await?;
         broker.declare_core().await?;
         Ok(Self {
             events: event_hub::EventHub::start(store.clone()),
@@ -339,8 +319,8 @@ impl AppState {
             return Ok(slot.clone());
         }
         let fresh = Broker::connect(
-            &self.config.amqp_url,
-            &self.config.namespace,
+            &self.config.backends.amqp_url,
+            &self.config.backends.namespace,
             self.broker_options.clone(),
         )
         .await?;
@@ -398,7 +378,7 @@ impl AppState {
             return Ok(url);
         };
         let password = self.store.result_reader_password(user).await?;
-        let name = ferry_broker::result_reader_user(&self.config.namespace, user);
+        let name = ferry_broker::result_reader_user(&self.config.backends.namespace, user);
         if self.result_readers.get(&user).is_none() {
             let prefix = self.broker().await.task_group_prefix(user);
             admin

@@ -1,10 +1,10 @@
 //! `ferry-web-service`: serve the HTTP API, or manage users and their tokens.
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use ferry_web_service::{Config, admin};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(
     version,
     about = "Ferry's HTTP API: functions, endpoints, task submission and status"
@@ -14,6 +14,8 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     config: Config,
+    #[command(flatten)]
+    file: ferry_settings::ConfigFile,
 }
 
 #[derive(Subcommand)]
@@ -35,7 +37,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = ferry_settings::parse();
     ferry_telemetry::init("ferry_web_service=info,tower_http=warn");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

@@ -115,7 +115,7 @@ pub(crate) async fn register(
     Ok(Json(EndpointRegistered {
         endpoint_id,
         broker_url,
-        namespace: state.config.namespace.clone(),
+        namespace: state.config.backends.namespace.clone(),
         heartbeat_interval_ms: state.config.heartbeat_interval_ms,
         inline_limit_bytes: state.config.inline_limit_bytes as u64,
         max_result_bytes: state.config.max_payload_bytes as u64,

@@ -5,12 +5,15 @@
 //! - [`redis_store`]: the [`Store`] over a Redis connection manager: one pipelined round
 //!   trip per batch of records, and the atomic transition script `scripts/apply.lua`,
 //!   the mirror of `ferry_proto::state::transition`.
+//! - [`embedded`]: a Redis-compatible server inside the process (RESP2 over TCP, Lua
+//!   5.1 for the scripts), so `ferry dev` runs the same store code with no Redis.
 //!
 //! Every key starts with the store's namespace, so tests (and several Ferry deployments)
 //! share one Redis without meeting. The transition script also updates the task's
 //! batch counters and its endpoint's in-flight set in the same atomic step, so Ferry
 //! needs one Redis (not a cluster spread across slots).
 
+pub mod embedded;
 pub mod records;
 mod redis_store;
 

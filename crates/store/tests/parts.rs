@@ -38,8 +38,7 @@ async fn status(store: &Store, batch: &BatchRecord) -> BatchStatus {
 
 /// Seconds Redis keeps the batch's hash and its task list (-1: for good).
 async fn kept(store: &Store, batch: &BatchRecord) -> (i64, i64) {
-    let url = std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let mut conn = redis::Client::open(url)
+    let mut conn = redis::Client::open(common::url_of(store))
         .unwrap()
         .get_multiplexed_async_connection()
         .await

@@ -1,18 +1,57 @@
-//! Helpers shared by the store's tests against a real Redis (`FERRY_TEST_REDIS`,
-//! default 127.0.0.1:6379), each test in its own namespace.
+//! Helpers shared by the store's tests, each test in its own namespace. They run
+//! against a real Redis (`FERRY_TEST_REDIS`, a URL, default 127.0.0.1:6379) or, with
+//! `FERRY_TEST_REDIS=embedded`, against the embedded server (`ferry_store::embedded`):
+//! a fresh one for each store, with a password so every connection goes through AUTH.
 
 #![allow(dead_code)] // each test file uses its own part
 
 use bytes::Bytes;
 use ferry_proto::{Actor, BatchId, EndpointId, Event, EventKind, FunctionId, TaskId, UserId};
+use ferry_store::embedded::{Options, Server};
 use ferry_store::{BatchRecord, NewTask, Report, Store, TaskOutcome, TaskRecord};
+use std::sync::Mutex;
+
+/// The embedded servers started so far (kept alive until the process ends; each runs on
+/// its test's runtime) and the URL of each store's Redis, by namespace.
+static EMBEDDED: Mutex<Vec<Server>> = Mutex::new(Vec::new());
+static URLS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Whether the tests run against the embedded server (`FERRY_TEST_REDIS=embedded`).
+pub(crate) fn embedded() -> bool {
+    std::env::var("FERRY_TEST_REDIS").is_ok_and(|v| v == "embedded")
+}
 
 pub(crate) async fn store() -> Store {
-    let url = std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = if embedded() {
+        let options = Options {
+            password: Some(format!("pw-{}", uuid::Uuid::new_v4().simple())),
+            snapshot: None,
+        };
+        let server = Server::start("127.0.0.1:0".parse().unwrap(), options)
+            .await
+            .expect("the embedded server starts");
+        let url = server.url();
+        EMBEDDED.lock().unwrap().push(server);
+        url
+    } else {
+        std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    };
     let ns = format!("ferry-test-{}", uuid::Uuid::new_v4().simple());
-    Store::connect(&url, &ns, 600)
+    let store = Store::connect(&url, &ns, 600)
         .await
-        .expect("redis must be running")
+        .expect("redis must be running");
+    URLS.lock().unwrap().push((ns, url));
+    store
+}
+
+/// The URL of the Redis `store` talks to (for tests that look at keys directly).
+pub(crate) fn url_of(store: &Store) -> String {
+    URLS.lock()
+        .unwrap()
+        .iter()
+        .find(|(ns, _)| ns == store.namespace())
+        .map(|(_, url)| url.clone())
+        .expect("a store made by common::store()")
 }
 
 pub(crate) fn new_task() -> NewTask {

@@ -1,5 +1,15 @@
-//! Ferry's RabbitMQ broker: the queue names, confirmed publishing, consuming with
-//! manual acks, and dead letters. No `lapin` type leaves this crate.
+//! Ferry's broker: the queue names, confirmed publishing, consuming with manual acks,
+//! and dead letters, over RabbitMQ or the embedded broker of `ferry dev`. No `lapin`
+//! type leaves this crate.
+//!
+//! Modules:
+//! - this file: [`Broker`], the part both transports share (queue names, an endpoint's
+//!   routes and what it may publish to, [`Error`]);
+//! - `delivery`: [`Consumer`], [`Delivery`] and [`Confirm`];
+//! - `transport`: the trait a broker implements for [`Broker`];
+//! - `amqp`: RabbitMQ over lapin (`amqp://`, `amqps://`);
+//! - [`embedded`]: a small broker in memory, its [`embedded::Server`] and the client of
+//!   its TCP protocol (`ferry-mq://`), so Ferry runs with no RabbitMQ installed.
 //!
 //! Queues (all durable, all prefixed by the namespace `<ns>`):
 //! - `<ns>.submissions`: web-service -> forwarder, [`ferry_proto::messages::TaskBatch`]
@@ -23,28 +33,38 @@
 //! status and dead queues and to its own task queue: with a broker identity of its own
 //! (see the web-service's `broker_admin`), write permission on that one exchange and
 //! read permission on its two queues is all it has, and every message it publishes
-//! carries its user name in `user_id`, which RabbitMQ checks. A [`Broker`] connected
-//! with [`Options::endpoint`] set does this by itself.
+//! carries its user name in `user_id`, which the broker checks. A [`Broker`] connected
+//! with [`Options::endpoint`] set does this by itself, and refuses ([`Error::NotAllowed`])
+//! a publish to any other queue.
 //!
-//! Every message is persistent; publishes wait for the broker's confirm (or hand back a
-//! [`Confirm`] to wait on).
+//! Every message is persistent (held in memory only by the embedded broker); publishes
+//! wait for the broker's confirm (or hand back a [`Confirm`] to wait on).
 
+mod amqp;
+mod delivery;
+pub mod embedded;
+mod transport;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::{EndpointId, TaskId, UserId};
-use futures_util::{FutureExt, StreamExt};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-/// What can go wrong talking to RabbitMQ.
+pub use delivery::{Confirm, Consumer, Delivery};
+use transport::{PendingConfirm, Properties, QueueSpec, Transport};
+
+/// What can go wrong talking to the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The embedded broker refused a connection or an operation, or the connection to
+    /// it failed.
+    #[error("embedded broker: {0}")]
+    Embedded(String),
+    /// The broker URL names no transport Ferry knows.
+    #[error("unsupported broker URL scheme {0:?}: expected amqp://, amqps:// or ferry-mq://")]
+    Scheme(String),
     #[error("the broker refused (nacked) a message for queue {queue}")]
     Nacked { queue: String },
     #[error("cannot encode a message: {0}")]
@@ -66,30 +86,10 @@ impl Error {
     pub fn is_backpressure(&self) -> bool {
         matches!(self, Error::Blocked | Error::Deadline(_) | Error::Nacked { .. })
     }
-
-    /// RabbitMQ refused a declaration whose arguments differ from the existing queue's
-    /// (`PRECONDITION_FAILED`, which closes the channel).
-    fn is_precondition_failed(&self) -> bool {
-        matches!(self, Error::Amqp(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 406))
-    }
 }
 
 /// The overflow behaviour Ferry declares its endpoint queues with.
 pub const ENDPOINT_QUEUE_OVERFLOW: &str = "reject-publish";
-
-/// Endpoint queues found declared without [`ENDPOINT_QUEUE_OVERFLOW`] (by an older
-/// version): warned about once per process.
-static OLD_QUEUES_WARNED: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
-    std::sync::Mutex::new(None);
-
-/// Whether `queue` is warned about for the first time.
-fn first_warning(queue: &str) -> bool {
-    OLD_QUEUES_WARNED
-        .lock()
-        .expect("poisoned")
-        .get_or_insert_with(Default::default)
-        .insert(queue.to_owned())
-}
 
 const ROUTE_RESULTS: &str = "results";
 const ROUTE_STATUS: &str = "status";
@@ -127,18 +127,27 @@ pub fn result_reader_user(namespace: &str, owner: UserId) -> String {
 /// The user name and vhost of an AMQP URL (`amqp[s]://user:pass@host:port/vhost`), or
 /// what is wrong with it.
 pub fn url_parts(url: &str) -> std::result::Result<(String, String), String> {
-    let uri = url.parse::<lapin::uri::AMQPUri>()?;
-    Ok((uri.authority.userinfo.username, uri.vhost))
+    amqp::url_parts(url)
 }
 
-/// One connection to RabbitMQ with a confirm-mode channel for publishing. Cheap to
-/// clone.
+/// One connection to the broker. Cheap to clone.
+///
+/// ```no_run
+/// # async fn run() -> ferry_broker::Result<()> {
+/// let broker = ferry_broker::Broker::connect(
+///     "amqp://guest:guest@127.0.0.1:5672/%2f",
+///     "ferry",
+///     Default::default(),
+/// )
+/// .await?;
+/// broker.declare_core().await?;
+/// broker.publish(&broker.submissions_queue(), b"hello").await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Broker {
-    conn: std::sync::Arc<Connection>,
-    publisher: Channel,
-    /// The confirm of the last [`Broker::takes_publishes`] probe, while it is awaited.
-    probe: std::sync::Arc<tokio::sync::Mutex<Option<futures_util::future::BoxFuture<'static, bool>>>>,
+    transport: Arc<dyn Transport>,
     ns: String,
     options: Options,
     /// The user name the connection logged in with.
@@ -146,70 +155,47 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Whether RabbitMQ blocks this connection's publishers now (`connection.blocked`,
-    /// sent on a memory or disk alarm): a publish would wait until the alarm clears.
-    pub fn blocked(&self) -> bool {
-        self.conn.status().blocked()
-    }
-
-    /// Whether RabbitMQ takes a publish now: false when it blocks this connection, or
-    /// does not confirm a probe within `within`. RabbitMQ tells a connection it is
-    /// blocked (a memory or disk alarm) only once the connection publishes, so a process
-    /// that may not have published lately probes: an empty, unroutable message (dropped
-    /// by the broker, confirmed at once when it takes publishes). A probe still
-    /// unconfirmed is waited on again rather than joined by another.
-    pub async fn takes_publishes(&self, within: Duration) -> Result<bool> {
-        if self.blocked() {
-            return Ok(false);
-        }
-        let mut probe = self.probe.lock().await;
-        if probe.is_none() {
-            let confirm = self
-                .publisher
-                .basic_publish(
-                    "".into(),
-                    format!("{}.probe", self.ns).as_str().into(),
-                    BasicPublishOptions::default(),
-                    b"",
-                    BasicProperties::default(),
-                )
-                .await?;
-            *probe = Some(Box::pin(async move { confirm.await.is_ok_and(|c| c.is_ack()) }));
-        }
-        let pending = probe.as_mut().expect("set above");
-        match tokio::time::timeout(within, pending).await {
-            Ok(acked) => {
-                *probe = None;
-                Ok(acked && !self.blocked())
-            }
-            Err(_) => Ok(false),
-        }
-    }
-
-    /// Connects to `url` (`amqp://user:pass@host:port/vhost`, or `amqps://` over TLS: the
-    /// broker's certificate is verified against the system's roots and `options.ca_pem`).
+    /// Connects to `url`, choosing the transport by its scheme:
+    /// - `amqp://user:pass@host:port/vhost` or `amqps://` (over TLS: the broker's
+    ///   certificate is verified against the system's roots and `options.ca_pem`):
+    ///   RabbitMQ;
+    /// - `ferry-mq://[user[:password]@]host:port`: the embedded broker
+    ///   ([`embedded::Server`]).
     pub async fn connect(url: &str, namespace: &str, options: Options) -> Result<Self> {
-        let tls = lapin::tcp::OwnedTLSConfig {
-            identity: None,
-            cert_chain: options.ca_pem.clone(),
+        let (transport, user): (Arc<dyn Transport>, String) = match url.split_once("://") {
+            Some(("amqp" | "amqps", _)) => {
+                let user = url_parts(url).map(|(user, _)| user).unwrap_or_default();
+                let amqp = amqp::Amqp::connect(url, options.ca_pem.clone(), namespace).await?;
+                (Arc::new(amqp), user)
+            }
+            Some((embedded::SCHEME, _)) => {
+                let (client, user) = embedded::Client::connect(url).await?;
+                (Arc::new(client), user)
+            }
+            Some((scheme, _)) => return Err(Error::Scheme(scheme.to_owned())),
+            None => return Err(Error::Scheme(String::new())),
         };
-        let user = url_parts(url).map(|(user, _)| user).unwrap_or_default();
-        let conn = lapin::DefaultConnectionBuilder::new()?
-            .with_uri_str(url.to_owned())
-            .with_properties(ConnectionProperties::default())
-            .with_tls_config(tls)
-            .connect()
-            .await?;
-        let publisher = conn.create_channel().await?;
-        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(Self {
-            conn: std::sync::Arc::new(conn),
-            publisher,
-            probe: Default::default(),
+            transport,
             ns: namespace.to_owned(),
             options,
             user,
         })
+    }
+
+    /// Whether the broker blocks this connection's publishers now (RabbitMQ's
+    /// `connection.blocked`, sent on a memory or disk alarm): a publish would wait until
+    /// the alarm clears. The embedded broker never blocks.
+    pub fn blocked(&self) -> bool {
+        self.transport.blocked()
+    }
+
+    /// Whether the broker takes a publish now: false when it blocks this connection, or
+    /// does not confirm a probe within `within`. RabbitMQ tells a connection it is
+    /// blocked (a memory or disk alarm) only once the connection publishes, so a process
+    /// that may not have published lately probes.
+    pub async fn takes_publishes(&self, within: Duration) -> Result<bool> {
+        self.transport.takes_publishes(within).await
     }
 
     /// The user name this connection logged in with.
@@ -252,7 +238,7 @@ impl Broker {
 
     /// True when both handles share one connection.
     pub fn same_connection(&self, other: &Broker) -> bool {
-        std::sync::Arc::ptr_eq(&self.conn, &other.conn)
+        std::ptr::addr_eq(Arc::as_ptr(&self.transport), Arc::as_ptr(&other.transport))
     }
 
     pub fn namespace(&self) -> &str {
@@ -302,19 +288,13 @@ impl Broker {
         group: ferry_proto::TaskGroupId,
         expires: Duration,
     ) -> Result<()> {
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-expires".into(),
-            AMQPValue::LongLongInt(expires.as_millis() as i64),
-        );
-        self.publisher
-            .queue_declare(
-                self.task_group_queue(owner, group).as_str().into(),
-                QueueDeclareOptions::durable(),
-                args,
-            )
-            .await?;
-        Ok(())
+        let spec = QueueSpec {
+            expires: Some(expires),
+            ..QueueSpec::default()
+        };
+        self.transport
+            .declare_queue(&self.task_group_queue(owner, group), &spec)
+            .await
     }
 
     /// Publishes messages with a `timestamp` property (Unix seconds) to their queues,
@@ -322,11 +302,14 @@ impl Broker {
     pub async fn publish_stamped(&self, messages: &[(String, Vec<u8>)], timestamp: u64) -> Result<()> {
         let mut confirms = Vec::with_capacity(messages.len());
         for (queue, body) in messages {
-            let props = BasicProperties::default().with_timestamp(timestamp);
-            confirms.push((queue, self.send(queue, body, props).await?));
+            let properties = Properties {
+                timestamp: Some(timestamp),
+                ..Properties::default()
+            };
+            confirms.push((queue, self.send(queue, body, properties).await?));
         }
         for (queue, confirm) in confirms {
-            if !confirm.await?.is_ack() {
+            if !confirm.await? {
                 return Err(Error::Nacked { queue: queue.clone() });
             }
         }
@@ -335,13 +318,15 @@ impl Broker {
 
     /// Declares the queues the web-service and forwarder share (idempotent).
     pub async fn declare_core(&self) -> Result<()> {
-        self.declare_queue(&self.dead_queue(), false).await?;
+        self.transport
+            .declare_queue(&self.dead_queue(), &self.queue_spec(false))
+            .await?;
         for q in [
             self.submissions_queue(),
             self.status_queue(),
             self.results_queue(),
         ] {
-            self.declare_queue(&q, true).await?;
+            self.transport.declare_queue(&q, &self.queue_spec(true)).await?;
         }
         Ok(())
     }
@@ -349,58 +334,38 @@ impl Broker {
     /// Declares an endpoint's task and control queues and its exchange with its routes
     /// (idempotent).
     ///
-    /// The queues get `x-overflow: reject-publish` ([`ENDPOINT_QUEUE_OVERFLOW`]). One
-    /// that exists without it (declared by an older version) cannot be declared again
-    /// with it (RabbitMQ answers `PRECONDITION_FAILED`); it is then checked passively and
+    /// The queues get `x-overflow: reject-publish` ([`ENDPOINT_QUEUE_OVERFLOW`]). On
+    /// RabbitMQ, one that exists without it (declared by an older version) cannot be
+    /// declared again with it (`PRECONDITION_FAILED`); it is then checked passively and
     /// used as it is, with a warning (once per queue and process) naming the queue and
     /// the fix.
     pub async fn declare_endpoint(&self, endpoint: EndpointId) -> Result<()> {
-        self.declare_endpoint_queue(&self.endpoint_queue(endpoint))
-            .await?;
-        self.declare_endpoint_queue(&self.endpoint_control_queue(endpoint))
-            .await?;
-        let exchange = self.endpoint_exchange(endpoint);
-        self.publisher
-            .exchange_declare(
-                exchange.as_str().into(),
-                lapin::ExchangeKind::Direct,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        for (queue, key) in [
+        let spec = QueueSpec {
+            reject_overflow: true,
+            ..self.queue_spec(true)
+        };
+        for queue in [
+            self.endpoint_queue(endpoint),
+            self.endpoint_control_queue(endpoint),
+        ] {
+            self.transport.declare_queue(&queue, &spec).await?;
+        }
+        let routes = [
             (self.results_queue(), ROUTE_RESULTS),
             (self.status_queue(), ROUTE_STATUS),
             (self.dead_queue(), ROUTE_DEAD),
             (self.endpoint_queue(endpoint), ROUTE_RETRY),
-        ] {
-            self.publisher
-                .queue_bind(
-                    queue.as_str().into(),
-                    exchange.as_str().into(),
-                    key.into(),
-                    lapin::options::QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        Ok(())
+        ];
+        self.transport
+            .declare_exchange(&self.endpoint_exchange(endpoint), &routes)
+            .await
     }
 
     /// Deletes an endpoint's exchange (its queues go with `delete_queue`).
     pub async fn delete_endpoint_exchange(&self, endpoint: EndpointId) -> Result<()> {
-        let channel = self.conn.create_channel().await?;
-        channel
-            .exchange_delete(
-                self.endpoint_exchange(endpoint).as_str().into(),
-                lapin::options::ExchangeDeleteOptions::default(),
-            )
-            .await?;
-        let _ = channel.close(200, "done".into()).await;
-        Ok(())
+        self.transport
+            .delete_exchange(&self.endpoint_exchange(endpoint))
+            .await
     }
 
     /// Tells an endpoint to stop tasks (best effort: their records are already terminal).
@@ -417,70 +382,14 @@ impl Broker {
         self.publish(&self.endpoint_control_queue(endpoint), &body).await
     }
 
-    /// Declares an endpoint's queue with [`ENDPOINT_QUEUE_OVERFLOW`], on a channel of
-    /// its own (a refused declaration closes its channel), falling back to a passive
-    /// declaration for a queue an older version declared without it.
-    async fn declare_endpoint_queue(&self, name: &str) -> Result<()> {
-        let mut args = self.queue_args(true);
-        args.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString(LongString::from(ENDPOINT_QUEUE_OVERFLOW)),
-        );
-        let channel = self.conn.create_channel().await?;
-        let declared = channel
-            .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
-            .await
-            .map_err(Error::from);
-        match declared {
-            Ok(_) => {
-                let _ = channel.close(200, "done".into()).await;
-                Ok(())
-            }
-            Err(e) if e.is_precondition_failed() => {
-                if first_warning(name) {
-                    tracing::warn!(
-                        queue = name,
-                        "the endpoint queue exists with other arguments (declared by an older Ferry): \
-                         used as it is, without x-overflow=reject-publish, so a max-length policy \
-                         would drop its oldest messages; fix: delete the queue while it is empty \
-                         (rabbitmqctl delete_queue {name}) or give it a policy with \
-                         overflow=reject-publish"
-                    );
-                }
-                self.queue_len(name).await.map(|_| ())
-            }
-            Err(e) => Err(e),
+    /// How Ferry declares its queues: dead letters to the dead queue (all but the dead
+    /// queue itself), and [`Options::queue_expires`].
+    fn queue_spec(&self, dead_letters: bool) -> QueueSpec {
+        QueueSpec {
+            dead_letter_to: dead_letters.then(|| self.dead_queue()),
+            expires: self.options.queue_expires,
+            reject_overflow: false,
         }
-    }
-
-    async fn declare_queue(&self, name: &str, dead_letters: bool) -> Result<()> {
-        let args = self.queue_args(dead_letters);
-        self.publisher
-            .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
-            .await?;
-        Ok(())
-    }
-
-    /// The arguments Ferry declares its queues with.
-    fn queue_args(&self, dead_letters: bool) -> FieldTable {
-        let mut args = FieldTable::default();
-        if dead_letters {
-            args.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(LongString::from("")),
-            );
-            args.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(LongString::from(self.dead_queue())),
-            );
-        }
-        if let Some(expires) = self.options.queue_expires {
-            args.insert(
-                "x-expires".into(),
-                AMQPValue::LongLongInt(expires.as_millis() as i64),
-            );
-        }
-        args
     }
 
     /// Publishes one persistent message to `queue` and waits for the broker's confirm.
@@ -496,7 +405,7 @@ impl Broker {
         bodies: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<()> {
         for confirm in self.send_all(queue, bodies).await? {
-            if !confirm.await?.is_ack() {
+            if !confirm.await? {
                 return Err(Error::Nacked {
                     queue: queue.to_owned(),
                 });
@@ -507,12 +416,10 @@ impl Broker {
 
     /// Publishes one persistent message to `queue` and returns at once: the returned
     /// [`Confirm`] resolves when the broker has it. Several may be in flight; on one
-    /// channel they resolve in the order they were published.
+    /// connection they resolve in the order they were published.
     pub async fn publish_pending(&self, queue: &str, body: &[u8]) -> Result<Confirm> {
-        Ok(Confirm {
-            inner: self.send(queue, body, BasicProperties::default()).await?,
-            queue: queue.to_owned(),
-        })
+        let pending = self.send(queue, body, Properties::default()).await?;
+        Ok(Confirm::new(pending, queue.to_owned()))
     }
 
     /// Publishes several messages to `queue` without waiting for their confirms (a nack
@@ -528,8 +435,8 @@ impl Broker {
         tokio::spawn(async move {
             for confirm in confirms {
                 match confirm.await {
-                    Ok(c) if c.is_ack() => {}
-                    Ok(_) => tracing::warn!(%queue, "the broker refused (nacked) a message"),
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(%queue, "the broker refused (nacked) a message"),
                     Err(e) => tracing::warn!(%queue, error = %e, "no confirm for a message"),
                 }
             }
@@ -542,256 +449,56 @@ impl Broker {
         &self,
         queue: &str,
         bodies: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<Vec<lapin::PublisherConfirm>> {
+    ) -> Result<Vec<PendingConfirm>> {
         let mut confirms = Vec::new();
         for body in bodies {
-            confirms.push(self.send(queue, body, BasicProperties::default()).await?);
+            confirms.push(self.send(queue, body, Properties::default()).await?);
         }
         Ok(confirms)
     }
 
     /// Sends one persistent message toward `queue`: directly, or through the endpoint's
-    /// exchange (stamped with the user name, which RabbitMQ checks) for an endpoint's
+    /// exchange (stamped with the user name, which the broker checks) for an endpoint's
     /// connection.
-    async fn send(
-        &self,
-        queue: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<lapin::PublisherConfirm> {
-        let (exchange, key, properties) = match self.route(queue)? {
-            Some((exchange, key)) => (
-                exchange,
-                key.to_owned(),
-                properties.with_user_id(self.user.as_str().into()),
-            ),
-            None => (String::new(), queue.to_owned(), properties),
-        };
-        Ok(self
-            .publisher
-            .basic_publish(
-                exchange.as_str().into(),
-                key.as_str().into(),
-                BasicPublishOptions::default(),
-                body,
-                properties.with_delivery_mode(2),
-            )
-            .await?)
+    async fn send(&self, queue: &str, body: &[u8], mut properties: Properties) -> Result<PendingConfirm> {
+        match self.route(queue)? {
+            Some((exchange, key)) => {
+                properties.user_id = Some(self.user.clone());
+                self.transport.publish(&exchange, key, body, properties).await
+            }
+            None => self.transport.publish("", queue, body, properties).await,
+        }
     }
 
-    /// Starts consuming `queue` on a channel of its own, at most `prefetch` unacked
-    /// messages at a time.
+    /// Starts consuming `queue`, at most `prefetch` unacked messages at a time (on a
+    /// channel of its own with RabbitMQ).
     pub async fn consume(&self, queue: &str, prefetch: u16, tag: &str) -> Result<Consumer> {
-        let channel = self.conn.create_channel().await?;
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        let inner = channel
-            .basic_consume(
-                queue.into(),
-                tag.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(Consumer {
-            inner,
-            _channel: channel,
-            broker: self.clone(),
-        })
+        let deliveries = self.transport.consume(queue, prefetch, tag).await?;
+        Ok(Consumer::new(deliveries, self.clone()))
     }
 
     /// Deletes a queue (test cleanup); a missing queue is not an error.
     pub async fn delete_queue(&self, queue: &str) -> Result<()> {
-        let channel = self.conn.create_channel().await?;
-        channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await?;
-        let _ = channel.close(200, "done".into()).await;
-        Ok(())
+        self.transport.delete_queue(queue).await
     }
 
-    /// How many messages wait in `queue` (declares it passively).
+    /// How many messages wait in `queue` (declares it passively: an error when it does
+    /// not exist).
     pub async fn queue_len(&self, queue: &str) -> Result<u32> {
-        let channel = self.conn.create_channel().await?;
-        let q = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let _ = channel.close(200, "done".into()).await;
-        Ok(q.message_count())
+        self.transport.queue_len(queue).await
     }
 
-    /// Resolves, with what happened, once the connection has failed or closed.
-    ///
-    /// lapin tells each consumer when the connection dies, but a process waiting on
-    /// its consumers has been seen to miss it after RabbitMQ was killed (the error
-    /// logged, no consumer woken, the forwarder idle for good). Whoever holds the
-    /// connection for its whole life selects on this too: the connection's error
-    /// events, and its state once a second as the last guard.
+    /// Resolves, with what happened, once the connection has failed or closed. Whoever
+    /// holds the connection for its whole life selects on this too, not only on its
+    /// consumers.
     pub async fn lost(&self) -> String {
-        let mut events = std::pin::pin!(self.conn.events_listener());
-        let mut check = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                event = events.next() => match event {
-                    Some(lapin::Event::Error(e)) => return format!("the connection failed: {e}"),
-                    Some(_) => {}
-                    None => return "the connection's events ended".to_owned(),
-                },
-                _ = check.tick() => {
-                    let status = self.conn.status();
-                    if status.errored() {
-                        return "the connection failed".to_owned();
-                    }
-                    if status.closed() {
-                        return "the connection was closed".to_owned();
-                    }
-                }
-            }
-        }
+        self.transport.lost().await
     }
 
-    /// Closes the connection, waiting at most two seconds for RabbitMQ to agree (one
-    /// that has just died never answers, and the caller wants to reconnect).
+    /// Closes the connection, waiting at most two seconds for the broker to agree (one
+    /// that has just died never answers, and the caller wants to reconnect). The
+    /// messages its consumers hold unacked go back to their queues.
     pub async fn close(&self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.close(200, "bye".into())).await;
-    }
-}
-
-/// Messages arriving from one queue.
-pub struct Consumer {
-    inner: lapin::Consumer,
-    _channel: Channel,
-    broker: Broker,
-}
-
-impl Consumer {
-    /// The next message; `None` when the consumer was cancelled or the connection closed.
-    pub async fn next(&mut self) -> Option<Result<Delivery>> {
-        let item = self.inner.next().await?;
-        Some(self.wrap(item))
-    }
-
-    /// The next message if one has already arrived, without waiting: lets a caller
-    /// take every message waiting in the prefetch window and handle them together.
-    pub fn ready(&mut self) -> Option<Result<Delivery>> {
-        let item = self.inner.next().now_or_never()??;
-        Some(self.wrap(item))
-    }
-
-    /// Up to `most` messages and about `bytes` of bodies: the next one (waiting for it),
-    /// then whichever have already arrived. Empty when the consumer ended.
-    pub async fn next_batch(&mut self, most: usize, bytes: usize) -> Result<Vec<Delivery>> {
-        let Some(first) = self.next().await else {
-            return Ok(Vec::new());
-        };
-        let first = first?;
-        let mut size = first.body().len();
-        let mut batch = vec![first];
-        while batch.len() < most
-            && size < bytes
-            && let Some(more) = self.ready()
-        {
-            let more = more?;
-            size += more.body().len();
-            batch.push(more);
-        }
-        Ok(batch)
-    }
-
-    fn wrap(&self, item: lapin::Result<lapin::message::Delivery>) -> Result<Delivery> {
-        item.map_err(Error::from).map(|inner| Delivery {
-            inner,
-            broker: self.broker.clone(),
-        })
-    }
-}
-
-/// One message, to be acked once its work is safely done.
-pub struct Delivery {
-    inner: lapin::message::Delivery,
-    broker: Broker,
-}
-
-impl Delivery {
-    pub fn body(&self) -> &[u8] {
-        &self.inner.data
-    }
-
-    /// True when the broker delivered it before and it was not acked.
-    pub fn redelivered(&self) -> bool {
-        self.inner.redelivered
-    }
-
-    /// The publisher's user name, when it stamped one (RabbitMQ checks it is the user
-    /// the publisher logged in as).
-    pub fn user_id(&self) -> Option<&str> {
-        self.inner.properties.user_id().as_ref().map(|u| u.as_str())
-    }
-
-    /// The work is done: the broker may forget the message.
-    pub async fn ack(&self) -> Result<()> {
-        self.inner.ack(BasicAckOptions::default()).await?;
-        Ok(())
-    }
-
-    /// Give the message back for another delivery.
-    pub async fn requeue(&self) -> Result<()> {
-        self.inner
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Moves an undecodable message to the dead-letter queue with `reason` in its
-    /// `x-ferry-reason` header, then acks it. Nothing is lost and nothing loops.
-    pub async fn dead_letter(&self, reason: &str) -> Result<()> {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "x-ferry-reason".into(),
-            AMQPValue::LongString(LongString::from(reason.chars().take(1000).collect::<String>())),
-        );
-        headers.insert(
-            "x-ferry-queue".into(),
-            AMQPValue::LongString(LongString::from(self.inner.routing_key.as_str())),
-        );
-        let dead = self.broker.dead_queue();
-        let confirm = self
-            .broker
-            .send(
-                &dead,
-                &self.inner.data,
-                BasicProperties::default().with_headers(headers),
-            )
-            .await?;
-        if !confirm.await?.is_ack() {
-            return Err(Error::Nacked { queue: dead });
-        }
-        self.ack().await
-    }
-}
-
-/// A published message's confirm, still to come.
-pub struct Confirm {
-    inner: lapin::PublisherConfirm,
-    queue: String,
-}
-
-impl Confirm {
-    /// Waits until the broker has the message (an error when it refused it).
-    pub async fn wait(self) -> Result<()> {
-        if self.inner.await?.is_ack() {
-            Ok(())
-        } else {
-            Err(Error::Nacked { queue: self.queue })
-        }
+        self.transport.close().await
     }
 }

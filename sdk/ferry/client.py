@@ -88,8 +88,11 @@ class Batch:
 class Client:
     """A connection to a Ferry web-service.
 
-    ``url`` defaults to ``$FERRY_URL`` (else ``http://127.0.0.1:8000``) and ``token`` to
-    ``$FERRY_TOKEN``. The client is thread-safe: each thread keeps its own keep-alive
+    ``url`` defaults to ``$FERRY_URL``, ``token`` to ``$FERRY_TOKEN`` and the endpoint
+    tasks go to when none is named (:attr:`endpoint_id`) to ``$FERRY_ENDPOINT``; each
+    unset one comes from ``client.json`` in Ferry's home (``$FERRY_HOME``, else
+    ``~/.ferry``), which ``ferry dev`` writes, and the URL at last from
+    ``http://127.0.0.1:8000``. The client is thread-safe: each thread keeps its own keep-alive
     connection. When the service answers 429 (a limit was reached; the request was
     refused whole), the client waits as ``Retry-After`` says and sends it again, for up
     to ``limit_wait`` seconds in all before raising the :class:`APIError`. Submissions
@@ -110,8 +113,13 @@ class Client:
     ) -> None:
         self.limit_wait = limit_wait
         self.submit_retry = submit_retry
-        self.url = (url or os.environ.get("FERRY_URL") or "http://127.0.0.1:8000").rstrip("/")
-        self.token = token if token is not None else os.environ.get("FERRY_TOKEN")
+        saved = _saved_client() if not (url or os.environ.get("FERRY_URL")) else {}
+        self.url = (url or os.environ.get("FERRY_URL") or saved.get("url") or "http://127.0.0.1:8000").rstrip("/")
+        if token is None:
+            token = os.environ.get("FERRY_TOKEN") or saved.get("token")
+        self.token = token
+        #: The endpoint tasks go to when a call names none.
+        self.endpoint_id: str | None = os.environ.get("FERRY_ENDPOINT") or saved.get("endpoint_id")
         self.timeout = timeout
         parsed = urllib.parse.urlsplit(self.url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -301,20 +309,30 @@ class Client:
         walltime: float | None = None,
         events: bool = False,
     ) -> dict:
-        body = _session_body(endpoint_id, tasks, max_retries, walltime)
+        body = _session_body(self._endpoint(endpoint_id), tasks, max_retries, walltime)
         body["events"] = events
         return self._request("POST", "/v1/tasks", body, idempotent=True)
+
+    def _endpoint(self, endpoint_id: str | None) -> str:
+        """``endpoint_id``, else the client's default, else a clear error."""
+        chosen = endpoint_id or self.endpoint_id
+        if not chosen:
+            raise FerryError(
+                "no endpoint named: pass endpoint_id=..., set FERRY_ENDPOINT, or start one with `ferry dev`"
+            )
+        return str(chosen)
 
     def run(
         self,
         *args: Any,
-        endpoint_id: str,
         function_id: str,
+        endpoint_id: str | None = None,
         max_retries: int | None = None,
         walltime: float | None = None,
         **kwargs: Any,
     ) -> str:
-        """Runs a registered function once on an endpoint; returns the task id.
+        """Runs a registered function once on an endpoint (:attr:`endpoint_id` when
+        none is named); returns the task id.
 
         ``max_retries``: how often the task may be retried after its worker or manager
         dies (the service's default when ``None``). ``walltime``: seconds the task may
@@ -516,3 +534,23 @@ def _session_body(
             {"function_id": f, "payload": p, "max_retries": max_retries, "walltime_secs": walltime} for f, p in tasks
         ]
     return {"endpoint_id": str(endpoint_id), "tasks": listed}
+
+
+def ferry_home() -> str:
+    """Ferry's home: ``$FERRY_HOME``, else ``~/.ferry``."""
+    return os.environ.get("FERRY_HOME") or os.path.join(os.path.expanduser("~"), ".ferry")
+
+
+def _saved_client() -> dict:
+    """``client.json`` in Ferry's home (written by ``ferry dev``), or nothing."""
+    path = os.path.join(ferry_home(), "client.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise FerryError(f"cannot read {path}: {e}") from None
+    if not isinstance(saved, dict):
+        raise FerryError(f"{path} must hold a JSON object with url, token and endpoint_id")
+    return saved

@@ -34,7 +34,8 @@ _STOP = object()
 
 
 class Executor(cf.Executor):
-    """Runs ``fn(*args, **kwargs)`` on ``endpoint_id``.
+    """Runs ``fn(*args, **kwargs)`` on ``endpoint_id`` (default: the client's, see
+    :class:`~ferry.Client`, so ``Executor()`` alone uses the endpoint ``ferry dev`` runs).
 
     Each callable is registered once. A submitter thread sends whatever is queued in one
     request (up to ``batch_size`` tasks) as soon as it wakes, so single calls go out at
@@ -47,15 +48,16 @@ class Executor(cf.Executor):
 
     def __init__(
         self,
-        endpoint_id: str,
+        endpoint_id: str | None = None,
         client: Client | None = None,
         batch_size: int = 256,
         max_retries: int | None = None,
         walltime: float | None = None,
         use_websocket: bool = True,
     ) -> None:
-        self.endpoint_id = str(endpoint_id)
         self.client = client or Client()
+        # None: the client's endpoint ($FERRY_ENDPOINT, or the one `ferry dev` runs).
+        self.endpoint_id = self.client._endpoint(endpoint_id)
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.walltime = walltime

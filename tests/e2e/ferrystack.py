@@ -1,7 +1,9 @@
 """A real Ferry stack as processes: the built binaries (``FERRY_BIN_DIR``, default
 ``target/debug``) against the real RabbitMQ and Redis, in a namespace of their own: a
-web-service, a forwarder and a local endpoint. Used by the end-to-end tests and by the
-benchmark."""
+web-service, a forwarder and a local endpoint (:class:`Stack`); or the same three run by
+``ferry dev`` on its embedded store and broker (:class:`DevStack`, chosen by
+``FERRY_TEST_BACKENDS=embedded`` through :func:`make_stack`). Used by the end-to-end
+tests and by the benchmark."""
 
 from __future__ import annotations
 
@@ -94,6 +96,7 @@ class Stack:
         else:
             self.env["FERRY_PYTHON"] = python
         self.procs: dict[str, subprocess.Popen] = {}
+        self.user_name = "py-tester"
 
     def spawn(self, name: str, *args: str) -> None:
         log = open(self.dir / f"{name}.log", "ab")
@@ -192,3 +195,91 @@ class Stack:
 
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.procs.items() if p.poll() is None}
+
+
+class DevStack:
+    """``ferry dev`` (the binary ``ferry-dev``) with a home of its own: the web-service,
+    the forwarder and a local endpoint on the embedded store and broker. It offers what
+    the SDK tests use of :class:`Stack`: ``url``, ``token``, ``endpoint_id``, ``env``,
+    ``run`` (the store's URL comes from ferry dev's banner), ``user_name``."""
+
+    def __init__(self, workers: int = 2, bin_dir: Path | None = None, python: str | None = sys.executable) -> None:
+        self.bin = (Path(bin_dir) if bin_dir else BIN).resolve()
+        if not (self.bin / "ferry-dev").exists():
+            raise RuntimeError(f"{self.bin / 'ferry-dev'} is missing: run `cargo build --bins` first")
+        self.workers = workers
+        self.python = python
+        self.dir = Path(tempfile.mkdtemp(prefix="ferry-py-dev-"))
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.user_name = "dev"
+        self.env = dict(
+            os.environ,
+            FERRY_HOME=str(self.dir / "home"),
+            FERRY_RESULT_TTL_SECS="900",
+            FERRY_HEARTBEAT_INTERVAL_MS="500",
+            PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+            RUST_LOG=os.environ.get("TEST_RUST_LOG", "info"),
+        )
+        for var in ("FERRY_URL", "FERRY_TOKEN", "FERRY_ENDPOINT", "FERRY_DEV_REDIS_URL", "FERRY_DEV_AMQP_URL"):
+            self.env.pop(var, None)
+        self.proc: subprocess.Popen | None = None
+
+    def banner(self) -> str:
+        return (self.dir / "ferry-dev.out").read_text()
+
+    def field(self, name: str) -> str:
+        for line in self.banner().splitlines():
+            parts = line.split()
+            if parts[:1] == [name]:
+                return parts[1]
+        raise AssertionError(f"no {name} in ferry dev's banner:\n{self.banner()}")
+
+    def start(self) -> None:
+        python = ["--python", self.python] if self.python else []
+        self.proc = subprocess.Popen(
+            [str(self.bin / "ferry-dev"), "--listen", f"127.0.0.1:{self.port}", "--workers", str(self.workers), *python],
+            env=self.env,
+            stdout=open(self.dir / "ferry-dev.out", "wb"),
+            stderr=open(self.dir / "ferry-dev.err", "wb"),
+            stdin=subprocess.DEVNULL,
+            cwd=self.dir,
+        )
+
+        def running() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ferry dev exited: {(self.dir / 'ferry-dev.err').read_text()}")
+            return "Ferry is running" in self.banner()
+
+        _wait(running, 90, "ferry dev", self.dir)
+        saved = json.loads((self.dir / "home" / "client.json").read_text())
+        self.token, self.endpoint_id = saved["token"], saved["endpoint_id"]
+        self.env["FERRY_REDIS_URL"] = self.field("store")
+        self.env["FERRY_NAMESPACE"] = "ferry-dev"
+        _wait(self._endpoint_ready, 60, "a manager to connect", self.dir)
+
+    _endpoint_ready = Stack._endpoint_ready
+
+    def run(self, name: str, *args: str) -> str:
+        out = subprocess.run([str(self.bin / name), *args], env=self.env, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if not os.environ.get("FERRY_TEST_KEEP_DIR"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def pids(self) -> dict[str, int]:
+        return {"ferry-dev": self.proc.pid} if self.proc and self.proc.poll() is None else {}
+
+
+def make_stack(**kwargs) -> Stack | DevStack:
+    """A :class:`DevStack` with ``FERRY_TEST_BACKENDS=embedded``, else a :class:`Stack`."""
+    if os.environ.get("FERRY_TEST_BACKENDS") == "embedded":
+        return DevStack(**kwargs)
+    return Stack(**kwargs)

@@ -280,7 +280,7 @@ def test_a_function_shared_with_a_user_runs_for_them_and_only_then(client, stack
 
     other = Client(stack.url, token=stack.run("ferry-web-service", "create-user", "py-sharer"))
     me = client.whoami()
-    assert me["name"] == "py-tester" and me["endpoint_id"] is None
+    assert me["name"] == stack.user_name and me["endpoint_id"] is None
     fid = other.register_function(double)
 
     with pytest.raises(APIError) as refused:

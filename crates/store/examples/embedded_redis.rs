@@ -17,6 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let options = Options {
         password: std::env::var("FERRY_EMBEDDED_PASSWORD").ok(),
         snapshot: args.next().map(Into::into),
+        snapshot_every: None,
     };
     let server = Server::start(addr, options).await?;
     println!("{}", server.url());

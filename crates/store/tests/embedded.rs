@@ -140,6 +140,7 @@ async fn a_password_makes_every_connection_authenticate_first() {
     let server = server(Options {
         password: Some("s3cret/pw".into()),
         snapshot: None,
+        snapshot_every: None,
     })
     .await;
     assert!(
@@ -457,6 +458,7 @@ async fn subscribers_hear_what_commands_and_scripts_publish() {
     let server = server(Options {
         password: Some("pw".into()),
         snapshot: None,
+        snapshot_every: None,
     })
     .await;
     let client = redis::Client::open(server.url()).unwrap();
@@ -595,6 +597,7 @@ async fn a_snapshot_keeps_the_keyspace_across_a_restart_but_not_expired_keys() {
     let options = Options {
         password: None,
         snapshot: Some(path.clone()),
+        snapshot_every: None,
     };
     let first = server(options.clone()).await;
     let mut conn = connect(&first).await;
@@ -686,6 +689,7 @@ async fn a_corrupt_snapshot_is_an_error_naming_its_file() {
     let options = Options {
         password: None,
         snapshot: Some(path.clone()),
+        snapshot_every: None,
     };
     let err = Server::start("127.0.0.1:0".parse().unwrap(), options)
         .await
@@ -693,4 +697,33 @@ async fn a_corrupt_snapshot_is_an_error_naming_its_file() {
         .expect("refused");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn a_snapshot_is_written_every_interval_so_a_killed_process_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dev.json");
+    let options = Options {
+        password: None,
+        snapshot: Some(path.clone()),
+        snapshot_every: Some(Duration::from_millis(100)),
+    };
+    let first = server(options.clone()).await;
+    let mut conn = connect(&first).await;
+    conn.set::<_, _, ()>("kept", "yes").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&path).is_ok_and(|text| text.contains("kept")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot written within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Dropped, not shut down: as a process killed would leave it.
+    drop(conn);
+    drop(first);
+    let second = server(options).await;
+    let mut conn = connect(&second).await;
+    assert_eq!(conn.get::<_, String>("kept").await.unwrap(), "yes");
+    second.shutdown().await.unwrap();
 }

@@ -24,6 +24,10 @@ pub fn init(default_filter: &str) {
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT; exits the process on the second.
+///
+/// A process started by a supervisor that set `FERRY_PARENT_PID` (`ferry dev`) also
+/// stops when that parent dies, however it dies: the kernel sends it SIGTERM (the
+/// parent-death signal), so a killed `ferry dev` leaves no service running.
 pub async fn cancel_on_signal(token: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -32,6 +36,10 @@ pub async fn cancel_on_signal(token: CancellationToken) {
             return;
         }
     };
+    if parent_gone() {
+        tracing::warn!("the process that started this one (FERRY_PARENT_PID) is gone: shutting down");
+        token.cancel();
+    }
     for round in 0..2 {
         tokio::select! {
             _ = term.recv() => {}
@@ -45,4 +53,28 @@ pub async fn cancel_on_signal(token: CancellationToken) {
             std::process::exit(130);
         }
     }
+}
+
+/// With `FERRY_PARENT_PID` set, asks the kernel for SIGTERM when that parent dies, and
+/// says whether it is gone already (it may have died before the request). A process
+/// whose parent is another one (a manager the endpoint started, which inherited the
+/// variable) while the named process lives is not the one meant, and does nothing.
+fn parent_gone() -> bool {
+    let Some(parent) = std::env::var("FERRY_PARENT_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    if rustix::process::getppid() != Some(parent) {
+        // Either that parent died already (this process was reparented), or it is not
+        // this process's parent at all.
+        return rustix::process::test_kill_process(parent).is_err();
+    }
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM)) {
+        tracing::warn!(error = %e, "cannot ask for a signal when the parent process dies");
+    }
+    // It may have died between the two calls.
+    rustix::process::getppid() != Some(parent)
 }

@@ -2,14 +2,67 @@
 
 use std::path::{Path, PathBuf};
 
-/// Redis URL for tests (`FERRY_TEST_REDIS`).
+/// Redis URL for tests (`FERRY_TEST_REDIS`), or the embedded store's (see [`embedded`]).
 pub fn redis_url() -> String {
+    if embedded() {
+        return embedded_backends().0.clone();
+    }
     std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// RabbitMQ URL for tests (`FERRY_TEST_AMQP`).
+/// RabbitMQ URL for tests (`FERRY_TEST_AMQP`), or the embedded broker's (see [`embedded`]).
 pub fn amqp_url() -> String {
+    if embedded() {
+        return embedded_backends().1.clone();
+    }
     std::env::var("FERRY_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// True with `FERRY_TEST_BACKENDS=embedded`: stacks run on Ferry's embedded store and
+/// broker (what `ferry dev` runs on) instead of Redis and RabbitMQ, so the end-to-end
+/// tests that need no fault injection check both backends. Started once per test
+/// process, on a runtime of their own (a test's runtime ends with the test).
+pub fn embedded() -> bool {
+    std::env::var("FERRY_TEST_BACKENDS").as_deref() == Ok("embedded")
+}
+
+fn embedded_backends() -> &'static (String, String) {
+    static BACKENDS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    BACKENDS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("a runtime for the embedded backends");
+            runtime.block_on(async move {
+                let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                let store = ferry_store::embedded::Server::start(
+                    loopback,
+                    ferry_store::embedded::Options {
+                        password: Some("test-store".into()),
+                        snapshot: None,
+                        snapshot_every: None,
+                    },
+                )
+                .await
+                .expect("the embedded store starts");
+                let broker = ferry_broker::embedded::Server::start(
+                    loopback,
+                    ferry_broker::embedded::ServerOptions {
+                        password: Some("test-broker".into()),
+                    },
+                )
+                .await
+                .expect("the embedded broker starts");
+                let _ = tx.send((store.url(), broker.url("ferry")));
+                // They serve until the test process ends.
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().expect("the embedded backends started")
+    })
 }
 
 /// The management API of the RabbitMQ at [`amqp_url`] (`FERRY_TEST_AMQP_ADMIN`): stacks on

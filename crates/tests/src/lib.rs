@@ -1,6 +1,7 @@
 //! The end-to-end harness: [`Stack::start`] runs the real binaries (web-service,
 //! forwarder, an endpoint with its managers and workers) against the real RabbitMQ and
-//! Redis, in a namespace of their own, so tests run in parallel without meeting.
+//! Redis, in a namespace of their own, so tests run in parallel without meeting; with
+//! `FERRY_TEST_BACKENDS=embedded`, against Ferry's embedded store and broker instead.
 //!
 //! Each part gets a log file in the stack's temp dir; `FERRY_TEST_KEEP_DIR=1` keeps the
 //! dir (and prints where it is) for a look after the run. [`env`] says where the
@@ -14,7 +15,7 @@ pub mod tls;
 
 use env::bin;
 pub use env::free_port;
-pub use env::{amqp_admin_url, amqp_url, bin_dir, python, redis_url, repo_root};
+pub use env::{amqp_admin_url, amqp_url, bin_dir, embedded, python, redis_url, repo_root};
 pub use payloads::{json_args, pack, python_source};
 
 use std::process::{Child, Command, Stdio};
@@ -91,7 +92,8 @@ impl Stack {
     pub async fn start_configured(amqp: String, redis: String, env: &[(&str, &str)]) -> Self {
         let admin = amqp_admin_url();
         let mut env = env.to_vec();
-        if amqp == amqp_url() && !env.iter().any(|(k, _)| *k == "FERRY_AMQP_ADMIN_URL") {
+        // (The embedded broker has no management API: one identity for all.)
+        if amqp == amqp_url() && !embedded() && !env.iter().any(|(k, _)| *k == "FERRY_AMQP_ADMIN_URL") {
             env.push(("FERRY_AMQP_ADMIN_URL", admin.as_str()));
         }
         let env = env.as_slice();

@@ -31,6 +31,9 @@ pub struct Options {
     /// When set, the keyspace is read from this file at start (if it exists) and
     /// written to it at [`Server::shutdown`].
     pub snapshot: Option<PathBuf>,
+    /// With a snapshot, also write it this often, so a
+    /// process killed (not shut down) loses at most this much.
+    pub snapshot_every: Option<Duration>,
 }
 
 /// The keyspace and the scripts, behind the one lock every command takes.
@@ -146,6 +149,9 @@ impl Server {
         let tasks = TaskTracker::new();
         tasks.spawn(accept(listener, shared.clone(), shutdown.clone(), tasks.clone()));
         tasks.spawn(sweep(shared.clone(), shutdown.clone()));
+        if let (Some(path), Some(every)) = (options.snapshot.clone(), options.snapshot_every) {
+            tasks.spawn(save_every(shared.clone(), path, every, shutdown.clone()));
+        }
         tracing::info!(addr = %shared.local_addr, "embedded Redis-compatible store listening");
         Ok(Server {
             shared,
@@ -196,6 +202,32 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Writes the snapshot every `every` until shutdown (which writes the last one). A
+/// failed write is logged and tried again next time.
+async fn save_every(shared: Arc<Shared>, path: PathBuf, every: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let bytes = match snapshot::capture(&shared.lock().db) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(error = %e, "embedded store: cannot capture the snapshot");
+                continue;
+            }
+        };
+        let target = path.clone();
+        match tokio::task::spawn_blocking(move || snapshot::write(&target, &bytes)).await {
+            Ok(Ok(())) => tracing::debug!(path = %path.display(), "embedded store: snapshot written"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, path = %path.display(), "embedded store: cannot write the snapshot")
+            }
+            Err(e) => tracing::warn!(error = %e, "embedded store: the snapshot writer failed"),
+        }
     }
 }
 

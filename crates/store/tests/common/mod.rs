@@ -26,6 +26,7 @@ pub(crate) async fn store() -> Store {
         let options = Options {
             password: Some(format!("pw-{}", uuid::Uuid::new_v4().simple())),
             snapshot: None,
+            snapshot_every: None,
         };
         let server = Server::start("127.0.0.1:0".parse().unwrap(), options)
             .await

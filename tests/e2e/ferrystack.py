@@ -264,14 +264,15 @@ class DevStack:
         out = subprocess.run([str(self.bin / name), *args], env=self.env, capture_output=True, text=True, check=True)
         return out.stdout.strip()
 
-    def stop(self) -> None:
+    def stop(self, keep: bool = False) -> None:
+        """Ctrl-C's signal; ``keep`` leaves the home for a :meth:`start` again."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        if not os.environ.get("FERRY_TEST_KEEP_DIR"):
+        if not keep and not os.environ.get("FERRY_TEST_KEEP_DIR"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def pids(self) -> dict[str, int]:

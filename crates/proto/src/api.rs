@@ -23,6 +23,41 @@ pub struct Version {
     pub version: String,
 }
 
+/// `GET /v1/health`: what this web-service can reach, and whether a forwarder runs.
+/// Answered 200 when the store and the broker answer and a forwarder is alive, else 503
+/// with the same body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// `ok`, or `degraded` when any check below failed.
+    pub status: String,
+    pub version: String,
+    pub store: HealthCheck,
+    pub broker: HealthCheck,
+    pub forwarder: ForwarderHealth,
+}
+
+/// One backend's answer to the health check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HealthCheck {
+    pub ok: bool,
+    /// What failed (when not `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether a forwarder (which dispatches tasks and records endpoints' reports and
+/// heartbeats) has swept recently.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ForwarderHealth {
+    pub alive: bool,
+    /// Unix seconds of its last sweep; absent when none ever ran in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<f64>,
+}
+
 /// A function's kind, as the API names it (for the API's description; the wire carries
 /// a string, checked by `messages::FunctionKind::from_wire_name`).
 #[cfg(feature = "openapi")]
@@ -273,10 +308,11 @@ pub struct TaskDoc {
     pub stdout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
-    /// Why the task waits, from its endpoint's last report (`GET /v1/tasks/{id}` only,
-    /// while the task is `received`, `waiting-for-ep` or `waiting-for-nodes`): the
-    /// endpoint is offline, every worker is busy, a block is pending in the scheduler's
-    /// queue (with its job id and the scheduler's reason), scaling is paused (and why).
+    /// Why the task waits (`GET /v1/tasks/{id}` only, while the task is `received`,
+    /// `waiting-for-ep` or `waiting-for-nodes`): no forwarder is running to dispatch it
+    /// (and since when one was seen), the endpoint is offline (and for how long), every
+    /// worker is busy, a block is pending in the scheduler's queue (with its job id and
+    /// the scheduler's reason), scaling is paused (and why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
     pub history: Vec<HistoryEntry>,

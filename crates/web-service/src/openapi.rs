@@ -69,7 +69,7 @@ pub struct IdempotencyKey {
 #[openapi(
     info(title = "Ferry", description = "Ferry's HTTP API (v1): functions, endpoints, tasks, sessions and their data (docs/http-api.md); and the routes the Globus Compute SDK calls (tag globus-compute, docs/globus-compute.md)."),
     paths(
-        version, whoami, register_function, get_function, share_function, register_endpoint,
+        version, health, whoami, register_function, get_function, share_function, register_endpoint,
         list_endpoints, get_endpoint, delete_endpoint, submit, create_sessions, get_session,
         session_tasks, cancel_session, get_task, cancel_task, get_batch, cancel_batch, status,
         task_input, task_function, put_result, still_to_run,
@@ -104,6 +104,11 @@ pub fn json() -> String {
 
 #[utoipa::path(get, path = "/v1/version", security(()), responses((status = 200, body = Version)))]
 fn version() {}
+
+#[utoipa::path(get, path = "/v1/health", security(()), responses(
+    (status = 200, body = Health, description = "the store and the broker answer and a forwarder is alive"),
+    (status = 503, body = Health, description = "a check failed: the body says which")))]
+fn health() {}
 
 #[utoipa::path(get, path = "/v1/whoami", responses(
     (status = 200, body = Whoami), (status = 401, body = ErrorBody)))]

@@ -130,6 +130,10 @@ impl Sweeper {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // Seen alive: the web-service names a missing forwarder as why tasks wait.
+            self.store
+                .mark_forwarder_alive(now_micros(), self.period.as_millis() as u64)
+                .await?;
             self.sweep_endpoints().await?;
             self.sweep_batches().await?;
             self.sweep_received().await?;

@@ -9,6 +9,7 @@ mod credentials;
 mod events;
 mod finished;
 mod idempotency;
+mod liveness;
 mod pending;
 mod registry;
 mod rows;
@@ -20,6 +21,7 @@ pub use credentials::{CredentialInfo, Principal, UserInfo};
 pub use events::{EventReader, EventWaker};
 pub use finished::FinishedTasks;
 pub use idempotency::KeyClaim;
+pub use liveness::ForwarderSeen;
 pub use registry::LostClaim;
 
 use std::borrow::Cow;

@@ -223,14 +223,40 @@ pub fn endpoint_doc(e: &EndpointRecord, viewer: UserId) -> EndpointDoc {
     }
 }
 
-/// Why a task in `state` waits, told from its endpoint's last heartbeat: offline, all
-/// workers busy, blocks pending in the scheduler's queue (job and reason), scaling
-/// paused. `None` when the endpoint says nothing useful.
-pub(crate) fn why_waiting(state: TaskState, e: &EndpointRecord) -> Option<String> {
+/// Why a task in `state` waits, told from the forwarder's liveness (`forwarder`: when
+/// one last swept) and its endpoint's last heartbeat: no forwarder to dispatch it (or to
+/// record heartbeats), the endpoint offline since when, all workers busy, blocks pending
+/// in the scheduler's queue (job and reason), scaling paused. `None` when nothing
+/// useful is known.
+pub(crate) fn why_waiting(
+    state: TaskState,
+    e: &EndpointRecord,
+    forwarder: Option<ferry_store::ForwarderSeen>,
+) -> Option<String> {
+    let now = now_micros();
+    let no_forwarder = match forwarder {
+        Some(seen) if seen.alive(now) => None,
+        Some(seen) => Some(format!("no forwarder has been seen for {}", ago(now, seen.at))),
+        None => Some("no forwarder has ever run in this namespace".to_owned()),
+    };
+    if let Some(missing) = &no_forwarder {
+        let what = if state == TaskState::Received {
+            "not yet dispatched to its endpoint's queue"
+        } else {
+            "its endpoint's reports and heartbeats are not being recorded"
+        };
+        return Some(format!(
+            "{what}: {missing} (the forwarder dispatches tasks and records what endpoints report: is ferry-forwarder running?)"
+        ));
+    }
     let doc = endpoint_doc(e, e.owner);
     if doc.status != "online" {
+        let since = match e.last_heartbeat {
+            Some(at) => format!("no heartbeat for {}", ago(now, at)),
+            None => "it has never sent a heartbeat".to_owned(),
+        };
         return Some(format!(
-            "endpoint {} ({}) is offline: the task waits in its queue until it comes back",
+            "endpoint {} ({}) is offline ({since}): the task waits in its queue until it comes back",
             e.name, e.endpoint_id
         ));
     }
@@ -317,4 +343,15 @@ pub(crate) async fn still_to_run(
     let run = state.store.still_to_run(id, &copies).await?;
     tracing::info!(endpoint_id = %id, asked = copies.len(), to_run = run.len(), "copies an endpoint holds (given again or re-dispatched): still to run");
     Ok(Json(StillToRun { run }))
+}
+
+/// How long ago `then` was, for people: `4 s`, `3 min`, `2 h 5 min`, `3 d`.
+pub(crate) fn ago(now: ferry_proto::time::Micros, then: ferry_proto::time::Micros) -> String {
+    let secs = now.saturating_sub(then) / 1_000_000;
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86400 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+        _ => format!("{} d", secs / 86400),
+    }
 }

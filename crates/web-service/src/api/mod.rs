@@ -20,6 +20,7 @@ pub use tasks::task_doc;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/version", get(version))
+        .route("/v1/health", get(health))
         .route("/openapi.json", get(openapi))
         .route("/v1/whoami", get(whoami))
         .route("/v1/functions", post(functions::register))
@@ -73,6 +74,69 @@ async fn openapi() -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         JSON.get_or_init(crate::openapi::json).clone(),
+    )
+}
+
+/// How long each health check may take.
+const HEALTH_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /v1/health` (no token): whether this web-service reaches Redis and RabbitMQ and
+/// whether a forwarder swept recently; 200 when all do, else 503 naming what failed.
+async fn health(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> (axum::http::StatusCode, Json<ferry_proto::api::Health>) {
+    use ferry_proto::api::{ForwarderHealth, Health, HealthCheck};
+    let check = |outcome: Result<Result<(), String>, tokio::time::error::Elapsed>| match outcome {
+        Ok(Ok(())) => HealthCheck {
+            ok: true,
+            error: None,
+        },
+        Ok(Err(e)) => HealthCheck {
+            ok: false,
+            error: Some(e),
+        },
+        Err(_) => HealthCheck {
+            ok: false,
+            error: Some(format!("no answer within {HEALTH_WITHIN:?}")),
+        },
+    };
+    let store = check(
+        tokio::time::timeout(HEALTH_WITHIN, state.store.ping())
+            .await
+            .map(|r| r.map_err(|e| e.to_string())),
+    );
+    let broker = check(
+        tokio::time::timeout(
+            HEALTH_WITHIN,
+            state.with_broker(|b| async move { b.queue_len(&b.submissions_queue()).await }),
+        )
+        .await
+        .map(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+    );
+    let seen = if store.ok {
+        state.store.forwarder_seen().await.ok().flatten()
+    } else {
+        None
+    };
+    let forwarder = ForwarderHealth {
+        alive: seen.is_some_and(|s| s.alive(ferry_proto::time::now_micros())),
+        last_seen: seen.map(|s| ferry_proto::time::to_secs(s.at)),
+    };
+    let ok = store.ok && broker.ok && forwarder.alive;
+    let code = if ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(Health {
+            status: if ok { "ok" } else { "degraded" }.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            store,
+            broker,
+            forwarder,
+        }),
     )
 }
 

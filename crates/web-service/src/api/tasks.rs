@@ -112,7 +112,8 @@ pub(crate) async fn get(
         TaskState::Received | TaskState::WaitingForEp | TaskState::WaitingForNodes
     ) && let Some(endpoint) = state.store.get_endpoint(endpoint_id).await?
     {
-        doc.waiting = super::endpoints::why_waiting(task_state, &endpoint);
+        let forwarder = state.store.forwarder_seen().await?;
+        doc.waiting = super::endpoints::why_waiting(task_state, &endpoint, forwarder);
     }
     Ok(Json(doc))
 }

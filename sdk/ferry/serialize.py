@@ -245,11 +245,26 @@ def deserialize_data(buffer: str) -> Any:
     return _load(buffer)
 
 
+def _missing_module(e: BaseException, what: str) -> DeserializationError | None:
+    """A clear error (``what``: "the function needs") when loading failed for a module
+    this Python lacks (the usual
+    cause: the function was written where ``numpy`` is installed, and runs where it is
+    not), else None."""
+    cause = e if isinstance(e, ModuleNotFoundError) else e.__cause__
+    if not isinstance(cause, ModuleNotFoundError) or not cause.name:
+        return None
+    version = ".".join(map(str, sys.version_info[:3]))
+    return DeserializationError(
+        f"{what} module {cause.name!r}, which the endpoint's Python ({sys.executable} {version}) "
+        f"does not have: install it there, or run the endpoint with a Python that has it"
+    )
+
+
 def deserialize_function(code: str) -> Callable[..., Any]:
     """Reads back a function: a packed buffer (the first buffer that loads wins) or a
-    bare serialized buffer."""
+    bare serialized buffer. One that needs a module this Python lacks says which."""
     try:
-        buffers = unpack(code) + [code]
+        buffers = unpack(code)
     except DeserializationError:
         buffers = [code]
     errors = []
@@ -257,6 +272,9 @@ def deserialize_function(code: str) -> Callable[..., Any]:
         try:
             fn = _load(buffer)
         except DeserializationError as e:
+            missing = _missing_module(e, "the function needs")
+            if missing is not None:
+                raise missing from e.__cause__
             errors.append(str(e))
             continue
         if not callable(fn):
@@ -297,15 +315,24 @@ def unpack_args(payload: str | bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
         try:
             args = _args_fast(payload)
         except Exception as e:
-            raise DeserializationError(f"cannot load a '00' buffer: {type(e).__name__}: {e}") from e
+            raise (
+                _missing_module(e, "the task's arguments need")
+                or DeserializationError(f"cannot load a '00' buffer: {type(e).__name__}: {e}")
+            ) from e
         if args is not None:
             return args, {}
         payload = payload.decode("utf-8")
     buffers = unpack(payload)
     if len(buffers) != 2:
         raise DeserializationError(f"a task payload holds 2 buffers (args, kwargs), not {len(buffers)}")
-    args = deserialize_data(buffers[0])
-    kwargs = {} if buffers[1] == _NO_KWARGS else deserialize_data(buffers[1])
+    try:
+        args = deserialize_data(buffers[0])
+        kwargs = {} if buffers[1] == _NO_KWARGS else deserialize_data(buffers[1])
+    except DeserializationError as e:
+        missing = _missing_module(e, "the task's arguments need")
+        if missing is not None:
+            raise missing from e.__cause__
+        raise
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
         raise DeserializationError("a task payload must hold a sequence of args and a dict of kwargs")
     return tuple(args), kwargs

@@ -112,3 +112,31 @@ def test_malformed_buffers_raise_a_clear_error(bad):
 def test_a_non_callable_function_buffer_is_refused():
     with pytest.raises(DeserializationError, match="not a callable"):
         deserialize_function(pack([serialize_data(5)]))
+
+
+def test_a_function_needing_a_module_the_endpoint_lacks_says_which(tmp_path, monkeypatch):
+    """Written where a module exists, run where it does not: the error names the module
+    and the Python, not the serialization's internals."""
+    import sys
+
+    import pytest
+
+    from ferry.errors import DeserializationError
+    from ferry.serialize import deserialize_function, pack_args, serialize_function, unpack_args
+
+    (tmp_path / "ferry_test_only_here.py").write_text("VALUE = 21\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import ferry_test_only_here as only_here
+
+    code = serialize_function(lambda: only_here.VALUE * 2)
+    payload = pack_args((only_here,), {"m": only_here})
+    # Now on "the endpoint": the module is gone.
+    monkeypatch.delitem(sys.modules, "ferry_test_only_here")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    with pytest.raises(DeserializationError) as e:
+        deserialize_function(code)
+    message = str(e.value)
+    assert "the function needs module 'ferry_test_only_here'" in message, message
+    assert sys.executable in message and "not a serialized buffer" not in message, message
+    with pytest.raises(DeserializationError, match="the task's arguments need module 'ferry_test_only_here'"):
+        unpack_args(payload)

@@ -8,6 +8,7 @@
 """
 
 from .client import Batch, Client, Session, ShellFunction
+from .session import Outcome
 from .errors import APIError, DeserializationError, FerryError, RemoteExecutionError, TaskPending
 from .executor import Executor
 
@@ -19,6 +20,7 @@ __all__ = [
     "Executor",
     "FerryError",
     "RemoteExecutionError",
+    "Outcome",
     "Session",
     "ShellFunction",
     "TaskPending",

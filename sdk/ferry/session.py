@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import collections
+import sys
 import time
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from .errors import FerryError
 from .results import _entry
@@ -12,7 +13,73 @@ from .results import _entry
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["Session"]
+__all__ = ["Session", "Outcome"]
+
+
+class Outcome:
+    """A finished task's outcome, read like a done ``concurrent.futures.Future``:
+    :meth:`result` returns the value or raises the task's exception; :meth:`exception`
+    returns the exception or ``None``."""
+
+    __slots__ = ("task_id", "status", "_value", "_exception")
+
+    def __init__(self, task_id: str, entry: dict) -> None:
+        self.task_id = task_id
+        self.status = entry["status"]
+        self._value = entry.get("result")
+        self._exception: BaseException | None = entry.get("exception")
+        if entry.get("pending"):
+            self._exception = FerryError(f"task {task_id} has not finished ({self.status})")
+
+    @property
+    def ok(self) -> bool:
+        return self._exception is None
+
+    def result(self) -> Any:
+        if self._exception is not None:
+            raise self._exception
+        return self._value
+
+    def exception(self) -> BaseException | None:
+        return self._exception
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.task_id!r}, {self.status!r})"
+
+
+class _ProgressLine:
+    """One line on ``out`` saying how far a session is: rewritten in place on a
+    terminal, else printed again at most every ``every`` seconds (logs, notebooks'
+    files), and once more at the end."""
+
+    def __init__(self, session_id: str, out: TextIO, every: float = 10.0) -> None:
+        self.session_id = session_id
+        self.out = out
+        self.tty = out.isatty()
+        self.every = every
+        self.started = time.monotonic()
+        self.last_printed = 0.0
+
+    def __call__(self, doc: dict) -> None:
+        counts = doc.get("counts", {})
+        size = doc.get("size") or 0
+        ok, failed = counts.get("success", 0), counts.get("failed", 0)
+        done = ok + failed
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        percent = 100 * done // size if size else 100
+        line = (
+            f"session {self.session_id}: {done:,}/{size:,} done ({ok:,} ok, {failed:,} failed) "
+            f"{percent}% {done / elapsed:,.0f} tasks/s"
+        )
+        finished = not doc.get("pending", True)
+        now = time.monotonic()
+        if self.tty:
+            self.out.write("\r\033[K" + line + ("\n" if finished else ""))
+            self.out.flush()
+        elif finished or now - self.last_printed >= self.every:
+            self.last_printed = now
+            self.out.write(line + "\n")
+            self.out.flush()
 
 
 class Session:
@@ -42,12 +109,18 @@ class Session:
     def wait(
         self,
         timeout: float | None = None,
-        progress: Callable[[dict], None] | None = None,
+        progress: Callable[[dict], None] | bool | None = None,
         interval: float = 0.2,
     ) -> dict:
-        """Waits until every task is terminal and returns the final status. Calls
-        ``progress(status)`` after each poll. Raises :class:`TimeoutError` after
-        ``timeout`` seconds."""
+        """Waits until every task is terminal and returns the final status.
+        ``progress=True`` draws one line on stderr (rewritten in place on a terminal:
+        done/size, ok and failed, percent, tasks/s); a callable is called with the
+        status after each poll instead. Raises :class:`TimeoutError` after ``timeout``
+        seconds."""
+        if progress is True:
+            progress = _ProgressLine(self.id, sys.stderr)
+        elif progress is False:
+            progress = None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             doc = self.status()
@@ -65,6 +138,13 @@ class Session:
         finished, ``result`` or ``exception``."""
         for doc in self.client.iter_session_tasks(self.id, page_size):
             yield doc["task_id"], _entry(doc)
+
+    def outcomes(self, page_size: int = 1000) -> Iterator[Outcome]:
+        """An :class:`Outcome` for every task in submission order: ``o.result()`` is
+        the value or raises the task's exception (a cancelled task's too), as a done
+        future's would."""
+        for task_id, entry in self.results(page_size):
+            yield Outcome(task_id, entry)
 
     def as_completed(self, timeout: float | None = None) -> Iterator[tuple[str, dict]]:
         """``(task_id, entry)`` for every task as it finishes (entries as in

@@ -261,6 +261,35 @@ def test_several_sessions_in_one_request_and_a_session_timeout(client, stack):
         assert entry["status"] == "failed"
         assert "timed out" in str(entry["exception"])
     assert client.get_session(s1.id)["counts"]["success"] == 1
+    # Outcomes read like done futures: a value, or the task's exception raised.
+    (o1,) = list(s1.outcomes())
+    assert o1.ok and o1.result() == 9 and o1.exception() is None
+    for o in s2.outcomes():
+        assert not o.ok and "timed out" in str(o.exception())
+        with pytest.raises(type(o.exception())):
+            o.result()
+
+
+def test_a_cancelled_sessions_outcomes_and_its_progress_line(client, stack, capsys):
+    nap = client.register_shell_function("sleep 30")
+    quick = client.register_function(square)
+    batch = client.create_batch()
+    batch.add(quick, 4)
+    for _ in range(3):
+        batch.add(nap)
+    session = client.submit_session(stack.endpoint_id, batch)
+    client.get_result(session.task_ids[0], timeout=60)
+    session.cancel()
+    final = session.wait(timeout=60, progress=True)
+    assert final["counts"]["failed"] == 3
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == f"session {session.id}: 4/4 done (1 ok, 3 failed) 100% " + line.split("100% ")[1], line
+    assert line.endswith("tasks/s"), line
+    outcomes = list(session.outcomes())
+    assert [o.task_id for o in outcomes] == session.task_ids
+    assert outcomes[0].result() == 16
+    for o in outcomes[1:]:
+        assert "cancelled" in str(o.exception())
 
 
 def test_the_executor_gets_its_results_over_the_websocket(client, stack):

@@ -207,7 +207,7 @@ async fn wait_serving(url: &str, running: &mut [Child]) -> anyhow::Result<()> {
 }
 
 /// The dev user's token: the one an earlier run kept while the store still knows it,
-/// else a new user's.
+/// else another for the dev user, else a new user's.
 async fn user_token(
     home: &Home,
     url: &str,
@@ -224,13 +224,23 @@ async fn user_token(
             return Ok(token);
         }
     }
-    let mut create = children::command("ferry-web-service");
-    service_env(&mut create);
-    let output = create
-        .args(["create-user", "dev"])
+    // The dev user (kept in the store) with a token lost: another token; else a new user.
+    let admin = |args: &'static [&'static str]| {
+        let mut command = children::command("ferry-web-service");
+        service_env(&mut command);
+        command.args(args);
+        command
+    };
+    let mut output = admin(&["token", "create", "dev", "--label", "ferry dev"])
         .output()
         .await
-        .context("cannot run ferry-web-service create-user")?;
+        .context("cannot run ferry-web-service token create")?;
+    if !output.status.success() {
+        output = admin(&["create-user", "dev"])
+            .output()
+            .await
+            .context("cannot run ferry-web-service create-user")?;
+    }
     if !output.status.success() {
         bail!(
             "ferry-web-service create-user failed: {}",

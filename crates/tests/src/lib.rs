@@ -153,6 +153,14 @@ impl Stack {
         self.admin(&["create-user", name])
     }
 
+    /// Runs an operator's command of this stack's web-service as it is, failing or not.
+    pub fn admin_output(&self, args: &[&str]) -> std::process::Output {
+        self.command("ferry-web-service")
+            .args(args)
+            .output()
+            .expect("ferry-web-service")
+    }
+
     /// Runs an operator's command of this stack's web-service (`user ...`, `token ...`);
     /// what it printed, trimmed. It must succeed.
     pub fn admin(&self, args: &[&str]) -> String {

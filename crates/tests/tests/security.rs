@@ -507,6 +507,14 @@ async fn tokens_are_listed_revoked_and_expire_within_seconds() {
             async move { version_with(short).await == 401 }
         })
         .await;
+    // A name is one user: asked again, create-user refuses and says how to get a token.
+    let again = stack.admin_output(&["create-user", "tester"]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "a second user named tester was made");
+    assert!(
+        said.contains("a user named tester exists already") && said.contains("token create tester"),
+        "{said}"
+    );
     // A second token for the stack's user, listed by id, revoked by id.
     let users = admin(&["user", "list"]);
     assert!(users.contains("tester") && users.contains("temp"), "{users}");

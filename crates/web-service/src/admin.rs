@@ -12,7 +12,8 @@ use crate::Config;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum UserCommand {
-    /// Create a user; prints their first token on stdout.
+    /// Create a user; prints their first token on stdout. A name already taken is
+    /// refused (`token create NAME` gives that user another token).
     Create {
         name: String,
         /// The token stops working after this long (`90d`, `12h`).
@@ -59,6 +60,14 @@ pub async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
     let store = store(config).await?;
     match command {
         UserCommand::Create { name, expires } => {
+            if let Some(existing) = store.find_user(&name).await?
+                && existing.name == name
+            {
+                anyhow::bail!(
+                    "a user named {name} exists already ({}): `ferry-web-service token create {name}` gives them another token",
+                    existing.user_id
+                );
+            }
             let (user, token) = store.create_user_expiring(&name, micros(expires)).await?;
             eprintln!("created user {name} ({user})");
             println!("{token}");

@@ -81,6 +81,9 @@ mod tests {
         let slow = ForwarderSeen { at, every_ms: 3_000 };
         assert!(slow.alive(at + 14_999_000), "five sweeps of 3 s");
         assert!(!slow.alive(at + 15_000_000));
-        assert!(slow.alive(at - 1_000_000), "a clock a little behind is not a death");
+        assert!(
+            slow.alive(at - 1_000_000),
+            "a clock a little behind is not a death"
+        );
     }
 }

@@ -391,6 +391,13 @@ class Client:
         ``reason`` (``timeout``/``cancelled``) when failed."""
         return self._request("GET", f"/v1/sessions/{session_id}")
 
+    def list_sessions(self, limit: int = 50, before: float | None = None) -> dict:
+        """Your sessions, newest first: ``{"sessions": [...], "next_before"}``, each as
+        :meth:`get_session` gives it; pass ``next_before`` as ``before`` for the next
+        (older) page."""
+        query = f"?limit={int(limit)}" + (f"&before={before!r}" if before is not None else "")
+        return self._request("GET", f"/v1/sessions{query}")
+
     def iter_session_tasks(self, session_id: str, page_size: int = 1000) -> Iterator[dict]:
         """Every task record of a session, in submission order, a page per request (a
         smaller page when a page's results are more than one answer may carry)."""

@@ -330,3 +330,28 @@ def test_a_function_shared_with_a_user_runs_for_them_and_only_then(client, stack
     with pytest.raises(APIError) as unknown:
         other.share_function(fid, shared_with=["00000000-0000-0000-0000-000000000000"])
     assert unknown.value.http_status == 400 and "shared_with" in str(unknown.value)
+
+
+def test_sessions_are_listed_newest_first_a_page_at_a_time(client, stack):
+    from ferry import APIError, Client
+
+    fid = client.register_function(square)
+    made = []
+    for i in range(3):
+        batch = client.create_batch()
+        batch.add(fid, i)
+        made.append(client.submit_session(stack.endpoint_id, batch).id)
+    listed = client.list_sessions(limit=1000)["sessions"]
+    ids = [s["session_id"] for s in listed]
+    assert ids[:3] == made[::-1], "newest first"
+    assert all({"status", "counts", "size", "created_at"} <= set(s) for s in listed)
+    # A page at a time: each page's next_before leads to the older ones.
+    first = client.list_sessions(limit=2)
+    assert [s["session_id"] for s in first["sessions"]] == made[:0:-1]
+    second = client.list_sessions(limit=2, before=first["next_before"])
+    assert second["sessions"][0]["session_id"] == made[0]
+    # Another user sees none of them.
+    other = Client(stack.url, token=stack.run("ferry-web-service", "create-user", "py-lister"))
+    assert other.list_sessions()["sessions"] == []
+    with pytest.raises(APIError, match="limit must be 1 to 1000"):
+        client.list_sessions(limit=0)

@@ -205,6 +205,16 @@ pub struct SessionDoc {
     pub callback: Option<CallbackStatus>,
 }
 
+/// `GET /v1/sessions`: the caller's sessions, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionList {
+    pub sessions: Vec<SessionDoc>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<f64>,
+}
+
 /// How a session's webhook deliveries are going.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

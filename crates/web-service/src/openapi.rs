@@ -70,7 +70,7 @@ pub struct IdempotencyKey {
     info(title = "Ferry", description = "Ferry's HTTP API (v1): functions, endpoints, tasks, sessions and their data (docs/http-api.md); and the routes the Globus Compute SDK calls (tag globus-compute, docs/globus-compute.md)."),
     paths(
         version, health, whoami, register_function, get_function, share_function, register_endpoint,
-        list_endpoints, get_endpoint, delete_endpoint, submit, create_sessions, get_session,
+        list_endpoints, get_endpoint, delete_endpoint, submit, create_sessions, list_sessions, get_session,
         session_tasks, cancel_session, get_task, cancel_task, get_batch, cancel_batch, status,
         task_input, task_function, put_result, still_to_run,
         globus_version, globus_register_function, globus_get_function, globus_submit, globus_get_task,
@@ -161,6 +161,12 @@ fn submit() {}
     (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
     (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
 fn create_sessions() {}
+
+#[utoipa::path(get, path = "/v1/sessions", params(
+    ("before" = Option<f64>, Query, minimum = 0, description = "only sessions created before this (Unix seconds): the last page's next_before"),
+    ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000)),
+    responses((status = 200, body = SessionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+fn list_sessions() {}
 
 #[utoipa::path(get, path = "/v1/sessions/{id}", params(("id" = String, Path, format = Uuid)), responses(
     (status = 200, body = SessionDoc), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),

@@ -14,6 +14,42 @@ use crate::records::*;
 
 impl Store {
     /// A batch and the ids of its tasks, in submission order.
+    /// A user's sessions, newest first: up to `limit` created before `before` (all when
+    /// `None`), with their status; ones whose records expired are dropped from the list.
+    pub async fn user_sessions(
+        &self,
+        owner: UserId,
+        before: Option<Micros>,
+        limit: usize,
+    ) -> Result<Vec<BatchStatus>> {
+        let mut conn = self.conn.clone();
+        let key = self.user_sessions_key(owner);
+        let max = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
+        let ids: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(&key)
+            .arg(max)
+            .arg("-inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Ok(batch) = id.parse::<BatchId>() else {
+                let _: () = conn.zrem(&key, &id).await?;
+                continue;
+            };
+            match self.batch_status(batch).await? {
+                Some(status) => out.push(status),
+                None => {
+                    let _: () = conn.zrem(&key, &id).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn get_batch(&self, id: BatchId) -> Result<Option<(BatchRecord, Vec<TaskId>)>> {
         let Some(status) = self.batch_status(id).await? else {
             return Ok(None);

@@ -220,6 +220,12 @@ impl Store {
         format!("{}:user:{id}:eps", self.ns)
     }
 
+    /// A user's sessions (batches), scored by when they were created: what
+    /// `GET /v1/sessions` lists.
+    fn user_sessions_key(&self, user: UserId) -> String {
+        format!("{}:user:{user}:sessions", self.ns)
+    }
+
     /// Unfinished tasks per user (`u:<id>`) and per endpoint (`e:<id>`).
     fn unfinished_key(&self) -> String {
         format!("{}:unfinished", self.ns)

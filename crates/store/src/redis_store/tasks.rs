@@ -77,6 +77,17 @@ impl Store {
                 ],
             )
             .ignore();
+            // Listed by GET /v1/sessions; entries past the records' time to live go.
+            let sessions = self.user_sessions_key(batch.owner);
+            pipe.zadd(&sessions, &batch_id, batch.created_at).ignore();
+            if self.result_ttl_secs > 0 {
+                let gone = batch.created_at.saturating_sub(self.result_ttl_secs * 1_000_000);
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(&sessions)
+                    .arg("-inf")
+                    .arg(format!("({gone}"))
+                    .ignore();
+            }
             if batch.events {
                 pipe.hset(&batch_key, "ev", 1).ignore();
             }

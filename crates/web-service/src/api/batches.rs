@@ -1,15 +1,16 @@
 //! Batches are sessions: `GET /v1/batches/{id}` (the batch and its task ids), and
-//! `POST /v1/sessions` (several at once), `GET /v1/sessions/{id}` (counts per state, in
-//! O(1)), `GET /v1/sessions/{id}/tasks` (pages of tasks with their results).
+//! `POST /v1/sessions` (several at once), `GET /v1/sessions` (the caller's, newest
+//! first), `GET /v1/sessions/{id}` (counts per state, in O(1)),
+//! `GET /v1/sessions/{id}/tasks` (pages of tasks with their results).
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use ferry_proto::api::{
-    BatchDoc, SessionCreated, SessionDoc, SessionTasksPage, SessionsRequest, SessionsResponse,
+    BatchDoc, SessionCreated, SessionDoc, SessionList, SessionTasksPage, SessionsRequest, SessionsResponse,
 };
-use ferry_proto::time::to_secs;
+use ferry_proto::time::{Micros, to_secs};
 use ferry_proto::{BatchId, TaskState, UserId};
 use ferry_store::BatchStatus;
 
@@ -72,6 +73,53 @@ pub(crate) async fn create_sessions(
         .await
     })
     .await
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ListQuery {
+    /// Only sessions created before this (Unix seconds): the last page's `next_before`.
+    before: Option<f64>,
+    #[serde(default = "default_list_limit")]
+    limit: usize,
+}
+
+fn default_list_limit() -> usize {
+    50
+}
+
+/// Most sessions in one page.
+const MAX_LIST: usize = 1000;
+
+/// `GET /v1/sessions`: the caller's sessions (while their records are kept), newest
+/// first, a page at a time.
+pub(crate) async fn list_sessions(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    crate::extract::FerryQuery(query): crate::extract::FerryQuery<ListQuery>,
+) -> ApiResult<Json<SessionList>> {
+    if query.limit == 0 || query.limit > MAX_LIST {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_LIST}, not {}",
+            query.limit
+        )));
+    }
+    let before = match query.before {
+        Some(b) if !(b.is_finite() && b >= 0.0) => {
+            return Err(ApiError::bad_request(format!(
+                "before must be Unix seconds, not {b}"
+            )));
+        }
+        Some(b) => Some((b * 1e6) as Micros),
+        None => None,
+    };
+    let found = state.store.user_sessions(user, before, query.limit).await?;
+    let next_before = (found.len() == query.limit)
+        .then(|| found.last().map(|s| to_secs(s.record.created_at)))
+        .flatten();
+    Ok(Json(SessionList {
+        sessions: found.iter().map(session_doc).collect(),
+        next_before,
+    }))
 }
 
 /// `GET /v1/sessions/{id}`: counts per state, from one hash.

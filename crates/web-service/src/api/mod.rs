@@ -45,7 +45,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/batches/{id}", get(batches::get))
         .route("/v1/batches/{id}/cancel", post(cancel::batch))
         .route("/v1/ws", get(ws::upgrade))
-        .route("/v1/sessions", post(batches::create_sessions))
+        .route(
+            "/v1/sessions",
+            post(batches::create_sessions).get(batches::list_sessions),
+        )
         .route("/v1/sessions/{id}", get(batches::get_session))
         .route("/v1/sessions/{id}/tasks", get(batches::session_tasks))
         .route("/v1/sessions/{id}/cancel", post(cancel::batch))

@@ -164,6 +164,8 @@ static COMMANDS: &[Command] = &[
     data("ZSCORE", 3, R, sorted_sets::zscore),
     data("ZCARD", 2, R, sorted_sets::zcard),
     data("ZRANGEBYSCORE", -4, R, sorted_sets::zrangebyscore),
+    data("ZREVRANGEBYSCORE", -4, R, sorted_sets::zrevrangebyscore),
+    data("ZREMRANGEBYSCORE", 4, W, sorted_sets::zremrangebyscore),
     // lists
     data("RPUSH", -3, W, lists::rpush),
     data("LPUSH", -3, W, lists::lpush),

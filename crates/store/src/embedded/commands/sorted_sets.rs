@@ -93,8 +93,38 @@ fn score_bound(arg: &[u8]) -> Result<ScoreBound, Frame> {
 
 /// `ZRANGEBYSCORE key min max [WITHSCORES] [LIMIT offset count]`.
 pub(super) fn zrangebyscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
+    range_by_score(ctx, args, false)
+}
+
+/// `ZREVRANGEBYSCORE key max min [WITHSCORES] [LIMIT offset count]`: highest first.
+pub(super) fn zrevrangebyscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
+    range_by_score(ctx, args, true)
+}
+
+/// `ZREMRANGEBYSCORE key min max`: how many members it removed.
+pub(super) fn zremrangebyscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     let min = score_bound(&args[2])?;
     let max = score_bound(&args[3])?;
+    let Some(set) = ctx.db.sorted_set(&args[1])? else {
+        return Ok(Frame::Integer(0));
+    };
+    let doomed: Vec<Bytes> = set.range_by_score(min, max).map(|(m, _)| m.clone()).collect();
+    let set = ctx.db.sorted_set_mut(&args[1])?;
+    for member in &doomed {
+        set.remove(member);
+    }
+    ctx.db.drop_if_empty(&args[1]);
+    Ok(Frame::Integer(doomed.len() as i64))
+}
+
+fn range_by_score(ctx: &mut Ctx<'_>, args: &[Bytes], reverse: bool) -> Reply {
+    let (min, max) = if reverse {
+        (&args[3], &args[2])
+    } else {
+        (&args[2], &args[3])
+    };
+    let min = score_bound(min)?;
+    let max = score_bound(max)?;
     let (mut with_scores, mut offset, mut limit) = (false, 0usize, None);
     let mut options = args[4..].iter();
     while let Some(option) = options.next() {
@@ -115,8 +145,11 @@ pub(super) fn zrangebyscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     }
     let mut out = Vec::new();
     if let Some(set) = ctx.db.sorted_set(&args[1])? {
-        let range = set.range_by_score(min, max).skip(offset);
-        for (member, score) in range.take(limit.unwrap_or(usize::MAX)) {
+        let mut all: Vec<(&Bytes, f64)> = set.range_by_score(min, max).collect();
+        if reverse {
+            all.reverse();
+        }
+        for (member, score) in all.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)) {
             out.push(Frame::Bulk(member.clone()));
             if with_scores {
                 out.push(Frame::bulk(format_score(score)));

@@ -1,6 +1,7 @@
 //! What a user sees when a task does not move: the task's `waiting` names a missing
 //! forwarder (and since when one was seen) or an offline endpoint (and for how long),
-//! and `GET /v1/health` reports the store, the broker and the forwarder.
+//! and `GET /v1/health` reports the store, the broker and the forwarder; an endpoint's
+//! clean stop is logged as one, not as a loss.
 
 use std::time::Duration;
 
@@ -82,6 +83,19 @@ async fn a_task_for_a_stopped_endpoint_says_for_how_long_it_has_been_offline() {
     assert!(
         waiting.contains(&stack.endpoint_id.unwrap().to_string()),
         "{waiting}"
+    );
+    // A clean stop (its last heartbeat said goodbye) is not reported as a loss.
+    stack
+        .wait_until(WITHIN, "the forwarder to note the clean stop", || async {
+            stack
+                .log_text("ferry-forwarder")
+                .contains("endpoint stopped cleanly")
+        })
+        .await;
+    let forwarder = stack.log_text("ferry-forwarder");
+    assert!(
+        !forwarder.contains("endpoint lost: its heartbeats stopped"),
+        "{forwarder}"
     );
     stack.start_part(Part::Endpoint);
     assert_eq!(stack.wait_done(id, WITHIN).await.status, "success");

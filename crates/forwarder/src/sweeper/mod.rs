@@ -206,12 +206,21 @@ impl Sweeper {
                 }
             }
             let moved = self.endpoint_lost(endpoint).await?;
-            tracing::warn!(
-                %endpoint,
-                last_heartbeat = ?record.last_heartbeat,
-                tasks = moved,
-                "endpoint lost: its heartbeats stopped; its tasks wait for it again"
-            );
+            if record.heartbeat_interval_ms == 0 {
+                // Its last heartbeat said goodbye (`interval_ms` 0): a clean stop.
+                tracing::info!(
+                    %endpoint,
+                    tasks = moved,
+                    "endpoint stopped cleanly; the tasks it had not finished wait for it again"
+                );
+            } else {
+                tracing::warn!(
+                    %endpoint,
+                    last_heartbeat = ?record.last_heartbeat,
+                    tasks = moved,
+                    "endpoint lost: its heartbeats stopped; its tasks wait for it again"
+                );
+            }
         }
         Ok(())
     }

@@ -16,7 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write the config of a new endpoint.
+    /// Write the config of a new endpoint, or change the settings given of an existing
+    /// one.
     Configure(Box<cli::Configure>),
     /// Start an endpoint (detached unless --foreground).
     Start {
@@ -48,12 +49,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List configured endpoints.
-    List,
+    /// List configured endpoints: whether each runs, what the service sees, its workers.
+    List {
+        /// One JSON array instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the end of a detached endpoint's log (`endpoint.log`), and with --follow
+    /// what it writes next, until Ctrl-C.
+    Logs {
+        name: String,
+        /// Keep printing what the endpoint writes, as `tail -f`.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines to print first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    ferry_telemetry::exit_code(run(Cli::parse()))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Configure(args) => cli::configure(*args),
         Command::Start {
@@ -75,13 +94,15 @@ fn main() -> anyhow::Result<()> {
             let running = runtime()?.block_on(cli::status(&name, json))?;
             std::process::exit(if running { 0 } else { 3 })
         }
-        Command::List => cli::list(),
+        Command::List { json } => runtime()?.block_on(cli::list(json)),
+        Command::Logs { name, follow, lines } => cli::logs(&name, lines, follow),
     }
 }
 
 fn foreground(name: &str) -> anyhow::Result<()> {
     ferry_telemetry::init("ferry_endpoint=info,ferry_manager=info,ferry_worker=info");
     let (dir, config) = cli::load(name)?;
+    cli::check_python(name, &config)?;
     state::write_pid(&dir)?;
     let result = runtime()?.block_on(async {
         let shutdown = CancellationToken::new();

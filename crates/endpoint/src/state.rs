@@ -84,6 +84,41 @@ pub fn clear_running(dir: &Path) {
     let _ = std::fs::remove_file(dir.join("endpoint.pid"));
 }
 
+/// Whether the endpoint's process runs, as its files and the process table tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// `endpoint.pid` names a live process.
+    Running { pid: u32 },
+    /// Neither `endpoint.pid` nor `running.json`: stopped cleanly, or never started.
+    NotRunning,
+    /// A file names a process that is gone: it was killed (SIGKILL, the out-of-memory
+    /// killer) or crashed, and could not clear its files. `left` is the file.
+    Dead { pid: u32, left: &'static str },
+}
+
+/// The endpoint's process (see [`Process`]).
+pub fn process(dir: &Path) -> Process {
+    if let Some(pid) = read_pid(dir) {
+        if alive(pid) {
+            return Process::Running { pid };
+        }
+        let left = if dir.join("running.json").exists() {
+            "running.json"
+        } else {
+            "endpoint.pid"
+        };
+        return Process::Dead { pid, left };
+    }
+    match read_running(dir) {
+        Some(r) if alive(r.pid) => Process::Running { pid: r.pid },
+        Some(r) => Process::Dead {
+            pid: r.pid,
+            left: "running.json",
+        },
+        None => Process::NotRunning,
+    }
+}
+
 /// True when a process with this pid exists and has not exited (a zombie, which its
 /// parent has not reaped yet, has).
 pub fn alive(pid: u32) -> bool {

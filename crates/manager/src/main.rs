@@ -16,7 +16,11 @@ struct Cli {
 // One thread: the manager only relays frames, and cross-thread wake-ups would cost more
 // than the work.
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    ferry_telemetry::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ferry_telemetry::init("ferry_manager=info");
     // A worker's processes that leave its process group are reparented here when the

@@ -1,7 +1,8 @@
 //! What every Ferry binary does the same way at its edges: tracing set up once
 //! (`RUST_LOG` over a per-binary default; `FERRY_LOG_FORMAT=json` for JSON lines; logs on
-//! stderr, so stdout stays for data), and SIGTERM / Ctrl-C turned into a cancellation,
-//! with a second signal exiting at once.
+//! stderr, so stdout stays for data), SIGTERM / Ctrl-C turned into a cancellation,
+//! with a second signal exiting at once, and an error at exit printed as its chain of
+//! causes ([`exit_code`]).
 
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -77,4 +78,90 @@ fn parent_gone() -> bool {
     }
     // It may have died between the two calls.
     rustix::process::getppid() != Some(parent)
+}
+
+/// A command's outcome as the process's exit: `error: ...` and one `caused by: ...` line
+/// per cause on stderr, and exit code 1. Never a backtrace, whatever `RUST_BACKTRACE`
+/// says: a user needs the causes, not the frames of the code that gave up (returning
+/// `anyhow::Result` from `main` prints its `Debug`, 18 frames with `RUST_BACKTRACE=1`).
+///
+/// ```
+/// let outcome: Result<(), Box<dyn std::error::Error + Send + Sync>> = Ok(());
+/// assert_eq!(ferry_telemetry::exit_code(outcome), std::process::ExitCode::SUCCESS);
+/// ```
+pub fn exit_code<E>(outcome: Result<(), E>) -> std::process::ExitCode
+where
+    E: std::ops::Deref<Target = dyn std::error::Error + Send + Sync + 'static>,
+{
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprint!("{}", error_chain(&*e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error: <e>` and a `caused by: <source>` line per source, each line ended. A cause
+/// whose text the line before already holds (`cannot read x: <cause>`) is not repeated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = format!("error: {e}\n");
+    let mut said = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !said.contains(&text) {
+            out.push_str(&format!("caused by: {text}\n"));
+        }
+        said = text;
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn an_error_is_printed_with_its_causes_one_per_line() {
+        let e = Layer(
+            "cannot start endpoint ep",
+            Some(Box::new(Layer(
+                "cannot reach the web-service",
+                Some(Box::new(Layer("connection refused", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "error: cannot start endpoint ep\ncaused by: cannot reach the web-service\ncaused by: connection refused\n"
+        );
+    }
+
+    #[test]
+    fn a_cause_the_message_already_holds_is_not_repeated() {
+        let e = Layer(
+            "cannot read config.toml: permission denied",
+            Some(Box::new(Layer("permission denied", None))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "error: cannot read config.toml: permission denied\n"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry_tests::rabbit::Rabbit;
-use ferry_tests::{Part, Stack};
+use ferry_tests::{Part, Stack, python};
 use serde_json::{Value, json};
 
 const WITHIN: Duration = Duration::from_secs(90);
@@ -109,7 +109,10 @@ async fn a_cancel_made_during_an_alarm_reaches_the_endpoint_after_it_clears() {
     // queued there when its cancel comes is killed as it starts: its first moments run).
     stack.set_env("FERRY_TASKS_PER_WORKER", "1");
     stack
-        .start_endpoint_with("[provider]\nkind = \"local\"\nmax_workers_per_node = 1\n")
+        .start_endpoint_with(&format!(
+            "[provider]\nkind = \"local\"\nmax_workers_per_node = 1\npython = \"{}\"\n",
+            python()
+        ))
         .await;
     let log = stack.dir.path().join("ran.log");
     let gate = stack.dir.path().join("gate");

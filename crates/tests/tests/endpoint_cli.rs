@@ -1,14 +1,17 @@
 //! `ferry-endpoint` as a user drives it: `configure` (a commented file, or a Globus
-//! Compute import), bad configs refused by key and line, `check` naming a missing
-//! scheduler, `status` listing blocks, `delete` deregistering (and refusing while tasks
-//! wait).
+//! Compute import; on an existing endpoint, only the settings given change), bad configs
+//! refused by key and line, a Python without `ferry` refused at `start` (and a worker's
+//! host dying at start saying why in the task's error), `check` naming a missing
+//! scheduler, `start` detached saying where it logs, `logs`, `status` and `list` telling
+//! the process from the service's view, errors as their causes without a backtrace,
+//! `delete` deregistering (and refusing while tasks wait).
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use std::time::Duration;
 
-use ferry_tests::{Part, Stack, bin_dir, repo_root};
+use ferry_tests::{Part, Stack, bin_dir, json_args, python, python_source, repo_root};
 use serde_json::{Value, json};
 
 /// `ferry-endpoint ARGS` with `FERRY_HOME` at `home` and nothing else of a stack.
@@ -18,6 +21,7 @@ fn endpoint(home: &Path, args: &[&str]) -> Output {
         .env("FERRY_HOME", home)
         .env_remove("FERRY_TOKEN")
         .env_remove("FERRY_URL")
+        .env_remove("FERRY_PYTHON")
         .output()
         .expect("ferry-endpoint")
 }
@@ -249,5 +253,406 @@ async fn a_task_on_its_way_to_an_endpoint_deleted_meanwhile_fails_saying_so() {
     assert_eq!(doc.status, "failed");
     let why = doc.exception.unwrap_or_default();
     assert!(why.contains(&format!("endpoint {id} was deleted")), "{why}");
+    stack.shutdown().await;
+}
+
+/// An executable `python` in `dir` running `script` (a shell script's body).
+fn fake_python(dir: &Path, script: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("python");
+    std::fs::write(&path, format!("#!/bin/sh\n{script}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+/// A real interpreter that cannot see the ferry package (`-I -S`: no PYTHONPATH, no
+/// site-packages).
+fn python_without_ferry(dir: &Path) -> String {
+    fake_python(dir, "exec python3 -I -S \"$@\"\n")
+}
+
+#[test]
+fn start_refuses_a_python_without_ferry_naming_it_the_cause_and_the_fix() {
+    let home = tempfile::tempdir().unwrap();
+    let bare = python_without_ferry(home.path());
+    let out = endpoint(
+        home.path(),
+        &[
+            "configure",
+            "ep",
+            "--url",
+            "http://127.0.0.1:1",
+            "--python",
+            &bare,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    for start in [&["start", "ep", "--foreground"][..], &["start", "ep"]] {
+        let out = endpoint(home.path(), start);
+
+        let said = text(&out);
+        assert!(!out.status.success(), "{start:?} started: {said}");
+        assert!(said.contains(&bare), "{start:?} names the interpreter: {said}");
+        assert!(
+            said.contains("No module named 'ferry'"),
+            "{start:?} gives the cause: {said}"
+        );
+        assert!(
+            said.contains("ferry-endpoint configure ep --python PATH"),
+            "{start:?} says how to fix it: {said}"
+        );
+        let dir = home.path().join("endpoints/ep");
+        assert!(!dir.join("endpoint.pid").exists(), "{start:?}: nothing started");
+        assert!(!dir.join("endpoint.log").exists(), "{start:?}: nothing started");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_host_that_dies_at_start_puts_its_stderr_in_the_tasks_error() {
+    let mut stack = Stack::start_without_endpoint().await;
+    // It passes `start`'s check (`-c "import ferry, dill"` goes to the real one), and
+    // dies as the worker starts its host, as a broken environment would.
+    let python = fake_python(
+        stack.dir.path(),
+        &format!(
+            "if [ \"$1\" = -c ]; then exec {} \"$@\"; fi\n\
+             echo 'Traceback (most recent call last):' >&2\n\
+             echo \"ImportError: libpython-test.so: cannot open shared object file\" >&2\n\
+             exit 1\n",
+            python()
+        ),
+    );
+    stack
+        .start_endpoint_with(&format!(
+            "[provider]\nkind = \"local\"\nmax_workers_per_node = 1\npython = \"{python}\"\n"
+        ))
+        .await;
+    let f = stack
+        .register(
+            "python",
+            "identity",
+            &python_source("identity", "def identity(x):\n    return x\n"),
+        )
+        .await;
+
+    let task = stack.submit(&[(&f, &json_args(&json!([1])))]).await[0];
+
+    let doc = stack.wait_done(task, Duration::from_secs(60)).await;
+    assert_eq!(doc.status, "failed");
+    let why = doc.exception.unwrap_or_default();
+    assert!(why.contains("the Python host exited (exit code 1)"), "{why}");
+    assert!(
+        why.contains("ImportError: libpython-test.so: cannot open shared object file"),
+        "the host's stderr is in the error: {why}"
+    );
+    stack.shutdown().await;
+}
+
+#[test]
+fn configure_on_an_existing_endpoint_changes_only_the_settings_given() {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("endpoints/ep/config.toml");
+    let out = endpoint(
+        home.path(),
+        &[
+            "configure",
+            "ep",
+            "--url",
+            "http://ferry.example:8000",
+            "--workers",
+            "3",
+            "--python",
+            "/usr/bin/python3",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = endpoint(
+        home.path(),
+        &[
+            "configure",
+            "ep",
+            "--python",
+            "/venv/bin/python",
+            "--set",
+            "provider.init_blocks=0",
+            "--set",
+            "prefetch=16",
+        ],
+    );
+
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("python: /usr/bin/python3 -> /venv/bin/python"),
+        "{said}"
+    );
+    assert!(said.contains("init_blocks: (default) -> 0"), "{said}");
+    assert!(said.contains("prefetch: 64 -> 16"), "{said}");
+    assert!(!said.contains("url:"), "the URL did not change: {said}");
+    let config = std::fs::read_to_string(&file).unwrap();
+    for kept in [
+        "url = \"http://ferry.example:8000\"",
+        "max_workers_per_node = 3",
+        "python = \"/venv/bin/python\"",
+        "init_blocks = 0",
+        "prefetch = 16",
+        "# Ferry endpoint \"ep\"",
+    ] {
+        assert!(config.contains(kept), "{kept} in {config}");
+    }
+
+    // A change that makes the config invalid is refused, and the file stays.
+    let out = endpoint(home.path(), &["configure", "ep", "--set", "provider.workerz=2"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("workerz"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), config);
+
+    // Nothing given: nothing to do, and the way to start over is named.
+    let out = endpoint(home.path(), &["configure", "ep"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--force"), "{}", text(&out));
+
+    // --force writes the file anew: what is not given goes back to its default.
+    let out = endpoint(home.path(), &["configure", "ep", "--force", "--workers", "5"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config = std::fs::read_to_string(&file).unwrap();
+    assert!(config.contains("url = \"http://127.0.0.1:8000\""), "{config}");
+    assert!(config.contains("max_workers_per_node = 5"), "{config}");
+}
+
+#[test]
+fn cli_errors_are_their_causes_without_a_backtrace() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("endpoints/ep");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Registered once with a service that is gone now: deleting it must ask that service.
+    std::fs::write(
+        dir.join("config.toml"),
+        "url = \"http://127.0.0.1:1\"\ntoken = \"fy_x\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("endpoint.json"),
+        r#"{"endpoint_id":"01a24ad3-c228-705a-90cc-820478680347"}"#,
+    )
+    .unwrap();
+
+    let out = Command::new(bin_dir().join("ferry-endpoint"))
+        .args(["delete", "ep"])
+        .env("FERRY_HOME", home.path())
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("FERRY_TOKEN")
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot reach the web-service at http://127.0.0.1:1/"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\ncaused by: "), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.trim_start().starts_with("0:")),
+        "{stderr}"
+    );
+
+    // The services' binaries print their errors the same way (one shared exit).
+    let out = Command::new(bin_dir().join("ferry-manager"))
+        .args(["--endpoint", "127.0.0.1:1", "--workers", "1"])
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("FERRY_ENDPOINT_CERT_SHA256")
+        .env_remove("FERRY_MANAGER_SECRET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("error: "), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+}
+
+/// `ferry-endpoint status NAME --json` of the stack's endpoint.
+fn status_json(stack: &Stack) -> (Option<i32>, Value) {
+    let out = stack.endpoint_cli(&["status", "ep", "--json"]);
+    let doc =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {}", text(&out)));
+    (out.status.code(), doc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_detached_endpoint_says_where_it_logs_and_status_tells_the_process_from_the_service() {
+    let stack = Stack::start_without_endpoint().await;
+    let out = stack.endpoint_cli(&[
+        "configure",
+        "ep",
+        "--url",
+        &stack.url,
+        "--token",
+        &stack.token,
+        "--python",
+        &python(),
+        "--workers",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = stack.endpoint_dir().join("endpoint.log");
+
+    // Registered by `configure`, never started: no process, and no heartbeat recorded.
+    let (code, doc) = status_json(&stack);
+    assert_eq!(code, Some(3), "{doc}");
+    assert_eq!(doc["process"], "not-running", "{doc}");
+    assert_eq!(doc["service"]["status"], "offline", "{doc}");
+    assert_eq!(doc["service"]["last_heartbeat"], Value::Null, "{doc}");
+    let said = text(&stack.endpoint_cli(&["status", "ep"]));
+    assert!(said.contains("process:   not running"), "{said}");
+    assert!(
+        said.contains("service:   offline (no heartbeat recorded)"),
+        "{said}"
+    );
+
+    // Detached: where it logs.
+    let out = stack.endpoint_cli(&["start", "ep"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("logs: {}", log.display())),
+        "{}",
+        text(&out)
+    );
+    let running: Value =
+        serde_json::from_slice(&std::fs::read(stack.endpoint_dir().join("running.json")).unwrap()).unwrap();
+    let pid = running["pid"].as_u64().unwrap() as u32;
+    let id = running["endpoint_id"].as_str().unwrap().to_owned();
+
+    // Online, with a heartbeat and a manager, and the process running.
+    stack
+        .wait_until(
+            Duration::from_secs(60),
+            "status says online with a manager",
+            || async {
+                let doc = status_json(&stack).1;
+                doc["service"]["status"] == "online" && doc["service"]["managers"] == 1
+            },
+        )
+        .await;
+    let (code, doc) = status_json(&stack);
+    assert_eq!(code, Some(0), "{doc}");
+    assert_eq!(doc["process"], "running", "{doc}");
+    assert_eq!(doc["running"], true, "{doc}");
+    assert_eq!(doc["pid"], pid, "{doc}");
+    assert_eq!(doc["endpoint_id"], id.as_str(), "{doc}");
+    assert_eq!(doc["python"], python().as_str(), "{doc}");
+    assert_eq!(doc["url"], stack.url.as_str(), "{doc}");
+    assert_eq!(doc["log"], log.display().to_string(), "{doc}");
+    assert_eq!(doc["workers_per_node"], 1, "{doc}");
+    assert_eq!(doc["service"]["workers"], 1, "{doc}");
+    assert!(
+        doc["service"]["heartbeat_age_secs"].as_f64().unwrap() < 60.0,
+        "{doc}"
+    );
+    let out = stack.endpoint_cli(&["status", "ep"]);
+    let said = text(&out);
+    assert!(
+        said.contains(&format!("process:   running (pid {pid})")),
+        "{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("service:   online (last heartbeat ") && l.ends_with(" s ago)")),
+        "{said}"
+    );
+    assert!(said.contains(&format!("python:    {}", python())), "{said}");
+    assert!(said.contains(&format!("log:       {}", log.display())), "{said}");
+    assert!(!said.contains("Some("), "no Rust debug text: {said}");
+
+    // `list`: the same facts, a row each.
+    let out = stack.endpoint_cli(&["list"]);
+    let said = text(&out);
+    let row = said
+        .lines()
+        .find(|l| l.starts_with("ep "))
+        .unwrap_or_else(|| panic!("{said}"));
+    for fact in [
+        format!("running (pid {pid})"),
+        "online".into(),
+        " s ago".into(),
+        id.clone(),
+    ] {
+        assert!(row.contains(&fact), "{fact} in {row}");
+    }
+    let out = stack.endpoint_cli(&["list", "--json"]);
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all[0]["name"], "ep", "{all}");
+    assert_eq!(all[0]["process"], "running", "{all}");
+    assert_eq!(all[0]["service"]["status"], "online", "{all}");
+
+    // `logs`: the end of the file, then what comes, as it comes.
+    let out = stack.endpoint_cli(&["logs", "ep", "-n", "3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let whole = std::fs::read_to_string(&log).unwrap();
+    let last3: Vec<&str> = whole
+        .lines()
+        .rev()
+        .take(3)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(printed.lines().collect::<Vec<_>>(), last3);
+    let follow_out = stack.dir.path().join("follow.out");
+    let mut follow = Command::new(bin_dir().join("ferry-endpoint"))
+        .args(["logs", "ep", "--follow", "-n", "0"])
+        .env("FERRY_HOME", stack.dir.path().join("home"))
+        .stdout(std::fs::File::create(&follow_out).unwrap())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        writeln!(f, "a line written while logs --follow runs").unwrap();
+    }
+    stack
+        .wait_until(
+            Duration::from_secs(10),
+            "logs --follow prints the new line",
+            || async {
+                std::fs::read_to_string(&follow_out)
+                    .unwrap_or_default()
+                    .contains("a line written while logs --follow runs")
+            },
+        )
+        .await;
+    assert!(follow.try_wait().unwrap().is_none(), "--follow keeps running");
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    // Killed (its process group: the endpoint and its managers): the process is dead
+    // and the file it left says so, whatever the service says.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    stack
+        .wait_until(Duration::from_secs(10), "the endpoint is gone", || async {
+            status_json(&stack).1["process"] == "dead"
+        })
+        .await;
+    let (code, doc) = status_json(&stack);
+    assert_eq!(code, Some(3), "{doc}");
+    assert_eq!(
+        (doc["running"].clone(), doc["pid"].clone()),
+        (json!(false), json!(pid))
+    );
+    assert_eq!(doc["left"], "running.json", "{doc}");
+    let said = text(&stack.endpoint_cli(&["status", "ep"]));
+    assert!(
+        said.contains(&format!("process:   dead (pid {pid}, left running.json)")),
+        "{said}"
+    );
     stack.shutdown().await;
 }

@@ -36,7 +36,11 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    ferry_telemetry::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli: Cli = ferry_settings::parse();
     ferry_telemetry::init("ferry_web_service=info,tower_http=warn");
     match cli.command.unwrap_or(Command::Serve) {

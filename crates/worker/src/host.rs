@@ -7,29 +7,51 @@
 //! - host -> worker `D` + task id (16) + u8 status (0 success, 1 failure) + f64 started,
 //!   f64 ended, then four u32-length fields: data (result or traceback), serialized
 //!   exception, stdout, stderr.
+//!
+//! The host's own stderr (outside tasks, which capture theirs) is passed on to the
+//! worker's, and its last lines go into the error of a host that exits: a host that
+//! dies at start (a Python without `ferry`) says why in the task's error.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ferry_proto::messages::{FunctionCode, TaskSpec};
 use ferry_proto::time::Micros;
 use ferry_proto::{FunctionId, TaskId};
 use futures_util::{SinkExt, StreamExt};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// Largest frame the host may send (results above it are refused, not read).
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 
+/// The host's last stderr lines kept for the error of a host that exits, and how much
+/// of each: enough for a traceback's end, bounded however much it wrote.
+const STDERR_TAIL_LINES: usize = 20;
+const STDERR_LINE_BYTES: usize = 500;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot start the Python host `{python} -m ferry.host`: {source}")]
     Spawn { python: String, source: std::io::Error },
-    #[error("the Python host exited ({status})")]
-    Exited { status: String },
+    /// `stderr`: the last lines it wrote there (a host that cannot import `ferry`
+    /// says why), empty when it wrote none.
+    #[error("the Python host exited ({status}){}", stderr_suffix(.stderr))]
+    Exited { status: String, stderr: String },
     #[error("the Python host broke the protocol: {0}")]
     Protocol(String),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; the end of its stderr:\n{stderr}")
+    }
 }
 
 /// What the host answered for one task.
@@ -53,7 +75,63 @@ pub struct Host {
     stdout: FramedRead<ChildStdout, LengthDelimitedCodec>,
     /// Functions this host has been sent (it keeps them deserialized).
     loaded: HashSet<FunctionId>,
+    stderr: StderrTail,
     pub pid: u32,
+}
+
+/// The host's stderr: each line is passed on to the worker's stderr as it comes (to
+/// the manager's log, where an inherited stderr went), and the last ones are kept for
+/// [`Error::Exited`].
+struct StderrTail {
+    lines: Arc<Mutex<VecDeque<String>>>,
+    /// Ends at the host's exit (the pipe's end); taken when awaited.
+    reader: Option<JoinHandle<()>>,
+}
+
+impl StderrTail {
+    fn start(stderr: ChildStderr) -> Self {
+        let lines = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = lines.clone();
+        let reader = tokio::spawn(async move {
+            let mut from_host = tokio::io::BufReader::new(stderr);
+            let mut to_log = tokio::io::stderr();
+            let mut line = Vec::new();
+            while let Ok(n) = from_host.read_until(b'\n', &mut line).await {
+                if n == 0 {
+                    break;
+                }
+                let _ = to_log.write_all(&line).await;
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end();
+                let mut cut = text.len().min(STDERR_LINE_BYTES);
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let mut kept = kept.lock().expect("no panic holds the lock");
+                if kept.len() == STDERR_TAIL_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(text[..cut].to_owned());
+                drop(kept);
+                line.clear();
+            }
+            let _ = to_log.flush().await;
+        });
+        Self {
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// The last lines, once the host has exited: what it wrote just before is read
+    /// first (for a second at most: a child of it may hold the pipe open).
+    async fn after_exit(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), reader).await;
+        }
+        let lines = self.lines.lock().expect("no panic holds the lock");
+        lines.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+    }
 }
 
 fn host_codec() -> LengthDelimitedCodec {
@@ -71,7 +149,7 @@ impl Host {
             .env("FERRY_HOST_PARENT", std::process::id().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| Error::Spawn {
@@ -80,12 +158,14 @@ impl Host {
             })?;
         let stdin = FramedWrite::new(child.stdin.take().expect("piped stdin"), host_codec());
         let stdout = FramedRead::new(child.stdout.take().expect("piped stdout"), host_codec());
+        let stderr = StderrTail::start(child.stderr.take().expect("piped stderr"));
         let mut host = Self {
             pid: child.id().unwrap_or(0),
             child,
             stdin,
             stdout,
             loaded: HashSet::new(),
+            stderr,
         };
         let frame = host.read_frame().await?;
         if frame.first() != Some(&b'R') {
@@ -152,11 +232,13 @@ impl Host {
         }
     }
 
-    /// The error for a broken pipe: the host's exit status when it is gone.
+    /// The error for a broken pipe: the host's exit status and the end of its stderr
+    /// when it is gone.
     async fn exit_error(&mut self, e: std::io::Error) -> Error {
         match tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await {
             Ok(Ok(status)) => Error::Exited {
                 status: describe_status(status),
+                stderr: self.stderr.after_exit().await,
             },
             _ => Error::Protocol(format!("pipe broken: {e}")),
         }

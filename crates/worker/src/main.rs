@@ -13,7 +13,11 @@ struct Cli {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    ferry_telemetry::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ferry_telemetry::init("ferry_worker=info");
     ferry_worker::lifeline::tie_to_manager()?;

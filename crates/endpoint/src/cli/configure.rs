@@ -1,6 +1,8 @@
 //! `configure NAME`: writes the endpoint's `config.toml`, every setting of its provider
 //! listed with a comment (set ones as given, the rest commented out), or imported from a
-//! Globus Compute endpoint's `config.yaml` with `--from-globus`.
+//! Globus Compute endpoint's `config.yaml` with `--from-globus`. On an endpoint that has
+//! a config already it changes only the settings given ([`super::reconfigure`]);
+//! `--force` writes the file anew from the defaults, as for a new endpoint.
 
 use std::path::PathBuf;
 
@@ -10,18 +12,27 @@ use crate::config::{EndpointConfig, ProviderConfig, ProviderKind, Walltime, endp
 
 use super::check_name;
 
-/// `configure NAME`: writes `config.toml`.
+/// The service a new endpoint registers with when neither `--url` nor `FERRY_URL` says.
+const DEFAULT_URL: &str = "http://127.0.0.1:8000";
+
+/// `configure NAME`: writes `config.toml`, or changes the settings given in it.
+///
+/// `FERRY_URL`, `FERRY_TOKEN` and `FERRY_PYTHON` stand for `--url`, `--token` and
+/// `--python` when a config is written anew (a new endpoint, or `--force`); changing an
+/// existing one takes only what the command line says.
 #[derive(Debug, clap::Args)]
 pub struct Configure {
     /// The endpoint's name (also its directory name).
     pub name: String,
-    /// The Ferry web-service URL.
-    #[arg(long, env = "FERRY_URL", default_value = "http://127.0.0.1:8000")]
-    pub url: String,
-    /// Your bearer token: the endpoint is registered with it now and gets a credential
-    /// of its own (your token is not kept; should the service be unreachable, it is kept
-    /// in config.toml, readable by you only, for the first start).
-    #[arg(long, env = "FERRY_TOKEN")]
+    /// The Ferry web-service URL (written anew: `FERRY_URL`, else
+    /// http://127.0.0.1:8000).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Your bearer token (written anew: or `FERRY_TOKEN`): the endpoint is registered
+    /// with it now and gets a credential of its own (your token is not kept; should the
+    /// service be unreachable, it is kept in config.toml, readable by you only, for the
+    /// first start).
+    #[arg(long)]
     pub token: Option<String>,
     /// A PEM file of CA certificates to trust for the service's `https://` and the
     /// broker's `amqps://`, besides the system's (written to config.toml as `ca_file`).
@@ -36,9 +47,10 @@ pub struct Configure {
     /// Worker processes per manager (default: 2 locally, one per core on a cluster).
     #[arg(long)]
     pub workers: Option<u32>,
-    /// The Python interpreter workers use (default: the `python` beside `ferry-endpoint`,
-    /// as in the environment its wheel was installed into, else `python3`).
-    #[arg(long, env = "FERRY_PYTHON")]
+    /// The Python interpreter workers use, with the ferry package (written anew: or
+    /// `FERRY_PYTHON`; default: the `python` beside `ferry-endpoint`, as in the
+    /// environment its wheel was installed into, else `python3`).
+    #[arg(long)]
     pub python: Option<String>,
     /// Slurm partition.
     #[arg(long)]
@@ -58,19 +70,54 @@ pub struct Configure {
     /// Import a Globus Compute endpoint: its directory, or its `config.yaml`.
     #[arg(long, value_name = "PATH")]
     pub from_globus: Option<PathBuf>,
-    /// Replace an existing config.
+    /// Any other setting, as its key in config.toml (`provider.` before a provider
+    /// setting) and a TOML value; text may go unquoted: `--set provider.init_blocks=0`,
+    /// `--set provider.worker_init="module load python"`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = super::reconfigure::parse_set)]
+    pub set: Vec<(String, toml_edit::Value)>,
+    /// Write the config anew from the defaults and the flags given, replacing an existing
+    /// one (without it, an existing config keeps every setting not given).
     #[arg(long)]
     pub force: bool,
 }
 
-pub fn configure(args: Configure) -> anyhow::Result<()> {
+impl Configure {
+    /// Whether any setting is given (a bare `configure NAME` on an existing endpoint
+    /// changes nothing).
+    pub fn changes_anything(&self) -> bool {
+        self.url.is_some()
+            || self.token.is_some()
+            || self.ca_file.is_some()
+            || self.provider.is_some()
+            || self.nodes.is_some()
+            || self.workers.is_some()
+            || self.python.is_some()
+            || self.partition.is_some()
+            || self.queue.is_some()
+            || self.account.is_some()
+            || self.walltime.is_some()
+            || self.max_blocks.is_some()
+            || self.from_globus.is_some()
+            || !self.set.is_empty()
+    }
+}
+
+fn from_env(flag: &Option<String>, variable: &str) -> Option<String> {
+    flag.clone()
+        .or_else(|| std::env::var(variable).ok().filter(|v| !v.is_empty()))
+}
+
+pub fn configure(mut args: Configure) -> anyhow::Result<()> {
     check_name(&args.name)?;
     let dir = endpoint_dir(&args.name);
     let path = dir.join("config.toml");
     if path.exists() && !args.force {
-        anyhow::bail!("{} exists; pass --force to replace it", path.display());
+        return super::reconfigure::reconfigure(&args, &path);
     }
-    let mut config = EndpointConfig::new(args.url.clone(), ProviderConfig::of_kind(ProviderKind::Local));
+    let url = from_env(&args.url, "FERRY_URL").unwrap_or_else(|| DEFAULT_URL.to_owned());
+    args.token = from_env(&args.token, "FERRY_TOKEN");
+    args.python = from_env(&args.python, "FERRY_PYTHON");
+    let mut config = EndpointConfig::new(url, ProviderConfig::of_kind(ProviderKind::Local));
     let mut not_carried = Vec::new();
     if let Some(source) = &args.from_globus {
         let imported = globus::import(source)?;
@@ -84,11 +131,12 @@ pub fn configure(args: Configure) -> anyhow::Result<()> {
     }
     apply_flags(&args, &mut config);
     if let Some(ca) = &args.ca_file {
-        // Absolute: the endpoint may be started from anywhere.
-        let path =
-            std::fs::canonicalize(ca).map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", ca.display()))?;
-        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?;
-        config.ca_file = Some(path);
+        config.ca_file = Some(ca_file(ca)?);
+    }
+    if !args.set.is_empty() {
+        let text = super::reconfigure::apply(&commented(&args.name, &config), &args.set)?;
+        config =
+            EndpointConfig::parse(&text).map_err(|e| anyhow::anyhow!("the config would be invalid: {e}"))?;
     }
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     // With its owner's token the endpoint is registered now and gets a credential of
@@ -135,9 +183,16 @@ pub fn configure(args: Configure) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--ca-file`, absolute (the endpoint may be started from anywhere) and readable.
+pub(super) fn ca_file(ca: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let path = std::fs::canonicalize(ca).map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", ca.display()))?;
+    std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?;
+    Ok(path)
+}
+
 /// Registers the endpoint with its owner's token (again, keeping its id, if it has
 /// one): the service answers with the endpoint's own credential, kept in its directory.
-fn register_now(
+pub(super) fn register_now(
     dir: &std::path::Path,
     config: &EndpointConfig,
     name: &str,

@@ -6,15 +6,17 @@ use std::time::{Duration, Instant};
 use super::{load, running_pid};
 use crate::state;
 
-/// `start NAME` without `--foreground`: starts the endpoint detached and waits until it
-/// is registered and serving (or says why it could not start).
+/// `start NAME` without `--foreground`: checks the workers' Python, starts the endpoint
+/// detached and waits until it is registered and serving (or says why it could not
+/// start); prints where it logs.
 pub fn start_daemon(name: &str) -> anyhow::Result<()> {
-    let (dir, _) = load(name)?;
+    let (dir, config) = load(name)?;
     if let Some(pid) = running_pid(&dir) {
         anyhow::bail!("endpoint {name} is already running (pid {pid})");
     }
+    super::check_python(name, &config)?;
     let _ = std::fs::remove_file(dir.join("running.json"));
-    let log_path = dir.join("endpoint.log");
+    let log_path = super::log_path(&dir);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -38,6 +40,10 @@ pub fn start_daemon(name: &str) -> anyhow::Result<()> {
         }
         if let Some(r) = state::read_running(&dir).filter(|r| r.pid == child.id()) {
             println!("endpoint {name} started: id {}, pid {}", r.endpoint_id, r.pid);
+            println!(
+                "logs: {} (ferry-endpoint logs {name} --follow)",
+                log_path.display()
+            );
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));

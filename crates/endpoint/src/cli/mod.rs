@@ -2,8 +2,12 @@
 //!
 //! - [`configure`]: writes a commented `config.toml` (or imports a Globus Compute
 //!   endpoint's `config.yaml`).
+//! - [`reconfigure`]: `configure NAME` on an existing endpoint, changing only the
+//!   settings given.
+//! - [`python`]: the workers' Python, tried before `start`.
 //! - [`lifecycle`]: `start` (detached), `stop`, `restart`, `delete`.
 //! - [`status`]: `status` (the process, the service's view, the blocks) and `list`.
+//! - [`logs`]: `logs` (the end of `endpoint.log`, and `--follow`).
 //! - [`check`]: a dry run on a new cluster: the block script, a short test job, a
 //!   manager connecting back from it.
 
@@ -15,10 +19,15 @@ use crate::state;
 pub mod check;
 pub mod configure;
 pub mod lifecycle;
+pub mod logs;
+pub mod python;
+pub mod reconfigure;
 pub mod status;
 
 pub use configure::{Configure, configure};
 pub use lifecycle::{delete, restart, start_daemon, stop};
+pub use logs::logs;
+pub use python::check_python;
 pub use status::{list, status};
 
 /// Checks an endpoint name: it becomes a directory name.
@@ -44,6 +53,11 @@ pub fn load(name: &str) -> anyhow::Result<(PathBuf, EndpointConfig)> {
         anyhow::bail!("no endpoint named {name}: run `ferry-endpoint configure {name}` first");
     }
     Ok((dir, EndpointConfig::load(&path)?))
+}
+
+/// Where a detached endpoint logs (its stdout and stderr).
+pub fn log_path(dir: &Path) -> PathBuf {
+    dir.join("endpoint.log")
 }
 
 /// The pid of the running endpoint `name`, if it runs.

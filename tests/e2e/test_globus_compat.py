@@ -45,6 +45,25 @@ def test_register_run_get_task_and_get_result(gc, stack):
     assert task["status"] == "success" and task["completion_t"]
 
 
+def test_tasks_carry_the_workers_versions_so_the_sdk_does_not_warn(gc, stack):
+    import platform
+    import warnings
+
+    import dill
+
+    fid = gc.register_function(add)
+    tid = gc.run(1, 1, endpoint_id=stack.endpoint_id, function_id=fid)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert wait_result(gc, tid) == 2
+    assert not [w for w in caught if "Environment differences" in str(w.message)], [str(w.message) for w in caught]
+    details = gc.get_task(tid)["details"]
+    assert details["python_version"] == platform.python_version(), details
+    assert details["dill_version"] == dill.__version__, details
+    assert details["endpoint_id"] == stack.endpoint_id and details["os"], details
+    assert "task_transitions" in details
+
+
 def test_a_remote_exception_raises_task_execution_failed(gc, stack):
     fid = gc.register_function(fails)
     tid = gc.run("k", endpoint_id=stack.endpoint_id, function_id=fid)

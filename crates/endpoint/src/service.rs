@@ -96,6 +96,9 @@ pub async fn register(
             public: config.public,
             shared_with: config.shared_with.clone(),
             allowed_functions: config.allowed_functions.clone(),
+            worker_env: (config.provider.kind != crate::config::ProviderKind::Manual)
+                .then(|| crate::cli::python::worker_env(&config.provider.python))
+                .flatten(),
         })
         .timeout(Duration::from_secs(30))
         .send()

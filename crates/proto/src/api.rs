@@ -412,6 +412,24 @@ pub struct RegisterEndpoint {
     /// `allowed_functions`); checked by the web-service and again by the endpoint.
     #[serde(default)]
     pub allowed_functions: Option<Vec<FunctionId>>,
+    /// The versions its workers' Python runs (read by the endpoint at start, from the
+    /// interpreter its local workers use), handed to Globus Compute SDKs with each task
+    /// so they can compare environments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_env: Option<WorkerEnv>,
+}
+
+/// What the workers' Python is: what the Globus Compute SDK compares with its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WorkerEnv {
+    /// `3.11.2`
+    pub python_version: String,
+    /// `0.3.9`
+    pub dill_version: String,
+    /// `platform.platform()`
+    pub os: String,
 }
 
 /// `POST /v1/endpoints/{id}/still_to_run`: an endpoint given a task message again (the

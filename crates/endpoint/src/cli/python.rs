@@ -54,6 +54,25 @@ fn try_import(python: &str) -> Result<(), String> {
     })
 }
 
+/// What the workers' Python is (its version, dill's, the OS), for Globus Compute SDKs
+/// to compare with theirs; `None` when it cannot say (it is checked at start anyway).
+pub fn worker_env(python: &str) -> Option<ferry_proto::api::WorkerEnv> {
+    let output = Command::new(python)
+        .args([
+            "-c",
+            "import json, platform, dill; print(json.dumps({'python_version': platform.python_version(), \
+             'dill_version': dill.__version__, 'os': platform.platform()}))",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&output.stdout).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,6 +138,19 @@ impl Store {
         Ok(conn.scard(self.endpoint_running_key(id)).await?)
     }
 
+    /// Notes what the endpoint's workers' Python is (JSON, from its registration).
+    pub async fn set_endpoint_worker_env(&self, id: EndpointId, json: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.hset(self.endpoint_key(id), "wenv", json).await?;
+        Ok(())
+    }
+
+    /// What [`Store::set_endpoint_worker_env`] noted, if anything.
+    pub async fn endpoint_worker_env(&self, id: EndpointId) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hget(self.endpoint_key(id), "wenv").await?)
+    }
+
     pub async fn get_endpoint(&self, id: EndpointId) -> Result<Option<EndpointRecord>> {
         let mut conn = self.conn.clone();
         let map: HashMap<String, Vec<u8>> = conn.hgetall(self.endpoint_key(id)).await?;

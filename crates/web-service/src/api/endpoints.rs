@@ -29,6 +29,20 @@ pub(crate) async fn register(
     if body.name.is_empty() || body.name.len() > 128 {
         return Err(ApiError::bad_request("endpoint name must be 1 to 128 bytes"));
     }
+    if let Some(env) = &body.worker_env {
+        for (field, value) in [
+            ("python_version", &env.python_version),
+            ("dill_version", &env.dill_version),
+            ("os", &env.os),
+        ] {
+            if value.len() > 256 {
+                return Err(ApiError::bad_request(format!(
+                    "worker_env.{field} is {} bytes; the most is 256",
+                    value.len()
+                )));
+            }
+        }
+    }
     let user = principal.owner();
     if let Principal::Endpoint { endpoint, .. } = principal
         && body.endpoint_id != Some(endpoint)
@@ -60,6 +74,10 @@ pub(crate) async fn register(
         allowed_functions: body.allowed_functions,
     };
     state.store.put_endpoint(&record).await?;
+    if let Some(env) = &body.worker_env {
+        let json = serde_json::to_string(env).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
+        state.store.set_endpoint_worker_env(endpoint_id, &json).await?;
+    }
     // Who may use it may have changed: this web-service reads it again at once.
     state.forget_endpoint(endpoint_id);
     state

@@ -2,6 +2,7 @@
 //! Compute shapes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -177,7 +178,38 @@ pub(crate) async fn submit(
 
 /// A task in the shape the SDK reads (`status`, `result` or `exception`,
 /// `completion_t`), taking the record's strings rather than copying them.
-fn task_json(t: TaskRecord, group: Option<TaskGroupId>) -> Value {
+/// The worker environment an endpoint registered with (see
+/// [`ferry_proto::api::WorkerEnv`]), as the Globus SDK reads it from a task's
+/// `details`: it warns of differences from its own Python and dill, and of unknown ones.
+async fn worker_env(state: &AppState, endpoint: EndpointId) -> Option<Value> {
+    let json = state.store.endpoint_worker_env(endpoint).await.ok()??;
+    let mut env: Value = serde_json::from_str(&json).ok()?;
+    env.as_object_mut()?.insert("endpoint_id".into(), json!(endpoint));
+    Some(env)
+}
+
+/// A task record with its endpoint's worker environment, for the batch answer.
+struct WithEnv {
+    task: TaskRecord,
+    env: Option<Arc<Value>>,
+}
+
+impl ferry_store::ByReference for WithEnv {
+    fn result_ref(&self) -> Option<(TaskId, u32)> {
+        self.task.result_ref()
+    }
+    fn set_result(&mut self, result: Option<String>) {
+        self.task.set_result(result);
+    }
+}
+
+impl crate::answer::Entry for WithEnv {
+    fn task_id(&self) -> TaskId {
+        self.task.task_id
+    }
+}
+
+fn task_json(t: TaskRecord, group: Option<TaskGroupId>, env: Option<&Value>) -> Value {
     let doc = crate::api::task_doc(t);
     let mut v = json!({
         "task_id": doc.task_id,
@@ -205,7 +237,11 @@ fn task_json(t: TaskRecord, group: Option<TaskGroupId>) -> Value {
         .iter()
         .map(|h| (h.state.clone(), json!(h.at)))
         .collect();
-    map.insert("details".into(), json!({"task_transitions": transitions}));
+    let mut details = json!({"task_transitions": transitions});
+    if let (Some(Value::Object(env)), Some(d)) = (env, details.as_object_mut()) {
+        d.extend(env.clone());
+    }
+    map.insert("details".into(), details);
     v
 }
 
@@ -216,7 +252,10 @@ pub(crate) async fn get(
 ) -> ApiResult<Json<Value>> {
     let id: TaskId = parse_id(&id)?;
     match state.store.get_task(id).await? {
-        Some(t) if t.owner == user => Ok(Json(task_json(t, None))),
+        Some(t) if t.owner == user => {
+            let env = worker_env(&state, t.endpoint_id).await;
+            Ok(Json(task_json(t, None, env.as_ref())))
+        }
         _ => Err(ApiError::not_found(format!("task {id} not found"))),
     }
 }
@@ -255,13 +294,25 @@ pub(crate) async fn batch_status(
         .collect();
     // The order of the keys of the answer's `results` object: the ids as text.
     mine.sort_by_cached_key(|t| t.task_id.to_string());
+    let endpoints: std::collections::HashSet<EndpointId> = mine.iter().map(|t| t.endpoint_id).collect();
+    let mut envs = std::collections::HashMap::new();
+    for endpoint in endpoints {
+        envs.insert(endpoint, worker_env(&state, endpoint).await.map(Arc::new));
+    }
+    let records = mine
+        .into_iter()
+        .map(|t| WithEnv {
+            env: envs.get(&t.endpoint_id).cloned().flatten(),
+            task: t,
+        })
+        .collect();
     Answer {
         head: br#"{"response":"batch","results":{"#.to_vec(),
-        records: mine,
+        records,
         tail: b"}}".to_vec(),
-        write: |t, out| {
-            let id = t.task_id.to_string();
-            write_keyed(&id, &task_json(t, None), out);
+        write: |t: WithEnv, out| {
+            let id = t.task.task_id.to_string();
+            write_keyed(&id, &task_json(t.task, None, t.env.as_deref()), out);
         },
     }
     .respond(&state.store)

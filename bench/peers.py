@@ -5,6 +5,7 @@ of one task."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,15 +19,17 @@ HERE = Path(__file__).parent
 def celery(n: int, latency_n: int, workers: int = 2) -> dict:
     queue = f"ferry-bench-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, PYTHONPATH=str(HERE))
+    sys.path.insert(0, str(HERE))
+    from celery_app import app, noop  # noqa: E402
+
+    # Celery's own exchanges, removed after the run unless another Celery had them.
+    shared = [name for name in ("celery", "celery.pidbox") if not _exchange_exists(app, name)]
     log = open(Path(tempfile.gettempdir()) / f"{queue}.log", "wb")
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-c", str(workers), "-P", "prefork",
          "-Q", queue, "--loglevel=warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=HERE, env=env, stdout=log, stderr=log,
     )
-    sys.path.insert(0, str(HERE))
-    from celery_app import app, noop  # noqa: E402
-
     try:
         noop.apply_async((0,), queue=queue).get(timeout=120)  # warm: the worker is up
         t0 = time.perf_counter()
@@ -46,13 +49,33 @@ def celery(n: int, latency_n: int, workers: int = 2) -> dict:
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
-        app.control.purge()
+        # The worker's queue is durable: it would stay in RabbitMQ after the run (and
+        # `app.control.purge()` would declare Celery's default queue to purge it).
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+            for exchange in [queue, *shared]:
+                conn.default_channel.exchange_delete(exchange)
         # The results would otherwise expire during the next run, at Redis's expense.
         client = app.backend.client
         pipe = client.pipeline(transaction=False)
         for key in client.scan_iter("celery-task-meta-*", count=1000):
             pipe.unlink(key)
         pipe.execute()
+
+
+def _exchange_exists(app, name: str) -> bool:
+    with app.connection_for_write() as conn:
+        channel = conn.channel()
+        try:
+            channel.exchange_declare(name, "direct", passive=True)
+            return True
+        except Exception:  # the broker closes the channel: NOT_FOUND
+            return False
+        finally:
+            try:
+                channel.close()
+            except Exception:
+                pass
 
 
 def parsl(n: int, latency_n: int, workers: int = 2) -> dict:
@@ -92,6 +115,7 @@ def parsl(n: int, latency_n: int, workers: int = 2) -> dict:
     finally:
         dfk.cleanup()
         p.clear()
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def percentiles(samples: list[float]) -> dict:

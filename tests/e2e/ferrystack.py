@@ -159,24 +159,44 @@ class Stack:
         if not os.environ.get("FERRY_TEST_KEEP_DIR"):
             shutil.rmtree(self.dir, ignore_errors=True)
             self.delete_namespace()
+            self.delete_queues()
 
-    def remove_broker_users(self) -> None:
-        """Removes the broker users made for this stack (named `<namespace>-...`)."""
+    def _management(self) -> tuple[str, dict[str, str]] | None:
+        """The broker's management API: its base URL and the headers to call it with."""
         if "FERRY_AMQP_ADMIN_URL" not in self.env:
-            return
+            return None
         parsed = urllib.parse.urlsplit(self.env["FERRY_AMQP_ADMIN_URL"])
-        base = f"{parsed.scheme}://{parsed.hostname}:{parsed.port}/api/users"
         auth = base64.b64encode(f"{parsed.username}:{parsed.password}".encode()).decode()
-        headers = {"Authorization": f"Basic {auth}"}
-        prefix = self.env["FERRY_NAMESPACE"] + "-"
+        return f"{parsed.scheme}://{parsed.hostname}:{parsed.port}/api", {"Authorization": f"Basic {auth}"}
+
+    def _delete_named(self, collection: str, keep) -> None:
+        """DELETEs each element of `/api/<collection>` whose name `keep` selects."""
+        management = self._management()
+        if management is None:
+            return
+        base, headers = management
         try:
-            with urllib.request.urlopen(urllib.request.Request(base, headers=headers), timeout=10) as r:
-                names = [u["name"] for u in json.load(r) if u["name"].startswith(prefix)]
+            with urllib.request.urlopen(urllib.request.Request(f"{base}/{collection}", headers=headers), timeout=10) as r:
+                names = [e["name"] for e in json.load(r) if keep(e["name"])]
             for name in names:
-                request = urllib.request.Request(f"{base}/{name}", headers=headers, method="DELETE")
+                quoted = urllib.parse.quote(name, safe="")
+                request = urllib.request.Request(f"{base}/{collection}/{quoted}", headers=headers, method="DELETE")
                 urllib.request.urlopen(request, timeout=10).close()
         except OSError:
             pass
+
+    def remove_broker_users(self) -> None:
+        """Removes the broker users made for this stack (named `<namespace>-...`)."""
+        prefix = self.env["FERRY_NAMESPACE"] + "-"
+        self._delete_named("users", lambda name: name.startswith(prefix))
+
+    def delete_queues(self) -> None:
+        """Deletes the stack's queues and endpoint exchanges (named `<namespace>.…`); the
+        queues would otherwise stay until `FERRY_QUEUE_EXPIRES_SECS` passes unused, the
+        exchanges for good."""
+        prefix = self.env["FERRY_NAMESPACE"] + "."
+        self._delete_named("queues/%2F", lambda name: name.startswith(prefix))
+        self._delete_named("exchanges/%2F", lambda name: name.startswith(prefix))
 
     def delete_namespace(self) -> None:
         """Deletes the stack's Redis keys: left to expire, a benchmark's hundreds of

@@ -1,6 +1,6 @@
 //! The files an endpoint keeps in its directory:
 //! - `endpoint.json`: its id, kept across restarts;
-//! - `endpoint.pid`: the pid of the running endpoint;
+//! - `endpoint.pid`: the pid of the running endpoint, and when it started;
 //! - `running.json`: written once the endpoint is registered and serving;
 //! - `manager.secret`: the secret its managers prove they know (readable by its owner
 //!   only; made at the first start);
@@ -34,6 +34,19 @@ pub struct Running {
     /// the file of an endpoint from before the listener spoke TLS).
     #[serde(default)]
     pub manager_cert_sha256: Option<CertFingerprint>,
+    /// When the process started (see [`write_pid`]); absent in an older Ferry's file.
+    #[serde(default)]
+    pub started: Option<u64>,
+}
+
+impl Running {
+    /// The process this file names, as [`RecordedPid`].
+    pub fn recorded(&self) -> RecordedPid {
+        RecordedPid {
+            pid: self.pid,
+            start: self.started,
+        }
+    }
 }
 
 pub fn read_id(dir: &Path) -> Option<EndpointId> {
@@ -48,16 +61,51 @@ pub fn write_id(dir: &Path, endpoint_id: EndpointId) -> std::io::Result<()> {
     )
 }
 
+/// Writes `endpoint.pid`: `PID START`, START being when the process started (clock ticks
+/// since boot, `/proc/PID/stat`), so a pid the kernel has since given to another process
+/// (after a crash, or a reboot) is not taken for the endpoint's.
 pub fn write_pid(dir: &Path) -> std::io::Result<()> {
-    std::fs::write(dir.join("endpoint.pid"), std::process::id().to_string())
+    let pid = std::process::id();
+    let text = match start_ticks(pid) {
+        Some(start) => format!("{pid} {start}"),
+        None => pid.to_string(),
+    };
+    std::fs::write(dir.join("endpoint.pid"), text)
 }
 
-pub fn read_pid(dir: &Path) -> Option<u32> {
-    std::fs::read_to_string(dir.join("endpoint.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// A pid an endpoint recorded, and when that process started (absent in a file an older
+/// Ferry wrote, or where `/proc` is not there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedPid {
+    pub pid: u32,
+    pub start: Option<u64>,
+}
+
+impl RecordedPid {
+    /// Whether the recorded process still runs: the pid is alive and, where the start
+    /// time was recorded, is the same process (not a later one given the same pid).
+    pub fn alive(&self) -> bool {
+        alive(self.pid)
+            && self
+                .start
+                .is_none_or(|start| start_ticks(self.pid) == Some(start))
+    }
+}
+
+pub fn read_pid(dir: &Path) -> Option<RecordedPid> {
+    let text = std::fs::read_to_string(dir.join("endpoint.pid")).ok()?;
+    let mut fields = text.split_whitespace();
+    let pid = fields.next()?.parse().ok()?;
+    let start = fields.next().and_then(|s| s.parse().ok());
+    Some(RecordedPid { pid, start })
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`).
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) S ppid ...`: comm may hold spaces and ')', so count after the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 pub fn write_running(
@@ -69,6 +117,7 @@ pub fn write_running(
     let running = Running {
         endpoint_id,
         pid: std::process::id(),
+        started: start_ticks(std::process::id()),
         manager_addr,
         manager_cert_sha256: Some(manager_cert_sha256),
     };
@@ -98,19 +147,22 @@ pub enum Process {
 
 /// The endpoint's process (see [`Process`]).
 pub fn process(dir: &Path) -> Process {
-    if let Some(pid) = read_pid(dir) {
-        if alive(pid) {
-            return Process::Running { pid };
+    if let Some(recorded) = read_pid(dir) {
+        if recorded.alive() {
+            return Process::Running { pid: recorded.pid };
         }
         let left = if dir.join("running.json").exists() {
             "running.json"
         } else {
             "endpoint.pid"
         };
-        return Process::Dead { pid, left };
+        return Process::Dead {
+            pid: recorded.pid,
+            left,
+        };
     }
     match read_running(dir) {
-        Some(r) if alive(r.pid) => Process::Running { pid: r.pid },
+        Some(r) if r.recorded().alive() => Process::Running { pid: r.pid },
         Some(r) => Process::Dead {
             pid: r.pid,
             left: "running.json",
@@ -271,5 +323,30 @@ mod tests {
         let remade = manager_cert(dir.path()).unwrap();
 
         assert_ne!(made.fingerprint(), remade.fingerprint());
+    }
+
+    #[test]
+    fn a_pid_file_names_its_process_only_while_that_process_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(process(dir.path()), Process::NotRunning);
+
+        write_pid(dir.path()).unwrap();
+        let me = std::process::id();
+        assert_eq!(process(dir.path()), Process::Running { pid: me });
+
+        // The same pid, given since to another process (a later start time): not ours.
+        let start = start_ticks(me).unwrap();
+        std::fs::write(dir.path().join("endpoint.pid"), format!("{me} {}", start + 1)).unwrap();
+        assert_eq!(
+            process(dir.path()),
+            Process::Dead {
+                pid: me,
+                left: "endpoint.pid"
+            }
+        );
+
+        // A file from before start times were kept: the pid alone decides.
+        std::fs::write(dir.path().join("endpoint.pid"), me.to_string()).unwrap();
+        assert_eq!(process(dir.path()), Process::Running { pid: me });
     }
 }

@@ -403,6 +403,20 @@ fn configure_on_an_existing_endpoint_changes_only_the_settings_given() {
         assert!(config.contains(kept), "{kept} in {config}");
     }
 
+    // --unset removes a setting, so its default applies again; an unknown key is refused.
+    let out = endpoint(home.path(), &["configure", "ep", "--unset", "prefetch"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("prefetch: 16 -> 64"), "{}", text(&out));
+    let out = endpoint(home.path(), &["configure", "ep", "--unset", "provider.nope"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("provider.nope"), "{}", text(&out));
+    let config = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        config.contains("\n# prefetch = 16    # task messages"),
+        "{config}"
+    );
+    assert!(config.contains("# token = "), "the comments stay: {config}");
+
     // A change that makes the config invalid is refused, and the file stays.
     let out = endpoint(home.path(), &["configure", "ep", "--set", "provider.workerz=2"]);
     assert!(!out.status.success());

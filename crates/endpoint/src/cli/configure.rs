@@ -75,6 +75,10 @@ pub struct Configure {
     /// `--set provider.worker_init="module load python"`. Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = super::reconfigure::parse_set)]
     pub set: Vec<(String, toml_edit::Value)>,
+    /// Remove a setting from config.toml, so its default applies again
+    /// (`--unset provider.partition`). Repeatable.
+    #[arg(long = "unset", value_name = "KEY", value_parser = super::reconfigure::parse_key)]
+    pub unset: Vec<String>,
     /// Write the config anew from the defaults and the flags given, replacing an existing
     /// one (without it, an existing config keeps every setting not given).
     #[arg(long)]
@@ -99,6 +103,7 @@ impl Configure {
             || self.max_blocks.is_some()
             || self.from_globus.is_some()
             || !self.set.is_empty()
+            || !self.unset.is_empty()
     }
 }
 

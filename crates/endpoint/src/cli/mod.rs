@@ -62,5 +62,7 @@ pub fn log_path(dir: &Path) -> PathBuf {
 
 /// The pid of the running endpoint `name`, if it runs.
 fn running_pid(dir: &Path) -> Option<u32> {
-    state::read_pid(dir).filter(|&pid| state::alive(pid))
+    state::read_pid(dir)
+        .filter(state::RecordedPid::alive)
+        .map(|r| r.pid)
 }

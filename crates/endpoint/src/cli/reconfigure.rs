@@ -18,7 +18,7 @@ pub fn reconfigure(args: &Configure, path: &Path) -> anyhow::Result<()> {
     let name = &args.name;
     if !args.changes_anything() {
         anyhow::bail!(
-            "{} exists: give the settings to change (`ferry-endpoint configure {name} --python PATH`, `--set KEY=VALUE`, ...), or --force to write it anew from the defaults",
+            "{} exists: give the settings to change (`ferry-endpoint configure {name} --python PATH`, `--set KEY=VALUE`, `--unset KEY`, ...), or --force to write it anew from the defaults",
             path.display()
         );
     }
@@ -33,7 +33,8 @@ pub fn reconfigure(args: &Configure, path: &Path) -> anyhow::Result<()> {
     // A config that does not load can still be mended here (`--set` the bad key).
     let before = EndpointConfig::parse(&text).ok();
     let mut edits = edits_of(args)?;
-    let mut new_text = apply(&text, &edits)?;
+    let text_unset = remove(&text, &args.unset)?;
+    let mut new_text = apply(&text_unset, &edits)?;
     let invalid = |e: String| {
         anyhow::anyhow!(
             "the change would make {} invalid: {e}; nothing was changed",
@@ -51,7 +52,7 @@ pub fn reconfigure(args: &Configure, path: &Path) -> anyhow::Result<()> {
                     "could not register the endpoint now ({e:#}); its next start will, with the token kept in config.toml"
                 );
                 edits.push(("token".into(), token.as_str().into()));
-                new_text = apply(&text, &edits)?;
+                new_text = apply(&text_unset, &edits)?;
                 after = EndpointConfig::parse(&new_text).map_err(invalid)?;
             }
         }
@@ -128,6 +129,16 @@ pub fn parse_set(arg: &str) -> Result<(String, toml_edit::Value), String> {
     let (key, value) = arg
         .split_once('=')
         .ok_or_else(|| format!("{arg:?} is not KEY=VALUE"))?;
+    let key = parse_key(key)?;
+    let value = match value.trim().parse::<toml_edit::Value>() {
+        Ok(v) if !v.is_datetime() => v,
+        _ => toml_edit::Value::from(value),
+    };
+    Ok((key, value))
+}
+
+/// A dotted config.toml key (`prefetch`, `provider.init_blocks`), for `--set` and `--unset`.
+pub fn parse_key(key: &str) -> Result<String, String> {
     let key = key.trim();
     let well_formed = !key.is_empty()
         && key.split('.').all(|part| {
@@ -141,11 +152,51 @@ pub fn parse_set(arg: &str) -> Result<(String, toml_edit::Value), String> {
             "{key:?} is not a config.toml key (`prefetch`, `provider.init_blocks`)"
         ));
     }
-    let value = match value.trim().parse::<toml_edit::Value>() {
-        Ok(v) if !v.is_datetime() => v,
-        _ => toml_edit::Value::from(value),
-    };
-    Ok((key.to_owned(), value))
+    Ok(key.to_owned())
+}
+
+/// `text` with each dotted key in `keys` commented out (`# prefetch = 16`), so its
+/// default applies again and the comments around it stay; a key that is not there is
+/// an error naming it (a typo should not pass for done).
+pub fn remove(text: &str, keys: &[String]) -> anyhow::Result<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    for key in keys {
+        let (table, last) = key.rsplit_once('.').unwrap_or(("", key));
+        let mut current = String::new();
+        let line = lines.iter().position(|line| {
+            let line = line.trim();
+            if line.starts_with('[') {
+                current = line.trim_matches(['[', ']']).trim().to_owned();
+                return false;
+            }
+            current == table
+                && line
+                    .split_once('=')
+                    .is_some_and(|(k, _)| k.trim().trim_matches('"') == last)
+        });
+        let Some(line) = line else {
+            anyhow::bail!("--unset {key}: config.toml has no such setting; nothing was changed");
+        };
+        lines[line].insert_str(0, "# ");
+    }
+    let mut out = lines.join("\n");
+    if text.ends_with('\n') {
+        out.push('\n');
+    }
+    // A value over several lines (an array) is not one line to comment out.
+    let doc: toml_edit::DocumentMut = out.parse().map_err(|e| {
+        anyhow::anyhow!("--unset: a value spans several lines ({e}); edit config.toml by hand")
+    })?;
+    for key in keys {
+        let mut item = Some(doc.as_item());
+        for part in key.split('.') {
+            item = item.and_then(|i| i.get(part));
+        }
+        if item.is_some() {
+            anyhow::bail!("--unset {key}: it is set more than once in config.toml; edit it by hand");
+        }
+    }
+    Ok(out)
 }
 
 /// `text` with each `(dotted key, value)` set: an existing value is replaced in place
@@ -259,6 +310,21 @@ mod tests {
             "{text}"
         );
         EndpointConfig::parse(&text).unwrap();
+    }
+
+    #[test]
+    fn unset_removes_a_key_and_refuses_one_that_is_not_there() {
+        let text = remove(FILE, &["provider.partition".into()]).unwrap();
+        assert!(
+            text.contains("# partition = \"debug\"    # Slurm partition\n"),
+            "{text}"
+        );
+        assert!(EndpointConfig::parse(&text).unwrap().provider.partition.is_none());
+        assert!(text.contains("kind = \"slurm\""), "{text}");
+
+        let missing = remove(FILE, &["provider.account".into()]).unwrap_err();
+        assert!(missing.to_string().contains("provider.account"), "{missing}");
+        assert!(remove(FILE, &["nope.x".into()]).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ from .client import Batch, Client, Session, ShellFunction
 from .session import Outcome
 from .errors import APIError, DeserializationError, FerryError, RemoteExecutionError, TaskPending
 from .executor import Executor
+from .task import run_dir
 
 __all__ = [
     "APIError",
@@ -24,5 +25,6 @@ __all__ = [
     "Session",
     "ShellFunction",
     "TaskPending",
+    "run_dir",
 ]
 __version__ = "0.1.0"

@@ -203,6 +203,82 @@ def _exception_data(exc: BaseException) -> bytes:
         return b""
 
 
+class _TaskEnv:
+    """Puts the running task's ``GC_TASK_UUID`` and ``GC_TASK_SANDBOX_DIR`` in the
+    environment, for Python (``os.environ``) and for the processes a task starts, at
+    about a microsecond a task. ``os.environ[...] = ...`` would call setenv(3), and glibc
+    keeps every value setenv was ever given (a leak of ~150 bytes a task, and a lookup
+    that slows as they pile up: 16 µs a task after 100,000). Instead each variable is a
+    buffer of the host's own, put in the C environment once with putenv(3) (which keeps
+    the pointer, no copy), and rewritten in place per task: a task id is always 36
+    characters. ``os.environ``'s own mapping is updated directly. If a task set either
+    variable itself, the buffers go back in at the next task."""
+
+    UUID, SANDBOX = b"GC_TASK_UUID", b"GC_TASK_SANDBOX_DIR"
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.broot = os.fsencode(root)
+        self.values: tuple[bytes | None, bytes | None] = (None, None)
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            putenv = libc.putenv
+            putenv.argtypes = [ctypes.c_char_p]
+            data = os.environ._data  # type: ignore[attr-defined]
+        except (OSError, AttributeError):
+            self.putenv = None
+            return
+        blank = b"0" * 36
+        self.putenv, self.data = putenv, data
+        self.bufs = (
+            ctypes.create_string_buffer(self.UUID + b"=" + blank),
+            ctypes.create_string_buffer(self.SANDBOX + b"=" + self.broot + blank),
+        )
+        # Writable views of where the id goes in each (a slice assignment is a memcpy).
+        start = (len(self.UUID) + 1, len(self.SANDBOX) + 1 + len(self.broot))
+        self.slots = tuple(memoryview(buf).cast("B")[at : at + 36] for buf, at in zip(self.bufs, start))
+        self._put()
+
+    def _put(self) -> None:
+        for buf in self.bufs:
+            self.putenv(buf)
+
+    def set(self, tid: str) -> str:
+        """Sets both for task ``tid`` (36 characters); returns the sandbox's path."""
+        sandbox = self.root + tid
+        if self.putenv is None or len(tid) != 36:
+            os.environ["GC_TASK_UUID"] = tid
+            os.environ["GC_TASK_SANDBOX_DIR"] = sandbox
+            return sandbox
+        b = tid.encode()
+        data = self.data
+        if data.get(self.UUID) is not self.values[0] or data.get(self.SANDBOX) is not self.values[1]:
+            self._put()  # a task set or removed one: ours go back in
+        self.slots[0][:] = b
+        self.slots[1][:] = b
+        values = (b, self.broot + b)
+        data[self.UUID], data[self.SANDBOX] = values
+        self.values = values
+        return sandbox
+
+
+def _finish_run_dir(root: str, name: str) -> None:
+    """A task's run directory, once the task is done: removed if empty, else marked for
+    the manager's sweep after the endpoint's ``keep_run_dirs`` (see the
+    ``ferry-rundir`` crate, which this mirrors)."""
+    try:
+        os.rmdir(root + name)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        try:
+            open(os.path.join(root, ".done", name), "wb").close()
+        except OSError as e:
+            print(f"ferry host: cannot mark the run directory {root + name} done (it stays): {e}", file=sys.stderr)
+
+
 class Host:
     """Runs the tasks framed on ``proto_in`` (a file descriptor) and answers on
     ``proto_out``. Every complete frame already read is run before the answers are
@@ -228,6 +304,15 @@ class Host:
         os.set_blocking(self.fork_r, False)
         os.register_at_fork(after_in_parent=self._forked)
         self.children = _Children()
+        # Run directories (FERRY_RUN_ROOT, from the worker): each task is told its own,
+        # `<root>/<task id>`, in GC_TASK_SANDBOX_DIR (and its id in GC_TASK_UUID), and the
+        # directory is made only when the task asks for it (`ferry.run_dir()`, Globus
+        # Compute's ShellFunction): making and removing one costs ~100 µs on ext4. Tasks
+        # start in the host's own working directory, which the worker made for it.
+        root = os.environ.get("FERRY_RUN_ROOT")
+        self.run_root = os.path.join(root, "") if root else None
+        self.home_fd = os.open(".", os.O_RDONLY) if root else -1
+        self.task_env = _TaskEnv(self.run_root) if self.run_root is not None else None
 
     def _forked(self) -> None:
         self.forks += 1
@@ -339,6 +424,10 @@ class Host:
         sys.stdout, sys.stderr = out, err
         self.forks = 0
         failure: BaseException | None = None
+        if self.task_env is not None:
+            h = task_id.hex()
+            tid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            sandbox = self.task_env.set(tid)
         try:
             value = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - SystemExit and friends fail the task, not the host
@@ -346,6 +435,11 @@ class Host:
         if os.getpid() != self.pid:
             self._child_came_back(task_id)
         sys.stdout, sys.stderr = saved
+        if self.task_env is not None:
+            # The next task starts where this one did, wherever this one went.
+            os.fchdir(self.home_fd)
+            if os.access(sandbox, os.F_OK):
+                _finish_run_dir(self.run_root, tid)
         came_back = bool(self.forks) and self._a_child_came_back(task_id)
         # A task's processes end with the task, before the next one starts.
         left = end_leftovers() if self.children.any() else 0

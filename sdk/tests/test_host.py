@@ -17,10 +17,14 @@ SDK = Path(__file__).resolve().parents[1]
 
 
 class HostProcess:
-    def __init__(self):
-        env = dict(os.environ, PYTHONPATH=str(SDK))
+    def __init__(self, env: dict | None = None, cwd: Path | None = None):
+        env = dict(os.environ, PYTHONPATH=str(SDK), **(env or {}))
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "ferry.host"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            [sys.executable, "-u", "-m", "ferry.host"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=cwd,
         )
         kind, body = self.read()
         assert kind == b"R"
@@ -32,8 +36,8 @@ class HostProcess:
         body = self.proc.stdout.read(n)
         return body[:1], body[1:]
 
-    def run(self, fid: bytes, code: str, payload: str):
-        tid = uuid.uuid4().bytes
+    def run(self, fid: bytes, code: str, payload: str, tid: bytes | None = None):
+        tid = tid or uuid.uuid4().bytes
         c, p = code.encode(), payload.encode()
         body = b"T" + tid + fid + struct.pack(">I", len(c)) + c + struct.pack(">I", len(p)) + p
         self.proc.stdin.write(struct.pack(">I", len(body)) + body)
@@ -328,3 +332,56 @@ def test_the_host_dies_with_its_worker(tmp_path):
     except ProcessLookupError:
         pass
     assert not marker.exists(), "the host ran a task on after its worker died"
+
+
+def sandbox_facts():
+    import subprocess
+
+    seen_by_a_child = subprocess.run(
+        "echo $GC_TASK_UUID $GC_TASK_SANDBOX_DIR", shell=True, capture_output=True, text=True
+    ).stdout.split()
+    return os.environ["GC_TASK_UUID"], os.environ["GC_TASK_SANDBOX_DIR"], seen_by_a_child, os.getcwd()
+
+
+def keeps_a_file():
+    import ferry
+
+    (ferry.run_dir() / "kept.txt").write_text("x")
+    os.chdir("/")
+
+
+def makes_it_empty():
+    os.makedirs(os.environ["GC_TASK_SANDBOX_DIR"])
+
+
+def test_each_task_is_told_its_own_run_directory_and_only_a_used_one_is_kept(tmp_path):
+    root, home = tmp_path / "runs", tmp_path / "runs" / "worker-x"
+    (root / ".done").mkdir(parents=True)
+    home.mkdir()
+    h = HostProcess(env={"FERRY_RUN_ROOT": str(root)}, cwd=home)
+    try:
+        facts = serialize_function(sandbox_facts)
+        for _ in range(3):
+            tid = uuid.uuid4()
+            status, data, _, _, _ = h.run(b"f" * 16, facts, pack_args(), tid.bytes)
+            assert status == 0, data
+            task_uuid, sandbox, child, cwd = deserialize_data(data)
+            assert task_uuid == str(tid) and sandbox == str(root / str(tid))
+            assert child == [task_uuid, sandbox], "the task's processes see them too"
+            assert cwd == str(home) and not Path(sandbox).exists(), "made only when asked for"
+
+        kept = uuid.uuid4()
+        status, data, _, _, _ = h.run(b"k" * 16, serialize_function(keeps_a_file), pack_args(), kept.bytes)
+        assert status == 0, data
+        assert (root / str(kept) / "kept.txt").read_text() == "x"
+        assert (root / ".done" / str(kept)).exists(), "marked for the managers' sweep"
+
+        empty = uuid.uuid4()
+        status, data, _, _, _ = h.run(b"e" * 16, serialize_function(makes_it_empty), pack_args(), empty.bytes)
+        assert status == 0, data
+        assert not (root / str(empty)).exists(), "left empty: removed"
+
+        status, data, _, _, _ = h.run(b"f" * 16, facts, pack_args())
+        assert deserialize_data(data)[3] == str(home), "back in its own directory after a task's chdir"
+    finally:
+        h.proc.kill()

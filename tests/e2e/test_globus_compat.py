@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 import uuid
 
 import globus_sdk
@@ -101,8 +102,14 @@ def test_the_executor_runs_functions_lambdas_closures_and_shell_commands(gc, sta
         assert [f.result(timeout=60) for f in futures] == [3, 12, 15]
         with pytest.raises(TaskExecutionFailed, match="no such key z"):
             ex.submit(fails, "z").result(timeout=60)
-        shell = ex.submit(ShellFunction("echo hello {name}"), name="globus").result(timeout=60)
+        shell = ex.submit(ShellFunction("echo hello {name}; pwd"), name="globus").result(timeout=60)
         assert shell.returncode == 0 and "hello globus" in shell.stdout
+        # The endpoint tells the task its sandbox: the SDK's ShellFunction works there,
+        # not where the endpoint was started, and does not warn.
+        assert "sandboxing will not work" not in shell.stderr
+        sandbox = Path(shell.stdout.split()[-1])
+        assert sandbox.parent.name == "runs" and list(sandbox.glob("*.stdout"))
+        assert not list(stack.dir.glob("*.stdout")), "nothing where the endpoint started"
 
 
 def test_the_executor_can_reload_its_task_group(gc, stack):

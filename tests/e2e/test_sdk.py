@@ -4,6 +4,7 @@ in ``__main__``-like scopes) run on a real endpoint and their results come back.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -137,6 +138,59 @@ def test_a_shell_function_runs_through_the_executor(client, stack):
         result = ex.submit(ShellFunction("echo hello {name}"), name="ferry").result(timeout=60)
     assert result["stdout"] == "hello ferry\n"
     assert result["returncode"] == 0
+
+
+def runs_dir(stack) -> Path:
+    """The endpoint's run directories' root (its default: `runs` in its directory)."""
+    return next((stack.dir / "home" / "endpoints").glob("*/runs"))
+
+
+def test_a_shell_function_runs_in_its_own_run_directory_kept_while_it_holds_something(client, stack):
+    with Executor(endpoint_id=stack.endpoint_id, client=client) as ex:
+        empty = ex.submit(ShellFunction("pwd; echo $FERRY_TASK_ID")).result(timeout=60)
+        kept = ex.submit(ShellFunction("echo {text} > out.txt; pwd"), text="data").result(timeout=60)
+    where, task_id = empty["stdout"].split()
+    assert Path(where) == runs_dir(stack) / task_id
+    assert "run_dir" not in empty and not Path(where).exists(), "left empty: removed at once"
+    run_dir = Path(kept["run_dir"])
+    assert kept["stdout"].strip() == str(run_dir) and run_dir.parent == runs_dir(stack)
+    assert (run_dir / "out.txt").read_text() == "data\n"
+    assert (runs_dir(stack) / ".done" / run_dir.name).exists(), "marked for the sweep"
+
+
+def sandbox_facts():
+    import os
+
+    return os.environ.get("GC_TASK_SANDBOX_DIR"), os.environ.get("GC_TASK_UUID"), os.getcwd()
+
+
+def uses_its_run_dir(text):
+    import os
+
+    import ferry
+
+    where = ferry.run_dir()
+    with open("note.txt", "w") as f:
+        f.write(text)
+    os.chdir("/")  # the next task starts in its worker's directory all the same
+    return str(where)
+
+
+def test_a_python_task_is_told_its_run_directory_and_makes_it_only_when_it_asks(client, stack):
+    fid = client.register_function(sandbox_facts)
+    tid = client.run(endpoint_id=stack.endpoint_id, function_id=fid)
+    sandbox, task_uuid, cwd = client.get_result(tid, timeout=60)
+    assert task_uuid == tid
+    assert Path(sandbox) == runs_dir(stack) / tid
+    assert not Path(sandbox).exists(), "not asked for: never made"
+    assert Path(cwd).parent == runs_dir(stack) and Path(cwd).name.startswith("worker-")
+
+    uses = client.register_function(uses_its_run_dir)
+    tid = client.run("kept", endpoint_id=stack.endpoint_id, function_id=uses)
+    where = Path(client.get_result(tid, timeout=60))
+    assert where == runs_dir(stack) / tid and (where / "note.txt").read_text() == "kept"
+    after = client.run(endpoint_id=stack.endpoint_id, function_id=fid)
+    assert Path(client.get_result(after, timeout=60)[2]).name.startswith("worker-")
 
 
 def test_the_endpoint_is_listed_online(client, stack):

@@ -468,7 +468,8 @@ fn start_provider(
     sink: &reporter::Reporter,
     stop: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let p = &config.provider;
+    let resolved = config.provider.with_run_dir(dir);
+    let p = &resolved;
     let manager_bin = manager_bin(config)?;
     let timeout = p.cmd_timeout();
     match p.kind {
@@ -490,6 +491,8 @@ fn start_provider(
                 workers: p.workers_per_node().unwrap_or(2),
                 nodes: p.nodes_per_block(),
                 python: p.python.clone(),
+                run_root: p.run_dir.clone(),
+                keep_run_dirs: p.keep_run_dirs(),
                 secret: auth.secret.to_string(),
                 cert_sha256: auth.cert_sha256,
             });

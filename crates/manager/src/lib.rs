@@ -42,6 +42,11 @@ const LEAVE_SETTLE_QUIET: Duration = Duration::from_millis(100);
 /// ...but no longer than this: the scheduler's SIGKILL follows its SIGTERM.
 const LEAVE_SETTLE_MAX: Duration = Duration::from_millis(500);
 
+/// How long a finished task's run directory is kept by default: a week.
+pub const DEFAULT_KEEP_RUN_DIRS_SECS: u64 = 7 * 24 * 3600;
+/// How often run directories past their keep time are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// The manager's settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -81,6 +86,14 @@ pub struct Config {
     /// Stop taking tasks this many seconds before the block ends.
     #[arg(long, env = "FERRY_DRAIN_SECS", default_value_t = 0)]
     pub drain_secs: u64,
+    /// Where tasks' run directories go (the endpoint's `run_dir`); default
+    /// `$FERRY_HOME/runs`, else `~/.ferry/runs`.
+    #[arg(long, env = "FERRY_RUN_ROOT")]
+    pub run_root: Option<PathBuf>,
+    /// How long a finished task's run directory is kept (if it holds anything), in
+    /// seconds; the manager removes older ones every minute.
+    #[arg(long, env = "FERRY_KEEP_RUN_DIRS_SECS", default_value_t = DEFAULT_KEEP_RUN_DIRS_SECS)]
+    pub keep_run_dirs_secs: u64,
     /// Load generator: connect this many fake managers whose workers finish every task
     /// at once (no worker processes), to measure an endpoint's dispatch rate.
     #[arg(long, default_value_t = 0)]
@@ -189,9 +202,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("ferry-worker"),
     };
+    let run_root = config.run_root.clone().unwrap_or_else(ferry_rundir::default_root);
+    let sweeper = tokio::spawn(sweep_run_dirs(
+        run_root.clone(),
+        Duration::from_secs(config.keep_run_dirs_secs),
+    ));
+    let _sweeper = AbortOnDrop(sweeper);
+    let launch = slot::Launch {
+        bin: worker_bin,
+        run_root,
+    };
     let (events_tx, events) = mpsc::unbounded_channel();
     let slots: Vec<slot::Slot> = (0..config.workers as usize)
-        .map(|index| slot::Slot::spawn(index, worker_bin.clone(), events_tx.clone()))
+        .map(|index| slot::Slot::spawn(index, launch.clone(), events_tx.clone()))
         .collect();
     let drain_at = config.block_end.map(|end| {
         let now = ferry_proto::time::now_micros() / 1_000_000;
@@ -218,6 +241,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             shutdown,
         )
         .await
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every [`SWEEP_EVERY`], removes the finished tasks' run directories kept longer than
+/// `keep` (see `ferry_rundir`). Several managers may share the root: harmless.
+async fn sweep_run_dirs(root: PathBuf, keep: Duration) {
+    loop {
+        let at = root.clone();
+        match tokio::task::spawn_blocking(move || ferry_rundir::sweep(&at, keep)).await {
+            Ok(Ok(swept)) if swept.removed > 0 => {
+                tracing::info!(root = %root.display(), removed = swept.removed, "run directories past their keep time removed");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(root = %root.display(), error = %e, "cannot sweep run directories"),
+            Err(_) => {}
+        }
+        tokio::time::sleep(SWEEP_EVERY).await;
+    }
 }
 
 /// The manager's state while it serves.

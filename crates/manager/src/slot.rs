@@ -107,9 +107,9 @@ pub struct Slot {
 impl Slot {
     /// Starts the slot's supervisor, which starts its worker and reports `Ready` once
     /// the worker is up.
-    pub(crate) fn spawn(index: usize, worker_bin: PathBuf, events: mpsc::UnboundedSender<SlotEvent>) -> Self {
+    pub(crate) fn spawn(index: usize, launch: Launch, events: mpsc::UnboundedSender<SlotEvent>) -> Self {
         let (tasks, rx) = mpsc::unbounded_channel();
-        let supervisor = tokio::spawn(supervise(index, worker_bin, rx, events));
+        let supervisor = tokio::spawn(supervise(index, launch, rx, events));
         Self { tasks, supervisor }
     }
 
@@ -130,15 +130,24 @@ impl Drop for Slot {
     }
 }
 
+/// How a slot starts its worker.
+#[derive(Debug, Clone)]
+pub(crate) struct Launch {
+    /// The `ferry-worker` binary.
+    pub bin: PathBuf,
+    /// The run directories' root, passed on as `FERRY_RUN_ROOT`.
+    pub run_root: PathBuf,
+}
+
 async fn supervise(
     index: usize,
-    worker_bin: PathBuf,
+    launch: Launch,
     mut tasks: mpsc::UnboundedReceiver<SlotInput>,
     events: mpsc::UnboundedSender<SlotEvent>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match Worker::start(index, &worker_bin, &events).await {
+        match Worker::start(index, &launch, &events).await {
             Ok(mut worker) => {
                 backoff = Duration::from_millis(100);
                 match worker.serve(&mut tasks).await {
@@ -186,14 +195,16 @@ impl Drop for Worker<'_> {
 impl<'a> Worker<'a> {
     async fn start(
         index: usize,
-        worker_bin: &PathBuf,
+        launch: &Launch,
         events: &'a mpsc::UnboundedSender<SlotEvent>,
     ) -> anyhow::Result<Worker<'a>> {
+        let worker_bin = &launch.bin;
         let mut child = {
             // Known as a worker from the moment it exists: a round of `end_orphans` never
             // sees it unlisted.
             let mut workers = WORKERS.lock().unwrap_or_else(|e| e.into_inner());
             let child = Command::new(worker_bin)
+                .env("FERRY_RUN_ROOT", &launch.run_root)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

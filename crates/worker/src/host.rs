@@ -141,9 +141,18 @@ fn host_codec() -> LengthDelimitedCodec {
 }
 
 impl Host {
-    /// Starts `python -m ferry.host` and waits for its ready frame.
-    pub async fn start(python: &str) -> Result<Self, Error> {
-        let mut child = Command::new(python)
+    /// Starts `python -m ferry.host` and waits for its ready frame. With `places` (the
+    /// run directories' root, and the working directory of Python tasks), the host
+    /// starts there and tells each task its run directory (`GC_TASK_SANDBOX_DIR`).
+    pub async fn start(
+        python: &str,
+        places: Option<(&std::path::Path, std::path::PathBuf)>,
+    ) -> Result<Self, Error> {
+        let mut command = Command::new(python);
+        if let Some((root, cwd)) = places {
+            command.env("FERRY_RUN_ROOT", root).current_dir(cwd);
+        }
+        let mut child = command
             .args(["-u", "-m", "ferry.host"])
             // The host dies with this worker (its parent-death signal), checked by pid.
             .env("FERRY_HOST_PARENT", std::process::id().to_string())

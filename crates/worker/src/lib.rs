@@ -25,6 +25,69 @@ pub struct Config {
     /// environment Ferry's wheel was installed into), else `python3`.
     #[arg(long, env = "FERRY_PYTHON", default_value_t = default_python())]
     pub python: String,
+    /// Where tasks' run directories go (the endpoint's `run_dir`, which its managers
+    /// pass on); default `$FERRY_HOME/runs`, else `~/.ferry/runs`.
+    #[arg(long, env = "FERRY_RUN_ROOT")]
+    pub run_root: Option<std::path::PathBuf>,
+}
+
+/// Where this worker's tasks run: the run directories' root, and the working directory
+/// of its Python tasks (`worker-<host>-<pid>` under it). `dirs` is `None` when the root
+/// could not be made: shell tasks then fail saying why, Python tasks run where the
+/// worker was started.
+pub struct Places {
+    pub dirs: Option<ferry_rundir::RunDirs>,
+    /// Why there is no root.
+    pub error: String,
+    /// The name of the Python tasks' working directory under the root.
+    pub python_dir: Option<String>,
+}
+
+impl Places {
+    /// Makes the root and the Python tasks' directory; a failure is logged, not fatal.
+    pub fn open(config: &Config) -> Self {
+        let root = config.run_root.clone().unwrap_or_else(ferry_rundir::default_root);
+        match ferry_rundir::RunDirs::open(&root) {
+            Ok(dirs) => {
+                let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+                let name = format!("worker-{host}-{}", std::process::id());
+                let python_dir = match dirs.create(&name) {
+                    Ok(_) => Some(name),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Python tasks run in the worker's own directory");
+                        None
+                    }
+                };
+                Self {
+                    dirs: Some(dirs),
+                    error: String::new(),
+                    python_dir,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no run directories: shell tasks will fail");
+                Self {
+                    dirs: None,
+                    error: e.to_string(),
+                    python_dir: None,
+                }
+            }
+        }
+    }
+
+    /// The root and the working directory a Python host is started with.
+    pub fn for_host(&self) -> Option<(&std::path::Path, std::path::PathBuf)> {
+        let dirs = self.dirs.as_ref()?;
+        Some((dirs.root(), dirs.path(self.python_dir.as_deref()?)))
+    }
+
+    /// At the worker's end: its Python tasks' directory goes if empty, else is marked
+    /// for the sweep.
+    pub fn close(&self) {
+        if let (Some(dirs), Some(name)) = (&self.dirs, &self.python_dir) {
+            dirs.finish(name);
+        }
+    }
 }
 
 /// The `python` beside this program if there is one, else `python3` (on the `PATH`).

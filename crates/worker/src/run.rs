@@ -83,7 +83,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stdin, stdout) = manager_pipes();
     let mut input = FramedRead::new(stdin, codec());
     let mut output = FramedWrite::new(stdout, codec());
-    let mut host = match Host::start(&config.python).await {
+    let places = crate::Places::open(&config);
+    let mut host = match Host::start(&config.python, places.for_host()).await {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::error!(error = %e, "no Python host: Python tasks will fail until one starts");
@@ -103,6 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     loop {
         pump(
             &config,
+            &places,
             &mut host,
             &functions,
             &mut waiting,
@@ -111,6 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .await?;
         if !input_open && waiting.is_empty() && at_host.is_empty() {
+            places.close();
             return Ok(());
         }
         let front = at_host.front();
@@ -191,6 +194,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// shell task, or answers one that cannot run, once the host has nothing in hand.
 async fn pump(
     config: &Config,
+    places: &crate::Places,
     host: &mut Option<Host>,
     functions: &HashMap<FunctionId, FunctionCode>,
     waiting: &mut VecDeque<TaskSpec>,
@@ -216,12 +220,12 @@ async fn pump(
                 output.send(frame(&step)?).await?;
             }
             let spare: Vec<u32> = host.iter().map(|h| h.pid).collect();
-            let result = run_alone(&task, function, started, &spare).await;
+            let result = run_alone(&task, function, started, &spare, places).await;
             output.send(frame(&FromWorker::Finished(result))?).await?;
             continue;
         };
         if host.is_none() {
-            match Host::start(&config.python).await {
+            match Host::start(&config.python, places.for_host()).await {
                 Ok(h) => *host = Some(h),
                 Err(e) => {
                     let task = waiting.pop_front().expect("front exists");
@@ -353,6 +357,7 @@ async fn run_alone(
     function: Option<&FunctionCode>,
     started: Micros,
     spare: &[u32],
+    places: &crate::Places,
 ) -> TaskResult {
     let Some(function) = function else {
         return failed(
@@ -361,8 +366,20 @@ async fn run_alone(
             format!("the worker was never sent function {}", task.function_id),
         );
     };
+    let Some(dirs) = &places.dirs else {
+        let why = format!("task {}: no run directory: {}", task.task_id, places.error);
+        return failed(task, started, why);
+    };
     let walltime = task.walltime_ms.map(std::time::Duration::from_millis);
-    match crate::shell::run(task.task_id, &function.code, &task.payload, walltime, spare).await {
+    let run = crate::shell::Run {
+        task_id: task.task_id,
+        template: &function.code,
+        payload: &task.payload,
+        walltime,
+        spare,
+        dirs,
+    };
+    match crate::shell::run(run).await {
         Some(out) => result(task, started, out.completion, out.stdout, out.stderr),
         None => timed_out(task, started),
     }

@@ -129,6 +129,8 @@ pub async fn check(name: &str, within: Duration) -> anyhow::Result<bool> {
                 workers: p.workers_per_node().unwrap_or(2),
                 nodes: 1,
                 python: p.python.clone(),
+                run_root: Some(p.with_run_dir(&dir).run_dir.expect("filled in")),
+                keep_run_dirs: p.keep_run_dirs(),
                 secret: auth.secret.to_string(),
                 cert_sha256: auth.cert_sha256,
             });
@@ -173,8 +175,9 @@ async fn batch<P: Provider>(
     let block_dir = dir.join("blocks").join(&block_id);
     std::fs::create_dir_all(&block_dir)?;
     let walltime = config.provider.walltime().as_secs().min(TEST_WALLTIME_SECS);
+    let resolved = config.provider.with_run_dir(dir);
     let script = BlockScript {
-        config: &config.provider,
+        config: &resolved,
         endpoint_name: name,
         block_id: &block_id,
         block_dir: &block_dir,

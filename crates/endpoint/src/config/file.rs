@@ -298,6 +298,18 @@ const SETTINGS: &[(&str, Applies, &str, &str)] = &[
         "\"/path/to/ferry-manager\"",
         "default: next to ferry-endpoint",
     ),
+    (
+        "run_dir",
+        Applies::All,
+        "\"/path/to/runs\"",
+        "each task's run directory is <run_dir>/<task id> (default: runs in this endpoint's directory)",
+    ),
+    (
+        "keep_run_dirs",
+        Applies::All,
+        "\"7d\"",
+        "how long a finished task's run directory is kept when it holds anything",
+    ),
 ];
 
 /// A provider setting's value, if it is set (as TOML).

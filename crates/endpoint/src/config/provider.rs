@@ -171,6 +171,15 @@ pub struct ProviderConfig {
     /// The `ferry-manager` binary (default: next to `ferry-endpoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager_bin: Option<PathBuf>,
+    /// Where each task's run directory is made (`<run_dir>/<task id>`), on the nodes
+    /// the managers run on (a shared file system on a cluster, so the directories can be
+    /// looked at from the login node). Default: the endpoint's directory's `runs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<PathBuf>,
+    /// How long a finished task's run directory is kept when the task left something in
+    /// it (an empty one goes at once). Default 7 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_run_dirs: Option<Seconds>,
 }
 
 /// The workers' Python when the config names none: see [`ProviderConfig::python`].
@@ -256,6 +265,17 @@ impl ProviderConfig {
             (None, ProviderKind::Pbs) => Launcher::Pbsdsh,
             (None, _) => Launcher::Srun,
         }
+    }
+
+    /// [`ProviderConfig::run_dir`], its default under `endpoint_dir` filled in.
+    pub fn with_run_dir(&self, endpoint_dir: &Path) -> Self {
+        let mut resolved = self.clone();
+        resolved.run_dir.get_or_insert_with(|| endpoint_dir.join("runs"));
+        resolved
+    }
+
+    pub fn keep_run_dirs(&self) -> std::time::Duration {
+        self.keep_run_dirs.unwrap_or(Seconds::secs(7 * 24 * 3600)).0
     }
 
     pub fn cmd_timeout(&self) -> std::time::Duration {
@@ -423,6 +443,15 @@ impl ProviderConfig {
         }
         one_line("launcher_options", &self.launcher_options, &mut problems);
         one_line("python", &self.python, &mut problems);
+        if let Some(dir) = &self.run_dir {
+            if !dir.is_absolute() {
+                problems.push(problem(
+                    "run_dir",
+                    format!("{} is not an absolute path", dir.display()),
+                ));
+            }
+            one_line("run_dir", &dir.display().to_string(), &mut problems);
+        }
         for line in self.scheduler_options.lines() {
             let line = line.trim();
             let directive = match kind {

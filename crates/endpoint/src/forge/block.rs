@@ -189,9 +189,21 @@ impl BlockScript<'_> {
             format!("export FERRY_ENDPOINT_CERT_SHA256={}", self.cert_sha256),
             format!("export FERRY_BLOCK_ID={}", quote(self.block_id)),
             format!("export FERRY_PYTHON={}", quote(&self.config.python)),
+            format!(
+                "export FERRY_KEEP_RUN_DIRS_SECS={}",
+                self.config.keep_run_dirs().as_secs()
+            ),
             format!("export FERRY_DRAIN_SECS={}", self.drain_secs()),
             format!("export FERRY_BLOCK_END={end}"),
         ]
+        .into_iter()
+        .chain(
+            self.config
+                .run_dir
+                .as_ref()
+                .map(|dir| format!("export FERRY_RUN_ROOT={}", quote(&dir.display().to_string()))),
+        )
+        .collect::<Vec<_>>()
         .join("\n")
     }
 

@@ -22,6 +22,9 @@ pub struct LocalManagers {
     pub workers: u32,
     pub nodes: u32,
     pub python: String,
+    /// The tasks' run directories' root (the managers' default when `None`).
+    pub run_root: Option<PathBuf>,
+    pub keep_run_dirs: Duration,
     pub secret: String,
     /// The SHA-256 of the endpoint's certificate, which the managers pin.
     pub cert_sha256: ferry_proto::frames::CertFingerprint,
@@ -107,6 +110,11 @@ async fn keep_manager(node: String, block_id: String, config: LocalManagers, sto
             .arg("--block-id")
             .arg(&block_id)
             .env("FERRY_PYTHON", &config.python)
+            .envs(config.run_root.as_ref().map(|root| ("FERRY_RUN_ROOT", root)))
+            .env(
+                "FERRY_KEEP_RUN_DIRS_SECS",
+                config.keep_run_dirs.as_secs().to_string(),
+            )
             .env("FERRY_MANAGER_SECRET", &config.secret)
             .env("FERRY_ENDPOINT_CERT_SHA256", config.cert_sha256.to_string())
             .stdin(Stdio::null())

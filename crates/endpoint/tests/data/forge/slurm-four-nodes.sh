@@ -23,6 +23,7 @@ export FERRY_MANAGER_SECRET=0123456789abcdef0123456789abcdef0123456789abcdef0123
 export FERRY_ENDPOINT_CERT_SHA256=fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210
 export FERRY_BLOCK_ID=7
 export FERRY_PYTHON=python3
+export FERRY_KEEP_RUN_DIRS_SECS=604800
 export FERRY_DRAIN_SECS=300
 export FERRY_BLOCK_END=${SLURM_JOB_END_TIME:-$(( $(date +%s) + 86400 ))}
 srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpu-bind=none /home/ada/venvs/ferry/bin/ferry-manager --endpoint login01.cluster.example:50123 --workers 64

@@ -14,6 +14,7 @@ export FERRY_MANAGER_SECRET=0123456789abcdef0123456789abcdef0123456789abcdef0123
 export FERRY_ENDPOINT_CERT_SHA256=fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210
 export FERRY_BLOCK_ID=7
 export FERRY_PYTHON=python3
+export FERRY_KEEP_RUN_DIRS_SECS=604800
 export FERRY_DRAIN_SECS=60
 export FERRY_BLOCK_END=${SLURM_JOB_END_TIME:-$(( $(date +%s) + 1800 ))}
 /home/ada/venvs/ferry/bin/ferry-manager --endpoint login01.cluster.example:50123 --workers auto

@@ -1,0 +1,133 @@
+//! The check of a file input's value: where the file comes from and the name it is
+//! staged under, which must stay one path component of the run directory.
+
+use serde_json::{Map, Value as Json};
+
+use super::{FileInput, FileMode, FileSource, Problem, describe, excerpt, expected};
+
+/// The longest file name an endpoint's file system takes (`NAME_MAX`), in bytes.
+const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// A file input: a path string (copied), `{"path", "mode"?, "name"?}` or
+/// `{"data", "name"}`.
+pub(super) fn check(given: &Json) -> Result<FileInput, Problem> {
+    match given {
+        Json::String(path) => path_file(path, FileMode::Copy, None),
+        Json::Object(object) => object_file(object),
+        other => Err(expected(
+            r#"a file (an absolute path, {"path", "mode"} or {"data", "name"})"#,
+            other,
+        )),
+    }
+}
+
+fn object_file(object: &Map<String, Json>) -> Result<FileInput, Problem> {
+    if let Some(key) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), "path" | "mode" | "name" | "data"))
+    {
+        return Err(Problem::File(format!(
+            "a file object has no key {} (keys: path, mode, name, data)",
+            excerpt(key)
+        )));
+    }
+    let text = |key: &str| match object.get(key) {
+        None => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.as_str())),
+        Some(other) => Err(Problem::File(format!(
+            "{key} must be a string, got {}",
+            describe(other)
+        ))),
+    };
+    let (path, data, mode, name) = (text("path")?, text("data")?, text("mode")?, text("name")?);
+    match (path, data) {
+        (Some(_), Some(_)) => Err(Problem::File(
+            "a file object gives either path or data, not both".into(),
+        )),
+        (None, None) => Err(Problem::File(
+            "a file object needs path (a file on the endpoint) or data (an upload)".into(),
+        )),
+        (Some(path), None) => {
+            let mode = match mode {
+                None | Some("copy") => FileMode::Copy,
+                Some("link") => FileMode::Link,
+                Some(other) => {
+                    return Err(Problem::File(format!(
+                        r#"mode must be "copy" or "link", got {}"#,
+                        excerpt(other)
+                    )));
+                }
+            };
+            path_file(path, mode, name)
+        }
+        (None, Some(data)) => {
+            if mode.is_some() {
+                return Err(Problem::File(
+                    "mode applies only to a path: an upload is always copied".into(),
+                ));
+            }
+            if data.is_empty() {
+                return Err(Problem::File(
+                    "data must name a data-plane object, got an empty string".into(),
+                ));
+            }
+            if data.contains('\0') {
+                return Err(Problem::Nul);
+            }
+            let name =
+                name.ok_or_else(|| Problem::File("an upload needs a name to be staged under".into()))?;
+            file_name_problem(name).map_or(Ok(()), Err)?;
+            Ok(FileInput {
+                source: FileSource::Upload(data.to_owned()),
+                mode: FileMode::Copy,
+                name: name.to_owned(),
+            })
+        }
+    }
+}
+
+fn path_file(path: &str, mode: FileMode, name: Option<&str>) -> Result<FileInput, Problem> {
+    if path.contains('\0') {
+        return Err(Problem::Nul);
+    }
+    if !path.starts_with('/') {
+        return Err(Problem::File(format!(
+            "the path must be absolute, got {}",
+            excerpt(path)
+        )));
+    }
+    let name = match name {
+        Some(name) => name,
+        None => {
+            let base = path.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+            if base.is_empty() || base == "." || base == ".." {
+                return Err(Problem::File(format!("the path {} names no file", excerpt(path))));
+            }
+            base
+        }
+    };
+    file_name_problem(name).map_or(Ok(()), Err)?;
+    Ok(FileInput {
+        source: FileSource::Path(path.to_owned()),
+        mode,
+        name: name.to_owned(),
+    })
+}
+
+/// Why `name` cannot be a file's name in the run directory, if it cannot.
+fn file_name_problem(name: &str) -> Option<Problem> {
+    let why = if name.is_empty() {
+        "is empty"
+    } else if name == "." || name == ".." {
+        "is not a file name"
+    } else if name.contains('/') {
+        "must be one path component (no /)"
+    } else if name.contains('\0') {
+        "contains a NUL byte"
+    } else if name.len() > MAX_FILE_NAME_BYTES {
+        "is longer than 255 bytes"
+    } else {
+        return None;
+    };
+    Some(Problem::File(format!("the file name {} {why}", excerpt(name))))
+}

@@ -7,14 +7,24 @@
 42
 """
 
+from .application import Application
 from .client import Batch, Client, Session, ShellFunction
 from .session import Outcome
-from .errors import APIError, DeserializationError, FerryError, RemoteExecutionError, TaskPending
+from .errors import (
+    APIError,
+    ApplicationFailed,
+    DeserializationError,
+    FerryError,
+    RemoteExecutionError,
+    TaskPending,
+)
 from .executor import Executor
 from .task import run_dir
 
 __all__ = [
     "APIError",
+    "Application",
+    "ApplicationFailed",
     "Batch",
     "Client",
     "DeserializationError",

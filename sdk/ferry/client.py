@@ -20,6 +20,7 @@ import urllib.parse
 import uuid
 from typing import Any, Callable, Iterable, Iterator
 
+from .application import Application
 from .errors import APIError, FerryError, TaskPending
 from .results import _entry, result_of
 from .serialize import pack_args, serialize_function
@@ -212,7 +213,9 @@ class Client:
                     continue
             if response.status >= 400:
                 if isinstance(doc, dict):
-                    raise APIError(response.status, str(doc.get("code")), str(doc.get("message")))
+                    raise APIError(
+                        response.status, str(doc.get("code")), str(doc.get("message")), doc.get("errors") or []
+                    )
                 raise APIError(response.status, "http_error", raw[:200].decode("utf-8", "replace"))
             return doc
 
@@ -244,6 +247,10 @@ class Client:
             return self.register_shell_function(
                 function.command, name or function.__name__, public=public, shared_with=shared_with
             )
+        if isinstance(function, Application):
+            return self.register_application(
+                function, name, description, public=public, shared_with=shared_with
+            )
         if not callable(function):
             raise FerryError(f"register_function needs a callable, not {type(function).__name__}")
         name = name or getattr(function, "__name__", "function")
@@ -267,6 +274,50 @@ class Client:
         self._kinds[fid] = "shell"
         return fid
 
+    def register_application(
+        self,
+        application: Application | dict,
+        name: str | None = None,
+        description: str | None = None,
+        *,
+        public: bool = False,
+        shared_with: Iterable[str] = (),
+    ) -> str:
+        """Registers an :class:`Application` (or its spec as a dict); returns its id.
+        The service checks the spec and lists every problem in one :class:`APIError`
+        (``.errors``)."""
+        if isinstance(application, dict):
+            application = Application.from_spec(application)
+        body = {
+            "name": name or application.__name__,
+            "kind": "application",
+            "code": json.dumps(application.spec),
+            "description": description,
+        }
+        body.update(_sharing(public, shared_with))
+        fid = self._request("POST", "/v1/functions", body)["function_id"]
+        self._kinds[fid] = "application"
+        return fid
+
+    def run_application(
+        self,
+        application_id: str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        endpoint_id: str | None = None,
+        max_retries: int | None = None,
+        walltime: float | None = None,
+    ) -> str:
+        """Runs a registered application once with these inputs; returns the task id.
+        The inputs are checked against the application's before anything is queued: all
+        that are wrong are listed in one :class:`APIError` (``.errors``, each with the
+        input's name). ``get_result`` then gives the run: ``run_dir``, ``phases`` (each
+        with ``name``, ``state``, ``exit_status``, ``signal``, times and the end of its
+        output), ``outputs`` (files matched: ``path``, ``bytes``) and ``inputs``; a
+        failed run raises :class:`ApplicationFailed`, which carries the same."""
+        payload = json.dumps(inputs) if inputs else ""
+        return self._submit(endpoint_id, [(application_id, payload)], max_retries, walltime)[0]
+
     def share_function(self, function_id: str, *, public: bool = False, shared_with: Iterable[str] = ()) -> dict:
         """Says who besides its owner may run a function (its owner only); replaces what
         was set before. Returns the function as its owner sees it."""
@@ -283,9 +334,14 @@ class Client:
         return kind
 
     def _payload(self, function_id: str, args: Iterable[Any], kwargs: dict[str, Any]) -> str:
-        if self._kind(function_id) == "shell":
+        kind = self._kind(function_id)
+        if kind == "shell":
             if tuple(args):
                 raise FerryError("a shell function takes keyword arguments only (they fill its {placeholders})")
+            return json.dumps(kwargs) if kwargs else ""
+        if kind == "application":
+            if tuple(args):
+                raise FerryError("an application takes its inputs as keyword arguments only")
             return json.dumps(kwargs) if kwargs else ""
         return pack_args(tuple(args), kwargs)
 

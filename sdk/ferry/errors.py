@@ -14,11 +14,14 @@ class APIError(FerryError):
     'not_found (HTTP 404): task 1 not found'
     """
 
-    def __init__(self, http_status: int, code: str, message: str) -> None:
+    def __init__(self, http_status: int, code: str, message: str, errors: list | None = None) -> None:
         super().__init__(f"{code} (HTTP {http_status}): {message}")
         self.http_status = http_status
         self.code = code
         self.message = message
+        #: Each problem on its own where there were several (an application's inputs):
+        #: dicts with ``at``, ``input`` (the input's name) and ``message``.
+        self.errors = list(errors or [])
 
 
 class TaskPending(FerryError):
@@ -52,3 +55,15 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.tb}"""'
+
+
+class ApplicationFailed(RemoteExecutionError):
+    """An application run failed: ``str()`` names the phase and why; ``run`` is the
+    run's record (``run_dir``, ``phases``, ``outputs``, ``inputs``), as a success's
+    result would be."""
+
+    def __init__(self, remote_traceback: str, run: dict) -> None:
+        super().__init__(remote_traceback)
+        self.run = run
+        self.run_dir = run.get("run_dir")
+        self.phases = run.get("phases", [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import FerryError, RemoteExecutionError, RemoteTraceback
+from .errors import ApplicationFailed, FerryError, RemoteExecutionError, RemoteTraceback
 from .serialize import deserialize_data
 
 __all__ = ["exception_of", "result_of"]
@@ -31,6 +31,8 @@ def exception_of(doc: dict) -> BaseException:
             if isinstance(exc, BaseException):
                 exc.__cause__ = RemoteTraceback(tb)
                 return exc
+            if isinstance(exc, dict) and "phases" in exc:
+                return ApplicationFailed(tb, exc)
         except Exception:  # noqa: BLE001 - fall back to the text
             pass
     return RemoteExecutionError(tb)

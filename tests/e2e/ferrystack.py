@@ -65,8 +65,16 @@ def _wait(predicate, seconds: float, what: str, logs: Path) -> None:
 
 
 class Stack:
-    def __init__(self, workers: int = 2, bin_dir: Path | None = None, python: str | None = sys.executable) -> None:
-        """`python`: the workers' interpreter; None leaves it to the endpoint's default."""
+    def __init__(
+        self,
+        workers: int = 2,
+        bin_dir: Path | None = None,
+        python: str | None = sys.executable,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """`python`: the workers' interpreter; None leaves it to the endpoint's default.
+        `settings`: more of the endpoint's config (`{"provider.keep_run_dirs": "2s"}`)."""
+        self.settings = dict(settings or {})
         self.bin = (Path(bin_dir) if bin_dir else BIN).resolve()
         self.workers = workers
         for name in ("ferry-web-service", "ferry-forwarder", "ferry-endpoint", "ferry-manager", "ferry-worker"):
@@ -124,6 +132,7 @@ class Stack:
         self.run(
             "ferry-endpoint", "configure", "ep", "--url", self.url, "--token", self.token,
             *python, "--workers", str(self.workers),
+            *[arg for key, value in self.settings.items() for arg in ("--set", f"{key}={value}")],
         )
         self.spawn("ferry-endpoint", "start", "ep", "--foreground")
         running = self.dir / "home" / "endpoints" / "ep" / "running.json"

@@ -141,8 +141,9 @@ def test_a_shell_function_runs_through_the_executor(client, stack):
 
 
 def runs_dir(stack) -> Path:
-    """The endpoint's run directories' root (its default: `runs` in its directory)."""
-    return next((stack.dir / "home" / "endpoints").glob("*/runs"))
+    """The endpoint's run directories' root (its default: `runs` in its directory, which
+    ferry dev keeps under `dev/endpoints/`)."""
+    return next((stack.dir / "home").glob("**/endpoints/*/runs"))
 
 
 def test_a_shell_function_runs_in_its_own_run_directory_kept_while_it_holds_something(client, stack):

@@ -6,7 +6,8 @@
 //! - `dev/state.json`: the token of the dev user, reused while the store still knows it;
 //! - `dev/store.snapshot`: the embedded store's keyspace, written when `ferry dev` stops
 //!   and read when it starts;
-//! - `dev/endpoints/local/`: the local endpoint's directory (config, ID, `endpoint.log`);
+//! - `dev/endpoints/local/`: the local endpoint's directory (config, ID, `endpoint.log`,
+//!   and `runs/`, its tasks' run directories);
 //! - `dev/logs/`: the web-service's and the forwarder's logs.
 
 use std::os::unix::fs::OpenOptionsExt;

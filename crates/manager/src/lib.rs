@@ -44,8 +44,11 @@ const LEAVE_SETTLE_MAX: Duration = Duration::from_millis(500);
 
 /// How long a finished task's run directory is kept by default: a week.
 pub const DEFAULT_KEEP_RUN_DIRS_SECS: u64 = 7 * 24 * 3600;
-/// How often run directories past their keep time are looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often run directories past their keep time are looked for: every minute, or
+/// every half keep time when that is shorter (at least every second).
+fn sweep_every(keep: Duration) -> Duration {
+    (keep / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
 
 /// The manager's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,7 +94,8 @@ pub struct Config {
     #[arg(long, env = "FERRY_RUN_ROOT")]
     pub run_root: Option<PathBuf>,
     /// How long a finished task's run directory is kept (if it holds anything), in
-    /// seconds; the manager removes older ones every minute.
+    /// seconds; the manager removes older ones every minute (every half keep time when
+    /// that is shorter).
     #[arg(long, env = "FERRY_KEEP_RUN_DIRS_SECS", default_value_t = DEFAULT_KEEP_RUN_DIRS_SECS)]
     pub keep_run_dirs_secs: u64,
     /// Load generator: connect this many fake managers whose workers finish every task
@@ -252,7 +256,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Every [`SWEEP_EVERY`], removes the finished tasks' run directories kept longer than
+/// Every [`sweep_every`], removes the finished tasks' run directories kept longer than
 /// `keep` (see `ferry_rundir`). Several managers may share the root: harmless.
 async fn sweep_run_dirs(root: PathBuf, keep: Duration) {
     loop {
@@ -265,7 +269,7 @@ async fn sweep_run_dirs(root: PathBuf, keep: Duration) {
             Ok(Err(e)) => tracing::warn!(root = %root.display(), error = %e, "cannot sweep run directories"),
             Err(_) => {}
         }
-        tokio::time::sleep(SWEEP_EVERY).await;
+        tokio::time::sleep(sweep_every(keep)).await;
     }
 }
 

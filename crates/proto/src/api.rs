@@ -13,6 +13,22 @@ use crate::{BatchId, EndpointId, FunctionId, TaskId, UserId};
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
+    /// Each problem on its own where there were several (an application's inputs: every
+    /// one wrong is listed, with its name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// One problem of a request: where (`tasks[3].inputs.steps`, an input's name) and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FieldError {
+    /// Where in the request: for an application's inputs, `tasks[I].<input name>`.
+    pub at: String,
+    /// The input's name, for an application's inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    pub message: String,
 }
 
 /// `GET /v1/version`.
@@ -66,6 +82,7 @@ pub struct ForwarderHealth {
 pub enum KindName {
     Python,
     Shell,
+    Application,
 }
 
 /// `POST /v1/functions`.

@@ -14,12 +14,14 @@ use crate::state::{Actor, EventKind};
 use crate::time::Micros;
 use crate::{EndpointId, FunctionId, ManagerId, TaskGroupId, TaskId};
 
-/// What a function is: Python code run by a warm interpreter, or a shell command run
-/// directly.
+/// What a function is: Python code run by a warm interpreter, a shell command run
+/// directly, or an application (a JSON spec of typed inputs and up to three phase
+/// scripts, see the `ferry-app` crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FunctionKind {
     Python,
     Shell,
+    Application,
 }
 
 impl FunctionKind {
@@ -27,6 +29,7 @@ impl FunctionKind {
         match self {
             FunctionKind::Python => "python",
             FunctionKind::Shell => "shell",
+            FunctionKind::Application => "application",
         }
     }
 
@@ -34,6 +37,7 @@ impl FunctionKind {
         match name {
             "python" => Some(FunctionKind::Python),
             "shell" => Some(FunctionKind::Shell),
+            "application" => Some(FunctionKind::Application),
             _ => None,
         }
     }

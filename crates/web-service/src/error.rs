@@ -63,6 +63,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to wait before trying again (`Retry-After`), for a 429.
     pub retry_after: Option<u64>,
+    /// Each problem on its own, where there were several.
+    pub errors: Vec<ferry_proto::api::FieldError>,
 }
 
 impl ApiError {
@@ -71,6 +73,16 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A 400 listing several problems at once: `message` says them all in one line,
+    /// `errors` one by one.
+    pub fn invalid(message: impl Into<String>, errors: Vec<ferry_proto::api::FieldError>) -> Self {
+        Self {
+            errors,
+            ..Self::bad_request(message)
         }
     }
 
@@ -80,6 +92,7 @@ impl ApiError {
             code: Code::TooManyRequests,
             message: message.into(),
             retry_after: Some(retry_after),
+            errors: Vec::new(),
         }
     }
 
@@ -89,6 +102,7 @@ impl ApiError {
             code: self.code,
             message: format!("{at}: {}", self.message),
             retry_after: self.retry_after,
+            errors: self.errors,
         }
     }
 
@@ -114,6 +128,7 @@ impl ApiError {
                 code: Code::Unavailable,
                 message: format!("{e}; try again later"),
                 retry_after: Some(5),
+                errors: Vec::new(),
             };
         }
         Self::unavailable("the broker is unavailable", e)
@@ -155,6 +170,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             code: self.code.name().to_owned(),
             message: self.message,
+            errors: self.errors,
         };
         let mut response = (self.code.status(), Json(body)).into_response();
         if let Some(secs) = self.retry_after {

@@ -69,6 +69,7 @@ where
                     "a request with Idempotency-Key {key:?} is still being answered; send it again in a moment"
                 ),
                 retry_after: Some(1),
+                errors: Vec::new(),
             });
         }
         KeyClaim::Answered(answer) => {

@@ -77,7 +77,7 @@ pub struct IdempotencyKey {
         globus_batch_status, globus_task_group, globus_amqp_url, globus_list_endpoints,
         globus_get_endpoint, globus_endpoint_status,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, ferry_proto::api::FieldError)),
     modifiers(&Bearer),
     security(("bearer" = [])),
 )]

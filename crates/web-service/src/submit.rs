@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ferry_proto::api::FieldError;
 use ferry_proto::messages::{FunctionCode, FunctionKind, TaskBatch, TaskSpec};
 use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, BatchId, EndpointId, EventKind, FunctionId, TaskGroupId, TaskId, UserId};
@@ -242,14 +243,27 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
     }
 
     let mut functions: HashMap<FunctionId, FunctionCode> = HashMap::new();
+    let mut applications: HashMap<FunctionId, ferry_app::AppSpec> = HashMap::new();
+    let mut invalid: Vec<FieldError> = Vec::new();
     for (i, task) in tasks.iter().enumerate() {
         if !functions.contains_key(&task.function_id) {
             let f = crate::access::visible_function(state, user, task.function_id).await?;
             crate::access::allowed_on(&endpoint, f.function_id)?;
+            if f.kind == FunctionKind::Application {
+                let spec = ferry_app::AppSpec::parse(&f.code).map_err(|e| {
+                    tracing::error!(function_id = %f.function_id, error = %e, "a registered application's spec does not parse");
+                    ApiError::bad_request(format!("application {} cannot be run: its spec is not valid: {e}", f.function_id))
+                })?;
+                applications.insert(f.function_id, spec);
+            }
             functions.insert(
                 f.function_id,
                 FunctionCode::for_message(f.function_id, f.kind, &f.code),
             );
+        }
+        if let Some(spec) = applications.get(&task.function_id) {
+            invalid.extend(application_inputs(i, spec, &task.payload));
+            continue;
         }
         if functions[&task.function_id].kind == FunctionKind::Shell && !task.payload.is_empty() {
             let value: Result<serde_json::Value, _> = serde_json::from_slice(&task.payload);
@@ -259,6 +273,17 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
                 )));
             }
         }
+    }
+
+    if !invalid.is_empty() {
+        let all: Vec<String> = invalid
+            .iter()
+            .map(|e| format!("{}: {}", e.at, e.message))
+            .collect();
+        return Err(ApiError::invalid(
+            format!("invalid application inputs: {}", all.join("; ")),
+            invalid,
+        ));
     }
 
     let inline_limit = state.config.inline_limit_bytes;
@@ -516,6 +541,51 @@ async fn fail_unqueued(state: &AppState, specs: &[TaskSpec], reason: &str) -> bo
             tracing::error!(error = %e, tasks = specs.len(), first_task_id = %specs[0].task_id, "could not fail tasks that were never published; the sweeper will");
             false
         }
+    }
+}
+
+/// Checks task `i`'s inputs (its payload: a JSON object, or nothing for none) against
+/// application `spec`: every problem, each with the input's name.
+fn application_inputs(i: usize, spec: &ferry_app::AppSpec, payload: &[u8]) -> Vec<FieldError> {
+    let values = if payload.is_empty() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(payload) {
+            Ok(v) => v,
+            Err(e) => {
+                return vec![FieldError {
+                    at: format!("tasks[{i}].payload"),
+                    input: None,
+                    message: format!("an application's inputs are a JSON object: {e}"),
+                }];
+            }
+        }
+    };
+    match spec.validate(&values) {
+        // Staging a file uploaded through the data plane is not built yet: refused here,
+        // before anything is queued, rather than failed at the endpoint.
+        Ok(inputs) => inputs
+            .files()
+            .into_iter()
+            .filter(|(_, file)| matches!(file.source, ferry_app::FileSource::Upload(_)))
+            .map(|(name, _)| FieldError {
+                at: format!("tasks[{i}].{name}"),
+                input: Some(name.to_owned()),
+                message: "a file uploaded through the data plane cannot be staged yet; give a path the endpoint can read".into(),
+            })
+            .collect(),
+        Err(errors) => errors
+            .into_iter()
+            .map(|e| FieldError {
+                at: if e.input.is_empty() {
+                    format!("tasks[{i}].payload")
+                } else {
+                    format!("tasks[{i}].{}", e.input)
+                },
+                input: (!e.input.is_empty()).then_some(e.input),
+                message: e.message,
+            })
+            .collect(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! - [`host`]: the warm Python interpreter (`python -m ferry.host`) the worker keeps for
 //!   Python functions, and the small binary protocol it speaks over pipes.
 //! - [`shell`]: shell functions, run directly with `/bin/sh -c`.
+//! - [`app`]: applications: typed inputs, prolog / execute / epilog in one run directory.
 //! - [`lifeline`]: the worker and everything below it (in its process group or out of
 //!   it: the worker is a child subreaper) end when its manager does, and a stopped or
 //!   finished task's processes end with it.
@@ -12,6 +13,7 @@
 //! If the Python host dies in the middle of a task the worker exits: the manager sees a
 //! lost worker and the task is retried elsewhere, which is the rule for any worker death.
 
+pub mod app;
 pub mod host;
 pub mod lifeline;
 pub mod run;

@@ -204,7 +204,7 @@ async fn pump(
     let mut fed = false;
     while let Some(task) = waiting.front() {
         let function = functions.get(&task.function_id);
-        let Some(function) = function.filter(|f| f.kind != FunctionKind::Shell) else {
+        let Some(function) = function.filter(|f| f.kind == FunctionKind::Python) else {
             if !at_host.is_empty() {
                 break;
             }
@@ -349,9 +349,9 @@ fn timed_out(task: &TaskSpec, started: Micros) -> TaskResult {
     result(task, started, completion, String::new(), String::new())
 }
 
-/// A task the host does not run: a shell command (run here, to its walltime; what it
-/// leaves running below the worker is killed, all but `spare`, the Python host), or one
-/// whose function the worker was never sent.
+/// A task the host does not run: a shell command or an application (run here, to its
+/// walltime; what it leaves running below the worker is killed, all but `spare`, the
+/// Python host), or one whose function the worker was never sent.
 async fn run_alone(
     task: &TaskSpec,
     function: Option<&FunctionCode>,
@@ -379,7 +379,11 @@ async fn run_alone(
         spare,
         dirs,
     };
-    match crate::shell::run(run).await {
+    let outcome = match function.kind {
+        FunctionKind::Application => crate::app::run(run).await,
+        _ => crate::shell::run(run).await,
+    };
+    match outcome {
         Some(out) => result(task, started, out.completion, out.stdout, out.stderr),
         None => timed_out(task, started),
     }

@@ -297,11 +297,14 @@ struct Scripts<'a> {
 impl<'a> Scripts<'a> {
     fn new(inputs: &'a [InputSpec]) -> Scripts<'a> {
         let names = || inputs.iter().map(|input| input.name.as_str());
+        // Each name once, in declaration order, though a spec may repeat one.
+        let mut seen = HashSet::new();
+        let distinct: Vec<&str> = names().filter(|name| seen.insert(*name)).collect();
         let known = match inputs.len() {
             0 => format!("no inputs; builtins: {}", BUILTINS.join(", ")),
             _ => format!(
                 "inputs: {}; builtins: {}",
-                name_list(names()),
+                name_list(distinct.into_iter()),
                 BUILTINS.join(", ")
             ),
         };

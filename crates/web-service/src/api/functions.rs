@@ -20,7 +20,7 @@ pub(crate) async fn register(
 ) -> ApiResult<Json<FunctionRegistered>> {
     let kind = FunctionKind::from_wire_name(&body.kind).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "kind must be \"python\" or \"shell\", not {:?}",
+            "kind must be \"python\", \"shell\" or \"application\", not {:?}",
             body.kind
         ))
     })?;
@@ -31,6 +31,9 @@ pub(crate) async fn register(
         &body.code,
         body.description.as_deref(),
     )?;
+    if kind == FunctionKind::Application {
+        check_application(&body.code)?;
+    }
     crate::access::existing_users(&state, "shared_with", &body.shared_with).await?;
     let record = FunctionRecord {
         function_id: FunctionId::new(),
@@ -79,6 +82,24 @@ pub(crate) async fn share(
     tracing::info!(function_id = %id, public = body.public, users = shared_with.len(), "function sharing set");
     let f = crate::access::owned_function(&state, user, id).await?;
     Ok(Json(function_doc(&f, user)))
+}
+
+/// An application's `code` must be a valid spec: every problem is listed (`code: ...`).
+fn check_application(code: &str) -> ApiResult<()> {
+    ferry_app::AppSpec::parse(code.as_bytes())
+        .map(|_| ())
+        .map_err(|errors| {
+            let listed = errors
+                .errors()
+                .iter()
+                .map(|e| ferry_proto::api::FieldError {
+                    at: format!("code.{}", e.at),
+                    input: None,
+                    message: e.message.clone(),
+                })
+                .collect();
+            ApiError::invalid(format!("code is not a valid application: {errors}"), listed)
+        })
 }
 
 /// A function as `user` sees it: who else may run it is its owner's to know.

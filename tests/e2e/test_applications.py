@@ -1,0 +1,194 @@
+"""Applications through the real stack: registered specs, typed inputs checked at the
+web-service, prolog / execute / epilog in one run directory on the endpoint."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from ferry import APIError, Application, ApplicationFailed
+
+THREE_PHASES = Application(
+    prolog="pwd > where.prolog; echo prolog >> order.log; echo 'prolog says hi'",
+    execute=(
+        "pwd > where.execute; echo execute >> order.log\n"
+        "echo steps=@@steps@@ solver=@@solver@@ title=@@title@@ > args.txt\n"
+        'echo "env: $FERRY_INPUT_STEPS $FERRY_PHASE"'
+    ),
+    epilog="pwd > where.epilog; echo epilog >> order.log; mkdir -p out; echo done > out/result.dat",
+    inputs=[
+        {"name": "steps", "label": "Time steps", "type": "int", "min": 1, "max": 1000, "order": 1},
+        {"name": "solver", "type": "enum", "choices": ["cg", "gmres"], "default": "cg"},
+        {"name": "title", "type": "string", "pattern": "[A-Za-z ;$()`'-]*", "required": False},
+        {"name": "tol", "type": "float", "min": 0, "max": 1, "default": 1e-6},
+        {"name": "verbose", "type": "bool", "default": False},
+    ],
+    outputs=["out/*.dat", "args.txt"],
+    name="three-phases",
+)
+
+
+def test_three_phases_run_in_order_in_one_run_directory_with_their_inputs(client, stack):
+    app = client.register_application(THREE_PHASES)
+    tid = client.run_application(app, {"steps": 3, "title": "a b"}, endpoint_id=stack.endpoint_id)
+    run = client.get_result(tid, timeout=60)
+
+    run_dir = Path(run["run_dir"])
+    assert run_dir.name == tid
+    assert [p["name"] for p in run["phases"]] == ["prolog", "execute", "epilog"]
+    assert all(p["state"] == "succeeded" and p["exit_status"] == 0 for p in run["phases"])
+    assert all(p["started_at"] <= p["ended_at"] for p in run["phases"])
+    assert (run_dir / "order.log").read_text() == "prolog\nexecute\nepilog\n"
+    for phase in ("prolog", "execute", "epilog"):
+        assert (run_dir / f"where.{phase}").read_text().strip() == str(run_dir)
+    assert (run_dir / "args.txt").read_text() == "steps=3 solver=cg title=a b\n"
+    assert run["phases"][0]["stdout"] == "prolog says hi\n"
+    assert run["phases"][1]["stdout"] == "env: 3 execute\n"
+    assert (run_dir / "execute.stdout").read_text() == "env: 3 execute\n", "kept in full"
+    assert sorted(o["path"] for o in run["outputs"]) == ["args.txt", "out/result.dat"]
+    assert run["inputs"] == {"steps": 3, "solver": "cg", "title": "a b", "tol": 1e-6, "verbose": False}
+
+
+def test_every_wrong_input_is_listed_with_its_name_before_anything_runs(client, stack):
+    app = client.register_application(THREE_PHASES)
+    with pytest.raises(APIError) as info:
+        client.run_application(
+            app,
+            {"steps": 0, "solver": "lu", "title": "digits 123", "tol": "small", "colour": "red"},
+            endpoint_id=stack.endpoint_id,
+        )
+    e = info.value
+    assert e.http_status == 400
+    named = {err["input"] for err in e.errors}
+    assert named == {"steps", "solver", "title", "tol", "colour"}, e.errors
+    assert "at least 1" in str(e) and "gmres" in str(e) and "no such input" in str(e)
+
+    with pytest.raises(APIError) as info:
+        client.run_application(app, {}, endpoint_id=stack.endpoint_id)
+    assert [err["input"] for err in info.value.errors] == ["steps"]
+    assert "required" in info.value.errors[0]["message"]
+
+
+def test_a_spec_with_problems_is_refused_listing_each(client):
+    bad = Application.from_spec(
+        {
+            "inputs": [{"name": "n", "type": "int", "min": 5, "max": 1}, {"name": "n", "type": "string"}],
+            "execute": {"script": "run @@m@@"},
+        }
+    )
+    with pytest.raises(APIError) as info:
+        client.register_application(bad)
+    assert info.value.http_status == 400
+    text = str(info.value)
+    assert "@@m@@" in text and "min" in text and "n" in text
+    assert len(info.value.errors) >= 3, info.value.errors
+
+
+def test_values_that_look_like_commands_stay_literal_strings(client, stack, tmp_path):
+    app = client.register_application(
+        Application(
+            execute="printf '%s|' @@v@@ > got.txt; ls",
+            inputs=[{"name": "v", "type": "string"}],
+        )
+    )
+    for value in ["; touch pwned", "$(touch pwned)", "`touch pwned`", "a'b \"c\" $HOME", "x\ny && rm -rf ~"]:
+        run = client.get_result(client.run_application(app, {"v": value}, endpoint_id=stack.endpoint_id), timeout=60)
+        run_dir = Path(run["run_dir"])
+        assert (run_dir / "got.txt").read_text() == value + "|"
+        assert not (run_dir / "pwned").exists()
+
+
+def test_the_epilog_marked_after_failure_runs_after_a_failed_execute(client, stack):
+    app = client.register_application(
+        Application(
+            prolog="echo prepared",
+            execute="echo trying; echo 'solver diverged' >&2; exit 3",
+            epilog="echo cleaned > cleanup.txt",
+            epilog_after_failure=True,
+        )
+    )
+    with pytest.raises(ApplicationFailed) as info:
+        client.get_result(client.run_application(app, endpoint_id=stack.endpoint_id), timeout=60)
+    e = info.value
+    assert "phase execute: exited with status 3" in str(e) and "solver diverged" in str(e)
+    states = {p["name"]: (p["state"], p["exit_status"]) for p in e.phases}
+    assert states == {"prolog": ("succeeded", 0), "execute": ("failed", 3), "epilog": ("succeeded", 0)}
+    assert (Path(e.run_dir) / "cleanup.txt").read_text() == "cleaned\n"
+
+    # Without the mark, a failure skips the epilog.
+    plain = client.register_application(Application(execute="exit 1", epilog="touch ran"))
+    with pytest.raises(ApplicationFailed) as info:
+        client.get_result(client.run_application(plain, endpoint_id=stack.endpoint_id), timeout=60)
+    assert [p["state"] for p in info.value.phases] == ["failed", "skipped"]
+    assert not (Path(info.value.run_dir) / "ran").exists()
+
+
+def test_a_phase_that_cannot_run_or_is_killed_fails_the_run_naming_the_phase(client, stack):
+    cases = [
+        (Application(prolog="#!/no/such/interpreter\nprint(1)", execute="true"), "phase prolog: its script's interpreter /no/such/interpreter does not exist"),
+        (Application(execute="kill -SEGV $$"), "phase execute: was killed by SIGSEGV"),
+        (Application(execute="no-such-program-anywhere"), "phase execute: exited with status 127"),
+        (Application(execute="sleep 30", walltimes={"execute": 0.5}), "phase execute: ran past its walltime of 0.5 s"),
+    ]
+    for app, said in cases:
+        fid = client.register_application(app)
+        with pytest.raises(ApplicationFailed) as info:
+            client.get_result(client.run_application(fid, endpoint_id=stack.endpoint_id), timeout=60)
+        assert said in str(info.value), str(info.value)
+
+
+def test_a_script_with_its_own_interpreter_sees_the_inputs_in_its_environment(client, stack):
+    app = client.register_application(
+        Application(
+            execute="#!/usr/bin/env python3\nimport os\nprint(os.environ['FERRY_INPUT_WHO'], os.getcwd() == os.environ['FERRY_RUN_DIR'])",
+            inputs=[{"name": "who", "type": "string"}],
+        )
+    )
+    run = client.get_result(client.run_application(app, {"who": "ada lovelace"}, endpoint_id=stack.endpoint_id), timeout=60)
+    assert run["phases"][0]["stdout"] == "ada lovelace True\n"
+
+
+def test_a_file_input_is_staged_and_an_output_listed(client, stack, tmp_path):
+    source = tmp_path / "mesh.txt"
+    source.write_text("1 2 3\n")
+    app = client.register_application(
+        Application(
+            execute="wc -w < @@mesh@@ > words.out; test -L @@linked@@ && echo linked",
+            inputs=[{"name": "mesh", "type": "file"}, {"name": "linked", "type": "file"}],
+            outputs=["*.out"],
+        )
+    )
+    inputs = {"mesh": str(source), "linked": {"path": str(source), "mode": "link", "name": "big.txt"}}
+    run = client.get_result(client.run_application(app, inputs, endpoint_id=stack.endpoint_id), timeout=60)
+    run_dir = Path(run["run_dir"])
+    assert (run_dir / "mesh.txt").read_text() == "1 2 3\n"
+    assert (run_dir / "words.out").read_text().strip() == "3"
+    assert run["phases"][0]["stdout"] == "linked\n"
+    assert run["outputs"] == [{"path": "words.out", "bytes": 2}]
+
+    missing = client.run_application(app, {"mesh": "/no/such/file", "linked": str(source)}, endpoint_id=stack.endpoint_id)
+    with pytest.raises(Exception, match="input 'mesh': cannot copy /no/such/file"):
+        client.get_result(missing, timeout=60)
+
+
+def test_run_directories_go_once_their_keep_time_has_passed():
+    from ferry import Client
+    from ferrystack import Stack
+
+    stack = Stack(settings={"provider.keep_run_dirs": "2s"})
+    stack.start()
+    try:
+        client = Client(stack.url, token=stack.token)
+        app = client.register_application(Application(execute="echo kept > file.txt"))
+        run = client.get_result(client.run_application(app, endpoint_id=stack.endpoint_id), timeout=60)
+        run_dir = Path(run["run_dir"])
+        assert (run_dir / "file.txt").exists(), "kept for inspection first"
+        deadline = time.monotonic() + 30
+        while run_dir.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not run_dir.exists(), "removed after keep_run_dirs"
+        assert not (run_dir.parent / ".done" / run_dir.name).exists()
+    finally:
+        stack.stop()

@@ -7,7 +7,7 @@
 42
 """
 
-from .application import Application
+from .application import Application, file_input, save_outputs
 from .client import Batch, Client, Session, ShellFunction
 from .session import Outcome
 from .errors import (
@@ -35,6 +35,8 @@ __all__ = [
     "Session",
     "ShellFunction",
     "TaskPending",
+    "file_input",
+    "save_outputs",
     "run_dir",
 ]
 __version__ = "0.1.0"

@@ -13,6 +13,8 @@ See docs/applications.md for the spec: inputs, phases, walltimes, outputs.
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
 from typing import Any, Iterable
 
 
@@ -75,3 +77,38 @@ class Application:
     def __repr__(self) -> str:
         phases = [p for p in ("prolog", "execute", "epilog") if p in self.spec]
         return f"Application({self.__name__!r}, phases={phases})"
+
+
+def file_input(source: str | bytes | Path, name: str | None = None) -> dict[str, str]:
+    """A file input whose content is sent with the run's inputs (base64; through the
+    data plane when large, at most 10 MiB of inputs per run): from a local path, or
+    bytes (then ``name`` is required). The endpoint writes it into the run directory
+    under ``name`` (default: the file's own name)."""
+    if isinstance(source, bytes):
+        if not name:
+            raise ValueError("file_input(bytes) needs a name to stage the file under")
+        content = source
+    else:
+        path = Path(source)
+        content = path.read_bytes()
+        name = name or path.name
+    return {"data": base64.b64encode(content).decode("ascii"), "name": name}
+
+
+def save_outputs(run: dict, directory: str | Path) -> list[Path]:
+    """Writes the output files a run returned (``run["outputs"]`` with their content)
+    under ``directory``, keeping their paths; returns what was written. Files listed
+    without content (over the size a result carries) are skipped: they stay in the run
+    directory on the endpoint."""
+    written = []
+    root = Path(directory).resolve()
+    for output in run.get("outputs", []):
+        if output.get("data") is None:
+            continue
+        target = (root / output["path"]).resolve()
+        if root not in target.parents:
+            raise ValueError(f"output path {output['path']!r} leaves {root}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(base64.b64decode(output["data"]))
+        written.append(target)
+    return written

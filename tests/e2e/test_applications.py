@@ -3,12 +3,13 @@ web-service, prolog / execute / epilog in one run directory on the endpoint."""
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
 import pytest
 
-from ferry import APIError, Application, ApplicationFailed
+from ferry import APIError, Application, ApplicationFailed, file_input, save_outputs
 
 THREE_PHASES = Application(
     prolog="pwd > where.prolog; echo prolog >> order.log; echo 'prolog says hi'",
@@ -166,21 +167,34 @@ def test_a_file_input_is_staged_and_an_output_listed(client, stack, tmp_path):
     assert (run_dir / "mesh.txt").read_text() == "1 2 3\n"
     assert (run_dir / "words.out").read_text().strip() == "3"
     assert run["phases"][0]["stdout"] == "linked\n"
-    assert run["outputs"] == [{"path": "words.out", "bytes": 2}]
+    assert [(o["path"], o["bytes"]) for o in run["outputs"]] == [("words.out", 2)]
+    assert base64.b64decode(run["outputs"][0]["data"]) == b"3\n", "the content comes back"
 
     missing = client.run_application(app, {"mesh": "/no/such/file", "linked": str(source)}, endpoint_id=stack.endpoint_id)
     with pytest.raises(Exception, match="input 'mesh': cannot copy /no/such/file"):
         client.get_result(missing, timeout=60)
 
 
-def test_run_directories_go_once_their_keep_time_has_passed():
+def test_the_endpoints_environment_script_and_keep_time_apply():
     from ferry import Client
     from ferrystack import Stack
 
-    stack = Stack(settings={"provider.keep_run_dirs": "2s"})
+    settings = {"provider.keep_run_dirs": "2s", "provider.app_env_script": "export GREETING=from-the-endpoint"}
+    stack = Stack(settings=settings)
     stack.start()
     try:
         client = Client(stack.url, token=stack.token)
+        # The endpoint's environment script is sourced before each phase, unless the
+        # application has its own.
+        plain = client.register_application(Application(prolog="echo $GREETING", execute="echo $GREETING"))
+        run = client.get_result(client.run_application(plain, endpoint_id=stack.endpoint_id), timeout=60)
+        assert [p["stdout"] for p in run["phases"]] == ["from-the-endpoint\n"] * 2
+        own = client.register_application(
+            Application(execute="echo ${GREETING:-none} $MINE", env_script="export MINE=own")
+        )
+        run = client.get_result(client.run_application(own, endpoint_id=stack.endpoint_id), timeout=60)
+        assert run["phases"][0]["stdout"] == "none own\n"
+
         app = client.register_application(Application(execute="echo kept > file.txt"))
         run = client.get_result(client.run_application(app, endpoint_id=stack.endpoint_id), timeout=60)
         run_dir = Path(run["run_dir"])
@@ -192,3 +206,26 @@ def test_run_directories_go_once_their_keep_time_has_passed():
         assert not (run_dir.parent / ".done" / run_dir.name).exists()
     finally:
         stack.stop()
+
+
+def test_an_uploaded_file_is_staged_and_output_files_come_back_through_the_data_plane(client, stack, tmp_path):
+    app = client.register_application(
+        Application(
+            execute="mkdir -p out; tr a-z A-Z < @@text@@ > out/upper.txt; head -c 200000 /dev/zero > out/zeros.bin",
+            inputs=[{"name": "text", "type": "file"}],
+            outputs=["out/*"],
+        )
+    )
+    # 300 KB: the inputs travel by reference (the data plane), not in the task message.
+    big = ("hello ferry\n" * 25000).encode()
+    tid = client.run_application(app, {"text": file_input(big, "in.txt")}, endpoint_id=stack.endpoint_id)
+    run = client.get_result(tid, timeout=60)
+    assert (Path(run["run_dir"]) / "in.txt").read_bytes() == big
+    saved = save_outputs(run, tmp_path / "got")
+    assert sorted(p.name for p in saved) == ["upper.txt", "zeros.bin"]
+    assert (tmp_path / "got" / "out" / "upper.txt").read_bytes() == big.upper()
+    assert (tmp_path / "got" / "out" / "zeros.bin").read_bytes() == bytes(200000)
+
+    with pytest.raises(APIError) as info:
+        client.run_application(app, {"text": {"data": "not base64!", "name": "x"}}, endpoint_id=stack.endpoint_id)
+    assert info.value.errors[0]["input"] == "text" and "base64" in info.value.errors[0]["message"]

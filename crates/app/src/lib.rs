@@ -48,4 +48,4 @@ pub use spec::{
     AppSpec, DEFAULT_SNIPPET_BYTES, InputSpec, InputType, MAX_INPUTS, MAX_OUTPUTS, MAX_SCRIPT_BYTES,
     MAX_SNIPPET_BYTES, Phase, PhaseName, SpecError, SpecErrors,
 };
-pub use value::{FileInput, FileMode, FileSource, Value};
+pub use value::{FileInput, FileMode, FileSource, Value, decode_upload};

@@ -15,6 +15,8 @@ use crate::spec::{InputSpec, InputType};
 
 mod file;
 
+pub use file::decode_upload;
+
 /// How much of a given string an error message quotes, in characters.
 const EXCERPT_CHARS: usize = 64;
 
@@ -54,7 +56,9 @@ pub struct FileInput {
 pub enum FileSource {
     /// An absolute path on the endpoint's file system (no NUL).
     Path(String),
-    /// The ID of an object uploaded through Ferry's data plane (non-empty, no NUL).
+    /// The file's content, uploaded with the task's inputs: base64 (valid, see
+    /// [`decode_upload`](crate::decode_upload)). The inputs travel through Ferry's data
+    /// plane when large, within its limits (10 MiB per task's inputs).
     Upload(String),
 }
 

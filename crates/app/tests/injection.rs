@@ -200,7 +200,7 @@ fn hostile_file_names_are_printed_not_run() {
         .filter(|n| !n.is_empty() && !n.contains('/') && !matches!(**n, "." | ".."))
     {
         let inputs = spec
-            .validate(&json!({"f": {"data": "object-1", "name": name}}))
+            .validate(&json!({"f": {"data": "b2JqZWN0LTE=", "name": name}}))
             .unwrap();
         let script = spec.render(PhaseName::Execute, &inputs, &builtins).unwrap();
         assert_prints(&script, &format!("{name}\n"), name);

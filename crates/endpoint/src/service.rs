@@ -493,6 +493,7 @@ fn start_provider(
                 python: p.python.clone(),
                 run_root: p.run_dir.clone(),
                 keep_run_dirs: p.keep_run_dirs(),
+                app_env_script: p.app_env_script.clone(),
                 secret: auth.secret.to_string(),
                 cert_sha256: auth.cert_sha256,
             });

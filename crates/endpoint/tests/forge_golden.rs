@@ -30,6 +30,9 @@ scheduler_options = "#SBATCH --gpus-per-node=4\n#SBATCH --mail-type=NONE"
 worker_init = "module load python/3.11\nsource ~/venvs/science/bin/activate"
 launcher_options = "--cpu-bind=none"
 drain = "5m"
+run_dir = "/scratch/ada/ferry runs"
+keep_run_dirs = "2d"
+app_env_script = "module load gcc/12\nexport OMP_NUM_THREADS=4"
 "##,
     ),
     (

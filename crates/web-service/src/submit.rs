@@ -562,18 +562,7 @@ fn application_inputs(i: usize, spec: &ferry_app::AppSpec, payload: &[u8]) -> Ve
         }
     };
     match spec.validate(&values) {
-        // Staging a file uploaded through the data plane is not built yet: refused here,
-        // before anything is queued, rather than failed at the endpoint.
-        Ok(inputs) => inputs
-            .files()
-            .into_iter()
-            .filter(|(_, file)| matches!(file.source, ferry_app::FileSource::Upload(_)))
-            .map(|(name, _)| FieldError {
-                at: format!("tasks[{i}].{name}"),
-                input: Some(name.to_owned()),
-                message: "a file uploaded through the data plane cannot be staged yet; give a path the endpoint can read".into(),
-            })
-            .collect(),
+        Ok(_) => Vec::new(),
         Err(errors) => errors
             .into_iter()
             .map(|e| FieldError {

@@ -5,7 +5,8 @@
 //! The run directory holds, besides what the phases write:
 //! - `<phase>.stdout`, `<phase>.stderr`: each phase's output, in full;
 //! - `.ferry/<phase>`: the phase's script with its `@@NAME@@` markup filled in (values
-//!   shell-quoted), `.ferry/env.sh`: the environment script, sourced before each phase,
+//!   shell-quoted), `.ferry/env.sh`: the environment script (the application's, else the
+//!   endpoint's `provider.app_env_script`), sourced before each phase,
 //!   `.ferry/inputs.json`: the validated inputs;
 //! - each file input, staged under its name (copied, or linked).
 //!
@@ -19,7 +20,8 @@
 //! `name`, `state` (`succeeded`, `failed`, `timed_out`, `skipped`), `exit_status`,
 //! `signal`, `reason`, `started_at`, `ended_at` (Unix seconds), and the last
 //! `snippet_bytes` of its `stdout` and `stderr`), `outputs` (the files the spec's output
-//! patterns match: `path`, `bytes`) and `inputs`. A success carries it as its result; a
+//! patterns match: `path`, `bytes`, `data`: the content in base64 while the files fit in
+//! 6 MiB together) and `inputs`. A success carries it as its result; a
 //! failure as its exception data, with a message naming the phase and why.
 
 use std::os::unix::fs::PermissionsExt;
@@ -37,6 +39,9 @@ use crate::shell::{Run, ShellOutcome};
 
 /// The most output files listed in a result.
 const MAX_OUTPUTS_LISTED: usize = 1000;
+/// The most bytes of output files a result carries (base64 makes them 4/3 as large,
+/// under the 10 MiB a result may be).
+const OUTPUT_CONTENT_BYTES: u64 = 6 * 1024 * 1024;
 
 /// Runs an application task (`task.template` is its spec, `task.payload` its inputs);
 /// `None` when the task's walltime passed.
@@ -121,7 +126,7 @@ async fn run_in(task: &Run<'_>, spec: &AppSpec, inputs: &Inputs, dir: &Path) -> 
         run_dir: &run_dir,
         task_id: &task_id,
     };
-    if let Err(e) = prepare(spec, inputs, dir, &meta, &builtins) {
+    if let Err(e) = prepare(spec, inputs, dir, &meta, &builtins, task.env_script) {
         return Some(failure(
             format!("{e}\n[ferry: the run directory is kept: {run_dir}]"),
             None,
@@ -144,7 +149,7 @@ async fn run_in(task: &Run<'_>, spec: &AppSpec, inputs: &Inputs, dir: &Path) -> 
         let setup = Setup {
             dir,
             env: &env,
-            env_script: spec.env_script().is_some(),
+            env_script: spec.env_script().is_some() || task.env_script.is_some(),
             snippet: spec.snippet_bytes(),
             spare: task.spare,
             task: task.task_id,
@@ -202,12 +207,16 @@ fn prepare(
     dir: &Path,
     meta: &Path,
     builtins: &Builtins<'_>,
+    endpoint_env_script: Option<&str>,
 ) -> Result<(), String> {
     let io = |what: &str, e: std::io::Error| format!("cannot write {what} in the run directory: {e}");
     std::fs::create_dir_all(meta).map_err(|e| io(".ferry/", e))?;
     std::fs::write(meta.join("inputs.json"), inputs.to_json().to_string())
         .map_err(|e| io(".ferry/inputs.json", e))?;
-    if let Some(text) = spec.render_env_script(inputs, builtins) {
+    let env_script = spec
+        .render_env_script(inputs, builtins)
+        .or_else(|| endpoint_env_script.map(str::to_owned));
+    if let Some(text) = env_script {
         std::fs::write(meta.join("env.sh"), text).map_err(|e| io(".ferry/env.sh", e))?;
     }
     for (name, _) in spec.phases() {
@@ -220,23 +229,32 @@ fn prepare(
             .map_err(|e| io(&format!(".ferry/{name}"), e))?;
     }
     for (input, file) in inputs.files() {
-        let FileSource::Path(source) = &file.source else {
-            return Err(format!(
-                "input '{input}': a file uploaded through the data plane cannot be staged yet"
-            ));
-        };
         let target = dir.join(&file.name);
         let _ = std::fs::remove_file(&target); // an earlier attempt's copy
-        let staged = match file.mode {
-            FileMode::Copy => std::fs::copy(source, &target).map(|_| ()),
-            FileMode::Link => std::os::unix::fs::symlink(source, &target),
-        };
-        staged.map_err(|e| {
-            format!(
-                "input '{input}': cannot {} {source} into the run directory: {e}",
-                file.mode.as_str()
-            )
-        })?;
+        match &file.source {
+            FileSource::Path(source) => {
+                let staged = match file.mode {
+                    FileMode::Copy => std::fs::copy(source, &target).map(|_| ()),
+                    FileMode::Link => std::os::unix::fs::symlink(source, &target),
+                };
+                staged.map_err(|e| {
+                    format!(
+                        "input '{input}': cannot {} {source} into the run directory: {e}",
+                        file.mode.as_str()
+                    )
+                })?;
+            }
+            FileSource::Upload(data) => {
+                let bytes = ferry_app::decode_upload(data)
+                    .map_err(|e| format!("input '{input}': its content is not base64: {e}"))?;
+                std::fs::write(&target, bytes).map_err(|e| {
+                    format!(
+                        "input '{input}': cannot write {} in the run directory: {e}",
+                        file.name
+                    )
+                })?;
+            }
+        }
     }
     Ok(())
 }
@@ -411,7 +429,9 @@ fn nix_like_name(signal: i32) -> Option<&'static str> {
 }
 
 /// The files under `dir` the output patterns match (relative paths, sizes), at most
-/// [`MAX_OUTPUTS_LISTED`].
+/// [`MAX_OUTPUTS_LISTED`], each with its content (`data`, base64) while they fit in
+/// [`OUTPUT_CONTENT_BYTES`] together: the result then travels through the data plane
+/// like any large result. A file that does not fit has `data: null` and a `note`.
 fn outputs(dir: &Path, patterns: &[String]) -> Vec<serde_json::Value> {
     let mut found: Vec<(PathBuf, u64)> = Vec::new();
     for pattern in patterns {
@@ -432,11 +452,29 @@ fn outputs(dir: &Path, patterns: &[String]) -> Vec<serde_json::Value> {
             }
         }
     }
+    let mut room = OUTPUT_CONTENT_BYTES;
     found
         .into_iter()
         .map(|(path, bytes)| {
-            let relative = path.strip_prefix(dir).unwrap_or(&path);
-            json!({"path": relative.display().to_string(), "bytes": bytes})
+            let relative = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
+            let not_returned =
+                |why: String| json!({"path": relative, "bytes": bytes, "data": null, "note": why});
+            if bytes > room {
+                return not_returned(format!(
+                    "not returned: the outputs are over {} MiB together; the file stays in the run directory",
+                    OUTPUT_CONTENT_BYTES >> 20
+                ));
+            }
+            match std::fs::read(&path) {
+                Ok(content) if content.len() as u64 <= room => {
+                    use base64::Engine;
+                    room -= content.len() as u64;
+                    let data = base64::engine::general_purpose::STANDARD.encode(&content);
+                    json!({"path": relative, "bytes": content.len(), "data": data})
+                }
+                Ok(_) => not_returned("not returned: it grew past the room left while being read".into()),
+                Err(e) => not_returned(format!("not returned: cannot read it: {e}")),
+            }
         })
         .collect()
 }

@@ -31,6 +31,10 @@ pub struct Config {
     /// pass on); default `$FERRY_HOME/runs`, else `~/.ferry/runs`.
     #[arg(long, env = "FERRY_RUN_ROOT")]
     pub run_root: Option<std::path::PathBuf>,
+    /// Shell lines sourced before each phase of an application run, unless the
+    /// application has its own (the endpoint's `provider.app_env_script`).
+    #[arg(long, env = "FERRY_APP_ENV_SCRIPT")]
+    pub app_env_script: Option<String>,
 }
 
 /// Where this worker's tasks run: the run directories' root, and the working directory

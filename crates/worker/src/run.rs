@@ -220,7 +220,7 @@ async fn pump(
                 output.send(frame(&step)?).await?;
             }
             let spare: Vec<u32> = host.iter().map(|h| h.pid).collect();
-            let result = run_alone(&task, function, started, &spare, places).await;
+            let result = run_alone(&task, function, started, &spare, places, config).await;
             output.send(frame(&FromWorker::Finished(result))?).await?;
             continue;
         };
@@ -358,6 +358,7 @@ async fn run_alone(
     started: Micros,
     spare: &[u32],
     places: &crate::Places,
+    config: &Config,
 ) -> TaskResult {
     let Some(function) = function else {
         return failed(
@@ -378,6 +379,7 @@ async fn run_alone(
         walltime,
         spare,
         dirs,
+        env_script: config.app_env_script.as_deref(),
     };
     let outcome = match function.kind {
         FunctionKind::Application => crate::app::run(run).await,

@@ -43,6 +43,8 @@ pub struct Run<'a> {
     pub spare: &'a [u32],
     /// Where the task's run directory is made.
     pub dirs: &'a RunDirs,
+    /// The endpoint's environment script for applications (see [`crate::app`]).
+    pub env_script: Option<&'a str>,
 }
 
 /// Runs a shell task in its own run directory (`<root>/<task id>`, also in
@@ -249,6 +251,7 @@ mod tests {
             walltime: None,
             spare: &[],
             dirs,
+            env_script: None,
         };
         run(task).await.unwrap()
     }

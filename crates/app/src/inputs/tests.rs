@@ -280,9 +280,9 @@ fn a_file_is_a_path_a_path_object_or_an_upload() {
         }
     );
     assert_eq!(
-        file(json!({"data": "obj-123", "name": "mesh.msh"})).unwrap(),
+        file(json!({"data": "aGk=", "name": "mesh.msh"})).unwrap(),
         FileInput {
-            source: FileSource::Upload("obj-123".into()),
+            source: FileSource::Upload("aGk=".into()),
             mode: FileMode::Copy,
             name: "mesh.msh".into()
         }
@@ -325,8 +325,8 @@ fn a_bad_file_says_why() {
             "mode applies only to a path: an upload is always copied",
         ),
         (
-            json!({"data": "", "name": "n"}),
-            "data must name a data-plane object, got an empty string",
+            json!({"data": "not base64!", "name": "n"}),
+            "data must be the file's content in base64: Invalid symbol 32, offset 3.",
         ),
         (json!({"data": "x"}), "an upload needs a name to be staged under"),
         (
@@ -371,7 +371,7 @@ fn two_files_staged_under_one_name_clash() {
     assert_eq!(
         problems(
             &spec,
-            json!({"a": "/x/mesh", "b": "/y/mesh", "c": {"data": "d", "name": "mesh"}})
+            json!({"a": "/x/mesh", "b": "/y/mesh", "c": {"data": "ZA==", "name": "mesh"}})
         ),
         [
             r#"input 'b': is staged as "mesh", as input 'a' is (give a file object a distinct name)"#,
@@ -429,9 +429,9 @@ fn inputs_go_to_json_and_back() {
     );
     assert_eq!(spec.validate(&written).unwrap(), inputs);
     let upload = spec
-        .validate(&json!({"steps": 3, "mesh": {"data": "obj", "name": "m"}}))
+        .validate(&json!({"steps": 3, "mesh": {"data": "b2Jq", "name": "m"}}))
         .unwrap();
-    assert_eq!(upload.to_json()["mesh"], json!({"data": "obj", "name": "m"}));
+    assert_eq!(upload.to_json()["mesh"], json!({"data": "b2Jq", "name": "m"}));
     assert_eq!(spec.validate(&upload.to_json()).unwrap(), upload);
 }
 
@@ -483,7 +483,7 @@ fn rendering_quotes_values_and_fills_builtins() {
         task_id: "0190-ab",
     };
     let inputs = spec
-        .validate(&json!({"steps": 5, "mesh": {"data": "o", "name": "my mesh"}}))
+        .validate(&json!({"steps": 5, "mesh": {"data": "bw==", "name": "my mesh"}}))
         .unwrap();
     assert_eq!(
         spec.render(PhaseName::Execute, &inputs, &builtins).unwrap(),

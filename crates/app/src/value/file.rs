@@ -9,7 +9,8 @@ use super::{FileInput, FileMode, FileSource, Problem, describe, excerpt, expecte
 const MAX_FILE_NAME_BYTES: usize = 255;
 
 /// A file input: a path string (copied), `{"path", "mode"?, "name"?}` or
-/// `{"data", "name"}`.
+/// `{"data", "name"}` (the file's content in base64, which travels with the task's
+/// inputs: inline, or through the data plane when the inputs are large).
 pub(super) fn check(given: &Json) -> Result<FileInput, Problem> {
     match given {
         Json::String(path) => path_file(path, FileMode::Copy, None),
@@ -66,17 +67,14 @@ fn object_file(object: &Map<String, Json>) -> Result<FileInput, Problem> {
                     "mode applies only to a path: an upload is always copied".into(),
                 ));
             }
-            if data.is_empty() {
-                return Err(Problem::File(
-                    "data must name a data-plane object, got an empty string".into(),
-                ));
-            }
-            if data.contains('\0') {
-                return Err(Problem::Nul);
-            }
             let name =
                 name.ok_or_else(|| Problem::File("an upload needs a name to be staged under".into()))?;
             file_name_problem(name).map_or(Ok(()), Err)?;
+            if let Err(e) = decode_upload(data) {
+                return Err(Problem::File(format!(
+                    "data must be the file's content in base64: {e}"
+                )));
+            }
             Ok(FileInput {
                 source: FileSource::Upload(data.to_owned()),
                 mode: FileMode::Copy,
@@ -84,6 +82,13 @@ fn object_file(object: &Map<String, Json>) -> Result<FileInput, Problem> {
             })
         }
     }
+}
+
+/// The content of an uploaded file: `data` is base64 (the standard alphabet, padded),
+/// as Python's `base64.b64encode` writes it.
+pub fn decode_upload(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(data)
 }
 
 fn path_file(path: &str, mode: FileMode, name: Option<&str>) -> Result<FileInput, Problem> {

@@ -305,6 +305,12 @@ const SETTINGS: &[(&str, Applies, &str, &str)] = &[
         "each task's run directory is <run_dir>/<task id> (default: runs in this endpoint's directory)",
     ),
     (
+        "app_env_script",
+        Applies::All,
+        "\"module load gcc\"",
+        "sourced before each phase of an application run (an application's own env_script replaces it)",
+    ),
+    (
         "keep_run_dirs",
         Applies::All,
         "\"7d\"",

@@ -180,6 +180,11 @@ pub struct ProviderConfig {
     /// it (an empty one goes at once). Default 7 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_run_dirs: Option<Seconds>,
+    /// Shell lines sourced before each phase of every application run here (module
+    /// loads, paths): the cluster's environment. An application's own `env_script`
+    /// replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_env_script: Option<String>,
 }
 
 /// The workers' Python when the config names none: see [`ProviderConfig::python`].

@@ -203,6 +203,12 @@ impl BlockScript<'_> {
                 .as_ref()
                 .map(|dir| format!("export FERRY_RUN_ROOT={}", quote(&dir.display().to_string()))),
         )
+        .chain(
+            self.config
+                .app_env_script
+                .as_ref()
+                .map(|script| format!("export FERRY_APP_ENV_SCRIPT={}", quote(script))),
+        )
         .collect::<Vec<_>>()
         .join("\n")
     }

@@ -25,6 +25,8 @@ pub struct LocalManagers {
     /// The tasks' run directories' root (the managers' default when `None`).
     pub run_root: Option<PathBuf>,
     pub keep_run_dirs: Duration,
+    /// Sourced before each application phase (`FERRY_APP_ENV_SCRIPT`).
+    pub app_env_script: Option<String>,
     pub secret: String,
     /// The SHA-256 of the endpoint's certificate, which the managers pin.
     pub cert_sha256: ferry_proto::frames::CertFingerprint,
@@ -114,6 +116,12 @@ async fn keep_manager(node: String, block_id: String, config: LocalManagers, sto
             .env(
                 "FERRY_KEEP_RUN_DIRS_SECS",
                 config.keep_run_dirs.as_secs().to_string(),
+            )
+            .envs(
+                config
+                    .app_env_script
+                    .as_ref()
+                    .map(|s| ("FERRY_APP_ENV_SCRIPT", s)),
             )
             .env("FERRY_MANAGER_SECRET", &config.secret)
             .env("FERRY_ENDPOINT_CERT_SHA256", config.cert_sha256.to_string())

@@ -23,8 +23,11 @@ export FERRY_MANAGER_SECRET=0123456789abcdef0123456789abcdef0123456789abcdef0123
 export FERRY_ENDPOINT_CERT_SHA256=fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210
 export FERRY_BLOCK_ID=7
 export FERRY_PYTHON=python3
-export FERRY_KEEP_RUN_DIRS_SECS=604800
+export FERRY_KEEP_RUN_DIRS_SECS=172800
 export FERRY_DRAIN_SECS=300
 export FERRY_BLOCK_END=${SLURM_JOB_END_TIME:-$(( $(date +%s) + 86400 ))}
+export FERRY_RUN_ROOT='/scratch/ada/ferry runs'
+export FERRY_APP_ENV_SCRIPT='module load gcc/12
+export OMP_NUM_THREADS=4'
 srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --cpu-bind=none /home/ada/venvs/ferry/bin/ferry-manager --endpoint login01.cluster.example:50123 --workers 64
 echo "ferry: the managers of block 7 exited (status $?)"

@@ -51,6 +51,15 @@ def test_three_phases_run_in_order_in_one_run_directory_with_their_inputs(client
     assert sorted(o["path"] for o in run["outputs"]) == ["args.txt", "out/result.dat"]
     assert run["inputs"] == {"steps": 3, "solver": "cg", "title": "a b", "tol": 1e-6, "verbose": False}
 
+    # The task's record shows each phase as a step of its own.
+    steps = client.get_task(tid)["phases"]
+    assert [(s["name"], s["state"], s["exit_status"]) for s in steps] == [
+        ("prolog", "succeeded", 0),
+        ("execute", "succeeded", 0),
+        ("epilog", "succeeded", 0),
+    ]
+    assert steps[0]["started_at"] <= steps[0]["ended_at"] <= steps[1]["started_at"]
+
 
 def test_every_wrong_input_is_listed_with_its_name_before_anything_runs(client, stack):
     app = client.register_application(THREE_PHASES)
@@ -123,6 +132,9 @@ def test_the_epilog_marked_after_failure_runs_after_a_failed_execute(client, sta
     with pytest.raises(ApplicationFailed) as info:
         client.get_result(client.run_application(plain, endpoint_id=stack.endpoint_id), timeout=60)
     assert [p["state"] for p in info.value.phases] == ["failed", "skipped"]
+    steps = client.get_task(info.value.run["run_dir"].rsplit("/", 1)[-1])["phases"]
+    assert [(s["name"], s["state"]) for s in steps] == [("execute", "failed"), ("epilog", "skipped")]
+    assert steps[0]["reason"] == "exited with status 1" and "started_at" not in steps[1]
     assert not (Path(info.value.run_dir) / "ran").exists()
 
 

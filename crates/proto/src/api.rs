@@ -342,7 +342,35 @@ pub struct TaskDoc {
     /// the scheduler's reason), scaling is paused (and why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// An application run's phases, each a step of its own (`GET /v1/tasks/{id}` only,
+    /// once the run has ended): taken from its result, or from its exception data when
+    /// it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Vec<PhaseStep>>,
     pub history: Vec<HistoryEntry>,
+}
+
+/// One phase of an application run, as the task's record shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PhaseStep {
+    /// `prolog`, `execute` or `epilog`.
+    pub name: String,
+    /// `succeeded`, `failed`, `timed_out` or `skipped`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    /// The signal that killed it (`SIGSEGV`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// Why it failed, or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix seconds; absent for a skipped phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<f64>,
 }
 
 /// `POST /v1/tasks/status`.

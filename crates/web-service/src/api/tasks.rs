@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use ferry_proto::api::{BriefDoc, HistoryEntry, StatusRequest, SubmitRequest, SubmitResponse, TaskDoc};
+use ferry_proto::api::{
+    BriefDoc, HistoryEntry, PhaseStep, StatusRequest, SubmitRequest, SubmitResponse, TaskDoc,
+};
 use ferry_proto::state::{FailureCause, TaskState};
 use ferry_proto::time::to_secs;
 use ferry_proto::{TaskId, UserId};
@@ -115,7 +117,21 @@ pub(crate) async fn get(
         let forwarder = state.store.forwarder_seen().await?;
         doc.waiting = super::endpoints::why_waiting(task_state, &endpoint, forwarder);
     }
+    doc.phases = [&doc.result, &doc.exception_data]
+        .into_iter()
+        .find_map(|text| phases_of(text.as_deref()?));
     Ok(Json(doc))
+}
+
+/// An application run's phases, from its record (`11\n` + a JSON document with
+/// `phases`, as the worker writes it); `None` for anything else.
+fn phases_of(serialized: &str) -> Option<Vec<PhaseStep>> {
+    #[derive(serde::Deserialize)]
+    struct Run {
+        phases: Vec<PhaseStep>,
+    }
+    let json = serialized.strip_prefix("11\n")?;
+    serde_json::from_str::<Run>(json).ok().map(|run| run.phases)
 }
 
 /// A task the principal may move data for: its endpoint's (an endpoint credential), or
@@ -427,6 +443,7 @@ pub fn task_doc(t: TaskRecord) -> TaskDoc {
         stdout: t.stdout,
         stderr: t.stderr,
         waiting: None,
+        phases: None,
         history: t
             .history
             .iter()

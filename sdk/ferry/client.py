@@ -137,6 +137,7 @@ class Client:
             self.ssl_context.load_verify_locations(cafile=self.ca_file)
         self._local = threading.local()
         self._kinds: dict[str, str] = {}
+        self._applications: dict[int, tuple[Application, str]] = {}
 
     # ---- HTTP ---------------------------------------------------------------------
 
@@ -301,7 +302,7 @@ class Client:
 
     def run_application(
         self,
-        application_id: str,
+        application_id: str | Application,
         inputs: dict[str, Any] | None = None,
         *,
         endpoint_id: str | None = None,
@@ -314,9 +315,23 @@ class Client:
         input's name). ``get_result`` then gives the run: ``run_dir``, ``phases`` (each
         with ``name``, ``state``, ``exit_status``, ``signal``, times and the end of its
         output), ``outputs`` (files matched: ``path``, ``bytes``) and ``inputs``; a
-        failed run raises :class:`ApplicationFailed`, which carries the same."""
+        failed run raises :class:`ApplicationFailed`, which carries the same.
+
+        Given an :class:`Application` rather than an id, it is registered the first
+        time this client runs it."""
+        if isinstance(application_id, Application):
+            application_id = self._registered(application_id)
         payload = json.dumps(inputs) if inputs else ""
         return self._submit(endpoint_id, [(application_id, payload)], max_retries, walltime)[0]
+
+    def _registered(self, application: Application) -> str:
+        """The id this client registered ``application`` under, registering it once."""
+        known = self._applications.get(id(application))
+        if known is not None and known[0] is application:
+            return known[1]
+        fid = self.register_application(application)
+        self._applications[id(application)] = (application, fid)  # keeps it alive: its id stays unique
+        return fid
 
     def share_function(self, function_id: str, *, public: bool = False, shared_with: Iterable[str] = ()) -> dict:
         """Says who besides its owner may run a function (its owner only); replaces what

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry import APIError, Application, ApplicationFailed, file_input, save_outputs
+from ferry import APIError, Application, ApplicationFailed, Executor, file_input, save_outputs
 
 THREE_PHASES = Application(
     prolog="pwd > where.prolog; echo prolog >> order.log; echo 'prolog says hi'",
@@ -138,9 +138,16 @@ def test_the_epilog_marked_after_failure_runs_after_a_failed_execute(client, sta
     assert not (Path(info.value.run_dir) / "ran").exists()
 
 
-def test_a_phase_that_cannot_run_or_is_killed_fails_the_run_naming_the_phase(client, stack):
+def test_a_phase_that_cannot_run_or_is_killed_fails_the_run_naming_the_phase(client, stack, tmp_path):
+    not_executable = tmp_path / "interpreter"
+    not_executable.write_text("not a program")
+    not_executable.chmod(0o644)
     cases = [
         (Application(prolog="#!/no/such/interpreter\nprint(1)", execute="true"), "phase prolog: its script's interpreter /no/such/interpreter does not exist"),
+        (
+            Application(execute=f"#!{not_executable}\nx"),
+            f"phase execute: its script's interpreter {not_executable} is not an executable file",
+        ),
         (Application(execute="kill -SEGV $$"), "phase execute: was killed by SIGSEGV"),
         (Application(execute="no-such-program-anywhere"), "phase execute: exited with status 127"),
         (Application(execute="sleep 30", walltimes={"execute": 0.5}), "phase execute: ran past its walltime of 0.5 s"),
@@ -241,3 +248,29 @@ def test_an_uploaded_file_is_staged_and_output_files_come_back_through_the_data_
     with pytest.raises(APIError) as info:
         client.run_application(app, {"text": {"data": "not base64!", "name": "x"}}, endpoint_id=stack.endpoint_id)
     assert info.value.errors[0]["input"] == "text" and "base64" in info.value.errors[0]["message"]
+
+
+def test_many_runs_go_in_one_session_and_the_executor_runs_applications(client, stack):
+    app = Application(execute="echo $((@@n@@ * 2))", inputs=[{"name": "n", "type": "int", "max": 100}])
+    fid = client.register_application(app)
+    batch = client.create_batch()
+    for n in range(5):
+        batch.add(fid, n=n)
+    session = client.submit_session(stack.endpoint_id, batch)
+    session.wait(timeout=60)
+    runs = [o.result() for o in session.outcomes()]
+    assert [r["phases"][0]["stdout"] for r in runs] == [f"{2 * n}\n" for n in range(5)]
+
+    # One wrong run refuses the whole request, naming which.
+    batch = client.create_batch()
+    batch.add(fid, n=1)
+    batch.add(fid, n=500)
+    with pytest.raises(APIError) as info:
+        client.submit_session(stack.endpoint_id, batch)
+    assert [e["at"] for e in info.value.errors] == ["tasks[1].n"]
+
+    with Executor(endpoint_id=stack.endpoint_id, client=client) as ex:
+        assert ex.submit(app, n=21).result(timeout=60)["phases"][0]["stdout"] == "42\n"
+    # An Application object runs directly: registered once by this client.
+    run = client.get_result(client.run_application(app, {"n": 4}, endpoint_id=stack.endpoint_id), timeout=60)
+    assert run["phases"][0]["stdout"] == "8\n"

@@ -313,6 +313,9 @@ class Host:
         self.run_root = os.path.join(root, "") if root else None
         self.home_fd = os.open(".", os.O_RDONLY) if root else -1
         self.task_env = _TaskEnv(self.run_root) if self.run_root is not None else None
+        # The endpoint's `python_run_dirs = "per-task"`: every task's directory is made
+        # before it runs, and the task starts in it.
+        self.per_task = self.task_env is not None and os.environ.get("FERRY_PYTHON_RUN_DIRS") == "per-task"
 
     def _forked(self) -> None:
         self.forks += 1
@@ -428,6 +431,12 @@ class Host:
             h = task_id.hex()
             tid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
             sandbox = self.task_env.set(tid)
+            if self.per_task:
+                try:
+                    os.makedirs(sandbox, exist_ok=True)
+                    os.chdir(sandbox)
+                except OSError as e:
+                    print(f"ferry host: task {tid} runs in the worker's directory: {e}", file=sys.stderr)
         try:
             value = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - SystemExit and friends fail the task, not the host

@@ -385,3 +385,31 @@ def test_each_task_is_told_its_own_run_directory_and_only_a_used_one_is_kept(tmp
         assert deserialize_data(data)[3] == str(home), "back in its own directory after a task's chdir"
     finally:
         h.proc.kill()
+
+
+def writes_here():
+    with open("here.txt", "w") as f:
+        f.write("x")
+    return os.getcwd()
+
+
+def test_per_task_run_directories_are_made_before_each_task(tmp_path):
+    root, home = tmp_path / "runs", tmp_path / "runs" / "worker-x"
+    (root / ".done").mkdir(parents=True)
+    home.mkdir()
+    h = HostProcess(env={"FERRY_RUN_ROOT": str(root), "FERRY_PYTHON_RUN_DIRS": "per-task"}, cwd=home)
+    try:
+        facts = serialize_function(sandbox_facts)
+        tid = uuid.uuid4()
+        status, data, _, _, _ = h.run(b"f" * 16, facts, pack_args(), tid.bytes)
+        assert status == 0, data
+        _, sandbox, _, cwd = deserialize_data(data)
+        assert cwd == sandbox == str(root / str(tid)), "the task starts in its own directory"
+        assert not (root / str(tid)).exists(), "left empty: removed"
+
+        kept = uuid.uuid4()
+        status, data, _, _, _ = h.run(b"w" * 16, serialize_function(writes_here), pack_args(), kept.bytes)
+        assert status == 0 and deserialize_data(data) == str(root / str(kept))
+        assert (root / str(kept) / "here.txt").exists() and (root / ".done" / str(kept)).exists()
+    finally:
+        h.proc.kill()

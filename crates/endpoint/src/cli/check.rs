@@ -132,6 +132,7 @@ pub async fn check(name: &str, within: Duration) -> anyhow::Result<bool> {
                 run_root: Some(p.with_run_dir(&dir).run_dir.expect("filled in")),
                 keep_run_dirs: p.keep_run_dirs(),
                 app_env_script: p.app_env_script.clone(),
+                python_run_dirs: p.python_run_dirs.map(crate::config::PythonRunDirs::name),
                 secret: auth.secret.to_string(),
                 cert_sha256: auth.cert_sha256,
             });

@@ -311,6 +311,12 @@ const SETTINGS: &[(&str, Applies, &str, &str)] = &[
         "sourced before each phase of an application run (an application's own env_script replaces it)",
     ),
     (
+        "python_run_dirs",
+        Applies::All,
+        "\"per-task\"",
+        "on-request (default: made when a Python task asks) or per-task (~100 us a task)",
+    ),
+    (
         "keep_run_dirs",
         Applies::All,
         "\"7d\"",

@@ -10,7 +10,7 @@ mod lines;
 pub mod provider;
 pub mod values;
 
-pub use provider::{Launcher, Problem, ProviderConfig, ProviderKind};
+pub use provider::{Launcher, Problem, ProviderConfig, ProviderKind, PythonRunDirs};
 pub use values::{Seconds, Walltime};
 
 /// Where endpoints keep their directories: `$FERRY_HOME`, else `~/.ferry`.

@@ -185,6 +185,30 @@ pub struct ProviderConfig {
     /// replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_env_script: Option<String>,
+    /// When a Python task's run directory is made: `on-request` (the default: when the
+    /// task asks, `ferry.run_dir()` or a Globus `ShellFunction`; a task starts in its
+    /// worker's directory) or `per-task` (made before every task, which starts in it; an
+    /// ext4 `mkdir` and `rmdir` cost ~100 µs a task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_run_dirs: Option<PythonRunDirs>,
+}
+
+/// See [`ProviderConfig::python_run_dirs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PythonRunDirs {
+    OnRequest,
+    PerTask,
+}
+
+impl PythonRunDirs {
+    /// As the managers' environment carries it (`FERRY_PYTHON_RUN_DIRS`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PythonRunDirs::OnRequest => "on-request",
+            PythonRunDirs::PerTask => "per-task",
+        }
+    }
 }
 
 /// The workers' Python when the config names none: see [`ProviderConfig::python`].

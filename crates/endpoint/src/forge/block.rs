@@ -209,6 +209,11 @@ impl BlockScript<'_> {
                 .as_ref()
                 .map(|script| format!("export FERRY_APP_ENV_SCRIPT={}", quote(script))),
         )
+        .chain(
+            self.config
+                .python_run_dirs
+                .map(|dirs| format!("export FERRY_PYTHON_RUN_DIRS={}", dirs.name())),
+        )
         .collect::<Vec<_>>()
         .join("\n")
     }

@@ -27,6 +27,8 @@ pub struct LocalManagers {
     pub keep_run_dirs: Duration,
     /// Sourced before each application phase (`FERRY_APP_ENV_SCRIPT`).
     pub app_env_script: Option<String>,
+    /// `FERRY_PYTHON_RUN_DIRS`: `per-task` or `on-request`.
+    pub python_run_dirs: Option<&'static str>,
     pub secret: String,
     /// The SHA-256 of the endpoint's certificate, which the managers pin.
     pub cert_sha256: ferry_proto::frames::CertFingerprint,
@@ -123,6 +125,7 @@ async fn keep_manager(node: String, block_id: String, config: LocalManagers, sto
                     .as_ref()
                     .map(|s| ("FERRY_APP_ENV_SCRIPT", s)),
             )
+            .envs(config.python_run_dirs.map(|s| ("FERRY_PYTHON_RUN_DIRS", s)))
             .env("FERRY_MANAGER_SECRET", &config.secret)
             .env("FERRY_ENDPOINT_CERT_SHA256", config.cert_sha256.to_string())
             .stdin(Stdio::null())

@@ -3,7 +3,8 @@
 ``ferry dev [FLAGS]`` runs Ferry on this machine (web-service, forwarder and a local
 endpoint, on an embedded store and broker): it hands over to the ``ferry-dev`` binary
 installed beside this Python (the Ferry wheel puts it there), else the one on ``PATH``.
-``ferry dev --help`` lists its flags.
+``ferry dev --help`` lists its flags. ``ferry app`` registers, shows and runs
+applications (see ``ferry.appcli``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ USAGE = """usage: ferry COMMAND [ARGS]
 
 commands:
   dev       run Ferry on this machine (no Redis or RabbitMQ needed); ferry dev --help
+  app       register, show and run applications; ferry app --help
 """
 
 
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         os.execv(binary, [binary, *rest])
+    if command == "app":
+        from .appcli import main as app_main
+
+        return app_main(rest)
     print(f"ferry: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
 

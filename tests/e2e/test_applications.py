@@ -274,3 +274,50 @@ def test_many_runs_go_in_one_session_and_the_executor_runs_applications(client, 
     # An Application object runs directly: registered once by this client.
     run = client.get_result(client.run_application(app, {"n": 4}, endpoint_id=stack.endpoint_id), timeout=60)
     assert run["phases"][0]["stdout"] == "8\n"
+
+
+def test_the_command_line_registers_shows_and_runs_an_application(stack, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FERRY_URL=stack.url, FERRY_TOKEN=stack.token, FERRY_ENDPOINT=stack.endpoint_id)
+
+    def ferry(*args):
+        return subprocess.run([sys.executable, "-m", "ferry.cli", *args], env=env, capture_output=True, text=True)
+
+    spec = tmp_path / "count.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "inputs": [
+                    {"name": "n", "type": "int", "min": 1, "order": 1, "label": "how many"},
+                    {"name": "loud", "type": "bool", "default": False},
+                    {"name": "text", "type": "file"},
+                ],
+                "execute": {"script": "head -n @@n@@ @@text@@ > out.txt; @@loud@@ && echo LOUD || true"},
+                "outputs": ["out.txt"],
+            }
+        )
+    )
+    out = ferry("app", "register", str(spec))
+    assert out.returncode == 0, out.stderr
+    app_id = out.stdout.strip()
+
+    shown = ferry("app", "show", app_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "n                int     yes" in shown.stdout and "min 1" in shown.stdout and "(how many)" in shown.stdout
+
+    local = tmp_path / "lines.txt"
+    local.write_text("a\nb\nc\n")
+    ran = ferry("app", "run", app_id, "n=2", "loud=yes", f"text=@{local}", "--save-outputs", str(tmp_path / "got"))
+    assert ran.returncode == 0, ran.stderr
+    assert "succeeded" in ran.stdout and "execute  succeeded  exit 0" in ran.stdout
+    assert (tmp_path / "got" / "out.txt").read_text() == "a\nb\n"
+
+    wrong = ferry("app", "run", app_id, "n=0", "text=/x", "colour=red")
+    assert wrong.returncode == 1
+    assert "tasks[0].n: must be at least 1" in wrong.stderr and "colour" in wrong.stderr
+    typo = ferry("app", "run", app_id, "n=two")
+    assert typo.returncode == 1 and "input 'n' is an int, not 'two'" in typo.stderr

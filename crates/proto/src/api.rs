@@ -146,6 +146,10 @@ pub struct FunctionDoc {
     /// Who else may run it: shown to its owner only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_with: Option<Vec<UserId>>,
+    /// An application's spec (its inputs, for a form; its phases), to whoever may run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub application: Option<serde_json::Value>,
 }
 
 /// `POST /v1/tasks`: one task or a batch, all for one endpoint; all are accepted or none.

@@ -113,6 +113,9 @@ pub(crate) fn function_doc(f: &FunctionRecord, user: UserId) -> FunctionDoc {
         owner: f.owner,
         public: f.public,
         shared_with: (f.owner == user).then(|| f.shared_with.clone()),
+        application: (f.kind == FunctionKind::Application)
+            .then(|| serde_json::from_slice(&f.code).ok())
+            .flatten(),
     }
 }
 

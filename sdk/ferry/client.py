@@ -308,6 +308,7 @@ class Client:
         endpoint_id: str | None = None,
         max_retries: int | None = None,
         walltime: float | None = None,
+        priority: int | None = None,
     ) -> str:
         """Runs a registered application once with these inputs; returns the task id.
         The inputs are checked against the application's before anything is queued: all
@@ -322,7 +323,7 @@ class Client:
         if isinstance(application_id, Application):
             application_id = self._registered(application_id)
         payload = json.dumps(inputs) if inputs else ""
-        return self._submit(endpoint_id, [(application_id, payload)], max_retries, walltime)[0]
+        return self._submit(endpoint_id, [(application_id, payload)], max_retries, walltime, priority=priority)[0]
 
     def _registered(self, application: Application) -> str:
         """The id this client registered ``application`` under, registering it once."""
@@ -369,8 +370,9 @@ class Client:
         max_retries: int | None,
         walltime: float | None = None,
         events: bool = False,
+        priority: int | None = None,
     ) -> list[str]:
-        return self._submit_session(endpoint_id, tasks, max_retries, walltime, events)["task_ids"]
+        return self._submit_session(endpoint_id, tasks, max_retries, walltime, events, priority)["task_ids"]
 
     def _submit_session(
         self,
@@ -379,9 +381,12 @@ class Client:
         max_retries: int | None,
         walltime: float | None = None,
         events: bool = False,
+        priority: int | None = None,
     ) -> dict:
         body = _session_body(self._endpoint(endpoint_id), tasks, max_retries, walltime)
         body["events"] = events
+        if priority is not None:
+            body["priority"] = priority
         return self._request("POST", "/v1/tasks", body, idempotent=True)
 
     def _endpoint(self, endpoint_id: str | None) -> str:
@@ -400,6 +405,7 @@ class Client:
         endpoint_id: str | None = None,
         max_retries: int | None = None,
         walltime: float | None = None,
+        priority: int | None = None,
         **kwargs: Any,
     ) -> str:
         """Runs a registered function once on an endpoint (:attr:`endpoint_id` when
@@ -407,10 +413,11 @@ class Client:
 
         ``max_retries``: how often the task may be retried after its worker or manager
         dies (the service's default when ``None``). ``walltime``: seconds the task may
-        run before it is stopped and fails with the cause ``timeout``.
+        run before it is stopped and fails with the cause ``timeout``. ``priority``: a
+        higher one runs first among the tasks waiting at the endpoint (default 0).
         """
         payload = self._payload(function_id, args, kwargs)
-        return self._submit(endpoint_id, [(function_id, payload)], max_retries, walltime)[0]
+        return self._submit(endpoint_id, [(function_id, payload)], max_retries, walltime, priority=priority)[0]
 
     def create_batch(self) -> Batch:
         """An empty :class:`Batch` to fill with :meth:`Batch.add`."""
@@ -433,11 +440,13 @@ class Client:
         timeout: float | None = None,
         max_retries: int | None = None,
         walltime: float | None = None,
+        priority: int | None = None,
     ) -> Session:
         """Submits a batch as one session (all its tasks are accepted or none is).
         ``timeout``: seconds the whole session may take; then its unfinished tasks fail
-        with the cause ``timeout``."""
-        return self.submit_sessions([(endpoint_id, batch)], timeout, max_retries, walltime)[0]
+        with the cause ``timeout``. ``priority``: its tasks' (a higher one runs first
+        among the tasks waiting at the endpoint; default 0)."""
+        return self.submit_sessions([(endpoint_id, batch)], timeout, max_retries, walltime, priority)[0]
 
     def submit_sessions(
         self,
@@ -445,12 +454,16 @@ class Client:
         timeout: float | None = None,
         max_retries: int | None = None,
         walltime: float | None = None,
+        priority: int | None = None,
     ) -> list[Session]:
         """Submits several ``(endpoint_id, batch)`` sessions in one request; every one is
         checked before any is created."""
+        extra = {"timeout_secs": timeout}
+        if priority is not None:
+            extra["priority"] = priority
         body = {
             "sessions": [
-                {**_session_body(endpoint_id, batch.tasks, max_retries, walltime), "timeout_secs": timeout}
+                {**_session_body(endpoint_id, batch.tasks, max_retries, walltime), **extra}
                 for endpoint_id, batch in sessions
             ]
         }

@@ -85,6 +85,7 @@ fn bench(c: &mut Criterion) {
                                 walltime_ms: None,
                                 input_bytes: None,
                                 requeues: 0,
+                                priority: 0,
                             })
                             .collect();
                         let batch = TaskBatch {

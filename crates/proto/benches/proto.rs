@@ -31,6 +31,7 @@ fn batch(n: usize) -> TaskBatch {
                 walltime_ms: None,
                 input_bytes: None,
                 requeues: 0,
+                priority: 0,
             })
             .collect(),
     }

@@ -171,6 +171,10 @@ pub struct SubmitRequest {
     /// docs/http-api.md, webhooks).
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// The priority of the session's tasks that do not set their own (default 0): a
+    /// higher one runs first among the tasks waiting at the endpoint.
+    #[serde(default)]
+    pub priority: Option<i32>,
 }
 
 /// `POST /v1/sessions`: several sessions (batches) in one request. Every session is
@@ -278,6 +282,10 @@ pub struct SubmitTask {
     /// Seconds the task may run before it is stopped and fails with the cause `timeout`.
     #[serde(default)]
     pub walltime_secs: Option<f64>,
+    /// Higher runs first among the tasks waiting at the endpoint (default: the
+    /// session's `priority`, else 0).
+    #[serde(default)]
+    pub priority: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

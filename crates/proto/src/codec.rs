@@ -99,6 +99,7 @@ mod tests {
                     walltime_ms: None,
                     input_bytes: None,
                     requeues: 0,
+                    priority: 0,
                 })
                 .collect(),
         }

@@ -114,6 +114,9 @@ pub struct TaskSpec {
     /// endpoint charges the next such loss once this reaches its limit, so a task longer
     /// than any block cannot go around for ever.
     pub requeues: u32,
+    /// Higher goes first: the endpoint hands out its waiting tasks by priority, first
+    /// come first within one (0 unless the submission set one).
+    pub priority: i32,
 }
 
 /// Tasks for one endpoint, with the code of every function they use.

@@ -125,6 +125,7 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                     walltime_ms,
                     input_bytes,
                     requeues,
+                    priority: attempt as i32 - 3,
                 }
             },
         )

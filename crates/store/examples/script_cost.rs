@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
             // A no-op task's serialized input, as the SDK sends it.
             payload: Bytes::from_static(b"01\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"),
             walltime_ms: None,
+            priority: 0,
             result_group: None,
             by_reference: false,
         })

@@ -169,6 +169,8 @@ pub struct NewTask {
     /// dispatched again (after its endpoint was lost).
     pub payload: Bytes,
     pub walltime_ms: Option<u64>,
+    /// Higher goes first at the endpoint; kept (when not 0) for a dispatch again.
+    pub priority: i32,
     /// The task group whose result queue gets the result, if any.
     pub result_group: Option<TaskGroupId>,
     /// Keep the input under its own key (it is large and travels by reference).
@@ -188,6 +190,7 @@ pub struct Redispatch {
     pub payload: Bytes,
     pub input_bytes: Option<u64>,
     pub walltime_ms: Option<u64>,
+    pub priority: i32,
     pub result_group: Option<TaskGroupId>,
 }
 

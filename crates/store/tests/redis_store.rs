@@ -166,6 +166,30 @@ async fn batch_counters_and_in_flight_sets_follow_every_transition() {
     store.delete_namespace().await.unwrap();
 }
 
+/// A task's priority is kept for a dispatch again; 0 is not written.
+#[tokio::test]
+async fn a_priority_is_kept_to_dispatch_a_task_again() {
+    let store = store().await;
+    let endpoint_id = EndpointId::new();
+    let b = batch(endpoint_id, 2);
+    let urgent = NewTask {
+        priority: -7,
+        ..new_task()
+    };
+    let plain = new_task();
+    store
+        .create_tasks(&b, &[urgent.clone(), plain.clone()], Actor::WebService)
+        .await
+        .unwrap();
+    let infos = store
+        .redispatch_info(&[urgent.task_id, plain.task_id])
+        .await
+        .unwrap();
+    let priorities: Vec<i32> = infos.into_iter().map(|i| i.unwrap().priority).collect();
+    assert_eq!(priorities, [-7, 0]);
+    store.delete_namespace().await.unwrap();
+}
+
 /// A task keeps its input (to dispatch it again) until it is terminal.
 #[tokio::test]
 async fn the_input_is_kept_until_the_task_is_terminal() {

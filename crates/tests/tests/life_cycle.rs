@@ -257,6 +257,7 @@ async fn a_task_whose_submission_message_was_lost_still_runs() {
         max_retries: 3,
         payload: bytes::Bytes::new(),
         walltime_ms: None,
+        priority: 0,
         result_group: None,
         by_reference: false,
     };

@@ -60,6 +60,7 @@ impl LateCopies<'_> {
                 walltime_ms: None,
                 input_bytes: None,
                 requeues: 0,
+                priority: 0,
             }],
         };
         ferry_proto::codec::encode(&batch).unwrap()

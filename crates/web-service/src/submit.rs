@@ -57,6 +57,8 @@ pub struct Submitted {
     pub payload: Bytes,
     pub max_retries: Option<u32>,
     pub walltime_ms: Option<u64>,
+    /// Higher goes first at the endpoint.
+    pub priority: i32,
 }
 
 /// What a caller asks to run.
@@ -314,6 +316,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             payload: t.payload,
             group: task_group.filter(|_| result_queue),
             walltime_ms: t.walltime_ms,
+            priority: t.priority,
         })
         .collect();
     Ok(Prepared {
@@ -456,6 +459,7 @@ async fn write_part(state: &AppState, batch: &BatchRecord, specs: &[TaskSpec], p
             max_retries: s.max_retries,
             payload: s.payload.clone(),
             walltime_ms: s.walltime_ms,
+            priority: s.priority,
             result_group: s.group,
             by_reference: s.input_bytes.is_some(),
         })

@@ -18,6 +18,7 @@ use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, EndpointId, EventKind, FunctionId, ManagerId, TaskId};
 use tokio::sync::{mpsc, watch};
 
+mod pending;
 mod ports;
 mod stops;
 
@@ -74,7 +75,7 @@ pub struct Interchange<S, D = Delivery> {
     endpoint_id: EndpointId,
     sink: S,
     manager_timeout: Duration,
-    pending: VecDeque<TaskId>,
+    pending: pending::Pending,
     /// Tasks whose `waiting-for-nodes` step is not reported yet, oldest first (entries
     /// whose task moved on are skipped when they come up).
     unreported: VecDeque<(Instant, TaskId)>,
@@ -113,7 +114,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             endpoint_id,
             sink,
             manager_timeout,
-            pending: VecDeque::new(),
+            pending: pending::Pending::default(),
             unreported: VecDeque::new(),
             pending_count: watch::Sender::new(0),
             capacity: watch::Sender::new(Capacity::default()),
@@ -386,7 +387,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 fresh += 1;
                 continue;
             }
-            self.pending.push_back(spec.task_id);
+            self.pending.push_back(spec.task_id, spec.priority);
             self.unreported.push_back((arrived, spec.task_id));
             self.inflight.insert(
                 spec.task_id,
@@ -508,7 +509,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 && t.spec.attempt == attempt
             {
                 t.manager = None;
-                self.pending.push_front(task_id);
+                self.pending.push_front(task_id, t.spec.priority);
             }
         }
     }
@@ -527,8 +528,8 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         }
     }
 
-    /// Hands pending tasks to managers with free slots, the emptiest manager first, in
-    /// one frame per manager.
+    /// Hands pending tasks to managers with free slots, the highest priority first (see
+    /// [`pending::Pending`]), the emptiest manager first, in one frame per manager.
     fn assign(&mut self) {
         while !self.pending.is_empty() {
             let Some(&(free, manager_id)) = self.by_free.last() else {

@@ -352,6 +352,7 @@ impl Sweeper {
                 walltime_ms: info.walltime_ms,
                 input_bytes: info.input_bytes,
                 requeues: 0,
+                priority: info.priority,
             });
             included.push(info);
         }

@@ -174,6 +174,9 @@ impl Store {
             if let Some(w) = t.walltime_ms {
                 cmd.arg("w").arg(w);
             }
+            if t.priority != 0 {
+                cmd.arg("pr").arg(t.priority);
+            }
             if let Some(g) = t.result_group {
                 cmd.arg("g").arg(g.to_string());
             }
@@ -537,7 +540,7 @@ impl Store {
         for id in ids {
             pipe.cmd("HMGET")
                 .arg(self.task_key(*id))
-                .arg(&["s", "a", "r", "f", "e", "p", "w", "g", "pi"]);
+                .arg(&["s", "a", "r", "f", "e", "p", "w", "g", "pi", "pr"]);
         }
         type Row = (
             Option<u8>,
@@ -549,12 +552,13 @@ impl Store {
             Option<u64>,
             Option<String>,
             Option<u64>,
+            Option<i32>,
         );
         let rows: Vec<Row> = pipe.query_async(&mut conn).await?;
         Ok(ids
             .iter()
             .zip(rows)
-            .map(|(id, (s, a, r, f, e, p, w, g, pi))| {
+            .map(|(id, (s, a, r, f, e, p, w, g, pi, pr))| {
                 let state = TaskState::from_code(s?)?;
                 if state.is_terminal() || (p.is_none() && pi.is_none()) {
                     return None;
@@ -569,6 +573,7 @@ impl Store {
                     payload: p.map(Bytes::from).unwrap_or_default(),
                     input_bytes: pi,
                     walltime_ms: w,
+                    priority: pr.unwrap_or(0),
                     result_group: g.and_then(|g| g.parse().ok()),
                 })
             })

@@ -62,6 +62,7 @@ pub(crate) fn new_task() -> NewTask {
         max_retries: 2,
         payload: Bytes::from_static(b"input"),
         walltime_ms: None,
+        priority: 0,
         result_group: None,
         by_reference: false,
     }

@@ -50,6 +50,7 @@ pub(crate) async fn submit(
 /// field names in errors (`sessions[2].`).
 pub(crate) fn submission(body: SubmitRequest, at: &str) -> ApiResult<Submission> {
     let mut tasks = Vec::with_capacity(body.tasks.len());
+    let session_priority = body.priority.unwrap_or(0);
     for (i, t) in body.tasks.into_iter().enumerate() {
         let walltime_ms = positive_ms(t.walltime_secs, || format!("{at}tasks[{i}].walltime_secs"))?;
         tasks.push(Submitted {
@@ -57,6 +58,7 @@ pub(crate) fn submission(body: SubmitRequest, at: &str) -> ApiResult<Submission>
             payload: Bytes::from(t.payload),
             max_retries: t.max_retries,
             walltime_ms,
+            priority: t.priority.unwrap_or(session_priority),
         });
     }
     Ok(Submission {

@@ -138,6 +138,7 @@ pub(crate) async fn submit(
             payload: Bytes::from(p),
             max_retries: None,
             walltime_ms: None,
+            priority: 0,
         }));
     }
     if body.create_queue {

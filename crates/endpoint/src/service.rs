@@ -201,6 +201,7 @@ async fn run_once(
         Duration::from_secs(config.manager_timeout_secs),
     )
     .allowing(config.allowed_functions.clone())
+    .aging(config.priority_aging_secs.map(Duration::from_secs))
     .remembering(take_finished(dir));
     let mut waiting = interchange.pending_tasks();
     let capacity = interchange.capacity();

@@ -62,7 +62,7 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
         }
     }
     let ids = |ids: &[String]| toml::Value::Array(ids.iter().cloned().map(toml::Value::String).collect());
-    let top: [(&str, Option<toml::Value>, &str, &str); 10] = [
+    let top: [(&str, Option<toml::Value>, &str, &str); 11] = [
         (
             "listen",
             config.listen.clone().map(toml::Value::String),
@@ -107,6 +107,14 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
             Some(toml::Value::Integer(config.stop_grace_secs as i64)),
             "10",
             "on stop, running tasks get this long to finish and report",
+        ),
+        (
+            "priority_aging_secs",
+            config
+                .priority_aging_secs
+                .map(|s| toml::Value::Integer(s.min(i64::MAX as u64) as i64)),
+            "300",
+            "a waiting task counts one priority higher per this many seconds waited (default: no aging)",
         ),
         (
             "public",

@@ -66,6 +66,11 @@ pub struct EndpointConfig {
     /// then are stopped and go back to the queue.
     #[serde(default = "default_stop_grace")]
     pub stop_grace_secs: u64,
+    /// A task waiting at the endpoint counts one priority higher for every this many
+    /// seconds it has waited, so lower priorities are not starved (default: no aging,
+    /// strict priorities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_aging_secs: Option<u64>,
     /// Anyone with an account on the service may send it tasks (default: its owner
     /// only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -115,6 +120,7 @@ impl EndpointConfig {
             prefetch: default_prefetch(),
             manager_timeout_secs: default_manager_timeout(),
             stop_grace_secs: default_stop_grace(),
+            priority_aging_secs: None,
             public: false,
             shared_with: Vec::new(),
             allowed_functions: None,

@@ -144,6 +144,12 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
     }
 
     /// Runs only these functions (`allowed_functions`); `None`: any.
+    /// Waiting tasks gain a priority step per `aging` waited (see [`pending::Pending`]).
+    pub fn aging(mut self, aging: Option<Duration>) -> Self {
+        self.pending = pending::Pending::aging(aging);
+        self
+    }
+
     pub fn allowing(mut self, functions: Option<Vec<FunctionId>>) -> Self {
         self.allowed = functions.map(|f| f.into_iter().collect());
         self

@@ -240,6 +240,7 @@ def test_an_uploaded_file_is_staged_and_output_files_come_back_through_the_data_
     tid = client.run_application(app, {"text": file_input(big, "in.txt")}, endpoint_id=stack.endpoint_id)
     run = client.get_result(tid, timeout=60)
     assert (Path(run["run_dir"]) / "in.txt").read_bytes() == big
+    assert run["inputs"]["text"] == {"name": "in.txt", "uploaded_bytes": len(big)}, "not the content again"
     saved = save_outputs(run, tmp_path / "got")
     assert sorted(p.name for p in saved) == ["upper.txt", "zeros.bin"]
     assert (tmp_path / "got" / "out" / "upper.txt").read_bytes() == big.upper()

@@ -169,7 +169,7 @@ async fn run_in(task: &Run<'_>, spec: &AppSpec, inputs: &Inputs, dir: &Path) -> 
         "run_dir": run_dir,
         "phases": phases.iter().map(PhaseRun::to_json).collect::<Vec<_>>(),
         "outputs": outputs(dir, spec.outputs()),
-        "inputs": inputs.to_json(),
+        "inputs": inputs_record(inputs),
     });
     let body = Bytes::from(format!("11\n{doc}"));
     let (stdout, stderr) = last_phase_output(&phases);
@@ -188,6 +188,19 @@ async fn run_in(task: &Run<'_>, spec: &AppSpec, inputs: &Inputs, dir: &Path) -> 
             stderr,
         },
     })
+}
+
+/// The inputs as the run's record and `.ferry/inputs.json` show them: an uploaded file as
+/// its name and size, not its content again (which could double a result's size).
+fn inputs_record(inputs: &Inputs) -> serde_json::Value {
+    let mut record = inputs.to_json();
+    for (name, file) in inputs.files() {
+        if let FileSource::Upload(data) = &file.source {
+            let bytes = ferry_app::decode_upload(data).map_or(0, |b| b.len());
+            record[name] = json!({"name": file.name, "uploaded_bytes": bytes});
+        }
+    }
+    record
 }
 
 /// The task's stdout and stderr: the last phase that ran's snippets.
@@ -211,7 +224,7 @@ fn prepare(
 ) -> Result<(), String> {
     let io = |what: &str, e: std::io::Error| format!("cannot write {what} in the run directory: {e}");
     std::fs::create_dir_all(meta).map_err(|e| io(".ferry/", e))?;
-    std::fs::write(meta.join("inputs.json"), inputs.to_json().to_string())
+    std::fs::write(meta.join("inputs.json"), inputs_record(inputs).to_string())
         .map_err(|e| io(".ferry/inputs.json", e))?;
     let env_script = spec
         .render_env_script(inputs, builtins)

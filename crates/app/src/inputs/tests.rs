@@ -339,6 +339,14 @@ fn a_bad_file_says_why() {
         ),
         (json!({"data": "x", "name": ""}), r#"the file name "" is empty"#),
         (
+            json!({"data": "eA==", "name": "execute.stdout"}),
+            r#"the file name "execute.stdout" is the endpoint's own in the run directory (.ferry, <phase>.stdout, <phase>.stderr)"#,
+        ),
+        (
+            json!({"path": "/data/x", "name": ".ferry"}),
+            r#"the file name ".ferry" is the endpoint's own in the run directory (.ferry, <phase>.stdout, <phase>.stderr)"#,
+        ),
+        (
             json!({"data": "x", "name": "a\u{0}"}),
             r#"the file name "a\u0000" contains a NUL byte"#,
         ),

@@ -120,6 +120,18 @@ fn path_file(path: &str, mode: FileMode, name: Option<&str>) -> Result<FileInput
 }
 
 /// Why `name` cannot be a file's name in the run directory, if it cannot.
+/// Names the endpoint writes in a run directory itself: a file staged under one would
+/// be overwritten (or overwrite the scripts).
+fn is_reserved(name: &str) -> bool {
+    if name == ".ferry" {
+        return true;
+    }
+    let Some((phase, stream)) = name.rsplit_once('.') else {
+        return false;
+    };
+    matches!(phase, "prolog" | "execute" | "epilog") && matches!(stream, "stdout" | "stderr")
+}
+
 fn file_name_problem(name: &str) -> Option<Problem> {
     let why = if name.is_empty() {
         "is empty"
@@ -131,6 +143,8 @@ fn file_name_problem(name: &str) -> Option<Problem> {
         "contains a NUL byte"
     } else if name.len() > MAX_FILE_NAME_BYTES {
         "is longer than 255 bytes"
+    } else if is_reserved(name) {
+        "is the endpoint's own in the run directory (.ferry, <phase>.stdout, <phase>.stderr)"
     } else {
         return None;
     };

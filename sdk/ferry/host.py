@@ -8,6 +8,16 @@ does to file descriptor 1 can corrupt the protocol: the host moves the protocol 
 before running anything, and points fds 1 and 2 at files of its own, whose content
 (direct writes, a subprocess's output) becomes the task's stdout and stderr.
 
+Tasks queued behind a long one can be taken back. The worker passes a socket
+(``FERRY_HOST_CONTROL_FD``); it writes there ``(first, upto)``, two big-endian u64
+sequence numbers of tasks it sent (counted from 1 in the order sent), and signals the
+host (``SIGURG``). The handler runs on the host's main thread between two bytecodes
+(of the running task, or of the host's loop): it marks every task from ``first`` to
+``upto`` that has not begun as withdrawn and answers ``(lo, upto)``, the first one it
+took; the host skips those (loading their function, if they carry one) without an
+answer. Exactly one side has each task: the worker gives back the ones answered
+withdrawn and waits for the others' results.
+
 A task's processes end with the task. The host is a child subreaper: a process a task
 orphans (a double fork, or the exit of the parent of one that left its session) is
 reparented to the host, not to init. After each task, before it answers and runs the
@@ -41,6 +51,9 @@ _DONE_HEAD = struct.Struct(">c16sBdd")
 _OK_HEAD = struct.Struct(">Ic16sBddI")
 _OK_FIXED = _OK_HEAD.size - 4 + 12
 _NO_FIELDS = bytes(12)
+# A withdrawal: the first and last sequence numbers asked for, then taken.
+_WITHDRAW = struct.Struct(">QQ")
+WITHDRAW_SIGNAL = signal.SIGURG
 MAX_OUTPUT = 1024 * 1024
 # How long a task that forked waits for word that a child came back into the host.
 FORK_GRACE = 0.2
@@ -317,6 +330,49 @@ class Host:
         # before it runs, and the task starts in it.
         self.per_task = self.task_env is not None and os.environ.get("FERRY_PYTHON_RUN_DIRS") == "per-task"
 
+        # Tasks begun (their frames taken from the input, run or skipped), and those of
+        # the sequence numbers withdrawn by the worker that have not come yet.
+        self.seq = 0
+        self.withdrawn: set[int] = set()
+        self.control = -1
+        self.control_buf = b""
+        control = os.environ.get("FERRY_HOST_CONTROL_FD")
+        if control:
+            self.control = int(control)
+            os.set_inheritable(self.control, False)
+            os.set_blocking(self.control, False)
+            # Not restarted by the kernel: a system call the signal interrupts returns to
+            # Python, which runs the handler and then retries the call (PEP 475).
+            signal.signal(WITHDRAW_SIGNAL, self._withdraw)
+
+    def _withdraw(self, _signum: int, _frame: Any) -> None:
+        """The worker asks for tasks back (see the module's doc). Runs between two
+        bytecodes of the main thread, so ``self.seq`` cannot move under it."""
+        while True:
+            try:
+                data = os.read(self.control, 4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                return
+            self.control_buf += data
+            while len(self.control_buf) >= _WITHDRAW.size:
+                first, upto = _WITHDRAW.unpack_from(self.control_buf)
+                self.control_buf = self.control_buf[_WITHDRAW.size :]
+                lo = max(first, self.seq + 1)
+                self.withdrawn.update(range(lo, upto + 1))
+                os.write(self.control, _WITHDRAW.pack(lo, upto))
+
+    def _skip(self, body: bytes) -> None:
+        """A withdrawn task: its function is kept (later tasks come without it)."""
+        function_id = body[17:33]
+        try:
+            code, _ = _field(body, 33)
+            if code:
+                self.functions[function_id] = deserialize_function(code.decode("utf-8"))
+        except Exception:  # noqa: BLE001 - the task that runs next says what is wrong
+            pass
+
     def _forked(self) -> None:
         self.forks += 1
 
@@ -495,6 +551,11 @@ class Host:
                     self.flush()
                     print(f"ferry host: unknown frame {body[:1]!r}", file=sys.stderr)
                     return 2
+                self.seq += 1
+                if self.withdrawn and self.seq in self.withdrawn:
+                    self.withdrawn.discard(self.seq)
+                    self._skip(body)
+                    continue
                 self.run_task(body)
             del buf[:pos]
             # Nothing complete is left to run: answer, then wait for more.

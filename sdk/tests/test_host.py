@@ -413,3 +413,74 @@ def test_per_task_run_directories_are_made_before_each_task(tmp_path):
         assert (root / str(kept) / "here.txt").exists() and (root / ".done" / str(kept)).exists()
     finally:
         h.proc.kill()
+
+
+def _task_frame(tid: bytes, fid: bytes, code: bytes, payload: bytes) -> bytes:
+    body = b"T" + tid + fid + struct.pack(">I", len(code)) + code + struct.pack(">I", len(payload)) + payload
+    return struct.pack(">I", len(body)) + body
+
+
+def snooze(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_tasks_behind_a_long_one_are_withdrawn_at_once_and_never_run():
+    """The worker's withdrawal: asked while a task sleeps, the host answers at once (its
+    handler runs between two bytecodes), skips the tasks it gave back (keeping the
+    function one of them carried) and runs the rest."""
+    import signal
+    import socket
+
+    ours, theirs = socket.socketpair()
+    env = dict(os.environ, PYTHONPATH=str(SDK), FERRY_HOST_CONTROL_FD=str(theirs.fileno()))
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "ferry.host"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        pass_fds=[theirs.fileno()],
+    )
+    theirs.close()
+    try:
+        h = HostProcess.__new__(HostProcess)
+        h.proc = proc
+        assert h.read()[0] == b"R"
+        slow, fast = uuid.uuid4().bytes, uuid.uuid4().bytes
+        ids = [uuid.uuid4().bytes for _ in range(5)]
+        frames = [_task_frame(ids[0], slow, serialize_function(snooze).encode(), pack_args((1.5,)).encode())]
+        for i, tid in enumerate(ids[1:], start=2):
+            code = serialize_function(double).encode() if i == 2 else b""
+            frames.append(_task_frame(tid, fast, code, pack_args((i,)).encode()))
+        proc.stdin.write(b"".join(frames))
+        proc.stdin.flush()
+        time.sleep(0.3)  # the first task runs
+        asked = time.monotonic()
+        ours.sendall(struct.pack(">QQ", 1, 4))  # 1 has begun: 2..4 come back
+        os.kill(proc.pid, signal.SIGURG)
+        ours.settimeout(5)
+        lo, upto = struct.unpack(">QQ", ours.recv(16))
+        assert (lo, upto) == (2, 4)
+        assert time.monotonic() - asked < 1.0, "answered only after the running task"
+        answered = []
+        for _ in range(2):
+            kind, rest = h.read()
+            assert kind == b"D"
+            status = rest[16]
+            (n,) = struct.unpack(">I", rest[33:37])
+            answered.append((rest[:16], status, deserialize_data(rest[37 : 37 + n].decode())))
+        # Task 5 ran with the function task 2 carried, though task 2 itself did not run.
+        assert answered == [(ids[0], 0, 1.5), (ids[4], 0, 10)]
+        # A withdrawal of tasks that have begun (or ended) takes none.
+        ours.sendall(struct.pack(">QQ", 5, 5))
+        os.kill(proc.pid, signal.SIGURG)
+        lo, upto = struct.unpack(">QQ", ours.recv(16))
+        assert lo > upto
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ours.close()

@@ -77,3 +77,72 @@ def test_a_priority_that_is_not_an_integer_is_refused_naming_it(one_slot):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 400 and "priority" in info.value.read().decode()
+
+
+def mark(path, i):
+    """A short task that leaves one line per run in `path`: executions, not records."""
+    with open(path, "a") as f:
+        f.write(f"{i}\n")
+    return i
+
+
+@pytest.fixture(scope="module")
+def two_workers():
+    """Two workers, each holding up to 16 tasks (the default)."""
+    stack = Stack(workers=2)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def _finished_at(client, task_id):
+    return float(client.get_task(task_id)["completion_t"])
+
+
+@pytest.mark.parametrize("long_kind", ["python", "shell"])
+def test_short_tasks_queued_behind_a_long_one_go_to_the_idle_worker(two_workers, tmp_path, long_kind):
+    """One batch: a long task, then short ones. The manager spreads them over both
+    workers, so half the short ones land behind the long task; they are taken back and
+    run on the other worker, each exactly once, long before the long task ends."""
+    from ferry import ShellFunction
+
+    client = Client(two_workers.url, token=two_workers.token)
+    if long_kind == "python":
+        long_fid, long_args = client.register_function(sleepy), (4,)
+    else:
+        long_fid, long_args = client.register_function(ShellFunction("sleep 4")), ()
+    short = client.register_function(mark)
+    log = tmp_path / "runs.log"
+    batch = client.create_batch()
+    batch.add(long_fid, *long_args)
+    for i in range(12):
+        batch.add(short, str(log), i)
+    session = client.submit_session(two_workers.endpoint_id, batch)
+    long_id, short_ids = session.task_ids[0], session.task_ids[1:]
+    results = [client.get_result(t, timeout=60) for t in short_ids]
+    assert results == list(range(12))
+    client.get_result(long_id, timeout=60)
+    last_short = max(_finished_at(client, t) for t in short_ids)
+    assert _finished_at(client, long_id) - last_short > 2.5, "short tasks waited for the long one"
+    runs = sorted(int(line) for line in log.read_text().split())
+    assert runs == list(range(12)), f"each short task runs once: {runs}"
+
+
+def test_a_worker_running_a_long_task_takes_no_more_while_another_is_idle(two_workers, tmp_path):
+    """Short tasks that come while a long one runs all go to the other worker."""
+    client = Client(two_workers.url, token=two_workers.token)
+    long_fid, short = client.register_function(sleepy), client.register_function(mark)
+    log = tmp_path / "runs.log"
+    long_id = client.run(3, endpoint_id=two_workers.endpoint_id, function_id=long_fid)
+    import time
+
+    time.sleep(0.5)
+    batch = client.create_batch()
+    for i in range(10):
+        batch.add(short, str(log), i)
+    short_ids = client.submit_session(two_workers.endpoint_id, batch).task_ids
+    assert [client.get_result(t, timeout=60) for t in short_ids] == list(range(10))
+    client.get_result(long_id, timeout=60)
+    last_short = max(_finished_at(client, t) for t in short_ids)
+    assert _finished_at(client, long_id) - last_short > 1.5
+    assert sorted(int(line) for line in log.read_text().split()) == list(range(10))

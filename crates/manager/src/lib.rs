@@ -4,6 +4,13 @@
 //! its tasks, and forwards what they report. A worker that dies is replaced; the task it
 //! held is reported lost.
 //!
+//! No task waits behind a long one while a worker is idle. Each slot holds up to
+//! `tasks_per_worker` tasks (the one running and those queued in its worker's pipe), so
+//! short tasks follow each other without a round trip; a slot whose task has run for
+//! `steal_after_ms` takes no more, and when another slot is idle it is asked for the
+//! tasks queued behind its long one back ([`slot::Slot::withdraw`]): they go to the
+//! idle workers.
+//!
 //! In a block with an end (a batch job's walltime), the manager drains `drain_secs`
 //! before it: it takes no more tasks, gives back the ones it has not started, finishes
 //! what runs, and exits once idle, so the block ends early rather than under a task.
@@ -67,6 +74,10 @@ pub struct Config {
     /// Tasks each worker holds at once: the one running and those queued behind it.
     #[arg(long, env = "FERRY_TASKS_PER_WORKER", default_value_t = 16)]
     pub tasks_per_worker: u32,
+    /// After how long a running task counts as long: its slot takes no more tasks, and
+    /// the ones queued behind it are taken back for an idle worker. 0: never.
+    #[arg(long, env = "FERRY_STEAL_AFTER_MS", default_value_t = 10)]
+    pub steal_after_ms: u64,
     /// The `ferry-worker` binary (default: next to this one).
     #[arg(long, env = "FERRY_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
@@ -174,6 +185,8 @@ pub(crate) enum SlotEvent {
     Done(usize),
     /// The slot's worker died; these tasks never started and go back to the queue.
     Gone(usize, Vec<TaskSpec>),
+    /// The answer to a withdrawal: these tasks never started and go back to the queue.
+    Returned(usize, Vec<TaskSpec>),
 }
 
 fn encode(m: &FromManager) -> anyhow::Result<Bytes> {
@@ -227,6 +240,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
     let manager = Manager {
         load: vec![None; slots.len()],
+        since: vec![Instant::now(); slots.len()],
+        withdrawing: vec![false; slots.len()],
+        steal_after: (config.steal_after_ms > 0).then(|| Duration::from_millis(config.steal_after_ms)),
         slots,
         depth: config.tasks_per_worker.max(1),
         queue: VecDeque::new(),
@@ -278,6 +294,13 @@ struct Manager {
     slots: Vec<slot::Slot>,
     /// Tasks each slot holds; `None` while its worker is (re)starting.
     load: Vec<Option<u32>>,
+    /// When each slot's running task began (as far as the manager knows: when the one
+    /// before it finished, or when it was handed to an idle slot).
+    since: Vec<Instant>,
+    /// Slots asked for their queued tasks back, not answered yet.
+    withdrawing: Vec<bool>,
+    /// When a running task counts as long (`None`: never).
+    steal_after: Option<Duration>,
     depth: u32,
     queue: VecDeque<TaskSpec>,
     /// Tasks cancelled lately: one may still come back from a slot whose worker died
@@ -303,6 +326,7 @@ impl Manager {
         let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(100)));
         loop {
             let death_due = self.deaths.front().map(|(at, _)| *at);
+            let steal_due = self.steal_due();
             tokio::select! {
                 frame = link::next_frame(&mut from_endpoint) => {
                     let Some(frame) = frame else {
@@ -334,6 +358,7 @@ impl Manager {
                     }
                 }
                 _ = until(drain_at), if !self.draining => self.drain().await?,
+                _ = until(steal_due) => {}
                 _ = heartbeat.tick() => {
                     let idle = self.load.iter().filter(|l| **l == Some(0)).count() as u32;
                     let beat = FromManager::Heartbeat { at: ferry_proto::time::now_micros(), idle_workers: idle };
@@ -345,6 +370,7 @@ impl Manager {
                 }
             }
             self.fill_slots();
+            self.steal();
             SinkExt::<Bytes>::flush(&mut self.to_endpoint).await?;
             if self.draining && self.idle() {
                 tracing::info!("drained: nothing left to run before the block ends; stopping");
@@ -403,41 +429,78 @@ impl Manager {
         match event {
             SlotEvent::Report(report) => self.to_endpoint.feed(encode(&report)?).await?,
             SlotEvent::Died(lost) => self.deaths.push_back((Instant::now() + DEATH_GRACE, lost)),
-            SlotEvent::Ready(index) => self.load[index] = Some(0),
+            SlotEvent::Ready(index) => {
+                self.load[index] = Some(0);
+                self.withdrawing[index] = false;
+            }
             SlotEvent::Done(index) => {
                 if let Some(n) = self.load[index].as_mut() {
                     *n = n.saturating_sub(1);
                 }
+                self.since[index] = Instant::now();
             }
             SlotEvent::Gone(index, waiting) => {
                 self.load[index] = None;
-                for task in waiting.into_iter().rev() {
-                    if self.cancelled.contains(&task.task_id) {
-                        let lost = FromManager::Lost {
-                            task_id: task.task_id,
-                            attempt: task.attempt,
-                            at: ferry_proto::time::now_micros(),
-                            reason: "cancelled".to_owned(),
-                        };
-                        self.to_endpoint.feed(encode(&lost)?).await?;
-                    } else {
-                        self.queue.push_front(task);
-                    }
+                self.withdrawing[index] = false;
+                self.requeue(waiting).await?;
+            }
+            SlotEvent::Returned(index, returned) => {
+                self.withdrawing[index] = false;
+                if let Some(n) = self.load[index].as_mut() {
+                    *n = n.saturating_sub(returned.len() as u32);
                 }
+                if !returned.is_empty() {
+                    tracing::debug!(
+                        slot = index,
+                        returned = returned.len(),
+                        "tasks taken back from behind a long task"
+                    );
+                }
+                self.requeue(returned).await?;
             }
         }
         Ok(())
     }
 
-    /// Fills the least loaded ready slot first, one task at a time, so work spreads.
+    /// Tasks that never started go back to the front of the queue, in their order (a
+    /// cancelled one is reported lost instead).
+    async fn requeue(&mut self, tasks: Vec<TaskSpec>) -> anyhow::Result<()> {
+        for task in tasks.into_iter().rev() {
+            if self.cancelled.contains(&task.task_id) {
+                let lost = FromManager::Lost {
+                    task_id: task.task_id,
+                    attempt: task.attempt,
+                    at: ferry_proto::time::now_micros(),
+                    reason: "cancelled".to_owned(),
+                };
+                self.to_endpoint.feed(encode(&lost)?).await?;
+            } else {
+                self.queue.push_front(task);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether slot `i` runs a long task (see [`Config::steal_after_ms`]).
+    fn long_running(&self, i: usize, now: Instant) -> bool {
+        self.steal_after
+            .is_some_and(|after| self.load[i].is_some_and(|n| n > 0) && now >= self.since[i] + after)
+    }
+
+    /// Fills the least loaded ready slot first, one task at a time, so work spreads; a
+    /// slot running a long task takes none.
     fn fill_slots(&mut self) {
+        let now = Instant::now();
         while !self.queue.is_empty() {
             let Some(index) = (0..self.slots.len())
-                .filter(|&i| self.load[i].is_some_and(|n| n < self.depth))
+                .filter(|&i| self.load[i].is_some_and(|n| n < self.depth) && !self.long_running(i, now))
                 .min_by_key(|&i| self.load[i])
             else {
                 break;
             };
+            if self.load[index] == Some(0) {
+                self.since[index] = now;
+            }
             let task = self.queue.pop_front().expect("not empty");
             let Some(function) = self.functions.get(&task.function_id).cloned() else {
                 tracing::error!(task_id = %task.task_id, function_id = %task.function_id, "task for a function the endpoint never sent");
@@ -448,6 +511,34 @@ impl Manager {
             }
             self.slots[index].assign(function, task);
         }
+    }
+
+    /// While a worker is idle and nothing waits here, asks every slot running a long
+    /// task with tasks queued behind it for them back.
+    fn steal(&mut self) {
+        if !self.queue.is_empty() || !self.load.contains(&Some(0)) {
+            return;
+        }
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            if !self.withdrawing[i] && self.load[i].is_some_and(|n| n >= 2) && self.long_running(i, now) {
+                self.withdrawing[i] = true;
+                self.slots[i].withdraw();
+            }
+        }
+    }
+
+    /// When a slot's running task next becomes long while tasks wait behind it and a
+    /// worker is idle: the next [`Manager::steal`] is due then.
+    fn steal_due(&self) -> Option<Instant> {
+        let after = self.steal_after?;
+        if !self.load.contains(&Some(0)) {
+            return None;
+        }
+        (0..self.slots.len())
+            .filter(|&i| !self.withdrawing[i] && self.load[i].is_some_and(|n| n >= 2))
+            .map(|i| self.since[i] + after)
+            .min()
     }
 
     /// The block ends soon: take nothing more and give back what has not reached a

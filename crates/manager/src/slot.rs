@@ -5,6 +5,10 @@
 //! order: the oldest task in flight is the one running. If the worker dies, that task is
 //! reported lost and the ones queued behind it go back to the manager untouched.
 //!
+//! A slot asked to withdraw ([`Slot::withdraw`]) asks its worker for the tasks it holds
+//! that have not begun; those the worker gives back go back to the manager
+//! ([`SlotEvent::Returned`]), untouched: they never ran here.
+//!
 //! A cancelled task is stopped by killing its worker: at once if it is running, the
 //! moment it starts if it is queued in the pipe. It is reported lost with the reason
 //! `cancelled` (its record is already terminal, so nothing retries it).
@@ -37,6 +41,7 @@ use crate::{SlotEvent, codec};
 pub(crate) enum SlotInput {
     Run(Arc<FunctionCode>, TaskSpec),
     Cancel(Arc<HashSet<TaskId>>),
+    Withdraw,
 }
 
 /// The pids of the workers whose exit tokio has not collected yet: their processes are
@@ -116,6 +121,13 @@ impl Slot {
     /// Gives the slot a task.
     pub fn assign(&self, function: Arc<FunctionCode>, task: TaskSpec) {
         let _ = self.tasks.send(SlotInput::Run(function, task));
+    }
+
+    /// Asks for the tasks queued behind the running one back: answered by one
+    /// [`SlotEvent::Returned`] (possibly empty), unless the worker dies first
+    /// ([`SlotEvent::Gone`]).
+    pub fn withdraw(&self) {
+        let _ = self.tasks.send(SlotInput::Withdraw);
     }
 
     /// Stops whichever of these tasks the slot holds.
@@ -274,6 +286,16 @@ impl<'a> Worker<'a> {
             match input {
                 SlotInput::Run(function, task) => self.feed(&function, task).await?,
                 SlotInput::Cancel(ids) => self.cancel(&ids)?,
+                SlotInput::Withdraw if self.in_flight.len() < 2 => {
+                    let _ = self.events.send(SlotEvent::Returned(self.index, Vec::new()));
+                }
+                SlotInput::Withdraw => {
+                    let frame = Bytes::from(ferry_proto::codec::encode(&ToWorker::Withdraw)?);
+                    self.to_worker
+                        .feed(frame)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot write to the worker: {e}"))?;
+                }
             }
             next = tasks.try_recv().ok();
         }
@@ -339,6 +361,22 @@ impl<'a> Worker<'a> {
                 self.cancelled.remove(&result.task_id);
                 let _ = self.events.send(SlotEvent::Report(FromManager::Finished(result)));
                 let _ = self.events.send(SlotEvent::Done(self.index));
+            }
+            FromWorker::Withdrawn { task_ids } => {
+                let back: HashSet<TaskId> = task_ids.into_iter().collect();
+                let (returned, kept): (Vec<TaskSpec>, Vec<TaskSpec>) =
+                    self.in_flight.drain(..).partition(|t| back.contains(&t.task_id));
+                if returned.len() != back.len() {
+                    anyhow::bail!(
+                        "worker gave back {} tasks it was not holding",
+                        back.len() - returned.len()
+                    );
+                }
+                self.in_flight = kept.into();
+                for task in &returned {
+                    self.cancelled.remove(&task.task_id);
+                }
+                let _ = self.events.send(SlotEvent::Returned(self.index, returned));
             }
             FromWorker::Ready { .. } => anyhow::bail!("worker said ready twice"),
         }

@@ -196,7 +196,9 @@ pub enum FromManager {
     },
 }
 
-/// Manager -> worker.
+/// Manager -> worker. Decoded and consumed one at a time: boxing the task would cost an
+/// allocation per task for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToWorker {
     /// Run one task. `function` is present the first time the worker sees the function.
@@ -204,6 +206,10 @@ pub enum ToWorker {
         function: Option<FunctionCode>,
         task: TaskSpec,
     },
+    /// Give back the tasks handed over that have not begun (the one running stays): they
+    /// wait behind a long task while another worker is idle. Answered by one
+    /// [`FromWorker::Withdrawn`].
+    Withdraw,
 }
 
 /// Worker -> manager.
@@ -219,6 +225,11 @@ pub enum FromWorker {
         at: Micros,
     },
     Finished(TaskResult),
+    /// The answer to [`ToWorker::Withdraw`]: these tasks will not run here (possibly
+    /// none); the others run as sent.
+    Withdrawn {
+        task_ids: Vec<TaskId>,
+    },
 }
 
 #[cfg(test)]

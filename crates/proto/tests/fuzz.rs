@@ -332,8 +332,11 @@ fn from_manager() -> impl Strategy<Value = FromManager> {
 }
 
 fn to_worker() -> impl Strategy<Value = ToWorker> {
-    (proptest::option::of(function_code()), task_spec())
-        .prop_map(|(function, task)| ToWorker::Run { function, task })
+    prop_oneof![
+        (proptest::option::of(function_code()), task_spec())
+            .prop_map(|(function, task)| ToWorker::Run { function, task }),
+        Just(ToWorker::Withdraw),
+    ]
 }
 
 fn from_worker() -> impl Strategy<Value = FromWorker> {
@@ -345,6 +348,7 @@ fn from_worker() -> impl Strategy<Value = FromWorker> {
             at
         }),
         task_result().prop_map(FromWorker::Finished),
+        vec(task_id(), 0..4).prop_map(|task_ids| FromWorker::Withdrawn { task_ids }),
     ]
 }
 

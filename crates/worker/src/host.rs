@@ -8,6 +8,12 @@
 //!   f64 ended, then four u32-length fields: data (result or traceback), serialized
 //!   exception, stdout, stderr.
 //!
+//! Tasks sent are numbered from 1 in the order sent ([`Host::send`] returns the number).
+//! [`Host::withdraw`] asks for the ones from `first` to `upto` back (16 bytes, two u64s,
+//! on the control socket the host holds as `FERRY_HOST_CONTROL_FD`, and a `SIGURG`);
+//! the host answers `(lo, upto)`, [`Host::withdrawn`]: those from `lo` on had not begun
+//! and never will (the host skips them without an answer), the others run as sent.
+//!
 //! The host's own stderr (outside tasks, which capture theirs) is passed on to the
 //! worker's, and its last lines go into the error of a host that exits: a host that
 //! dies at start (a Python without `ferry`) says why in the task's error.
@@ -21,7 +27,8 @@ use ferry_proto::messages::{FunctionCode, TaskSpec};
 use ferry_proto::time::Micros;
 use ferry_proto::{FunctionId, TaskId};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -42,6 +49,8 @@ pub enum Error {
     /// says why), empty when it wrote none.
     #[error("the Python host exited ({status}){}", stderr_suffix(.stderr))]
     Exited { status: String, stderr: String },
+    #[error("cannot make the Python host's control socket: {0}")]
+    Control(std::io::Error),
     #[error("the Python host broke the protocol: {0}")]
     Protocol(String),
 }
@@ -52,6 +61,13 @@ fn stderr_suffix(stderr: &str) -> String {
     } else {
         format!("; the end of its stderr:\n{stderr}")
     }
+}
+
+/// What [`Host::next_event`] found.
+#[derive(Debug)]
+pub enum HostEvent {
+    Answer(Result<(TaskId, HostOutcome), Error>),
+    Withdrawn(Result<std::ops::RangeInclusive<u64>, Error>),
 }
 
 /// What the host answered for one task.
@@ -68,7 +84,7 @@ pub struct HostOutcome {
 
 /// A running Python host. Tasks may be sent ahead of their results ([`Host::send`],
 /// [`Host::flush`]); the host runs them in order and answers each with one frame
-/// ([`Host::next`]), so the pipe is never idle between tasks.
+/// ([`Host::next_event`]), so the pipe is never idle between tasks.
 pub struct Host {
     child: Child,
     stdin: FramedWrite<ChildStdin, LengthDelimitedCodec>,
@@ -76,8 +92,18 @@ pub struct Host {
     /// Functions this host has been sent (it keeps them deserialized).
     loaded: HashSet<FunctionId>,
     stderr: StderrTail,
+    /// Where withdrawals are asked and answered (see the module's doc).
+    control: UnixStream,
+    control_buf: BytesMut,
+    /// Tasks sent so far: the number of the last one.
+    sent: u64,
     pub pid: u32,
 }
+
+/// The size of a withdrawal's request and answer: two big-endian u64s.
+const WITHDRAW_BYTES: usize = 16;
+/// The control socket's number in the host.
+const CONTROL_FD: i32 = 3;
 
 /// The host's stderr: each line is passed on to the worker's stderr as it comes (to
 /// the manager's log, where an inherited stderr went), and the last ones are kept for
@@ -152,8 +178,21 @@ impl Host {
         if let Some((root, cwd)) = places {
             command.env("FERRY_RUN_ROOT", root).current_dir(cwd);
         }
+        let (control, theirs) = std::os::unix::net::UnixStream::pair().map_err(Error::Control)?;
+        control.set_nonblocking(true).map_err(Error::Control)?;
+        let control = UnixStream::from_std(control).map_err(Error::Control)?;
+        {
+            use command_fds::{CommandFdExt, FdMapping};
+            command
+                .fd_mappings(vec![FdMapping {
+                    parent_fd: theirs.into(),
+                    child_fd: CONTROL_FD,
+                }])
+                .map_err(|_| Error::Control(std::io::Error::other("fd mapping collision")))?;
+        }
         let mut child = command
             .args(["-u", "-m", "ferry.host"])
+            .env("FERRY_HOST_CONTROL_FD", CONTROL_FD.to_string())
             // The host dies with this worker (its parent-death signal), checked by pid.
             .env("FERRY_HOST_PARENT", std::process::id().to_string())
             .stdin(Stdio::piped())
@@ -175,7 +214,13 @@ impl Host {
             stdout,
             loaded: HashSet::new(),
             stderr,
+            control,
+            control_buf: BytesMut::new(),
+            sent: 0,
         };
+        // Our end's copy in the child was closed by the mapping; the command (holding
+        // the child's end) goes with this scope.
+        drop(command);
         let frame = host.read_frame().await?;
         if frame.first() != Some(&b'R') {
             return Err(Error::Protocol("expected a ready frame first".into()));
@@ -184,8 +229,8 @@ impl Host {
     }
 
     /// Queues a task for the host (written at the next [`Host::flush`], or sooner when
-    /// the buffer fills).
-    pub async fn send(&mut self, function: &FunctionCode, task: &TaskSpec) -> Result<(), Error> {
+    /// the buffer fills); returns its number.
+    pub async fn send(&mut self, function: &FunctionCode, task: &TaskSpec) -> Result<u64, Error> {
         let send_code = !self.loaded.contains(&function.function_id);
         let code: &[u8] = if send_code { &function.code } else { &[] };
         let mut frame = BytesMut::with_capacity(1 + 16 + 16 + 4 + code.len() + 4 + task.payload.len());
@@ -200,7 +245,69 @@ impl Host {
             return Err(self.exit_error(e).await);
         }
         self.loaded.insert(function.function_id);
-        Ok(())
+        self.sent += 1;
+        Ok(self.sent)
+    }
+
+    /// Asks the host to skip the tasks numbered `first` to `upto` that it has not begun;
+    /// [`Host::withdrawn`] has its answer. One at a time.
+    pub async fn withdraw(&mut self, first: u64, upto: u64) -> Result<(), Error> {
+        let mut request = [0u8; WITHDRAW_BYTES];
+        request[..8].copy_from_slice(&first.to_be_bytes());
+        request[8..].copy_from_slice(&upto.to_be_bytes());
+        self.control.write_all(&request).await.map_err(Error::Control)?;
+        let pid = rustix::process::Pid::from_raw(self.pid as i32)
+            .ok_or_else(|| Error::Protocol("the host has no pid".into()))?;
+        rustix::process::kill_process(pid, rustix::process::Signal::URG).map_err(|e| Error::Control(e.into()))
+    }
+
+    /// What the host says next: an answer to a task, for the oldest task sent, neither
+    /// answered nor withdrawn (only with `answers`, when it has tasks in hand) or to [`Host::withdraw`] (only with
+    /// `withdrawal`, when one was asked): the numbers of the tasks it will not run,
+    /// `lo..=upto` (empty when it had begun them all). Cancel-safe; never ready when
+    /// neither is awaited.
+    pub async fn next_event(&mut self, answers: bool, withdrawal: bool) -> HostEvent {
+        loop {
+            if withdrawal && let Some(range) = self.take_withdrawn() {
+                return HostEvent::Withdrawn(Ok(range));
+            }
+            tokio::select! {
+                biased;
+                frame = self.stdout.next(), if answers => {
+                    let answer = match self.frame_or_error(frame).await {
+                        Ok(frame) => parse_done(&frame),
+                        Err(e) => Err(e),
+                    };
+                    return HostEvent::Answer(answer);
+                }
+                read = self.control.read_buf(&mut self.control_buf), if withdrawal => match read {
+                    Ok(0) => return HostEvent::Withdrawn(Err(Error::Protocol("the control socket closed".into()))),
+                    Ok(_) => {}
+                    Err(e) => return HostEvent::Withdrawn(Err(Error::Control(e))),
+                },
+                else => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// An answer to [`Host::withdraw`] already written, if there is one: the host writes
+    /// it before it skips any task, so an answer that passes over a task finds it here.
+    pub fn try_withdrawn(&mut self) -> Option<std::ops::RangeInclusive<u64>> {
+        if let Some(range) = self.take_withdrawn() {
+            return Some(range);
+        }
+        let _ = self.control.try_read_buf(&mut self.control_buf);
+        self.take_withdrawn()
+    }
+
+    fn take_withdrawn(&mut self) -> Option<std::ops::RangeInclusive<u64>> {
+        if self.control_buf.len() < WITHDRAW_BYTES {
+            return None;
+        }
+        let answer = self.control_buf.split_to(WITHDRAW_BYTES);
+        let lo = u64::from_be_bytes(answer[..8].try_into().expect("8 bytes"));
+        let upto = u64::from_be_bytes(answer[8..].try_into().expect("8 bytes"));
+        Some(lo..=upto)
     }
 
     /// Writes every queued task to the host.
@@ -218,12 +325,6 @@ impl Host {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await;
     }
 
-    /// The host's answer to the oldest task sent and not yet answered. Cancel-safe.
-    pub async fn next(&mut self, expected: TaskId) -> Result<HostOutcome, Error> {
-        let frame = self.read_frame().await?;
-        parse_done(&frame, expected)
-    }
-
     /// Whether answers already read from the pipe wait to be taken: when not, the
     /// caller's own output is worth flushing before it waits for the next one.
     pub fn has_buffered(&self) -> bool {
@@ -231,7 +332,12 @@ impl Host {
     }
 
     async fn read_frame(&mut self) -> Result<BytesMut, Error> {
-        match self.stdout.next().await {
+        let frame = self.stdout.next().await;
+        self.frame_or_error(frame).await
+    }
+
+    async fn frame_or_error(&mut self, frame: Option<std::io::Result<BytesMut>>) -> Result<BytesMut, Error> {
+        match frame {
             Some(Ok(frame)) => Ok(frame),
             Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => Err(Error::Protocol(format!(
                 "a frame over the {MAX_FRAME}-byte limit: {e}"
@@ -287,7 +393,7 @@ pub fn describe_status(status: std::process::ExitStatus) -> String {
     }
 }
 
-fn parse_done(frame: &[u8], expected: TaskId) -> Result<HostOutcome, Error> {
+fn parse_done(frame: &[u8]) -> Result<(TaskId, HostOutcome), Error> {
     let bad = |what: &str| Error::Protocol(format!("malformed result frame: {what}"));
     let mut cur = frame;
     let mut take = |n: usize| -> Result<&[u8], Error> {
@@ -301,10 +407,7 @@ fn parse_done(frame: &[u8], expected: TaskId) -> Result<HostOutcome, Error> {
     if take(1)? != b"D" {
         return Err(bad("not a result"));
     }
-    let id = uuid::Uuid::from_slice(take(16)?).map_err(|_| bad("task id"))?;
-    if id != expected.0 {
-        return Err(bad("result for another task"));
-    }
+    let id = TaskId(uuid::Uuid::from_slice(take(16)?).map_err(|_| bad("task id"))?);
     let status = take(1)?[0];
     let started = f64::from_be_bytes(take(8)?.try_into().expect("8 bytes"));
     let ended = f64::from_be_bytes(take(8)?.try_into().expect("8 bytes"));
@@ -316,13 +419,16 @@ fn parse_done(frame: &[u8], expected: TaskId) -> Result<HostOutcome, Error> {
     let exception = field()?;
     let stdout = field()?;
     let stderr = field()?;
-    Ok(HostOutcome {
-        success: status == 0,
-        started_at: (started * 1e6) as Micros,
-        ended_at: (ended * 1e6) as Micros,
-        data: Bytes::from(data),
-        exception: Bytes::from(exception),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    })
+    Ok((
+        id,
+        HostOutcome {
+            success: status == 0,
+            started_at: (started * 1e6) as Micros,
+            ended_at: (ended * 1e6) as Micros,
+            data: Bytes::from(data),
+            exception: Bytes::from(exception),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        },
+    ))
 }

@@ -4,10 +4,18 @@
 //! at once, the host runs them in order, and each answer goes back the moment it comes
 //! (output is flushed when no further answer is already waiting). So a busy worker moves
 //! many tasks per pipe write and wake-up instead of one. A shell task (or one that
-//! cannot run) waits until the host has finished the Python tasks ahead of it: tasks
-//! finish in the order the manager sent them, which is what it expects.
+//! cannot run) waits until the host has finished the Python tasks ahead of it, then runs
+//! in the worker itself while the loop goes on reading: tasks finish in the order the
+//! manager sent them, which is what it expects.
+//!
+//! A [`ToWorker::Withdraw`] takes back what has not begun: the tasks still here, at
+//! once, and those sent to the host behind the one it runs, which the host is asked for
+//! (`host`'s withdrawal); one [`FromWorker::Withdrawn`] names them all, and none of them
+//! runs here. The manager asks when they wait behind a long task while another worker
+//! is idle.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
@@ -21,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::Config;
-use crate::host::{self, Host, HostOutcome};
+use crate::host::{self, Host, HostEvent, HostOutcome};
 
 /// How long a task's start may wait to share a write with its end.
 const STARTED_FLUSH: std::time::Duration = std::time::Duration::from_millis(2);
@@ -69,11 +77,32 @@ fn frame(msg: &FromWorker) -> anyhow::Result<Bytes> {
 /// A task the host has been sent and has not answered yet.
 struct Sent {
     task: TaskSpec,
+    /// Its number at the host (`Host::send`).
+    seq: u64,
     /// When it became the task the host is running (the oldest unanswered one).
     since: Instant,
     since_micros: Micros,
     /// Whether its start has been reported on its own (it ran past STARTED_FLUSH).
     reported: bool,
+}
+
+/// A shell command or an application, running in the worker.
+type Alone<'a> = Pin<Box<dyn Future<Output = TaskResult> + 'a>>;
+
+/// The worker's state between two turns of its loop.
+struct Worker<'a> {
+    config: &'a Config,
+    places: &'a crate::Places,
+    host: Option<Host>,
+    functions: HashMap<FunctionId, FunctionCode>,
+    /// Handed over, not begun.
+    waiting: VecDeque<TaskSpec>,
+    /// Sent to the host, not answered.
+    at_host: VecDeque<Sent>,
+    alone: Option<Alone<'a>>,
+    /// A withdrawal the host has not answered yet, with the tasks already taken back.
+    withdrawing: Option<Vec<TaskId>>,
+    output: Output,
 }
 
 /// Runs tasks until stdin closes and every task received is answered. Exits the process
@@ -84,7 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut input = FramedRead::new(stdin, codec());
     let mut output = FramedWrite::new(stdout, codec());
     let places = crate::Places::open(&config);
-    let mut host = match Host::start(&config.python, places.for_host()).await {
+    let host = match Host::start(&config.python, places.for_host()).await {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::error!(error = %e, "no Python host: Python tasks will fail until one starts");
@@ -96,178 +125,286 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             pid: std::process::id(),
         })?)
         .await?;
-    let mut functions: HashMap<FunctionId, FunctionCode> = HashMap::new();
-    let mut waiting: VecDeque<TaskSpec> = VecDeque::new();
-    let mut at_host: VecDeque<Sent> = VecDeque::new();
+    let mut w = Worker {
+        config: &config,
+        places: &places,
+        host,
+        functions: HashMap::new(),
+        waiting: VecDeque::new(),
+        at_host: VecDeque::new(),
+        alone: None,
+        withdrawing: None,
+        output,
+    };
     let mut input_open = true;
 
     loop {
-        pump(
-            &config,
-            &places,
-            &mut host,
-            &functions,
-            &mut waiting,
-            &mut at_host,
-            &mut output,
-        )
-        .await?;
-        if !input_open && waiting.is_empty() && at_host.is_empty() {
+        w.pump().await?;
+        if !input_open && w.waiting.is_empty() && w.at_host.is_empty() && w.alone.is_none() {
             places.close();
             return Ok(());
         }
-        let front = at_host.front();
-        let front_id = front.map(|s| s.task.task_id);
+        let front = w.at_host.front();
         let started_due = front.filter(|s| !s.reported).map(|s| s.since + STARTED_FLUSH);
         let walltime_due = front.and_then(|s| {
             s.task
                 .walltime_ms
                 .map(|ms| s.since + std::time::Duration::from_millis(ms))
         });
+        let (in_hand, asked) = (!w.at_host.is_empty(), w.withdrawing.is_some());
         tokio::select! {
             biased;
-            answer = next_answer(&mut host, front_id) => {
-                let sent = at_host.pop_front().expect("an answer is for a task sent");
-                let outcome = match answer {
-                    Ok(outcome) => outcome,
-                    Err(e) => host_died(&sent.task, &e),
-                };
-                output.feed(frame(&FromWorker::Finished(finished(&sent.task, outcome)))?).await?;
-                if let Some(next) = at_host.front_mut() {
-                    (next.since, next.since_micros) = (Instant::now(), now_micros());
+            event = from_host(&mut w.host, in_hand, asked) => match event {
+                HostEvent::Answer(answer) => w.answered(answer).await?,
+                HostEvent::Withdrawn(Ok(range)) => w.took_back(range).await?,
+                // The host is going: its death under a task says why.
+                HostEvent::Withdrawn(Err(e)) => {
+                    tracing::warn!(error = %e, "no answer from the Python host to a withdrawal");
                 }
-                if !host.as_ref().is_some_and(Host::has_buffered) {
-                    SinkExt::<Bytes>::flush(&mut output).await?;
-                }
+            },
+            result = alone_done(&mut w.alone) => {
+                w.alone = None;
+                w.output.send(frame(&FromWorker::Finished(result))?).await?;
             }
             frame = input.next(), if input_open => {
-                // Take every task already arrived with it: the next pump hands them to
-                // the host in one write, not one write each.
+                // Take every frame already arrived with it: the next pump hands their
+                // tasks to the host in one write, not one write each.
                 let mut next = Some(frame);
                 while let Some(frame) = next {
                     let Some(frame) = frame else {
                         input_open = false;
                         break;
                     };
-                    let ToWorker::Run { function, task } = match ferry_proto::codec::decode::<ToWorker>(&frame?) {
-                        Ok(m) => m,
+                    match ferry_proto::codec::decode::<ToWorker>(&frame?) {
+                        Ok(ToWorker::Run { function, task }) => {
+                            if let Some(f) = function {
+                                w.functions.insert(f.function_id, f);
+                            }
+                            w.waiting.push_back(task);
+                        }
+                        Ok(ToWorker::Withdraw) => w.withdraw().await?,
                         Err(e) => anyhow::bail!("malformed frame from the manager: {e}"),
-                    };
-                    if let Some(f) = function {
-                        functions.insert(f.function_id, f);
                     }
-                    waiting.push_back(task);
                     next = input.next().now_or_never();
                 }
             },
             _ = at(started_due) => {
-                let sent = at_host.front_mut().expect("a due start is the front task's");
+                let sent = w.at_host.front_mut().expect("a due start is the front task's");
                 sent.reported = true;
-                output
-                    .send(frame(&FromWorker::Started {
-                        task_id: sent.task.task_id,
-                        attempt: sent.task.attempt,
-                        at: sent.since_micros,
-                    })?)
-                    .await?;
+                let step = FromWorker::Started {
+                    task_id: sent.task.task_id,
+                    attempt: sent.task.attempt,
+                    at: sent.since_micros,
+                };
+                w.output.send(frame(&step)?).await?;
             }
-            _ = at(walltime_due) => {
-                // Stopping the task means stopping its interpreter and everything below
-                // the worker (in its group or out of it); the tasks sent after it go to a
-                // fresh interpreter.
-                let sent = at_host.pop_front().expect("a due walltime is the front task's");
-                if let Some(stopped) = host.take() {
-                    stopped.stop().await;
-                }
-                crate::lifeline::end_tree(Some(sent.task.task_id), &[]);
-                for later in at_host.drain(..).rev() {
-                    waiting.push_front(later.task);
-                }
-                let result = timed_out(&sent.task, sent.since_micros);
-                output.send(frame(&FromWorker::Finished(result))?).await?;
-            }
+            _ = at(walltime_due) => w.walltime().await?,
         }
     }
 }
 
-/// Sends every waiting Python task to the host (one write for all of them); runs a
-/// shell task, or answers one that cannot run, once the host has nothing in hand.
-async fn pump(
-    config: &Config,
-    places: &crate::Places,
-    host: &mut Option<Host>,
-    functions: &HashMap<FunctionId, FunctionCode>,
-    waiting: &mut VecDeque<TaskSpec>,
-    at_host: &mut VecDeque<Sent>,
-    output: &mut Output,
-) -> anyhow::Result<()> {
-    let mut fed = false;
-    while let Some(task) = waiting.front() {
-        let function = functions.get(&task.function_id);
-        let Some(function) = function.filter(|f| f.kind == FunctionKind::Python) else {
-            if !at_host.is_empty() {
-                break;
+impl Worker<'_> {
+    /// Sends every waiting Python task to the host (one write for all of them); starts a
+    /// shell task, or answers one that cannot run, once the host has nothing in hand.
+    async fn pump(&mut self) -> anyhow::Result<()> {
+        let mut fed = false;
+        while self.alone.is_none()
+            && let Some(task) = self.waiting.front()
+        {
+            let function = self.functions.get(&task.function_id);
+            let Some(function) = function.filter(|f| f.kind == FunctionKind::Python) else {
+                if !self.at_host.is_empty() {
+                    break;
+                }
+                let task = self.waiting.pop_front().expect("front exists");
+                self.start_alone(task).await?;
+                continue;
+            };
+            if self.host.is_none() {
+                match Host::start(&self.config.python, self.places.for_host()).await {
+                    Ok(h) => self.host = Some(h),
+                    Err(e) => {
+                        let task = self.waiting.pop_front().expect("front exists");
+                        let started = now_micros();
+                        let result = failed(&task, started, e.to_string());
+                        self.output.send(frame(&FromWorker::Finished(result))?).await?;
+                        continue;
+                    }
+                }
             }
-            let task = waiting.pop_front().expect("front exists");
-            let started = now_micros();
-            if function.is_some() {
-                // A command takes a while: it shows as running from the start.
-                let step = FromWorker::Started {
-                    task_id: task.task_id,
-                    attempt: task.attempt,
-                    at: started,
-                };
-                output.send(frame(&step)?).await?;
-            }
-            let spare: Vec<u32> = host.iter().map(|h| h.pid).collect();
-            let result = run_alone(&task, function, started, &spare, places, config).await;
-            output.send(frame(&FromWorker::Finished(result))?).await?;
-            continue;
-        };
-        if host.is_none() {
-            match Host::start(&config.python, places.for_host()).await {
-                Ok(h) => *host = Some(h),
-                Err(e) => {
-                    let task = waiting.pop_front().expect("front exists");
-                    let started = now_micros();
-                    let result = failed(&task, started, e.to_string());
-                    output.send(frame(&FromWorker::Finished(result))?).await?;
+            let running = self.host.as_mut().expect("started above");
+            let seq = match running.send(function, task).await {
+                Ok(seq) => seq,
+                Err(e) if self.at_host.is_empty() => {
+                    // It died idle: nothing was lost; the next round starts another.
+                    tracing::warn!(error = %e, "Python host gone while idle; starting another");
+                    self.host = None;
                     continue;
                 }
-            }
+                Err(e) => host_died(&self.at_host.front().expect("not empty").task, &e),
+            };
+            let task = self.waiting.pop_front().expect("front exists");
+            self.at_host.push_back(Sent {
+                task,
+                seq,
+                since: Instant::now(),
+                since_micros: now_micros(),
+                reported: false,
+            });
+            fed = true;
         }
-        let running = host.as_mut().expect("started above");
-        if let Err(e) = running.send(function, task).await {
-            if at_host.is_empty() {
-                // It died idle: nothing was lost; the next round starts another.
-                tracing::warn!(error = %e, "Python host gone while idle; starting another");
-                *host = None;
-                continue;
-            }
-            let front = &at_host.front().expect("not empty").task;
+        if fed && let Err(e) = self.host.as_mut().expect("fed").flush().await {
+            let front = &self.at_host.front().expect("fed").task;
             host_died(front, &e);
         }
-        let task = waiting.pop_front().expect("front exists");
-        at_host.push_back(Sent {
-            task,
-            since: Instant::now(),
-            since_micros: now_micros(),
-            reported: false,
+        Ok(())
+    }
+
+    /// Starts a task the host does not run (a command shows as running from its start).
+    async fn start_alone(&mut self, task: TaskSpec) -> anyhow::Result<()> {
+        let started = now_micros();
+        let function = self.functions.get(&task.function_id).cloned();
+        if function.is_some() {
+            let step = FromWorker::Started {
+                task_id: task.task_id,
+                attempt: task.attempt,
+                at: started,
+            };
+            self.output.send(frame(&step)?).await?;
+        }
+        let spare: Vec<u32> = self.host.iter().map(|h| h.pid).collect();
+        let (places, config) = (self.places, self.config);
+        self.alone = Some(Box::pin(async move {
+            run_alone(&task, function.as_ref(), started, &spare, places, config).await
+        }));
+        Ok(())
+    }
+
+    /// The host answered a task. An answer that passes over tasks sent before it is
+    /// for a task behind withdrawn ones: the host wrote its withdrawal's answer first.
+    async fn answered(&mut self, answer: Result<(TaskId, HostOutcome), host::Error>) -> anyhow::Result<()> {
+        let (task_id, outcome) = match answer {
+            Ok(answer) => answer,
+            Err(e) => host_died(
+                &self.at_host.front().expect("an answer is for a task sent").task,
+                &e,
+            ),
+        };
+        let front = |w: &Self| w.at_host.front().map(|s| s.task.task_id);
+        if front(self) != Some(task_id)
+            && let Some(range) = self.host.as_mut().and_then(Host::try_withdrawn)
+        {
+            self.took_back(range).await?;
+        }
+        if front(self) != Some(task_id) {
+            let e = host::Error::Protocol(format!("an answer for task {task_id} out of order"));
+            host_died(
+                &self.at_host.front().expect("an answer is for a task sent").task,
+                &e,
+            );
+        }
+        let sent = self.at_host.pop_front().expect("checked above");
+        let result = finished(&sent.task, outcome);
+        self.output.feed(frame(&FromWorker::Finished(result))?).await?;
+        if let Some(next) = self.at_host.front_mut() {
+            (next.since, next.since_micros) = (Instant::now(), now_micros());
+        }
+        if !self.host.as_ref().is_some_and(Host::has_buffered) {
+            SinkExt::<Bytes>::flush(&mut self.output).await?;
+        }
+        Ok(())
+    }
+
+    /// The manager asks for what has not begun: the tasks waiting here now, and those
+    /// behind the host's running one once the host answers.
+    async fn withdraw(&mut self) -> anyhow::Result<()> {
+        let ids: Vec<TaskId> = self.waiting.drain(..).map(|t| t.task_id).collect();
+        if self.withdrawing.is_none()
+            && self.at_host.len() >= 2
+            && let Some(host) = self.host.as_mut()
+        {
+            let (first, upto) = (self.at_host[1].seq, self.at_host.back().expect("two").seq);
+            match host.withdraw(first, upto).await {
+                Ok(()) => {
+                    self.withdrawing = Some(ids);
+                    return Ok(());
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot ask the Python host for tasks back"),
+            }
+        }
+        self.output
+            .send(frame(&FromWorker::Withdrawn { task_ids: ids })?)
+            .await?;
+        Ok(())
+    }
+
+    /// The host will not run the tasks numbered in `range`: they go back.
+    async fn took_back(&mut self, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<()> {
+        let asked = self.withdrawing.is_some();
+        let mut ids = self.withdrawing.take().unwrap_or_default();
+        let front = self.at_host.front().map(|s| s.seq);
+        self.at_host.retain(|s| {
+            let back = range.contains(&s.seq);
+            if back {
+                ids.push(s.task.task_id);
+            }
+            !back
         });
-        fed = true;
+        if self.at_host.front().map(|s| s.seq) != front
+            && let Some(next) = self.at_host.front_mut()
+        {
+            (next.since, next.since_micros) = (Instant::now(), now_micros());
+        }
+        if asked || !ids.is_empty() {
+            tracing::debug!(withdrawn = ids.len(), "tasks taken back from the Python host");
+            self.output
+                .send(frame(&FromWorker::Withdrawn { task_ids: ids })?)
+                .await?;
+        }
+        Ok(())
     }
-    if fed && let Err(e) = host.as_mut().expect("fed").flush().await {
-        let front = &at_host.front().expect("fed").task;
-        host_died(front, &e);
+
+    /// The host's task ran past its walltime: stopping it means stopping its interpreter
+    /// and everything below the worker (in its group or out of it); the tasks sent after
+    /// it go to a fresh interpreter (or back to the manager, when it asked for them).
+    async fn walltime(&mut self) -> anyhow::Result<()> {
+        let sent = self
+            .at_host
+            .pop_front()
+            .expect("a due walltime is the front task's");
+        if let Some(stopped) = self.host.take() {
+            stopped.stop().await;
+        }
+        crate::lifeline::end_tree(Some(sent.task.task_id), &[]);
+        for later in self.at_host.drain(..).rev() {
+            self.waiting.push_front(later.task);
+        }
+        let result = timed_out(&sent.task, sent.since_micros);
+        self.output.feed(frame(&FromWorker::Finished(result))?).await?;
+        if let Some(mut ids) = self.withdrawing.take() {
+            ids.extend(self.waiting.drain(..).map(|t| t.task_id));
+            self.output
+                .feed(frame(&FromWorker::Withdrawn { task_ids: ids })?)
+                .await?;
+        }
+        SinkExt::<Bytes>::flush(&mut self.output).await?;
+        Ok(())
     }
-    Ok(())
 }
 
-/// The host's next answer; never ready when nothing is in its hands.
-async fn next_answer(host: &mut Option<Host>, front: Option<TaskId>) -> Result<HostOutcome, host::Error> {
-    match (host.as_mut(), front) {
-        (Some(host), Some(id)) => host.next(id).await,
-        _ => std::future::pending().await,
+/// What the host says next (see `Host::next_event`); never ready without a host.
+async fn from_host(host: &mut Option<Host>, in_hand: bool, asked: bool) -> HostEvent {
+    match host.as_mut() {
+        Some(host) => host.next_event(in_hand, asked).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The result of the task running in the worker; never ready when none is.
+async fn alone_done(alone: &mut Option<Alone<'_>>) -> TaskResult {
+    match alone.as_mut() {
+        Some(run) => run.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

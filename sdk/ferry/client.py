@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import platform
 import ssl
 import threading
 import time
@@ -239,11 +240,20 @@ class Client:
         *,
         public: bool = False,
         shared_with: Iterable[str] = (),
+        source: bool = False,
     ) -> str:
         """Registers a Python callable (or a :class:`ShellFunction`); returns its id.
 
         By default only its owner may run it; ``public=True`` lets anyone with an
-        account run it, ``shared_with`` names the user ids who may."""
+        account run it, ``shared_with`` names the user ids who may.
+
+        The function travels as Python bytecode with the values it uses, which loads
+        only on workers of this Python's major.minor (the service records this
+        Python's version, and a task sent where the workers' Python differs fails at
+        once, naming both). ``source=True`` sends its source text instead, which runs
+        on any Python 3 but carries nothing else: the function must import what it
+        uses inside its body, and cannot be a lambda or use variables of an enclosing
+        function."""
         if isinstance(function, ShellFunction):
             return self.register_shell_function(
                 function.command, name or function.__name__, public=public, shared_with=shared_with
@@ -259,7 +269,13 @@ class Client:
             name = "lambda"
         if description is None:
             description = (getattr(function, "__doc__", None) or "").strip() or None
-        body = {"name": name, "kind": "python", "code": serialize_function(function), "description": description}
+        body = {
+            "name": name,
+            "kind": "python",
+            "code": serialize_function(function, source=source),
+            "description": description,
+            "python_version": platform.python_version(),
+        }
         body.update(_sharing(public, shared_with))
         fid = self._request("POST", "/v1/functions", body)["function_id"]
         self._kinds[fid] = "python"

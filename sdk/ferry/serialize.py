@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import io
 import json
 import pickle
 import sys
 import sysconfig
+import textwrap
 import types
 from typing import Any, Callable, Sequence
 
@@ -183,10 +185,23 @@ def _by_value(fn: Callable[..., Any]) -> Callable[..., Any]:
     return copy
 
 
-def serialize_function(fn: Callable[..., Any]) -> str:
-    """Serializes a function by value (strategy ``01``), as one packed buffer: what
-    ``POST /v1/functions`` takes as ``code``."""
-    return pack(["01\n" + _b64(dill.dumps(_by_value(fn), recurse=True))])
+def serialize_function(fn: Callable[..., Any], source: bool = False) -> str:
+    """Serializes a function by value (strategy ``01``, bytecode: it loads on this
+    Python's major.minor only), or with ``source=True`` as its source text (``sd``,
+    ``name:source``: any Python 3), as one packed buffer: what ``POST /v1/functions``
+    takes as ``code``."""
+    if not source:
+        return pack(["01\n" + _b64(dill.dumps(_by_value(fn), recurse=True))])
+    name = getattr(fn, "__name__", "")
+    if not isinstance(fn, types.FunctionType) or name == "<lambda>":
+        raise TypeError(f"source=True needs a function defined with def, not {fn!r}")
+    if fn.__closure__:
+        raise TypeError(f"source=True: {name} uses variables of an enclosing function, which its source does not carry")
+    try:
+        text = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError) as e:
+        raise TypeError(f"source=True: the source of {name} cannot be read: {e}") from e
+    return pack([f"sd\n{name}:{text}"])
 
 
 def _split(buffer: str) -> tuple[str, str]:

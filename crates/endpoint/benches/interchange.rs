@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
         kind: FunctionKind::Python,
         code: Bytes::from_static(b"st\nf:def f(x): return x"),
         by_reference: None,
+        python: None,
     };
     let mut group = c.benchmark_group("interchange");
     group.throughput(Throughput::Elements(TASKS as u64));

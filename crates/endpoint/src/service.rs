@@ -75,15 +75,24 @@ pub fn token(dir: &Path, config: &EndpointConfig) -> anyhow::Result<String> {
         })
 }
 
-/// Registers with the web-service (keeping the id from an earlier start). A credential
-/// the service hands back (registering with the owner's token) is kept in the endpoint's
-/// directory and used from then on.
+/// What the endpoint's workers run Python with (asked of `provider.python`); `None` for
+/// managers started by hand, whose Python the endpoint does not know.
+pub fn workers_env(config: &EndpointConfig) -> Option<ferry_proto::api::WorkerEnv> {
+    (config.provider.kind != crate::config::ProviderKind::Manual)
+        .then(|| crate::cli::python::worker_env(&config.provider.python))
+        .flatten()
+}
+
+/// Registers with the web-service (keeping the id from an earlier start), telling it
+/// `worker_env` ([`workers_env`]). A credential the service hands back (registering
+/// with the owner's token) is kept in the endpoint's directory and used from then on.
 pub async fn register(
     dir: &Path,
     config: &EndpointConfig,
     name: &str,
     endpoint_id: Option<EndpointId>,
     token: &str,
+    worker_env: Option<ferry_proto::api::WorkerEnv>,
 ) -> anyhow::Result<EndpointRegistered> {
     let url = format!("{}/v1/endpoints", config.url.trim_end_matches('/'));
     let response = config
@@ -96,9 +105,7 @@ pub async fn register(
             public: config.public,
             shared_with: config.shared_with.clone(),
             allowed_functions: config.allowed_functions.clone(),
-            worker_env: (config.provider.kind != crate::config::ProviderKind::Manual)
-                .then(|| crate::cli::python::worker_env(&config.provider.python))
-                .flatten(),
+            worker_env,
         })
         .timeout(Duration::from_secs(30))
         .send()
@@ -156,7 +163,8 @@ async fn run_once(
     served: &mut bool,
 ) -> anyhow::Result<()> {
     let saved = state::read_id(dir);
-    let registration = register(dir, config, name, saved, &token(dir, config)?).await?;
+    let env = workers_env(config);
+    let registration = register(dir, config, name, saved, &token(dir, config)?, env.clone()).await?;
     let endpoint_id = registration.endpoint_id;
     state::write_id(dir, endpoint_id)?;
     tracing::info!(%endpoint_id, name, "endpoint registered");
@@ -202,6 +210,10 @@ async fn run_once(
     )
     .allowing(config.allowed_functions.clone())
     .aging(config.priority_aging_secs.map(Duration::from_secs))
+    .with_python(env.map(|e| crate::interchange::WorkersPython {
+        version: e.python_version,
+        interpreter: config.provider.python.clone(),
+    }))
     .remembering(take_finished(dir));
     let mut waiting = interchange.pending_tasks();
     let capacity = interchange.capacity();

@@ -18,6 +18,7 @@ fn batch(n: usize) -> TaskBatch {
             kind: FunctionKind::Python,
             code: Bytes::from(vec![b'x'; 400]),
             by_reference: None,
+            python: None,
         }],
         tasks: (0..n)
             .map(|_| TaskSpec {

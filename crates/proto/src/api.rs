@@ -107,6 +107,11 @@ pub struct RegisterFunction {
     /// Users (ids) who may run it besides its owner.
     #[serde(default)]
     pub shared_with: Vec<UserId>,
+    /// The Python version (`3.12.1`) that serialized `code` (Python functions; the SDK
+    /// sends its own). Code serialized as bytecode runs only where the workers' Python
+    /// has the same major.minor: elsewhere its tasks fail saying so.
+    #[serde(default)]
+    pub python_version: Option<String>,
 }
 
 /// `PUT /v1/functions/{id}/sharing` (its owner only): who besides the owner may run it.
@@ -150,6 +155,10 @@ pub struct FunctionDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub application: Option<serde_json::Value>,
+    /// The Python version its code is bound to (bytecode): it runs only on workers of
+    /// that major.minor. Absent: any Python (source, or not a Python function).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_version: Option<String>,
 }
 
 /// `POST /v1/tasks`: one task or a batch, all for one endpoint; all are accepted or none.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The layout version written in the first byte of every message.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// The largest message a reader accepts (payloads above the data-plane threshold travel
 /// by reference, so this is generous).
@@ -87,6 +87,7 @@ mod tests {
                 kind: FunctionKind::Python,
                 code: "01\nabc".into(),
                 by_reference: None,
+                python: None,
             }],
             tasks: (0..n)
                 .map(|i| TaskSpec {
@@ -120,7 +121,7 @@ mod tests {
         let err = decode::<TaskBatch>(&bytes).unwrap_err().to_string();
         assert_eq!(
             err,
-            "TaskBatch message has layout version 9, this build reads version 2"
+            "TaskBatch message has layout version 9, this build reads version 3"
         );
     }
 

@@ -18,6 +18,7 @@ pub mod frames;
 pub mod globus;
 pub mod ids;
 pub mod messages;
+pub mod python;
 pub mod state;
 pub mod time;
 

@@ -57,6 +57,9 @@ pub struct FunctionCode {
     pub code: Bytes,
     /// Set: the code (this many bytes) is not in the message; fetch it.
     pub by_reference: Option<u64>,
+    /// The Python version (`3.12.1`) the code was serialized on, when it loads only
+    /// there (Python bytecode, see [`crate::python`]); `None`: any Python.
+    pub python: Option<String>,
 }
 
 /// Function code above this many bytes travels by reference in task messages.
@@ -70,7 +73,14 @@ impl FunctionCode {
             kind,
             code,
             by_reference: None,
+            python: None,
         }
+    }
+
+    /// The same, bound to the Python version it was serialized on (`None`: any).
+    pub fn bound_to(mut self, python: Option<String>) -> Self {
+        self.python = python;
+        self
     }
 
     /// As a task message carries it: inline up to [`FUNCTION_INLINE_LIMIT`], by
@@ -84,6 +94,7 @@ impl FunctionCode {
             kind,
             code: Bytes::new(),
             by_reference: Some(code.len() as u64),
+            python: None,
         }
     }
 }

@@ -88,6 +88,7 @@ fn function_code() -> impl Strategy<Value = FunctionCode> {
         },
         code,
         by_reference: None,
+        python: None,
     })
 }
 
@@ -648,8 +649,8 @@ fn a_string_or_bytes_length_past_the_limit_is_refused_by_the_limit() {
     })
     .unwrap();
     assert_eq!(refused, [VERSION, 1, 0], "the layout this test edits");
-    // A `Bytes`: the last function's code length is the third-to-last byte when no task
-    // follows (then its `by_reference`, `None`, and the count of tasks).
+    // A `Bytes`: the last function's code length is the fourth-to-last byte when no task
+    // follows (then its `by_reference` and `python`, both `None`, and the count of tasks).
     let batch = TaskBatch {
         endpoint_id: EndpointId::new(),
         functions: vec![FunctionCode {
@@ -657,13 +658,14 @@ fn a_string_or_bytes_length_past_the_limit_is_refused_by_the_limit() {
             kind: FunctionKind::Python,
             code: Bytes::new(),
             by_reference: None,
+            python: None,
         }],
         tasks: Vec::new(),
     };
     let batch_bytes = codec::encode(&batch).unwrap();
     assert_eq!(
-        batch_bytes[batch_bytes.len() - 3..],
-        [0, 0, 0],
+        batch_bytes[batch_bytes.len() - 4..],
+        [0, 0, 0, 0],
         "the layout this test edits"
     );
     // An id: a UUID travels as 16 bytes behind their length.
@@ -677,7 +679,7 @@ fn a_string_or_bytes_length_past_the_limit_is_refused_by_the_limit() {
     for len in past {
         let prefix = length_prefix(len);
         let reason = [&refused[..2], &prefix].concat();
-        let code = [&batch_bytes[..batch_bytes.len() - 3], &prefix, &[0, 0]].concat();
+        let code = [&batch_bytes[..batch_bytes.len() - 4], &prefix, &[0, 0, 0]].concat();
         let id = [&cancel[..1], &prefix, &cancel[2..]].concat();
         for err in [
             codec::decode::<ToManager>(&reason).unwrap_err(),

@@ -22,6 +22,9 @@ pub struct FunctionRecord {
     pub public: bool,
     /// Users who may run it besides its owner.
     pub shared_with: Vec<UserId>,
+    /// The Python version its code was serialized on, when the code loads only there
+    /// (bytecode: `ferry_proto::python`); `None`: any Python.
+    pub python: Option<String>,
 }
 
 impl FunctionRecord {

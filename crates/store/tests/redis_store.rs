@@ -776,3 +776,28 @@ async fn still_to_run_keeps_unfinished_copies_no_older_than_the_record() {
     );
     store.delete_namespace().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_function_keeps_the_python_its_bytecode_needs_and_none_reads_back_as_none() {
+    use ferry_proto::messages::FunctionKind;
+    use ferry_proto::{FunctionId, UserId};
+    let store = store().await;
+    for python in [Some("3.12.1".to_owned()), None] {
+        let f = ferry_store::FunctionRecord {
+            function_id: FunctionId::new(),
+            owner: UserId::new(),
+            name: "f".into(),
+            kind: FunctionKind::Python,
+            code: Bytes::from_static(b"01\nAAAA"),
+            description: None,
+            created_at: 1,
+            public: false,
+            shared_with: Vec::new(),
+            python: python.clone(),
+        };
+        store.put_function(&f).await.unwrap();
+        let back = store.get_function(f.function_id).await.unwrap().unwrap();
+        assert_eq!(back.python, python);
+        assert_eq!(back, f);
+    }
+}

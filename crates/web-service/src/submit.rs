@@ -260,7 +260,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             }
             functions.insert(
                 f.function_id,
-                FunctionCode::for_message(f.function_id, f.kind, &f.code),
+                FunctionCode::for_message(f.function_id, f.kind, &f.code).bound_to(f.python.clone()),
             );
         }
         if let Some(spec) = applications.get(&task.function_id) {

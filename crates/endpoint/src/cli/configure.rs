@@ -207,7 +207,14 @@ pub(super) fn register_now(
     let registered = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(crate::service::register(dir, config, name, saved, token))?;
+        .block_on(crate::service::register(
+            dir,
+            config,
+            name,
+            saved,
+            token,
+            crate::service::workers_env(config),
+        ))?;
     Ok(format!(
         "registered endpoint {name} with {}: id {}; its credential is in {} (it does not use your token)",
         config.url,

@@ -106,6 +106,19 @@ pub struct Interchange<S, D = Delivery> {
     /// another fails at once, saying so. The service refuses such tasks already; this
     /// holds against one that reached the queue another way.
     allowed: Option<HashSet<FunctionId>>,
+    /// The workers' Python (its version, and the interpreter): a task whose function is
+    /// bytecode of another major.minor fails at once, naming both. `None`: not known
+    /// (managers started by hand), nothing is refused.
+    python: Option<WorkersPython>,
+}
+
+/// What the endpoint's workers run Python tasks with.
+#[derive(Debug, Clone)]
+pub struct WorkersPython {
+    /// `3.11.7`
+    pub version: String,
+    /// The interpreter (`provider.python`).
+    pub interpreter: String,
 }
 
 impl<S: Sink, D: Ack> Interchange<S, D> {
@@ -131,6 +144,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             draining: None,
             by_free: BTreeSet::new(),
             allowed: None,
+            python: None,
         }
     }
 
@@ -143,16 +157,56 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         self
     }
 
-    /// Runs only these functions (`allowed_functions`); `None`: any.
     /// Waiting tasks gain a priority step per `aging` waited (see [`pending::Pending`]).
     pub fn aging(mut self, aging: Option<Duration>) -> Self {
         self.pending = pending::Pending::aging(aging);
         self
     }
 
+    /// The workers' Python, against which functions serialized as bytecode are checked.
+    pub fn with_python(mut self, python: Option<WorkersPython>) -> Self {
+        self.python = python;
+        self
+    }
+
+    /// Runs only these functions (`allowed_functions`); `None`: any.
     pub fn allowing(mut self, functions: Option<Vec<FunctionId>>) -> Self {
         self.allowed = functions.map(|f| f.into_iter().collect());
         self
+    }
+
+    /// Why this endpoint fails a task at once instead of running it: its function is not
+    /// allowed here, or is Python bytecode of another Python than the workers'.
+    fn refusal(&self, spec: &TaskSpec) -> Option<String> {
+        if let Some(allowed) = &self.allowed
+            && !allowed.contains(&spec.function_id)
+        {
+            return Some(format!(
+                "function {} is not allowed on endpoint {}: it runs only its allowed_functions",
+                spec.function_id, self.endpoint_id
+            ));
+        }
+        let ours = self.python.as_ref()?;
+        let theirs = self.functions.get(&spec.function_id)?.python.as_deref()?;
+        if ferry_proto::python::same_minor(theirs, &ours.version) {
+            return None;
+        }
+        let minor = |v: &str| {
+            ferry_proto::python::major_minor(v).map_or_else(|| v.to_owned(), |(a, b)| format!("{a}.{b}"))
+        };
+        Some(format!(
+            "function {} was serialized as Python bytecode on Python {theirs}, and the workers of \
+             endpoint {} run Python {} ({}, its one Python environment): bytecode loads only on \
+             the Python major.minor that made it. Run it on an endpoint whose workers run Python \
+             {}, register it again from Python {}, or register it as source (Ferry's SDK: \
+             register_function(f, source=True); Globus Compute's: a source serialization strategy)",
+            spec.function_id,
+            self.endpoint_id,
+            ours.version,
+            ours.interpreter,
+            minor(theirs),
+            minor(&ours.version),
+        ))
     }
 
     /// How many tasks wait for a manager, kept current after every input.
@@ -368,14 +422,8 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 at: now,
                 by: Actor::Endpoint,
             };
-            if let Some(allowed) = &self.allowed
-                && !allowed.contains(&spec.function_id)
-            {
-                let reason = format!(
-                    "function {} is not allowed on endpoint {}: it runs only its allowed_functions",
-                    spec.function_id, self.endpoint_id
-                );
-                tracing::warn!(task_id = %spec.task_id, function_id = %spec.function_id, "refusing a task whose function is not allowed here");
+            if let Some(reason) = self.refusal(&spec) {
+                tracing::warn!(task_id = %spec.task_id, function_id = %spec.function_id, %reason, "refusing a task");
                 self.publishing.insert(spec.task_id, (id, spec.attempt));
                 self.sink.result(TaskResult {
                     task_id: spec.task_id,

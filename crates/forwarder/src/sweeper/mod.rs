@@ -336,7 +336,7 @@ impl Sweeper {
                 };
                 functions.insert(
                     f.function_id,
-                    FunctionCode::for_message(f.function_id, f.kind, &f.code),
+                    FunctionCode::for_message(f.function_id, f.kind, &f.code).bound_to(f.python.clone()),
                 );
             }
             if !used.iter().any(|f| f.function_id == info.function_id) {

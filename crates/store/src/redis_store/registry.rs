@@ -27,6 +27,9 @@ impl Store {
         if let Some(d) = &f.description {
             fields.push(("desc", d.clone().into_bytes()));
         }
+        if let Some(p) = &f.python {
+            fields.push(("py", p.clone().into_bytes()));
+        }
         fields.push(("pub", if f.public { b"1".to_vec() } else { b"0".to_vec() }));
         fields.push(("shr", join(&f.shared_with).into_bytes()));
         conn.hset_multiple::<_, _, _, ()>(self.function_key(f.function_id), &fields)
@@ -70,6 +73,7 @@ impl Store {
             created_at: f.num("created")?,
             public: f.opt_string("pub").as_deref() == Some("1"),
             shared_with: ids(&f, "shr")?,
+            python: f.opt_string("py"),
         }))
     }
 

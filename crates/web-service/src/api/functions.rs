@@ -35,6 +35,7 @@ pub(crate) async fn register(
         check_application(&body.code)?;
     }
     crate::access::existing_users(&state, "shared_with", &body.shared_with).await?;
+    let python = bound_python("python_version", kind, &body.code, body.python_version.as_deref())?;
     let record = FunctionRecord {
         function_id: FunctionId::new(),
         owner: user,
@@ -45,6 +46,7 @@ pub(crate) async fn register(
         created_at: now_micros(),
         public: body.public,
         shared_with: dedup(body.shared_with),
+        python,
     };
     state.store.put_function(&record).await?;
     tracing::info!(function_id = %record.function_id, kind = kind.wire_name(), public = record.public, "function registered");
@@ -116,7 +118,31 @@ pub(crate) fn function_doc(f: &FunctionRecord, user: UserId) -> FunctionDoc {
         application: (f.kind == FunctionKind::Application)
             .then(|| serde_json::from_slice(&f.code).ok())
             .flatten(),
+        python_version: f.python.clone(),
     }
+}
+
+/// The Python version a registered function is bound to: the version that serialized
+/// it (`field` names where it came from) when its code is Python bytecode, which loads
+/// only on that major.minor; `None` for source, shell and applications. A version that
+/// does not read as one is refused naming `field`.
+pub(crate) fn bound_python(
+    field: &str,
+    kind: FunctionKind,
+    code: &str,
+    version: Option<&str>,
+) -> ApiResult<Option<String>> {
+    let Some(version) = version else {
+        return Ok(None);
+    };
+    if !ferry_proto::python::is_version(version) {
+        return Err(ApiError::bad_request(format!(
+            "{field}: {:?} is not a Python version (like \"3.12.1\")",
+            version.chars().take(40).collect::<String>()
+        )));
+    }
+    let bound = kind == FunctionKind::Python && ferry_proto::python::bytecode_only(code.as_bytes());
+    Ok(bound.then(|| version.to_owned()))
 }
 
 /// The most bytes of a function's description.

@@ -18,7 +18,8 @@ use crate::extract::{Caller, FerryJson, parse_id};
 
 /// The registration body the SDK sends (`FunctionRegistrationData.to_dict()`). Every
 /// field is typed and no other is taken (a 400 names it). `meta` (the client's Python and
-/// SDK versions) is checked and not kept. `public` makes the function runnable by anyone;
+/// SDK versions) is checked; its `python_version` is kept for code serialized as
+/// bytecode, which runs only on workers of that Python major.minor. `public` makes the function runnable by anyone;
 /// `group` (a Globus group) has no Ferry counterpart, so the function stays private:
 /// share it with users through `PUT /v1/functions/{id}/sharing`. `ha_endpoint_id`
 /// (high-assurance functions) is refused: Ferry cannot keep the promise it makes.
@@ -109,11 +110,22 @@ pub(crate) async fn register(
         let buffer = format!("st\n{}:{}", body.function_name, body.function_code);
         format!("{}\n{buffer}", buffer.chars().count())
     };
+    let client_python = body
+        .meta
+        .as_ref()
+        .and_then(|m| m.get("python_version").cloned().flatten());
+    let python = crate::api::functions::bound_python(
+        "meta.python_version",
+        FunctionKind::Python,
+        &code,
+        client_python.as_deref(),
+    )?;
     let record = FunctionRecord {
         function_id: FunctionId::new(),
         owner: user,
         name: body.function_name,
         kind: FunctionKind::Python,
+        python,
         code: Bytes::from(code),
         description: body.description,
         created_at: now_micros(),

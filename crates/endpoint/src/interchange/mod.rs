@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, watch};
 mod pending;
 mod ports;
 mod stops;
+#[cfg(test)]
+mod tests;
 
 pub use ports::{Ack, BlockLoad, Capacity, Input, Sink};
 

@@ -1,0 +1,344 @@
+//! The interchange driven through [`Interchange::step`], as the endpoint drives it, with a
+//! sink that records what it is told and acks that count: which manager gets which task,
+//! in which order, what is refused and what is acknowledged.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ferry_proto::messages::{Completion, FunctionKind, TaskResult};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::*;
+
+#[derive(Clone, Default)]
+struct Recorded(Arc<Mutex<Vec<Said>>>);
+
+#[derive(Debug, Clone)]
+enum Said {
+    Status(StatusUpdate),
+    Result(TaskResult),
+    Retry(TaskBatch),
+}
+
+impl Sink for Recorded {
+    fn status(&self, update: StatusUpdate) {
+        self.0.lock().unwrap().push(Said::Status(update));
+    }
+    fn result(&self, result: TaskResult) {
+        self.0.lock().unwrap().push(Said::Result(result));
+    }
+    fn heartbeat(&self, _: EndpointLoad, _: Vec<TaskId>) {}
+    fn retry(&self, batch: TaskBatch, _: StatusUpdate, _: u64) {
+        self.0.lock().unwrap().push(Said::Retry(batch));
+    }
+}
+
+impl Recorded {
+    /// The tasks reported as `kind`, in order.
+    fn reported(&self, kind: EventKind) -> Vec<TaskId> {
+        let said = self.0.lock().unwrap();
+        said.iter()
+            .filter_map(|s| match s {
+                Said::Status(u) if u.kind == kind => Some(u.task_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn results(&self) -> Vec<TaskResult> {
+        let said = self.0.lock().unwrap();
+        said.iter()
+            .filter_map(|s| match s {
+                Said::Result(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Counts its acks.
+struct Counted(Arc<Mutex<u32>>);
+
+impl Ack for Counted {
+    async fn ack(self) -> anyhow::Result<()> {
+        *self.0.lock().unwrap() += 1;
+        Ok(())
+    }
+}
+
+struct Bench {
+    ic: Interchange<Recorded, Counted>,
+    sink: Recorded,
+    acks: Arc<Mutex<u32>>,
+    endpoint_id: EndpointId,
+    function: FunctionCode,
+}
+
+fn bench() -> Bench {
+    let endpoint_id = EndpointId::new();
+    let sink = Recorded::default();
+    Bench {
+        ic: Interchange::new(endpoint_id, sink.clone(), Duration::from_secs(3600)),
+        sink,
+        acks: Arc::default(),
+        endpoint_id,
+        function: FunctionCode::inline(
+            FunctionId::new(),
+            FunctionKind::Python,
+            Bytes::from_static(b"01\nAAAA"),
+        ),
+    }
+}
+
+fn task(function: &FunctionCode, priority: i32) -> TaskSpec {
+    TaskSpec {
+        task_id: TaskId::new(),
+        function_id: function.function_id,
+        attempt: 0,
+        max_retries: 3,
+        payload: Bytes::new(),
+        group: None,
+        walltime_ms: None,
+        input_bytes: None,
+        requeues: 0,
+        priority,
+    }
+}
+
+impl Bench {
+    async fn send(&mut self, tasks: Vec<TaskSpec>) {
+        let batch = TaskBatch {
+            endpoint_id: self.endpoint_id,
+            functions: vec![self.function.clone()],
+            tasks,
+        };
+        let delivery = Box::new(Counted(self.acks.clone()));
+        self.ic
+            .step(Input::Tasks {
+                batch: Box::new(batch),
+                delivery,
+            })
+            .await;
+    }
+
+    async fn connect(&mut self, capacity: u32) -> (ManagerId, UnboundedReceiver<ToManager>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let info = ManagerInfo {
+            manager_id: ManagerId::new(),
+            hostname: "node".into(),
+            workers: 1,
+            capacity,
+            cores: 1,
+            memory_bytes: 0,
+            block_id: None,
+            block_end: None,
+        };
+        let id = info.manager_id;
+        self.ic.step(Input::ManagerConnected { info, tx }).await;
+        (id, rx)
+    }
+
+    async fn finish(&mut self, manager: ManagerId, task: &TaskSpec) {
+        let result = TaskResult {
+            task_id: task.task_id,
+            attempt: task.attempt,
+            steps: Vec::new(),
+            completion: Completion::Success {
+                result: Bytes::from_static(b"00\nx"),
+            },
+            group: None,
+            finished_at: now_micros(),
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        let message = FromManager::Finished(result);
+        self.ic.step(Input::FromManager { manager, message }).await;
+    }
+}
+
+/// Every frame a manager was sent so far: the tasks of its `Run` frames, and whether a
+/// frame carried the function's code.
+fn frames(rx: &mut UnboundedReceiver<ToManager>) -> (Vec<TaskSpec>, Vec<usize>, Vec<Vec<TaskId>>) {
+    let (mut tasks, mut code, mut cancels) = (Vec::new(), Vec::new(), Vec::new());
+    while let Ok(frame) = rx.try_recv() {
+        match frame {
+            ToManager::Run { functions, tasks: t } => {
+                code.push(functions.len());
+                tasks.extend(t);
+            }
+            ToManager::Cancel { task_ids } => cancels.push(task_ids),
+            _ => {}
+        }
+    }
+    (tasks, code, cancels)
+}
+
+fn ids(tasks: &[TaskSpec]) -> Vec<TaskId> {
+    tasks.iter().map(|t| t.task_id).collect()
+}
+
+#[tokio::test]
+async fn tasks_go_to_the_emptiest_manager_in_one_frame_each_with_the_code_once() {
+    let mut b = bench();
+    let (_, mut small) = b.connect(1).await;
+    let (_, mut big) = b.connect(3).await;
+    let sent: Vec<TaskSpec> = (0..4).map(|_| task(&b.function, 0)).collect();
+    b.send(sent.clone()).await;
+    let (to_big, big_code, _) = frames(&mut big);
+    let (to_small, small_code, _) = frames(&mut small);
+    assert_eq!(ids(&to_big), ids(&sent[..3]), "the emptiest first, in order");
+    assert_eq!(ids(&to_small), ids(&sent[3..]));
+    assert_eq!(
+        (big_code, small_code),
+        (vec![1], vec![1]),
+        "one frame each, the code in it"
+    );
+    assert_eq!(
+        b.sink.reported(EventKind::Assigned),
+        ids(&sent),
+        "each reported handed to a manager"
+    );
+    // The next task for a manager that has the code comes without it.
+    let more = task(&b.function, 0);
+    let big_id =
+        b.ic.managers
+            .iter()
+            .find(|(_, m)| m.info.capacity == 3)
+            .map(|(id, _)| *id)
+            .unwrap();
+    b.finish(big_id, &sent[0]).await;
+    b.send(vec![more.clone()]).await;
+    let (again, code, _) = frames(&mut big);
+    assert_eq!((ids(&again), code), (vec![more.task_id], vec![0]));
+}
+
+#[tokio::test]
+async fn the_highest_priority_is_handed_out_first_and_first_come_within_one() {
+    let mut b = bench();
+    let (low, mid, high, high2) = (
+        task(&b.function, 0),
+        task(&b.function, 2),
+        task(&b.function, 5),
+        task(&b.function, 5),
+    );
+    b.send(vec![low.clone(), high.clone()]).await;
+    b.send(vec![mid.clone(), high2.clone()]).await;
+    let (manager, mut rx) = b.connect(1).await;
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let (got, _, _) = frames(&mut rx);
+        assert_eq!(got.len(), 1, "one slot: one task at a time");
+        order.push(got[0].task_id);
+        b.finish(manager, &got[0]).await;
+    }
+    assert_eq!(order, ids(&[high, high2, mid, low]));
+}
+
+#[tokio::test]
+async fn a_cancelled_task_is_never_handed_out_and_a_held_one_is_stopped_at_its_manager() {
+    let mut b = bench();
+    let (held, waiting) = (task(&b.function, 0), task(&b.function, 0));
+    let (_, mut rx) = b.connect(1).await;
+    b.send(vec![held.clone(), waiting.clone()]).await;
+    let (got, _, _) = frames(&mut rx);
+    assert_eq!(ids(&got), vec![held.task_id]);
+    b.ic.step(Input::Cancel {
+        task_ids: vec![held.task_id, waiting.task_id],
+    })
+    .await;
+    let (got, _, cancels) = frames(&mut rx);
+    assert!(got.is_empty(), "the waiting one is dropped, not handed out");
+    assert_eq!(cancels, vec![vec![held.task_id]]);
+    assert_eq!(b.ic.pending.len(), 0);
+    // Both settled: the message is acknowledged.
+    assert_eq!(*b.acks.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_message_is_acknowledged_once_every_result_of_it_is_published() {
+    let mut b = bench();
+    let (manager, mut rx) = b.connect(4).await;
+    let sent = vec![task(&b.function, 0), task(&b.function, 0)];
+    b.send(sent.clone()).await;
+    let (got, _, _) = frames(&mut rx);
+    assert_eq!(got.len(), 2);
+    for t in &sent {
+        b.finish(manager, t).await;
+    }
+    assert_eq!(b.sink.results().len(), 2);
+    b.ic.step(Input::Published {
+        tasks: vec![sent[0].task_id],
+    })
+    .await;
+    assert_eq!(*b.acks.lock().unwrap(), 0, "one result is not published yet");
+    b.ic.step(Input::Published {
+        tasks: vec![sent[1].task_id],
+    })
+    .await;
+    assert_eq!(*b.acks.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn bytecode_of_another_python_fails_at_once_naming_both_and_the_rest_runs() {
+    let mut b = bench();
+    b.ic = Interchange::new(b.endpoint_id, b.sink.clone(), Duration::from_secs(3600)).with_python(Some(
+        WorkersPython {
+            version: "3.11.7".into(),
+            interpreter: "/usr/bin/python3".into(),
+        },
+    ));
+    let (_, mut rx) = b.connect(4).await;
+    b.function = b.function.clone().bound_to(Some("3.12.1".into()));
+    let refused = task(&b.function, 0);
+    b.send(vec![refused.clone()]).await;
+    b.function = FunctionCode::inline(
+        FunctionId::new(),
+        FunctionKind::Python,
+        Bytes::from_static(b"01\nBB"),
+    )
+    .bound_to(Some("3.11.2".into()));
+    let runs = task(&b.function, 0);
+    b.send(vec![runs.clone()]).await;
+    let (got, _, _) = frames(&mut rx);
+    assert_eq!(ids(&got), vec![runs.task_id], "the same major.minor runs");
+    let results = b.sink.results();
+    assert_eq!(results.len(), 1);
+    let Completion::Failure { traceback, .. } = &results[0].completion else {
+        panic!("refused with a failure: {results:?}");
+    };
+    assert_eq!(results[0].task_id, refused.task_id);
+    for needle in ["3.12.1", "3.11.7", "/usr/bin/python3", "source=True"] {
+        assert!(traceback.contains(needle), "{needle} in: {traceback}");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_managers_tasks_are_each_retried_once() {
+    let mut b = bench();
+    let (gone, mut rx) = b.connect(2).await;
+    let sent = vec![task(&b.function, 0), task(&b.function, 0)];
+    b.send(sent.clone()).await;
+    assert_eq!(frames(&mut rx).0.len(), 2);
+    b.ic.step(Input::ManagerGone {
+        manager: gone,
+        reason: "test".into(),
+    })
+    .await;
+    let said = b.sink.0.lock().unwrap().clone();
+    let retried: Vec<TaskId> = said
+        .iter()
+        .filter_map(|s| match s {
+            Said::Retry(batch) => Some(batch.tasks.iter().map(|t| t.task_id).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut expected = ids(&sent);
+    expected.sort();
+    let mut retried_sorted = retried.clone();
+    retried_sorted.sort();
+    assert_eq!(
+        retried_sorted, expected,
+        "each lost task is retried once: {said:?}"
+    );
+}

@@ -325,6 +325,7 @@ class Client:
         max_retries: int | None = None,
         walltime: float | None = None,
         priority: int | None = None,
+        requires: dict[str, Any] | None = None,
     ) -> str:
         """Runs a registered application once with these inputs; returns the task id.
         The inputs are checked against the application's before anything is queued: all
@@ -339,7 +340,9 @@ class Client:
         if isinstance(application_id, Application):
             application_id = self._registered(application_id)
         payload = json.dumps(inputs) if inputs else ""
-        return self._submit(endpoint_id, [(application_id, payload)], max_retries, walltime, priority=priority)[0]
+        return self._submit(
+            endpoint_id, [(application_id, payload)], max_retries, walltime, priority=priority, requires=requires
+        )[0]
 
     def _registered(self, application: Application) -> str:
         """The id this client registered ``application`` under, registering it once."""
@@ -387,8 +390,9 @@ class Client:
         walltime: float | None = None,
         events: bool = False,
         priority: int | None = None,
+        requires: dict[str, Any] | None = None,
     ) -> list[str]:
-        return self._submit_session(endpoint_id, tasks, max_retries, walltime, events, priority)["task_ids"]
+        return self._submit_session(endpoint_id, tasks, max_retries, walltime, events, priority, requires)["task_ids"]
 
     def _submit_session(
         self,
@@ -398,11 +402,14 @@ class Client:
         walltime: float | None = None,
         events: bool = False,
         priority: int | None = None,
+        requires: dict[str, Any] | None = None,
     ) -> dict:
         body = _session_body(self._endpoint(endpoint_id), tasks, max_retries, walltime)
         body["events"] = events
         if priority is not None:
             body["priority"] = priority
+        if requires is not None:
+            body["requires"] = requires
         return self._request("POST", "/v1/tasks", body, idempotent=True)
 
     def _endpoint(self, endpoint_id: str | None) -> str:
@@ -422,6 +429,7 @@ class Client:
         max_retries: int | None = None,
         walltime: float | None = None,
         priority: int | None = None,
+        requires: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> str:
         """Runs a registered function once on an endpoint (:attr:`endpoint_id` when
@@ -431,9 +439,14 @@ class Client:
         dies (the service's default when ``None``). ``walltime``: seconds the task may
         run before it is stopped and fails with the cause ``timeout``. ``priority``: a
         higher one runs first among the tasks waiting at the endpoint (default 0).
+        ``requires``: what the node running it must have, ``{"cores": 4, "memory_gb":
+        16, "gpus": 1, "tags": ["avx512"]}`` (each optional; a task no node of the
+        endpoint can give fails saying why).
         """
         payload = self._payload(function_id, args, kwargs)
-        return self._submit(endpoint_id, [(function_id, payload)], max_retries, walltime, priority=priority)[0]
+        return self._submit(
+            endpoint_id, [(function_id, payload)], max_retries, walltime, priority=priority, requires=requires
+        )[0]
 
     def create_batch(self) -> Batch:
         """An empty :class:`Batch` to fill with :meth:`Batch.add`."""
@@ -457,12 +470,14 @@ class Client:
         max_retries: int | None = None,
         walltime: float | None = None,
         priority: int | None = None,
+        requires: dict[str, Any] | None = None,
     ) -> Session:
         """Submits a batch as one session (all its tasks are accepted or none is).
         ``timeout``: seconds the whole session may take; then its unfinished tasks fail
         with the cause ``timeout``. ``priority``: its tasks' (a higher one runs first
-        among the tasks waiting at the endpoint; default 0)."""
-        return self.submit_sessions([(endpoint_id, batch)], timeout, max_retries, walltime, priority)[0]
+        among the tasks waiting at the endpoint; default 0). ``requires``: what the
+        nodes running them must have (see :meth:`run`)."""
+        return self.submit_sessions([(endpoint_id, batch)], timeout, max_retries, walltime, priority, requires)[0]
 
     def submit_sessions(
         self,
@@ -471,12 +486,15 @@ class Client:
         max_retries: int | None = None,
         walltime: float | None = None,
         priority: int | None = None,
+        requires: dict[str, Any] | None = None,
     ) -> list[Session]:
         """Submits several ``(endpoint_id, batch)`` sessions in one request; every one is
         checked before any is created."""
-        extra = {"timeout_secs": timeout}
+        extra: dict[str, Any] = {"timeout_secs": timeout}
         if priority is not None:
             extra["priority"] = priority
+        if requires is not None:
+            extra["requires"] = requires
         body = {
             "sessions": [
                 {**_session_body(endpoint_id, batch.tasks, max_retries, walltime), **extra}

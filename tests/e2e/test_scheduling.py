@@ -146,3 +146,47 @@ def test_a_worker_running_a_long_task_takes_no_more_while_another_is_idle(two_wo
     last_short = max(_finished_at(client, t) for t in short_ids)
     assert _finished_at(client, long_id) - last_short > 1.5
     assert sorted(int(line) for line in log.read_text().split()) == list(range(10))
+
+
+@pytest.fixture(scope="module")
+def tagged():
+    """An endpoint whose node says it has the tag `avx512` (and no GPU)."""
+    stack = Stack(workers=1)
+    stack.env["FERRY_NODE_TAGS"] = "avx512, bigmem"
+    stack.env["FERRY_NODE_GPUS"] = "0"
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_a_task_runs_where_its_requirements_are_met_and_fails_saying_why_where_not(tagged):
+    from ferry.errors import RemoteExecutionError
+
+    client = Client(tagged.url, token=tagged.token)
+    fid = client.register_function(label)
+    ok = client.run("fits", endpoint_id=tagged.endpoint_id, function_id=fid, requires={"tags": ["avx512"], "cores": 1})
+    assert client.get_result(ok, timeout=60) == "fits"
+    batch = client.create_batch()
+    batch.add(fid, "also")
+    session = client.submit_session(tagged.endpoint_id, batch, requires={"memory_gb": 0.25, "tags": ["bigmem"]})
+    assert client.get_result(session.task_ids[0], timeout=60) == "also"
+    for requires, says in [({"gpus": 1}, "1 GPUs (it has 0)"), ({"tags": ["sve"]}, "tag sve"), ({"cores": 4096}, "4096 cores")]:
+        task = client.run("never", endpoint_id=tagged.endpoint_id, function_id=fid, requires=requires)
+        with pytest.raises(RemoteExecutionError) as info:
+            client.get_result(task, timeout=60)
+        assert says in str(info.value) and "no node of endpoint" in str(info.value), str(info.value)
+
+
+def test_a_requirement_that_is_not_one_is_refused_naming_it(tagged):
+    from ferry.errors import APIError
+
+    client = Client(tagged.url, token=tagged.token)
+    fid = client.register_function(label)
+    for requires, field in [
+        ({"tags": ["no/slash"]}, "requires.tags[0]"),
+        ({"memory_gb": -1}, "requires.memory_gb"),
+        ({"cpus": 2}, "cpus"),
+    ]:
+        with pytest.raises(APIError) as info:
+            client.run(1, endpoint_id=tagged.endpoint_id, function_id=fid, requires=requires)
+        assert info.value.http_status == 400 and field in str(info.value), str(info.value)

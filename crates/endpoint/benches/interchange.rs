@@ -62,6 +62,8 @@ fn bench(c: &mut Criterion) {
                     capacity: 16,
                     cores: 4,
                     memory_bytes: 0,
+                    gpus: 0,
+                    tags: Vec::new(),
                     block_id: None,
                     block_end: None,
                 };
@@ -87,6 +89,7 @@ fn bench(c: &mut Criterion) {
                                 input_bytes: None,
                                 requeues: 0,
                                 priority: 0,
+                                requires: None,
                             })
                             .collect();
                         let batch = TaskBatch {

@@ -210,6 +210,7 @@ async fn run_once(
     )
     .allowing(config.allowed_functions.clone())
     .aging(config.priority_aging_secs.map(Duration::from_secs))
+    .failing_unmet(config.provider.kind != crate::config::ProviderKind::Manual)
     .with_python(env.map(|e| crate::interchange::WorkersPython {
         version: e.python_version,
         interpreter: config.provider.python.clone(),

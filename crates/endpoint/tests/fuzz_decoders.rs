@@ -117,6 +117,8 @@ fn manager_info(rng: &mut StdRng) -> ManagerInfo {
         capacity: rng.random(),
         cores: rng.random(),
         memory_bytes: rng.random(),
+        gpus: rng.random(),
+        tags: (0..rng.random_range(0..3)).map(|_| text(rng)).collect(),
         block_id: rng.random_bool(0.5).then(|| text(rng)),
         block_end: rng.random_bool(0.5).then(|| rng.random()),
     }

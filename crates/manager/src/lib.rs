@@ -19,6 +19,7 @@
 //! queue without being charged an attempt.
 
 mod link;
+pub mod node;
 pub mod simulate;
 pub mod slot;
 
@@ -78,6 +79,14 @@ pub struct Config {
     /// the ones queued behind it are taken back for an idle worker. 0: never.
     #[arg(long, env = "FERRY_STEAL_AFTER_MS", default_value_t = 10)]
     pub steal_after_ms: u64,
+    /// Labels of this node that tasks may require (`"requires": {"tags": [...]}`),
+    /// separated by commas or spaces: `avx512,bigmem`.
+    #[arg(long, env = "FERRY_NODE_TAGS", default_value = "", value_parser = node::parse_tags)]
+    pub tags: node::Tags,
+    /// GPUs tasks here may use (default: those `CUDA_VISIBLE_DEVICES` lists, else the
+    /// NVIDIA devices in /dev).
+    #[arg(long, env = "FERRY_NODE_GPUS")]
+    pub gpus: Option<u32>,
     /// The `ferry-worker` binary (default: next to this one).
     #[arg(long, env = "FERRY_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
@@ -209,7 +218,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
-        memory_bytes: 0,
+        memory_bytes: node::memory_bytes(),
+        gpus: node::gpus(config.gpus),
+        tags: config.tags.0.clone(),
         block_id: config.block_id.clone(),
         block_end: config.block_end,
     };

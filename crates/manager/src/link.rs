@@ -310,6 +310,8 @@ mod tests {
             capacity: 1,
             cores: 1,
             memory_bytes: 0,
+            gpus: 0,
+            tags: Vec::new(),
             block_id: None,
             block_end: None,
         }

@@ -82,6 +82,8 @@ async fn fake(
         capacity: config.workers * config.tasks_per_worker.max(1),
         cores: config.workers,
         memory_bytes: 0,
+        gpus: 0,
+        tags: config.tags.0.clone(),
         block_id: Some("simulated".to_owned()),
         block_end: None,
     };

@@ -33,6 +33,7 @@ fn batch(n: usize) -> TaskBatch {
                 input_bytes: None,
                 requeues: 0,
                 priority: 0,
+                requires: None,
             })
             .collect(),
     }

@@ -184,6 +184,31 @@ pub struct SubmitRequest {
     /// higher one runs first among the tasks waiting at the endpoint.
     #[serde(default)]
     pub priority: Option<i32>,
+    /// What the node running each of the session's tasks must have, for the tasks that
+    /// do not say their own (docs/scheduling.md#requirements).
+    #[serde(default)]
+    pub requires: Option<RequiresBody>,
+}
+
+/// What a task needs of the node that runs it: `{"cores": 4, "memory_gb": 16, "gpus": 1,
+/// "tags": ["avx512"]}`, each optional. A task goes only to a manager whose node has at
+/// least that many cores, that much memory and GPUs, and every tag; one that no node of
+/// its endpoint can give fails saying why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RequiresBody {
+    #[serde(default)]
+    pub cores: Option<u32>,
+    /// Gigabytes (GiB) of memory; fractions are fine (`0.5`).
+    #[serde(default)]
+    pub memory_gb: Option<f64>,
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    /// Labels the node's manager was started with (`FERRY_NODE_TAGS`): letters, digits,
+    /// `_`, `-`, `.`; at most 16 of at most 64 bytes.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// `POST /v1/sessions`: several sessions (batches) in one request. Every session is
@@ -295,6 +320,9 @@ pub struct SubmitTask {
     /// session's `priority`, else 0).
     #[serde(default)]
     pub priority: Option<i32>,
+    /// What the node running it must have (default: the session's `requires`).
+    #[serde(default)]
+    pub requires: Option<RequiresBody>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The layout version written in the first byte of every message.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 
 /// The largest message a reader accepts (payloads above the data-plane threshold travel
 /// by reference, so this is generous).
@@ -101,6 +101,7 @@ mod tests {
                     input_bytes: None,
                     requeues: 0,
                     priority: 0,
+                    requires: None,
                 })
                 .collect(),
         }
@@ -121,7 +122,7 @@ mod tests {
         let err = decode::<TaskBatch>(&bytes).unwrap_err().to_string();
         assert_eq!(
             err,
-            "TaskBatch message has layout version 9, this build reads version 3"
+            "TaskBatch message has layout version 9, this build reads version 4"
         );
     }
 

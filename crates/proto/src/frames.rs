@@ -32,8 +32,12 @@ pub struct ManagerInfo {
     /// How many tasks it takes at once: its workers plus those queued in their pipes, so
     /// a worker never waits for the endpoint between two tasks.
     pub capacity: u32,
+    /// The node's facts, which a task's [`crate::messages::Requires`] is checked
+    /// against: its cores, memory, GPUs and tags (`FERRY_NODE_TAGS`).
     pub cores: u32,
     pub memory_bytes: u64,
+    pub gpus: u32,
+    pub tags: Vec<String>,
     /// The provider's block this manager belongs to, if any.
     pub block_id: Option<String>,
     /// Unix seconds when the manager's block ends (its walltime), if it has an end.

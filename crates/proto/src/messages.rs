@@ -128,6 +128,82 @@ pub struct TaskSpec {
     /// Higher goes first: the endpoint hands out its waiting tasks by priority, first
     /// come first within one (0 unless the submission set one).
     pub priority: i32,
+    /// What the node that runs it must have; `None`: any node.
+    pub requires: Option<Requires>,
+}
+
+/// What a task needs of the node that runs it: at least these cores, this memory,
+/// these GPUs, and every one of these tags (what the node's manager says it has, see
+/// [`crate::frames::ManagerInfo`]). Zero and empty ask nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Requires {
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub gpus: u32,
+    pub tags: Vec<String>,
+}
+
+/// Whether `tag` may name a node's property: 1 to 64 letters, digits, `_`, `-`, `.`.
+pub fn is_tag(tag: &str) -> bool {
+    (1..=64).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl Requires {
+    /// Whether a node with these facts has it all (what [`Requires::unmet_by`] finds
+    /// empty, without saying so in words).
+    pub fn met_by(&self, node: &crate::frames::ManagerInfo) -> bool {
+        self.cores <= node.cores
+            && self.memory_mb <= node.memory_bytes / (1024 * 1024)
+            && self.gpus <= node.gpus
+            && self.tags.iter().all(|t| node.tags.contains(t))
+    }
+
+    /// What a node with these facts lacks of it, each said as what is asked and what the
+    /// node has (`"4 cores (it has 2)"`, `"tag avx512"`); empty when it has it all.
+    pub fn unmet_by(&self, node: &crate::frames::ManagerInfo) -> Vec<String> {
+        let mut lacks = Vec::new();
+        if self.cores > node.cores {
+            lacks.push(format!("{} cores (it has {})", self.cores, node.cores));
+        }
+        let node_mb = node.memory_bytes / (1024 * 1024);
+        if self.memory_mb > node_mb {
+            lacks.push(format!("{} MiB of memory (it has {node_mb})", self.memory_mb));
+        }
+        if self.gpus > node.gpus {
+            lacks.push(format!("{} GPUs (it has {})", self.gpus, node.gpus));
+        }
+        for tag in &self.tags {
+            if !node.tags.contains(tag) {
+                lacks.push(format!("tag {tag}"));
+            }
+        }
+        lacks
+    }
+
+    /// `4 cores, 2048 MiB, 1 GPU, tags avx512`: what is asked.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.cores > 0 {
+            parts.push(format!("{} cores", self.cores));
+        }
+        if self.memory_mb > 0 {
+            parts.push(format!("{} MiB of memory", self.memory_mb));
+        }
+        if self.gpus > 0 {
+            parts.push(format!("{} GPUs", self.gpus));
+        }
+        if !self.tags.is_empty() {
+            parts.push(format!("tags {}", self.tags.join(", ")));
+        }
+        if parts.is_empty() {
+            "nothing".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 /// Tasks for one endpoint, with the code of every function they use.
@@ -265,4 +341,55 @@ pub enum EndpointMessage {
         updates: Vec<StatusUpdate>,
         results: Vec<TaskResult>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManagerId;
+    use crate::frames::ManagerInfo;
+
+    fn node(cores: u32, gib: u64, gpus: u32, tags: &[&str]) -> ManagerInfo {
+        ManagerInfo {
+            manager_id: ManagerId::new(),
+            hostname: "n1".into(),
+            workers: 1,
+            capacity: 1,
+            cores,
+            memory_bytes: gib << 30,
+            gpus,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            block_id: None,
+            block_end: None,
+        }
+    }
+
+    #[test]
+    fn requirements_are_met_at_or_under_what_the_node_has_and_what_lacks_is_named() {
+        let asks = Requires {
+            cores: 4,
+            memory_mb: 8192,
+            gpus: 1,
+            tags: vec!["avx512".into()],
+        };
+        assert!(asks.met_by(&node(4, 8, 1, &["avx512", "x"])));
+        assert!(asks.unmet_by(&node(4, 8, 1, &["avx512"])).is_empty());
+        let small = node(2, 4, 0, &["avx2"]);
+        assert!(!asks.met_by(&small));
+        assert_eq!(
+            asks.unmet_by(&small),
+            [
+                "4 cores (it has 2)",
+                "8192 MiB of memory (it has 4096)",
+                "1 GPUs (it has 0)",
+                "tag avx512"
+            ]
+        );
+        assert_eq!(
+            asks.describe(),
+            "4 cores, 8192 MiB of memory, 1 GPUs, tags avx512"
+        );
+        assert!(Requires::default().met_by(&node(0, 0, 0, &[])));
+        assert!(is_tag("big.mem-2_x") && !is_tag("") && !is_tag("a,b") && !is_tag(&"x".repeat(65)));
+    }
 }

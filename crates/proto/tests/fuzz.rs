@@ -29,7 +29,7 @@ use ferry_proto::codec::{self, Error, MAX_MESSAGE_BYTES, VERSION};
 use ferry_proto::frames::{FromManager, FromWorker, ManagerInfo, ToManager, ToWorker};
 use ferry_proto::messages::{
     BlockReport, CancelTasks, Completion, EndpointLoad, EndpointMessage, FunctionCode, FunctionKind,
-    ProviderReport, StatusUpdate, TaskBatch, TaskResult, TaskSpec,
+    ProviderReport, Requires, StatusUpdate, TaskBatch, TaskResult, TaskSpec,
 };
 use ferry_proto::state::{Effect, FailureCause, Ignored, Outcome, TaskStatus, transition};
 use ferry_proto::{
@@ -127,6 +127,12 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                     input_bytes,
                     requeues,
                     priority: attempt as i32 - 3,
+                    requires: (max_retries % 2 == 1).then(|| Requires {
+                        cores: attempt,
+                        memory_mb: u64::from(max_retries),
+                        gpus: requeues,
+                        tags: vec![format!("t{attempt}")],
+                    }),
                 }
             },
         )
@@ -291,6 +297,8 @@ fn manager_info() -> impl Strategy<Value = ManagerInfo> {
                 capacity: n[1],
                 cores: n[2],
                 memory_bytes,
+                gpus: n[0] % 8,
+                tags: vec![format!("tag{}", n[1])],
                 block_id,
                 block_end,
             },

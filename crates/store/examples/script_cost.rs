@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
             payload: Bytes::from_static(b"01\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"),
             walltime_ms: None,
             priority: 0,
+            requires: None,
             result_group: None,
             by_reference: false,
         })

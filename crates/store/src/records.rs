@@ -174,6 +174,8 @@ pub struct NewTask {
     pub walltime_ms: Option<u64>,
     /// Higher goes first at the endpoint; kept (when not 0) for a dispatch again.
     pub priority: i32,
+    /// What its node must have; kept for a dispatch again.
+    pub requires: Option<ferry_proto::messages::Requires>,
     /// The task group whose result queue gets the result, if any.
     pub result_group: Option<TaskGroupId>,
     /// Keep the input under its own key (it is large and travels by reference).
@@ -194,6 +196,7 @@ pub struct Redispatch {
     pub input_bytes: Option<u64>,
     pub walltime_ms: Option<u64>,
     pub priority: i32,
+    pub requires: Option<ferry_proto::messages::Requires>,
     pub result_group: Option<TaskGroupId>,
 }
 

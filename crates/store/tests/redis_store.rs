@@ -168,12 +168,19 @@ async fn batch_counters_and_in_flight_sets_follow_every_transition() {
 
 /// A task's priority is kept for a dispatch again; 0 is not written.
 #[tokio::test]
-async fn a_priority_is_kept_to_dispatch_a_task_again() {
+async fn a_priority_and_requirements_are_kept_to_dispatch_a_task_again() {
     let store = store().await;
     let endpoint_id = EndpointId::new();
     let b = batch(endpoint_id, 2);
+    let requires = ferry_proto::messages::Requires {
+        cores: 4,
+        memory_mb: 2048,
+        gpus: 1,
+        tags: vec!["avx512".into(), "big.mem-2".into()],
+    };
     let urgent = NewTask {
         priority: -7,
+        requires: Some(requires.clone()),
         ..new_task()
     };
     let plain = new_task();
@@ -185,8 +192,12 @@ async fn a_priority_is_kept_to_dispatch_a_task_again() {
         .redispatch_info(&[urgent.task_id, plain.task_id])
         .await
         .unwrap();
-    let priorities: Vec<i32> = infos.into_iter().map(|i| i.unwrap().priority).collect();
-    assert_eq!(priorities, [-7, 0]);
+    let kept: Vec<(i32, Option<ferry_proto::messages::Requires>)> = infos
+        .into_iter()
+        .map(|i| i.unwrap())
+        .map(|i| (i.priority, i.requires))
+        .collect();
+    assert_eq!(kept, [(-7, Some(requires)), (0, None)]);
     store.delete_namespace().await.unwrap();
 }
 

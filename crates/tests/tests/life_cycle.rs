@@ -258,6 +258,7 @@ async fn a_task_whose_submission_message_was_lost_still_runs() {
         payload: bytes::Bytes::new(),
         walltime_ms: None,
         priority: 0,
+        requires: None,
         result_group: None,
         by_reference: false,
     };

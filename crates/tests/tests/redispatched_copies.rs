@@ -61,6 +61,7 @@ impl LateCopies<'_> {
                 input_bytes: None,
                 requeues: 0,
                 priority: 0,
+                requires: None,
             }],
         };
         ferry_proto::codec::encode(&batch).unwrap()

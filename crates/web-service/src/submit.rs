@@ -59,6 +59,8 @@ pub struct Submitted {
     pub walltime_ms: Option<u64>,
     /// Higher goes first at the endpoint.
     pub priority: i32,
+    /// What its node must have.
+    pub requires: Option<ferry_proto::messages::Requires>,
 }
 
 /// What a caller asks to run.
@@ -317,6 +319,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             group: task_group.filter(|_| result_queue),
             walltime_ms: t.walltime_ms,
             priority: t.priority,
+            requires: t.requires,
         })
         .collect();
     Ok(Prepared {
@@ -460,6 +463,7 @@ async fn write_part(state: &AppState, batch: &BatchRecord, specs: &[TaskSpec], p
             payload: s.payload.clone(),
             walltime_ms: s.walltime_ms,
             priority: s.priority,
+            requires: s.requires.clone(),
             result_group: s.group,
             by_reference: s.input_bytes.is_some(),
         })

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ferry_broker::Delivery;
 use ferry_proto::frames::{FromManager, ManagerInfo, ToManager};
 use ferry_proto::messages::{
-    Completion, EndpointLoad, FunctionCode, StatusUpdate, TaskBatch, TaskResult, TaskSpec,
+    Completion, EndpointLoad, FunctionCode, Requires, StatusUpdate, TaskBatch, TaskResult, TaskSpec,
 };
 use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, EndpointId, EventKind, FunctionId, ManagerId, TaskId};
@@ -77,7 +77,7 @@ pub struct Interchange<S, D = Delivery> {
     endpoint_id: EndpointId,
     sink: S,
     manager_timeout: Duration,
-    pending: pending::Pending,
+    pending: pending::Waiting,
     /// Tasks whose `waiting-for-nodes` step is not reported yet, oldest first (entries
     /// whose task moved on are skipped when they come up).
     unreported: VecDeque<(Instant, TaskId)>,
@@ -112,6 +112,12 @@ pub struct Interchange<S, D = Delivery> {
     /// bytecode of another major.minor fails at once, naming both. `None`: not known
     /// (managers started by hand), nothing is refused.
     python: Option<WorkersPython>,
+    /// The facts of every kind of node a manager has connected from since the start
+    /// (one of each: an endpoint's provider starts one kind of node).
+    nodes: Vec<ManagerInfo>,
+    /// Fail a task whose requirements no node seen meets (`false` for managers started
+    /// by hand, where another kind of node may still come).
+    fail_unmet: bool,
 }
 
 /// What the endpoint's workers run Python tasks with.
@@ -129,7 +135,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             endpoint_id,
             sink,
             manager_timeout,
-            pending: pending::Pending::default(),
+            pending: pending::Waiting::default(),
             unreported: VecDeque::new(),
             pending_count: watch::Sender::new(0),
             capacity: watch::Sender::new(Capacity::default()),
@@ -147,6 +153,8 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             by_free: BTreeSet::new(),
             allowed: None,
             python: None,
+            nodes: Vec::new(),
+            fail_unmet: false,
         }
     }
 
@@ -161,7 +169,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
 
     /// Waiting tasks gain a priority step per `aging` waited (see [`pending::Pending`]).
     pub fn aging(mut self, aging: Option<Duration>) -> Self {
-        self.pending = pending::Pending::aging(aging);
+        self.pending = pending::Waiting::aging(aging);
         self
     }
 
@@ -171,15 +179,85 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         self
     }
 
+    /// With `fail`, a task whose requirements no node a manager connected from meets
+    /// fails at once (the provider starts only such nodes); without, it waits for one.
+    pub fn failing_unmet(mut self, fail: bool) -> Self {
+        self.fail_unmet = fail;
+        self
+    }
+
     /// Runs only these functions (`allowed_functions`); `None`: any.
     pub fn allowing(mut self, functions: Option<Vec<FunctionId>>) -> Self {
         self.allowed = functions.map(|f| f.into_iter().collect());
         self
     }
 
+    /// Why no node of this endpoint can run a task with `requires`, when none of the
+    /// nodes seen meets them (and failing is on); `None` while one might.
+    fn unmet(&self, task_id: TaskId, requires: &Requires) -> Option<String> {
+        if !self.fail_unmet || self.nodes.is_empty() || self.nodes.iter().any(|n| requires.met_by(n)) {
+            return None;
+        }
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("{} lacks {}", n.hostname, requires.unmet_by(n).join(", ")))
+            .collect();
+        Some(format!(
+            "task {task_id} requires {}, which no node of endpoint {} has ({}); its provider \
+             starts no other kind of node",
+            requires.describe(),
+            self.endpoint_id,
+            nodes.join("; ")
+        ))
+    }
+
+    /// Fails the waiting tasks whose requirements no node seen meets (a manager just
+    /// said what its node has).
+    fn fail_unmet_waiting(&mut self) {
+        if !self.fail_unmet {
+            return;
+        }
+        let unmet: Vec<Requires> = self
+            .pending
+            .requirements()
+            .filter(|r| !self.nodes.iter().any(|n| r.met_by(n)))
+            .cloned()
+            .collect();
+        for requires in unmet {
+            for task_id in self.pending.take(&requires) {
+                let Some(t) = self.inflight.remove(&task_id) else {
+                    continue;
+                };
+                let reason = self.unmet(task_id, &requires).unwrap_or_default();
+                tracing::warn!(%task_id, %reason, "failing a task no node can run");
+                self.publishing.insert(task_id, (t.delivery, t.spec.attempt));
+                self.sink.result(TaskResult {
+                    task_id,
+                    attempt: t.spec.attempt,
+                    steps: t.steps,
+                    completion: Completion::Failure {
+                        traceback: reason,
+                        exception: None,
+                    },
+                    group: t.spec.group,
+                    finished_at: now_micros(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                });
+            }
+        }
+    }
+
     /// Why this endpoint fails a task at once instead of running it: its function is not
-    /// allowed here, or is Python bytecode of another Python than the workers'.
+    /// allowed here, or is Python bytecode of another Python than the workers', or it
+    /// requires what no node here has.
     fn refusal(&self, spec: &TaskSpec) -> Option<String> {
+        if let Some(requires) = &spec.requires
+            && let Some(reason) = self.unmet(spec.task_id, requires)
+        {
+            return Some(reason);
+        }
         if let Some(allowed) = &self.allowed
             && !allowed.contains(&spec.function_id)
         {
@@ -257,6 +335,9 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                     self.by_free.remove(&(old.free, info.manager_id));
                 }
                 self.by_free.insert((free, info.manager_id));
+                if !self.nodes.iter().any(|n| same_node(n, &info)) {
+                    self.nodes.push(info.clone());
+                }
                 self.managers.insert(
                     info.manager_id,
                     Manager {
@@ -270,6 +351,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                         leaving: false,
                     },
                 );
+                self.fail_unmet_waiting();
             }
             Input::FromManager { manager, message } => self.manager_said(manager, message).await,
             Input::ManagerGone { manager, reason } => self.manager_gone(manager, &reason).await,
@@ -443,7 +525,8 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 fresh += 1;
                 continue;
             }
-            self.pending.push_back(spec.task_id, spec.priority);
+            self.pending
+                .push_back(spec.task_id, spec.priority, spec.requires.as_ref());
             self.unreported.push_back((arrived, spec.task_id));
             self.inflight.insert(
                 spec.task_id,
@@ -565,7 +648,8 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 && t.spec.attempt == attempt
             {
                 t.manager = None;
-                self.pending.push_front(task_id, t.spec.priority);
+                self.pending
+                    .push_front(task_id, t.spec.priority, t.spec.requires.as_ref());
             }
         }
     }
@@ -585,14 +669,18 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
     }
 
     /// Hands pending tasks to managers with free slots, the highest priority first (see
-    /// [`pending::Pending`]), the emptiest manager first, in one frame per manager.
+    /// [`pending::Pending`]), the emptiest manager first, in one frame per manager; a
+    /// task with requirements only to a manager whose node meets them (see
+    /// [`pending::Waiting`]).
     fn assign(&mut self) {
+        // Managers left with free slots that no waiting task fits, set aside until the end.
+        let mut unfit = Vec::new();
         while !self.pending.is_empty() {
             let Some(&(free, manager_id)) = self.by_free.last() else {
-                return;
+                break;
             };
             if free == 0 {
-                return;
+                break;
             }
             self.by_free.remove(&(free, manager_id));
             let manager = self.managers.get_mut(&manager_id).expect("present");
@@ -600,7 +688,9 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             let mut functions = Vec::new();
             let now = now_micros();
             while manager.free > 0 {
-                let Some(task_id) = self.pending.pop_front() else {
+                let node = &manager.info;
+                let Some(task_id) = self.pending.pop_for(|r| r.met_by(node)) else {
+                    unfit.push(manager_id);
                     break;
                 };
                 let Some(t) = self.inflight.get_mut(&task_id) else {
@@ -633,7 +723,13 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 // Its connection is closing; ManagerGone follows and puts the tasks back.
                 manager.free = 0;
             }
-            self.by_free.insert((manager.free, manager_id));
+            if unfit.last() != Some(&manager_id) {
+                self.by_free.insert((manager.free, manager_id));
+            }
+        }
+        for manager_id in unfit {
+            let free = self.managers[&manager_id].free;
+            self.by_free.insert((free, manager_id));
         }
     }
 
@@ -669,4 +765,9 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             provider: None,
         }
     }
+}
+
+/// Whether two managers' nodes have the same facts.
+fn same_node(a: &ManagerInfo, b: &ManagerInfo) -> bool {
+    (a.cores, a.memory_bytes, a.gpus, &a.tags) == (b.cores, b.memory_bytes, b.gpus, &b.tags)
 }

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use ferry_proto::messages::{Completion, FunctionKind, TaskResult};
+use ferry_proto::messages::{Completion, FunctionKind, Requires, TaskResult};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::*;
@@ -102,6 +102,7 @@ fn task(function: &FunctionCode, priority: i32) -> TaskSpec {
         input_bytes: None,
         requeues: 0,
         priority,
+        requires: None,
     }
 }
 
@@ -122,14 +123,26 @@ impl Bench {
     }
 
     async fn connect(&mut self, capacity: u32) -> (ManagerId, UnboundedReceiver<ToManager>) {
+        self.connect_node(capacity, 1, &[]).await
+    }
+
+    /// A manager whose node has `cores` and `tags` (and 4 GiB, no GPU).
+    async fn connect_node(
+        &mut self,
+        capacity: u32,
+        cores: u32,
+        tags: &[&str],
+    ) -> (ManagerId, UnboundedReceiver<ToManager>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let info = ManagerInfo {
             manager_id: ManagerId::new(),
-            hostname: "node".into(),
+            hostname: format!("node-{cores}"),
             workers: 1,
             capacity,
-            cores: 1,
-            memory_bytes: 0,
+            cores,
+            memory_bytes: 4 << 30,
+            gpus: 0,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
             block_id: None,
             block_end: None,
         };
@@ -341,4 +354,98 @@ async fn a_lost_managers_tasks_are_each_retried_once() {
         retried_sorted, expected,
         "each lost task is retried once: {said:?}"
     );
+}
+
+fn needing(mut spec: TaskSpec, cores: u32, gpus: u32, tags: &[&str]) -> TaskSpec {
+    spec.requires = Some(Requires {
+        cores,
+        memory_mb: 0,
+        gpus,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+    });
+    spec
+}
+
+#[tokio::test]
+async fn a_task_goes_only_to_a_manager_whose_node_meets_its_requirements() {
+    let mut b = bench();
+    let (_, mut small_rx) = b.connect_node(10, 2, &[]).await;
+    let (big, mut big_rx) = b.connect_node(1, 8, &["avx512"]).await;
+    let avx = needing(task(&b.function, 0), 0, 0, &["avx512"]);
+    let four = needing(task(&b.function, 0), 4, 0, &[]);
+    let any = task(&b.function, 0);
+    b.send(vec![avx.clone(), four.clone(), any.clone()]).await;
+    // The emptiest manager (10 free, 2 cores, no tag) takes only what fits it; the
+    // other takes the first that fits it; the rest waits for it.
+    assert_eq!(ids(&frames(&mut small_rx).0), vec![any.task_id]);
+    assert_eq!(ids(&frames(&mut big_rx).0), vec![avx.task_id]);
+    assert_eq!(b.ic.pending.len(), 1);
+    b.finish(big, &avx).await;
+    assert_eq!(ids(&frames(&mut big_rx).0), vec![four.task_id]);
+    assert!(frames(&mut small_rx).0.is_empty());
+    let failed = b
+        .sink
+        .results()
+        .into_iter()
+        .filter(|r| matches!(r.completion, Completion::Failure { .. }))
+        .count();
+    assert_eq!(failed, 0);
+}
+
+#[tokio::test]
+async fn a_task_no_node_can_run_fails_saying_what_it_asked_and_what_the_nodes_lack() {
+    let mut b = bench();
+    b.ic = Interchange::new(b.endpoint_id, b.sink.clone(), Duration::from_secs(3600)).failing_unmet(true);
+    // Sent before any manager said what its node has: it waits...
+    let early = needing(task(&b.function, 0), 0, 1, &[]);
+    b.send(vec![early.clone()]).await;
+    assert!(b.sink.results().is_empty());
+    // ...until one does, and lacks it.
+    let (_, mut rx) = b.connect_node(4, 2, &["avx2"]).await;
+    let late = needing(task(&b.function, 0), 16, 0, &["avx512"]);
+    let fine = needing(task(&b.function, 0), 2, 0, &["avx2"]);
+    b.send(vec![late.clone(), fine.clone()]).await;
+    assert_eq!(ids(&frames(&mut rx).0), vec![fine.task_id]);
+    let results = b.sink.results();
+    let failed: Vec<TaskId> = results.iter().map(|r| r.task_id).collect();
+    assert_eq!(failed, vec![early.task_id, late.task_id]);
+    let reason = |r: &TaskResult| match &r.completion {
+        Completion::Failure { traceback, .. } => traceback.clone(),
+        other => panic!("a failure, not {other:?}"),
+    };
+    let (early_why, late_why) = (reason(&results[0]), reason(&results[1]));
+    assert!(
+        early_why.contains("1 GPUs (it has 0)") && early_why.contains("node-2"),
+        "{early_why}"
+    );
+    assert!(
+        late_why.contains("16 cores (it has 2)") && late_why.contains("tag avx512"),
+        "{late_why}"
+    );
+    assert_eq!(b.ic.pending.len(), 0);
+}
+
+#[tokio::test]
+async fn with_managers_started_by_hand_an_unmet_task_waits_for_another_node() {
+    let mut b = bench();
+    let (_, mut rx) = b.connect_node(4, 2, &[]).await;
+    let gpu = needing(task(&b.function, 0), 0, 1, &[]);
+    b.send(vec![gpu.clone()]).await;
+    assert!(b.sink.results().is_empty() && frames(&mut rx).0.is_empty());
+    // Another kind of node comes (started by hand): the task runs there.
+    let (tx, mut gpu_rx) = mpsc::unbounded_channel();
+    let info = ManagerInfo {
+        manager_id: ManagerId::new(),
+        hostname: "gpu".into(),
+        workers: 1,
+        capacity: 1,
+        cores: 2,
+        memory_bytes: 1 << 30,
+        gpus: 2,
+        tags: Vec::new(),
+        block_id: None,
+        block_end: None,
+    };
+    b.ic.step(Input::ManagerConnected { info, tx }).await;
+    assert_eq!(ids(&frames(&mut gpu_rx).0), vec![gpu.task_id]);
 }

@@ -353,6 +353,7 @@ impl Sweeper {
                 input_bytes: info.input_bytes,
                 requeues: 0,
                 priority: info.priority,
+                requires: info.requires.clone(),
             });
             included.push(info);
         }

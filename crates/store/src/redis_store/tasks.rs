@@ -177,6 +177,9 @@ impl Store {
             if t.priority != 0 {
                 cmd.arg("pr").arg(t.priority);
             }
+            if let Some(r) = &t.requires {
+                cmd.arg("rq").arg(requires_field(r));
+            }
             if let Some(g) = t.result_group {
                 cmd.arg("g").arg(g.to_string());
             }
@@ -540,7 +543,7 @@ impl Store {
         for id in ids {
             pipe.cmd("HMGET")
                 .arg(self.task_key(*id))
-                .arg(&["s", "a", "r", "f", "e", "p", "w", "g", "pi", "pr"]);
+                .arg(&["s", "a", "r", "f", "e", "p", "w", "g", "pi", "pr", "rq"]);
         }
         type Row = (
             Option<u8>,
@@ -553,12 +556,13 @@ impl Store {
             Option<String>,
             Option<u64>,
             Option<i32>,
+            Option<String>,
         );
         let rows: Vec<Row> = pipe.query_async(&mut conn).await?;
         Ok(ids
             .iter()
             .zip(rows)
-            .map(|(id, (s, a, r, f, e, p, w, g, pi, pr))| {
+            .map(|(id, (s, a, r, f, e, p, w, g, pi, pr, rq))| {
                 let state = TaskState::from_code(s?)?;
                 if state.is_terminal() || (p.is_none() && pi.is_none()) {
                     return None;
@@ -574,6 +578,7 @@ impl Store {
                     input_bytes: pi,
                     walltime_ms: w,
                     priority: pr.unwrap_or(0),
+                    requires: rq.as_deref().and_then(parse_requires),
                     result_group: g.and_then(|g| g.parse().ok()),
                 })
             })
@@ -664,4 +669,25 @@ impl ByReference for TaskOutcome {
         self.result_expired = result.is_none();
         self.result = result;
     }
+}
+
+/// A task's requirements in its record: `cores:memory_mb:gpus:tag,tag` (tags hold no
+/// `:` or `,`).
+fn requires_field(r: &ferry_proto::messages::Requires) -> String {
+    format!("{}:{}:{}:{}", r.cores, r.memory_mb, r.gpus, r.tags.join(","))
+}
+
+fn parse_requires(field: &str) -> Option<ferry_proto::messages::Requires> {
+    let mut parts = field.splitn(4, ':');
+    Some(ferry_proto::messages::Requires {
+        cores: parts.next()?.parse().ok()?,
+        memory_mb: parts.next()?.parse().ok()?,
+        gpus: parts.next()?.parse().ok()?,
+        tags: parts
+            .next()?
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }

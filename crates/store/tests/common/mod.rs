@@ -63,6 +63,7 @@ pub(crate) fn new_task() -> NewTask {
         payload: Bytes::from_static(b"input"),
         walltime_ms: None,
         priority: 0,
+        requires: None,
         result_group: None,
         by_reference: false,
     }

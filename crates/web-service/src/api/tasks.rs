@@ -7,8 +7,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use ferry_proto::api::{
-    BriefDoc, HistoryEntry, PhaseStep, StatusRequest, SubmitRequest, SubmitResponse, TaskDoc,
+    BriefDoc, HistoryEntry, PhaseStep, RequiresBody, StatusRequest, SubmitRequest, SubmitResponse, TaskDoc,
 };
+use ferry_proto::messages::Requires;
 use ferry_proto::state::{FailureCause, TaskState};
 use ferry_proto::time::to_secs;
 use ferry_proto::{TaskId, UserId};
@@ -51,14 +52,20 @@ pub(crate) async fn submit(
 pub(crate) fn submission(body: SubmitRequest, at: &str) -> ApiResult<Submission> {
     let mut tasks = Vec::with_capacity(body.tasks.len());
     let session_priority = body.priority.unwrap_or(0);
+    let session_requires = requires(body.requires, &format!("{at}requires"))?;
     for (i, t) in body.tasks.into_iter().enumerate() {
         let walltime_ms = positive_ms(t.walltime_secs, || format!("{at}tasks[{i}].walltime_secs"))?;
+        let requires = match t.requires {
+            Some(r) => requires(Some(r), &format!("{at}tasks[{i}].requires"))?,
+            None => session_requires.clone(),
+        };
         tasks.push(Submitted {
             function_id: t.function_id,
             payload: Bytes::from(t.payload),
             max_retries: t.max_retries,
             walltime_ms,
             priority: t.priority.unwrap_or(session_priority),
+            requires,
         });
     }
     Ok(Submission {
@@ -70,6 +77,47 @@ pub(crate) fn submission(body: SubmitRequest, at: &str) -> ApiResult<Submission>
         events: body.events,
         callback_url: body.callback_url,
     })
+}
+
+/// A task's `requires` checked (`at` names it in errors); `None` when it asks nothing.
+fn requires(body: Option<RequiresBody>, at: &str) -> ApiResult<Option<Requires>> {
+    let Some(body) = body else { return Ok(None) };
+    let memory_mb = match body.memory_gb {
+        None => 0,
+        Some(gb) if gb.is_finite() && (0.0..=1_048_576.0).contains(&gb) => (gb * 1024.0).ceil() as u64,
+        Some(gb) => {
+            return Err(ApiError::bad_request(format!(
+                "{at}.memory_gb: {gb} is not a memory size in GiB (0 to 1048576)"
+            )));
+        }
+    };
+    if body.tags.len() > 16 {
+        return Err(ApiError::bad_request(format!(
+            "{at}.tags: {} tags; at most 16 are taken",
+            body.tags.len()
+        )));
+    }
+    if let Some((i, tag)) = body
+        .tags
+        .iter()
+        .enumerate()
+        .find(|(_, t)| !ferry_proto::messages::is_tag(t))
+    {
+        return Err(ApiError::bad_request(format!(
+            "{at}.tags[{i}]: {:?} is not a tag (1 to 64 letters, digits, `_`, `-`, `.`)",
+            tag.chars().take(70).collect::<String>()
+        )));
+    }
+    let mut tags = body.tags;
+    tags.sort();
+    tags.dedup();
+    let requires = Requires {
+        cores: body.cores.unwrap_or(0),
+        memory_mb,
+        gpus: body.gpus.unwrap_or(0),
+        tags,
+    };
+    Ok((requires != Requires::default()).then_some(requires))
 }
 
 /// Seconds as milliseconds, if they are more than 0 and at most 30 days.

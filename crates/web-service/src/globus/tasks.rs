@@ -139,6 +139,7 @@ pub(crate) async fn submit(
             max_retries: None,
             walltime_ms: None,
             priority: 0,
+            requires: None,
         }));
     }
     if body.create_queue {

@@ -343,7 +343,8 @@ class Host:
             os.set_blocking(self.control, False)
             # Not restarted by the kernel: a system call the signal interrupts returns to
             # Python, which runs the handler and then retries the call (PEP 475).
-            signal.signal(WITHDRAW_SIGNAL, self._withdraw)
+            self.on_withdraw = self._withdraw
+            signal.signal(WITHDRAW_SIGNAL, self.on_withdraw)
 
     def _withdraw(self, _signum: int, _frame: Any) -> None:
         """The worker asks for tasks back (see the module's doc). Runs between two
@@ -558,6 +559,9 @@ class Host:
                     continue
                 self.run_task(body)
             del buf[:pos]
+            if self.control >= 0 and signal.getsignal(WITHDRAW_SIGNAL) is not self.on_withdraw:
+                # A task took the signal for itself: withdrawals work again from here.
+                signal.signal(WITHDRAW_SIGNAL, self.on_withdraw)
             # Nothing complete is left to run: answer, then wait for more.
             self.flush()
             # 64 KiB, under the allocator's mmap threshold: a 1 MiB read cost an mmap, an

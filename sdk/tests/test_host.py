@@ -484,3 +484,53 @@ def test_tasks_behind_a_long_one_are_withdrawn_at_once_and_never_run():
         if proc.poll() is None:
             proc.kill()
         ours.close()
+
+
+def grab_the_signal():
+    import signal
+
+    signal.signal(signal.SIGURG, signal.SIG_IGN)
+    return "mine"
+
+
+def test_a_task_that_takes_the_withdrawal_signal_does_not_keep_it():
+    import signal
+    import socket
+
+    ours, theirs = socket.socketpair()
+    env = dict(os.environ, PYTHONPATH=str(SDK), FERRY_HOST_CONTROL_FD=str(theirs.fileno()))
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "ferry.host"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        pass_fds=[theirs.fileno()],
+    )
+    theirs.close()
+    try:
+        h = HostProcess.__new__(HostProcess)
+        h.proc = proc
+        assert h.read()[0] == b"R"
+        grab = uuid.uuid4().bytes
+        proc.stdin.write(_task_frame(uuid.uuid4().bytes, grab, serialize_function(grab_the_signal).encode(), pack_args(()).encode()))
+        proc.stdin.flush()
+        assert h.read()[0] == b"D"
+        slow, fast = uuid.uuid4().bytes, uuid.uuid4().bytes
+        frames = [
+            _task_frame(uuid.uuid4().bytes, slow, serialize_function(snooze).encode(), pack_args((1.0,)).encode()),
+            _task_frame(uuid.uuid4().bytes, fast, serialize_function(double).encode(), pack_args((1,)).encode()),
+        ]
+        proc.stdin.write(b"".join(frames))
+        proc.stdin.flush()
+        time.sleep(0.2)
+        ours.sendall(struct.pack(">QQ", 3, 3))
+        os.kill(proc.pid, signal.SIGURG)
+        ours.settimeout(5)
+        assert struct.unpack(">QQ", ours.recv(16)) == (3, 3)
+        assert h.read()[0] == b"D"  # the slow one; the withdrawn one never answers
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ours.close()

@@ -326,6 +326,7 @@ class Client:
         walltime: float | None = None,
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
+        retry: dict[str, Any] | None = None,
     ) -> str:
         """Runs a registered application once with these inputs; returns the task id.
         The inputs are checked against the application's before anything is queued: all
@@ -341,7 +342,13 @@ class Client:
             application_id = self._registered(application_id)
         payload = json.dumps(inputs) if inputs else ""
         return self._submit(
-            endpoint_id, [(application_id, payload)], max_retries, walltime, priority=priority, requires=requires
+            endpoint_id,
+            [(application_id, payload)],
+            max_retries,
+            walltime,
+            priority=priority,
+            requires=requires,
+            retry=retry,
         )[0]
 
     def _registered(self, application: Application) -> str:
@@ -391,8 +398,11 @@ class Client:
         events: bool = False,
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
+        retry: dict[str, Any] | None = None,
     ) -> list[str]:
-        return self._submit_session(endpoint_id, tasks, max_retries, walltime, events, priority, requires)["task_ids"]
+        return self._submit_session(endpoint_id, tasks, max_retries, walltime, events, priority, requires, retry)[
+            "task_ids"
+        ]
 
     def _submit_session(
         self,
@@ -403,6 +413,7 @@ class Client:
         events: bool = False,
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
+        retry: dict[str, Any] | None = None,
     ) -> dict:
         body = _session_body(self._endpoint(endpoint_id), tasks, max_retries, walltime)
         body["events"] = events
@@ -410,6 +421,8 @@ class Client:
             body["priority"] = priority
         if requires is not None:
             body["requires"] = requires
+        if retry is not None:
+            body["retry"] = retry
         return self._request("POST", "/v1/tasks", body, idempotent=True)
 
     def _endpoint(self, endpoint_id: str | None) -> str:
@@ -430,6 +443,7 @@ class Client:
         walltime: float | None = None,
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
+        retry: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> str:
         """Runs a registered function once on an endpoint (:attr:`endpoint_id` when
@@ -441,11 +455,21 @@ class Client:
         higher one runs first among the tasks waiting at the endpoint (default 0).
         ``requires``: what the node running it must have, ``{"cores": 4, "memory_gb":
         16, "gpus": 1, "tags": ["avx512"]}`` (each optional; a task no node of the
-        endpoint can give fails saying why).
+        endpoint can give fails saying why). ``retry``: which failures run it again
+        (within ``max_retries``), ``{"on": ["ConnectionError"], "backoff_secs": 1,
+        "max_backoff_secs": 300}``; ``on`` takes ``exception`` (any), ``exit`` (a
+        command that failed) or exception type names; each retry waits twice the one
+        before.
         """
         payload = self._payload(function_id, args, kwargs)
         return self._submit(
-            endpoint_id, [(function_id, payload)], max_retries, walltime, priority=priority, requires=requires
+            endpoint_id,
+            [(function_id, payload)],
+            max_retries,
+            walltime,
+            priority=priority,
+            requires=requires,
+            retry=retry,
         )[0]
 
     def create_batch(self) -> Batch:
@@ -471,13 +495,14 @@ class Client:
         walltime: float | None = None,
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
+        retry: dict[str, Any] | None = None,
     ) -> Session:
         """Submits a batch as one session (all its tasks are accepted or none is).
         ``timeout``: seconds the whole session may take; then its unfinished tasks fail
         with the cause ``timeout``. ``priority``: its tasks' (a higher one runs first
         among the tasks waiting at the endpoint; default 0). ``requires``: what the
         nodes running them must have (see :meth:`run`)."""
-        return self.submit_sessions([(endpoint_id, batch)], timeout, max_retries, walltime, priority, requires)[0]
+        return self.submit_sessions([(endpoint_id, batch)], timeout, max_retries, walltime, priority, requires, retry)[0]
 
     def submit_sessions(
         self,
@@ -487,6 +512,7 @@ class Client:
         walltime: float | None = None,
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
+        retry: dict[str, Any] | None = None,
     ) -> list[Session]:
         """Submits several ``(endpoint_id, batch)`` sessions in one request; every one is
         checked before any is created."""
@@ -495,6 +521,8 @@ class Client:
             extra["priority"] = priority
         if requires is not None:
             extra["requires"] = requires
+        if retry is not None:
+            extra["retry"] = retry
         body = {
             "sessions": [
                 {**_session_body(endpoint_id, batch.tasks, max_retries, walltime), **extra}

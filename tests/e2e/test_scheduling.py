@@ -190,3 +190,65 @@ def test_a_requirement_that_is_not_one_is_refused_naming_it(tagged):
         with pytest.raises(APIError) as info:
             client.run(1, endpoint_id=tagged.endpoint_id, function_id=fid, requires=requires)
         assert info.value.http_status == 400 and field in str(info.value), str(info.value)
+
+
+def flaky(path, failures, error):
+    """Fails `failures` times (raising `error`), then succeeds; one line per run in `path`."""
+    import time
+
+    with open(path, "a") as f:
+        f.write(f"{time.time()}\n")
+    with open(path) as f:
+        runs = len(f.read().split())
+    if runs <= failures:
+        raise {"ConnectionError": ConnectionError, "KeyError": KeyError}[error](f"run {runs}")
+    return runs
+
+
+def test_a_failure_the_retry_policy_names_runs_again_with_backoff_and_others_do_not(two_workers, tmp_path):
+    """The remote exception is raised again by get_result once no retry is left."""
+    client = Client(two_workers.url, token=two_workers.token)
+    fid = client.register_function(flaky)
+    log = tmp_path / "flaky.log"
+    policy = {"on": ["ConnectionError"], "backoff_secs": 0.3}
+    task = client.run(str(log), 2, "ConnectionError", endpoint_id=two_workers.endpoint_id, function_id=fid,
+                      max_retries=3, retry=policy)
+    assert client.get_result(task, timeout=60) == 3
+    runs = [float(t) for t in log.read_text().split()]
+    assert len(runs) == 3, "two failures, then the run that succeeded: each once"
+    assert runs[1] - runs[0] >= 0.3 and runs[2] - runs[1] >= 0.6, f"waits double: {runs}"
+    history = client.get_task(task)["history"]
+    attempts = sorted({h["attempt"] for h in history})
+    assert attempts == [0, 1, 2], history
+    running = [h["attempt"] for h in history if h["state"] == "running"]
+    assert running == [0, 1, 2], history
+
+    # Another exception is not retried; nor is one past max_retries.
+    other = tmp_path / "other.log"
+    task = client.run(str(other), 5, "KeyError", endpoint_id=two_workers.endpoint_id, function_id=fid,
+                      max_retries=3, retry=policy)
+    with pytest.raises(KeyError):
+        client.get_result(task, timeout=60)
+    assert len(other.read_text().split()) == 1
+    spent = tmp_path / "spent.log"
+    task = client.run(str(spent), 5, "ConnectionError", endpoint_id=two_workers.endpoint_id, function_id=fid,
+                      max_retries=1, retry={"on": ["exception"], "backoff_secs": 0})
+    with pytest.raises(ConnectionError):
+        client.get_result(task, timeout=60)
+    assert len(spent.read_text().split()) == 2
+
+
+def test_a_retry_policy_that_is_not_one_is_refused_naming_it(two_workers):
+    from ferry.errors import APIError
+
+    client = Client(two_workers.url, token=two_workers.token)
+    fid = client.register_function(label)
+    for retry, field in [
+        ({"on": []}, "retry.on"),
+        ({"on": ["not a name"]}, "retry.on[0]"),
+        ({"on": ["exception"], "backoff_secs": -1}, "retry.backoff_secs"),
+        ({"on": ["exception"], "tries": 3}, "tries"),
+    ]:
+        with pytest.raises(APIError) as info:
+            client.run(1, endpoint_id=two_workers.endpoint_id, function_id=fid, retry=retry)
+        assert info.value.http_status == 400 and field in str(info.value), str(info.value)

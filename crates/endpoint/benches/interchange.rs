@@ -90,6 +90,8 @@ fn bench(c: &mut Criterion) {
                                 requeues: 0,
                                 priority: 0,
                                 requires: None,
+                                retry: None,
+                                not_before: None,
                             })
                             .collect();
                         let batch = TaskBatch {

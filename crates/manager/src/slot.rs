@@ -37,7 +37,9 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::{SlotEvent, codec};
 
-/// What the manager tells a slot.
+/// What the manager tells a slot. Sent and consumed one at a time: boxing the task
+/// would cost an allocation per task for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum SlotInput {
     Run(Arc<FunctionCode>, TaskSpec),
     Cancel(Arc<HashSet<TaskId>>),

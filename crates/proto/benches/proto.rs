@@ -34,6 +34,8 @@ fn batch(n: usize) -> TaskBatch {
                 requeues: 0,
                 priority: 0,
                 requires: None,
+                retry: None,
+                not_before: None,
             })
             .collect(),
     }

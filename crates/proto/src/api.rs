@@ -188,6 +188,27 @@ pub struct SubmitRequest {
     /// do not say their own (docs/scheduling.md#requirements).
     #[serde(default)]
     pub requires: Option<RequiresBody>,
+    /// Which failures run the session's tasks again, for the tasks that do not say
+    /// their own (docs/scheduling.md#retries).
+    #[serde(default)]
+    pub retry: Option<RetryBody>,
+}
+
+/// Which failures run a task again, within its `max_retries`, and how long each retry
+/// waits: `{"on": ["ConnectionError"], "backoff_secs": 1, "max_backoff_secs": 60}`.
+/// `on` takes `exception` (any Python exception), `exit` (a command or application
+/// that failed) and exception type names. Each retry waits twice the one before, from
+/// `backoff_secs` (default 1) up to `max_backoff_secs` (default 300). A task cancelled
+/// or stopped at its walltime never runs again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    pub on: Vec<String>,
+    #[serde(default)]
+    pub backoff_secs: Option<f64>,
+    #[serde(default)]
+    pub max_backoff_secs: Option<f64>,
 }
 
 /// What a task needs of the node that runs it: `{"cores": 4, "memory_gb": 16, "gpus": 1,
@@ -323,6 +344,9 @@ pub struct SubmitTask {
     /// What the node running it must have (default: the session's `requires`).
     #[serde(default)]
     pub requires: Option<RequiresBody>,
+    /// Which failures run it again (default: the session's `retry`).
+    #[serde(default)]
+    pub retry: Option<RetryBody>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -130,6 +130,65 @@ pub struct TaskSpec {
     pub priority: i32,
     /// What the node that runs it must have; `None`: any node.
     pub requires: Option<Requires>,
+    /// Which failures run it again, and after how long; `None`: none (only a lost
+    /// worker or manager does, as for every task).
+    pub retry: Option<RetryPolicy>,
+    /// Unix micros before which it is not handed to a manager (the backoff of a retry).
+    pub not_before: Option<Micros>,
+}
+
+/// When a task that failed runs again, within its `max_retries`: on which failures, and
+/// after how long. A task cancelled or stopped at its walltime never runs again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// `exception` (any Python exception), `exit` (a command or application that
+    /// failed), or exception type names (`ConnectionError`, matched against the type the
+    /// traceback ends with, with or without its module).
+    pub on: Vec<String>,
+    /// The wait before the first retry, doubled for each next one...
+    pub backoff_ms: u64,
+    /// ...up to this.
+    pub max_backoff_ms: u64,
+}
+
+impl RetryPolicy {
+    /// Whether a failure of a function of `kind` with this traceback is one to retry.
+    pub fn matches(&self, kind: FunctionKind, traceback: &str) -> bool {
+        match kind {
+            FunctionKind::Python => {
+                self.on.iter().any(|o| o == "exception")
+                    || exception_type(traceback).is_some_and(|t| {
+                        let short = t.rsplit('.').next().unwrap_or(t);
+                        self.on.iter().any(|o| o == t || o == short)
+                    })
+            }
+            FunctionKind::Shell | FunctionKind::Application => self.on.iter().any(|o| o == "exit"),
+        }
+    }
+
+    /// The wait before running again after attempt `attempt` (0 the first) failed.
+    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+        let ms = self
+            .backoff_ms
+            .saturating_mul(1u64 << attempt.min(32))
+            .min(self.max_backoff_ms.max(self.backoff_ms));
+        std::time::Duration::from_millis(ms)
+    }
+}
+
+/// The exception type a Python traceback ends with: `ValueError` of `ValueError: bad`,
+/// `requests.exceptions.ConnectionError` as written (the last line naming one).
+pub fn exception_type(traceback: &str) -> Option<&str> {
+    traceback.lines().rev().find_map(|line| {
+        let name = line.split(':').next()?.trim_end();
+        let ok = !name.is_empty()
+            && !line.starts_with(' ')
+            && name.split('.').all(|part| {
+                part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+            });
+        ok.then_some(name)
+    })
 }
 
 /// What a task needs of the node that runs it: at least these cores, this memory,
@@ -391,5 +450,27 @@ mod tests {
         );
         assert!(Requires::default().met_by(&node(0, 0, 0, &[])));
         assert!(is_tag("big.mem-2_x") && !is_tag("") && !is_tag("a,b") && !is_tag(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn a_retry_policy_matches_by_kind_and_exception_type_and_backs_off_to_its_cap() {
+        let tb = "Traceback (most recent call last):\n  File \"x\", line 1, in f\n    raise E\nrequests.exceptions.ConnectionError: down\n";
+        assert_eq!(exception_type(tb), Some("requests.exceptions.ConnectionError"));
+        assert_eq!(exception_type("ValueError"), Some("ValueError"));
+        assert_eq!(exception_type("a: b c: d\n  indented: x"), Some("a"));
+        let on = |names: &[&str]| RetryPolicy {
+            on: names.iter().map(|n| n.to_string()).collect(),
+            backoff_ms: 100,
+            max_backoff_ms: 250,
+        };
+        assert!(on(&["ConnectionError"]).matches(FunctionKind::Python, tb));
+        assert!(on(&["requests.exceptions.ConnectionError"]).matches(FunctionKind::Python, tb));
+        assert!(on(&["exception"]).matches(FunctionKind::Python, tb));
+        assert!(!on(&["ValueError", "exit"]).matches(FunctionKind::Python, tb));
+        assert!(on(&["exit"]).matches(FunctionKind::Shell, "exit status 3"));
+        assert!(!on(&["exception"]).matches(FunctionKind::Application, "exit status 3"));
+        let p = on(&["exception"]);
+        let waits: Vec<u64> = (0..4).map(|a| p.backoff(a).as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 250, 250]);
     }
 }

@@ -29,7 +29,7 @@ use ferry_proto::codec::{self, Error, MAX_MESSAGE_BYTES, VERSION};
 use ferry_proto::frames::{FromManager, FromWorker, ManagerInfo, ToManager, ToWorker};
 use ferry_proto::messages::{
     BlockReport, CancelTasks, Completion, EndpointLoad, EndpointMessage, FunctionCode, FunctionKind,
-    ProviderReport, Requires, StatusUpdate, TaskBatch, TaskResult, TaskSpec,
+    ProviderReport, Requires, RetryPolicy, StatusUpdate, TaskBatch, TaskResult, TaskSpec,
 };
 use ferry_proto::state::{Effect, FailureCause, Ignored, Outcome, TaskStatus, transition};
 use ferry_proto::{
@@ -133,6 +133,12 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                         gpus: requeues,
                         tags: vec![format!("t{attempt}")],
                     }),
+                    retry: (max_retries % 3 == 1).then(|| RetryPolicy {
+                        on: vec!["exception".into(), format!("E{attempt}")],
+                        backoff_ms: u64::from(attempt),
+                        max_backoff_ms: u64::from(max_retries),
+                    }),
+                    not_before: walltime_ms,
                 }
             },
         )

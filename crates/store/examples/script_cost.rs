@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
             walltime_ms: None,
             priority: 0,
             requires: None,
+            retry: None,
             result_group: None,
             by_reference: false,
         })

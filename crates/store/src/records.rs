@@ -176,6 +176,8 @@ pub struct NewTask {
     pub priority: i32,
     /// What its node must have; kept for a dispatch again.
     pub requires: Option<ferry_proto::messages::Requires>,
+    /// Which failures run it again; kept for a dispatch again.
+    pub retry: Option<ferry_proto::messages::RetryPolicy>,
     /// The task group whose result queue gets the result, if any.
     pub result_group: Option<TaskGroupId>,
     /// Keep the input under its own key (it is large and travels by reference).
@@ -197,6 +199,7 @@ pub struct Redispatch {
     pub walltime_ms: Option<u64>,
     pub priority: i32,
     pub requires: Option<ferry_proto::messages::Requires>,
+    pub retry: Option<ferry_proto::messages::RetryPolicy>,
     pub result_group: Option<TaskGroupId>,
 }
 

@@ -168,7 +168,7 @@ async fn batch_counters_and_in_flight_sets_follow_every_transition() {
 
 /// A task's priority is kept for a dispatch again; 0 is not written.
 #[tokio::test]
-async fn a_priority_and_requirements_are_kept_to_dispatch_a_task_again() {
+async fn a_priority_requirements_and_retry_policy_are_kept_to_dispatch_a_task_again() {
     let store = store().await;
     let endpoint_id = EndpointId::new();
     let b = batch(endpoint_id, 2);
@@ -178,9 +178,15 @@ async fn a_priority_and_requirements_are_kept_to_dispatch_a_task_again() {
         gpus: 1,
         tags: vec!["avx512".into(), "big.mem-2".into()],
     };
+    let retry = ferry_proto::messages::RetryPolicy {
+        on: vec!["ConnectionError".into()],
+        backoff_ms: 1000,
+        max_backoff_ms: 60_000,
+    };
     let urgent = NewTask {
         priority: -7,
         requires: Some(requires.clone()),
+        retry: Some(retry.clone()),
         ..new_task()
     };
     let plain = new_task();
@@ -192,12 +198,12 @@ async fn a_priority_and_requirements_are_kept_to_dispatch_a_task_again() {
         .redispatch_info(&[urgent.task_id, plain.task_id])
         .await
         .unwrap();
-    let kept: Vec<(i32, Option<ferry_proto::messages::Requires>)> = infos
+    let kept: Vec<_> = infos
         .into_iter()
         .map(|i| i.unwrap())
-        .map(|i| (i.priority, i.requires))
+        .map(|i| (i.priority, i.requires, i.retry))
         .collect();
-    assert_eq!(kept, [(-7, Some(requires)), (0, None)]);
+    assert_eq!(kept, [(-7, Some(requires), Some(retry)), (0, None, None)]);
     store.delete_namespace().await.unwrap();
 }
 

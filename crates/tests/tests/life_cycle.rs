@@ -259,6 +259,7 @@ async fn a_task_whose_submission_message_was_lost_still_runs() {
         walltime_ms: None,
         priority: 0,
         requires: None,
+        retry: None,
         result_group: None,
         by_reference: false,
     };

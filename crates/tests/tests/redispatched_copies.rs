@@ -62,6 +62,8 @@ impl LateCopies<'_> {
                 requeues: 0,
                 priority: 0,
                 requires: None,
+                retry: None,
+                not_before: None,
             }],
         };
         ferry_proto::codec::encode(&batch).unwrap()

@@ -61,6 +61,8 @@ pub struct Submitted {
     pub priority: i32,
     /// What its node must have.
     pub requires: Option<ferry_proto::messages::Requires>,
+    /// Which failures run it again.
+    pub retry: Option<ferry_proto::messages::RetryPolicy>,
 }
 
 /// What a caller asks to run.
@@ -320,6 +322,8 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             walltime_ms: t.walltime_ms,
             priority: t.priority,
             requires: t.requires,
+            retry: t.retry,
+            not_before: None,
         })
         .collect();
     Ok(Prepared {
@@ -464,6 +468,7 @@ async fn write_part(state: &AppState, batch: &BatchRecord, specs: &[TaskSpec], p
             walltime_ms: s.walltime_ms,
             priority: s.priority,
             requires: s.requires.clone(),
+            retry: s.retry.clone(),
             result_group: s.group,
             by_reference: s.input_bytes.is_some(),
         })

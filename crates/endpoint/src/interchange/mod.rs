@@ -118,6 +118,8 @@ pub struct Interchange<S, D = Delivery> {
     /// Fail a task whose requirements no node seen meets (`false` for managers started
     /// by hand, where another kind of node may still come).
     fail_unmet: bool,
+    /// Tasks held until their `not_before` (a retry's backoff), soonest first.
+    delayed: std::collections::BinaryHeap<std::cmp::Reverse<(u64, TaskId)>>,
 }
 
 /// What the endpoint's workers run Python tasks with.
@@ -155,6 +157,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             python: None,
             nodes: Vec::new(),
             fail_unmet: false,
+            delayed: std::collections::BinaryHeap::new(),
         }
     }
 
@@ -304,7 +307,16 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
     /// manager then gets one `Run` frame for the slots several results freed, not one
     /// frame (and one wake-up on each side) per task. Nothing is held back in time.
     pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input<D>>) {
-        while let Some(input) = inputs.recv().await {
+        loop {
+            let due = self.delayed.peek().map(|std::cmp::Reverse((at, _))| *at);
+            let input = tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => input,
+                    None => break,
+                },
+                // A retry's backoff is over: it waits for a manager from now on.
+                _ = until_micros(due) => Input::Wake,
+            };
             self.handle(input).await;
             for _ in 1..MOST_INPUTS_PER_ROUND {
                 let Ok(input) = inputs.try_recv() else { break };
@@ -397,6 +409,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
 
     /// Assigns what can be assigned and reports what has waited long enough.
     fn hand_out(&mut self) {
+        self.release_delayed();
         // A stopping endpoint starts nothing new (the tasks it holds go back to the
         // queue with their unacked messages).
         if self.draining.is_none() {
@@ -406,6 +419,22 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         let pending = self.pending.len();
         self.pending_count
             .send_if_modified(|n| std::mem::replace(n, pending) != pending);
+    }
+
+    /// Tasks whose backoff is over wait for a manager like any other.
+    fn release_delayed(&mut self) {
+        let now = now_micros();
+        while let Some(&std::cmp::Reverse((at, task_id))) = self.delayed.peek()
+            && at <= now
+        {
+            self.delayed.pop();
+            if let Some(t) = self.inflight.get(&task_id)
+                && t.manager.is_none()
+            {
+                self.pending
+                    .push_back(task_id, t.spec.priority, t.spec.requires.as_ref());
+            }
+        }
     }
 
     /// Reports `waiting-for-nodes` for the tasks that have waited RECEIVED_LINGER
@@ -525,8 +554,12 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 fresh += 1;
                 continue;
             }
-            self.pending
-                .push_back(spec.task_id, spec.priority, spec.requires.as_ref());
+            match spec.not_before {
+                Some(at) if at > now => self.delayed.push(std::cmp::Reverse((at, spec.task_id))),
+                _ => self
+                    .pending
+                    .push_back(spec.task_id, spec.priority, spec.requires.as_ref()),
+            }
             self.unreported.push_back((arrived, spec.task_id));
             self.inflight.insert(
                 spec.task_id,
@@ -580,6 +613,9 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 self.release(manager_id, task_id, result.attempt);
                 if self.inflight.get(&task_id).map(|t| t.spec.attempt) != Some(result.attempt) {
                     tracing::debug!(%task_id, attempt = result.attempt, "result for an attempt no longer held; dropped");
+                    return;
+                }
+                if self.retry_failed(&result).await {
                     return;
                 }
                 let t = self.inflight.remove(&task_id).expect("checked above");
@@ -770,4 +806,15 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
 /// Whether two managers' nodes have the same facts.
 fn same_node(a: &ManagerInfo, b: &ManagerInfo) -> bool {
     (a.cores, a.memory_bytes, a.gpus, &a.tags) == (b.cores, b.memory_bytes, b.gpus, &b.tags)
+}
+
+/// Sleeps until Unix micros `at`; never wakes without one.
+async fn until_micros(at: Option<u64>) {
+    match at {
+        Some(at) => {
+            let wait = at.saturating_sub(now_micros());
+            tokio::time::sleep(Duration::from_micros(wait)).await;
+        }
+        None => std::future::pending().await,
+    }
 }

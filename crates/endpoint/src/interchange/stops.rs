@@ -156,6 +156,64 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         );
     }
 
+    /// A held task failed: when its retry policy says to run it again and it has a retry
+    /// left (the state machine's decision, as for a lost task), it goes back through the
+    /// broker with the next attempt, held until its backoff is over, and the failed
+    /// attempt shows as `lost`; `false` otherwise (the failure is its result).
+    pub(super) async fn retry_failed(&mut self, result: &TaskResult) -> bool {
+        let Completion::Failure { traceback, .. } = &result.completion else {
+            return false;
+        };
+        let Some(t) = self.inflight.get(&result.task_id) else {
+            return false;
+        };
+        let (Some(policy), Some(function)) = (&t.spec.retry, self.functions.get(&t.spec.function_id)) else {
+            return false;
+        };
+        if !policy.matches(function.kind, traceback) {
+            return false;
+        }
+        let status = TaskStatus {
+            state: TaskState::Running,
+            attempt: result.attempt,
+            max_retries: t.spec.max_retries,
+        };
+        let event = Event {
+            kind: EventKind::Lost,
+            attempt: result.attempt,
+        };
+        let Outcome::Applied(next) = transition(status, event) else {
+            return false;
+        };
+        if next.to != TaskState::WaitingForNodes {
+            return false;
+        }
+        let wait = policy.backoff(result.attempt);
+        let task_id = result.task_id;
+        let cause = traceback
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        tracing::warn!(%task_id, attempt = result.attempt, retry_in_ms = wait.as_millis() as u64, cause, "task failed; running it again (its retry policy)");
+        let t = self.inflight.remove(&task_id).expect("present");
+        for step in &result.steps {
+            self.sink.status(*step);
+        }
+        let mut spec = t.spec;
+        spec.attempt = next.attempt;
+        spec.not_before = Some(now_micros() + wait.as_micros() as u64);
+        let lost = StatusUpdate {
+            task_id,
+            attempt: result.attempt,
+            kind: EventKind::Lost,
+            at: result.finished_at,
+            by: Actor::Endpoint,
+        };
+        self.republish(spec, lost, t.delivery);
+        true
+    }
+
     /// A task's worker or manager is gone: retry it here, or let it fail once its retries
     /// are spent. The decision is the state machine's.
     pub(super) async fn lost(&mut self, task_id: TaskId, attempt: u32, at: u64, reason: &str) {

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use ferry_proto::messages::{Completion, FunctionKind, Requires, TaskResult};
+use ferry_proto::messages::{Completion, FunctionKind, Requires, RetryPolicy, TaskResult};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::*;
@@ -28,8 +28,11 @@ impl Sink for Recorded {
         self.0.lock().unwrap().push(Said::Result(result));
     }
     fn heartbeat(&self, _: EndpointLoad, _: Vec<TaskId>) {}
-    fn retry(&self, batch: TaskBatch, _: StatusUpdate, _: u64) {
-        self.0.lock().unwrap().push(Said::Retry(batch));
+    /// As if the broker confirmed the retry at once: then `lost` is reported.
+    fn retry(&self, batch: TaskBatch, lost: StatusUpdate, _: u64) {
+        let mut said = self.0.lock().unwrap();
+        said.push(Said::Retry(batch));
+        said.push(Said::Status(lost));
     }
 }
 
@@ -103,6 +106,8 @@ fn task(function: &FunctionCode, priority: i32) -> TaskSpec {
         requeues: 0,
         priority,
         requires: None,
+        retry: None,
+        not_before: None,
     }
 }
 
@@ -448,4 +453,88 @@ async fn with_managers_started_by_hand_an_unmet_task_waits_for_another_node() {
     };
     b.ic.step(Input::ManagerConnected { info, tx }).await;
     assert_eq!(ids(&frames(&mut gpu_rx).0), vec![gpu.task_id]);
+}
+
+impl Bench {
+    async fn fail(&mut self, manager: ManagerId, task: &TaskSpec, traceback: &str) {
+        let result = TaskResult {
+            task_id: task.task_id,
+            attempt: task.attempt,
+            steps: Vec::new(),
+            completion: Completion::Failure {
+                traceback: traceback.into(),
+                exception: None,
+            },
+            group: None,
+            finished_at: now_micros(),
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        let message = FromManager::Finished(result);
+        self.ic.step(Input::FromManager { manager, message }).await;
+    }
+}
+
+impl Recorded {
+    fn retried(&self) -> Vec<TaskSpec> {
+        let said = self.0.lock().unwrap();
+        said.iter()
+            .filter_map(|s| match s {
+                Said::Retry(batch) => Some(batch.tasks.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_failure_the_retry_policy_names_runs_again_after_its_backoff_and_others_fail() {
+    let mut b = bench();
+    let (manager, mut rx) = b.connect(4).await;
+    let policy = RetryPolicy {
+        on: vec!["ConnectionError".into()],
+        backoff_ms: 150,
+        max_backoff_ms: 1000,
+    };
+    let mut flaky = task(&b.function, 0);
+    flaky.retry = Some(policy.clone());
+    flaky.max_retries = 1;
+    let mut other = task(&b.function, 0);
+    other.retry = Some(policy);
+    b.send(vec![flaky.clone(), other.clone()]).await;
+    assert_eq!(frames(&mut rx).0.len(), 2);
+
+    b.fail(manager, &flaky, "Traceback...\nConnectionError: down")
+        .await;
+    b.fail(manager, &other, "Traceback...\nKeyError: 'x'").await;
+    let retried = b.sink.retried();
+    assert_eq!(retried.len(), 1, "only the named failure runs again");
+    let again = &retried[0];
+    assert_eq!((again.task_id, again.attempt), (flaky.task_id, 1));
+    let wait = again.not_before.unwrap().saturating_sub(now_micros());
+    assert!(
+        (100_000..=150_000).contains(&wait),
+        "held for its backoff: {wait} us"
+    );
+    let failed: Vec<TaskId> = b.sink.results().iter().map(|r| r.task_id).collect();
+    assert_eq!(failed, vec![other.task_id]);
+    assert_eq!(
+        b.sink.reported(EventKind::Lost),
+        vec![flaky.task_id],
+        "the failed attempt shows"
+    );
+
+    // The retry comes back through the broker: held until its backoff is over.
+    b.send(vec![again.clone()]).await;
+    assert!(frames(&mut rx).0.is_empty());
+    tokio::time::sleep(Duration::from_millis(160)).await;
+    b.ic.step(Input::Wake).await;
+    assert_eq!(ids(&frames(&mut rx).0), vec![flaky.task_id]);
+
+    // Out of retries: the failure is its result.
+    b.fail(manager, again, "Traceback...\nConnectionError: down again")
+        .await;
+    assert_eq!(b.sink.retried().len(), 1);
+    assert_eq!(b.sink.results().last().unwrap().task_id, flaky.task_id);
 }

@@ -354,6 +354,8 @@ impl Sweeper {
                 requeues: 0,
                 priority: info.priority,
                 requires: info.requires.clone(),
+                retry: info.retry.clone(),
+                not_before: None,
             });
             included.push(info);
         }

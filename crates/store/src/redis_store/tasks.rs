@@ -180,6 +180,9 @@ impl Store {
             if let Some(r) = &t.requires {
                 cmd.arg("rq").arg(requires_field(r));
             }
+            if let Some(r) = &t.retry {
+                cmd.arg("rt").arg(serde_json::to_string(r).unwrap_or_default());
+            }
             if let Some(g) = t.result_group {
                 cmd.arg("g").arg(g.to_string());
             }
@@ -543,7 +546,7 @@ impl Store {
         for id in ids {
             pipe.cmd("HMGET")
                 .arg(self.task_key(*id))
-                .arg(&["s", "a", "r", "f", "e", "p", "w", "g", "pi", "pr", "rq"]);
+                .arg(&["s", "a", "r", "f", "e", "p", "w", "g", "pi", "pr", "rq", "rt"]);
         }
         type Row = (
             Option<u8>,
@@ -557,12 +560,13 @@ impl Store {
             Option<u64>,
             Option<i32>,
             Option<String>,
+            Option<String>,
         );
         let rows: Vec<Row> = pipe.query_async(&mut conn).await?;
         Ok(ids
             .iter()
             .zip(rows)
-            .map(|(id, (s, a, r, f, e, p, w, g, pi, pr, rq))| {
+            .map(|(id, (s, a, r, f, e, p, w, g, pi, pr, rq, rt))| {
                 let state = TaskState::from_code(s?)?;
                 if state.is_terminal() || (p.is_none() && pi.is_none()) {
                     return None;
@@ -579,6 +583,7 @@ impl Store {
                     walltime_ms: w,
                     priority: pr.unwrap_or(0),
                     requires: rq.as_deref().and_then(parse_requires),
+                    retry: rt.as_deref().and_then(|r| serde_json::from_str(r).ok()),
                     result_group: g.and_then(|g| g.parse().ok()),
                 })
             })

@@ -64,6 +64,7 @@ pub(crate) fn new_task() -> NewTask {
         walltime_ms: None,
         priority: 0,
         requires: None,
+        retry: None,
         result_group: None,
         by_reference: false,
     }

@@ -7,9 +7,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use ferry_proto::api::{
-    BriefDoc, HistoryEntry, PhaseStep, RequiresBody, StatusRequest, SubmitRequest, SubmitResponse, TaskDoc,
+    BriefDoc, HistoryEntry, PhaseStep, RequiresBody, RetryBody, StatusRequest, SubmitRequest, SubmitResponse,
+    TaskDoc,
 };
-use ferry_proto::messages::Requires;
+use ferry_proto::messages::{Requires, RetryPolicy};
 use ferry_proto::state::{FailureCause, TaskState};
 use ferry_proto::time::to_secs;
 use ferry_proto::{TaskId, UserId};
@@ -53,11 +54,16 @@ pub(crate) fn submission(body: SubmitRequest, at: &str) -> ApiResult<Submission>
     let mut tasks = Vec::with_capacity(body.tasks.len());
     let session_priority = body.priority.unwrap_or(0);
     let session_requires = requires(body.requires, &format!("{at}requires"))?;
+    let session_retry = retry(body.retry, &format!("{at}retry"))?;
     for (i, t) in body.tasks.into_iter().enumerate() {
         let walltime_ms = positive_ms(t.walltime_secs, || format!("{at}tasks[{i}].walltime_secs"))?;
         let requires = match t.requires {
             Some(r) => requires(Some(r), &format!("{at}tasks[{i}].requires"))?,
             None => session_requires.clone(),
+        };
+        let retry = match t.retry {
+            Some(r) => retry(Some(r), &format!("{at}tasks[{i}].retry"))?,
+            None => session_retry.clone(),
         };
         tasks.push(Submitted {
             function_id: t.function_id,
@@ -66,6 +72,7 @@ pub(crate) fn submission(body: SubmitRequest, at: &str) -> ApiResult<Submission>
             walltime_ms,
             priority: t.priority.unwrap_or(session_priority),
             requires,
+            retry,
         });
     }
     Ok(Submission {
@@ -118,6 +125,45 @@ fn requires(body: Option<RequiresBody>, at: &str) -> ApiResult<Option<Requires>>
         tags,
     };
     Ok((requires != Requires::default()).then_some(requires))
+}
+
+/// A retry policy checked (`at` names it in errors).
+fn retry(body: Option<RetryBody>, at: &str) -> ApiResult<Option<RetryPolicy>> {
+    let Some(body) = body else { return Ok(None) };
+    if body.on.is_empty() || body.on.len() > 16 {
+        return Err(ApiError::bad_request(format!(
+            "{at}.on: 1 to 16 kinds of failure (`exception`, `exit` or exception type names), not {}",
+            body.on.len()
+        )));
+    }
+    let name = |o: &str| {
+        o.len() <= 200
+            && o.split('.').all(|part| {
+                part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+            })
+    };
+    if let Some((i, o)) = body.on.iter().enumerate().find(|(_, o)| !name(o)) {
+        return Err(ApiError::bad_request(format!(
+            "{at}.on[{i}]: {:?} is not `exception`, `exit` or an exception type name",
+            o.chars().take(60).collect::<String>()
+        )));
+    }
+    let secs = |value: Option<f64>, default: f64, field: &str, most: f64| -> ApiResult<u64> {
+        match value.unwrap_or(default) {
+            s if s.is_finite() && (0.0..=most).contains(&s) => Ok((s * 1000.0).round() as u64),
+            s => Err(ApiError::bad_request(format!(
+                "{at}.{field}: {s} is not a number of seconds from 0 to {most}"
+            ))),
+        }
+    };
+    let backoff_ms = secs(body.backoff_secs, 1.0, "backoff_secs", 3600.0)?;
+    let max_backoff_ms = secs(body.max_backoff_secs, 300.0, "max_backoff_secs", 86_400.0)?.max(backoff_ms);
+    Ok(Some(RetryPolicy {
+        on: body.on,
+        backoff_ms,
+        max_backoff_ms,
+    }))
 }
 
 /// Seconds as milliseconds, if they are more than 0 and at most 30 days.

@@ -140,6 +140,7 @@ pub(crate) async fn submit(
             walltime_ms: None,
             priority: 0,
             requires: None,
+            retry: None,
         }));
     }
     if body.create_queue {

@@ -252,3 +252,50 @@ def test_a_retry_policy_that_is_not_one_is_refused_naming_it(two_workers):
         with pytest.raises(APIError) as info:
             client.run(1, endpoint_id=two_workers.endpoint_id, function_id=fid, retry=retry)
         assert info.value.http_status == 400 and field in str(info.value), str(info.value)
+
+
+def host_pid(_i):
+    import os
+
+    return os.getpid()
+
+
+def hog(megabytes):
+    """Keeps `megabytes` alive in the host (a leak), returns its pid."""
+    import os
+
+    global _kept  # noqa: PLW0603
+    _kept = bytearray(megabytes << 20)
+    for i in range(0, len(_kept), 4096):
+        _kept[i] = 1
+    return os.getpid()
+
+
+@pytest.fixture(scope="module")
+def recycling():
+    """One worker whose Python host is replaced after 3 tasks or above 150 MiB."""
+    stack = Stack(workers=1)
+    stack.env["FERRY_RECYCLE_TASKS"] = "3"
+    stack.env["FERRY_RECYCLE_RSS_MB"] = "150"
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_a_python_host_is_recycled_after_n_tasks_and_above_its_memory_limit(recycling):
+    client = Client(recycling.url, token=recycling.token)
+    fid = client.register_function(host_pid)
+    batch = client.create_batch()
+    for i in range(7):
+        batch.add(fid, i)
+    session = client.submit_session(recycling.endpoint_id, batch)
+    pids = [client.get_result(t, timeout=60) for t in session.task_ids]
+    assert pids[0] == pids[1] == pids[2] and pids[3] == pids[4] == pids[5], pids
+    assert len({pids[0], pids[3], pids[6]}) == 3, f"three hosts of 3, 3 and 1 tasks: {pids}"
+    leak = client.register_function(hog)
+    first = client.get_result(client.run(200, endpoint_id=recycling.endpoint_id, function_id=leak), timeout=60)
+    second = client.get_result(client.run(1, endpoint_id=recycling.endpoint_id, function_id=leak), timeout=60)
+    assert first != second, "the host that passed 150 MiB was replaced before the next task"
+    logs = "".join(p.read_text(errors="replace") for p in recycling.dir.rglob("*.log"))
+    assert logs.count("Python host recycled") == 3, "each recycle is logged with its reason"
+    assert "ran 3 tasks" in logs and "over FERRY_RECYCLE_RSS_MB=150" in logs

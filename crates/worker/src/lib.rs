@@ -35,6 +35,16 @@ pub struct Config {
     /// application has its own (the endpoint's `provider.app_env_script`).
     #[arg(long, env = "FERRY_APP_ENV_SCRIPT")]
     pub app_env_script: Option<String>,
+    /// Start a fresh Python host after this many tasks (0: never).
+    #[arg(long, env = "FERRY_RECYCLE_TASKS", default_value_t = 0)]
+    pub recycle_tasks: u64,
+    /// Start a fresh Python host once it has been up this many seconds (0: never).
+    #[arg(long, env = "FERRY_RECYCLE_SECS", default_value_t = 0)]
+    pub recycle_secs: u64,
+    /// Start a fresh Python host once its memory (RSS, read after each task) passes
+    /// this many MiB (0: never).
+    #[arg(long, env = "FERRY_RECYCLE_RSS_MB", default_value_t = 0)]
+    pub recycle_rss_mb: u64,
 }
 
 /// Where this worker's tasks run: the run directories' root, and the working directory

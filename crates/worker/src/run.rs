@@ -102,7 +102,24 @@ struct Worker<'a> {
     alone: Option<Alone<'a>>,
     /// A withdrawal the host has not answered yet, with the tasks already taken back.
     withdrawing: Option<Vec<TaskId>>,
+    /// The host's tasks answered and when it started, for recycling it.
+    recycling: HostAge,
+    /// Why the host is to be replaced once it has answered what it holds.
+    recycle: Option<String>,
     output: Output,
+}
+
+/// How much the current Python host has done, and how many were replaced before it.
+struct HostAge {
+    tasks: u64,
+    since: Instant,
+    recycled: u64,
+}
+
+impl HostAge {
+    fn renew(&mut self) {
+        (self.tasks, self.since) = (0, Instant::now());
+    }
 }
 
 /// Runs tasks until stdin closes and every task received is answered. Exits the process
@@ -134,6 +151,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         at_host: VecDeque::new(),
         alone: None,
         withdrawing: None,
+        recycling: HostAge {
+            tasks: 0,
+            since: Instant::now(),
+            recycled: 0,
+        },
+        recycle: None,
         output,
     };
     let mut input_open = true;
@@ -220,9 +243,20 @@ impl Worker<'_> {
                 self.start_alone(task).await?;
                 continue;
             };
+            let sent = self.recycling.tasks + self.at_host.len() as u64;
+            if self.host.is_some() && recycle_due(self.config, &self.recycling, sent, &mut self.recycle) {
+                if !self.at_host.is_empty() {
+                    // It answers what it holds first.
+                    break;
+                }
+                recycle_host(&mut self.host, &mut self.recycle, &mut self.recycling).await;
+            }
             if self.host.is_none() {
                 match Host::start(&self.config.python, self.places.for_host()).await {
-                    Ok(h) => self.host = Some(h),
+                    Ok(h) => {
+                        self.host = Some(h);
+                        self.recycling.renew();
+                    }
                     Err(e) => {
                         let task = self.waiting.pop_front().expect("front exists");
                         let started = now_micros();
@@ -304,6 +338,19 @@ impl Worker<'_> {
             );
         }
         let sent = self.at_host.pop_front().expect("checked above");
+        self.recycling.tasks += 1;
+        if self.config.recycle_rss_mb > 0
+            && let Some(host) = &self.host
+            && let Some(rss) = rss_bytes(host.pid)
+            && rss > self.config.recycle_rss_mb << 20
+        {
+            self.recycle = Some(format!(
+                "its memory (RSS) is {} MiB, over FERRY_RECYCLE_RSS_MB={} (after task {})",
+                rss >> 20,
+                self.config.recycle_rss_mb,
+                sent.task.task_id
+            ));
+        }
         let result = finished(&sent.task, outcome);
         self.output.feed(frame(&FromWorker::Finished(result))?).await?;
         if let Some(next) = self.at_host.front_mut() {
@@ -526,4 +573,40 @@ async fn run_alone(
         Some(out) => result(task, started, out.completion, out.stdout, out.stderr),
         None => timed_out(task, started),
     }
+}
+
+/// A process's resident memory, from `/proc/<pid>/statm`.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
+}
+
+/// Whether the Python host is due to be replaced (setting `recycle` to why): its memory
+/// passed the limit after a task, or it was sent `recycle_tasks` tasks (`sent`) or is up
+/// `recycle_secs`.
+fn recycle_due(config: &Config, age: &HostAge, sent: u64, recycle: &mut Option<String>) -> bool {
+    if recycle.is_none() && config.recycle_tasks > 0 && sent >= config.recycle_tasks {
+        *recycle = Some(format!("it ran {sent} tasks (FERRY_RECYCLE_TASKS)"));
+    }
+    if recycle.is_none()
+        && config.recycle_secs > 0
+        && age.since.elapsed() >= std::time::Duration::from_secs(config.recycle_secs)
+    {
+        *recycle = Some(format!(
+            "it has been up {} s (FERRY_RECYCLE_SECS)",
+            config.recycle_secs
+        ));
+    }
+    recycle.is_some()
+}
+
+/// Replaces the (idle) Python host, logging why: the next Python task starts a fresh one.
+async fn recycle_host(host: &mut Option<Host>, recycle: &mut Option<String>, age: &mut HostAge) {
+    let Some(stopped) = host.take() else { return };
+    let reason = recycle.take().unwrap_or_default();
+    age.recycled += 1;
+    tracing::info!(pid = stopped.pid, tasks = age.tasks, recycled = age.recycled, %reason, "Python host recycled");
+    stopped.stop().await;
+    crate::lifeline::end_tree(None, &[]);
 }

@@ -330,6 +330,30 @@ const SETTINGS: &[(&str, Applies, &str, &str)] = &[
         "\"7d\"",
         "how long a finished task's run directory is kept when it holds anything",
     ),
+    (
+        "recycle_after_tasks",
+        Applies::All,
+        "100",
+        "replace a worker's Python host after this many tasks",
+    ),
+    (
+        "recycle_after",
+        Applies::All,
+        "\"1h\"",
+        "replace a worker's Python host once it has been up this long",
+    ),
+    (
+        "recycle_above_rss_mb",
+        Applies::All,
+        "4096",
+        "replace a worker's Python host when its memory passes this many MiB after a task",
+    ),
+    (
+        "node_tags",
+        Applies::All,
+        "[\"avx512\"]",
+        "labels of the nodes this provider starts, which tasks may require",
+    ),
 ];
 
 /// A provider setting's value, if it is set (as TOML).

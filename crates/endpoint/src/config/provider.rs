@@ -191,6 +191,20 @@ pub struct ProviderConfig {
     /// ext4 `mkdir` and `rmdir` cost ~100 µs a task).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub python_run_dirs: Option<PythonRunDirs>,
+    /// Replace a worker's Python host after this many tasks (`FERRY_RECYCLE_TASKS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle_after_tasks: Option<u64>,
+    /// Replace a worker's Python host once it has been up this long (`FERRY_RECYCLE_SECS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle_after: Option<Seconds>,
+    /// Replace a worker's Python host when its memory (RSS) passes this many MiB after a
+    /// task (`FERRY_RECYCLE_RSS_MB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle_above_rss_mb: Option<u64>,
+    /// Labels of the nodes this provider starts, which tasks may require
+    /// (`FERRY_NODE_TAGS`; docs/scheduling.md#requirements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_tags: Option<Vec<String>>,
 }
 
 /// See [`ProviderConfig::python_run_dirs`].
@@ -301,6 +315,25 @@ impl ProviderConfig {
         let mut resolved = self.clone();
         resolved.run_dir.get_or_insert_with(|| endpoint_dir.join("runs"));
         resolved
+    }
+
+    /// What the managers' environment carries for their workers from these settings:
+    /// recycling (`FERRY_RECYCLE_*`) and the nodes' tags (`FERRY_NODE_TAGS`).
+    pub fn manager_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = Vec::new();
+        if let Some(n) = self.recycle_after_tasks {
+            env.push(("FERRY_RECYCLE_TASKS", n.to_string()));
+        }
+        if let Some(t) = self.recycle_after {
+            env.push(("FERRY_RECYCLE_SECS", t.0.as_secs().max(1).to_string()));
+        }
+        if let Some(m) = self.recycle_above_rss_mb {
+            env.push(("FERRY_RECYCLE_RSS_MB", m.to_string()));
+        }
+        if let Some(tags) = self.node_tags.as_ref().filter(|t| !t.is_empty()) {
+            env.push(("FERRY_NODE_TAGS", tags.join(",")));
+        }
+        env
     }
 
     pub fn keep_run_dirs(&self) -> std::time::Duration {
@@ -495,6 +528,17 @@ impl ProviderConfig {
                 break;
             }
         }
+        if let Some(tag) = self
+            .node_tags
+            .iter()
+            .flatten()
+            .find(|t| !ferry_proto::messages::is_tag(t))
+        {
+            problems.push(problem(
+                "node_tags",
+                format!("{tag:?} is not a tag (1 to 64 letters, digits, `_`, `-`, `.`)"),
+            ));
+        }
         problems
     }
 }
@@ -531,6 +575,32 @@ mod tests {
 
     fn parse(text: &str) -> ProviderConfig {
         toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn recycling_and_node_tags_reach_the_managers_environment_and_a_bad_tag_is_named() {
+        let p = parse(
+            "kind = \"slurm\"\nrecycle_after_tasks = 100\nrecycle_after = \"1h\"\n\
+             recycle_above_rss_mb = 4096\nnode_tags = [\"avx512\", \"bigmem\"]",
+        );
+        assert_eq!(
+            p.manager_env(),
+            [
+                ("FERRY_RECYCLE_TASKS", "100".to_owned()),
+                ("FERRY_RECYCLE_SECS", "3600".to_owned()),
+                ("FERRY_RECYCLE_RSS_MB", "4096".to_owned()),
+                ("FERRY_NODE_TAGS", "avx512,bigmem".to_owned()),
+            ]
+        );
+        assert!(parse("kind = \"local\"").manager_env().is_empty());
+        let bad = parse("kind = \"local\"\nnode_tags = [\"ok\", \"no/slash\"]");
+        let problems = bad.check();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "provider.node_tags" && p.message.contains("\"no/slash\"")),
+            "{problems:?}"
+        );
     }
 
     #[test]

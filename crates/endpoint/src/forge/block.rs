@@ -214,6 +214,12 @@ impl BlockScript<'_> {
                 .python_run_dirs
                 .map(|dirs| format!("export FERRY_PYTHON_RUN_DIRS={}", dirs.name())),
         )
+        .chain(
+            self.config
+                .manager_env()
+                .into_iter()
+                .map(|(key, value)| format!("export {key}={}", quote(&value))),
+        )
         .collect::<Vec<_>>()
         .join("\n")
     }
@@ -310,6 +316,16 @@ mod tests {
         assert!(s.contains("export FERRY_MANAGER_SECRET=s3cr3t\n"), "{s}");
         let command = s.lines().find(|l| l.starts_with("srun")).unwrap();
         assert!(!command.contains("s3cr3t"), "{command}");
+    }
+
+    #[test]
+    fn recycling_and_node_tags_are_exported_to_the_managers() {
+        let s = script(&config(
+            "kind = \"pbs\"\nrecycle_after_tasks = 50\nnode_tags = [\"avx512\", \"gpu-a100\"]",
+        ));
+        assert!(s.contains("export FERRY_RECYCLE_TASKS=50\n"), "{s}");
+        assert!(s.contains("export FERRY_NODE_TAGS=avx512,gpu-a100\n"), "{s}");
+        assert!(!script(&config("kind = \"pbs\"")).contains("FERRY_RECYCLE"));
     }
 
     #[test]

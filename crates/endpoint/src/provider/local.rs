@@ -29,6 +29,8 @@ pub struct LocalManagers {
     pub app_env_script: Option<String>,
     /// `FERRY_PYTHON_RUN_DIRS`: `per-task` or `on-request`.
     pub python_run_dirs: Option<&'static str>,
+    /// More of the managers' environment (`ProviderConfig::manager_env`).
+    pub env: Vec<(&'static str, String)>,
     pub secret: String,
     /// The SHA-256 of the endpoint's certificate, which the managers pin.
     pub cert_sha256: ferry_proto::frames::CertFingerprint,
@@ -126,6 +128,7 @@ async fn keep_manager(node: String, block_id: String, config: LocalManagers, sto
                     .map(|s| ("FERRY_APP_ENV_SCRIPT", s)),
             )
             .envs(config.python_run_dirs.map(|s| ("FERRY_PYTHON_RUN_DIRS", s)))
+            .envs(config.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("FERRY_MANAGER_SECRET", &config.secret)
             .env("FERRY_ENDPOINT_CERT_SHA256", config.cert_sha256.to_string())
             .stdin(Stdio::null())

@@ -125,9 +125,9 @@ impl Slot {
         let _ = self.tasks.send(SlotInput::Run(function, task));
     }
 
-    /// Asks for the tasks queued behind the running one back: answered by one
-    /// [`SlotEvent::Returned`] (possibly empty), unless the worker dies first
-    /// ([`SlotEvent::Gone`]).
+    /// Asks for the tasks queued behind the running one back: answered by
+    /// [`SlotEvent::Returned`] (possibly empty; one or two, as the worker answers), unless
+    /// the worker dies first ([`SlotEvent::Gone`]).
     pub fn withdraw(&self) {
         let _ = self.tasks.send(SlotInput::Withdraw);
     }

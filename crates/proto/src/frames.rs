@@ -211,8 +211,9 @@ pub enum ToWorker {
         task: TaskSpec,
     },
     /// Give back the tasks handed over that have not begun (the one running stays): they
-    /// wait behind a long task while another worker is idle. Answered by one
-    /// [`FromWorker::Withdrawn`].
+    /// wait behind a long task while another worker is idle. Answered by
+    /// [`FromWorker::Withdrawn`]: at once for what the worker holds, once its Python host
+    /// answers for what it holds.
     Withdraw,
 }
 
@@ -229,8 +230,8 @@ pub enum FromWorker {
         at: Micros,
     },
     Finished(TaskResult),
-    /// The answer to [`ToWorker::Withdraw`]: these tasks will not run here (possibly
-    /// none); the others run as sent.
+    /// (Part of) the answer to [`ToWorker::Withdraw`]: these tasks will not run here
+    /// (possibly none); the others run as sent.
     Withdrawn {
         task_ids: Vec<TaskId>,
     },

@@ -8,11 +8,13 @@
 //! in the worker itself while the loop goes on reading: tasks finish in the order the
 //! manager sent them, which is what it expects.
 //!
-//! A [`ToWorker::Withdraw`] takes back what has not begun: the tasks still here, at
-//! once, and those sent to the host behind the one it runs, which the host is asked for
-//! (`host`'s withdrawal); one [`FromWorker::Withdrawn`] names them all, and none of them
-//! runs here. The manager asks when they wait behind a long task while another worker
-//! is idle.
+//! A [`ToWorker::Withdraw`] takes back what has not begun: the tasks still here, named
+//! at once in a [`FromWorker::Withdrawn`], and those sent to the host behind the one it
+//! runs, which the host is asked for (`host`'s withdrawal) and which a second one names
+//! when it answers (an empty one when nothing is left behind the running task before it
+//! does; an answer that comes later still gives back what it names). None of them runs
+//! here. The manager asks when they wait behind a long task while another worker is
+//! idle.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -100,8 +102,10 @@ struct Worker<'a> {
     /// Sent to the host, not answered.
     at_host: VecDeque<Sent>,
     alone: Option<Alone<'a>>,
-    /// A withdrawal the host has not answered yet, with the tasks already taken back.
-    withdrawing: Option<Vec<TaskId>>,
+    /// A withdrawal the manager is owed an answer to, which waits for the host's.
+    withdrawing: bool,
+    /// The host's control socket is read (until it breaks: its host is going).
+    listening: bool,
     /// The host's tasks answered and when it started, for recycling it.
     recycling: HostAge,
     /// Why the host is to be replaced once it has answered what it holds.
@@ -150,7 +154,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         waiting: VecDeque::new(),
         at_host: VecDeque::new(),
         alone: None,
-        withdrawing: None,
+        withdrawing: false,
+        listening: true,
         recycling: HostAge {
             tasks: 0,
             since: Instant::now(),
@@ -174,15 +179,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .walltime_ms
                 .map(|ms| s.since + std::time::Duration::from_millis(ms))
         });
-        let (in_hand, asked) = (!w.at_host.is_empty(), w.withdrawing.is_some());
+        // The host's answers to withdrawals are always listened for: one may come after
+        // the request stopped mattering here, and the tasks it names never run here.
+        let (in_hand, asked) = (!w.at_host.is_empty(), w.listening);
         tokio::select! {
             biased;
             event = from_host(&mut w.host, in_hand, asked) => match event {
                 HostEvent::Answer(answer) => w.answered(answer).await?,
                 HostEvent::Withdrawn(Ok(range)) => w.took_back(range).await?,
-                // The host is going: its death under a task says why.
+                // The host is going: its death under a task says why; an idle one is
+                // replaced when the next task comes.
                 HostEvent::Withdrawn(Err(e)) => {
-                    tracing::warn!(error = %e, "no answer from the Python host to a withdrawal");
+                    tracing::warn!(error = %e, "the Python host's control socket broke");
+                    w.listening = false;
+                    if w.at_host.is_empty() {
+                        w.host = None;
+                    }
                 }
             },
             result = alone_done(&mut w.alone) => {
@@ -256,6 +268,7 @@ impl Worker<'_> {
                     Ok(h) => {
                         self.host = Some(h);
                         self.recycling.renew();
+                        self.listening = true;
                     }
                     Err(e) => {
                         let task = self.waiting.pop_front().expect("front exists");
@@ -353,6 +366,14 @@ impl Worker<'_> {
         }
         let result = finished(&sent.task, outcome);
         self.output.feed(frame(&FromWorker::Finished(result))?).await?;
+        if self.withdrawing && self.at_host.len() < 2 {
+            // Nothing is left behind a running task to take back: the manager's request
+            // is answered (a late answer of the host is still taken, in `took_back`).
+            self.withdrawing = false;
+            self.output
+                .feed(frame(&FromWorker::Withdrawn { task_ids: Vec::new() })?)
+                .await?;
+        }
         if let Some(next) = self.at_host.front_mut() {
             (next.since, next.since_micros) = (Instant::now(), now_micros());
         }
@@ -365,15 +386,21 @@ impl Worker<'_> {
     /// The manager asks for what has not begun: the tasks waiting here now, and those
     /// behind the host's running one once the host answers.
     async fn withdraw(&mut self) -> anyhow::Result<()> {
+        // What is here goes back at once, whatever the host does.
         let ids: Vec<TaskId> = self.waiting.drain(..).map(|t| t.task_id).collect();
-        if self.withdrawing.is_none()
+        if !self.withdrawing
             && self.at_host.len() >= 2
             && let Some(host) = self.host.as_mut()
         {
             let (first, upto) = (self.at_host[1].seq, self.at_host.back().expect("two").seq);
             match host.withdraw(first, upto).await {
                 Ok(()) => {
-                    self.withdrawing = Some(ids);
+                    self.withdrawing = true;
+                    if !ids.is_empty() {
+                        self.output
+                            .send(frame(&FromWorker::Withdrawn { task_ids: ids })?)
+                            .await?;
+                    }
                     return Ok(());
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot ask the Python host for tasks back"),
@@ -387,8 +414,8 @@ impl Worker<'_> {
 
     /// The host will not run the tasks numbered in `range`: they go back.
     async fn took_back(&mut self, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<()> {
-        let asked = self.withdrawing.is_some();
-        let mut ids = self.withdrawing.take().unwrap_or_default();
+        let asked = std::mem::take(&mut self.withdrawing);
+        let mut ids = Vec::new();
         let front = self.at_host.front().map(|s| s.seq);
         self.at_host.retain(|s| {
             let back = range.contains(&s.seq);
@@ -428,8 +455,8 @@ impl Worker<'_> {
         }
         let result = timed_out(&sent.task, sent.since_micros);
         self.output.feed(frame(&FromWorker::Finished(result))?).await?;
-        if let Some(mut ids) = self.withdrawing.take() {
-            ids.extend(self.waiting.drain(..).map(|t| t.task_id));
+        if std::mem::take(&mut self.withdrawing) {
+            let ids = self.waiting.drain(..).map(|t| t.task_id).collect();
             self.output
                 .feed(frame(&FromWorker::Withdrawn { task_ids: ids })?)
                 .await?;

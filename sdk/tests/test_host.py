@@ -17,7 +17,7 @@ SDK = Path(__file__).resolve().parents[1]
 
 
 class HostProcess:
-    def __init__(self, env: dict | None = None, cwd: Path | None = None):
+    def __init__(self, env: dict | None = None, cwd: Path | None = None, pass_fds: tuple = ()):
         env = dict(os.environ, PYTHONPATH=str(SDK), **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "ferry.host"],
@@ -25,6 +25,7 @@ class HostProcess:
             stdout=subprocess.PIPE,
             env=env,
             cwd=cwd,
+            pass_fds=pass_fds,
         )
         kind, body = self.read()
         assert kind == b"R"
@@ -420,6 +421,17 @@ def _task_frame(tid: bytes, fid: bytes, code: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
+def _controlled_host():
+    """A host with the control socket the worker gives it for withdrawals: the host and
+    our end of the socket."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    h = HostProcess(env={"FERRY_HOST_CONTROL_FD": str(theirs.fileno())}, pass_fds=(theirs.fileno(),))
+    theirs.close()
+    return h, ours
+
+
 def snooze(seconds):
     import time
 
@@ -432,22 +444,10 @@ def test_tasks_behind_a_long_one_are_withdrawn_at_once_and_never_run():
     handler runs between two bytecodes), skips the tasks it gave back (keeping the
     function one of them carried) and runs the rest."""
     import signal
-    import socket
 
-    ours, theirs = socket.socketpair()
-    env = dict(os.environ, PYTHONPATH=str(SDK), FERRY_HOST_CONTROL_FD=str(theirs.fileno()))
-    proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "ferry.host"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-        pass_fds=[theirs.fileno()],
-    )
-    theirs.close()
+    h, ours = _controlled_host()
+    proc = h.proc
     try:
-        h = HostProcess.__new__(HostProcess)
-        h.proc = proc
-        assert h.read()[0] == b"R"
         slow, fast = uuid.uuid4().bytes, uuid.uuid4().bytes
         ids = [uuid.uuid4().bytes for _ in range(5)]
         frames = [_task_frame(ids[0], slow, serialize_function(snooze).encode(), pack_args((1.5,)).encode())]
@@ -456,9 +456,8 @@ def test_tasks_behind_a_long_one_are_withdrawn_at_once_and_never_run():
             frames.append(_task_frame(tid, fast, code, pack_args((i,)).encode()))
         proc.stdin.write(b"".join(frames))
         proc.stdin.flush()
-        time.sleep(0.3)  # the first task runs
         asked = time.monotonic()
-        ours.sendall(struct.pack(">QQ", 1, 4))  # 1 has begun: 2..4 come back
+        ours.sendall(struct.pack(">QQ", 2, 4))  # behind the first, as the worker asks
         os.kill(proc.pid, signal.SIGURG)
         ours.settimeout(5)
         lo, upto = struct.unpack(">QQ", ours.recv(16))
@@ -495,22 +494,10 @@ def grab_the_signal():
 
 def test_a_task_that_takes_the_withdrawal_signal_does_not_keep_it():
     import signal
-    import socket
 
-    ours, theirs = socket.socketpair()
-    env = dict(os.environ, PYTHONPATH=str(SDK), FERRY_HOST_CONTROL_FD=str(theirs.fileno()))
-    proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "ferry.host"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-        pass_fds=[theirs.fileno()],
-    )
-    theirs.close()
+    h, ours = _controlled_host()
+    proc = h.proc
     try:
-        h = HostProcess.__new__(HostProcess)
-        h.proc = proc
-        assert h.read()[0] == b"R"
         grab = uuid.uuid4().bytes
         proc.stdin.write(_task_frame(uuid.uuid4().bytes, grab, serialize_function(grab_the_signal).encode(), pack_args(()).encode()))
         proc.stdin.flush()
@@ -522,7 +509,6 @@ def test_a_task_that_takes_the_withdrawal_signal_does_not_keep_it():
         ]
         proc.stdin.write(b"".join(frames))
         proc.stdin.flush()
-        time.sleep(0.2)
         ours.sendall(struct.pack(">QQ", 3, 3))
         os.kill(proc.pid, signal.SIGURG)
         ours.settimeout(5)

@@ -136,7 +136,10 @@ def test_a_worker_running_a_long_task_takes_no_more_while_another_is_idle(two_wo
     long_id = client.run(3, endpoint_id=two_workers.endpoint_id, function_id=long_fid)
     import time
 
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while client.get_task(long_id)["status"] != "running":  # reported past 2 ms of running
+        assert time.monotonic() < deadline, "the long task never ran"
+        time.sleep(0.05)
     batch = client.create_batch()
     for i in range(10):
         batch.add(short, str(log), i)

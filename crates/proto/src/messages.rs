@@ -181,14 +181,19 @@ impl RetryPolicy {
 pub fn exception_type(traceback: &str) -> Option<&str> {
     traceback.lines().rev().find_map(|line| {
         let name = line.split(':').next()?.trim_end();
-        let ok = !name.is_empty()
-            && !line.starts_with(' ')
-            && name.split('.').all(|part| {
-                part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
-                    && part.chars().all(|c| c.is_alphanumeric() || c == '_')
-            });
-        ok.then_some(name)
+        (!line.starts_with(' ') && is_exception_name(name)).then_some(name)
     })
+}
+
+/// Whether `name` reads as a (dotted) Python exception type name: what a retry policy
+/// names and a traceback ends with.
+pub fn is_exception_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name.split('.').all(|part| {
+            part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+        })
 }
 
 /// What a task needs of the node that runs it: at least these cores, this memory,

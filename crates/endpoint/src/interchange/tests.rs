@@ -157,13 +157,27 @@ impl Bench {
     }
 
     async fn finish(&mut self, manager: ManagerId, task: &TaskSpec) {
+        let done = Completion::Success {
+            result: Bytes::from_static(b"00\nx"),
+        };
+        self.report(manager, task, done).await;
+    }
+
+    async fn fail(&mut self, manager: ManagerId, task: &TaskSpec, traceback: &str) {
+        let failed = Completion::Failure {
+            traceback: traceback.into(),
+            exception: None,
+        };
+        self.report(manager, task, failed).await;
+    }
+
+    /// The manager reports the task ended so.
+    async fn report(&mut self, manager: ManagerId, task: &TaskSpec, completion: Completion) {
         let result = TaskResult {
             task_id: task.task_id,
             attempt: task.attempt,
             steps: Vec::new(),
-            completion: Completion::Success {
-                result: Bytes::from_static(b"00\nx"),
-            },
+            completion,
             group: None,
             finished_at: now_micros(),
             stdout: String::new(),
@@ -453,26 +467,6 @@ async fn with_managers_started_by_hand_an_unmet_task_waits_for_another_node() {
     };
     b.ic.step(Input::ManagerConnected { info, tx }).await;
     assert_eq!(ids(&frames(&mut gpu_rx).0), vec![gpu.task_id]);
-}
-
-impl Bench {
-    async fn fail(&mut self, manager: ManagerId, task: &TaskSpec, traceback: &str) {
-        let result = TaskResult {
-            task_id: task.task_id,
-            attempt: task.attempt,
-            steps: Vec::new(),
-            completion: Completion::Failure {
-                traceback: traceback.into(),
-                exception: None,
-            },
-            group: None,
-            finished_at: now_micros(),
-            stdout: String::new(),
-            stderr: String::new(),
-        };
-        let message = FromManager::Finished(result);
-        self.ic.step(Input::FromManager { manager, message }).await;
-    }
 }
 
 impl Recorded {

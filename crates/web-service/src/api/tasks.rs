@@ -136,14 +136,8 @@ fn retry(body: Option<RetryBody>, at: &str) -> ApiResult<Option<RetryPolicy>> {
             body.on.len()
         )));
     }
-    let name = |o: &str| {
-        o.len() <= 200
-            && o.split('.').all(|part| {
-                part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
-                    && part.chars().all(|c| c.is_alphanumeric() || c == '_')
-            })
-    };
-    if let Some((i, o)) = body.on.iter().enumerate().find(|(_, o)| !name(o)) {
+    let is_name = ferry_proto::messages::is_exception_name;
+    if let Some((i, o)) = body.on.iter().enumerate().find(|(_, o)| !is_name(o)) {
         return Err(ApiError::bad_request(format!(
             "{at}.on[{i}]: {:?} is not `exception`, `exit` or an exception type name",
             o.chars().take(60).collect::<String>()

@@ -327,6 +327,7 @@ class Client:
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
         retry: dict[str, Any] | None = None,
+        environment: str | None = None,
     ) -> str:
         """Runs a registered application once with these inputs; returns the task id.
         The inputs are checked against the application's before anything is queued: all
@@ -349,6 +350,7 @@ class Client:
             priority=priority,
             requires=requires,
             retry=retry,
+            environment=environment,
         )[0]
 
     def _registered(self, application: Application) -> str:
@@ -399,10 +401,10 @@ class Client:
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
         retry: dict[str, Any] | None = None,
+        environment: str | None = None,
     ) -> list[str]:
-        return self._submit_session(endpoint_id, tasks, max_retries, walltime, events, priority, requires, retry)[
-            "task_ids"
-        ]
+        scheduling = (priority, requires, retry, environment)
+        return self._submit_session(endpoint_id, tasks, max_retries, walltime, events, *scheduling)["task_ids"]
 
     def _submit_session(
         self,
@@ -414,15 +416,11 @@ class Client:
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
         retry: dict[str, Any] | None = None,
+        environment: str | None = None,
     ) -> dict:
         body = _session_body(self._endpoint(endpoint_id), tasks, max_retries, walltime)
         body["events"] = events
-        if priority is not None:
-            body["priority"] = priority
-        if requires is not None:
-            body["requires"] = requires
-        if retry is not None:
-            body["retry"] = retry
+        body.update(_scheduling(priority, requires, retry, environment))
         return self._request("POST", "/v1/tasks", body, idempotent=True)
 
     def _endpoint(self, endpoint_id: str | None) -> str:
@@ -444,6 +442,7 @@ class Client:
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
         retry: dict[str, Any] | None = None,
+        environment: str | None = None,
         **kwargs: Any,
     ) -> str:
         """Runs a registered function once on an endpoint (:attr:`endpoint_id` when
@@ -459,7 +458,9 @@ class Client:
         (within ``max_retries``), ``{"on": ["ConnectionError"], "backoff_secs": 1,
         "max_backoff_secs": 300}``; ``on`` takes ``exception`` (any), ``exit`` (a
         command that failed) or exception type names; each retry waits twice the one
-        before.
+        before. ``environment``: the endpoint's task environment (its
+        ``[provider.environments.<name>]``) whose Python runs it: its interpreter,
+        variables and setup; default: the endpoint's own Python.
         """
         payload = self._payload(function_id, args, kwargs)
         return self._submit(
@@ -470,6 +471,7 @@ class Client:
             priority=priority,
             requires=requires,
             retry=retry,
+            environment=environment,
         )[0]
 
     def create_batch(self) -> Batch:
@@ -496,13 +498,15 @@ class Client:
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
         retry: dict[str, Any] | None = None,
+        environment: str | None = None,
     ) -> Session:
         """Submits a batch as one session (all its tasks are accepted or none is).
         ``timeout``: seconds the whole session may take; then its unfinished tasks fail
         with the cause ``timeout``. ``priority``: its tasks' (a higher one runs first
         among the tasks waiting at the endpoint; default 0). ``requires``: what the
         nodes running them must have (see :meth:`run`)."""
-        return self.submit_sessions([(endpoint_id, batch)], timeout, max_retries, walltime, priority, requires, retry)[0]
+        scheduling = (priority, requires, retry, environment)
+        return self.submit_sessions([(endpoint_id, batch)], timeout, max_retries, walltime, *scheduling)[0]
 
     def submit_sessions(
         self,
@@ -513,16 +517,11 @@ class Client:
         priority: int | None = None,
         requires: dict[str, Any] | None = None,
         retry: dict[str, Any] | None = None,
+        environment: str | None = None,
     ) -> list[Session]:
         """Submits several ``(endpoint_id, batch)`` sessions in one request; every one is
         checked before any is created."""
-        extra: dict[str, Any] = {"timeout_secs": timeout}
-        if priority is not None:
-            extra["priority"] = priority
-        if requires is not None:
-            extra["requires"] = requires
-        if retry is not None:
-            extra["retry"] = retry
+        extra: dict[str, Any] = {"timeout_secs": timeout, **_scheduling(priority, requires, retry, environment)}
         body = {
             "sessions": [
                 {**_session_body(endpoint_id, batch.tasks, max_retries, walltime), **extra}
@@ -659,6 +658,17 @@ class Client:
 
     def list_endpoints(self) -> list[dict]:
         return self._request("GET", "/v1/endpoints")
+
+
+def _scheduling(
+    priority: int | None,
+    requires: dict[str, Any] | None,
+    retry: dict[str, Any] | None,
+    environment: str | None,
+) -> dict[str, Any]:
+    """The scheduling options of a session or task that are set, as the API names them."""
+    options = {"priority": priority, "requires": requires, "retry": retry, "environment": environment}
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _retry_after(response: http.client.HTTPResponse) -> float:

@@ -301,4 +301,4 @@ def test_a_python_host_is_recycled_after_n_tasks_and_above_its_memory_limit(recy
     assert first != second, "the host that passed 150 MiB was replaced before the next task"
     logs = "".join(p.read_text(errors="replace") for p in recycling.dir.rglob("*.log"))
     assert logs.count("Python host recycled") == 3, "each recycle is logged with its reason"
-    assert "ran 3 tasks" in logs and "over FERRY_RECYCLE_RSS_MB=150" in logs
+    assert "ran 3 tasks" in logs and "over its limit of 150 MiB" in logs

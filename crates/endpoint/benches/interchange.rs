@@ -92,6 +92,7 @@ fn bench(c: &mut Criterion) {
                                 requires: None,
                                 retry: None,
                                 not_before: None,
+                                environment: None,
                             })
                             .collect();
                         let batch = TaskBatch {

@@ -83,6 +83,37 @@ pub fn workers_env(config: &EndpointConfig) -> Option<ferry_proto::api::WorkerEn
         .flatten()
 }
 
+/// The task environments, each with its Python as its hosts would start (asked once, at
+/// start; not for managers started by hand, whose environments are their own).
+fn environments(
+    config: &EndpointConfig,
+) -> std::collections::BTreeMap<String, crate::interchange::EnvironmentInfo> {
+    let manual = config.provider.kind == crate::config::ProviderKind::Manual;
+    config
+        .provider
+        .host_environments()
+        .into_iter()
+        .map(|(name, e)| {
+            let python = (!manual)
+                .then(|| crate::cli::python::environment_env(&e))
+                .flatten()
+                .map(|found| crate::interchange::WorkersPython {
+                    version: found.python_version,
+                    interpreter: e.python.clone(),
+                });
+            match &python {
+                Some(p) => tracing::info!(environment = %name, python = %p.version, interpreter = %p.interpreter, "task environment"),
+                None => tracing::warn!(environment = %name, interpreter = %e.python, "task environment whose Python could not be asked its version (does it have Ferry's SDK?)"),
+            }
+            let info = crate::interchange::EnvironmentInfo {
+                python,
+                recycle_unreferenced: e.recycle_unreferenced,
+            };
+            (name, info)
+        })
+        .collect()
+}
+
 /// Registers with the web-service (keeping the id from an earlier start), telling it
 /// `worker_env` ([`workers_env`]). A credential the service hands back (registering
 /// with the owner's token) is kept in the endpoint's directory and used from then on.
@@ -215,6 +246,7 @@ async fn run_once(
         version: e.python_version,
         interpreter: config.provider.python.clone(),
     }))
+    .with_environments(environments(config))
     .remembering(take_finished(dir));
     let mut waiting = interchange.pending_tasks();
     let capacity = interchange.capacity();

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_proto::frames::{CertFingerprint, FromManager, ManagerInfo, ToManager};
-use ferry_proto::messages::{FunctionCode, TaskSpec};
+use ferry_proto::messages::{FunctionCode, FunctionKind, TaskSpec};
 use ferry_proto::{FunctionId, ManagerId, TaskId};
 use futures_util::SinkExt;
 use link::{FromEndpoint, Link, ToEndpoint};
@@ -253,6 +253,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         load: vec![None; slots.len()],
         since: vec![Instant::now(); slots.len()],
         withdrawing: vec![false; slots.len()],
+        hosts: vec![None; slots.len()],
         steal_after: (config.steal_after_ms > 0).then(|| Duration::from_millis(config.steal_after_ms)),
         slots,
         depth: config.tasks_per_worker.max(1),
@@ -310,6 +311,10 @@ struct Manager {
     since: Vec<Instant>,
     /// Slots asked for their queued tasks back, not answered yet.
     withdrawing: Vec<bool>,
+    /// The task environment of the Python host each slot's worker has, or will have
+    /// once it reaches the last Python task handed to it: `Some(None)` the default one,
+    /// `None` not known (no Python task yet: with task environments, no host).
+    hosts: Vec<Option<Option<String>>>,
     /// When a running task counts as long (`None`: never).
     steal_after: Option<Duration>,
     depth: u32,
@@ -347,6 +352,7 @@ impl Manager {
                     match ferry_proto::codec::decode::<ToManager>(&frame?) {
                         Ok(ToManager::Run { functions, tasks }) => self.take(functions, tasks).await?,
                         Ok(ToManager::Cancel { task_ids }) => self.cancel(task_ids).await?,
+                        Ok(ToManager::Unreferenced { environment }) => self.unreferenced(environment),
                         Ok(ToManager::Shutdown) => break,
                         Ok(ToManager::Refused { reason }) => anyhow::bail!("the endpoint refused this manager: {reason}"),
                         Ok(ToManager::Hello { .. }) => anyhow::bail!("the endpoint greeted twice"),
@@ -443,6 +449,7 @@ impl Manager {
             SlotEvent::Ready(index) => {
                 self.load[index] = Some(0);
                 self.withdrawing[index] = false;
+                self.hosts[index] = None;
             }
             SlotEvent::Done(index) => {
                 if let Some(n) = self.load[index].as_mut() {
@@ -499,13 +506,27 @@ impl Manager {
     }
 
     /// Fills the least loaded ready slot first, one task at a time, so work spreads; a
-    /// slot running a long task takes none.
+    /// slot running a long task takes none. Among slots as loaded, a Python task goes to
+    /// one whose host is of its task environment, else to one without a host, else to
+    /// one whose host it replaces (docs/scheduling.md#task-environments).
     fn fill_slots(&mut self) {
         let now = Instant::now();
-        while !self.queue.is_empty() {
+        while let Some(task) = self.queue.front() {
+            let Some(function) = self.functions.get(&task.function_id).cloned() else {
+                tracing::error!(task_id = %task.task_id, function_id = %task.function_id, "task for a function the endpoint never sent");
+                self.queue.pop_front();
+                continue;
+            };
+            let python = function.kind == FunctionKind::Python;
+            let fit = |host: &Option<Option<String>>| match host {
+                _ if !python => 0,
+                Some(env) if *env == task.environment => 0,
+                None => 1,
+                Some(_) => 2,
+            };
             let Some(index) = (0..self.slots.len())
                 .filter(|&i| self.load[i].is_some_and(|n| n < self.depth) && !self.long_running(i, now))
-                .min_by_key(|&i| self.load[i])
+                .min_by_key(|&i| (self.load[i], fit(&self.hosts[i])))
             else {
                 break;
             };
@@ -513,14 +534,31 @@ impl Manager {
                 self.since[index] = now;
             }
             let task = self.queue.pop_front().expect("not empty");
-            let Some(function) = self.functions.get(&task.function_id).cloned() else {
-                tracing::error!(task_id = %task.task_id, function_id = %task.function_id, "task for a function the endpoint never sent");
-                continue;
-            };
             if let Some(n) = self.load[index].as_mut() {
                 *n += 1;
             }
+            if python && self.hosts[index].as_ref() != Some(&task.environment) {
+                self.hosts[index] = Some(task.environment.clone());
+            }
             self.slots[index].assign(function, task);
+        }
+    }
+
+    /// No task of `environment` is left at the endpoint: every worker hears it (one
+    /// whose idle host is of it replaces it, when the environment says so).
+    fn unreferenced(&mut self, environment: String) {
+        for i in 0..self.slots.len() {
+            if self.load[i] == Some(0)
+                && self.hosts[i]
+                    .as_ref()
+                    .is_some_and(|h| h.as_deref() == Some(&*environment))
+            {
+                self.hosts[i] = None;
+            }
+        }
+        let environment: Arc<str> = environment.into();
+        for slot in &self.slots {
+            slot.unreferenced(environment.clone());
         }
     }
 

@@ -44,6 +44,8 @@ pub(crate) enum SlotInput {
     Run(Arc<FunctionCode>, TaskSpec),
     Cancel(Arc<HashSet<TaskId>>),
     Withdraw,
+    /// Passed on to the worker ([`ToWorker::Unreferenced`]).
+    Unreferenced(Arc<str>),
 }
 
 /// The pids of the workers whose exit tokio has not collected yet: their processes are
@@ -130,6 +132,11 @@ impl Slot {
     /// the worker dies first ([`SlotEvent::Gone`]).
     pub fn withdraw(&self) {
         let _ = self.tasks.send(SlotInput::Withdraw);
+    }
+
+    /// Tells the worker no task of `environment` is left at the endpoint.
+    pub fn unreferenced(&self, environment: Arc<str>) {
+        let _ = self.tasks.send(SlotInput::Unreferenced(environment));
     }
 
     /// Stops whichever of these tasks the slot holds.
@@ -291,17 +298,24 @@ impl<'a> Worker<'a> {
                 SlotInput::Withdraw if self.in_flight.len() < 2 => {
                     let _ = self.events.send(SlotEvent::Returned(self.index, Vec::new()));
                 }
-                SlotInput::Withdraw => {
-                    let frame = Bytes::from(ferry_proto::codec::encode(&ToWorker::Withdraw)?);
-                    self.to_worker
-                        .feed(frame)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot write to the worker: {e}"))?;
+                SlotInput::Withdraw => self.say(&ToWorker::Withdraw).await?,
+                SlotInput::Unreferenced(environment) => {
+                    let environment = environment.to_string();
+                    self.say(&ToWorker::Unreferenced { environment }).await?;
                 }
             }
             next = tasks.try_recv().ok();
         }
         SinkExt::<Bytes>::flush(&mut self.to_worker)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot write to the worker: {e}"))
+    }
+
+    /// Queues a frame for the worker (written at the next flush).
+    async fn say(&mut self, frame: &ToWorker) -> anyhow::Result<()> {
+        let frame = Bytes::from(ferry_proto::codec::encode(frame)?);
+        self.to_worker
+            .feed(frame)
             .await
             .map_err(|e| anyhow::anyhow!("cannot write to the worker: {e}"))
     }

@@ -36,6 +36,7 @@ fn batch(n: usize) -> TaskBatch {
                 requires: None,
                 retry: None,
                 not_before: None,
+                environment: None,
             })
             .collect(),
     }

@@ -192,6 +192,10 @@ pub struct SubmitRequest {
     /// their own (docs/scheduling.md#retries).
     #[serde(default)]
     pub retry: Option<RetryBody>,
+    /// The task environment of the endpoint that runs the session's tasks that do not
+    /// name their own (docs/scheduling.md#task-environments).
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 /// Which failures run a task again, within its `max_retries`, and how long each retry
@@ -347,6 +351,10 @@ pub struct SubmitTask {
     /// Which failures run it again (default: the session's `retry`).
     #[serde(default)]
     pub retry: Option<RetryBody>,
+    /// The endpoint's task environment that runs it (default: the session's
+    /// `environment`, else the endpoint's own Python).
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

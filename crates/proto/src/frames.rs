@@ -157,6 +157,9 @@ pub enum ToManager {
     /// Stop these tasks wherever they are (queued here, in a worker's pipe, running) and
     /// report each as lost with the reason `cancelled`.
     Cancel { task_ids: Vec<TaskId> },
+    /// No task of this task environment is left at the endpoint: replace its idle
+    /// Python hosts (the environment recycles when unreferenced).
+    Unreferenced { environment: String },
     /// Finish what is running, send the results, exit.
     Shutdown,
 }
@@ -215,6 +218,9 @@ pub enum ToWorker {
     /// [`FromWorker::Withdrawn`]: at once for what the worker holds, once its Python host
     /// answers for what it holds.
     Withdraw,
+    /// No task of this task environment is left at the endpoint: a worker whose idle
+    /// Python host is of it, with none of its tasks in hand, replaces it.
+    Unreferenced { environment: String },
 }
 
 /// Worker -> manager.

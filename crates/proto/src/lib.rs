@@ -10,10 +10,12 @@
 //! - [`frames`]: what travels over TCP and pipes (endpoint <-> manager <-> worker).
 //! - [`api`]: the JSON bodies of the HTTP API, shared by the web-service, the endpoint
 //!   (which registers itself over HTTP) and the tests.
+//! - [`environments`]: task environments as an endpoint hands them to its workers.
 //! - [`time`]: wall-clock timestamps as plain numbers, so records stay compact.
 
 pub mod api;
 pub mod codec;
+pub mod environments;
 pub mod frames;
 pub mod globus;
 pub mod ids;

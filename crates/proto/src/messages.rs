@@ -135,6 +135,11 @@ pub struct TaskSpec {
     pub retry: Option<RetryPolicy>,
     /// Unix micros before which it is not handed to a manager (the backoff of a retry).
     pub not_before: Option<Micros>,
+    /// The task environment (`[provider.environments.<name>]` of the endpoint) whose
+    /// Python host runs it; `None`: the endpoint's own (`provider.python`), or, for
+    /// bytecode of another Python, an environment the endpoint picks with a matching one
+    /// (docs/scheduling.md#task-environments).
+    pub environment: Option<String>,
 }
 
 /// When a task that failed runs again, within its `max_retries`: on which failures, and

@@ -139,6 +139,7 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                         max_backoff_ms: u64::from(max_retries),
                     }),
                     not_before: walltime_ms,
+                    environment: (attempt % 2 == 0).then(|| format!("env-{requeues}")),
                 }
             },
         )

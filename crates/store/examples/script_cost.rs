@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
             priority: 0,
             requires: None,
             retry: None,
+            environment: None,
             result_group: None,
             by_reference: false,
         })

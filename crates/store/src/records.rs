@@ -178,6 +178,8 @@ pub struct NewTask {
     pub requires: Option<ferry_proto::messages::Requires>,
     /// Which failures run it again; kept for a dispatch again.
     pub retry: Option<ferry_proto::messages::RetryPolicy>,
+    /// The endpoint's task environment that runs it; kept for a dispatch again.
+    pub environment: Option<String>,
     /// The task group whose result queue gets the result, if any.
     pub result_group: Option<TaskGroupId>,
     /// Keep the input under its own key (it is large and travels by reference).
@@ -200,6 +202,7 @@ pub struct Redispatch {
     pub priority: i32,
     pub requires: Option<ferry_proto::messages::Requires>,
     pub retry: Option<ferry_proto::messages::RetryPolicy>,
+    pub environment: Option<String>,
     pub result_group: Option<TaskGroupId>,
 }
 

@@ -260,6 +260,7 @@ async fn a_task_whose_submission_message_was_lost_still_runs() {
         priority: 0,
         requires: None,
         retry: None,
+        environment: None,
         result_group: None,
         by_reference: false,
     };

@@ -64,6 +64,7 @@ impl LateCopies<'_> {
                 requires: None,
                 retry: None,
                 not_before: None,
+                environment: None,
             }],
         };
         ferry_proto::codec::encode(&batch).unwrap()

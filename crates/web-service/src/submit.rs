@@ -63,6 +63,8 @@ pub struct Submitted {
     pub requires: Option<ferry_proto::messages::Requires>,
     /// Which failures run it again.
     pub retry: Option<ferry_proto::messages::RetryPolicy>,
+    /// The endpoint's task environment that runs it.
+    pub environment: Option<String>,
 }
 
 /// What a caller asks to run.
@@ -324,6 +326,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             requires: t.requires,
             retry: t.retry,
             not_before: None,
+            environment: t.environment,
         })
         .collect();
     Ok(Prepared {
@@ -469,6 +472,7 @@ async fn write_part(state: &AppState, batch: &BatchRecord, specs: &[TaskSpec], p
             priority: s.priority,
             requires: s.requires.clone(),
             retry: s.retry.clone(),
+            environment: s.environment.clone(),
             result_group: s.group,
             by_reference: s.input_bytes.is_some(),
         })

@@ -23,6 +23,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use ferry_proto::environments::HostEnvironment;
 use ferry_proto::messages::{FunctionCode, TaskSpec};
 use ferry_proto::time::Micros;
 use ferry_proto::{FunctionId, TaskId};
@@ -171,10 +172,27 @@ impl Host {
     /// run directories' root, and the working directory of Python tasks), the host
     /// starts there and tells each task its run directory (`GC_TASK_SANDBOX_DIR`).
     pub async fn start(
-        python: &str,
+        environment: &HostEnvironment,
         places: Option<(&std::path::Path, std::path::PathBuf)>,
     ) -> Result<Self, Error> {
-        let mut command = Command::new(python);
+        let python = environment.python.as_str();
+        let mut command = if environment.setup.is_some() || environment.launch.is_some() {
+            // `exec` so the host is the shell's process: its pid, signals and exit are
+            // the interpreter's.
+            let script = format!(
+                "{}\nexec {} \"$0\" -u -m ferry.host",
+                environment.setup.as_deref().unwrap_or(""),
+                environment.launch.as_deref().unwrap_or("")
+            );
+            let mut sh = Command::new("/bin/sh");
+            sh.arg("-c").arg(script).arg(python);
+            sh
+        } else {
+            let mut command = Command::new(python);
+            command.args(["-u", "-m", "ferry.host"]);
+            command
+        };
+        command.envs(&environment.env);
         if let Some((root, cwd)) = places {
             command.env("FERRY_RUN_ROOT", root).current_dir(cwd);
         }
@@ -191,7 +209,6 @@ impl Host {
                 .map_err(|_| Error::Control(std::io::Error::other("fd mapping collision")))?;
         }
         let mut child = command
-            .args(["-u", "-m", "ferry.host"])
             .env("FERRY_HOST_CONTROL_FD", CONTROL_FD.to_string())
             // The host dies with this worker (its parent-death signal), checked by pid.
             .env("FERRY_HOST_PARENT", std::process::id().to_string())

@@ -45,6 +45,25 @@ pub struct Config {
     /// this many MiB (0: never).
     #[arg(long, env = "FERRY_RECYCLE_RSS_MB", default_value_t = 0)]
     pub recycle_rss_mb: u64,
+    /// The endpoint's task environments, as JSON (`FERRY_ENVIRONMENTS`, which the
+    /// endpoint sets from its `[provider.environments.<name>]` tables): a task naming
+    /// one runs in a Python host started for it. With none, the worker starts its host
+    /// at once; with some, when the first Python task comes.
+    #[arg(long, env = ferry_proto::environments::VARIABLE, default_value = "", value_parser = ferry_proto::environments::parse)]
+    pub environments: ferry_proto::environments::Environments,
+}
+
+impl Config {
+    /// The environment of tasks that name none: `python` and the `recycle_*` settings.
+    pub fn default_environment(&self) -> ferry_proto::environments::HostEnvironment {
+        ferry_proto::environments::HostEnvironment {
+            python: self.python.clone(),
+            recycle_tasks: self.recycle_tasks,
+            recycle_secs: self.recycle_secs,
+            recycle_rss_mb: self.recycle_rss_mb,
+            ..Default::default()
+        }
+    }
 }
 
 /// Where this worker's tasks run: the run directories' root, and the working directory

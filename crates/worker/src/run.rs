@@ -32,6 +32,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::Config;
 use crate::host::{self, Host, HostEvent, HostOutcome};
+use ferry_proto::environments::HostEnvironment;
 
 /// How long a task's start may wait to share a write with its end.
 const STARTED_FLUSH: std::time::Duration = std::time::Duration::from_millis(2);
@@ -96,6 +97,10 @@ struct Worker<'a> {
     config: &'a Config,
     places: &'a crate::Places,
     host: Option<Host>,
+    /// The task environment the host was started for (`None`: the default one).
+    host_env: Option<String>,
+    /// The environment of tasks that name none.
+    default_env: &'a HostEnvironment,
     functions: HashMap<FunctionId, FunctionCode>,
     /// Handed over, not begun.
     waiting: VecDeque<TaskSpec>,
@@ -134,12 +139,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut input = FramedRead::new(stdin, codec());
     let mut output = FramedWrite::new(stdout, codec());
     let places = crate::Places::open(&config);
-    let host = match Host::start(&config.python, places.for_host()).await {
-        Ok(h) => Some(h),
-        Err(e) => {
-            tracing::error!(error = %e, "no Python host: Python tasks will fail until one starts");
-            None
+    let default_env = config.default_environment();
+    // With task environments, which host a slot needs is known when a task comes.
+    let host = if config.environments.is_empty() {
+        match Host::start(&default_env, places.for_host()).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::error!(error = %e, "no Python host: Python tasks will fail until one starts");
+                None
+            }
         }
+    } else {
+        None
     };
     output
         .send(frame(&FromWorker::Ready {
@@ -150,6 +161,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: &config,
         places: &places,
         host,
+        host_env: None,
+        default_env: &default_env,
         functions: HashMap::new(),
         waiting: VecDeque::new(),
         at_host: VecDeque::new(),
@@ -218,6 +231,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                             w.waiting.push_back(task);
                         }
                         Ok(ToWorker::Withdraw) => w.withdraw().await?,
+                        Ok(ToWorker::Unreferenced { environment }) => w.unreferenced(&environment).await,
                         Err(e) => anyhow::bail!("malformed frame from the manager: {e}"),
                     }
                     next = input.next().now_or_never();
@@ -238,7 +252,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-impl Worker<'_> {
+impl<'a> Worker<'a> {
+    /// The task environment `name` (`None`: the default one), if this worker has it.
+    fn environment(&self, name: Option<&str>) -> Option<&'a HostEnvironment> {
+        match name {
+            None => Some(self.default_env),
+            Some(name) => self.config.environments.get(name),
+        }
+    }
+
     /// Sends every waiting Python task to the host (one write for all of them); starts a
     /// shell task, or answers one that cannot run, once the host has nothing in hand.
     async fn pump(&mut self) -> anyhow::Result<()> {
@@ -255,25 +277,68 @@ impl Worker<'_> {
                 self.start_alone(task).await?;
                 continue;
             };
+            let Some(environment) = self.environment(task.environment.as_deref()) else {
+                let task = self.waiting.pop_front().expect("front exists");
+                let why = format!(
+                    "task {} names task environment {:?}, which this worker was not given \
+                     (its endpoint's provider.environments changed while its managers ran?)",
+                    task.task_id,
+                    task.environment.as_deref().unwrap_or_default()
+                );
+                self.output
+                    .send(frame(&FromWorker::Finished(failed(&task, now_micros(), why)))?)
+                    .await?;
+                continue;
+            };
+            // A task of another environment than the host's: once the host has answered
+            // what it holds, it is replaced by one of the task's.
+            let switch = self.host.is_some() && self.host_env != task.environment;
+            if switch && self.at_host.is_empty() {
+                self.recycle = Some(format!(
+                    "task {} runs in environment {}, the host in {}",
+                    task.task_id,
+                    env_name(task.environment.as_deref()),
+                    env_name(self.host_env.as_deref())
+                ));
+            }
             let sent = self.recycling.tasks + self.at_host.len() as u64;
-            if self.host.is_some() && recycle_due(self.config, &self.recycling, sent, &mut self.recycle) {
+            if self.host.is_some()
+                && (switch || recycle_due(environment, &self.recycling, sent, &mut self.recycle))
+            {
                 if !self.at_host.is_empty() {
                     // It answers what it holds first.
                     break;
                 }
-                recycle_host(&mut self.host, &mut self.recycle, &mut self.recycling).await;
+                let env = self.host_env.take();
+                recycle_host(
+                    &mut self.host,
+                    env.as_deref(),
+                    &mut self.recycle,
+                    &mut self.recycling,
+                )
+                .await;
             }
             if self.host.is_none() {
-                match Host::start(&self.config.python, self.places.for_host()).await {
+                match Host::start(environment, self.places.for_host()).await {
                     Ok(h) => {
+                        tracing::debug!(
+                            pid = h.pid,
+                            environment = env_name(task.environment.as_deref()),
+                            "Python host started"
+                        );
                         self.host = Some(h);
+                        self.host_env = task.environment.clone();
                         self.recycling.renew();
                         self.listening = true;
                     }
                     Err(e) => {
                         let task = self.waiting.pop_front().expect("front exists");
                         let started = now_micros();
-                        let result = failed(&task, started, e.to_string());
+                        let why = match &task.environment {
+                            Some(name) => format!("task environment {name}: {e}"),
+                            None => e.to_string(),
+                        };
+                        let result = failed(&task, started, why);
                         self.output.send(frame(&FromWorker::Finished(result))?).await?;
                         continue;
                     }
@@ -352,15 +417,17 @@ impl Worker<'_> {
         }
         let sent = self.at_host.pop_front().expect("checked above");
         self.recycling.tasks += 1;
-        if self.config.recycle_rss_mb > 0
+        let limit = self
+            .environment(self.host_env.as_deref())
+            .map_or(0, |e| e.recycle_rss_mb);
+        if limit > 0
             && let Some(host) = &self.host
             && let Some(rss) = rss_bytes(host.pid)
-            && rss > self.config.recycle_rss_mb << 20
+            && rss > limit << 20
         {
             self.recycle = Some(format!(
-                "its memory (RSS) is {} MiB, over FERRY_RECYCLE_RSS_MB={} (after task {})",
+                "its memory (RSS) is {} MiB, over its limit of {limit} MiB (after task {})",
                 rss >> 20,
-                self.config.recycle_rss_mb,
                 sent.task.task_id
             ));
         }
@@ -381,6 +448,34 @@ impl Worker<'_> {
             SinkExt::<Bytes>::flush(&mut self.output).await?;
         }
         Ok(())
+    }
+
+    /// No task of `environment` is left at the endpoint: an idle host of it goes, when
+    /// the environment says so and no task of it has come here since.
+    async fn unreferenced(&mut self, environment: &str) {
+        let ours = self.host.is_some() && self.host_env.as_deref() == Some(environment);
+        let recycles = self
+            .config
+            .environments
+            .get(environment)
+            .is_some_and(|e| e.recycle_unreferenced);
+        let wanted = self
+            .waiting
+            .iter()
+            .any(|t| t.environment.as_deref() == Some(environment));
+        if ours && recycles && self.at_host.is_empty() && !wanted {
+            self.recycle = Some(format!(
+                "no task of environment {environment} is left at the endpoint"
+            ));
+            let env = self.host_env.take();
+            recycle_host(
+                &mut self.host,
+                env.as_deref(),
+                &mut self.recycle,
+                &mut self.recycling,
+            )
+            .await;
+        }
     }
 
     /// The manager asks for what has not begun: the tasks waiting here now, and those
@@ -609,31 +704,38 @@ fn rss_bytes(pid: u32) -> Option<u64> {
     Some(pages * rustix::param::page_size() as u64)
 }
 
-/// Whether the Python host is due to be replaced (setting `recycle` to why): its memory
-/// passed the limit after a task, or it was sent `recycle_tasks` tasks (`sent`) or is up
-/// `recycle_secs`.
-fn recycle_due(config: &Config, age: &HostAge, sent: u64, recycle: &mut Option<String>) -> bool {
-    if recycle.is_none() && config.recycle_tasks > 0 && sent >= config.recycle_tasks {
-        *recycle = Some(format!("it ran {sent} tasks (FERRY_RECYCLE_TASKS)"));
+/// Whether the Python host is due to be replaced (setting `recycle` to why): a task of
+/// another environment is next, its memory passed the limit after a task, or it was
+/// sent its environment's `recycle_tasks` tasks (`sent`) or is up `recycle_secs`.
+fn recycle_due(limits: &HostEnvironment, age: &HostAge, sent: u64, recycle: &mut Option<String>) -> bool {
+    if recycle.is_none() && limits.recycle_tasks > 0 && sent >= limits.recycle_tasks {
+        *recycle = Some(format!("it ran {sent} tasks (its limit)"));
     }
     if recycle.is_none()
-        && config.recycle_secs > 0
-        && age.since.elapsed() >= std::time::Duration::from_secs(config.recycle_secs)
+        && limits.recycle_secs > 0
+        && age.since.elapsed() >= std::time::Duration::from_secs(limits.recycle_secs)
     {
-        *recycle = Some(format!(
-            "it has been up {} s (FERRY_RECYCLE_SECS)",
-            config.recycle_secs
-        ));
+        *recycle = Some(format!("it has been up {} s (its limit)", limits.recycle_secs));
     }
     recycle.is_some()
 }
 
+/// How logs and errors name a task environment.
+fn env_name(name: Option<&str>) -> &str {
+    name.unwrap_or("(default)")
+}
+
 /// Replaces the (idle) Python host, logging why: the next Python task starts a fresh one.
-async fn recycle_host(host: &mut Option<Host>, recycle: &mut Option<String>, age: &mut HostAge) {
+async fn recycle_host(
+    host: &mut Option<Host>,
+    environment: Option<&str>,
+    recycle: &mut Option<String>,
+    age: &mut HostAge,
+) {
     let Some(stopped) = host.take() else { return };
     let reason = recycle.take().unwrap_or_default();
     age.recycled += 1;
-    tracing::info!(pid = stopped.pid, tasks = age.tasks, recycled = age.recycled, %reason, "Python host recycled");
+    tracing::info!(pid = stopped.pid, environment = env_name(environment), tasks = age.tasks, recycled = age.recycled, %reason, "Python host recycled");
     stopped.stop().await;
     crate::lifeline::end_tree(None, &[]);
 }

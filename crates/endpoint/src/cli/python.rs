@@ -57,12 +57,35 @@ fn try_import(python: &str) -> Result<(), String> {
 /// What the workers' Python is (its version, dill's, the OS), for Globus Compute SDKs
 /// to compare with theirs; `None` when it cannot say (it is checked at start anyway).
 pub fn worker_env(python: &str) -> Option<ferry_proto::api::WorkerEnv> {
-    let output = Command::new(python)
-        .args([
-            "-c",
-            "import json, platform, dill; print(json.dumps({'python_version': platform.python_version(), \
-             'dill_version': dill.__version__, 'os': platform.platform()}))",
-        ])
+    environment_env(&ferry_proto::environments::HostEnvironment {
+        python: python.to_owned(),
+        ..Default::default()
+    })
+}
+
+/// What a task environment's Python is, asked as its hosts start: its interpreter with
+/// its variables, after its setup lines, under its launch command.
+pub fn environment_env(
+    environment: &ferry_proto::environments::HostEnvironment,
+) -> Option<ferry_proto::api::WorkerEnv> {
+    const ASK: &str = "import json, platform, dill; print(json.dumps({'python_version': platform.python_version(), \
+                       'dill_version': dill.__version__, 'os': platform.platform()}))";
+    let mut command = if environment.setup.is_some() || environment.launch.is_some() {
+        let script = format!(
+            "{}\nexec {} \"$0\" -c \"$1\"",
+            environment.setup.as_deref().unwrap_or(""),
+            environment.launch.as_deref().unwrap_or("")
+        );
+        let mut sh = Command::new("/bin/sh");
+        sh.arg("-c").arg(script).arg(&environment.python).arg(ASK);
+        sh
+    } else {
+        let mut python = Command::new(&environment.python);
+        python.args(["-c", ASK]);
+        python
+    };
+    let output = command
+        .envs(&environment.env)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()

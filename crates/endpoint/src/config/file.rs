@@ -161,6 +161,25 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
             line(&mut out, key, setting(p, key).as_ref(), example, what);
         }
     }
+    if p.environments.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n# Task environments (docs/scheduling.md#task-environments):\n\
+             # [provider.environments.torch]\n\
+             # python = \"/opt/envs/torch/bin/python\"    # with Ferry's SDK installed\n\
+             # env = {{ OMP_NUM_THREADS = \"4\" }}\n\
+             # setup = \"module load cuda\"    # shell lines run before it starts"
+        );
+    } else {
+        // As tables under [provider], written whole so nested ones (`env`) nest right.
+        let environments =
+            toml::Value::try_from(&p.environments).unwrap_or(toml::Value::Table(Default::default()));
+        let mut provider = toml::Table::new();
+        provider.insert("environments".into(), environments);
+        let mut root = toml::Table::new();
+        root.insert("provider".into(), toml::Value::Table(provider));
+        let _ = write!(out, "\n{}", toml::to_string(&root).unwrap_or_default());
+    }
     out
 }
 
@@ -379,6 +398,15 @@ mod tests {
                 provider.walltime = Some(Walltime::parse("00:30:00").unwrap());
                 provider.worker_init = "module load python\nsource ~/venv/bin/activate".into();
                 provider.max_blocks = Some(4);
+                let torch = crate::config::environments::EnvironmentConfig {
+                    python: Some("/opt/torch/bin/python".into()),
+                    env: [("OMP_NUM_THREADS".to_owned(), "4".to_owned())].into(),
+                    setup: Some("module load cuda\nexport X=1".into()),
+                    recycle_when_unreferenced: true,
+                    ..Default::default()
+                };
+                provider.environments.insert("torch.2".into(), torch);
+                provider.environments.insert("plain".into(), Default::default());
             }
             let mut config = EndpointConfig::new("https://ferry.example.org".into(), provider);
             config.token = Some("fy_abc".into());

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod environments;
 pub mod file;
 pub mod globus;
 mod lines;

@@ -205,6 +205,10 @@ pub struct ProviderConfig {
     /// (`FERRY_NODE_TAGS`; docs/scheduling.md#requirements).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_tags: Option<Vec<String>>,
+    /// Task environments, by name (`[provider.environments.<name>]`;
+    /// docs/scheduling.md#task-environments).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub environments: std::collections::BTreeMap<String, super::environments::EnvironmentConfig>,
 }
 
 /// See [`ProviderConfig::python_run_dirs`].
@@ -249,7 +253,7 @@ pub struct Problem {
     pub message: String,
 }
 
-fn problem(key: &str, message: impl Into<String>) -> Problem {
+pub(super) fn problem(key: &str, message: impl Into<String>) -> Problem {
     Problem {
         key: format!("provider.{key}"),
         message: message.into(),
@@ -318,7 +322,8 @@ impl ProviderConfig {
     }
 
     /// What the managers' environment carries for their workers from these settings:
-    /// recycling (`FERRY_RECYCLE_*`) and the nodes' tags (`FERRY_NODE_TAGS`).
+    /// recycling (`FERRY_RECYCLE_*`), the nodes' tags (`FERRY_NODE_TAGS`) and the task
+    /// environments (`FERRY_ENVIRONMENTS`, JSON).
     pub fn manager_env(&self) -> Vec<(&'static str, String)> {
         let mut env = Vec::new();
         if let Some(n) = self.recycle_after_tasks {
@@ -332,6 +337,10 @@ impl ProviderConfig {
         }
         if let Some(tags) = self.node_tags.as_ref().filter(|t| !t.is_empty()) {
             env.push(("FERRY_NODE_TAGS", tags.join(",")));
+        }
+        if !self.environments.is_empty() {
+            let json = serde_json::to_string(&self.host_environments()).expect("environments serialize");
+            env.push((ferry_proto::environments::VARIABLE, json));
         }
         env
     }
@@ -538,6 +547,9 @@ impl ProviderConfig {
                 "node_tags",
                 format!("{tag:?} is not a tag (1 to 64 letters, digits, `_`, `-`, `.`)"),
             ));
+        }
+        for (name, environment) in &self.environments {
+            problems.extend(environment.check(name));
         }
         problems
     }

@@ -16,6 +16,7 @@ use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, EndpointId, EventKind, FunctionId, ManagerId, TaskId};
 use tokio::sync::{mpsc, watch};
 
+mod environments;
 mod pending;
 mod ports;
 mod refusals;
@@ -23,6 +24,7 @@ mod stops;
 #[cfg(test)]
 mod tests;
 
+pub use environments::EnvironmentInfo;
 pub use ports::{Ack, BlockLoad, Capacity, Input, Sink};
 
 /// Cancelled task ids remembered to drop copies that arrive later (a redelivery, or a
@@ -119,6 +121,8 @@ pub struct Interchange<S, D = Delivery> {
     fail_unmet: bool,
     /// Tasks held until their `not_before` (a retry's backoff), soonest first.
     delayed: std::collections::BinaryHeap<std::cmp::Reverse<(u64, TaskId)>>,
+    /// The task environments, and the tasks held of those that recycle when unreferenced.
+    environments: environments::Environments,
 }
 
 /// What the endpoint's workers run Python tasks with.
@@ -157,6 +161,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             nodes: Vec::new(),
             fail_unmet: false,
             delayed: std::collections::BinaryHeap::new(),
+            environments: Default::default(),
         }
     }
 
@@ -393,7 +398,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         let mut fresh = 0;
         let now = now_micros();
         let arrived = Instant::now();
-        for spec in batch.tasks {
+        for mut spec in batch.tasks {
             if self.cancelled.contains(&spec.task_id) {
                 tracing::debug!(task_id = %spec.task_id, "a cancelled task arrived; dropped");
                 continue;
@@ -421,7 +426,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 }
                 Some(attempt) => {
                     tracing::debug!(task_id = %spec.task_id, old = attempt, new = spec.attempt, "a newer attempt supersedes the held one");
-                    if let Some(old) = self.inflight.remove(&spec.task_id) {
+                    if let Some(old) = self.unhold(&spec.task_id) {
                         self.settle(old.delivery).await;
                     }
                     self.pending.retain(|t| *t != spec.task_id);
@@ -437,7 +442,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 at: now,
                 by: Actor::Endpoint,
             };
-            if let Some(reason) = self.refusal(&spec) {
+            if let Some(reason) = self.refusal(&spec).or_else(|| self.route(&mut spec)) {
                 tracing::warn!(task_id = %spec.task_id, function_id = %spec.function_id, %reason, "refusing a task");
                 self.fail_at_once(&spec, id, vec![step], reason);
                 fresh += 1;
@@ -450,7 +455,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                     .push_back(spec.task_id, spec.priority, spec.requires.as_ref()),
             }
             self.unreported.push_back((arrived, spec.task_id));
-            self.inflight.insert(
+            self.hold(
                 spec.task_id,
                 InFlight {
                     spec,
@@ -507,7 +512,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 if self.retry_failed(&result).await {
                     return;
                 }
-                let t = self.inflight.remove(&task_id).expect("checked above");
+                let t = self.unhold(&task_id).expect("checked above");
                 let mut steps = t.steps;
                 steps.append(&mut result.steps);
                 result.steps = steps;
@@ -611,6 +616,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             let manager = self.managers.get_mut(&manager_id).expect("present");
             let mut tasks = Vec::new();
             let mut functions = Vec::new();
+            let mut environments = Vec::new();
             let now = now_micros();
             while manager.free > 0 {
                 let node = &manager.info;
@@ -642,6 +648,9 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 t.manager = Some(manager_id);
                 manager.free -= 1;
                 manager.tasks.insert((task_id, t.spec.attempt));
+                if let Some(name) = &t.spec.environment {
+                    environments.push(name.clone());
+                }
                 tasks.push(t.spec.clone());
             }
             if !tasks.is_empty() && manager.tx.send(ToManager::Run { functions, tasks }).is_err() {
@@ -650,6 +659,9 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             }
             if unfit.last() != Some(&manager_id) {
                 self.by_free.insert((manager.free, manager_id));
+            }
+            for name in environments {
+                self.sent_environment(manager_id, &name);
             }
         }
         for manager_id in unfit {

@@ -1,5 +1,5 @@
 //! Tasks an endpoint fails at once instead of running: a function it does not allow,
-//! Python bytecode of another Python than its workers', requirements no node of it has.
+//! requirements no node of it has (bytecode of another Python: `environments`).
 
 use ferry_proto::TaskId;
 use ferry_proto::frames::ManagerInfo;
@@ -68,7 +68,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             .collect();
         for requires in unmet {
             for task_id in self.pending.take(&requires) {
-                let Some(t) = self.inflight.remove(&task_id) else {
+                let Some(t) = self.unhold(&task_id) else {
                     continue;
                 };
                 let reason = self.unmet(task_id, &requires).unwrap_or_default();
@@ -79,8 +79,8 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
     }
 
     /// Why this endpoint fails a task at once instead of running it: its function is not
-    /// allowed here, or is Python bytecode of another Python than the workers', or it
-    /// requires what no node here has.
+    /// allowed here, or it requires what no node here has (its environment and Python:
+    /// [`Interchange::route`]).
     pub(super) fn refusal(&self, spec: &TaskSpec) -> Option<String> {
         if let Some(requires) = &spec.requires
             && let Some(reason) = self.unmet(spec.task_id, requires)
@@ -95,27 +95,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 spec.function_id, self.endpoint_id
             ));
         }
-        let ours = self.python.as_ref()?;
-        let theirs = self.functions.get(&spec.function_id)?.python.as_deref()?;
-        if ferry_proto::python::same_minor(theirs, &ours.version) {
-            return None;
-        }
-        let minor = |v: &str| {
-            ferry_proto::python::major_minor(v).map_or_else(|| v.to_owned(), |(a, b)| format!("{a}.{b}"))
-        };
-        Some(format!(
-            "function {} was serialized as Python bytecode on Python {theirs}, and the workers of \
-             endpoint {} run Python {} ({}, its one Python environment): bytecode loads only on \
-             the Python major.minor that made it. Run it on an endpoint whose workers run Python \
-             {}, register it again from Python {}, or register it as source (Ferry's SDK: \
-             register_function(f, source=True); Globus Compute's: a source serialization strategy)",
-            spec.function_id,
-            self.endpoint_id,
-            ours.version,
-            ours.interpreter,
-            minor(theirs),
-            minor(&ours.version),
-        ))
+        None
     }
 }
 

@@ -25,7 +25,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             if self.cancelled.insert(task_id) {
                 self.cancelled_order.push_back(task_id);
             }
-            let Some(t) = self.inflight.remove(&task_id) else {
+            let Some(t) = self.unhold(&task_id) else {
                 continue;
             };
             tracing::info!(%task_id, attempt = t.spec.attempt, "cancelled; stopping it");
@@ -121,7 +121,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             return self.lost(task_id, attempt, at, reason).await;
         }
         tracing::info!(%task_id, attempt, reason, "block ended under the task; it goes back to the queue, not charged");
-        let t = self.inflight.remove(&task_id).expect("present");
+        let t = self.unhold(&task_id).expect("present");
         let mut spec = t.spec;
         spec.attempt = next.attempt;
         spec.max_retries = next.max_retries;
@@ -196,7 +196,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             .find(|l| !l.trim().is_empty())
             .unwrap_or("");
         tracing::warn!(%task_id, attempt = result.attempt, retry_in_ms = wait.as_millis() as u64, cause, "task failed; running it again (its retry policy)");
-        let t = self.inflight.remove(&task_id).expect("present");
+        let t = self.unhold(&task_id).expect("present");
         for step in &result.steps {
             self.sink.status(*step);
         }
@@ -240,7 +240,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 // is reported and the old message acked, so whatever crashes in between,
                 // a message of the newest attempt is in the queue.
                 tracing::warn!(%task_id, attempt, reason, "task lost; retrying");
-                let t = self.inflight.remove(&task_id).expect("present");
+                let t = self.unhold(&task_id).expect("present");
                 let mut spec = t.spec;
                 spec.attempt = next.attempt;
                 let lost = StatusUpdate {
@@ -256,7 +256,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 // Out of retries: the result says so, and goes out like any result (the
                 // delivery is settled once the broker confirms it).
                 tracing::warn!(%task_id, attempt, reason, "task lost and out of retries; it fails");
-                let t = self.inflight.remove(&task_id).expect("present");
+                let t = self.unhold(&task_id).expect("present");
                 self.publishing.insert(task_id, (t.delivery, attempt));
                 self.sink.result(TaskResult {
                     task_id,

@@ -108,6 +108,7 @@ fn task(function: &FunctionCode, priority: i32) -> TaskSpec {
         requires: None,
         retry: None,
         not_before: None,
+        environment: None,
     }
 }
 
@@ -531,4 +532,124 @@ async fn a_failure_the_retry_policy_names_runs_again_after_its_backoff_and_other
         .await;
     assert_eq!(b.sink.retried().len(), 1);
     assert_eq!(b.sink.results().last().unwrap().task_id, flaky.task_id);
+}
+
+/// An interchange whose default Python is 3.11 with environments `old` (3.10, replaced
+/// when unreferenced) and `new` (3.12).
+fn with_environments(b: &Bench) -> Interchange<Recorded, Counted> {
+    let python = |v: &str| {
+        Some(WorkersPython {
+            version: v.into(),
+            interpreter: format!("/envs/{v}/bin/python"),
+        })
+    };
+    let environments = [
+        (
+            "old".to_owned(),
+            EnvironmentInfo {
+                python: python("3.10.4"),
+                recycle_unreferenced: true,
+            },
+        ),
+        (
+            "new".to_owned(),
+            EnvironmentInfo {
+                python: python("3.12.1"),
+                recycle_unreferenced: false,
+            },
+        ),
+    ];
+    Interchange::new(b.endpoint_id, b.sink.clone(), Duration::from_secs(3600))
+        .with_python(python("3.11.7"))
+        .with_environments(environments.into_iter().collect())
+}
+
+#[tokio::test]
+async fn bytecode_goes_to_the_environment_whose_python_loads_it_or_fails_listing_them() {
+    let mut b = bench();
+    b.ic = with_environments(&b);
+    let (_, mut rx) = b.connect(8).await;
+    b.function = b.function.clone().bound_to(Some("3.12.0".into()));
+    let routed = task(&b.function, 0);
+    let mut named_elsewhere = task(&b.function, 0);
+    named_elsewhere.environment = Some("old".into());
+    let mut unknown = task(&b.function, 0);
+    unknown.environment = Some("gone".into());
+    b.send(vec![routed.clone(), named_elsewhere.clone(), unknown.clone()])
+        .await;
+    b.function = FunctionCode::inline(
+        FunctionId::new(),
+        FunctionKind::Python,
+        Bytes::from_static(b"01\nC"),
+    )
+    .bound_to(Some("3.9.1".into()));
+    let nowhere = task(&b.function, 0);
+    b.send(vec![nowhere.clone()]).await;
+
+    let (got, _, _) = frames(&mut rx);
+    assert_eq!(ids(&got), vec![routed.task_id]);
+    assert_eq!(
+        got[0].environment.as_deref(),
+        Some("new"),
+        "routed to the 3.12 environment"
+    );
+    let failures: HashMap<TaskId, String> = b
+        .sink
+        .results()
+        .into_iter()
+        .map(|r| match r.completion {
+            Completion::Failure { traceback, .. } => (r.task_id, traceback),
+            other => panic!("a failure, not {other:?}"),
+        })
+        .collect();
+    let listed = "default: Python 3.11.7, new: Python 3.12.1, old: Python 3.10.4";
+    for (task, needles) in [
+        (
+            &named_elsewhere,
+            vec!["3.12.0", "task environment \"old\"", "3.10.4", listed],
+        ),
+        (&unknown, vec!["\"gone\"", listed]),
+        (&nowhere, vec!["3.9.1", "3.11.7", listed]),
+    ] {
+        let traceback = &failures[&task.task_id];
+        for needle in needles {
+            assert!(traceback.contains(needle), "{needle} in: {traceback}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_managers_that_ran_an_environment_hear_when_its_last_task_is_done() {
+    let mut b = bench();
+    b.ic = with_environments(&b);
+    let of = |b: &Bench, name: &str| {
+        let mut t = task(&b.function, 0);
+        t.environment = Some(name.into());
+        t
+    };
+    let (first, second, other) = (of(&b, "old"), of(&b, "old"), of(&b, "new"));
+    let (m1, mut rx1) = b.connect(1).await;
+    b.send(vec![first.clone()]).await;
+    let (m2, mut rx2) = b.connect(1).await;
+    b.send(vec![other.clone(), second.clone()]).await;
+    let told = |rx: &mut UnboundedReceiver<ToManager>| -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|f| match f {
+                ToManager::Unreferenced { environment } => Some(environment),
+                _ => None,
+            })
+            .collect()
+    };
+    b.finish(m1, &first).await;
+    assert!(
+        told(&mut rx1).is_empty(),
+        "a second task of it is still held (and goes to m1)"
+    );
+    b.finish(m1, &second).await;
+    b.finish(m2, &other).await;
+    assert_eq!(told(&mut rx1), ["old"], "the last task of `old` is done");
+    assert!(
+        told(&mut rx2).is_empty(),
+        "m2 never ran `old`; `new` does not recycle so"
+    );
 }

@@ -356,6 +356,7 @@ impl Sweeper {
                 requires: info.requires.clone(),
                 retry: info.retry.clone(),
                 not_before: None,
+                environment: info.environment.clone(),
             });
             included.push(info);
         }

@@ -183,6 +183,9 @@ impl Store {
             if let Some(r) = &t.retry {
                 cmd.arg("rt").arg(serde_json::to_string(r).unwrap_or_default());
             }
+            if let Some(e) = &t.environment {
+                cmd.arg("en").arg(e);
+            }
             if let Some(g) = t.result_group {
                 cmd.arg("g").arg(g.to_string());
             }
@@ -544,29 +547,34 @@ impl Store {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("HMGET")
-                .arg(self.task_key(*id))
-                .arg(&["s", "a", "r", "f", "e", "p", "w", "g", "pi", "pr", "rq", "rt"]);
+            pipe.cmd("HMGET").arg(self.task_key(*id)).arg(&[
+                "s", "a", "r", "f", "e", "p", "w", "g", "pi", "pr", "rq", "rt", "en",
+            ]);
         }
-        type Row = (
-            Option<u8>,
-            Option<u32>,
-            Option<u32>,
-            Option<String>,
-            Option<String>,
-            Option<Vec<u8>>,
-            Option<u64>,
-            Option<String>,
-            Option<u64>,
-            Option<i32>,
-            Option<String>,
-            Option<String>,
-        );
-        let rows: Vec<Row> = pipe.query_async(&mut conn).await?;
+        // More fields than redis-rs reads into a tuple: each is read from the row.
+        let rows: Vec<Vec<redis::Value>> = pipe.query_async(&mut conn).await?;
+        fn field<T: redis::FromRedisValue>(row: &[redis::Value], i: usize) -> Option<T> {
+            redis::from_redis_value_ref::<Option<T>>(row.get(i)?)
+                .ok()
+                .flatten()
+        }
         Ok(ids
             .iter()
             .zip(rows)
-            .map(|(id, (s, a, r, f, e, p, w, g, pi, pr, rq, rt))| {
+            .map(|(id, row)| {
+                let (s, a, r) = (field::<u8>(&row, 0), field::<u32>(&row, 1), field::<u32>(&row, 2));
+                let (f, e) = (field::<String>(&row, 3), field::<String>(&row, 4));
+                let (p, w, g) = (
+                    field::<Vec<u8>>(&row, 5),
+                    field::<u64>(&row, 6),
+                    field::<String>(&row, 7),
+                );
+                let (pi, pr) = (field::<u64>(&row, 8), field::<i32>(&row, 9));
+                let (rq, rt, en) = (
+                    field::<String>(&row, 10),
+                    field::<String>(&row, 11),
+                    field::<String>(&row, 12),
+                );
                 let state = TaskState::from_code(s?)?;
                 if state.is_terminal() || (p.is_none() && pi.is_none()) {
                     return None;
@@ -584,6 +592,7 @@ impl Store {
                     priority: pr.unwrap_or(0),
                     requires: rq.as_deref().and_then(parse_requires),
                     retry: rt.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+                    environment: en,
                     result_group: g.and_then(|g| g.parse().ok()),
                 })
             })

@@ -65,6 +65,7 @@ pub(crate) fn new_task() -> NewTask {
         priority: 0,
         requires: None,
         retry: None,
+        environment: None,
         result_group: None,
         by_reference: false,
     }

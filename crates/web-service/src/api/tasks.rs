@@ -55,6 +55,7 @@ pub(crate) fn submission(body: SubmitRequest, at: &str) -> ApiResult<Submission>
     let session_priority = body.priority.unwrap_or(0);
     let session_requires = requires(body.requires, &format!("{at}requires"))?;
     let session_retry = retry(body.retry, &format!("{at}retry"))?;
+    let session_environment = environment(body.environment, || format!("{at}environment"))?;
     for (i, t) in body.tasks.into_iter().enumerate() {
         let walltime_ms = positive_ms(t.walltime_secs, || format!("{at}tasks[{i}].walltime_secs"))?;
         let requires = match t.requires {
@@ -65,6 +66,10 @@ pub(crate) fn submission(body: SubmitRequest, at: &str) -> ApiResult<Submission>
             Some(r) => retry(Some(r), &format!("{at}tasks[{i}].retry"))?,
             None => session_retry.clone(),
         };
+        let environment = match t.environment {
+            Some(e) => environment(Some(e), || format!("{at}tasks[{i}].environment"))?,
+            None => session_environment.clone(),
+        };
         tasks.push(Submitted {
             function_id: t.function_id,
             payload: Bytes::from(t.payload),
@@ -73,6 +78,7 @@ pub(crate) fn submission(body: SubmitRequest, at: &str) -> ApiResult<Submission>
             priority: t.priority.unwrap_or(session_priority),
             requires,
             retry,
+            environment,
         });
     }
     Ok(Submission {
@@ -125,6 +131,19 @@ fn requires(body: Option<RequiresBody>, at: &str) -> ApiResult<Option<Requires>>
         tags,
     };
     Ok((requires != Requires::default()).then_some(requires))
+}
+
+/// A task environment's name checked (`at` names the field in errors): what an
+/// endpoint's `[provider.environments.<name>]` may be called.
+fn environment(name: Option<String>, at: impl Fn() -> String) -> ApiResult<Option<String>> {
+    match name {
+        Some(n) if !ferry_proto::messages::is_tag(&n) => Err(ApiError::bad_request(format!(
+            "{}: {:?} is not an environment name (1 to 64 letters, digits, `_`, `-`, `.`)",
+            at(),
+            n.chars().take(80).collect::<String>()
+        ))),
+        name => Ok(name),
+    }
 }
 
 /// A retry policy checked (`at` names it in errors).

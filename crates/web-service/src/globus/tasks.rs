@@ -141,6 +141,7 @@ pub(crate) async fn submit(
             priority: 0,
             requires: None,
             retry: None,
+            environment: None,
         }));
     }
     if body.create_queue {

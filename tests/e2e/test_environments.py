@@ -147,3 +147,19 @@ def test_an_environment_the_endpoint_lacks_fails_naming_those_it_has(hosts):
     with pytest.raises(RemoteExecutionError) as info:
         client.get_result(task, timeout=60)
     assert '"nope"' in str(info.value) and "B: Python" in str(info.value), str(info.value)
+
+
+def test_an_environment_name_that_is_not_one_is_refused_naming_the_field(hosts):
+    from ferry.errors import APIError
+
+    client = Client(hosts.url, token=hosts.token)
+    fid = client.register_function(where)
+    for environment in ("", "a b", "x" * 65):
+        with pytest.raises(APIError) as info:
+            client.run(0, endpoint_id=hosts.endpoint_id, function_id=fid, environment=environment)
+        assert info.value.http_status == 400 and "environment" in str(info.value), str(info.value)
+    batch = client.create_batch()
+    batch.add(fid, 1)
+    with pytest.raises(APIError) as info:
+        client.submit_session(hosts.endpoint_id, batch, environment="no/slash")
+    assert "environment" in str(info.value) and "no/slash" in str(info.value)

@@ -168,7 +168,7 @@ async fn batch_counters_and_in_flight_sets_follow_every_transition() {
 
 /// A task's priority is kept for a dispatch again; 0 is not written.
 #[tokio::test]
-async fn a_priority_requirements_and_retry_policy_are_kept_to_dispatch_a_task_again() {
+async fn a_priority_requirements_retry_policy_and_environment_are_kept_to_dispatch_a_task_again() {
     let store = store().await;
     let endpoint_id = EndpointId::new();
     let b = batch(endpoint_id, 2);
@@ -187,6 +187,7 @@ async fn a_priority_requirements_and_retry_policy_are_kept_to_dispatch_a_task_ag
         priority: -7,
         requires: Some(requires.clone()),
         retry: Some(retry.clone()),
+        environment: Some("torch".into()),
         ..new_task()
     };
     let plain = new_task();
@@ -201,9 +202,15 @@ async fn a_priority_requirements_and_retry_policy_are_kept_to_dispatch_a_task_ag
     let kept: Vec<_> = infos
         .into_iter()
         .map(|i| i.unwrap())
-        .map(|i| (i.priority, i.requires, i.retry))
+        .map(|i| (i.priority, i.requires, i.retry, i.environment))
         .collect();
-    assert_eq!(kept, [(-7, Some(requires), Some(retry)), (0, None, None)]);
+    assert_eq!(
+        kept,
+        [
+            (-7, Some(requires), Some(retry), Some("torch".to_owned())),
+            (0, None, None, None)
+        ]
+    );
     store.delete_namespace().await.unwrap();
 }
 

@@ -66,6 +66,7 @@ fn bench(c: &mut Criterion) {
                     tags: Vec::new(),
                     block_id: None,
                     block_end: None,
+                    priority: 0,
                 };
                 ids.push(info.manager_id);
                 interchange.step(Input::ManagerConnected { info, tx }).await;

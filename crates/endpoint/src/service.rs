@@ -247,6 +247,7 @@ async fn run_once(
         interpreter: config.provider.python.clone(),
     }))
     .with_environments(environments(config))
+    .with_strategy(config.strategy)
     .remembering(take_finished(dir));
     let mut waiting = interchange.pending_tasks();
     let capacity = interchange.capacity();

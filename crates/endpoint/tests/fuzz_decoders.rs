@@ -121,6 +121,7 @@ fn manager_info(rng: &mut StdRng) -> ManagerInfo {
         tags: (0..rng.random_range(0..3)).map(|_| text(rng)).collect(),
         block_id: rng.random_bool(0.5).then(|| text(rng)),
         block_end: rng.random_bool(0.5).then(|| rng.random()),
+        priority: rng.random(),
     }
 }
 

@@ -106,6 +106,15 @@ pub struct Config {
     /// Unix seconds when this manager's block ends (its walltime).
     #[arg(long, env = "FERRY_BLOCK_END")]
     pub block_end: Option<u64>,
+    /// Higher first when the endpoint's strategy is `fill-by-priority`: its managers by
+    /// priority, each filled to capacity before the next.
+    #[arg(
+        long,
+        env = "FERRY_MANAGER_PRIORITY",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    pub priority: i32,
     /// Stop taking tasks this many seconds before the block ends.
     #[arg(long, env = "FERRY_DRAIN_SECS", default_value_t = 0)]
     pub drain_secs: u64,
@@ -223,6 +232,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tags: config.tags.0.clone(),
         block_id: config.block_id.clone(),
         block_end: config.block_end,
+        priority: config.priority,
     };
     let (from_endpoint, to_endpoint) = link.handshake(info).await?;
     tracing::info!(%manager_id, endpoint = %config.endpoint, workers = config.workers, block_id = ?config.block_id, "manager registered");

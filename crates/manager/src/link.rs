@@ -314,6 +314,7 @@ mod tests {
             tags: Vec::new(),
             block_id: None,
             block_end: None,
+            priority: 0,
         }
     }
 

@@ -86,6 +86,7 @@ async fn fake(
         tags: config.tags.0.clone(),
         block_id: Some("simulated".to_owned()),
         block_end: None,
+        priority: 0,
     };
     let handshake = handshakes.acquire().await?;
     let (mut from_endpoint, mut to_endpoint) = link.handshake(info).await?;

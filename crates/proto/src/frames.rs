@@ -42,6 +42,9 @@ pub struct ManagerInfo {
     pub block_id: Option<String>,
     /// Unix seconds when the manager's block ends (its walltime), if it has an end.
     pub block_end: Option<u64>,
+    /// Higher first, for the endpoint's `fill-by-priority` strategy
+    /// (`FERRY_MANAGER_PRIORITY`, default 0).
+    pub priority: i32,
 }
 
 /// The proof a manager sends with its registration: HMAC-SHA256, under the endpoint's

@@ -430,6 +430,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             block_id: None,
             block_end: None,
+            priority: 0,
         }
     }
 

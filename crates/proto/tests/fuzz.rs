@@ -308,6 +308,7 @@ fn manager_info() -> impl Strategy<Value = ManagerInfo> {
                 tags: vec![format!("tag{}", n[1])],
                 block_id,
                 block_end,
+                priority: n[2] as i32 - 3,
             },
         )
 }

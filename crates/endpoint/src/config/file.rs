@@ -62,7 +62,7 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
         }
     }
     let ids = |ids: &[String]| toml::Value::Array(ids.iter().cloned().map(toml::Value::String).collect());
-    let top: [(&str, Option<toml::Value>, &str, &str); 11] = [
+    let top: [(&str, Option<toml::Value>, &str, &str); 12] = [
         (
             "listen",
             config.listen.clone().map(toml::Value::String),
@@ -115,6 +115,13 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
                 .map(|s| toml::Value::Integer(s.min(i64::MAX as u64) as i64)),
             "300",
             "a waiting task counts one priority higher per this many seconds waited (default: no aging)",
+        ),
+        (
+            "strategy",
+            (config.strategy != Default::default())
+                .then(|| toml::Value::String(config.strategy.name().to_owned())),
+            "\"fill-by-priority\"",
+            "which manager gets tasks next: least-loaded (default), fill-by-priority, round-robin, environment-affinity",
         ),
         (
             "public",
@@ -410,6 +417,9 @@ mod tests {
             }
             let mut config = EndpointConfig::new("https://ferry.example.org".into(), provider);
             config.token = Some("fy_abc".into());
+            if kind.is_batch() {
+                config.strategy = crate::interchange::strategy::StrategyKind::FillByPriority;
+            }
             let text = commented("hpc", &config);
             let back = EndpointConfig::parse(&text).unwrap_or_else(|e| panic!("{kind:?}: {e}\n{text}"));
             assert_eq!(

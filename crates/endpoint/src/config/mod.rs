@@ -72,6 +72,10 @@ pub struct EndpointConfig {
     /// strict priorities).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_aging_secs: Option<u64>,
+    /// Which manager gets tasks next: `least-loaded` (the default), `fill-by-priority`,
+    /// `round-robin` or `environment-affinity` (docs/scheduling.md#strategies).
+    #[serde(default, skip_serializing_if = "is_default_strategy")]
+    pub strategy: crate::interchange::strategy::StrategyKind,
     /// Anyone with an account on the service may send it tasks (default: its owner
     /// only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -87,6 +91,10 @@ pub struct EndpointConfig {
     /// How managers are started.
     #[serde(default)]
     pub provider: ProviderConfig,
+}
+
+fn is_default_strategy(kind: &crate::interchange::strategy::StrategyKind) -> bool {
+    *kind == crate::interchange::strategy::StrategyKind::default()
 }
 
 fn default_prefetch() -> u16 {
@@ -122,6 +130,7 @@ impl EndpointConfig {
             manager_timeout_secs: default_manager_timeout(),
             stop_grace_secs: default_stop_grace(),
             priority_aging_secs: None,
+            strategy: Default::default(),
             public: false,
             shared_with: Vec::new(),
             allowed_functions: None,

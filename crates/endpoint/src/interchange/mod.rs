@@ -6,7 +6,7 @@
 //! result confirmed by the broker (or was settled as lost): delivery is at-least-once,
 //! recording exactly-once.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use ferry_broker::Delivery;
@@ -21,6 +21,7 @@ mod pending;
 mod ports;
 mod refusals;
 mod stops;
+pub mod strategy;
 #[cfg(test)]
 mod tests;
 
@@ -52,8 +53,10 @@ struct Manager {
     /// Tasks (and which attempt of each) this manager holds.
     tasks: HashSet<(TaskId, u32)>,
     last_seen: Instant,
-    /// Its block ends soon: it gets no more tasks (and is not in `by_free`).
+    /// Its block ends soon: it gets no more tasks (its strategy sees it full).
     draining: bool,
+    /// The order it connected in, for the strategy.
+    order: u64,
     /// Its block is ending now: what it still holds is lost with the allocation, not
     /// through a fault of the task's.
     leaving: bool,
@@ -101,10 +104,11 @@ pub struct Interchange<S, D = Delivery> {
     /// Set while stopping: nothing more is handed out, and this is told once the
     /// managers are idle and every result is published.
     draining: Option<tokio::sync::oneshot::Sender<Vec<(TaskId, u32)>>>,
-    /// Managers with free slots, by how many: the emptiest is the last. Kept in step
-    /// with every `Manager::free`, so choosing a manager is O(log managers), not a scan
-    /// (an endpoint may have thousands).
-    by_free: BTreeSet<(u32, ManagerId)>,
+    /// Which manager gets tasks next, told every `Manager::free` as it changes (the
+    /// default's pick is O(log managers), not a scan: an endpoint may have thousands).
+    strategy: Box<dyn strategy::Strategy>,
+    /// Managers connected so far (the next one's `order`).
+    connected: u64,
     /// When set, the only functions this endpoint runs (`allowed_functions`): a task of
     /// another fails at once, saying so. The service refuses such tasks already; this
     /// holds against one that reached the queue another way.
@@ -155,7 +159,8 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             draining: None,
-            by_free: BTreeSet::new(),
+            strategy: strategy::StrategyKind::default().build(),
+            connected: 0,
             allowed: None,
             python: None,
             nodes: Vec::new(),
@@ -177,6 +182,12 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
     /// Waiting tasks gain a priority step per `aging` waited (see [`pending::Pending`]).
     pub fn aging(mut self, aging: Option<Duration>) -> Self {
         self.pending = pending::Waiting::aging(aging);
+        self
+    }
+
+    /// How the manager that gets tasks next is chosen (`strategy` in the config).
+    pub fn with_strategy(mut self, kind: strategy::StrategyKind) -> Self {
+        self.strategy = kind.build();
         self
     }
 
@@ -250,10 +261,10 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             Input::ManagerConnected { info, tx } => {
                 tracing::info!(manager_id = %info.manager_id, workers = info.workers, host = %info.hostname, "manager connected");
                 let free = info.capacity.max(info.workers);
-                if let Some(old) = self.managers.get(&info.manager_id) {
-                    self.by_free.remove(&(old.free, info.manager_id));
-                }
-                self.by_free.insert((free, info.manager_id));
+                let order = self.connected;
+                self.connected += 1;
+                self.strategy
+                    .set(info.manager_id, free, strategy::Facts { info: &info, order });
                 if !self.nodes.iter().any(|n| refusals::same_node(n, &info)) {
                     self.nodes.push(info.clone());
                 }
@@ -268,6 +279,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                         last_seen: Instant::now(),
                         draining: false,
                         leaving: false,
+                        order,
                     },
                 );
                 self.fail_unmet_waiting();
@@ -537,7 +549,14 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             FromManager::Leaving { reason } => {
                 if let Some(m) = self.managers.get_mut(&manager_id) {
                     tracing::info!(%manager_id, host = %m.info.hostname, tasks = m.tasks.len(), reason, "manager leaving with its block");
-                    self.by_free.remove(&(m.free, manager_id));
+                    self.strategy.set(
+                        manager_id,
+                        0,
+                        strategy::Facts {
+                            info: &m.info,
+                            order: m.order,
+                        },
+                    );
                     m.draining = true;
                     m.leaving = true;
                 }
@@ -550,12 +569,16 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         if let Some(m) = self.managers.get_mut(&manager_id)
             && m.tasks.remove(&(task_id, attempt))
         {
-            if m.draining {
-                m.free += 1;
-            } else {
-                self.by_free.remove(&(m.free, manager_id));
-                m.free += 1;
-                self.by_free.insert((m.free, manager_id));
+            m.free += 1;
+            if !m.draining {
+                self.strategy.set(
+                    manager_id,
+                    m.free,
+                    strategy::Facts {
+                        info: &m.info,
+                        order: m.order,
+                    },
+                );
             }
         }
     }
@@ -567,7 +590,14 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             return;
         };
         tracing::info!(%manager_id, host = %m.info.hostname, returned = returned.len(), "manager draining before its block ends");
-        self.by_free.remove(&(m.free, manager_id));
+        self.strategy.set(
+            manager_id,
+            0,
+            strategy::Facts {
+                info: &m.info,
+                order: m.order,
+            },
+        );
         m.draining = true;
         for &(task_id, attempt) in returned.iter().rev() {
             if !m.tasks.remove(&(task_id, attempt)) {
@@ -599,26 +629,39 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
     }
 
     /// Hands pending tasks to managers with free slots, the highest priority first (see
-    /// [`pending::Pending`]), the emptiest manager first, in one frame per manager; a
-    /// task with requirements only to a manager whose node meets them (see
-    /// [`pending::Waiting`]).
+    /// [`pending::Pending`]), to the managers the strategy picks (the emptiest first by
+    /// default), in one frame per manager; a task with requirements only to a manager
+    /// whose node meets them (see [`pending::Waiting`]).
     fn assign(&mut self) {
         // Managers left with free slots that no waiting task fits, set aside until the end.
         let mut unfit = Vec::new();
+        // What each manager is given this round, sent as one frame at the end.
+        let mut frames: Vec<(ManagerId, Vec<FunctionCode>, Vec<TaskSpec>)> = Vec::new();
+        let mut frame_of: HashMap<ManagerId, usize> = HashMap::new();
+        let mut environments = Vec::new();
+        let now = now_micros();
         while !self.pending.is_empty() {
-            let Some(&(free, manager_id)) = self.by_free.last() else {
+            let environment = match self.strategy.uses_environment() {
+                true => self
+                    .pending
+                    .peek()
+                    .and_then(|t| self.inflight.get(&t)?.spec.environment.clone()),
+                false => None,
+            };
+            let Some((manager_id, most)) = self.strategy.next(environment.as_deref()) else {
                 break;
             };
-            if free == 0 {
-                break;
-            }
-            self.by_free.remove(&(free, manager_id));
-            let manager = self.managers.get_mut(&manager_id).expect("present");
-            let mut tasks = Vec::new();
-            let mut functions = Vec::new();
-            let mut environments = Vec::new();
-            let now = now_micros();
-            while manager.free > 0 {
+            let manager = self
+                .managers
+                .get_mut(&manager_id)
+                .expect("the strategy knows only managers");
+            let frame = *frame_of.entry(manager_id).or_insert_with(|| {
+                frames.push((manager_id, Vec::new(), Vec::new()));
+                frames.len() - 1
+            });
+            let (_, functions, tasks) = &mut frames[frame];
+            let mut given = 0;
+            while manager.free > 0 && given < most {
                 let node = &manager.info;
                 let Some(task_id) = self.pending.pop_for(|r| r.met_by(node)) else {
                     unfit.push(manager_id);
@@ -649,24 +692,48 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 manager.free -= 1;
                 manager.tasks.insert((task_id, t.spec.attempt));
                 if let Some(name) = &t.spec.environment {
-                    environments.push(name.clone());
+                    environments.push((manager_id, name.clone()));
+                    self.strategy.sent(manager_id, name);
                 }
                 tasks.push(t.spec.clone());
+                given += 1;
             }
+            let free = if unfit.last() == Some(&manager_id) {
+                0
+            } else {
+                manager.free
+            };
+            let facts = strategy::Facts {
+                info: &manager.info,
+                order: manager.order,
+            };
+            self.strategy.set(manager_id, free, facts);
+        }
+        for (manager_id, functions, tasks) in frames {
+            let manager = self.managers.get_mut(&manager_id).expect("present");
             if !tasks.is_empty() && manager.tx.send(ToManager::Run { functions, tasks }).is_err() {
                 // Its connection is closing; ManagerGone follows and puts the tasks back.
                 manager.free = 0;
-            }
-            if unfit.last() != Some(&manager_id) {
-                self.by_free.insert((manager.free, manager_id));
-            }
-            for name in environments {
-                self.sent_environment(manager_id, &name);
+                let facts = strategy::Facts {
+                    info: &manager.info,
+                    order: manager.order,
+                };
+                self.strategy.set(manager_id, 0, facts);
             }
         }
         for manager_id in unfit {
-            let free = self.managers[&manager_id].free;
-            self.by_free.insert((free, manager_id));
+            let m = &self.managers[&manager_id];
+            self.strategy.set(
+                manager_id,
+                m.free,
+                strategy::Facts {
+                    info: &m.info,
+                    order: m.order,
+                },
+            );
+        }
+        for (manager_id, name) in environments {
+            self.sent_environment(manager_id, &name);
         }
     }
 

@@ -79,6 +79,12 @@ impl Pending {
         Some(task)
     }
 
+    /// The next task to hand out, left in line.
+    fn peek_at(&self, now: Instant) -> Option<TaskId> {
+        let (level, _) = self.head(now)?;
+        self.levels.get(&level)?.front().map(|(task, _)| *task)
+    }
+
     /// The level the next task comes from, and how that task ranks against the heads of
     /// other queues: its priority with aging, its priority, and the earlier it came the
     /// higher (see [`Waiting`]).
@@ -198,6 +204,16 @@ impl Waiting {
                 task
             }
         }
+    }
+
+    /// The task first in line, whatever it requires.
+    pub(super) fn peek(&self) -> Option<TaskId> {
+        let now = Instant::now();
+        let heads = std::iter::once(&self.any).chain(self.needs.iter().map(|(_, p)| p));
+        let (queue, _) = heads
+            .filter_map(|q| Some((q, q.head(now)?)))
+            .max_by_key(|(_, (_, rank))| *rank)?;
+        queue.peek_at(now)
     }
 
     /// The requirements tasks wait with.

@@ -59,7 +59,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         let Some(manager) = self.managers.remove(&manager_id) else {
             return;
         };
-        self.by_free.remove(&(manager.free, manager_id));
+        self.strategy.forget(manager_id);
         let at = now_micros();
         // Gone at (or after) its block's end, or after saying it leaves with its block:
         // the allocation ended, the tasks did nothing wrong.

@@ -139,6 +139,17 @@ impl Bench {
         cores: u32,
         tags: &[&str],
     ) -> (ManagerId, UnboundedReceiver<ToManager>) {
+        self.connect_ranked(capacity, cores, tags, 0).await
+    }
+
+    /// A manager of `priority` (`FERRY_MANAGER_PRIORITY`).
+    async fn connect_ranked(
+        &mut self,
+        capacity: u32,
+        cores: u32,
+        tags: &[&str],
+        priority: i32,
+    ) -> (ManagerId, UnboundedReceiver<ToManager>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let info = ManagerInfo {
             manager_id: ManagerId::new(),
@@ -151,6 +162,7 @@ impl Bench {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             block_id: None,
             block_end: None,
+            priority,
         };
         let id = info.manager_id;
         self.ic.step(Input::ManagerConnected { info, tx }).await;
@@ -465,6 +477,7 @@ async fn with_managers_started_by_hand_an_unmet_task_waits_for_another_node() {
         tags: Vec::new(),
         block_id: None,
         block_end: None,
+        priority: 0,
     };
     b.ic.step(Input::ManagerConnected { info, tx }).await;
     assert_eq!(ids(&frames(&mut gpu_rx).0), vec![gpu.task_id]);
@@ -652,4 +665,81 @@ async fn the_managers_that_ran_an_environment_hear_when_its_last_task_is_done() 
         told(&mut rx2).is_empty(),
         "m2 never ran `old`; `new` does not recycle so"
     );
+}
+
+#[tokio::test]
+async fn fill_by_priority_packs_the_highest_priority_manager_first_in_one_frame() {
+    let mut b = bench();
+    b.ic = Interchange::new(b.endpoint_id, b.sink.clone(), Duration::from_secs(3600))
+        .with_strategy(strategy::StrategyKind::FillByPriority);
+    let (_, mut first) = b.connect_ranked(4, 1, &[], 0).await;
+    let (_, mut high) = b.connect_ranked(2, 1, &[], 7).await;
+    let (_, mut late) = b.connect_ranked(8, 1, &[], 0).await;
+    let sent: Vec<TaskSpec> = (0..5).map(|_| task(&b.function, 0)).collect();
+    b.send(sent.clone()).await;
+    let (to_high, high_frames, _) = frames(&mut high);
+    let (to_first, first_frames, _) = frames(&mut first);
+    assert_eq!(
+        ids(&to_high),
+        ids(&sent[..2]),
+        "the highest priority is filled first"
+    );
+    assert_eq!(
+        ids(&to_first),
+        ids(&sent[2..]),
+        "then the first connected, though emptier ones wait"
+    );
+    assert_eq!((high_frames.len(), first_frames.len()), (1, 1));
+    assert!(frames(&mut late).0.is_empty());
+}
+
+#[tokio::test]
+async fn round_robin_gives_each_manager_one_in_turn_in_one_frame_each() {
+    let mut b = bench();
+    b.ic = Interchange::new(b.endpoint_id, b.sink.clone(), Duration::from_secs(3600))
+        .with_strategy(strategy::StrategyKind::RoundRobin);
+    let (_, mut a) = b.connect(4).await;
+    let (_, mut c) = b.connect(1).await;
+    let sent: Vec<TaskSpec> = (0..4).map(|_| task(&b.function, 0)).collect();
+    b.send(sent.clone()).await;
+    let (to_a, a_frames, _) = frames(&mut a);
+    let (to_c, c_frames, _) = frames(&mut c);
+    assert_eq!(ids(&to_a), [sent[0].task_id, sent[2].task_id, sent[3].task_id]);
+    assert_eq!(ids(&to_c), [sent[1].task_id]);
+    assert_eq!(
+        (a_frames.len(), c_frames.len()),
+        (1, 1),
+        "one frame per manager per round"
+    );
+}
+
+#[tokio::test]
+async fn environment_affinity_sends_a_task_where_its_environment_ran() {
+    let mut b = bench();
+    b.ic = with_environments(&b).with_strategy(strategy::StrategyKind::EnvironmentAffinity);
+    let (_, mut rx1) = b.connect(4).await;
+    let (_, mut rx2) = b.connect(4).await;
+    let of = |b: &Bench, name: &str| {
+        let mut t = task(&b.function, 0);
+        t.environment = Some(name.into());
+        t
+    };
+    let first = of(&b, "new");
+    b.send(vec![first.clone()]).await;
+    let got_first = !frames(&mut rx1).0.is_empty();
+    let _ = frames(&mut rx2);
+    let (ran_it, other) = if got_first {
+        (&mut rx1, &mut rx2)
+    } else {
+        (&mut rx2, &mut rx1)
+    };
+    // The manager that ran `new` has fewer free slots now, and still gets the next ones.
+    let more: Vec<TaskSpec> = (0..3).map(|_| of(&b, "new")).collect();
+    b.send(more.clone()).await;
+    assert_eq!(ids(&frames(ran_it).0), ids(&more));
+    assert!(frames(other).0.is_empty());
+    // A task of no environment goes by load: to the other one.
+    let plain = task(&b.function, 0);
+    b.send(vec![plain.clone()]).await;
+    assert_eq!(ids(&frames(other).0), [plain.task_id]);
 }

@@ -258,6 +258,16 @@ mod tests {
     }
 
     #[test]
+    fn a_strategy_is_read_by_name_and_an_unknown_one_lists_them() {
+        let c = EndpointConfig::parse("url = \"x\"\nstrategy = \"round-robin\"").unwrap();
+        assert_eq!(c.strategy, crate::interchange::strategy::StrategyKind::RoundRobin);
+        let err = EndpointConfig::parse("url = \"x\"\nstrategy = \"fastest\"").unwrap_err();
+        for needle in ["fastest", "line 2", "least-loaded", "fill-by-priority", "environment-affinity"] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
+    }
+
+    #[test]
     fn a_wrong_type_is_named_with_its_line() {
         let err = EndpointConfig::parse("url = \"x\"\n[provider]\nmax_blocks = \"two\"").unwrap_err();
         assert!(err.contains("max_blocks") && err.contains("line 3"), "{err}");

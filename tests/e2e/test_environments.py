@@ -30,7 +30,8 @@ def where(_i):
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
     """Two workers, environments A (a variable), B (setup lines), C (a launch command),
-    D (replaced after 3 tasks), U (replaced once no task of it is left) and F, whose
+    D (replaced after 3 tasks), U (replaced once no task of it is left), S (replaced
+    once a session whose tasks it ran completes) and F, whose
     Python says it is 3.99.1 (a `sitecustomize` on its path), for routing bytecode."""
     fake = tmp_path_factory.mktemp("fake-python")
     (fake / "sitecustomize.py").write_text("import platform\nplatform.python_version = lambda: '3.99.1'\n")
@@ -43,6 +44,7 @@ def hosts(tmp_path_factory):
             "provider.environments.C": '{launch = "env WHICH=C"}',
             "provider.environments.D": '{env = {WHICH = "D"}, recycle_after_tasks = 3}',
             "provider.environments.U": '{env = {WHICH = "U"}, recycle_when_unreferenced = true}',
+            "provider.environments.S": '{env = {WHICH = "S"}, recycle_when_session_completes = true}',
             "provider.environments.F": f'{{env = {{WHICH = "F", PYTHONPATH = "{path}"}}, python = "{sys.executable}"}}',
         },
     )
@@ -122,6 +124,22 @@ def test_a_host_whose_environment_is_no_longer_referenced_is_replaced(hosts):
         time.sleep(0.2)
     second, _ = _run(client, hosts, fid, "U")
     assert second != first
+
+
+def test_hosts_that_ran_a_session_are_replaced_when_it_completes(hosts):
+    client = Client(hosts.url, token=hosts.token)
+    fid = client.register_function(where)
+    pids = []
+    for _ in range(2):
+        batch = client.create_batch()
+        for i in range(6):
+            batch.add(fid, i)
+        session = client.submit_session(hosts.endpoint_id, batch, environment="S")
+        results = [client.get_result(t, timeout=60) for t in session.task_ids]
+        assert {which for _, which in results} == {"S"}
+        pids.append({pid for pid, _ in results})
+    assert not pids[0] & pids[1], f"no host of the first session ran the second: {pids}"
+    assert "whose tasks it ran, completed" in _logs(hosts)
 
 
 def test_bytecode_of_another_python_goes_to_the_environment_that_runs_it(hosts):

@@ -94,6 +94,7 @@ fn bench(c: &mut Criterion) {
                                 retry: None,
                                 not_before: None,
                                 environment: None,
+                                session: None,
                             })
                             .collect();
                         let batch = TaskBatch {

@@ -108,6 +108,7 @@ fn environments(
             let info = crate::interchange::EnvironmentInfo {
                 python,
                 recycle_unreferenced: e.recycle_unreferenced,
+                recycle_session: e.recycle_session,
             };
             (name, info)
         })

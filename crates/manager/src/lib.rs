@@ -363,6 +363,11 @@ impl Manager {
                         Ok(ToManager::Run { functions, tasks }) => self.take(functions, tasks).await?,
                         Ok(ToManager::Cancel { task_ids }) => self.cancel(task_ids).await?,
                         Ok(ToManager::Unreferenced { environment }) => self.unreferenced(environment),
+                        Ok(ToManager::SessionDone { session }) => {
+                            for slot in &self.slots {
+                                slot.session_done(session);
+                            }
+                        }
                         Ok(ToManager::Shutdown) => break,
                         Ok(ToManager::Refused { reason }) => anyhow::bail!("the endpoint refused this manager: {reason}"),
                         Ok(ToManager::Hello { .. }) => anyhow::bail!("the endpoint greeted twice"),

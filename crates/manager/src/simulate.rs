@@ -122,7 +122,7 @@ async fn fake(
                     // Every task finished the moment it came: nothing to stop.
                     ToManager::Cancel { .. } => {}
                     // No Python hosts to replace.
-                    ToManager::Unreferenced { .. } => {}
+                    ToManager::Unreferenced { .. } | ToManager::SessionDone { .. } => {}
                     ToManager::Shutdown => return Ok(ran),
                     ToManager::Refused { reason } => anyhow::bail!("refused: {reason}"),
                     ToManager::Hello { .. } => anyhow::bail!("the endpoint greeted twice"),

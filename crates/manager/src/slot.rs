@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_proto::frames::{FromManager, FromWorker, ToWorker};
 use ferry_proto::messages::{FunctionCode, TaskSpec};
-use ferry_proto::{FunctionId, TaskId};
+use ferry_proto::{BatchId, FunctionId, TaskId};
 use futures_util::{SinkExt, StreamExt};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
@@ -46,6 +46,8 @@ pub(crate) enum SlotInput {
     Withdraw,
     /// Passed on to the worker ([`ToWorker::Unreferenced`]).
     Unreferenced(Arc<str>),
+    /// Passed on to the worker ([`ToWorker::SessionDone`]).
+    SessionDone(BatchId),
 }
 
 /// The pids of the workers whose exit tokio has not collected yet: their processes are
@@ -137,6 +139,11 @@ impl Slot {
     /// Tells the worker no task of `environment` is left at the endpoint.
     pub fn unreferenced(&self, environment: Arc<str>) {
         let _ = self.tasks.send(SlotInput::Unreferenced(environment));
+    }
+
+    /// Tells the worker no task of `session` is left at the endpoint.
+    pub fn session_done(&self, session: BatchId) {
+        let _ = self.tasks.send(SlotInput::SessionDone(session));
     }
 
     /// Stops whichever of these tasks the slot holds.
@@ -303,6 +310,7 @@ impl<'a> Worker<'a> {
                     let environment = environment.to_string();
                     self.say(&ToWorker::Unreferenced { environment }).await?;
                 }
+                SlotInput::SessionDone(session) => self.say(&ToWorker::SessionDone { session }).await?,
             }
             next = tasks.try_recv().ok();
         }

@@ -37,6 +37,7 @@ fn batch(n: usize) -> TaskBatch {
                 retry: None,
                 not_before: None,
                 environment: None,
+                session: None,
             })
             .collect(),
     }

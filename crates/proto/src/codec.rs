@@ -105,6 +105,7 @@ mod tests {
                     retry: None,
                     not_before: None,
                     environment: None,
+                    session: None,
                 })
                 .collect(),
         }

@@ -42,6 +42,10 @@ pub struct HostEnvironment {
     /// Replace an idle host once no task of its environment is left at its endpoint.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recycle_unreferenced: bool,
+    /// Replace a host once no task of a session (batch) it ran is left at its endpoint,
+    /// so nothing a session leaves in it reaches another session's tasks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recycle_session: bool,
 }
 
 fn is_zero(n: &u64) -> bool {

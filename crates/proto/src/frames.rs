@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::messages::{FunctionCode, TaskResult, TaskSpec};
 use crate::time::Micros;
-use crate::{ManagerId, TaskId};
+use crate::{BatchId, ManagerId, TaskId};
 
 /// Facts about a manager's node, sent when it registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +163,9 @@ pub enum ToManager {
     /// No task of this task environment is left at the endpoint: replace its idle
     /// Python hosts (the environment recycles when unreferenced).
     Unreferenced { environment: String },
+    /// No task of this session is left at the endpoint: replace the Python hosts that
+    /// ran one (their environment recycles when a session completes).
+    SessionDone { session: BatchId },
     /// Finish what is running, send the results, exit.
     Shutdown,
 }
@@ -224,6 +227,9 @@ pub enum ToWorker {
     /// No task of this task environment is left at the endpoint: a worker whose idle
     /// Python host is of it, with none of its tasks in hand, replaces it.
     Unreferenced { environment: String },
+    /// No task of this session is left at the endpoint: a worker whose Python host ran
+    /// one replaces it before its next task.
+    SessionDone { session: BatchId },
 }
 
 /// Worker -> manager.

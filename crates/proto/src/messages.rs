@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{Actor, EventKind};
 use crate::time::Micros;
-use crate::{EndpointId, FunctionId, ManagerId, TaskGroupId, TaskId};
+use crate::{BatchId, EndpointId, FunctionId, ManagerId, TaskGroupId, TaskId};
 
 /// What a function is: Python code run by a warm interpreter, a shell command run
 /// directly, or an application (a JSON spec of typed inputs and up to three phase
@@ -140,6 +140,9 @@ pub struct TaskSpec {
     /// bytecode of another Python, an environment the endpoint picks with a matching one
     /// (docs/scheduling.md#task-environments).
     pub environment: Option<String>,
+    /// The session (batch) it was submitted in: an environment that recycles when a
+    /// session completes replaces the hosts that ran it.
+    pub session: Option<BatchId>,
 }
 
 /// When a task that failed runs again, within its `max_retries`: on which failures, and

@@ -33,7 +33,7 @@ use ferry_proto::messages::{
 };
 use ferry_proto::state::{Effect, FailureCause, Ignored, Outcome, TaskStatus, transition};
 use ferry_proto::{
-    Actor, EndpointId, Event, EventKind, FunctionId, ManagerId, TaskGroupId, TaskId, TaskState,
+    Actor, BatchId, EndpointId, Event, EventKind, FunctionId, ManagerId, TaskGroupId, TaskId, TaskState,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -140,6 +140,7 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                     }),
                     not_before: walltime_ms,
                     environment: (attempt % 2 == 0).then(|| format!("env-{requeues}")),
+                    session: (attempt % 3 == 0).then(|| BatchId(uuid::Uuid::from_u128(u128::from(requeues)))),
                 }
             },
         )

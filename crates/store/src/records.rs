@@ -203,6 +203,8 @@ pub struct Redispatch {
     pub requires: Option<ferry_proto::messages::Requires>,
     pub retry: Option<ferry_proto::messages::RetryPolicy>,
     pub environment: Option<String>,
+    /// The batch (session) it was submitted in.
+    pub batch_id: Option<BatchId>,
     pub result_group: Option<TaskGroupId>,
 }
 

@@ -65,6 +65,7 @@ impl LateCopies<'_> {
                 retry: None,
                 not_before: None,
                 environment: None,
+                session: None,
             }],
         };
         ferry_proto::codec::encode(&batch).unwrap()

@@ -327,6 +327,7 @@ async fn prepare(state: &AppState, user: UserId, submission: Submission) -> ApiR
             retry: t.retry,
             not_before: None,
             environment: t.environment,
+            session: Some(batch.batch_id),
         })
         .collect();
     Ok(Prepared {

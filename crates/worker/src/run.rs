@@ -16,7 +16,7 @@
 //! here. The manager asks when they wait behind a long task while another worker is
 //! idle.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -24,7 +24,7 @@ use bytes::Bytes;
 use ferry_proto::frames::{FromWorker, ToWorker};
 use ferry_proto::messages::{Completion, FunctionCode, FunctionKind, StatusUpdate, TaskResult, TaskSpec};
 use ferry_proto::time::{Micros, now_micros};
-use ferry_proto::{Actor, EventKind, FunctionId, TaskId};
+use ferry_proto::{Actor, BatchId, EventKind, FunctionId, TaskId};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -99,6 +99,9 @@ struct Worker<'a> {
     host: Option<Host>,
     /// The task environment the host was started for (`None`: the default one).
     host_env: Option<String>,
+    /// The sessions whose tasks the host was sent, when its environment recycles when a
+    /// session completes.
+    host_sessions: HashSet<BatchId>,
     /// The environment of tasks that name none.
     default_env: &'a HostEnvironment,
     functions: HashMap<FunctionId, FunctionCode>,
@@ -162,6 +165,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         places: &places,
         host,
         host_env: None,
+        host_sessions: HashSet::new(),
         default_env: &default_env,
         functions: HashMap::new(),
         waiting: VecDeque::new(),
@@ -232,6 +236,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         }
                         Ok(ToWorker::Withdraw) => w.withdraw().await?,
                         Ok(ToWorker::Unreferenced { environment }) => w.unreferenced(&environment).await,
+                        Ok(ToWorker::SessionDone { session }) => w.session_done(session).await,
                         Err(e) => anyhow::bail!("malformed frame from the manager: {e}"),
                     }
                     next = input.next().now_or_never();
@@ -328,6 +333,7 @@ impl<'a> Worker<'a> {
                         );
                         self.host = Some(h);
                         self.host_env = task.environment.clone();
+                        self.host_sessions.clear();
                         self.recycling.renew();
                         self.listening = true;
                     }
@@ -343,6 +349,11 @@ impl<'a> Worker<'a> {
                         continue;
                     }
                 }
+            }
+            if environment.recycle_session
+                && let Some(session) = task.session
+            {
+                self.host_sessions.insert(session);
             }
             let running = self.host.as_mut().expect("started above");
             let seq = match running.send(function, task).await {
@@ -467,6 +478,27 @@ impl<'a> Worker<'a> {
             self.recycle = Some(format!(
                 "no task of environment {environment} is left at the endpoint"
             ));
+            let env = self.host_env.take();
+            recycle_host(
+                &mut self.host,
+                env.as_deref(),
+                &mut self.recycle,
+                &mut self.recycling,
+            )
+            .await;
+        }
+    }
+
+    /// No task of `session` is left at the endpoint: a host that ran one is replaced,
+    /// now if it is idle, else once it has answered what it holds.
+    async fn session_done(&mut self, session: BatchId) {
+        if self.host.is_none() || !self.host_sessions.remove(&session) {
+            return;
+        }
+        if self.recycle.is_none() {
+            self.recycle = Some(format!("session {session}, whose tasks it ran, completed"));
+        }
+        if self.at_host.is_empty() {
             let env = self.host_env.take();
             recycle_host(
                 &mut self.host,

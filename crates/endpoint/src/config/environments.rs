@@ -8,6 +8,7 @@
 //! setup = "module load cuda/12"
 //! recycle_after_tasks = 32
 //! recycle_when_unreferenced = true
+//! recycle_when_session_completes = true
 //! ```
 //!
 //! They reach the workers as `FERRY_ENVIRONMENTS` ([`ferry_proto::environments`]).
@@ -52,6 +53,10 @@ pub struct EnvironmentConfig {
     /// Replace its idle hosts once no task of it is left at the endpoint.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recycle_when_unreferenced: bool,
+    /// Replace a host of it once a session (batch) whose tasks it ran completes at the
+    /// endpoint (no task of it left there), before it runs another task.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recycle_when_session_completes: bool,
 }
 
 impl EnvironmentConfig {
@@ -75,6 +80,7 @@ impl EnvironmentConfig {
                 .or(provider.recycle_above_rss_mb)
                 .unwrap_or(0),
             recycle_unreferenced: self.recycle_when_unreferenced,
+            recycle_session: self.recycle_when_session_completes,
         }
     }
 

@@ -262,7 +262,13 @@ mod tests {
         let c = EndpointConfig::parse("url = \"x\"\nstrategy = \"round-robin\"").unwrap();
         assert_eq!(c.strategy, crate::interchange::strategy::StrategyKind::RoundRobin);
         let err = EndpointConfig::parse("url = \"x\"\nstrategy = \"fastest\"").unwrap_err();
-        for needle in ["fastest", "line 2", "least-loaded", "fill-by-priority", "environment-affinity"] {
+        for needle in [
+            "fastest",
+            "line 2",
+            "least-loaded",
+            "fill-by-priority",
+            "environment-affinity",
+        ] {
             assert!(err.contains(needle), "{needle} in {err}");
         }
     }

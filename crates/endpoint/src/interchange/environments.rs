@@ -1,14 +1,15 @@
 //! Task environments at the interchange: a task naming one the endpoint lacks fails at
 //! once; a function serialized as bytecode goes to an environment whose Python can load
 //! it, or fails naming the versions there are; and when the last task of an environment
-//! that recycles when unreferenced is done, the managers that ran it hear so
+//! that recycles when unreferenced, or of a session in one that recycles when a session
+//! completes, is done, the managers that ran one hear so
 //! (docs/scheduling.md#task-environments).
 
 use std::collections::{BTreeMap, HashMap};
 
 use ferry_proto::frames::ToManager;
 use ferry_proto::messages::TaskSpec;
-use ferry_proto::{ManagerId, TaskId};
+use ferry_proto::{BatchId, ManagerId, TaskId};
 
 use super::{Ack, InFlight, Interchange, Sink, WorkersPython};
 
@@ -19,14 +20,53 @@ pub struct EnvironmentInfo {
     pub python: Option<WorkersPython>,
     /// Its hosts are replaced once no task of it is left here.
     pub recycle_unreferenced: bool,
+    /// Its hosts that ran a session's tasks are replaced once no task of that session
+    /// is left here.
+    pub recycle_session: bool,
 }
 
-/// The environments, and how many tasks of each that recycles when unreferenced are
-/// held here, with the managers that were sent one.
+/// What managers are told of when no task held here refers to it any more.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Referred {
+    Environment(String),
+    Session(BatchId),
+}
+
+/// The environments, and how many tasks are held here of each environment that
+/// recycles when unreferenced and of each session in one that recycles when a session
+/// completes, with the managers that were sent one.
 #[derive(Default)]
 pub(super) struct Environments {
     pub(super) known: BTreeMap<String, EnvironmentInfo>,
-    held: HashMap<String, (usize, Vec<ManagerId>)>,
+    held: HashMap<Referred, (usize, Vec<ManagerId>)>,
+}
+
+impl Environments {
+    /// What a task refers to that its managers are told of when it ends.
+    fn referred(&self, spec: &TaskSpec) -> impl Iterator<Item = Referred> + use<> {
+        let info = spec.environment.as_ref().and_then(|e| self.known.get(e));
+        let environment = spec
+            .environment
+            .clone()
+            .filter(|_| info.is_some_and(|i| i.recycle_unreferenced))
+            .map(Referred::Environment);
+        let session = spec
+            .session
+            .filter(|_| info.is_some_and(|i| i.recycle_session))
+            .map(Referred::Session);
+        environment.into_iter().chain(session)
+    }
+
+    /// A manager is sent this task.
+    pub(super) fn sent_to(&mut self, manager: ManagerId, spec: &TaskSpec) {
+        for referred in self.referred(spec) {
+            if let Some((_, managers)) = self.held.get_mut(&referred)
+                && !managers.contains(&manager)
+            {
+                managers.push(manager);
+            }
+        }
+    }
 }
 
 impl<S: Sink, D: Ack> Interchange<S, D> {
@@ -109,46 +149,36 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             .join(", ")
     }
 
-    /// Holds a task (counting it for its environment).
+    /// Holds a task (counting it for what it refers to).
     pub(super) fn hold(&mut self, task_id: TaskId, held: InFlight) {
-        if let Some(name) = &held.spec.environment
-            && self
-                .environments
-                .known
-                .get(name)
-                .is_some_and(|e| e.recycle_unreferenced)
-        {
-            self.environments.held.entry(name.clone()).or_default().0 += 1;
+        for referred in self.environments.referred(&held.spec) {
+            self.environments.held.entry(referred).or_default().0 += 1;
         }
         self.inflight.insert(task_id, held);
     }
 
     /// Stops holding a task; the last of an environment that recycles when unreferenced
-    /// tells the managers that were sent one.
+    /// (or of a session in one that recycles when a session completes) tells the
+    /// managers that were sent one.
     pub(super) fn unhold(&mut self, task_id: &TaskId) -> Option<InFlight> {
         let held = self.inflight.remove(task_id)?;
-        if let Some(name) = &held.spec.environment
-            && let Some((count, _)) = self.environments.held.get_mut(name)
-        {
+        for referred in self.environments.referred(&held.spec) {
+            let Some((count, _)) = self.environments.held.get_mut(&referred) else {
+                continue;
+            };
             *count -= 1;
-            if *count == 0 {
-                let (_, managers) = self.environments.held.remove(name).expect("present");
-                for m in managers.iter().filter_map(|m| self.managers.get(m)) {
-                    let _ = m.tx.send(ToManager::Unreferenced {
-                        environment: name.clone(),
-                    });
-                }
+            if *count > 0 {
+                continue;
+            }
+            let (_, managers) = self.environments.held.remove(&referred).expect("present");
+            let told = match referred {
+                Referred::Environment(environment) => ToManager::Unreferenced { environment },
+                Referred::Session(session) => ToManager::SessionDone { session },
+            };
+            for m in managers.iter().filter_map(|m| self.managers.get(m)) {
+                let _ = m.tx.send(told.clone());
             }
         }
         Some(held)
-    }
-
-    /// A manager is sent a task of `environment`.
-    pub(super) fn sent_environment(&mut self, manager: ManagerId, environment: &str) {
-        if let Some((_, managers)) = self.environments.held.get_mut(environment)
-            && !managers.contains(&manager)
-        {
-            managers.push(manager);
-        }
     }
 }

@@ -638,7 +638,6 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         // What each manager is given this round, sent as one frame at the end.
         let mut frames: Vec<(ManagerId, Vec<FunctionCode>, Vec<TaskSpec>)> = Vec::new();
         let mut frame_of: HashMap<ManagerId, usize> = HashMap::new();
-        let mut environments = Vec::new();
         let now = now_micros();
         while !self.pending.is_empty() {
             let environment = match self.strategy.uses_environment() {
@@ -692,7 +691,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 manager.free -= 1;
                 manager.tasks.insert((task_id, t.spec.attempt));
                 if let Some(name) = &t.spec.environment {
-                    environments.push((manager_id, name.clone()));
+                    self.environments.sent_to(manager_id, &t.spec);
                     self.strategy.sent(manager_id, name);
                 }
                 tasks.push(t.spec.clone());
@@ -731,9 +730,6 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                     order: m.order,
                 },
             );
-        }
-        for (manager_id, name) in environments {
-            self.sent_environment(manager_id, &name);
         }
     }
 

@@ -109,6 +109,7 @@ fn task(function: &FunctionCode, priority: i32) -> TaskSpec {
         retry: None,
         not_before: None,
         environment: None,
+        session: None,
     }
 }
 
@@ -548,7 +549,7 @@ async fn a_failure_the_retry_policy_names_runs_again_after_its_backoff_and_other
 }
 
 /// An interchange whose default Python is 3.11 with environments `old` (3.10, replaced
-/// when unreferenced) and `new` (3.12).
+/// when unreferenced) and `new` (3.12, replaced when a session completes).
 fn with_environments(b: &Bench) -> Interchange<Recorded, Counted> {
     let python = |v: &str| {
         Some(WorkersPython {
@@ -562,6 +563,7 @@ fn with_environments(b: &Bench) -> Interchange<Recorded, Counted> {
             EnvironmentInfo {
                 python: python("3.10.4"),
                 recycle_unreferenced: true,
+                recycle_session: false,
             },
         ),
         (
@@ -569,6 +571,7 @@ fn with_environments(b: &Bench) -> Interchange<Recorded, Counted> {
             EnvironmentInfo {
                 python: python("3.12.1"),
                 recycle_unreferenced: false,
+                recycle_session: true,
             },
         ),
     ];
@@ -742,4 +745,36 @@ async fn environment_affinity_sends_a_task_where_its_environment_ran() {
     let plain = task(&b.function, 0);
     b.send(vec![plain.clone()]).await;
     assert_eq!(ids(&frames(other).0), [plain.task_id]);
+}
+
+#[tokio::test]
+async fn the_managers_that_ran_a_session_hear_when_its_last_task_is_done() {
+    let mut b = bench();
+    b.ic = with_environments(&b);
+    let (m1, mut rx1) = b.connect(2).await;
+    let in_session = |b: &Bench, session: ferry_proto::BatchId| {
+        let mut t = task(&b.function, 0);
+        t.environment = Some("new".into());
+        t.session = Some(session);
+        t
+    };
+    let (s1, s2) = (ferry_proto::BatchId::new(), ferry_proto::BatchId::new());
+    let (a, c, other) = (in_session(&b, s1), in_session(&b, s1), in_session(&b, s2));
+    b.send(vec![a.clone(), other.clone()]).await;
+    b.send(vec![c.clone()]).await;
+    let done = |rx: &mut UnboundedReceiver<ToManager>| -> Vec<ferry_proto::BatchId> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|f| match f {
+                ToManager::SessionDone { session } => Some(session),
+                ToManager::Unreferenced { .. } => panic!("`new` does not recycle when unreferenced"),
+                _ => None,
+            })
+            .collect()
+    };
+    b.finish(m1, &a).await;
+    assert!(done(&mut rx1).is_empty(), "c of the same session is still held");
+    b.finish(m1, &c).await;
+    assert_eq!(done(&mut rx1), [s1]);
+    b.finish(m1, &other).await;
+    assert_eq!(done(&mut rx1), [s2]);
 }

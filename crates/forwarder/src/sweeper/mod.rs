@@ -357,6 +357,7 @@ impl Sweeper {
                 retry: info.retry.clone(),
                 not_before: None,
                 environment: info.environment.clone(),
+                session: info.batch_id,
             });
             included.push(info);
         }

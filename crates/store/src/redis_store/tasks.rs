@@ -548,7 +548,7 @@ impl Store {
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.cmd("HMGET").arg(self.task_key(*id)).arg(&[
-                "s", "a", "r", "f", "e", "p", "w", "g", "pi", "pr", "rq", "rt", "en",
+                "s", "a", "r", "f", "e", "p", "w", "g", "pi", "pr", "rq", "rt", "en", "b",
             ]);
         }
         // More fields than redis-rs reads into a tuple: each is read from the row.
@@ -575,6 +575,7 @@ impl Store {
                     field::<String>(&row, 11),
                     field::<String>(&row, 12),
                 );
+                let batch = field::<String>(&row, 13);
                 let state = TaskState::from_code(s?)?;
                 if state.is_terminal() || (p.is_none() && pi.is_none()) {
                     return None;
@@ -593,6 +594,7 @@ impl Store {
                     requires: rq.as_deref().and_then(parse_requires),
                     retry: rt.as_deref().and_then(|r| serde_json::from_str(r).ok()),
                     environment: en,
+                    batch_id: batch.and_then(|b| b.parse().ok()),
                     result_group: g.and_then(|g| g.parse().ok()),
                 })
             })

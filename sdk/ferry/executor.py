@@ -44,6 +44,9 @@ class Executor(cf.Executor):
     happen, and a dropped connection resumes from the last event seen. Without the
     ``websockets`` package, or with ``use_websocket=False``, a poller thread asks for the
     status of every outstanding task instead.
+
+    ``priority``, ``requires``, ``retry`` and ``environment`` apply to every task it
+    submits, as for :meth:`~ferry.Client.run` (docs/scheduling.md).
     """
 
     def __init__(
@@ -54,6 +57,11 @@ class Executor(cf.Executor):
         max_retries: int | None = None,
         walltime: float | None = None,
         use_websocket: bool = True,
+        *,
+        priority: int | None = None,
+        requires: dict[str, Any] | None = None,
+        retry: dict[str, Any] | None = None,
+        environment: str | None = None,
     ) -> None:
         self.client = client or Client()
         # None: the client's endpoint ($FERRY_ENDPOINT, or the one `ferry dev` runs).
@@ -61,6 +69,7 @@ class Executor(cf.Executor):
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.walltime = walltime
+        self.scheduling = (priority, requires, retry, environment)
         self._functions: dict[int, tuple[Any, str]] = {}
         self._register_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
@@ -127,7 +136,8 @@ class Executor(cf.Executor):
                     [(f, p) for f, p, _ in live],
                     self.max_retries,
                     self.walltime,
-                    events=self.use_websocket,
+                    self.use_websocket,
+                    *self.scheduling,
                 )
             except BaseException as e:  # noqa: BLE001 - fail the futures, keep the thread
                 for _, _, future in live:

@@ -70,6 +70,14 @@ def test_each_environment_starts_its_host_with_its_variables_setup_or_launch_com
         assert which == name
 
 
+def test_an_executor_runs_its_tasks_in_its_environment(hosts):
+    from ferry import Executor
+
+    client = Client(hosts.url, token=hosts.token)
+    with Executor(endpoint_id=hosts.endpoint_id, client=client, environment="B") as ex:
+        assert {ex.submit(where, i).result(timeout=60)[1] for i in range(4)} == {"B"}
+
+
 def test_the_five_host_scenarios(hosts):
     client = Client(hosts.url, token=hosts.token)
     fid = client.register_function(where)

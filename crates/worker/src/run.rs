@@ -97,8 +97,6 @@ struct Worker<'a> {
     config: &'a Config,
     places: &'a crate::Places,
     host: Option<Host>,
-    /// The task environment the host was started for (`None`: the default one).
-    host_env: Option<String>,
     /// The sessions whose tasks the host was sent, when its environment recycles when a
     /// session completes.
     host_sessions: HashSet<BatchId>,
@@ -114,21 +112,24 @@ struct Worker<'a> {
     withdrawing: bool,
     /// The host's control socket is read (until it breaks: its host is going).
     listening: bool,
-    /// The host's tasks answered and when it started, for recycling it.
-    recycling: HostAge,
-    /// Why the host is to be replaced once it has answered what it holds.
-    recycle: Option<String>,
+    /// The host's environment, tasks answered and start, for recycling it.
+    life: HostLife,
     output: Output,
 }
 
-/// How much the current Python host has done, and how many were replaced before it.
-struct HostAge {
+/// The current Python host's environment, how much it has done, why it is to be
+/// replaced, and how many were replaced before it.
+struct HostLife {
+    /// The task environment it was started for (`None`: the default one).
+    env: Option<String>,
     tasks: u64,
     since: Instant,
+    /// Why it is to be replaced once it has answered what it holds.
+    recycle: Option<String>,
     recycled: u64,
 }
 
-impl HostAge {
+impl HostLife {
     fn renew(&mut self) {
         (self.tasks, self.since) = (0, Instant::now());
     }
@@ -164,7 +165,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: &config,
         places: &places,
         host,
-        host_env: None,
         host_sessions: HashSet::new(),
         default_env: &default_env,
         functions: HashMap::new(),
@@ -173,12 +173,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         alone: None,
         withdrawing: false,
         listening: true,
-        recycling: HostAge {
+        life: HostLife {
+            env: None,
             tasks: 0,
             since: Instant::now(),
+            recycle: None,
             recycled: 0,
         },
-        recycle: None,
         output,
     };
     let mut input_open = true;
@@ -297,31 +298,22 @@ impl<'a> Worker<'a> {
             };
             // A task of another environment than the host's: once the host has answered
             // what it holds, it is replaced by one of the task's.
-            let switch = self.host.is_some() && self.host_env != task.environment;
+            let switch = self.host.is_some() && self.life.env != task.environment;
             if switch && self.at_host.is_empty() {
-                self.recycle = Some(format!(
+                self.life.recycle = Some(format!(
                     "task {} runs in environment {}, the host in {}",
                     task.task_id,
                     env_name(task.environment.as_deref()),
-                    env_name(self.host_env.as_deref())
+                    env_name(self.life.env.as_deref())
                 ));
             }
-            let sent = self.recycling.tasks + self.at_host.len() as u64;
-            if self.host.is_some()
-                && (switch || recycle_due(environment, &self.recycling, sent, &mut self.recycle))
-            {
+            let sent = self.life.tasks + self.at_host.len() as u64;
+            if self.host.is_some() && (switch || recycle_due(environment, &mut self.life, sent)) {
                 if !self.at_host.is_empty() {
                     // It answers what it holds first.
                     break;
                 }
-                let env = self.host_env.take();
-                recycle_host(
-                    &mut self.host,
-                    env.as_deref(),
-                    &mut self.recycle,
-                    &mut self.recycling,
-                )
-                .await;
+                recycle_host(&mut self.host, &mut self.life).await;
             }
             if self.host.is_none() {
                 match Host::start(environment, self.places.for_host()).await {
@@ -332,9 +324,9 @@ impl<'a> Worker<'a> {
                             "Python host started"
                         );
                         self.host = Some(h);
-                        self.host_env = task.environment.clone();
+                        self.life.env = task.environment.clone();
                         self.host_sessions.clear();
-                        self.recycling.renew();
+                        self.life.renew();
                         self.listening = true;
                     }
                     Err(e) => {
@@ -427,16 +419,16 @@ impl<'a> Worker<'a> {
             );
         }
         let sent = self.at_host.pop_front().expect("checked above");
-        self.recycling.tasks += 1;
+        self.life.tasks += 1;
         let limit = self
-            .environment(self.host_env.as_deref())
+            .environment(self.life.env.as_deref())
             .map_or(0, |e| e.recycle_rss_mb);
         if limit > 0
             && let Some(host) = &self.host
             && let Some(rss) = rss_bytes(host.pid)
             && rss > limit << 20
         {
-            self.recycle = Some(format!(
+            self.life.recycle = Some(format!(
                 "its memory (RSS) is {} MiB, over its limit of {limit} MiB (after task {})",
                 rss >> 20,
                 sent.task.task_id
@@ -464,7 +456,7 @@ impl<'a> Worker<'a> {
     /// No task of `environment` is left at the endpoint: an idle host of it goes, when
     /// the environment says so and no task of it has come here since.
     async fn unreferenced(&mut self, environment: &str) {
-        let ours = self.host.is_some() && self.host_env.as_deref() == Some(environment);
+        let ours = self.host.is_some() && self.life.env.as_deref() == Some(environment);
         let recycles = self
             .config
             .environments
@@ -475,17 +467,10 @@ impl<'a> Worker<'a> {
             .iter()
             .any(|t| t.environment.as_deref() == Some(environment));
         if ours && recycles && self.at_host.is_empty() && !wanted {
-            self.recycle = Some(format!(
+            self.life.recycle = Some(format!(
                 "no task of environment {environment} is left at the endpoint"
             ));
-            let env = self.host_env.take();
-            recycle_host(
-                &mut self.host,
-                env.as_deref(),
-                &mut self.recycle,
-                &mut self.recycling,
-            )
-            .await;
+            recycle_host(&mut self.host, &mut self.life).await;
         }
     }
 
@@ -495,18 +480,11 @@ impl<'a> Worker<'a> {
         if self.host.is_none() || !self.host_sessions.remove(&session) {
             return;
         }
-        if self.recycle.is_none() {
-            self.recycle = Some(format!("session {session}, whose tasks it ran, completed"));
+        if self.life.recycle.is_none() {
+            self.life.recycle = Some(format!("session {session}, whose tasks it ran, completed"));
         }
         if self.at_host.is_empty() {
-            let env = self.host_env.take();
-            recycle_host(
-                &mut self.host,
-                env.as_deref(),
-                &mut self.recycle,
-                &mut self.recycling,
-            )
-            .await;
+            recycle_host(&mut self.host, &mut self.life).await;
         }
     }
 
@@ -739,17 +717,17 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 /// Whether the Python host is due to be replaced (setting `recycle` to why): a task of
 /// another environment is next, its memory passed the limit after a task, or it was
 /// sent its environment's `recycle_tasks` tasks (`sent`) or is up `recycle_secs`.
-fn recycle_due(limits: &HostEnvironment, age: &HostAge, sent: u64, recycle: &mut Option<String>) -> bool {
-    if recycle.is_none() && limits.recycle_tasks > 0 && sent >= limits.recycle_tasks {
-        *recycle = Some(format!("it ran {sent} tasks (its limit)"));
+fn recycle_due(limits: &HostEnvironment, life: &mut HostLife, sent: u64) -> bool {
+    if life.recycle.is_none() && limits.recycle_tasks > 0 && sent >= limits.recycle_tasks {
+        life.recycle = Some(format!("it ran {sent} tasks (its limit)"));
     }
-    if recycle.is_none()
+    if life.recycle.is_none()
         && limits.recycle_secs > 0
-        && age.since.elapsed() >= std::time::Duration::from_secs(limits.recycle_secs)
+        && life.since.elapsed() >= std::time::Duration::from_secs(limits.recycle_secs)
     {
-        *recycle = Some(format!("it has been up {} s (its limit)", limits.recycle_secs));
+        life.recycle = Some(format!("it has been up {} s (its limit)", limits.recycle_secs));
     }
-    recycle.is_some()
+    life.recycle.is_some()
 }
 
 /// How logs and errors name a task environment.
@@ -757,17 +735,14 @@ fn env_name(name: Option<&str>) -> &str {
     name.unwrap_or("(default)")
 }
 
-/// Replaces the (idle) Python host, logging why: the next Python task starts a fresh one.
-async fn recycle_host(
-    host: &mut Option<Host>,
-    environment: Option<&str>,
-    recycle: &mut Option<String>,
-    age: &mut HostAge,
-) {
+/// Replaces the (idle) Python host, logging why (`life.recycle`): the next Python task
+/// starts a fresh one.
+async fn recycle_host(host: &mut Option<Host>, life: &mut HostLife) {
+    let environment = life.env.take();
     let Some(stopped) = host.take() else { return };
-    let reason = recycle.take().unwrap_or_default();
-    age.recycled += 1;
-    tracing::info!(pid = stopped.pid, environment = env_name(environment), tasks = age.tasks, recycled = age.recycled, %reason, "Python host recycled");
+    let reason = life.recycle.take().unwrap_or_default();
+    life.recycled += 1;
+    tracing::info!(pid = stopped.pid, environment = env_name(environment.as_deref()), tasks = life.tasks, recycled = life.recycled, %reason, "Python host recycled");
     stopped.stop().await;
     crate::lifeline::end_tree(None, &[]);
 }

@@ -62,6 +62,16 @@ struct Manager {
     leaving: bool,
 }
 
+impl Manager {
+    /// What the strategy is told of it.
+    fn facts(&self) -> strategy::Facts<'_> {
+        strategy::Facts {
+            info: &self.info,
+            order: self.order,
+        }
+    }
+}
+
 struct InFlight {
     spec: TaskSpec,
     delivery: u64,
@@ -549,14 +559,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             FromManager::Leaving { reason } => {
                 if let Some(m) = self.managers.get_mut(&manager_id) {
                     tracing::info!(%manager_id, host = %m.info.hostname, tasks = m.tasks.len(), reason, "manager leaving with its block");
-                    self.strategy.set(
-                        manager_id,
-                        0,
-                        strategy::Facts {
-                            info: &m.info,
-                            order: m.order,
-                        },
-                    );
+                    self.strategy.set(manager_id, 0, m.facts());
                     m.draining = true;
                     m.leaving = true;
                 }
@@ -571,14 +574,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         {
             m.free += 1;
             if !m.draining {
-                self.strategy.set(
-                    manager_id,
-                    m.free,
-                    strategy::Facts {
-                        info: &m.info,
-                        order: m.order,
-                    },
-                );
+                self.strategy.set(manager_id, m.free, m.facts());
             }
         }
     }
@@ -590,14 +586,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             return;
         };
         tracing::info!(%manager_id, host = %m.info.hostname, returned = returned.len(), "manager draining before its block ends");
-        self.strategy.set(
-            manager_id,
-            0,
-            strategy::Facts {
-                info: &m.info,
-                order: m.order,
-            },
-        );
+        self.strategy.set(manager_id, 0, m.facts());
         m.draining = true;
         for &(task_id, attempt) in returned.iter().rev() {
             if !m.tasks.remove(&(task_id, attempt)) {
@@ -702,34 +691,19 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             } else {
                 manager.free
             };
-            let facts = strategy::Facts {
-                info: &manager.info,
-                order: manager.order,
-            };
-            self.strategy.set(manager_id, free, facts);
+            self.strategy.set(manager_id, free, manager.facts());
         }
         for (manager_id, functions, tasks) in frames {
             let manager = self.managers.get_mut(&manager_id).expect("present");
             if !tasks.is_empty() && manager.tx.send(ToManager::Run { functions, tasks }).is_err() {
                 // Its connection is closing; ManagerGone follows and puts the tasks back.
                 manager.free = 0;
-                let facts = strategy::Facts {
-                    info: &manager.info,
-                    order: manager.order,
-                };
-                self.strategy.set(manager_id, 0, facts);
+                self.strategy.set(manager_id, 0, manager.facts());
             }
         }
         for manager_id in unfit {
             let m = &self.managers[&manager_id];
-            self.strategy.set(
-                manager_id,
-                m.free,
-                strategy::Facts {
-                    info: &m.info,
-                    order: m.order,
-                },
-            );
+            self.strategy.set(manager_id, m.free, m.facts());
         }
     }
 

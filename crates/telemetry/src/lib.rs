@@ -2,7 +2,9 @@
 //! (`RUST_LOG` over a per-binary default; `FERRY_LOG_FORMAT=json` for JSON lines; logs on
 //! stderr, so stdout stays for data), SIGTERM / Ctrl-C turned into a cancellation,
 //! with a second signal exiting at once, and an error at exit printed as its chain of
-//! causes ([`exit_code`]).
+//! causes ([`exit_code`]); Prometheus metrics ([`metrics`]).
+
+pub mod metrics;
 
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;

@@ -31,6 +31,7 @@ pub mod globus;
 pub mod idempotency;
 pub mod limits;
 pub mod memo;
+pub mod metrics;
 pub mod openapi;
 pub mod serve;
 pub mod submit;
@@ -216,6 +217,8 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     /// The one reader of session event streams, shared by every WebSocket.
     pub events: event_hub::EventHub,
+    /// What `GET /metrics` serves.
+    pub metrics: Arc<metrics::WebMetrics>,
 }
 
 /// How long one broker operation of a request (publishing a submission, a cancel)
@@ -268,6 +271,7 @@ impl AppState {
                 config.max_websockets_per_user,
             )),
             config: Arc::new(config),
+            metrics: Arc::default(),
         })
     }
 
@@ -427,6 +431,11 @@ pub fn app(state: AppState) -> Router {
                 format!("{method} is not allowed on {}", uri.path()),
             )
         })
+        .route("/metrics", axum::routing::get(metrics::serve))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -396,6 +396,8 @@ async fn commit(state: &AppState, prepared: Vec<Prepared>) -> ApiResult<Vec<Acce
             sent = end;
         }
         tracing::debug!(batch_id = %p.batch.batch_id, tasks = p.specs.len(), "tasks submitted");
+        state.metrics.tasks_accepted.inc_by(p.specs.len() as u64);
+        state.metrics.sessions_accepted.inc();
     }
     Ok(prepared
         .into_iter()

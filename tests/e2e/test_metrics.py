@@ -1,0 +1,74 @@
+"""`/metrics`, scraped and parsed as Prometheus does: counters move as tasks run."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ferry import Client
+from ferrystack import Stack
+
+
+def double(x):
+    return 2 * x
+
+
+@pytest.fixture(scope="module")
+def stack():
+    s = Stack(workers=2)
+    s.start()
+    yield s
+    s.stop()
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of `url`'s /metrics, by name and labels."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = r.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_the_web_service_counts_requests_by_route_and_the_tasks_it_accepts(stack):
+    client = Client(stack.url, token=stack.token)
+    fid = client.register_function(double)
+    before = scrape(stack.url)
+    batch = client.create_batch()
+    for i in range(5):
+        batch.add(fid, i)
+    session = client.submit_session(stack.endpoint_id, batch)
+    assert [client.get_result(t, timeout=60) for t in session.task_ids] == [0, 2, 4, 6, 8]
+    client.get_task(session.task_ids[0])
+    after = scrape(stack.url)
+
+    def moved(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved("ferry_tasks_accepted_total") == 5
+    assert moved("ferry_sessions_accepted_total") == 1
+    assert moved("ferry_http_requests_total", method="POST", route="/v1/sessions", status="200") == 1
+    assert moved("ferry_http_requests_total", method="GET", route="/v1/tasks/{id}", status="200") >= 1
+    assert moved("ferry_http_request_duration_seconds_count", route="/v1/sessions") == 1
+    # Ids do not make series of their own: every route is a declared one.
+    routes = {dict(labels).get("route") for name, labels in after if name == "ferry_http_requests_total"}
+    assert all(r == "unmatched" or r.startswith("/") and "-" not in r for r in routes), routes
+
+
+def test_an_unknown_route_counts_as_unmatched(stack):
+    before = scrape(stack.url)
+    try:
+        urllib.request.urlopen(f"{stack.url}/v1/nothing-here", timeout=5)
+    except urllib.error.HTTPError as e:
+        assert e.code == 404
+    after = scrape(stack.url)
+    key = ("ferry_http_requests_total", (("method", "GET"), ("route", "unmatched"), ("status", "404")))
+    assert after.get(key, 0) - before.get(key, 0) == 1

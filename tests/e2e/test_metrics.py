@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ferry import Client
-from ferrystack import Stack
+from ferrystack import Stack, _free_port
 
 
 def double(x):
@@ -19,9 +19,15 @@ def double(x):
 @pytest.fixture(scope="module")
 def stack():
     s = Stack(workers=2)
+    s.forwarder_metrics = f"http://127.0.0.1:{_free_port()}"
+    s.env["FERRY_FORWARDER_METRICS_LISTEN"] = s.forwarder_metrics.removeprefix("http://")
     s.start()
     yield s
     s.stop()
+
+
+def boom(_):
+    raise ValueError("boom")
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
@@ -72,3 +78,29 @@ def test_an_unknown_route_counts_as_unmatched(stack):
     after = scrape(stack.url)
     key = ("ferry_http_requests_total", (("method", "GET"), ("route", "unmatched"), ("status", "404")))
     assert after.get(key, 0) - before.get(key, 0) == 1
+
+
+def test_the_forwarder_counts_transitions_heartbeats_and_run_times(stack):
+    client = Client(stack.url, token=stack.token)
+    fid, bad = client.register_function(double), client.register_function(boom)
+    before = scrape(stack.forwarder_metrics)
+    batch = client.create_batch()
+    for i in range(4):
+        batch.add(fid, i)
+    batch.add(bad, 0)
+    session = client.submit_session(stack.endpoint_id, batch)
+    for t in session.task_ids:
+        try:
+            client.get_result(t, timeout=60)
+        except Exception:  # noqa: BLE001 - the failing one
+            pass
+    after = scrape(stack.forwarder_metrics)
+
+    def moved(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved("ferry_task_transitions_total", state="success") == 4
+    assert moved("ferry_task_transitions_total", state="failed") == 1
+    assert moved("ferry_task_run_seconds_count") == 5
+    assert after[("ferry_endpoint_heartbeats_total", ())] > 0

@@ -21,11 +21,13 @@
 pub mod cancels;
 pub mod dispatch;
 pub mod held;
+pub mod metrics;
 pub mod notifier;
 pub mod reports;
 pub mod sweeper;
 pub mod webhook_guard;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_broker::Broker;
@@ -67,6 +69,10 @@ pub struct Config {
     /// refused otherwise.
     #[arg(long, env = "FERRY_WEBHOOK_ALLOW", default_value = "")]
     pub webhook_allow: String,
+    /// Serve Prometheus metrics at `/metrics` on this address (`127.0.0.1:9464`);
+    /// default: not served (docs/operations.md).
+    #[arg(long, env = "FERRY_FORWARDER_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs until `shutdown` is cancelled. When RabbitMQ or Redis goes away the forwarder
@@ -74,9 +80,25 @@ pub struct Config {
 /// it had not acked is redelivered.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(200);
+    // Kept across reconnects, so counters only grow.
+    let metrics = Arc::new(metrics::ForwarderMetrics::default());
+    let _serving = match config.metrics_listen {
+        Some(listen) => {
+            // Bound now, so a taken address is an error at start, not a log line later.
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("FERRY_FORWARDER_METRICS_LISTEN {listen}: {e}"))?;
+            tracing::info!(%listen, "serving metrics at /metrics");
+            Some(AbortOnDrop(tokio::spawn(metrics::serve(
+                listener,
+                metrics.clone(),
+            ))))
+        }
+        None => None,
+    };
     loop {
         let started = std::time::Instant::now();
-        match run_once(&config, &shutdown).await {
+        match run_once(&config, &shutdown, &metrics).await {
             Ok(()) => return Ok(()),
             // A setting to fix, not a backend to wait for.
             Err(e) if matches!(e.downcast_ref(), Some(ferry_store::Error::Evicting { .. })) => return Err(e),
@@ -95,7 +117,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 }
 
-async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
+/// Aborts the task it holds when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<anyhow::Result<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn run_once(
+    config: &Config,
+    shutdown: &CancellationToken,
+    metrics: &Arc<metrics::ForwarderMetrics>,
+) -> anyhow::Result<()> {
     let ca_pem = match &config.backends.ca_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -139,7 +174,8 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         held.clone(),
         config.endpoint_missed_heartbeats,
         config.backends.amqp_admin_url.is_some(),
-    );
+    )
+    .with_metrics(metrics.clone());
     let blocks = sweeper::watch_blocks(
         store.clone(),
         broker.clone(),
@@ -152,7 +188,8 @@ async fn run_once(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         Duration::from_millis(config.sweep_interval_ms.max(10)),
         Duration::from_secs(config.abandoned_batch_secs),
         Duration::from_secs(config.stranded_after_secs),
-    );
+    )
+    .with_metrics(metrics.clone());
     let submissions = broker
         .consume(&broker.submissions_queue(), config.prefetch, "forwarder-dispatch")
         .await?;

@@ -3,11 +3,13 @@
 use ferry_broker::{Broker, Consumer, Delivery};
 use ferry_proto::messages::{Completion, EndpointMessage, TaskResult};
 use std::ops::Range;
+use std::sync::Arc;
 
 use ferry_proto::{EndpointId, Event, EventKind};
 use ferry_store::{Applied, Finish, Report, Store};
 
 use crate::held::Held;
+use crate::metrics::{DeadLetter, ForwarderMetrics};
 
 /// Most endpoint messages applied together (at most the consumer's prefetch arrive),
 /// and about most bytes of them (results can be large).
@@ -26,6 +28,7 @@ pub struct Applier {
     /// Endpoints have broker identities: a message is taken only from the identity of
     /// the endpoint it speaks for.
     identities: bool,
+    metrics: Arc<ForwarderMetrics>,
 }
 
 impl Applier {
@@ -36,7 +39,14 @@ impl Applier {
             held,
             missed_heartbeats,
             identities,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts what it applies in `metrics` (default: metrics of its own, served nowhere).
+    pub fn with_metrics(mut self, metrics: Arc<ForwarderMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Why a message may not be taken from its sender: with identities, it must come
@@ -85,6 +95,7 @@ impl Applier {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "dead-lettering a malformed endpoint message");
+                    self.metrics.dead_letter(DeadLetter::Malformed);
                     delivery.dead_letter(&e.to_string()).await?;
                     continue;
                 }
@@ -95,6 +106,7 @@ impl Applier {
             };
             if let Some(reason) = self.refusal(&delivery, endpoint_id) {
                 tracing::warn!(%endpoint_id, %reason, "dead-lettering a forged endpoint message");
+                self.metrics.dead_letter(DeadLetter::Forged);
                 delivery.dead_letter(&reason).await?;
                 continue;
             }
@@ -106,6 +118,7 @@ impl Applier {
                     load,
                     alive,
                 } => {
+                    self.metrics.heartbeats.inc();
                     self.store.touch_tasks(endpoint_id, &alive, at).await?;
                     let load = serde_json::to_value(&load)?;
                     // The deadline runs on this side's clock: the endpoint's may differ.
@@ -138,6 +151,7 @@ impl Applier {
                         finish: None,
                     }));
                     for result in results {
+                        self.metrics.result(&result);
                         grouped.push(result.group.is_some());
                         reports.extend(result_reports(result, endpoint_id));
                         terminal_at.push(reports.len() - 1);
@@ -161,6 +175,13 @@ impl Applier {
             let mut all = held.records;
             all.append(&mut reports);
             let mut applied = self.store.apply(&all).await?;
+            for a in &applied {
+                match a {
+                    Applied::Moved { to, .. } => self.metrics.moved(*to),
+                    Applied::Ignored(_) | Applied::Unknown => self.metrics.ignored(),
+                    Applied::Foreign => {}
+                }
+            }
             let rest = applied.split_off(n);
             self.held
                 .settle(&self.store, &self.broker, &held.from, &applied)
@@ -189,6 +210,7 @@ impl Applier {
             match refused {
                 Some(reason) => {
                     tracing::warn!(%reason, "dead-lettering an endpoint message");
+                    self.metrics.dead_letter(DeadLetter::Foreign);
                     delivery.dead_letter(&reason).await?
                 }
                 None => delivery.ack().await?,

@@ -101,6 +101,7 @@ pub struct Sweeper {
     stranded_after: Duration,
     /// The endpoints that looked stranded at the last look, and when that was.
     looks: Mutex<stranded::Looks>,
+    metrics: std::sync::Arc<crate::metrics::ForwarderMetrics>,
 }
 
 impl Sweeper {
@@ -121,7 +122,15 @@ impl Sweeper {
             started: Instant::now(),
             stranded_after,
             looks: Mutex::default(),
+            metrics: Default::default(),
         }
+    }
+
+    /// Counts the endpoints it declares lost in `metrics` (default: metrics of its own,
+    /// served nowhere).
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::ForwarderMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sweeps every period until an error (the caller reconnects).
@@ -206,6 +215,7 @@ impl Sweeper {
                 }
             }
             let moved = self.endpoint_lost(endpoint).await?;
+            self.metrics.endpoints_lost.inc();
             if record.heartbeat_interval_ms == 0 {
                 // Its last heartbeat said goodbye (`interval_ms` 0): a clean stop.
                 tracing::info!(

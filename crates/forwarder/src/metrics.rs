@@ -1,0 +1,152 @@
+//! The forwarder's metrics, served at `/metrics` on `--metrics-listen` (Prometheus' text
+//! format): transitions by the state a task entered, reports that changed nothing,
+//! heartbeats, endpoints declared lost, dead letters by why, how long tasks ran
+//! (docs/operations.md).
+
+use std::sync::Arc;
+
+use ferry_proto::messages::TaskResult;
+use ferry_proto::{EventKind, TaskState};
+use ferry_telemetry::metrics::{Counter, Family, Histogram, Registry, duration_buckets, registry, render};
+use prometheus_client::encoding::EncodeLabelSet;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Why the forwarder dead-lettered an endpoint message.
+#[derive(Debug, Clone, Copy)]
+pub enum DeadLetter {
+    /// It could not be decoded.
+    Malformed,
+    /// It came from another broker user than the endpoint it names.
+    Forged,
+    /// It reported on another endpoint's tasks.
+    Foreign,
+}
+
+/// The forwarder's registry and the metrics in it.
+pub struct ForwarderMetrics {
+    registry: Registry,
+    transitions: Family<StateLabel, Counter>,
+    ignored: Counter,
+    pub heartbeats: Counter,
+    pub endpoints_lost: Counter,
+    dead_letters: Family<ReasonLabel, Counter>,
+    run_seconds: Histogram,
+}
+
+impl Default for ForwarderMetrics {
+    fn default() -> Self {
+        let mut registry = registry();
+        let transitions = Family::<StateLabel, Counter>::default();
+        registry.register(
+            "task_transitions",
+            "Task records moved, by the state entered",
+            transitions.clone(),
+        );
+        let ignored = Counter::default();
+        registry.register(
+            "task_reports_ignored",
+            "Reports that changed no record (a late copy, an old attempt, a task gone)",
+            ignored.clone(),
+        );
+        let heartbeats = Counter::default();
+        registry.register(
+            "endpoint_heartbeats",
+            "Endpoint heartbeats received",
+            heartbeats.clone(),
+        );
+        let endpoints_lost = Counter::default();
+        registry.register(
+            "endpoints_lost",
+            "Endpoints declared lost for missing their heartbeats (or stopped cleanly)",
+            endpoints_lost.clone(),
+        );
+        let dead_letters = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "dead_letters",
+            "Endpoint messages dead-lettered, by why",
+            dead_letters.clone(),
+        );
+        let run_seconds = Histogram::new(duration_buckets());
+        registry.register(
+            "task_run_seconds",
+            "How long tasks ran, from their start to their result",
+            run_seconds.clone(),
+        );
+        Self {
+            registry,
+            transitions,
+            ignored,
+            heartbeats,
+            endpoints_lost,
+            dead_letters,
+            run_seconds,
+        }
+    }
+}
+
+impl ForwarderMetrics {
+    /// A task's record moved to `to`.
+    pub fn moved(&self, to: TaskState) {
+        self.transitions
+            .get_or_create(&StateLabel {
+                state: to.wire_name(),
+            })
+            .inc();
+    }
+
+    /// A report changed nothing.
+    pub fn ignored(&self) {
+        self.ignored.inc();
+    }
+
+    pub fn dead_letter(&self, why: DeadLetter) {
+        let reason = match why {
+            DeadLetter::Malformed => "malformed",
+            DeadLetter::Forged => "forged",
+            DeadLetter::Foreign => "foreign",
+        };
+        self.dead_letters.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A result came: how long its task ran, when its start is among its steps.
+    pub fn result(&self, result: &TaskResult) {
+        if let Some(started) = result.steps.iter().find(|s| s.kind == EventKind::Started) {
+            let micros = result.finished_at.saturating_sub(started.at);
+            self.run_seconds.observe(micros as f64 / 1e6);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<ForwarderMetrics>) -> anyhow::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        ferry_telemetry::metrics::CONTENT_TYPE,
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -4,7 +4,8 @@
 endpoint, on an embedded store and broker): it hands over to the ``ferry-dev`` binary
 installed beside this Python (the Ferry wheel puts it there), else the one on ``PATH``.
 ``ferry dev --help`` lists its flags. ``ferry app`` registers, shows and runs
-applications (see ``ferry.appcli``).
+applications (see ``ferry.appcli``); ``login``, ``function``, ``run``, ``task``,
+``session`` and ``endpoint`` are the everyday commands (see ``ferry.usercli``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ USAGE = """usage: ferry COMMAND [ARGS]
 
 commands:
   dev       run Ferry on this machine (no Redis or RabbitMQ needed); ferry dev --help
+  login     save the service's URL and your token
+  function  register a function from a Python file: ferry function register FILE:NAME
+  run       run a registered function once and print its result
+  task      a task's state, timeline and result: ferry task show ID
+  session   a session's progress until it completes: ferry session watch ID
+  endpoint  your endpoints: ferry endpoint list
   app       register, show and run applications; ferry app --help
+
+Every command but dev takes --json; ferry COMMAND --help says more.
 """
 
 
@@ -50,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from .appcli import main as app_main
 
         return app_main(rest)
+    from . import usercli
+
+    if command in usercli.COMMANDS:
+        return usercli.main(args)
     print(f"ferry: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
 

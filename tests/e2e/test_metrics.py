@@ -18,7 +18,9 @@ def double(x):
 
 @pytest.fixture(scope="module")
 def stack():
-    s = Stack(workers=2)
+    endpoint_port = _free_port()
+    s = Stack(workers=2, settings={"metrics_listen": f"127.0.0.1:{endpoint_port}"})
+    s.endpoint_metrics = f"http://127.0.0.1:{endpoint_port}"
     s.forwarder_metrics = f"http://127.0.0.1:{_free_port()}"
     s.env["FERRY_FORWARDER_METRICS_LISTEN"] = s.forwarder_metrics.removeprefix("http://")
     s.start()
@@ -104,3 +106,43 @@ def test_the_forwarder_counts_transitions_heartbeats_and_run_times(stack):
     assert moved("ferry_task_transitions_total", state="failed") == 1
     assert moved("ferry_task_run_seconds_count") == 5
     assert after[("ferry_endpoint_heartbeats_total", ())] > 0
+
+
+def flaky(path):
+    """Fails the first time it runs, then succeeds."""
+    import os
+
+    if not os.path.exists(path):
+        open(path, "w").close()
+        raise ConnectionError("first try")
+    return "second try"
+
+
+def test_the_endpoint_counts_what_it_receives_refuses_retries_and_finishes(stack, tmp_path):
+    client = Client(stack.url, token=stack.token)
+    fid, retried = client.register_function(double), client.register_function(flaky)
+    before = scrape(stack.endpoint_metrics)
+    batch = client.create_batch()
+    for i in range(3):
+        batch.add(fid, i)
+    session = client.submit_session(stack.endpoint_id, batch)
+    assert [client.get_result(t, timeout=60) for t in session.task_ids] == [0, 2, 4]
+    again = client.run(str(tmp_path / "once"), endpoint_id=stack.endpoint_id, function_id=retried,
+                       retry={"on": ["ConnectionError"], "backoff_secs": 0.1})
+    assert client.get_result(again, timeout=60) == "second try"
+    refused = client.run(1, endpoint_id=stack.endpoint_id, function_id=fid, environment="nowhere")
+    with pytest.raises(Exception, match="nowhere"):
+        client.get_result(refused, timeout=60)
+    after = scrape(stack.endpoint_metrics)
+
+    def moved(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved("ferry_endpoint_tasks_received_total") == 6, "3, the flaky one twice, the refused one"
+    assert moved("ferry_endpoint_tasks_refused_total") == 1
+    assert moved("ferry_endpoint_tasks_retried_total") == 1
+    assert moved("ferry_endpoint_tasks_finished_total", outcome="success") == 4
+    assert moved("ferry_endpoint_tasks_finished_total", outcome="failed") == 1, "the refusal is a result"
+    assert after[("ferry_endpoint_managers", ())] == 1
+    assert after[("ferry_endpoint_workers", ())] == 2

@@ -10,6 +10,7 @@
 //! - [`managers`]: the connections with managers: TLS with the endpoint's certificate,
 //!   then their proof of its secret.
 //! - [`reporter`]: batched status updates, results and heartbeats to RabbitMQ.
+//! - [`metrics`]: what `/metrics` shows, on `metrics_listen`.
 //! - [`provider`]: how blocks of managers are started: local processes, Slurm, PBS.
 //! - [`blocks`]: the blocks an endpoint holds, and when to add or cancel one.
 //! - [`forge`]: block scripts made from templates with `@@NAME@@` markup.
@@ -25,6 +26,7 @@ pub mod data;
 pub mod forge;
 pub mod interchange;
 pub mod managers;
+pub mod metrics;
 pub mod provider;
 pub mod reporter;
 pub mod service;

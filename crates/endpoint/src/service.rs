@@ -235,6 +235,24 @@ async fn run_once(
         inputs.clone(),
         data.clone(),
     );
+    let metrics = std::sync::Arc::new(crate::metrics::EndpointMetrics::default());
+    let _serving = match config.metrics_listen {
+        Some(listen) => {
+            // Bound now: a taken address stops the endpoint at start, naming it.
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {listen} (metrics_listen): {e}"))?;
+            tracing::info!(%listen, "serving metrics at /metrics");
+            let text = {
+                let metrics = metrics.clone();
+                move || metrics.render()
+            };
+            Some(ferry_telemetry::AbortOnDrop(tokio::spawn(
+                ferry_telemetry::metrics::serve(listener, text),
+            )))
+        }
+        None => None,
+    };
     let interchange = Interchange::new(
         endpoint_id,
         sink.clone(),
@@ -249,6 +267,7 @@ async fn run_once(
     }))
     .with_environments(environments(config))
     .with_strategy(config.strategy)
+    .with_metrics(metrics)
     .remembering(take_finished(dir));
     let mut waiting = interchange.pending_tasks();
     let capacity = interchange.capacity();

@@ -89,10 +89,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 .await
                 .map_err(|e| anyhow::anyhow!("FERRY_FORWARDER_METRICS_LISTEN {listen}: {e}"))?;
             tracing::info!(%listen, "serving metrics at /metrics");
-            Some(AbortOnDrop(tokio::spawn(metrics::serve(
-                listener,
-                metrics.clone(),
-            ))))
+            let text = {
+                let metrics = metrics.clone();
+                move || metrics.render()
+            };
+            Some(ferry_telemetry::AbortOnDrop(tokio::spawn(
+                ferry_telemetry::metrics::serve(listener, text),
+            )))
         }
         None => None,
     };
@@ -114,15 +117,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
-    }
-}
-
-/// Aborts the task it holds when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<anyhow::Result<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

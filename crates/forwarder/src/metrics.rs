@@ -3,8 +3,6 @@
 //! heartbeats, endpoints declared lost, dead letters by why, how long tasks ran
 //! (docs/operations.md).
 
-use std::sync::Arc;
-
 use ferry_proto::messages::TaskResult;
 use ferry_proto::{EventKind, TaskState};
 use ferry_telemetry::metrics::{Counter, Family, Histogram, Registry, duration_buckets, registry, render};
@@ -128,25 +126,4 @@ impl ForwarderMetrics {
     pub fn render(&self) -> String {
         render(&self.registry)
     }
-}
-
-/// Serves `GET /metrics` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<ForwarderMetrics>) -> anyhow::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        ferry_telemetry::metrics::CONTENT_TYPE,
-                    )],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app).await?;
-    Ok(())
 }

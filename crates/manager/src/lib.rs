@@ -245,7 +245,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         run_root.clone(),
         Duration::from_secs(config.keep_run_dirs_secs),
     ));
-    let _sweeper = AbortOnDrop(sweeper);
+    let _sweeper = ferry_telemetry::AbortOnDrop(sweeper);
     let launch = slot::Launch {
         bin: worker_bin,
         run_root,
@@ -283,15 +283,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             shutdown,
         )
         .await
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Every [`sweep_every`], removes the finished tasks' run directories kept longer than

@@ -6,6 +6,16 @@
 
 pub mod metrics;
 
+/// A spawned task that is aborted when this is dropped (a helper that lives as long as
+/// the scope that started it).
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 

@@ -29,6 +29,25 @@ pub fn render(registry: &Registry) -> String {
     text
 }
 
+/// Serves `GET /metrics` on `listener` (bound by the caller, so that a taken address
+/// is an error at its start), answering with what `text` renders, until the process
+/// ends. For the processes that serve nothing else over HTTP (the forwarder, the
+/// endpoint).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    text: impl Fn() -> String + Clone + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = text.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], text()) }
+        }),
+    );
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
 /// Buckets for durations from 0.5 ms to about 9 minutes, doubling.
 pub fn duration_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.0005, 2.0, 21)

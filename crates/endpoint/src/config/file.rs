@@ -62,7 +62,7 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
         }
     }
     let ids = |ids: &[String]| toml::Value::Array(ids.iter().cloned().map(toml::Value::String).collect());
-    let top: [(&str, Option<toml::Value>, &str, &str); 12] = [
+    let top: [(&str, Option<toml::Value>, &str, &str); 13] = [
         (
             "listen",
             config.listen.clone().map(toml::Value::String),
@@ -122,6 +122,12 @@ pub fn commented(name: &str, config: &EndpointConfig) -> String {
                 .then(|| toml::Value::String(config.strategy.name().to_owned())),
             "\"fill-by-priority\"",
             "which manager gets tasks next: least-loaded (default), fill-by-priority, round-robin, environment-affinity",
+        ),
+        (
+            "metrics_listen",
+            config.metrics_listen.map(|a| toml::Value::String(a.to_string())),
+            "\"127.0.0.1:9465\"",
+            "serve Prometheus metrics at /metrics on this address (default: not served)",
         ),
         (
             "public",
@@ -419,6 +425,7 @@ mod tests {
             config.token = Some("fy_abc".into());
             if kind.is_batch() {
                 config.strategy = crate::interchange::strategy::StrategyKind::FillByPriority;
+                config.metrics_listen = Some("127.0.0.1:9465".parse().unwrap());
             }
             let text = commented("hpc", &config);
             let back = EndpointConfig::parse(&text).unwrap_or_else(|e| panic!("{kind:?}: {e}\n{text}"));

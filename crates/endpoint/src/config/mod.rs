@@ -72,6 +72,10 @@ pub struct EndpointConfig {
     /// strict priorities).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_aging_secs: Option<u64>,
+    /// Serve Prometheus metrics at `/metrics` on this address (`127.0.0.1:9465`);
+    /// default: not served (docs/operations.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Which manager gets tasks next: `least-loaded` (the default), `fill-by-priority`,
     /// `round-robin` or `environment-affinity` (docs/scheduling.md#strategies).
     #[serde(default, skip_serializing_if = "is_default_strategy")]
@@ -131,6 +135,7 @@ impl EndpointConfig {
             stop_grace_secs: default_stop_grace(),
             priority_aging_secs: None,
             strategy: Default::default(),
+            metrics_listen: None,
             public: false,
             shared_with: Vec::new(),
             allowed_functions: None,

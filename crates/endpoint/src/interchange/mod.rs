@@ -7,11 +7,12 @@
 //! recording exactly-once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_broker::Delivery;
 use ferry_proto::frames::{FromManager, ManagerInfo, ToManager};
-use ferry_proto::messages::{EndpointLoad, FunctionCode, StatusUpdate, TaskBatch, TaskSpec};
+use ferry_proto::messages::{EndpointLoad, FunctionCode, StatusUpdate, TaskBatch, TaskResult, TaskSpec};
 use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, EndpointId, EventKind, FunctionId, ManagerId, TaskId};
 use tokio::sync::{mpsc, watch};
@@ -137,6 +138,8 @@ pub struct Interchange<S, D = Delivery> {
     delayed: std::collections::BinaryHeap<std::cmp::Reverse<(u64, TaskId)>>,
     /// The task environments, and the tasks held of those that recycle when unreferenced.
     environments: environments::Environments,
+    /// What `/metrics` shows of it.
+    metrics: Arc<crate::metrics::EndpointMetrics>,
 }
 
 /// What the endpoint's workers run Python tasks with.
@@ -177,6 +180,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             fail_unmet: false,
             delayed: std::collections::BinaryHeap::new(),
             environments: Default::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -192,6 +196,12 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
     /// Waiting tasks gain a priority step per `aging` waited (see [`pending::Pending`]).
     pub fn aging(mut self, aging: Option<Duration>) -> Self {
         self.pending = pending::Waiting::aging(aging);
+        self
+    }
+
+    /// Counts what it does in `metrics` (default: metrics of its own, served nowhere).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::EndpointMetrics>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -330,7 +340,9 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                     .values()
                     .flat_map(|m| m.tasks.iter().map(|(task, _)| *task))
                     .collect();
-                self.sink.heartbeat(self.load(), alive);
+                let load = self.load();
+                self.metrics.load(&load);
+                self.sink.heartbeat(load, alive);
                 self.capacity.send_replace(self.block_loads());
             }
         }
@@ -464,6 +476,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 at: now,
                 by: Actor::Endpoint,
             };
+            self.metrics.received.inc();
             if let Some(reason) = self.refusal(&spec).or_else(|| self.route(&mut spec)) {
                 tracing::warn!(task_id = %spec.task_id, function_id = %spec.function_id, %reason, "refusing a task");
                 self.fail_at_once(&spec, id, vec![step], reason);
@@ -540,7 +553,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 result.steps = steps;
                 result.group = t.spec.group;
                 self.publishing.insert(task_id, (t.delivery, result.attempt));
-                self.sink.result(result);
+                self.send_result(result);
             }
             FromManager::Lost {
                 task_id,
@@ -615,6 +628,12 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 tracing::warn!(error = %e, "cannot ack a delivery");
             }
         }
+    }
+
+    /// Sends a task's result (counted by its outcome).
+    fn send_result(&mut self, result: TaskResult) {
+        self.metrics.finished(&result.completion);
+        self.sink.result(result);
     }
 
     /// Hands pending tasks to managers with free slots, the highest priority first (see

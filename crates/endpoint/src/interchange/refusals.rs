@@ -18,8 +18,9 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         steps: Vec<StatusUpdate>,
         reason: String,
     ) {
+        self.metrics.refused.inc();
         self.publishing.insert(spec.task_id, (delivery, spec.attempt));
-        self.sink.result(TaskResult {
+        self.send_result(TaskResult {
             task_id: spec.task_id,
             attempt: spec.attempt,
             steps,

@@ -97,6 +97,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
         if t.spec.attempt != attempt {
             return;
         }
+        self.metrics.lost.inc();
         if t.spec.requeues >= MAX_FREE_REQUEUES {
             let reason =
                 format!("{reason}; it went back {MAX_FREE_REQUEUES} times already, so this loss counts");
@@ -211,6 +212,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             by: Actor::Endpoint,
         };
         self.republish(spec, lost, t.delivery);
+        self.metrics.retried.inc();
         true
     }
 
@@ -258,7 +260,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 tracing::warn!(%task_id, attempt, reason, "task lost and out of retries; it fails");
                 let t = self.unhold(&task_id).expect("present");
                 self.publishing.insert(task_id, (t.delivery, attempt));
-                self.sink.result(TaskResult {
+                self.send_result(TaskResult {
                     task_id,
                     attempt,
                     steps: t.steps,

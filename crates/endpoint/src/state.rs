@@ -55,10 +55,19 @@ pub fn read_id(dir: &Path) -> Option<EndpointId> {
 }
 
 pub fn write_id(dir: &Path, endpoint_id: EndpointId) -> std::io::Result<()> {
-    std::fs::write(
-        dir.join("endpoint.json"),
-        serde_json::to_vec(&Saved { endpoint_id })?,
+    write_whole(
+        &dir.join("endpoint.json"),
+        &serde_json::to_vec(&Saved { endpoint_id })?,
     )
+}
+
+/// Writes a file whole or not at all (a temporary file renamed over it): `status`,
+/// `stop`, `ferry dev` and scripts may read it at any moment.
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, bytes)?;
+    std::fs::rename(partial, path)
 }
 
 /// Writes `endpoint.pid`: `PID START`, START being when the process started (clock ticks
@@ -70,7 +79,7 @@ pub fn write_pid(dir: &Path) -> std::io::Result<()> {
         Some(start) => format!("{pid} {start}"),
         None => pid.to_string(),
     };
-    std::fs::write(dir.join("endpoint.pid"), text)
+    write_whole(&dir.join("endpoint.pid"), text.as_bytes())
 }
 
 /// A pid an endpoint recorded, and when that process started (absent in a file an older
@@ -121,7 +130,7 @@ pub fn write_running(
         manager_addr,
         manager_cert_sha256: Some(manager_cert_sha256),
     };
-    std::fs::write(dir.join("running.json"), serde_json::to_vec(&running)?)
+    write_whole(&dir.join("running.json"), &serde_json::to_vec(&running)?)
 }
 
 pub fn read_running(dir: &Path) -> Option<Running> {

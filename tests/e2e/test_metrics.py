@@ -146,3 +146,26 @@ def test_the_endpoint_counts_what_it_receives_refuses_retries_and_finishes(stack
     assert moved("ferry_endpoint_tasks_finished_total", outcome="failed") == 1, "the refusal is a result"
     assert after[("ferry_endpoint_managers", ())] == 1
     assert after[("ferry_endpoint_workers", ())] == 2
+
+
+def test_every_metric_the_grafana_dashboard_draws_is_served(stack):
+    import json
+    import re
+    from pathlib import Path
+
+    names: set[str] = set()
+    for url in (stack.url, stack.endpoint_metrics, stack.forwarder_metrics):
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+            for family in text_string_to_metric_families(r.read().decode()):
+                names.add(family.name)
+                names.update(s.name for s in family.samples)
+    dashboard = json.loads((Path(__file__).parents[2] / "docs" / "grafana" / "ferry.json").read_text())
+    drawn = {
+        m
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for m in re.findall(r"ferry_[a-z_]+", target["expr"])
+    }
+    assert drawn, "the dashboard draws Ferry's metrics"
+    missing = {m for m in drawn if m not in names and re.sub(r"_(total|bucket|count|sum)$", "", m) not in names}
+    assert not missing, f"drawn but not served: {missing}"

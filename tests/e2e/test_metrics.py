@@ -45,6 +45,12 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
     }
 
 
+def moved(before: dict, after: dict, name: str, **labels: str) -> float:
+    """How much a sample grew between two scrapes."""
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0) - before.get(key, 0)
+
+
 def test_the_web_service_counts_requests_by_route_and_the_tasks_it_accepts(stack):
     client = Client(stack.url, token=stack.token)
     fid = client.register_function(double)
@@ -57,15 +63,11 @@ def test_the_web_service_counts_requests_by_route_and_the_tasks_it_accepts(stack
     client.get_task(session.task_ids[0])
     after = scrape(stack.url)
 
-    def moved(name, **labels):
-        key = (name, tuple(sorted(labels.items())))
-        return after.get(key, 0) - before.get(key, 0)
-
-    assert moved("ferry_tasks_accepted_total") == 5
-    assert moved("ferry_sessions_accepted_total") == 1
-    assert moved("ferry_http_requests_total", method="POST", route="/v1/sessions", status="200") == 1
-    assert moved("ferry_http_requests_total", method="GET", route="/v1/tasks/{id}", status="200") >= 1
-    assert moved("ferry_http_request_duration_seconds_count", route="/v1/sessions") == 1
+    assert moved(before, after, "ferry_tasks_accepted_total") == 5
+    assert moved(before, after, "ferry_sessions_accepted_total") == 1
+    assert moved(before, after, "ferry_http_requests_total", method="POST", route="/v1/sessions", status="200") == 1
+    assert moved(before, after, "ferry_http_requests_total", method="GET", route="/v1/tasks/{id}", status="200") >= 1
+    assert moved(before, after, "ferry_http_request_duration_seconds_count", route="/v1/sessions") == 1
     # Ids do not make series of their own: every route is a declared one.
     routes = {dict(labels).get("route") for name, labels in after if name == "ferry_http_requests_total"}
     assert all(r == "unmatched" or r.startswith("/") and "-" not in r for r in routes), routes
@@ -98,13 +100,9 @@ def test_the_forwarder_counts_transitions_heartbeats_and_run_times(stack):
             pass
     after = scrape(stack.forwarder_metrics)
 
-    def moved(name, **labels):
-        key = (name, tuple(sorted(labels.items())))
-        return after.get(key, 0) - before.get(key, 0)
-
-    assert moved("ferry_task_transitions_total", state="success") == 4
-    assert moved("ferry_task_transitions_total", state="failed") == 1
-    assert moved("ferry_task_run_seconds_count") == 5
+    assert moved(before, after, "ferry_task_transitions_total", state="success") == 4
+    assert moved(before, after, "ferry_task_transitions_total", state="failed") == 1
+    assert moved(before, after, "ferry_task_run_seconds_count") == 5
     assert after[("ferry_endpoint_heartbeats_total", ())] > 0
 
 
@@ -135,15 +133,11 @@ def test_the_endpoint_counts_what_it_receives_refuses_retries_and_finishes(stack
         client.get_result(refused, timeout=60)
     after = scrape(stack.endpoint_metrics)
 
-    def moved(name, **labels):
-        key = (name, tuple(sorted(labels.items())))
-        return after.get(key, 0) - before.get(key, 0)
-
-    assert moved("ferry_endpoint_tasks_received_total") == 6, "3, the flaky one twice, the refused one"
-    assert moved("ferry_endpoint_tasks_refused_total") == 1
-    assert moved("ferry_endpoint_tasks_retried_total") == 1
-    assert moved("ferry_endpoint_tasks_finished_total", outcome="success") == 4
-    assert moved("ferry_endpoint_tasks_finished_total", outcome="failed") == 1, "the refusal is a result"
+    assert moved(before, after, "ferry_endpoint_tasks_received_total") == 6, "3, the flaky one twice, the refused one"
+    assert moved(before, after, "ferry_endpoint_tasks_refused_total") == 1
+    assert moved(before, after, "ferry_endpoint_tasks_retried_total") == 1
+    assert moved(before, after, "ferry_endpoint_tasks_finished_total", outcome="success") == 4
+    assert moved(before, after, "ferry_endpoint_tasks_finished_total", outcome="failed") == 1, "the refusal is a result"
     assert after[("ferry_endpoint_managers", ())] == 1
     assert after[("ferry_endpoint_workers", ())] == 2
 

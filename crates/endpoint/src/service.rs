@@ -238,18 +238,9 @@ async fn run_once(
     let metrics = std::sync::Arc::new(crate::metrics::EndpointMetrics::default());
     let _serving = match config.metrics_listen {
         Some(listen) => {
-            // Bound now: a taken address stops the endpoint at start, naming it.
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {listen} (metrics_listen): {e}"))?;
-            tracing::info!(%listen, "serving metrics at /metrics");
-            let text = {
-                let metrics = metrics.clone();
-                move || metrics.render()
-            };
-            Some(ferry_telemetry::AbortOnDrop(tokio::spawn(
-                ferry_telemetry::metrics::serve(listener, text),
-            )))
+            let metrics = metrics.clone();
+            let text = move || metrics.render();
+            Some(ferry_telemetry::metrics::serve_on(listen, "metrics_listen", text).await?)
         }
         None => None,
     };

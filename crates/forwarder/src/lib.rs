@@ -84,18 +84,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let metrics = Arc::new(metrics::ForwarderMetrics::default());
     let _serving = match config.metrics_listen {
         Some(listen) => {
-            // Bound now, so a taken address is an error at start, not a log line later.
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("FERRY_FORWARDER_METRICS_LISTEN {listen}: {e}"))?;
-            tracing::info!(%listen, "serving metrics at /metrics");
-            let text = {
-                let metrics = metrics.clone();
-                move || metrics.render()
-            };
-            Some(ferry_telemetry::AbortOnDrop(tokio::spawn(
-                ferry_telemetry::metrics::serve(listener, text),
-            )))
+            let metrics = metrics.clone();
+            let text = move || metrics.render();
+            Some(ferry_telemetry::metrics::serve_on(listen, "FERRY_FORWARDER_METRICS_LISTEN", text).await?)
         }
         None => None,
     };

@@ -48,6 +48,28 @@ pub struct HostEnvironment {
     pub recycle_session: bool,
 }
 
+impl HostEnvironment {
+    /// The command line that runs its interpreter with `args`: the interpreter itself,
+    /// or, with setup lines or a launch command, `/bin/sh` running the setup and then
+    /// `exec`ing the launch command and the interpreter (so the interpreter keeps the
+    /// shell's pid and signals). Its `env` is the caller's to set.
+    pub fn argv(&self, args: &[&str]) -> Vec<String> {
+        let args = args.iter().map(|a| (*a).to_owned());
+        if self.setup.is_none() && self.launch.is_none() {
+            return std::iter::once(self.python.clone()).chain(args).collect();
+        }
+        let script = format!(
+            "{}\nexec {} \"$0\" \"$@\"",
+            self.setup.as_deref().unwrap_or(""),
+            self.launch.as_deref().unwrap_or("")
+        );
+        ["/bin/sh".to_owned(), "-c".to_owned(), script, self.python.clone()]
+            .into_iter()
+            .chain(args)
+            .collect()
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -109,5 +131,27 @@ mod tests {
                 .contains("pyton")
         );
         assert!(parse("[").unwrap_err().contains(VARIABLE));
+    }
+
+    #[test]
+    fn a_host_runs_its_interpreter_or_a_shell_that_sets_up_and_execs_it() {
+        let mut e = HostEnvironment {
+            python: "/p/python".into(),
+            ..Default::default()
+        };
+        assert_eq!(e.argv(&["-m", "ferry.host"]), ["/p/python", "-m", "ferry.host"]);
+        e.setup = Some("module load x".into());
+        e.launch = Some("env A=1".into());
+        assert_eq!(
+            e.argv(&["-c", "print(1)"]),
+            [
+                "/bin/sh",
+                "-c",
+                "module load x\nexec env A=1 \"$0\" \"$@\"",
+                "/p/python",
+                "-c",
+                "print(1)"
+            ]
+        );
     }
 }

@@ -48,6 +48,21 @@ pub async fn serve(
     Ok(())
 }
 
+/// Binds `listen` (a taken address is an error naming `setting`, at the caller's
+/// start) and serves [`serve`] there in a task of its own, stopped when the returned
+/// guard is dropped.
+pub async fn serve_on(
+    listen: std::net::SocketAddr,
+    setting: &str,
+    text: impl Fn() -> String + Clone + Send + Sync + 'static,
+) -> anyhow::Result<crate::AbortOnDrop<anyhow::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {listen} ({setting}): {e}"))?;
+    tracing::info!(%listen, "serving metrics at /metrics");
+    Ok(crate::AbortOnDrop(tokio::spawn(serve(listener, text))))
+}
+
 /// Buckets for durations from 0.5 ms to about 9 minutes, doubling.
 pub fn duration_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.0005, 2.0, 21)

@@ -176,23 +176,9 @@ impl Host {
         places: Option<(&std::path::Path, std::path::PathBuf)>,
     ) -> Result<Self, Error> {
         let python = environment.python.as_str();
-        let mut command = if environment.setup.is_some() || environment.launch.is_some() {
-            // `exec` so the host is the shell's process: its pid, signals and exit are
-            // the interpreter's.
-            let script = format!(
-                "{}\nexec {} \"$0\" -u -m ferry.host",
-                environment.setup.as_deref().unwrap_or(""),
-                environment.launch.as_deref().unwrap_or("")
-            );
-            let mut sh = Command::new("/bin/sh");
-            sh.arg("-c").arg(script).arg(python);
-            sh
-        } else {
-            let mut command = Command::new(python);
-            command.args(["-u", "-m", "ferry.host"]);
-            command
-        };
-        command.envs(&environment.env);
+        let argv = environment.argv(&["-u", "-m", "ferry.host"]);
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]).envs(&environment.env);
         if let Some((root, cwd)) = places {
             command.env("FERRY_RUN_ROOT", root).current_dir(cwd);
         }

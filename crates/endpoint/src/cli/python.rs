@@ -70,20 +70,9 @@ pub fn environment_env(
 ) -> Option<ferry_proto::api::WorkerEnv> {
     const ASK: &str = "import json, platform, dill; print(json.dumps({'python_version': platform.python_version(), \
                        'dill_version': dill.__version__, 'os': platform.platform()}))";
-    let mut command = if environment.setup.is_some() || environment.launch.is_some() {
-        let script = format!(
-            "{}\nexec {} \"$0\" -c \"$1\"",
-            environment.setup.as_deref().unwrap_or(""),
-            environment.launch.as_deref().unwrap_or("")
-        );
-        let mut sh = Command::new("/bin/sh");
-        sh.arg("-c").arg(script).arg(&environment.python).arg(ASK);
-        sh
-    } else {
-        let mut python = Command::new(&environment.python);
-        python.args(["-c", ASK]);
-        python
-    };
+    let argv = environment.argv(&["-c", ASK]);
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]);
     let output = command
         .envs(&environment.env)
         .stdin(std::process::Stdio::null())

@@ -82,6 +82,17 @@ ensure_all() {
   command -v cargo >/dev/null || { echo "error: cargo not found: install Rust (rustup) first" >&2; return 1; }
 }
 
+# Chromium (Debian's) and Node.js with playwright-core (tests/ui), for the dashboard's
+# browser test.
+ensure_browser() {
+  [ -x /usr/bin/chromium ] || apt_install chromium
+  command -v npm >/dev/null || apt_install nodejs npm
+  if [ ! -d "$FERRY_ROOT/tests/ui/node_modules/playwright-core" ]; then
+    say "installing playwright-core (tests/ui)"
+    (cd "$FERRY_ROOT/tests/ui" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  fi
+}
+
 target_dir() {
   if [ -n "${CARGO_TARGET_DIR:-}" ]; then echo "$CARGO_TARGET_DIR"; else echo "$FERRY_ROOT/target"; fi
 }

@@ -12,6 +12,7 @@
 //! - [`openapi`]: the OpenAPI description served at `/openapi.json`.
 //! - [`memo`]: bounded in-memory maps of records that rarely change.
 //! - [`submit`]: accepting tasks, shared by both APIs.
+//! - [`ui`]: the dashboard at `/ui`, built into the binary.
 //! - [`waiting`]: long polls, woken when the tasks they wait for finish.
 //! - [`error`]: the closed set of error codes and their HTTP mapping.
 //!
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod serve;
 pub mod submit;
+pub mod ui;
 pub mod waiting;
 
 use std::net::SocketAddr;
@@ -423,6 +425,7 @@ pub fn app(state: AppState) -> Router {
     let limit = state.config.max_request_bytes;
     api::routes()
         .merge(globus::routes())
+        .merge(ui::routes())
         // Every answer is JSON in one shape, an unknown route and a wrong method too.
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {

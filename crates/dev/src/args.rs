@@ -8,6 +8,8 @@ use std::path::PathBuf;
 #[derive(clap::Parser, Debug)]
 #[command(name = "ferry dev", version)]
 pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) logging: ferry_telemetry::Logging,
     /// Where the web-service listens.
     #[arg(long, env = "FERRY_DEV_LISTEN", default_value = "127.0.0.1:8000")]
     pub(crate) listen: SocketAddr,

@@ -20,7 +20,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = args::Args::parse();
-    ferry_telemetry::init("ferry_dev=info,ferry_store=warn,ferry_broker=warn");
+    ferry_telemetry::init_with(
+        "ferry_dev=info,ferry_store=warn,ferry_broker=warn",
+        args.logging.log_format,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    logging: ferry_telemetry::Logging,
 }
 
 #[derive(Subcommand)]
@@ -78,13 +80,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Start {
             name,
             foreground: false,
-        } => cli::start_daemon(&name),
+        } => cli::start_daemon(&name, cli.logging.log_format),
         Command::Start {
             name,
             foreground: true,
-        } => foreground(&name),
+        } => foreground(&name, cli.logging.log_format),
         Command::Stop { name } => cli::stop(&name),
-        Command::Restart { name } => cli::restart(&name),
+        Command::Restart { name } => cli::restart(&name, cli.logging.log_format),
         Command::Delete { name } => cli::delete(&name),
         Command::Check { name, timeout } => {
             let passed = runtime()?.block_on(cli::check::check(&name, timeout))?;
@@ -99,8 +101,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn foreground(name: &str) -> anyhow::Result<()> {
-    ferry_telemetry::init("ferry_endpoint=info,ferry_manager=info,ferry_worker=info");
+fn foreground(name: &str, log_format: ferry_telemetry::LogFormat) -> anyhow::Result<()> {
+    ferry_telemetry::init_with(
+        "ferry_endpoint=info,ferry_manager=info,ferry_worker=info",
+        log_format,
+    );
     let (dir, config) = cli::load(name)?;
     cli::check_python(name, &config)?;
     state::write_pid(&dir)?;

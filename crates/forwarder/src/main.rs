@@ -12,6 +12,8 @@ struct Cli {
     config: ferry_forwarder::Config,
     #[command(flatten)]
     file: ferry_settings::ConfigFile,
+    #[command(flatten)]
+    logging: ferry_telemetry::Logging,
 }
 
 // One thread: the forwarder's work is small per task and mostly waiting on RabbitMQ
@@ -24,7 +26,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let cli: Cli = ferry_settings::parse();
-    ferry_telemetry::init("ferry_forwarder=info");
+    ferry_telemetry::init_with("ferry_forwarder=info", cli.logging.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(ferry_telemetry::cancel_on_signal(shutdown.clone()));
     ferry_forwarder::run(cli.config, shutdown).await

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 )]
 struct Cli {
     #[command(flatten)]
+    logging: ferry_telemetry::Logging,
+    #[command(flatten)]
     config: ferry_manager::Config,
 }
 
@@ -22,7 +24,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    ferry_telemetry::init("ferry_manager=info");
+    ferry_telemetry::init_with("ferry_manager=info", cli.logging.log_format);
     // A worker's processes that leave its process group are reparented here when the
     // worker dies, to be ended (`slot::end_orphans`), not to init.
     ferry_proctree::become_subreaper()?;

@@ -19,15 +19,45 @@ impl<T> Drop for AbortOnDrop<T> {
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. `default_filter` applies when `RUST_LOG` is unset.
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields` with `message` and the
+    /// event's fields such as `task_id`, `target`, `span`), for a log collector.
+    Json,
+}
+
+/// Every binary's `--log-format` (`FERRY_LOG_FORMAT`, which the processes it starts
+/// inherit; the flag is this process's alone).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Logging {
+    /// How log lines are written: text or json.
+    #[arg(long = "log-format", env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Installs the global subscriber, in `FERRY_LOG_FORMAT`'s format. `default_filter`
+/// applies when `RUST_LOG` is unset.
 pub fn init(default_filter: &str) {
+    let format = match std::env::var("FERRY_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    init_with(default_filter, format);
+}
+
+/// Installs the global subscriber, writing `format`.
+pub fn init_with(default_filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    let result = if std::env::var("FERRY_LOG_FORMAT").as_deref() == Ok("json") {
+    let result = if format == LogFormat::Json {
         builder.json().try_init()
     } else {
         builder.try_init()

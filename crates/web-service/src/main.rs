@@ -16,6 +16,8 @@ struct Cli {
     config: Config,
     #[command(flatten)]
     file: ferry_settings::ConfigFile,
+    #[command(flatten)]
+    logging: ferry_telemetry::Logging,
 }
 
 #[derive(Subcommand)]
@@ -42,7 +44,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let cli: Cli = ferry_settings::parse();
-    ferry_telemetry::init("ferry_web_service=info,tower_http=warn");
+    ferry_telemetry::init_with("ferry_web_service=info,tower_http=warn", cli.logging.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let shutdown = CancellationToken::new();

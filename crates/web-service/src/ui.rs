@@ -23,8 +23,14 @@ pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(|| async { serve("text/html; charset=utf-8", PAGE) }))
-        .route("/ui/app.js", get(|| async { serve("text/javascript; charset=utf-8", SCRIPT) }))
-        .route("/ui/style.css", get(|| async { serve("text/css; charset=utf-8", STYLE) }))
+        .route(
+            "/ui/app.js",
+            get(|| async { serve("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async { serve("text/css; charset=utf-8", STYLE) }),
+        )
 }
 
 fn serve(content_type: &'static str, body: &'static str) -> impl IntoResponse {

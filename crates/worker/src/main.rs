@@ -9,6 +9,8 @@ use clap::Parser;
 )]
 struct Cli {
     #[command(flatten)]
+    logging: ferry_telemetry::Logging,
+    #[command(flatten)]
     config: ferry_worker::Config,
 }
 
@@ -19,7 +21,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    ferry_telemetry::init("ferry_worker=info");
+    ferry_telemetry::init_with("ferry_worker=info", cli.logging.log_format);
     ferry_worker::lifeline::tie_to_manager()?;
     let outcome = ferry_worker::run::run(cli.config).await;
     // Stopping (stdin closed, or an error): nothing the worker started outlives it.

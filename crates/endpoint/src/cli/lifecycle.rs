@@ -9,7 +9,7 @@ use crate::state;
 /// `start NAME` without `--foreground`: checks the workers' Python, starts the endpoint
 /// detached and waits until it is registered and serving (or says why it could not
 /// start); prints where it logs.
-pub fn start_daemon(name: &str) -> anyhow::Result<()> {
+pub fn start_daemon(name: &str, log_format: ferry_telemetry::LogFormat) -> anyhow::Result<()> {
     let (dir, config) = load(name)?;
     if let Some(pid) = running_pid(&dir) {
         anyhow::bail!("endpoint {name} is already running (pid {pid})");
@@ -24,6 +24,10 @@ pub fn start_daemon(name: &str) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["start", name, "--foreground"])
+        .args(match log_format {
+            ferry_telemetry::LogFormat::Json => &["--log-format", "json"][..],
+            ferry_telemetry::LogFormat::Text => &[][..],
+        })
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -97,9 +101,9 @@ pub fn stop(name: &str) -> anyhow::Result<()> {
 }
 
 /// `restart NAME`: stop (if it runs), then start detached.
-pub fn restart(name: &str) -> anyhow::Result<()> {
+pub fn restart(name: &str, log_format: ferry_telemetry::LogFormat) -> anyhow::Result<()> {
     stop(name)?;
-    start_daemon(name)
+    start_daemon(name, log_format)
 }
 
 /// `delete NAME`: stops the endpoint (cancelling its blocks), deregisters it from the

@@ -51,6 +51,10 @@ _DONE_HEAD = struct.Struct(">c16sBdd")
 _OK_HEAD = struct.Struct(">Ic16sBddI")
 _OK_FIXED = _OK_HEAD.size - 4 + 12
 _NO_FIELDS = bytes(12)
+# How long the answers of a batch's finished tasks may wait while a later task of it
+# runs: after this, the flusher thread writes them.
+ANSWER_LATENCY = 0.005
+
 # A withdrawal: the first and last sequence numbers asked for, then taken.
 _WITHDRAW = struct.Struct(">QQ")
 WITHDRAW_SIGNAL = signal.SIGURG
@@ -306,7 +310,15 @@ class Host:
         # the task's output after it, then emptied.
         self.raw = raw
         self.functions: dict[bytes, Callable[..., Any]] = {}
+        # Answers not yet written: all of a batch's go in one write when the batch is
+        # done, and, so that none waits behind a long task, the flusher thread writes
+        # those waiting once the running task has run ANSWER_LATENCY (see `_flusher`).
         self.pending: list[bytes] = []
+        self.out_lock = threading.Lock()
+        self.task_started = 0.0
+        self.busy = threading.Event()
+        threading.Thread(target=self._flusher, name="ferry-answers", daemon=True).start()
+        os.register_at_fork(after_in_child=self._no_flusher)
         self.out, self.err = _Capped(), _Capped()
         # A child forked by a function that returns into the host must not go on as a
         # second host (it would answer for the task, then run the tasks behind it): it
@@ -427,14 +439,34 @@ class Host:
         return texts[0], texts[1]
 
     def send(self, body: bytes) -> None:
-        self.pending.append(_LEN.pack(len(body)))
-        self.pending.append(body)
+        with self.out_lock:
+            self.pending.append(_LEN.pack(len(body)))
+            self.pending.append(body)
 
     def flush(self) -> None:
-        if self.pending:
-            self.proto_out.write(b"".join(self.pending))
-            self.proto_out.flush()
-            self.pending.clear()
+        with self.out_lock:
+            if self.pending:
+                self.proto_out.write(b"".join(self.pending))
+                self.proto_out.flush()
+                self.pending.clear()
+
+    def _flusher(self) -> None:
+        """While a batch runs, writes the answers waiting once the task running has run
+        ANSWER_LATENCY: the worker learns at once that the tasks before it ended (and
+        which task runs, for its walltime), and a batch of short tasks still costs one
+        write."""
+        while True:
+            self.busy.wait()
+            time.sleep(ANSWER_LATENCY)
+            started = self.task_started
+            if started and time.monotonic() - started >= ANSWER_LATENCY and self.pending:
+                self.flush()
+
+    def _no_flusher(self) -> None:
+        """In a child a task forked: no flusher thread came along, and the lock may
+        have been held by it."""
+        self.out_lock = threading.Lock()
+        self.busy = threading.Event()
 
     def done(self, task_id: bytes, ok: bool, started: float, data: bytes, exc: bytes, out: str, err: str) -> None:
         parts = [_DONE_HEAD.pack(b"D", task_id, 0 if ok else 1, started, time.time())]
@@ -445,9 +477,11 @@ class Host:
 
     def ok(self, task_id: bytes, started: float, data: bytes) -> None:
         """`done` for a success that printed nothing (most tasks), in fewer steps."""
-        self.pending.append(_OK_HEAD.pack(_OK_FIXED + len(data), b"D", task_id, 0, started, time.time(), len(data)))
-        self.pending.append(data)
-        self.pending.append(_NO_FIELDS)
+        head = _OK_HEAD.pack(_OK_FIXED + len(data), b"D", task_id, 0, started, time.time(), len(data))
+        with self.out_lock:
+            self.pending.append(head)
+            self.pending.append(data)
+            self.pending.append(_NO_FIELDS)
 
     def run_task(self, body: bytes) -> None:
         task_id = body[1:17]
@@ -557,7 +591,12 @@ class Host:
                     self.withdrawn.discard(self.seq)
                     self._skip(body)
                     continue
+                if not self.busy.is_set():
+                    self.busy.set()
+                self.task_started = time.monotonic()
                 self.run_task(body)
+                self.task_started = 0.0
+            self.busy.clear()
             del buf[:pos]
             if self.control >= 0 and signal.getsignal(WITHDRAW_SIGNAL) is not self.on_withdraw:
                 # A task took the signal for itself: withdrawals work again from here.

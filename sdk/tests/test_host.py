@@ -193,6 +193,36 @@ def test_tasks_sent_together_are_answered_in_order(host):
     assert host.close() == 0
 
 
+def nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_answers_of_a_batch_do_not_wait_behind_a_long_task_in_it(host):
+    """Tasks sent together are answered together, but not behind a long one: the short
+    task's answer comes while the long one still runs (else the worker would take the
+    short one for the running task, and time the long one's walltime from its end)."""
+    import time
+
+    fast, slow = uuid.uuid4().bytes, uuid.uuid4().bytes
+    frames = []
+    for fid, fn, arg in ((fast, double, 1), (slow, nap, 2.0)):
+        c = serialize_function(fn).encode()
+        p = pack_args((arg,)).encode()
+        body = b"T" + uuid.uuid4().bytes + fid + struct.pack(">I", len(c)) + c + struct.pack(">I", len(p)) + p
+        frames.append(struct.pack(">I", len(body)) + body)
+    sent = time.monotonic()
+    host.proc.stdin.write(b"".join(frames))
+    host.proc.stdin.flush()
+    kind, _ = host.read()
+    assert kind == b"D" and time.monotonic() - sent < 1.0, "the short task's answer came before the long one ended"
+    kind, _ = host.read()
+    assert kind == b"D" and time.monotonic() - sent >= 2.0
+    assert host.close() == 0
+
+
 def test_a_truncated_frame_at_the_end_of_input_is_an_error(host):
     host.proc.stdin.write(struct.pack(">I", 100) + b"T" + b"x" * 10)
     assert host.close() == 2

@@ -263,6 +263,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         load: vec![None; slots.len()],
         since: vec![Instant::now(); slots.len()],
         withdrawing: vec![false; slots.len()],
+        fruitless: vec![false; slots.len()],
         hosts: vec![None; slots.len()],
         steal_after: (config.steal_after_ms > 0).then(|| Duration::from_millis(config.steal_after_ms)),
         slots,
@@ -312,6 +313,10 @@ struct Manager {
     since: Vec<Instant>,
     /// Slots asked for their queued tasks back, not answered yet.
     withdrawing: Vec<bool>,
+    /// Slots whose last withdrawal gave nothing back: not asked again until they finish
+    /// a task or are given one (else a slot whose queued tasks have all begun, as its
+    /// worker sees it, would be asked in a loop).
+    fruitless: Vec<bool>,
     /// The task environment of the Python host each slot's worker has, or will have
     /// once it reaches the last Python task handed to it: `Some(None)` the default one,
     /// `None` not known (no Python task yet: with task environments, no host).
@@ -455,12 +460,14 @@ impl Manager {
             SlotEvent::Ready(index) => {
                 self.load[index] = Some(0);
                 self.withdrawing[index] = false;
+                self.fruitless[index] = false;
                 self.hosts[index] = None;
             }
             SlotEvent::Done(index) => {
                 if let Some(n) = self.load[index].as_mut() {
                     *n = n.saturating_sub(1);
                 }
+                self.fruitless[index] = false;
                 self.since[index] = Instant::now();
             }
             SlotEvent::Gone(index, waiting) => {
@@ -470,6 +477,7 @@ impl Manager {
             }
             SlotEvent::Returned(index, returned) => {
                 self.withdrawing[index] = false;
+                self.fruitless[index] = returned.is_empty();
                 if let Some(n) = self.load[index].as_mut() {
                     *n = n.saturating_sub(returned.len() as u32);
                 }
@@ -543,6 +551,7 @@ impl Manager {
             if let Some(n) = self.load[index].as_mut() {
                 *n += 1;
             }
+            self.fruitless[index] = false;
             if python && self.hosts[index].as_ref() != Some(&task.environment) {
                 self.hosts[index] = Some(task.environment.clone());
             }
@@ -576,7 +585,11 @@ impl Manager {
         }
         let now = Instant::now();
         for i in 0..self.slots.len() {
-            if !self.withdrawing[i] && self.load[i].is_some_and(|n| n >= 2) && self.long_running(i, now) {
+            if !self.withdrawing[i]
+                && !self.fruitless[i]
+                && self.load[i].is_some_and(|n| n >= 2)
+                && self.long_running(i, now)
+            {
                 self.withdrawing[i] = true;
                 self.slots[i].withdraw();
             }
@@ -591,7 +604,7 @@ impl Manager {
             return None;
         }
         (0..self.slots.len())
-            .filter(|&i| !self.withdrawing[i] && self.load[i].is_some_and(|n| n >= 2))
+            .filter(|&i| !self.withdrawing[i] && !self.fruitless[i] && self.load[i].is_some_and(|n| n >= 2))
             .map(|i| self.since[i] + after)
             .min()
     }

@@ -300,7 +300,9 @@ class Host:
     """Runs the tasks framed on ``proto_in`` (a file descriptor) and answers on
     ``proto_out``. Every complete frame already read is run before the answers are
     written, in one write: a worker that sends many tasks at once gets their answers
-    in few writes, and a lone task is answered the moment it is done."""
+    in few writes, and a lone task is answered the moment it is done. Answers do not
+    wait behind a long task: once a task has run ``ANSWER_LATENCY``, the flusher
+    thread writes those of the tasks before it."""
 
     def __init__(self, proto_in: int, proto_out: BinaryIO, raw: tuple[int, int] | None = None) -> None:
         self.proto_in = proto_in

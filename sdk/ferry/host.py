@@ -52,7 +52,7 @@ _OK_HEAD = struct.Struct(">Ic16sBddI")
 _OK_FIXED = _OK_HEAD.size - 4 + 12
 _NO_FIELDS = bytes(12)
 # How long the answers of a batch's finished tasks may wait while a later task of it
-# runs: after this, the flusher thread writes them.
+# runs: after this, the answer timer (SIGALRM) writes them.
 ANSWER_LATENCY = 0.005
 
 # A withdrawal: the first and last sequence numbers asked for, then taken.
@@ -301,8 +301,8 @@ class Host:
     ``proto_out``. Every complete frame already read is run before the answers are
     written, in one write: a worker that sends many tasks at once gets their answers
     in few writes, and a lone task is answered the moment it is done. Answers do not
-    wait behind a long task: once a task has run ``ANSWER_LATENCY``, the flusher
-    thread writes those of the tasks before it."""
+    wait behind a long task: once a task has run ``ANSWER_LATENCY``, a timer
+    (``SIGALRM``) writes those of the tasks before it."""
 
     def __init__(self, proto_in: int, proto_out: BinaryIO, raw: tuple[int, int] | None = None) -> None:
         self.proto_in = proto_in
@@ -313,14 +313,15 @@ class Host:
         self.raw = raw
         self.functions: dict[bytes, Callable[..., Any]] = {}
         # Answers not yet written: all of a batch's go in one write when the batch is
-        # done, and, so that none waits behind a long task, the flusher thread writes
-        # those waiting once the running task has run ANSWER_LATENCY (see `_flusher`).
+        # done, and, so that none waits behind a long task, a timer (SIGALRM, armed
+        # only while a task runs with answers waiting) writes them once it has run
+        # ANSWER_LATENCY. (A thread that did it tripled the host's CPU per task.)
         self.pending: list[bytes] = []
-        self.out_lock = threading.Lock()
-        self.task_started = 0.0
-        self.busy = threading.Event()
-        threading.Thread(target=self._flusher, name="ferry-answers", daemon=True).start()
-        os.register_at_fork(after_in_child=self._no_flusher)
+        self.flushing = False
+        self.on_alarm = None
+        if signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None):
+            self.on_alarm = self._answer_now
+            signal.signal(signal.SIGALRM, self.on_alarm)
         self.out, self.err = _Capped(), _Capped()
         # A child forked by a function that returns into the host must not go on as a
         # second host (it would answer for the task, then run the tasks behind it): it
@@ -441,34 +442,45 @@ class Host:
         return texts[0], texts[1]
 
     def send(self, body: bytes) -> None:
-        with self.out_lock:
-            self.pending.append(_LEN.pack(len(body)))
-            self.pending.append(body)
+        self.pending.append(_LEN.pack(len(body)))
+        self.pending.append(body)
 
     def flush(self) -> None:
-        with self.out_lock:
-            if self.pending:
-                self.proto_out.write(b"".join(self.pending))
-                self.proto_out.flush()
+        if self.pending and not self.flushing:
+            self.flushing = True
+            try:
+                data = b"".join(self.pending)
                 self.pending.clear()
+                self.proto_out.write(data)
+                self.proto_out.flush()
+            finally:
+                self.flushing = False
 
-    def _flusher(self) -> None:
-        """While a batch runs, writes the answers waiting once the task running has run
-        ANSWER_LATENCY: the worker learns at once that the tasks before it ended (and
-        which task runs, for its walltime), and a batch of short tasks still costs one
-        write."""
-        while True:
-            self.busy.wait()
-            time.sleep(ANSWER_LATENCY)
-            started = self.task_started
-            if started and time.monotonic() - started >= ANSWER_LATENCY and self.pending:
-                self.flush()
+    def _answer_now(self, _signum: int, _frame: Any) -> None:
+        """The running task has run ANSWER_LATENCY with answers of the tasks before it
+        waiting: they go now, so the worker knows they ended (and which task runs, for
+        its walltime). Runs between two bytecodes of the task, which must not see an
+        error of it: a broken pipe shows at the host's own next write."""
+        try:
+            self.flush()
+        except OSError:
+            pass
 
-    def _no_flusher(self) -> None:
-        """In a child a task forked: no flusher thread came along, and the lock may
-        have been held by it."""
-        self.out_lock = threading.Lock()
-        self.busy = threading.Event()
+    def _arm(self, armed: bool) -> bool:
+        """Whether the answer timer runs after this point of a batch: armed (every
+        ANSWER_LATENCY) once answers wait, disarmed when a task took SIGALRM for its own
+        (its handler must not get the host's alarms). Two system calls a batch, none
+        for a batch of one task."""
+        if self.on_alarm is None:
+            return False
+        ours = signal.getsignal(signal.SIGALRM) is self.on_alarm
+        if not armed and self.pending and ours:
+            signal.setitimer(signal.ITIMER_REAL, ANSWER_LATENCY, ANSWER_LATENCY)
+            return True
+        if armed and not ours:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return False
+        return armed
 
     def done(self, task_id: bytes, ok: bool, started: float, data: bytes, exc: bytes, out: str, err: str) -> None:
         parts = [_DONE_HEAD.pack(b"D", task_id, 0 if ok else 1, started, time.time())]
@@ -479,11 +491,9 @@ class Host:
 
     def ok(self, task_id: bytes, started: float, data: bytes) -> None:
         """`done` for a success that printed nothing (most tasks), in fewer steps."""
-        head = _OK_HEAD.pack(_OK_FIXED + len(data), b"D", task_id, 0, started, time.time(), len(data))
-        with self.out_lock:
-            self.pending.append(head)
-            self.pending.append(data)
-            self.pending.append(_NO_FIELDS)
+        self.pending.append(_OK_HEAD.pack(_OK_FIXED + len(data), b"D", task_id, 0, started, time.time(), len(data)))
+        self.pending.append(data)
+        self.pending.append(_NO_FIELDS)
 
     def run_task(self, body: bytes) -> None:
         task_id = body[1:17]
@@ -578,6 +588,7 @@ class Host:
         buf = bytearray()
         while True:
             pos = 0
+            armed = False
             while len(buf) - pos >= 4:
                 (n,) = _LEN.unpack_from(buf, pos)
                 if len(buf) - pos - 4 < n:
@@ -593,16 +604,17 @@ class Host:
                     self.withdrawn.discard(self.seq)
                     self._skip(body)
                     continue
-                if not self.busy.is_set():
-                    self.busy.set()
-                self.task_started = time.monotonic()
+                armed = self._arm(armed)
                 self.run_task(body)
-                self.task_started = 0.0
-            self.busy.clear()
+            if armed:
+                signal.setitimer(signal.ITIMER_REAL, 0)
             del buf[:pos]
             if self.control >= 0 and signal.getsignal(WITHDRAW_SIGNAL) is not self.on_withdraw:
                 # A task took the signal for itself: withdrawals work again from here.
                 signal.signal(WITHDRAW_SIGNAL, self.on_withdraw)
+            if self.on_alarm is not None and signal.getsignal(signal.SIGALRM) is not self.on_alarm:
+                # The same for the answer timer (a task's own alarm replaced it).
+                signal.signal(signal.SIGALRM, self.on_alarm)
             # Nothing complete is left to run: answer, then wait for more.
             self.flush()
             # 64 KiB, under the allocator's mmap threshold: a 1 MiB read cost an mmap, an

@@ -223,6 +223,26 @@ def test_answers_of_a_batch_do_not_wait_behind_a_long_task_in_it(host):
     assert host.close() == 0
 
 
+def own_alarm(_):
+    """Uses SIGALRM for its own timeout, as user code may."""
+    import signal
+
+    fired = []
+    signal.signal(signal.SIGALRM, lambda *_: fired.append(1))
+    signal.setitimer(signal.ITIMER_REAL, 0.01)
+    import time
+
+    time.sleep(0.05)
+    return len(fired)
+
+
+def test_a_task_with_its_own_alarm_gets_only_its_own_and_the_timer_works_after_it(host):
+    fid = uuid.uuid4().bytes
+    status, result, *_ = host.run(fid, serialize_function(own_alarm), pack_args((0,)))
+    assert status == 0 and deserialize_data(result) == 1, "its alarm fired once, into its handler"
+    test_answers_of_a_batch_do_not_wait_behind_a_long_task_in_it(host)
+
+
 def test_a_truncated_frame_at_the_end_of_input_is_an_error(host):
     host.proc.stdin.write(struct.pack(">I", 100) + b"T" + b"x" * 10)
     assert host.close() == 2

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from ferry import Client
-from ferrystack import Stack
 
 FUNCTIONS = '''
 def add(a, b=1):
@@ -24,14 +23,6 @@ def add(a, b=1):
 def boom():
     raise ValueError("no good")
 '''
-
-
-@pytest.fixture(scope="module")
-def stack():
-    s = Stack(workers=2)
-    s.start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture()

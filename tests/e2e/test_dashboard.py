@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from ferry import Client
-from ferrystack import Stack
 
 ROOT = Path(__file__).parents[2]
 
@@ -24,14 +23,6 @@ def slow(i):
     if i == 7:
         raise ValueError("unlucky")
     return i
-
-
-@pytest.fixture(scope="module")
-def stack():
-    s = Stack(workers=2)
-    s.start()
-    yield s
-    s.stop()
 
 
 def test_the_dashboard_shows_a_session_to_its_end_and_a_failed_tasks_traceback(stack):

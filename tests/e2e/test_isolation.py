@@ -8,7 +8,6 @@ import pytest
 
 from ferry import Client
 from ferry.errors import RemoteExecutionError
-from ferrystack import Stack
 
 
 def logged(path, i):
@@ -39,14 +38,6 @@ def hang(seconds):
     import time
 
     time.sleep(seconds)
-
-
-@pytest.fixture(scope="module")
-def stack():
-    s = Stack(workers=2)
-    s.start()
-    yield s
-    s.stop()
 
 
 def test_a_crash_a_kill_and_a_hang_affect_only_their_own_tasks(stack, tmp_path):

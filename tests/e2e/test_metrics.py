@@ -103,6 +103,7 @@ def test_the_forwarder_counts_transitions_heartbeats_and_run_times(stack):
     assert moved(before, after, "ferry_task_transitions_total", state="success") == 4
     assert moved(before, after, "ferry_task_transitions_total", state="failed") == 1
     assert moved(before, after, "ferry_task_run_seconds_count") == 5
+    assert moved(before, after, "ferry_task_wait_seconds_count") == 5
     assert after[("ferry_endpoint_heartbeats_total", ())] > 0
 
 

@@ -109,6 +109,9 @@ fn foreground(name: &str, log_format: ferry_telemetry::LogFormat) -> anyhow::Res
     let (dir, config) = cli::load(name)?;
     cli::check_python(name, &config)?;
     state::write_pid(&dir)?;
+    // Built outside the runtime: the exporter's blocking HTTP client may not be made
+    // inside one.
+    let _traces = ferry_telemetry::trace::init("ferry-endpoint");
     let result = runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(ferry_telemetry::cancel_on_signal(shutdown.clone()));

@@ -90,13 +90,11 @@ impl Default for EndpointMetrics {
 impl EndpointMetrics {
     /// A result went out.
     pub fn finished(&self, completion: &Completion) {
-        let outcome = match completion {
-            Completion::Success { .. } | Completion::SuccessByReference { .. } => "success",
-            Completion::Failure { .. } => "failed",
-            Completion::Lost { .. } => "lost",
-            Completion::TimedOut { .. } => "timed-out",
-        };
-        self.finished.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.finished
+            .get_or_create(&OutcomeLabel {
+                outcome: completion.outcome(),
+            })
+            .inc();
     }
 
     /// The endpoint's load, as its heartbeat tells it.

@@ -119,6 +119,7 @@ impl Dispatcher {
         for task in &batch.tasks {
             tracing::trace!(task_id = %task.task_id, "dispatched");
         }
+        crate::trace::dispatched(&batch.tasks, batch.endpoint_id, at);
         if let Some(delivery) = self.held.confirmed(key, delivery) {
             delivery.ack().await?;
         }

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod notifier;
 pub mod reports;
 pub mod sweeper;
+mod trace;
 pub mod webhook_guard;
 
 use std::sync::Arc;

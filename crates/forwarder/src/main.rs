@@ -27,6 +27,7 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     let cli: Cli = ferry_settings::parse();
     ferry_telemetry::init_with("ferry_forwarder=info", cli.logging.log_format);
+    let _traces = ferry_telemetry::trace::init("ferry-forwarder");
     let shutdown = CancellationToken::new();
     tokio::spawn(ferry_telemetry::cancel_on_signal(shutdown.clone()));
     ferry_forwarder::run(cli.config, shutdown).await

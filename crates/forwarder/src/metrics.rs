@@ -1,6 +1,6 @@
 //! The forwarder's metrics, served at `/metrics` on `--metrics-listen` (Prometheus' text
 //! format): transitions by the state a task entered, reports that changed nothing,
-//! heartbeats, endpoints declared lost, dead letters by why, how long tasks ran
+//! heartbeats, endpoints declared lost, dead letters by why, how long tasks waited and ran
 //! (docs/operations.md).
 
 use ferry_proto::messages::TaskResult;
@@ -38,6 +38,7 @@ pub struct ForwarderMetrics {
     pub endpoints_lost: Counter,
     dead_letters: Family<ReasonLabel, Counter>,
     run_seconds: Histogram,
+    wait_seconds: Histogram,
 }
 
 impl Default for ForwarderMetrics {
@@ -79,6 +80,12 @@ impl Default for ForwarderMetrics {
             "How long tasks ran, from their start to their result",
             run_seconds.clone(),
         );
+        let wait_seconds = Histogram::new(duration_buckets());
+        registry.register(
+            "task_wait_seconds",
+            "How long tasks waited, from their submission to their start on a worker",
+            wait_seconds.clone(),
+        );
         Self {
             registry,
             transitions,
@@ -87,6 +94,7 @@ impl Default for ForwarderMetrics {
             endpoints_lost,
             dead_letters,
             run_seconds,
+            wait_seconds,
         }
     }
 }
@@ -115,11 +123,16 @@ impl ForwarderMetrics {
         self.dead_letters.get_or_create(&ReasonLabel { reason }).inc();
     }
 
-    /// A result came: how long its task ran, when its start is among its steps.
+    /// A result came: how long its task waited (from its submission, which its ID
+    /// dates) and ran, when its start is among its steps.
     pub fn result(&self, result: &TaskResult) {
         if let Some(started) = result.steps.iter().find(|s| s.kind == EventKind::Started) {
             let micros = result.finished_at.saturating_sub(started.at);
             self.run_seconds.observe(micros as f64 / 1e6);
+            if let Some(submitted) = result.task_id.created_micros() {
+                self.wait_seconds
+                    .observe(started.at.saturating_sub(submitted) as f64 / 1e6);
+            }
         }
     }
 

@@ -83,6 +83,7 @@ impl Applier {
     /// however many small messages the endpoints sent), each task's held
     /// `waiting-for-ep` step first, then acks them all, only after Redis has them.
     pub async fn step(&self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
+        let came = ferry_proto::time::now_micros();
         let mut reports: Vec<Report> = Vec::new();
         // Per result: the index of its terminal report, and whether it names a task group.
         let mut terminal_at = Vec::new();
@@ -203,6 +204,7 @@ impl Applier {
                     ));
                 }
             }
+            crate::trace::recorded(reports, &applied, &terminal_at, came);
             self.notify_groups(reports, &applied, &terminal_at, &grouped)
                 .await?;
         }

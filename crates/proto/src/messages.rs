@@ -327,6 +327,18 @@ pub enum Completion {
     SuccessByReference { bytes: u64 },
 }
 
+impl Completion {
+    /// `success`, `failed`, `lost` or `timed-out`: how metrics and traces name it.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Completion::Success { .. } | Completion::SuccessByReference { .. } => "success",
+            Completion::Failure { .. } => "failed",
+            Completion::Lost { .. } => "lost",
+            Completion::TimedOut { .. } => "timed-out",
+        }
+    }
+}
+
 /// The end of one attempt of one task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskResult {

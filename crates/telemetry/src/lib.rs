@@ -5,6 +5,7 @@
 //! causes ([`exit_code`]); Prometheus metrics ([`metrics`]).
 
 pub mod metrics;
+pub mod trace;
 
 /// A spawned task that is aborted when this is dropped (a helper that lives as long as
 /// the scope that started it).

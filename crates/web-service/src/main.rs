@@ -47,6 +47,7 @@ async fn run() -> anyhow::Result<()> {
     ferry_telemetry::init_with("ferry_web_service=info,tower_http=warn", cli.logging.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let _traces = ferry_telemetry::trace::init("ferry-web-service");
             let shutdown = CancellationToken::new();
             tokio::spawn(ferry_telemetry::cancel_on_signal(shutdown.clone()));
             ferry_web_service::run(cli.config, shutdown).await

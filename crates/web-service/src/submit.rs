@@ -396,6 +396,7 @@ async fn commit(state: &AppState, prepared: Vec<Prepared>) -> ApiResult<Vec<Acce
             sent = end;
         }
         tracing::debug!(batch_id = %p.batch.batch_id, tasks = p.specs.len(), "tasks submitted");
+        traced(p, sent);
         state.metrics.tasks_accepted.inc_by(p.specs.len() as u64);
         state.metrics.sessions_accepted.inc();
     }
@@ -407,6 +408,33 @@ async fn commit(state: &AppState, prepared: Vec<Prepared>) -> ApiResult<Vec<Acce
             callback_secret: p.batch.callback_secret,
         })
         .collect())
+}
+
+/// Each task's `submit` span in its trace (see `ferry_telemetry::trace`): from its
+/// record's creation to its publish (the first `published` were; the rest wait for the
+/// sweeper).
+fn traced(p: &Prepared, published: usize) {
+    if !ferry_telemetry::trace::on() {
+        return;
+    }
+    let end = now_micros();
+    let (session, endpoint) = (p.batch.batch_id.to_string(), p.batch.endpoint_id.to_string());
+    for (i, spec) in p.specs.iter().enumerate() {
+        let mut hop = ferry_telemetry::trace::Hop::of_task(
+            "submit",
+            spec.task_id.0.as_u128(),
+            spec.task_id.to_string(),
+            p.batch.created_at,
+            end,
+        )
+        .with("ferry.session_id", session.clone())
+        .with("ferry.endpoint_id", endpoint.clone())
+        .with("ferry.function_id", spec.function_id.to_string());
+        if i >= published {
+            hop.error = Some("accepted, not published yet: the sweeper submits it again".to_owned());
+        }
+        ferry_telemetry::trace::emit(hop);
+    }
 }
 
 /// Commits submissions written in parts. When Redis's answer is lost, whether the

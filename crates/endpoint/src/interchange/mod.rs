@@ -25,6 +25,7 @@ mod stops;
 pub mod strategy;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 pub use environments::EnvironmentInfo;
 pub use ports::{Ack, BlockLoad, Capacity, Input, Sink};
@@ -543,6 +544,10 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 if self.inflight.get(&task_id).map(|t| t.spec.attempt) != Some(result.attempt) {
                     tracing::debug!(%task_id, attempt = result.attempt, "result for an attempt no longer held; dropped");
                     return;
+                }
+                if let Some(t) = self.inflight.get(&task_id) {
+                    let host = self.managers.get(&manager_id).map(|m| m.info.hostname.as_str());
+                    trace::attempt(self.endpoint_id, &t.steps, &result, host);
                 }
                 if self.retry_failed(&result).await {
                     return;

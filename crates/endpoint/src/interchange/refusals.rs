@@ -20,7 +20,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
     ) {
         self.metrics.refused.inc();
         self.publishing.insert(spec.task_id, (delivery, spec.attempt));
-        self.send_result(TaskResult {
+        let result = TaskResult {
             task_id: spec.task_id,
             attempt: spec.attempt,
             steps,
@@ -32,7 +32,9 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             finished_at: now_micros(),
             stdout: String::new(),
             stderr: String::new(),
-        });
+        };
+        super::trace::attempt(self.endpoint_id, &[], &result, None);
+        self.send_result(result);
     }
 
     /// Why no node of this endpoint can run a task with `requires`, when none of the

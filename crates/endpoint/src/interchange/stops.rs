@@ -260,7 +260,7 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                 tracing::warn!(%task_id, attempt, reason, "task lost and out of retries; it fails");
                 let t = self.unhold(&task_id).expect("present");
                 self.publishing.insert(task_id, (t.delivery, attempt));
-                self.send_result(TaskResult {
+                let result = TaskResult {
                     task_id,
                     attempt,
                     steps: t.steps,
@@ -274,7 +274,9 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                     finished_at: at,
                     stdout: String::new(),
                     stderr: String::new(),
-                });
+                };
+                super::trace::attempt(self.endpoint_id, &[], &result, None);
+                self.send_result(result);
             }
         }
     }

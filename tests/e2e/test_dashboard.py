@@ -1,5 +1,6 @@
 """The dashboard at /ui in a real browser (Debian's Chromium, driven by Playwright:
-tests/ui/dashboard.mjs): log in, watch a session reach 100 %, open its failed task and
+tests/ui/dashboard.mjs): log in, watch a session reach 100 % (its tasks held until the
+browser has its page open, then drawn live from the WebSocket), open its failed task and
 see its traceback and timeline, see the endpoint online. Screenshots are saved in
 artefacts/ui/ (CI keeps them)."""
 
@@ -16,21 +17,25 @@ from ferry import Client
 ROOT = Path(__file__).parents[2]
 
 
-def slow(i):
+def held(i, release):
+    """Waits until the browser has the session's page open (it writes `release`)."""
+    import os
     import time
 
-    time.sleep(0.05)
+    while not os.path.exists(release):
+        time.sleep(0.05)
     if i == 7:
         raise ValueError("unlucky")
     return i
 
 
-def test_the_dashboard_shows_a_session_to_its_end_and_a_failed_tasks_traceback(stack):
+def test_the_dashboard_shows_a_session_to_its_end_and_a_failed_tasks_traceback(stack, tmp_path):
     client = Client(stack.url, token=stack.token)
-    fid = client.register_function(slow)
+    fid = client.register_function(held)
+    release = tmp_path / "release"
     batch = client.create_batch()
     for i in range(60):
-        batch.add(fid, i)
+        batch.add(fid, i, str(release))
     session = client.submit_session(stack.endpoint_id, batch)
     shots = ROOT / "artefacts" / "ui"
     env = dict(
@@ -41,6 +46,7 @@ def test_the_dashboard_shows_a_session_to_its_end_and_a_failed_tasks_traceback(s
         FAILED_TASK_ID=session.task_ids[7],
         ENDPOINT_ID=stack.endpoint_id,
         SHOTS=str(shots),
+        RELEASE=str(release),
     )
     done = subprocess.run(
         ["node", str(ROOT / "tests" / "ui" / "dashboard.mjs")],

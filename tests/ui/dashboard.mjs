@@ -1,12 +1,14 @@
 // Drives Ferry's dashboard in Debian's Chromium: a wrong token is refused; the right one
-// logs in; a session's progress reaches 100 %; its failed task shows its traceback and
-// timeline; the endpoint shows online. Screenshots go to $SHOTS. Run by
+// logs in; a session's page, opened while its tasks are held, listens on the WebSocket
+// (the token as its subprotocol), and once the tasks are let go ($RELEASE written) its
+// progress reaches 100 % from the socket's progress messages; its failed task shows its
+// traceback and timeline; the endpoint shows online. Screenshots go to $SHOTS. Run by
 // tests/e2e/test_dashboard.py, which starts the stack and the session:
-//   FERRY_URL=... FERRY_TOKEN=... SESSION_ID=... FAILED_TASK_ID=... ENDPOINT_ID=... SHOTS=dir node dashboard.mjs
-import { mkdirSync } from "node:fs";
+//   FERRY_URL=... FERRY_TOKEN=... SESSION_ID=... FAILED_TASK_ID=... ENDPOINT_ID=... SHOTS=dir RELEASE=file node dashboard.mjs
+import { mkdirSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const { FERRY_URL, FERRY_TOKEN, SESSION_ID, FAILED_TASK_ID, ENDPOINT_ID, SHOTS } = process.env;
+const { FERRY_URL, FERRY_TOKEN, SESSION_ID, FAILED_TASK_ID, ENDPOINT_ID, SHOTS, RELEASE } = process.env;
 mkdirSync(SHOTS, { recursive: true });
 
 const browser = await chromium.launch({
@@ -21,6 +23,14 @@ const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
 page.on("pageerror", (e) => failures.push(`the page threw: ${e.message}`));
 const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
 const check = (ok, what) => { if (!ok) failures.push(what); };
+// What the page's WebSockets received, by message type.
+const received = {};
+page.on("websocket", (ws) => {
+  ws.on("framereceived", ({ payload }) => {
+    const type = JSON.parse(payload).type;
+    received[type] = (received[type] || 0) + 1;
+  });
+});
 
 try {
   await page.goto(`${FERRY_URL}/ui`);
@@ -36,6 +46,10 @@ try {
   await shot("sessions");
 
   await page.click(`a[href="#/session/${SESSION_ID}"]`);
+  await page.waitForSelector("#session-done", { timeout: 30_000 });
+  await page.waitForFunction(() => document.body.dataset.live === "socket", null, { timeout: 30_000 });
+  check(!(await page.textContent("#session-done")).startsWith("100%"), "the session is still running when its page opens");
+  writeFileSync(RELEASE, "go");
   await page.waitForFunction(
     () => (document.querySelector("#session-done")?.textContent ?? "").startsWith("100%"),
     null,
@@ -45,6 +59,8 @@ try {
   const filled = await page.$$eval(".bar span", (spans) => spans.map((e) => e.getBoundingClientRect().width));
   const bar = await page.$eval(".bar", (e) => e.getBoundingClientRect().width);
   check(Math.abs(filled.reduce((a, b) => a + b, 0) - bar) < 2, `the progress bar is full at 100 %: ${filled} of ${bar}`);
+  check(received.subscribed >= 1 && received.progress >= 1, `the page heard the session move on its socket: ${JSON.stringify(received)}`);
+  check(await page.evaluate(() => document.body.dataset.live === ""), "the socket closes once the session is done");
   await shot("session");
 
   await page.fill("#search-id", FAILED_TASK_ID);

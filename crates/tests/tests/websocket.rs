@@ -277,3 +277,77 @@ async fn many_sockets_share_one_redis_connection_and_each_gets_every_event() {
     assert_eq!(readers().await, 1, "still one reader connection");
     stack.shutdown().await;
 }
+
+/// A socket opened the way a browser must (no headers: the token as the subprotocol
+/// `ferry.bearer.<hex>` beside `ferry.v1`), subscribed to a session's progress: it gets
+/// `ferry.v1` back, `progress` messages with the counts and no events, then the final
+/// `session`. A subprotocol token that is not hex, or not a token, is refused.
+#[tokio::test]
+async fn a_browser_socket_carries_its_token_as_a_subprotocol_and_follows_progress() {
+    let stack = Stack::start().await;
+    let url = format!("{}/v1/ws", stack.url.replacen("http://", "ws://", 1));
+    let with_protocols = |protocols: String| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
+        request
+    };
+    let hex_token: String = stack.token.bytes().map(|b| format!("{b:02x}")).collect();
+
+    for bad in ["ferry.bearer.zz", "ferry.bearer.66795f6e6f7065"] {
+        let refused = tokio_tungstenite::connect_async(with_protocols(format!("ferry.v1, {bad}"))).await;
+        match refused {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401, "{bad}")
+            }
+            other => panic!("{bad}: expected a 401, got {other:?}"),
+        }
+    }
+
+    let identity = stack
+        .register(
+            "python",
+            "slowish",
+            &python_source(
+                "slowish",
+                "def slowish(x):\n    import time\n    time.sleep(0.02)\n    return x\n",
+            ),
+        )
+        .await;
+    const N: u64 = 40;
+    let tasks: Vec<Value> = (0..N)
+        .map(|i| json!({"function_id": identity, "payload": json_args(&json!([i]))}))
+        .collect();
+    let body = json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": tasks});
+    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let session = answer["batch_id"].as_str().unwrap().to_owned();
+
+    let (mut socket, response) =
+        tokio_tungstenite::connect_async(with_protocols(format!("ferry.v1, ferry.bearer.{hex_token}")))
+            .await
+            .expect("the socket opens with the token as a subprotocol");
+    assert_eq!(response.headers()["Sec-WebSocket-Protocol"], "ferry.v1");
+    let sub = json!({"op": "subscribe", "sessions": [session], "progress": true});
+    socket.send(Message::Text(sub.to_string().into())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    assert_eq!(next_json(&mut socket, deadline).await["type"], "subscribed");
+    let mut progress = 0;
+    loop {
+        let m = next_json(&mut socket, deadline).await;
+        match m["type"].as_str().unwrap() {
+            "progress" => {
+                progress += 1;
+                assert_eq!(m["session_id"], session.as_str());
+                assert_eq!(m["size"], N);
+            }
+            "session" => {
+                assert_eq!(m["counts"]["success"], N, "{m}");
+                break;
+            }
+            other => panic!("a progress subscription got a {other} message: {m}"),
+        }
+    }
+    assert!(progress >= 1, "progress came before the end");
+}

@@ -32,6 +32,72 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// What a WebSocket client that cannot set headers (a browser) offers as a subprotocol
+/// to carry its token: `ferry.bearer.<the token's bytes in hex>`, beside
+/// [`WS_PROTOCOL`], which the server selects.
+pub const WS_BEARER_PREFIX: &str = "ferry.bearer.";
+/// The subprotocol the server answers a browser's WebSocket with.
+pub const WS_PROTOCOL: &str = "ferry.v1";
+
+/// The request's bearer token: from `Authorization: Bearer <token>`, or, on a WebSocket
+/// upgrade without that header (a browser's `new WebSocket(url, protocols)` sets no
+/// headers), from the `Sec-WebSocket-Protocol` entry [`WS_BEARER_PREFIX`]`<hex>`. Not
+/// from the URL: tokens stay out of access logs.
+fn bearer(parts: &Parts) -> Result<String, ApiError> {
+    let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+        return socket_bearer(parts).unwrap_or_else(|| {
+            Err(ApiError::new(
+                Code::Unauthenticated,
+                "missing Authorization: Bearer <token> header",
+            ))
+        });
+    };
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::Unauthenticated,
+                "Authorization header must be `Bearer <token>`",
+            )
+        })
+}
+
+/// The token a WebSocket upgrade carries in its subprotocols, if it carries one.
+fn socket_bearer(parts: &Parts) -> Option<Result<String, ApiError>> {
+    let upgrade = parts.headers.get(axum::http::header::UPGRADE)?;
+    if !upgrade.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        return None;
+    }
+    let offered = parts
+        .headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(WS_BEARER_PREFIX))?;
+    let refused = || {
+        ApiError::new(
+            Code::Unauthenticated,
+            format!(
+                "the WebSocket subprotocol {WS_BEARER_PREFIX}<token> must carry the token's bytes in hex"
+            ),
+        )
+    };
+    Some(
+        hex::decode(offered)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(refused),
+    )
+}
+
 /// Whoever the bearer token acts for: a user, or one endpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct Auth(pub Principal);
@@ -40,28 +106,8 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::new(
-                    Code::Unauthenticated,
-                    "missing Authorization: Bearer <token> header",
-                )
-            })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::new(
-                    Code::Unauthenticated,
-                    "Authorization header must be `Bearer <token>`",
-                )
-            })?;
-        match state.principal_for_token(token).await? {
+        let token = bearer(parts)?;
+        match state.principal_for_token(&token).await? {
             Some(principal) => {
                 // An endpoint's calls are bounded by its tasks; a user's by the rate.
                 if let Principal::User(user) = principal {

@@ -11,6 +11,15 @@
 //!   subscribed session that has no task left to finish (the last message about it);
 //! - `{"type": "error", "message"}` for a message it could not use (the socket stays).
 //!
+//! With `"progress": true` a subscription's sessions send no events: instead
+//! `{"type": "progress", ...}` (the session's document: its counts by state) at most
+//! every [`PROGRESS_EVERY`] while they change, and the final `session` message. That is
+//! how the dashboard draws its progress bars, whatever a session's size.
+//!
+//! A browser, which cannot set the `Authorization` header, offers its token as the
+//! subprotocol `ferry.bearer.<the token in hex>` beside `ferry.v1`, which the server
+//! selects (see [`crate::extract::WS_BEARER_PREFIX`]).
+//!
 //! Every event comes from the session's event stream in Redis, so a client that
 //! reconnects and subscribes again with `after` = the last cursor it saw per session
 //! misses nothing and sees nothing twice. Without `after` a subscription replays the
@@ -31,6 +40,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Caller;
 
+/// The least time between two `progress` messages of one session.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// Most sessions and tasks in one subscription.
 const MAX_SUBSCRIBE: usize = 10_000;
 /// The largest message a client may send, fragments counted together (a subscription
@@ -45,6 +56,7 @@ pub(crate) async fn upgrade(
     // The slot is the user's until the socket closes (FERRY_MAX_WEBSOCKETS_PER_USER).
     let slot = state.limits.socket(user)?;
     Ok(ws
+        .protocols([crate::extract::WS_PROTOCOL])
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
@@ -65,6 +77,9 @@ struct Subscribe {
     tasks: Vec<TaskId>,
     #[serde(default)]
     after: HashMap<BatchId, String>,
+    /// The sessions' progress instead of their events.
+    #[serde(default)]
+    progress: bool,
 }
 
 /// One subscribed session: where its stream was read up to, and which of its tasks the
@@ -72,14 +87,24 @@ struct Subscribe {
 struct Watched {
     cursor: String,
     tasks: Option<HashSet<TaskId>>,
+    /// Progress instead of events: when the last went, and whether it changed since.
+    progress: Option<Progress>,
+}
+
+struct Progress {
+    sent: Option<tokio::time::Instant>,
+    changed: bool,
 }
 
 async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::Result<()> {
     // Events come from the process's one reader of the streams (crate::event_hub).
     let mut events = state.events.join();
     let mut watched: HashMap<BatchId, Watched> = HashMap::new();
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = tick.tick() => progress(&state, &mut socket, &mut watched).await?,
             message = socket.recv() => {
                 let Some(message) = message else { break Ok(()) };
                 match message {
@@ -113,6 +138,7 @@ async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::
                     Ok(done) => events.unwatch(done),
                     Err(e) => break Err(e),
                 }
+                progress(&state, &mut socket, &mut watched).await?;
             }
         }
     }
@@ -188,8 +214,15 @@ async fn subscribe(
         let entry = watched.entry(*batch).or_insert_with(|| Watched {
             cursor: cursor.clone(),
             tasks: Some(HashSet::new()),
+            progress: None,
         });
         entry.cursor = cursor;
+        if sub.progress && tasks.is_none() {
+            entry.progress = Some(Progress {
+                sent: None,
+                changed: true,
+            });
+        }
         match (tasks, &mut entry.tasks) {
             (None, all) => *all = None,
             (Some(more), Some(have)) => have.extend(more),
@@ -197,6 +230,30 @@ async fn subscribe(
         }
     }
     Ok(wanted.into_keys().collect())
+}
+
+/// Sends the `progress` of each session watched so whose counts changed, unless its
+/// last went less than [`PROGRESS_EVERY`] ago (the next tick sends it then).
+async fn progress(
+    state: &AppState,
+    socket: &mut WebSocket,
+    watched: &mut HashMap<BatchId, Watched>,
+) -> anyhow::Result<()> {
+    let now = tokio::time::Instant::now();
+    for (batch, w) in watched.iter_mut() {
+        let Some(p) = &mut w.progress else { continue };
+        if !p.changed || p.sent.is_some_and(|at| now.duration_since(at) < PROGRESS_EVERY) {
+            continue;
+        }
+        p.changed = false;
+        p.sent = Some(now);
+        if let Some(status) = state.store.batch_status(*batch).await? {
+            let mut doc = serde_json::to_value(super::batches::session_doc(&status))?;
+            doc["type"] = json!("progress");
+            socket.send(Message::Text(doc.to_string().into())).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A Redis stream id (`<millis>-<seq>`, or `<millis>`), as event cursors are.
@@ -218,9 +275,9 @@ async fn forward(
     let wanted: Vec<&BatchEvent> = events
         .iter()
         .filter(|e| {
-            watched
-                .get(&e.batch_id)
-                .is_some_and(|w| w.tasks.as_ref().is_none_or(|t| t.contains(&e.task_id)))
+            watched.get(&e.batch_id).is_some_and(|w| {
+                w.progress.is_none() && w.tasks.as_ref().is_none_or(|t| t.contains(&e.task_id))
+            })
         })
         .collect();
     let terminal: Vec<TaskId> = wanted
@@ -258,6 +315,9 @@ async fn forward(
     for e in &events {
         if let Some(w) = watched.get_mut(&e.batch_id) {
             w.cursor = e.cursor.clone();
+            if let Some(p) = &mut w.progress {
+                p.changed = true;
+            }
         }
         if matches!(e.step.state, TaskState::Success | TaskState::Failed) {
             finished_in.insert(e.batch_id);

@@ -1,14 +1,20 @@
 // Ferry's dashboard: pages drawn from the HTTP API's JSON (docs/http-api.md), with the
 // token kept in this tab's sessionStorage. Routes: #/endpoints, #/sessions,
 // #/session/<id>[?offset=N], #/task/<id>. A session's page asks for its O(1) document
-// and one page of its tasks, never all of them; pages that show running work ask again
-// every second.
+// and one page of its tasks, never all of them. Pages that show running work are drawn
+// again when it moves: they listen on the WebSocket (/v1/ws: a session's `progress`, a
+// task's events; the token goes as the subprotocol ferry.bearer.<hex>, since a browser
+// sets no headers on a socket) and ask the API again after a change. The endpoints page,
+// and any page whose socket cannot open, asks again every second.
 "use strict";
 
 const main = document.getElementById("main");
 const TOKEN = "ferry-token";
 const PAGE = 50;
 let timer = null;
+// The page's socket and what it is subscribed to (JSON), while a page listens on one.
+let socket = null;
+let listening = null;
 
 const token = () => sessionStorage.getItem(TOKEN);
 
@@ -117,7 +123,8 @@ async function sessions() {
       ? h("table", {}, h("tr", {}, ...["Session", "Status", "Progress", "Done", "Failed", "Created"].map((t) => h("th", {}, t))), ...rows)
       : h("p", { class: "muted" }, "No sessions yet."),
   );
-  return sessions.some((s) => s.pending);
+  const running = sessions.filter((s) => s.pending).map((s) => s.session_id);
+  return running.length ? { sessions: running } : false;
 }
 
 async function session(id, offset) {
@@ -142,7 +149,7 @@ async function session(id, offset) {
     pager,
     h("table", {}, h("tr", {}, h("th", {}, "Task"), h("th", {}, "Status"), h("th", {}, "Attempt")), ...rows),
   );
-  return doc.pending;
+  return doc.pending ? { sessions: [id] } : false;
 }
 
 function timeline(history) {
@@ -178,13 +185,60 @@ async function task(id) {
   if (t.result != null) parts.push(h("h2", {}, "Result"), h("p", { class: "muted" }, `${t.result.length} characters, serialized (the SDK's get_result reads it)`));
   for (const stream of ["stdout", "stderr"]) if (t[stream]) parts.push(h("h2", {}, stream), h("pre", {}, t[stream]));
   show(...parts);
-  return t.pending;
+  return t.pending ? { tasks: [id] } : false;
+}
+
+// ---- live updates --------------------------------------------------------------------
+
+function hex(text) {
+  return [...new TextEncoder().encode(text)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function quiet() {
+  if (socket) {
+    socket.onclose = null;
+    socket.close();
+  }
+  socket = null;
+  listening = null;
+  document.body.dataset.live = "";
+}
+
+// Subscribes to `want` ({sessions} or {tasks}) and calls `redraw` (at most every 200 ms)
+// when it moves; calls `poll` instead if the socket cannot serve.
+function listen(want, redraw, poll) {
+  const key = JSON.stringify(want);
+  if (socket && listening === key) return;
+  quiet();
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/ws`;
+  const s = new WebSocket(url, ["ferry.v1", `ferry.bearer.${hex(token())}`]);
+  socket = s;
+  listening = key;
+  let soon = null;
+  const fallBack = () => {
+    if (socket !== s) return;
+    quiet();
+    document.body.dataset.live = "polling";
+    poll();
+  };
+  s.onopen = () => s.send(JSON.stringify({ op: "subscribe", progress: true, ...want }));
+  s.onmessage = (m) => {
+    const message = JSON.parse(m.data);
+    if (message.type === "error") return fallBack();
+    if (message.type === "subscribed") {
+      document.body.dataset.live = "socket";
+      return;
+    }
+    if (!soon) soon = setTimeout(() => { soon = null; if (socket === s) redraw(); }, 200);
+  };
+  s.onclose = fallBack;
 }
 
 // ---- routing -------------------------------------------------------------------------
 
 async function route() {
   clearTimeout(timer);
+  quiet();
   document.getElementById("logout").hidden = !token();
   if (!token()) {
     show(document.getElementById("login").content.cloneNode(true));
@@ -200,6 +254,8 @@ async function route() {
     : parts[0] === "task" ? () => task(parts[1])
     : () => sessions();
   const here = location.hash;
+  // A page returns what to listen for ({sessions} or {tasks}), true to be asked again
+  // in a second, or false when nothing on it moves any more.
   const draw = async () => {
     let again = false;
     try {
@@ -207,7 +263,13 @@ async function route() {
     } catch (e) {
       failed(e);
     }
-    if (again && location.hash === here) timer = setTimeout(draw, 1000);
+    if (location.hash !== here) return;
+    const poll = () => { timer = setTimeout(draw, 1000); };
+    if (again && typeof again === "object" && document.body.dataset.live !== "polling") listen(again, draw, poll);
+    else if (again) {
+      if (typeof again !== "object") quiet();
+      poll();
+    } else quiet();
   };
   await draw();
 }

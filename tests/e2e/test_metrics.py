@@ -107,6 +107,75 @@ def test_the_forwarder_counts_transitions_heartbeats_and_run_times(stack):
     assert after[("ferry_endpoint_heartbeats_total", ())] > 0
 
 
+def held(i, release):
+    """Waits until the test writes `release`."""
+    import os
+    import time
+
+    while not os.path.exists(release):
+        time.sleep(0.02)
+    return i
+
+
+def in_flight(samples: dict) -> dict[str, float]:
+    return {dict(labels)["state"]: v for (name, labels), v in samples.items() if name == "ferry_tasks"}
+
+
+def test_the_web_service_shows_the_tasks_in_each_unfinished_state(stack, tmp_path):
+    import time
+
+    client = Client(stack.url, token=stack.token)
+    fid = client.register_function(held)
+    before = in_flight(scrape(stack.url))
+    assert set(before) == {"received", "waiting-for-ep", "waiting-for-nodes", "waiting-for-launch", "running"}
+    release = tmp_path / "release"
+    batch = client.create_batch()
+    for i in range(6):
+        batch.add(fid, i, str(release))
+    session = client.submit_session(stack.endpoint_id, batch)
+    deadline = time.monotonic() + 60
+    while True:
+        now = in_flight(scrape(stack.url))
+        # Both workers hold one; the other four wait at the endpoint or its manager.
+        if now["running"] - before["running"] == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert now["running"] - before["running"] == 2, now
+    assert sum(now.values()) - sum(before.values()) == 6, now
+    release.write_text("go")
+    assert [client.get_result(t, timeout=60) for t in session.task_ids] == list(range(6))
+    assert in_flight(scrape(stack.url)) == before
+
+
+def test_the_forwarder_shows_how_many_messages_wait_in_its_queues(stack):
+    import time
+
+    import pika
+
+    def dead() -> float:
+        return scrape(stack.forwarder_metrics).get(("ferry_queue_messages", (("queue", "dead"),)), -1)
+
+    deadline = time.monotonic() + 30
+    while dead() < 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first = scrape(stack.forwarder_metrics)
+    queues = {dict(labels)["queue"] for name, labels in first if name == "ferry_queue_messages"}
+    assert queues == {"submissions", "status", "results", "dead"}
+    before = dead()
+    # Three messages no endpoint could have sent: the forwarder dead-letters them.
+    connection = pika.BlockingConnection(pika.URLParameters(stack.env.get("FERRY_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")))
+    try:
+        channel = connection.channel()
+        for _ in range(3):
+            channel.basic_publish("", f"{stack.env['FERRY_NAMESPACE']}.status", b"not a message")
+    finally:
+        connection.close()
+    deadline = time.monotonic() + 30  # looked at every 5 s
+    while dead() - before < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert dead() - before == 3
+
+
 def flaky(path):
     """Fails the first time it runs, then succeeds."""
     import os

@@ -198,6 +198,7 @@ async fn run_once(
         r = sweeper.run() => r,
         r = blocks => r,
         r = notifier.run() => r,
+        r = metrics::watch_queues(broker.clone(), metrics.clone()) => r,
         lost = broker.lost() => Err(anyhow::anyhow!("RabbitMQ: {lost}")),
         _ = shutdown.cancelled() => Ok(()),
     };

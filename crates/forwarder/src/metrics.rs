@@ -1,16 +1,23 @@
 //! The forwarder's metrics, served at `/metrics` on `--metrics-listen` (Prometheus' text
 //! format): transitions by the state a task entered, reports that changed nothing,
-//! heartbeats, endpoints declared lost, dead letters by why, how long tasks waited and ran
-//! (docs/operations.md).
+//! heartbeats, endpoints declared lost, dead letters by why, how long tasks waited and ran,
+//! and the messages waiting in its queues (docs/operations.md).
 
 use ferry_proto::messages::TaskResult;
 use ferry_proto::{EventKind, TaskState};
-use ferry_telemetry::metrics::{Counter, Family, Histogram, Registry, duration_buckets, registry, render};
+use ferry_telemetry::metrics::{
+    Counter, Family, Gauge, Histogram, Registry, duration_buckets, registry, render,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +46,7 @@ pub struct ForwarderMetrics {
     dead_letters: Family<ReasonLabel, Counter>,
     run_seconds: Histogram,
     wait_seconds: Histogram,
+    queues: Family<QueueLabel, Gauge>,
 }
 
 impl Default for ForwarderMetrics {
@@ -86,6 +94,12 @@ impl Default for ForwarderMetrics {
             "How long tasks waited, from their submission to their start on a worker",
             wait_seconds.clone(),
         );
+        let queues = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "queue_messages",
+            "Messages waiting in the forwarder's queues (submissions, status, results, dead), as of the last look",
+            queues.clone(),
+        );
         Self {
             registry,
             transitions,
@@ -95,6 +109,7 @@ impl Default for ForwarderMetrics {
             dead_letters,
             run_seconds,
             wait_seconds,
+            queues,
         }
     }
 }
@@ -136,7 +151,42 @@ impl ForwarderMetrics {
         }
     }
 
+    /// `queue` (`submissions`, `status`, `results`, `dead`) holds `messages`.
+    pub fn queue(&self, queue: &'static str, messages: u32) {
+        self.queues
+            .get_or_create(&QueueLabel { queue })
+            .set(i64::from(messages));
+    }
+
     pub fn render(&self) -> String {
         render(&self.registry)
+    }
+}
+
+/// How often the queues' depths are looked at.
+const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Looks at the depth of the forwarder's queues every [`LOOK_EVERY`] (a passive declare
+/// each), for ever; a look that fails is logged and tried again at the next.
+pub async fn watch_queues(
+    broker: ferry_broker::Broker,
+    metrics: std::sync::Arc<ForwarderMetrics>,
+) -> anyhow::Result<()> {
+    let queues = [
+        ("submissions", broker.submissions_queue()),
+        ("status", broker.status_queue()),
+        ("results", broker.results_queue()),
+        ("dead", broker.dead_queue()),
+    ];
+    let mut every = tokio::time::interval(LOOK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for (name, queue) in &queues {
+            match broker.queue_len(queue).await {
+                Ok(n) => metrics.queue(name, n),
+                Err(e) => tracing::debug!(queue, error = %e, "cannot look at a queue's depth"),
+            }
+        }
     }
 }

@@ -825,3 +825,38 @@ async fn a_function_keeps_the_python_its_bytecode_needs_and_none_reads_back_as_n
         assert_eq!(back, f);
     }
 }
+
+/// The tasks in each unfinished state, all users together: a submission adds to
+/// `received`, each transition moves one, an ended task leaves, a report that changes
+/// nothing moves nothing.
+#[tokio::test]
+async fn tasks_in_flight_follow_every_transition() {
+    let store = store().await;
+    let b = batch(EndpointId::new(), 3);
+    let tasks = [new_task(), new_task(), new_task()];
+    store.create_tasks(&b, &tasks, Actor::WebService).await.unwrap();
+    assert_eq!(store.tasks_in_flight().await.unwrap(), [3, 0, 0, 0, 0]);
+    let [a, c, d] = [tasks[0].task_id, tasks[1].task_id, tasks[2].task_id];
+    store
+        .apply(&[
+            event(a, EventKind::Queued, 0),
+            event(c, EventKind::Queued, 0),
+            event(d, EventKind::Queued, 0),
+            event(a, EventKind::Received, 0),
+            event(a, EventKind::Assigned, 0),
+            event(a, EventKind::Started, 0),
+            event(c, EventKind::Received, 0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.tasks_in_flight().await.unwrap(), [0, 1, 1, 0, 1]);
+    store
+        .apply(&[
+            event(a, EventKind::Cancelled, 0),
+            event(a, EventKind::Started, 0),
+            event(d, EventKind::Cancelled, 0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.tasks_in_flight().await.unwrap(), [0, 0, 1, 0, 0]);
+}

@@ -1,6 +1,7 @@
 //! The web-service's metrics, served at `GET /metrics` (Prometheus' text format, no
 //! token: counts only, nothing of any user's): requests by method, route and status and
-//! how long they took, and the tasks and sessions accepted (docs/operations.md).
+//! how long they took, the tasks and sessions accepted, and the tasks in each unfinished
+//! state (read from the store when scraped) (docs/operations.md).
 
 use std::time::Instant;
 
@@ -8,7 +9,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use ferry_telemetry::metrics::{Counter, Family, Histogram, Registry, duration_buckets, registry, render};
+use ferry_proto::TaskState;
+use ferry_telemetry::metrics::{
+    Counter, Family, Gauge, Histogram, Registry, duration_buckets, registry, render,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 
 use crate::AppState;
@@ -19,6 +23,11 @@ struct RequestLabels {
     /// The route as declared (`/v1/tasks/{task_id}`), so ids do not make new series.
     route: String,
     status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +46,8 @@ pub struct WebMetrics {
     pub tasks_accepted: Counter,
     /// Sessions (batches) accepted.
     pub sessions_accepted: Counter,
+    /// Tasks in each unfinished state, all users together (set when scraped).
+    tasks: Family<StateLabel, Gauge>,
 }
 
 impl Default for WebMetrics {
@@ -62,12 +73,19 @@ impl Default for WebMetrics {
             "Sessions (batches of tasks) accepted",
             sessions_accepted.clone(),
         );
+        let tasks = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "tasks",
+            "Tasks in each unfinished state, all users and endpoints together",
+            tasks.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             tasks_accepted,
             sessions_accepted,
+            tasks,
         }
     }
 }
@@ -100,8 +118,20 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`: the tasks per state read from the store first (left as they were,
+/// with a warning, when it cannot be read).
 pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.tasks_in_flight().await {
+        Ok(counts) => {
+            for (code, n) in counts.into_iter().enumerate() {
+                if let Some(s) = TaskState::from_code(code as u8) {
+                    let label = StateLabel { state: s.wire_name() };
+                    state.metrics.tasks.get_or_create(&label).set(n as i64);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the tasks per state"),
+    }
     (
         [(header::CONTENT_TYPE, ferry_telemetry::metrics::CONTENT_TYPE)],
         render(&state.metrics.registry),

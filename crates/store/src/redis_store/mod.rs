@@ -231,6 +231,11 @@ impl Store {
         format!("{}:unfinished", self.ns)
     }
 
+    /// Tasks in each unfinished state, all users together (`n0`..`n4`).
+    fn states_key(&self) -> String {
+        format!("{}:states", self.ns)
+    }
+
     /// The endpoints that are public or shared with someone (listed to those users).
     fn shared_endpoints_key(&self) -> String {
         format!("{}:eps:shared", self.ns)

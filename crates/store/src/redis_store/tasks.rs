@@ -17,6 +17,24 @@ use crate::records::*;
 impl Store {
     // ---- tasks -------------------------------------------------------------------
 
+    /// How many tasks, of all users, are in each unfinished state (indexed by
+    /// [`TaskState::code`], `received` to `running`). Kept since this version of Ferry
+    /// first ran against the store: tasks submitted before are not counted, and a count
+    /// they would take below zero reads zero.
+    pub async fn tasks_in_flight(&self) -> Result<[u64; 5]> {
+        let mut conn = self.conn.clone();
+        let counts: Vec<Option<i64>> = redis::cmd("HMGET")
+            .arg(self.states_key())
+            .arg(&["n0", "n1", "n2", "n3", "n4"])
+            .query_async(&mut conn)
+            .await?;
+        let mut out = [0u64; 5];
+        for (o, c) in out.iter_mut().zip(counts) {
+            *o = c.unwrap_or(0).max(0) as u64;
+        }
+        Ok(out)
+    }
+
     /// How many unfinished tasks `user` has (on every endpoint) and `endpoint` has (from
     /// every user): kept by each submission and by the transition script as tasks end.
     pub async fn unfinished(&self, user: UserId, endpoint: EndpointId) -> Result<(u64, u64)> {
@@ -115,6 +133,7 @@ impl Store {
             Part::First => 1,
         };
         pipe.hincr(&batch_key, "n0", n).ignore();
+        pipe.hincr(self.states_key(), "n0", n).ignore();
         pipe.hincr(&batch_key, "open", n + guard).ignore();
         pipe.hincr(self.unfinished_key(), format!("u:{owner}"), n)
             .ignore();

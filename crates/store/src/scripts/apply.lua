@@ -27,6 +27,8 @@
 --   <ns>:unfinished       u:<user>, e:<endpoint>: unfinished tasks (submission adds,
 --                         a task's end here takes one off), for the per-user and
 --                         per-endpoint limits
+--   <ns>:states           n0..n4: tasks in each unfinished state, all users together
+--                         (submission adds to n0; the web-service's /metrics reads it)
 -- and publishes, once per call, the ids of the tasks it ended (space-separated) on
 --   <ns>:finished         so callers waiting for a result are answered at once
 -- These key names are built here, not passed in KEYS: Ferry needs one Redis (or one
@@ -117,6 +119,8 @@ local function batch_of(id)
 end
 -- Per endpoint: task id -> true (now in flight) or false (no longer); the last word wins.
 local running = {}
+-- Per unfinished state, the change in how many tasks are in it.
+local live = {}
 -- Tasks this call ended.
 local finished = {}
 
@@ -315,6 +319,8 @@ for g = 1, #KEYS do
             set[tid] = false
           end
         end
+        if s0 < 5 then live[s0] = (live[s0] or 0) - 1 end
+        if s < 5 then live[s] = (live[s] or 0) + 1 end
         if batch then
           batch.delta[s0] = (batch.delta[s0] or 0) - 1
           batch.delta[s] = (batch.delta[s] or 0) + 1
@@ -374,5 +380,8 @@ for id, b in pairs(batches) do
       batch_done(b.key, b.last_at, ttl)
     end
   end
+end
+for state, d in pairs(live) do
+  if d ~= 0 then call('HINCRBY', ns .. ':states', 'n' .. state, d) end
 end
 return out

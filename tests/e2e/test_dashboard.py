@@ -56,7 +56,7 @@ def test_the_dashboard_shows_a_session_to_its_end_and_a_failed_tasks_traceback(s
         timeout=300,
     )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    for name in ("login", "sessions", "session", "task", "endpoints"):
+    for name in ("login", "sessions", "session", "task", "endpoints", "endpoint"):
         assert (shots / f"{name}.png").stat().st_size > 1000, name
 
 

@@ -79,6 +79,15 @@ try {
   const endpoint = await page.textContent("main");
   check(endpoint.includes(ENDPOINT_ID) && endpoint.includes("online"), "the endpoint shows online");
   await shot("endpoints");
+
+  await page.click(`a[href="#/endpoint/${ENDPOINT_ID}"]`);
+  await page.waitForSelector("#managers td", { timeout: 30_000 });
+  check((await page.textContent("#endpoint-status")) === "online", "the endpoint's page shows it online");
+  const managers = await page.$$eval("#managers tr", (rows) => rows.slice(1).map((r) => r.textContent));
+  check(managers.length === 1 && /cores/.test(managers[0]), `its page lists its manager: ${managers}`);
+  const blocks = await page.textContent("main");
+  check(blocks.includes("local-1") && blocks.includes("running"), "its page lists its running block");
+  await shot("endpoint");
 } catch (e) {
   failures.push(`${e.message}`);
   await shot("error").catch(() => {});

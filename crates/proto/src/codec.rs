@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The layout version written in the first byte of every message.
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 
 /// The largest message a reader accepts (payloads above the data-plane threshold travel
 /// by reference, so this is generous).
@@ -126,7 +126,7 @@ mod tests {
         let err = decode::<TaskBatch>(&bytes).unwrap_err().to_string();
         assert_eq!(
             err,
-            "TaskBatch message has layout version 9, this build reads version 6"
+            "TaskBatch message has layout version 9, this build reads version 7"
         );
     }
 

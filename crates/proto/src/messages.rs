@@ -370,6 +370,26 @@ pub struct EndpointLoad {
     pub manager_ids: Vec<ManagerId>,
     /// The provider's blocks and whether scaling runs (none for a manual endpoint).
     pub provider: Option<ProviderReport>,
+    /// Each manager connected now (the nodes), in the order they connected.
+    pub manager_loads: Vec<ManagerLoad>,
+}
+
+/// One manager (one node) as its endpoint sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerLoad {
+    pub manager_id: ManagerId,
+    pub hostname: String,
+    /// The provider's block it belongs to, if any.
+    pub block_id: Option<String>,
+    pub workers: u32,
+    /// Tasks it holds now (running, or queued at its workers).
+    pub tasks: u32,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub gpus: u32,
+    pub tags: Vec<String>,
+    /// It gets no more tasks: its block ends soon.
+    pub draining: bool,
 }
 
 /// What an endpoint's provider is doing: its blocks, and whether it may add more.

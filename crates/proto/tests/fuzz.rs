@@ -29,7 +29,7 @@ use ferry_proto::codec::{self, Error, MAX_MESSAGE_BYTES, VERSION};
 use ferry_proto::frames::{FromManager, FromWorker, ManagerInfo, ToManager, ToWorker};
 use ferry_proto::messages::{
     BlockReport, CancelTasks, Completion, EndpointLoad, EndpointMessage, FunctionCode, FunctionKind,
-    ProviderReport, Requires, RetryPolicy, StatusUpdate, TaskBatch, TaskResult, TaskSpec,
+    ManagerLoad, ProviderReport, Requires, RetryPolicy, StatusUpdate, TaskBatch, TaskResult, TaskSpec,
 };
 use ferry_proto::state::{Effect, FailureCause, Ignored, Outcome, TaskStatus, transition};
 use ferry_proto::{
@@ -255,8 +255,19 @@ fn endpoint_load() -> impl Strategy<Value = EndpointLoad> {
         any::<[u32; 5]>(),
         vec(uuid().prop_map(ManagerId), 0..3),
         proptest::option::of(provider),
+        vec(
+            (
+                uuid(),
+                text(),
+                proptest::option::of(text()),
+                any::<[u32; 4]>(),
+                any::<u64>(),
+                any::<bool>(),
+            ),
+            0..3,
+        ),
     )
-        .prop_map(|(n, manager_ids, provider)| EndpointLoad {
+        .prop_map(|(n, manager_ids, provider, loads)| EndpointLoad {
             managers: n[0],
             total_workers: n[1],
             idle_workers: n[2],
@@ -264,6 +275,23 @@ fn endpoint_load() -> impl Strategy<Value = EndpointLoad> {
             outstanding_tasks: n[4],
             manager_ids,
             provider,
+            manager_loads: loads
+                .into_iter()
+                .map(
+                    |(id, hostname, block_id, n, memory_bytes, draining)| ManagerLoad {
+                        manager_id: ManagerId(id),
+                        hostname: hostname.clone(),
+                        block_id,
+                        workers: n[0],
+                        tasks: n[1],
+                        cores: n[2],
+                        memory_bytes,
+                        gpus: n[3],
+                        tags: vec![hostname],
+                        draining,
+                    },
+                )
+                .collect(),
         })
 }
 

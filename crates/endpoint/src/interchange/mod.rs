@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use ferry_broker::Delivery;
 use ferry_proto::frames::{FromManager, ManagerInfo, ToManager};
-use ferry_proto::messages::{EndpointLoad, FunctionCode, StatusUpdate, TaskBatch, TaskResult, TaskSpec};
+use ferry_proto::messages::{
+    EndpointLoad, FunctionCode, ManagerLoad, StatusUpdate, TaskBatch, TaskResult, TaskSpec,
+};
 use ferry_proto::time::now_micros;
 use ferry_proto::{Actor, EndpointId, EventKind, FunctionId, ManagerId, TaskId};
 use tokio::sync::{mpsc, watch};
@@ -761,6 +763,25 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
             outstanding_tasks: self.managers.values().map(|m| m.tasks.len() as u32).sum(),
             manager_ids: self.managers.keys().copied().collect(),
             provider: None,
+            manager_loads: {
+                let mut loads: Vec<_> = self.managers.values().collect();
+                loads.sort_by_key(|m| m.order);
+                loads
+                    .into_iter()
+                    .map(|m| ManagerLoad {
+                        manager_id: m.info.manager_id,
+                        hostname: m.info.hostname.clone(),
+                        block_id: m.info.block_id.clone(),
+                        workers: m.info.workers,
+                        tasks: m.tasks.len() as u32,
+                        cores: m.info.cores,
+                        memory_bytes: m.info.memory_bytes,
+                        gpus: m.info.gpus,
+                        tags: m.info.tags.clone(),
+                        draining: m.draining,
+                    })
+                    .collect()
+            },
         }
     }
 }

@@ -1,6 +1,6 @@
 // Ferry's dashboard: pages drawn from the HTTP API's JSON (docs/http-api.md), with the
-// token kept in this tab's sessionStorage. Routes: #/endpoints, #/sessions,
-// #/session/<id>[?offset=N], #/task/<id>. A session's page asks for its O(1) document
+// token kept in this tab's sessionStorage. Routes: #/endpoints, #/endpoint/<id>,
+// #/sessions, #/session/<id>[?offset=N], #/task/<id>. A session's page asks for its O(1) document
 // and one page of its tasks, never all of them. Pages that show running work are drawn
 // again when it moves: they listen on the WebSocket (/v1/ws: a session's `progress`, a
 // task's events; the token goes as the subprotocol ferry.bearer.<hex>, since a browser
@@ -86,7 +86,7 @@ async function endpoints() {
     const blocks = ((d.provider || {}).blocks || []).map((b) => `${b.block_id}: ${b.state}`).join(", ");
     return h(
       "tr", {},
-      h("td", {}, h("div", {}, e.name), h("div", { class: "id muted" }, e.endpoint_id)),
+      h("td", {}, h("div", {}, link(`#/endpoint/${e.endpoint_id}`, e.name)), h("div", { class: "id muted" }, e.endpoint_id)),
       h("td", { class: `status ${e.status}` }, e.status),
       h("td", {}, ago(e.last_heartbeat)),
       h("td", {}, `${d.managers ?? 0}`),
@@ -100,6 +100,57 @@ async function endpoints() {
     rows.length
       ? h("table", {}, h("tr", {}, ...["Endpoint", "Status", "Heartbeat", "Managers", "Workers", "Tasks", "Blocks"].map((t) => h("th", {}, t))), ...rows)
       : h("p", { class: "muted" }, "No endpoints yet: start one with ferry-endpoint start NAME."),
+  );
+  return true;
+}
+
+const GiB = 1024 ** 3;
+
+function table(headings, rows, empty) {
+  return rows.length
+    ? h("table", {}, h("tr", {}, ...headings.map((t) => h("th", {}, t))), ...rows)
+    : h("p", { class: "muted" }, empty);
+}
+
+async function endpoint(id) {
+  const e = await api(`/v1/endpoints/${id}`);
+  const d = e.details || {};
+  const provider = d.provider || {};
+  const seconds = (micros) => (micros ? micros / 1e6 : null);
+  // A block's tasks as of this heartbeat, from its managers (the provider's own count
+  // is as of its last scaling pass).
+  const held = {};
+  for (const m of d.manager_loads || []) if (m.block_id) held[m.block_id] = (held[m.block_id] || 0) + m.tasks;
+  const blocks = (provider.blocks || []).map((b) =>
+    h(
+      "tr", {},
+      h("td", {}, b.block_id), h("td", { class: "id" }, b.job_id || ""),
+      h("td", { class: `status ${b.state}` }, b.state), h("td", {}, `${b.nodes}`),
+      h("td", {}, `${b.managers}`), h("td", {}, `${d.manager_loads ? held[b.block_id] || 0 : b.tasks}`),
+      h("td", {}, ago(seconds(b.submitted_at))), h("td", {}, b.ended_at ? ago(seconds(b.ended_at)) : ""),
+      h("td", { class: "muted" }, b.reason || ""),
+    ),
+  );
+  const managers = (d.manager_loads || []).map((m) =>
+    h(
+      "tr", {},
+      h("td", {}, h("div", {}, m.hostname), h("div", { class: "id muted" }, m.manager_id)),
+      h("td", {}, m.block_id || ""),
+      h("td", {}, `${m.tasks} of ${m.workers}`),
+      h("td", {}, `${m.cores} cores, ${(m.memory_bytes / GiB).toFixed(1)} GiB${m.gpus ? `, ${m.gpus} GPUs` : ""}`),
+      h("td", { class: "muted" }, (m.tags || []).join(", ")),
+      h("td", {}, m.draining ? "draining" : ""),
+    ),
+  );
+  show(
+    h("h1", {}, "Endpoint ", e.name),
+    h("p", {}, h("span", { class: `status ${e.status}`, id: "endpoint-status" }, e.status), ` · last heartbeat ${ago(e.last_heartbeat)} · `, h("span", { class: "id" }, e.endpoint_id)),
+    h("p", { class: "muted" }, `${provider.kind || "no"} provider · ${d.managers ?? 0} managers · ${(d.total_workers ?? 0) - (d.idle_workers ?? 0)} of ${d.total_workers ?? 0} workers busy · ${d.pending_tasks ?? 0} tasks waiting, ${d.outstanding_tasks ?? 0} at managers`),
+    provider.scaling ? h("p", { class: "error" }, `Scaling holds back: ${provider.scaling}`) : "",
+    h("h2", {}, "Blocks"),
+    table(["Block", "Job", "State", "Nodes", "Managers", "Tasks", "Submitted", "Ended", "Why"], blocks, "No blocks."),
+    h("h2", {}, "Managers"),
+    h("div", { id: "managers" }, table(["Host", "Block", "Tasks", "Node", "Tags", ""], managers, "No managers connected.")),
   );
   return true;
 }
@@ -250,6 +301,7 @@ async function route() {
   const offset = Number(new URLSearchParams(query).get("offset") || 0);
   const page =
     parts[0] === "endpoints" ? () => endpoints()
+    : parts[0] === "endpoint" ? () => endpoint(parts[1])
     : parts[0] === "session" ? () => session(parts[1], offset)
     : parts[0] === "task" ? () => task(parts[1])
     : () => sessions();

@@ -84,9 +84,13 @@ impl Dispatcher {
                 return Ok(());
             }
         };
+        // A span held across awaits must be attached to the future, not entered.
         let span =
             tracing::debug_span!("dispatch", endpoint_id = %batch.endpoint_id, tasks = batch.tasks.len());
-        let _enter = span.enter();
+        tracing::Instrument::instrument(self.dispatch(batch, delivery), span).await
+    }
+
+    async fn dispatch(&self, batch: TaskBatch, delivery: Delivery) -> anyhow::Result<()> {
         if batch.tasks.is_empty() {
             delivery.ack().await?;
             return Ok(());

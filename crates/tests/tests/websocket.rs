@@ -41,28 +41,30 @@ async fn next_json(socket: &mut Socket, deadline: Instant) -> Value {
     }
 }
 
-#[tokio::test]
-async fn a_client_that_reconnects_with_its_cursor_misses_no_event() {
-    let stack = Stack::start().await;
+/// Submits a session of `n` tasks that each sleep `secs` and return their input (with
+/// `events: true`, its stream kept from the start, when `events`): its id, its tasks and
+/// the function's id.
+async fn slowish_session(stack: &Stack, n: usize, secs: f64, events: bool) -> (String, Vec<TaskId>, String) {
+    let source = format!("def slowish(x):\n    import time\n    time.sleep({secs})\n    return x\n");
     let identity = stack
-        .register(
-            "python",
-            "slowish",
-            &python_source(
-                "slowish",
-                "def slowish(x):\n    import time\n    time.sleep(0.01)\n    return x\n",
-            ),
-        )
+        .register("python", "slowish", &python_source("slowish", &source))
         .await;
-    const N: usize = 200;
-    let tasks: Vec<Value> = (0..N)
+    let tasks: Vec<Value> = (0..n)
         .map(|i| json!({"function_id": identity, "payload": json_args(&json!([i]))}))
         .collect();
-    let body = json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": tasks, "events": true});
+    let body = json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": tasks, "events": events});
     let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
     assert_eq!(status, 200, "{answer}");
     let session = answer["batch_id"].as_str().unwrap().to_owned();
-    let ids: Vec<TaskId> = serde_json::from_value(answer["task_ids"].clone()).unwrap();
+    let ids = serde_json::from_value(answer["task_ids"].clone()).unwrap();
+    (session, ids, identity)
+}
+
+#[tokio::test]
+async fn a_client_that_reconnects_with_its_cursor_misses_no_event() {
+    let stack = Stack::start().await;
+    const N: usize = 200;
+    let (session, ids, identity) = slowish_session(&stack, N, 0.01, true).await;
     let deadline = Instant::now() + Duration::from_secs(120);
 
     // First connection: read until about a third of the tasks finished, then drop.
@@ -305,24 +307,8 @@ async fn a_browser_socket_carries_its_token_as_a_subprotocol_and_follows_progres
         }
     }
 
-    let identity = stack
-        .register(
-            "python",
-            "slowish",
-            &python_source(
-                "slowish",
-                "def slowish(x):\n    import time\n    time.sleep(0.02)\n    return x\n",
-            ),
-        )
-        .await;
     const N: u64 = 40;
-    let tasks: Vec<Value> = (0..N)
-        .map(|i| json!({"function_id": identity, "payload": json_args(&json!([i]))}))
-        .collect();
-    let body = json!({"endpoint_id": stack.endpoint_id.unwrap(), "tasks": tasks});
-    let (status, answer): (u16, Value) = stack.post("/v1/tasks", &body).await;
-    assert_eq!(status, 200, "{answer}");
-    let session = answer["batch_id"].as_str().unwrap().to_owned();
+    let (session, _, _) = slowish_session(&stack, N as usize, 0.02, false).await;
 
     let (mut socket, response) =
         tokio_tungstenite::connect_async(with_protocols(format!("ferry.v1, ferry.bearer.{hex_token}")))

@@ -1,6 +1,8 @@
-"""Celery and Parsl, measured the same way as Ferry: throughput of N no-op tasks
-submitted as fast as each allows and all results collected, and sequential round trips
-of one task."""
+"""Celery, Parsl, Ray and Dask, measured the same way as Ferry: throughput of N no-op
+tasks submitted as fast as each allows and all results collected, and sequential round
+trips of one task. Each runs 2 workers on this machine, the way its documentation
+recommends for many small tasks (Ray: `ray.get([f.remote(i) ...])`; Dask distributed:
+`client.gather(client.map(...))` on a local cluster of worker processes)."""
 
 from __future__ import annotations
 
@@ -116,6 +118,57 @@ def parsl(n: int, latency_n: int, workers: int = 2) -> dict:
         dfk.cleanup()
         p.clear()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def ray(n: int, latency_n: int, workers: int = 2) -> dict:
+    import ray as r
+
+    # Ray's workers import `noop` from this directory, as Parsl's do.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    r.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+    @r.remote
+    def noop(x):
+        return x
+
+    try:
+        r.get(noop.remote(0), timeout=120)
+        t0 = time.perf_counter()
+        r.get([noop.remote(i) for i in range(n)], timeout=600)
+        throughput = n / (time.perf_counter() - t0)
+        lat = []
+        for i in range(latency_n):
+            a = time.perf_counter()
+            r.get(noop.remote(i), timeout=60)
+            lat.append(time.perf_counter() - a)
+        return {"throughput": throughput, **percentiles(lat)}
+    finally:
+        r.shutdown()
+
+
+def dask(n: int, latency_n: int, workers: int = 2) -> dict:
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+
+    def noop(x):
+        return x
+
+    try:
+        client.submit(noop, 0, pure=False).result(timeout=120)
+        t0 = time.perf_counter()
+        client.gather(client.map(noop, range(n), pure=False))
+        throughput = n / (time.perf_counter() - t0)
+        lat = []
+        for i in range(latency_n):
+            a = time.perf_counter()
+            client.submit(noop, i, pure=False).result(timeout=60)
+            lat.append(time.perf_counter() - a)
+        return {"throughput": throughput, **percentiles(lat)}
+    finally:
+        client.close()
+        cluster.close()
 
 
 def percentiles(samples: list[float]) -> dict:

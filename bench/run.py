@@ -1,6 +1,7 @@
-"""Ferry against Celery and Parsl, in one run on one machine: see docs/benchmarks.md.
+"""Ferry against Celery, Parsl, Ray and Dask, in one run on one machine: see
+docs/benchmarks.md.
 
-    python bench/run.py [--quick] [-n N] [--latency-n M] [--only ferry,celery,parsl] [--sweep]
+    python bench/run.py [--quick] [-n N] [--latency-n M] [--only ferry,celery,parsl,ray,dask] [--sweep]
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import ferry_side  # noqa: E402
 import peers  # noqa: E402
 
 
+PEERS = ("ferry", "celery", "parsl", "ray", "dask")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="10,000 tasks instead of 100,000")
     ap.add_argument("-n", type=int, help="tasks in the throughput run")
     ap.add_argument("--latency-n", type=int, default=1000, help="sequential round trips")
-    ap.add_argument("--only", default="ferry,celery,parsl", help="systems to run")
+    ap.add_argument("--only", default=",".join(PEERS), help="systems to run")
     ap.add_argument("--sweep", action="store_true", help="also Ferry throughput with 1, 2, 4, 8 workers (plot)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
@@ -31,7 +35,7 @@ def main() -> int:
     systems = args.only.split(",")
 
     results: dict[str, dict] = {}
-    runners = {"ferry": ferry_side.run, "celery": peers.celery, "parsl": peers.parsl}
+    runners = {"ferry": ferry_side.run, "celery": peers.celery, "parsl": peers.parsl, "ray": peers.ray, "dask": peers.dask}
     for name in systems:
         print(f"bench: running {name} ({n} tasks, {args.latency_n} round trips)...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
@@ -77,17 +81,20 @@ def main() -> int:
         args.json.write_text(json.dumps(results, indent=2))
 
     ferry = results.get("ferry", {})
-    peer_names = [p for p in ("celery", "parsl") if p in results]
-    best_tp = max((results[p]["throughput"] for p in peer_names), default=float("nan"))
-    best_p50 = min((results[p]["p50_ms"] for p in peer_names), default=float("nan"))
+    # The best peer by each measure (a peer that failed, NaN, is never the best).
+    peer_names = [p for p in PEERS[1:] if p in results and results[p]["throughput"] == results[p]["throughput"]]
+    best = max(peer_names, key=lambda p: results[p]["throughput"], default=None)
+    quickest = min(peer_names, key=lambda p: results[p]["p50_ms"], default=None)
+    best_tp = results[best]["throughput"] if best else float("nan")
+    best_p50 = results[quickest]["p50_ms"] if quickest else float("nan")
     # The faster of Ferry's two ways to learn a result (both are in the table).
     ferry_p50 = min(ferry.get("p50_ms", float("nan")), ferry.get("ws_p50_ms", float("inf")))
     ratio = ferry.get("throughput", float("nan")) / best_tp if best_tp == best_tp and best_tp else float("nan")
     fmt = lambda name: f"{results[name]['throughput']:.0f}" if name in results else "n/a"  # noqa: E731
     print(
-        f"bench: ferry {fmt('ferry')} tasks/s, celery {fmt('celery')}, parsl {fmt('parsl')}; "
-        f"ratio vs best peer {ratio:.1f}; p50 ferry {ferry_p50:.2f} ms "
-        f"vs best peer {best_p50:.2f} ms"
+        f"bench: ferry {fmt('ferry')} tasks/s, celery {fmt('celery')}, parsl {fmt('parsl')}, "
+        f"ray {fmt('ray')}, dask {fmt('dask')}; ratio vs best peer ({best or 'none'}) {ratio:.1f}; "
+        f"p50 ferry {ferry_p50:.2f} ms vs best peer ({quickest or 'none'}) {best_p50:.2f} ms"
     )
     return 0
 

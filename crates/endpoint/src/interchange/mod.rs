@@ -547,7 +547,9 @@ impl<S: Sink, D: Ack> Interchange<S, D> {
                     tracing::debug!(%task_id, attempt = result.attempt, "result for an attempt no longer held; dropped");
                     return;
                 }
-                if let Some(t) = self.inflight.get(&task_id) {
+                if ferry_telemetry::trace::on()
+                    && let Some(t) = self.inflight.get(&task_id)
+                {
                     let host = self.managers.get(&manager_id).map(|m| m.info.hostname.as_str());
                     trace::attempt(self.endpoint_id, &t.steps, &result, host);
                 }

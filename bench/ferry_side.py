@@ -106,14 +106,16 @@ def pid_named(name: str) -> int | None:
 
 
 @contextlib.contextmanager
-def release_stack(workers: int = 2, bin_dir: Path | None = None, warm: int = 1):
+def release_stack(workers: int = 2, bin_dir: Path | None = None, warm: int = 1, env: dict | None = None):
     """A running stack of release binaries (`FERRY_BIN_DIR`, which `scripts/bench` sets
     for its `CARGO_TARGET_DIR`, else `target/release`), quiet, with a client and the no-op
-    function registered and `warm` round trips made: `(stack, client, function_id)`."""
+    function registered and `warm` round trips made: `(stack, client, function_id)`.
+    `env`: more of the services' environment."""
     default = Path(os.environ.get("FERRY_BIN_DIR") or ROOT / "target" / "release")
     stack = Stack(workers=workers, bin_dir=bin_dir or default)
     stack.env["TEST_RUST_LOG"] = "warn"
     stack.env["RUST_LOG"] = "warn"
+    stack.env.update(env or {})
     stack.start()
     try:
         client = Client(stack.url, token=stack.token)

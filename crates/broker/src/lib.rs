@@ -43,9 +43,11 @@
 mod amqp;
 mod delivery;
 pub mod embedded;
+mod overlay;
 mod transport;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ferry_proto::{EndpointId, TaskId, UserId};
@@ -113,6 +115,51 @@ pub struct Options {
     pub endpoint: Option<EndpointId>,
 }
 
+/// The queues this process keeps in memory, once [`keep_in_process`] named them.
+struct InProcessQueues {
+    broker: embedded::InProcess,
+    names: std::sync::Mutex<Arc<HashSet<String>>>,
+}
+
+static IN_PROCESS: OnceLock<InProcessQueues> = OnceLock::new();
+
+/// From now on every [`Broker`] this process connects keeps the queues `names` (full
+/// names, such as `<ns>.submissions`) in this process, in an embedded broker reached
+/// over in-memory pipes, and everything else on the broker its URL names: what
+/// `ferry-server` does so that a submission goes from its web-service to its forwarder
+/// in memory. The queues' messages are lost with the process (a submission's tasks are
+/// written `received` before it is handed over, and the sweeper submits again what a
+/// crash stranded). The first call starts the in-process broker (on a thread of its
+/// own); a later call adds queues for the brokers connected after it.
+pub fn keep_in_process(names: impl IntoIterator<Item = String>) -> Result<()> {
+    let kept = match IN_PROCESS.get() {
+        Some(kept) => kept,
+        None => {
+            let mut broker = Some(
+                embedded::InProcess::start()
+                    .map_err(|e| Error::Embedded(format!("cannot start the in-process broker: {e}")))?,
+            );
+            let kept = IN_PROCESS.get_or_init(|| InProcessQueues {
+                broker: broker.take().expect("not taken yet"),
+                names: std::sync::Mutex::default(),
+            });
+            // Another thread started one first: this one goes.
+            if let Some(spare) = broker {
+                spare.abandon();
+            }
+            kept
+        }
+    };
+    let mut all = kept
+        .names
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut more = HashSet::clone(&all);
+    more.extend(names);
+    *all = Arc::new(more);
+    Ok(())
+}
+
 /// The broker user endpoint `endpoint` logs in as, when endpoints have identities of
 /// their own.
 pub fn endpoint_user(namespace: &str, endpoint: EndpointId) -> String {
@@ -161,6 +208,9 @@ impl Broker {
     ///   RabbitMQ;
     /// - `ferry-mq://[user[:password]@]host:port`: the embedded broker
     ///   ([`embedded::Server`]).
+    ///
+    /// In a process that called [`keep_in_process`], the queues it named stay in the
+    /// process whatever the URL.
     pub async fn connect(url: &str, namespace: &str, options: Options) -> Result<Self> {
         let (transport, user): (Arc<dyn Transport>, String) = match url.split_once("://") {
             Some(("amqp" | "amqps", _)) => {
@@ -174,6 +224,18 @@ impl Broker {
             }
             Some((scheme, _)) => return Err(Error::Scheme(scheme.to_owned())),
             None => return Err(Error::Scheme(String::new())),
+        };
+        let transport: Arc<dyn Transport> = match IN_PROCESS.get() {
+            Some(kept) => {
+                let names = kept
+                    .names
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                let local = embedded::Client::in_process(&kept.broker, &user).await?;
+                Arc::new(overlay::Overlay::new(local, transport, names))
+            }
+            None => transport,
         };
         Ok(Self {
             transport,

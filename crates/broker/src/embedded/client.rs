@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use super::Io;
 use super::protocol::{self, Answer, ClientFrame, Message, Op, ServerFrame};
 use crate::transport::{Acker, Deliveries, PendingConfirm, Properties, QueueSpec, RawDelivery, Transport};
 use crate::{Error, Result};
@@ -32,7 +33,7 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 /// The user of a URL that names none.
 const DEFAULT_USER: &str = "guest";
 
-type Wire = Framed<TcpStream, LengthDelimitedCodec>;
+type Wire = Framed<Box<dyn Io>, LengthDelimitedCodec>;
 type Waiters = HashMap<u64, oneshot::Sender<std::result::Result<Answer, String>>>;
 
 /// One connection to an embedded broker. Cheap handles ([`Acker`]s, consumers) share it;
@@ -104,14 +105,33 @@ impl Client {
     /// name it connected as.
     pub(crate) async fn connect(url: &str) -> Result<(Client, String)> {
         let url = parse_url(url)?;
-        let wire = tokio::time::timeout(CONNECT_WITHIN, hello(&url))
+        let wire = tokio::time::timeout(CONNECT_WITHIN, async {
+            let stream = TcpStream::connect(url.address)
+                .await
+                .map_err(|e| Error::Embedded(format!("cannot connect to {}: {e}", url.address)))?;
+            let _ = stream.set_nodelay(true);
+            hello(Box::new(stream), url.user, url.password).await
+        })
+        .await
+        .map_err(|_| {
+            Error::Embedded(format!(
+                "no answer from {} within {CONNECT_WITHIN:?}",
+                url.address
+            ))
+        })??;
+        Ok((Self::run(wire), url.user.to_owned()))
+    }
+
+    /// Connects as `user` to an embedded broker in this process ([`super::InProcess`]).
+    pub(crate) async fn in_process(broker: &super::InProcess, user: &str) -> Result<Client> {
+        let wire = tokio::time::timeout(CONNECT_WITHIN, hello(broker.pipe(), user, None))
             .await
-            .map_err(|_| {
-                Error::Embedded(format!(
-                    "no answer from {} within {CONNECT_WITHIN:?}",
-                    url.address
-                ))
-            })??;
+            .map_err(|_| Error::Embedded("the in-process broker did not answer".to_owned()))??;
+        Ok(Self::run(wire))
+    }
+
+    /// Starts the connection's writer and reader over `wire`, said hello on.
+    fn run(wire: Wire) -> Client {
         let (out, rx) = mpsc::unbounded_channel();
         let state = Arc::new(State {
             next_id: AtomicU64::new(1),
@@ -122,23 +142,18 @@ impl Client {
         let (sink, frames) = wire.split();
         tokio::spawn(write(sink, rx));
         tokio::spawn(read(frames, state.clone(), out.downgrade()));
-        let client = Client {
+        Client {
             inner: Arc::new(Inner { out, state }),
-        };
-        Ok((client, url.user.to_owned()))
+        }
     }
 }
 
-/// Opens the connection and waits for the server's welcome.
-async fn hello(url: &Url<'_>) -> Result<Wire> {
-    let stream = TcpStream::connect(url.address)
-        .await
-        .map_err(|e| Error::Embedded(format!("cannot connect to {}: {e}", url.address)))?;
-    let _ = stream.set_nodelay(true);
+/// Says hello as `user` over `stream` and waits for the server's welcome.
+async fn hello(stream: Box<dyn Io>, user: &str, password: Option<&str>) -> Result<Wire> {
     let mut wire = Framed::new(stream, protocol::codec());
     let hello = protocol::encode(&ClientFrame::Hello {
-        user: url.user.to_owned(),
-        password: url.password.map(str::to_owned),
+        user: user.to_owned(),
+        password: password.map(str::to_owned),
     })
     .map_err(Error::Embedded)?;
     wire.send(hello)

@@ -39,7 +39,13 @@ mod queues;
 mod server;
 
 pub(crate) use client::Client;
-pub use server::{Server, ServerOptions};
+pub use server::{InProcess, Server, ServerOptions};
+
+/// A byte stream a connection runs over: a TCP socket, or one end of an in-memory pipe
+/// ([`InProcess`]).
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 /// The URL scheme of the embedded broker.
 pub const SCHEME: &str = "ferry-mq";

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::Io;
 use super::protocol::{self, ClientFrame, ServerFrame};
 use super::queues::{ConnId, Queues};
 
@@ -124,13 +125,77 @@ async fn accept(listener: TcpListener, shared: Shared, tasks: TaskTracker) {
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tasks.spawn(serve(stream, peer, shared.clone()));
+                tasks.spawn(serve(Box::new(stream), peer.to_string(), shared.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the embedded broker cannot accept a connection");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// The embedded broker's queues served to connections inside this process, over
+/// in-memory pipes: no socket, no port, the same rules as [`Server`] (acks, prefetch,
+/// redelivery of what a closed connection held). What `ferry-server` keeps its
+/// submissions queue in (see [`crate::keep_in_process`]). It runs on a thread of its own
+/// (a runtime of one thread), so it serves brokers on any runtime of the process, for
+/// as long as the process lives; its messages are lost when the process ends.
+pub struct InProcess {
+    shared: Shared,
+    tasks: TaskTracker,
+    runtime: tokio::runtime::Handle,
+}
+
+/// How many bytes an in-process pipe buffers each way before its writer waits.
+const PIPE_BYTES: usize = 1 << 20;
+
+impl InProcess {
+    /// Starts one on a thread of its own.
+    pub fn start() -> std::io::Result<InProcess> {
+        let shared = Shared {
+            queues: Arc::default(),
+            password: None,
+            cancel: CancellationToken::new(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let tasks = TaskTracker::new();
+        tasks.spawn_on(expire(shared.clone()), &handle);
+        let cancel = shared.cancel.clone();
+        std::thread::Builder::new()
+            .name("ferry-in-process-broker".to_owned())
+            .spawn(move || runtime.block_on(cancel.cancelled()))?;
+        Ok(InProcess {
+            shared,
+            tasks,
+            runtime: handle,
+        })
+    }
+
+    /// A new connection: the server's end is served here, the client's end is returned
+    /// (the client says its hello over it).
+    pub(crate) fn pipe(&self) -> Box<dyn Io> {
+        let (client, server) = tokio::io::duplex(PIPE_BYTES);
+        self.tasks.spawn_on(
+            serve(Box::new(server), "in-process".to_owned(), self.shared.clone()),
+            &self.runtime,
+        );
+        Box::new(client)
+    }
+
+    /// Stops its thread without waiting (one that never served anything).
+    pub(crate) fn abandon(self) {
+        self.shared.cancel.cancel();
+    }
+
+    /// Closes every connection and stops its thread.
+    pub async fn shutdown(self) {
+        self.shared.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 
@@ -145,11 +210,11 @@ async fn expire(shared: Shared) {
     }
 }
 
-type Transport = Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>;
+type Transport = Framed<Box<dyn Io>, tokio_util::codec::LengthDelimitedCodec>;
 
 /// Serves one connection from its hello to its end; whatever ends it, its unacked
-/// messages go back to their queues.
-async fn serve(stream: TcpStream, peer: SocketAddr, shared: Shared) {
+/// messages go back to their queues. `peer` says where it comes from, for the logs.
+async fn serve(stream: Box<dyn Io>, peer: String, shared: Shared) {
     let mut framed = Framed::new(stream, protocol::codec());
     let user = match hello(&mut framed, &shared).await {
         Ok(user) => user,

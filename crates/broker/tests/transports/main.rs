@@ -1,7 +1,9 @@
-//! One suite, two brokers: every case in `cases` runs against RabbitMQ
+//! One suite, three brokers: every case in `cases` runs against RabbitMQ
 //! (`FERRY_AMQP_URL`, by default `amqp://guest:guest@127.0.0.1:5672/%2f`) in `amqp::`,
-//! and against an embedded [`Server`] started for the test in `embedded::`, each in a
-//! namespace of its own. `server` tests the embedded server alone (bad frames,
+//! against an embedded [`Server`] started for the test in `embedded::`, and against
+//! RabbitMQ with the namespace's submissions queue kept in this process
+//! ([`ferry_broker::keep_in_process`], as `ferry-server` does) in `in_process::`, each in
+//! a namespace of its own. `server` tests the embedded server alone (bad frames,
 //! passwords).
 
 mod cases;
@@ -29,6 +31,14 @@ impl Env {
                 .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
             namespace: namespace(),
         }
+    }
+
+    /// RabbitMQ, but the submissions queue of its namespace is kept in this process.
+    pub(crate) async fn in_process() -> Self {
+        let env = Self::amqp().await;
+        ferry_broker::keep_in_process([format!("{}.submissions", env.namespace)])
+            .expect("the in-process broker starts");
+        env
     }
 
     pub(crate) async fn embedded() -> Self {
@@ -119,13 +129,24 @@ pub(crate) async fn within_a_minute(
 }
 
 /// Every case in `cases`, once per broker.
-macro_rules! on_both_brokers {
+macro_rules! on_every_broker {
     ($($case:ident),* $(,)?) => {
         mod amqp {
             $(
                 #[tokio::test]
                 async fn $case() -> anyhow::Result<()> {
                     let env = crate::Env::amqp().await;
+                    let outcome = crate::within_a_minute(crate::cases::$case(&env)).await;
+                    env.finish().await;
+                    outcome
+                }
+            )*
+        }
+        mod in_process {
+            $(
+                #[tokio::test]
+                async fn $case() -> anyhow::Result<()> {
+                    let env = crate::Env::in_process().await;
                     let outcome = crate::within_a_minute(crate::cases::$case(&env)).await;
                     env.finish().await;
                     outcome
@@ -146,7 +167,7 @@ macro_rules! on_both_brokers {
     };
 }
 
-on_both_brokers!(
+on_every_broker!(
     a_published_message_is_consumed,
     a_consumer_holds_at_most_its_prefetch_unacked,
     an_acked_message_is_gone,
@@ -166,3 +187,46 @@ on_both_brokers!(
     an_unused_queue_with_an_expiry_goes_away,
     a_closed_connection_is_lost,
 );
+
+/// With its submissions queue kept in this process, a namespace's submissions never
+/// reach RabbitMQ (asked directly, not through a `Broker`): no such queue there, while
+/// its other queues are.
+#[tokio::test]
+async fn kept_submissions_never_reach_rabbitmq() -> anyhow::Result<()> {
+    let env = Env::in_process().await;
+    let broker = env.broker().await;
+    broker.declare_core().await?;
+    broker.publish(&broker.submissions_queue(), b"in memory").await?;
+    assert_eq!(broker.queue_len(&broker.submissions_queue()).await?, 1);
+
+    let rabbit = lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default()).await?;
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let declare = |queue: String| {
+        let rabbit = &rabbit;
+        async move {
+            let channel = rabbit.create_channel().await?;
+            channel
+                .queue_declare(queue.as_str().into(), passive, Default::default())
+                .await
+                .map(|q| q.message_count())
+        }
+    };
+    assert!(
+        declare(broker.submissions_queue()).await.is_err(),
+        "RabbitMQ has no submissions queue for the namespace"
+    );
+    assert_eq!(
+        declare(broker.status_queue()).await?,
+        0,
+        "its other queues are there"
+    );
+    let _ = rabbit.close(0, "done".into()).await;
+    broker.delete_queue(&broker.status_queue()).await?;
+    broker.delete_queue(&broker.results_queue()).await?;
+    broker.delete_queue(&broker.dead_queue()).await?;
+    env.finish().await;
+    Ok(())
+}

@@ -71,13 +71,18 @@ class Stack:
         bin_dir: Path | None = None,
         python: str | None = sys.executable,
         settings: dict[str, str] | None = None,
+        colocated: bool = False,
     ) -> None:
         """`python`: the workers' interpreter; None leaves it to the endpoint's default.
-        `settings`: more of the endpoint's config (`{"provider.keep_run_dirs": "2s"}`)."""
+        `settings`: more of the endpoint's config (`{"provider.keep_run_dirs": "2s"}`).
+        `colocated`: one `ferry-server` instead of the web-service and the forwarder."""
         self.settings = dict(settings or {})
         self.bin = (Path(bin_dir) if bin_dir else BIN).resolve()
         self.workers = workers
-        for name in ("ferry-web-service", "ferry-forwarder", "ferry-endpoint", "ferry-manager", "ferry-worker"):
+        self.colocated = colocated
+        # `ferry-web-service create-user` makes the token either way.
+        services = ("ferry-server", "ferry-web-service") if colocated else ("ferry-web-service", "ferry-forwarder")
+        for name in (*services, "ferry-endpoint", "ferry-manager", "ferry-worker"):
             if not (self.bin / name).exists():
                 raise RuntimeError(f"{self.bin / name} is missing: run `cargo build --bins` first")
         self.dir = Path(tempfile.mkdtemp(prefix="ferry-py-e2e-"))
@@ -123,10 +128,17 @@ class Stack:
         out = subprocess.run([str(self.bin / name), *args], env=self.env, capture_output=True, text=True, check=True)
         return out.stdout.strip()
 
-    def start(self) -> None:
-        self.spawn("ferry-web-service")
-        self.spawn("ferry-forwarder")
+    def start_services(self) -> None:
+        """The web-service and the forwarder, or the one server holding both."""
+        if self.colocated:
+            self.spawn("ferry-server")
+        else:
+            self.spawn("ferry-web-service")
+            self.spawn("ferry-forwarder")
         _wait(self._serving, 30, "the web-service", self.dir)
+
+    def start(self) -> None:
+        self.start_services()
         self.token = self.run("ferry-web-service", "create-user", "py-tester")
         python = ["--python", self.env["FERRY_PYTHON"]] if "FERRY_PYTHON" in self.env else []
         self.run(

@@ -24,7 +24,7 @@ import pytest
 
 from ferrystack import ROOT, Stack
 
-BINARIES = ("ferry-endpoint", "ferry-manager", "ferry-worker", "ferry-web-service", "ferry-forwarder", "ferry-dev", "ferry")
+BINARIES = ("ferry-endpoint", "ferry-manager", "ferry-worker", "ferry-web-service", "ferry-forwarder", "ferry-server", "ferry-dev", "ferry")
 
 # Submits with the installed SDK; prints where `ferry` came from and the result.
 CLIENT = """

@@ -35,6 +35,11 @@
 //! that the forwarder applies, just before it, or on its own later; then the submission
 //! is acked. A forwarder crash drops what it held, and the submission comes again.
 //!
+//! A `ferry-server` (web-service and forwarder in one process) keeps the submissions
+//! queue in its memory: its crash (`server_crashes`) loses every submission not yet
+//! acked with the records the forwarder held. Its tasks still read `received` (the
+//! third rule again), and the sweeper submits them once more.
+//!
 //! A lost endpoint's tasks follow the first rule too: the forwarder publishes each
 //! in-flight task as attempt+1 before it records `endpoint-lost` (the broker's
 //! redelivery of the old attempt carries reports that are stale by then).
@@ -88,6 +93,10 @@ pub struct Protocol {
     /// Times RabbitMQ dies while the forwarder dispatches a task: the endpoint-queue
     /// message it published and the (unconfirmed) submission are both gone.
     pub broker_losses: u8,
+    /// Times a `ferry-server` (web-service and forwarder in one process, the
+    /// submissions queue in its memory) crashes: every submission not yet acked is gone
+    /// with it, and so are the forwarder's held records.
+    pub server_crashes: u8,
     /// Model the forwarder recording `waiting-for-ep` before the broker's confirm (the
     /// old order): with a broker loss the checker then finds a task stuck.
     pub record_before_confirm: bool,
@@ -188,6 +197,7 @@ pub struct State {
     pub duplicate_reports: u8,
     pub endpoint_losses: u8,
     pub broker_losses: u8,
+    pub server_crashes: u8,
     pub block_ends: u8,
     pub message_losses: u8,
     /// Tasks whose `waiting-for-ep` record the forwarder holds (published, confirmed,
@@ -212,6 +222,9 @@ pub enum Action {
     RecordHeld(usize),
     /// The forwarder crashes holding records: the submissions come again.
     CrashHolding,
+    /// A `ferry-server` crashes: the submissions in its memory (acked or not) and the
+    /// records it held are gone; the sweeper finds their tasks still `received`.
+    ServerCrash,
     /// RabbitMQ dies before confirming what the forwarder published for the task: that
     /// message and the submission are lost, and the forwarder's publish fails.
     BrokerLosesPublish(usize),
@@ -286,6 +299,7 @@ impl Model for Protocol {
             duplicate_reports: self.duplicate_reports,
             endpoint_losses: self.endpoint_losses,
             broker_losses: self.broker_losses,
+            server_crashes: self.server_crashes,
             block_ends: self.block_ends,
             message_losses: self.message_losses,
             held_records: vec![false; self.tasks],
@@ -361,6 +375,9 @@ impl Model for Protocol {
         if s.forwarder_crashes > 0 && s.held_records.iter().any(|&h| h) {
             actions.push(Action::CrashHolding);
         }
+        if s.server_crashes > 0 && (s.submissions.iter().any(|&q| q) || s.held_records.iter().any(|&h| h)) {
+            actions.push(Action::ServerCrash);
+        }
         if s.endpoint_crashes > 0
             && (s.held.iter().any(Option::is_some) || s.queue.iter().any(|m| m.delivered))
         {
@@ -423,6 +440,11 @@ impl Model for Protocol {
             Action::CrashHolding => {
                 s.held_records = vec![false; self.tasks];
                 s.forwarder_crashes -= 1;
+            }
+            Action::ServerCrash => {
+                s.held_records = vec![false; self.tasks];
+                s.submissions = vec![false; self.tasks];
+                s.server_crashes -= 1;
             }
             Action::DispatchThenCrash(t) => {
                 // Publish, record waiting-for-ep, crash before the ack: the submission

@@ -19,6 +19,7 @@ fn base() -> Protocol {
         duplicate_reports: 0,
         endpoint_losses: 0,
         broker_losses: 0,
+        server_crashes: 0,
         record_before_confirm: false,
         block_ends: 0,
         message_losses: 0,
@@ -238,4 +239,18 @@ fn a_re_dispatched_copy_runs_no_task_whose_result_was_recorded() {
     // Without crashes the endpoint's memory is enough.
     let checker = model(0, 0, false).checker().spawn_bfs().join();
     assert!(checker.discovery(RAN_AFTER_RECORDED).is_none());
+}
+
+#[test]
+fn a_colocated_server_that_crashes_loses_its_in_memory_submissions_and_nothing_else() {
+    // `ferry-server`: the submissions queue lives in its memory. Its crashes (with the
+    // endpoint crashing and a worker dying) cost the task nothing but time: the sweeper
+    // submits again what stayed `received`.
+    check(Protocol {
+        max_retries: 1,
+        endpoint_crashes: 1,
+        worker_deaths: 1,
+        server_crashes: 2,
+        ..base()
+    });
 }

@@ -54,13 +54,18 @@ def main() -> int:
                 add(f"{prev_name} -> {h['state']}", h["at"] - prev_at)
                 prev_name, prev_at = h["state"], h["at"]
             add(f"{prev_name} -> result seen by the client", done - prev_at)
-        width = max(map(len, steps))
-        print(f"{'step (ms)':<{width}}  {'n':>5}  {'p50':>7}  {'p90':>7}")
-        for name, values in steps.items():
-            values.sort()
-            p90 = values[int(len(values) * 0.9)]
-            print(f"{name:<{width}}  {len(values):>5}  {statistics.median(values):7.3f}  {p90:7.3f}")
+        print_table(steps)
     return 0
+
+
+def print_table(steps: dict[str, list[float]]) -> None:
+    """Each step's count, median and 90th percentile, in milliseconds."""
+    width = max(map(len, steps), default=0)
+    print(f"{'step (ms)':<{width}}  {'n':>5}  {'p50':>7}  {'p90':>7}")
+    for name, values in steps.items():
+        values.sort()
+        p90 = values[int(len(values) * 0.9)]
+        print(f"{name:<{width}}  {len(values):>5}  {statistics.median(values):7.3f}  {p90:7.3f}")
 
 
 # Each step of a traced round trip: (name, from (span, edge), to (span, edge)).
@@ -109,12 +114,7 @@ def traced(n: int, workers: int) -> int:
                     steps.setdefault(name, []).append((at[b] - at[a]) / 1e6)
     finally:
         collector.close()
-    width = max(len(name) for name, _, _ in TRACED_STEPS)
-    print(f"{'step (ms)':<{width}}  {'n':>5}  {'p50':>7}  {'p90':>7}")
-    for name, values in steps.items():
-        values.sort()
-        p90 = values[int(len(values) * 0.9)]
-        print(f"{name:<{width}}  {len(values):>5}  {statistics.median(values):7.3f}  {p90:7.3f}")
+    print_table(steps)
     if missing:
         print(f"({missing} round trips left out: their traces did not all arrive)")
     return 0

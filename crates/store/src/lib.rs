@@ -19,8 +19,8 @@ mod redis_store;
 
 pub use records::*;
 pub use redis_store::{
-    ByReference, CredentialInfo, EventReader, EventWaker, FinishedTasks, ForwarderSeen, KeyClaim, LostClaim,
-    Principal, RESULT_GROUP_BYTES, Store, UserInfo,
+    ByReference, CredentialInfo, EndedHere, EventReader, EventWaker, FinishedTasks, ForwarderSeen, KeyClaim,
+    LostClaim, Principal, RESULT_GROUP_BYTES, Store, UserInfo,
 };
 
 /// What can go wrong talking to the store.

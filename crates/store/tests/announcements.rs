@@ -4,7 +4,7 @@
 use ferry_proto::{Actor, EndpointId, EventKind, TaskId};
 
 mod common;
-use common::{batch, event, new_task, one_task, store};
+use common::{batch, event, new_task, one_task, store, url_of};
 
 /// Waiting callers hear of a task's end from the transition script: one announcement
 /// per call, naming the tasks that call ended (and only those).
@@ -43,6 +43,71 @@ async fn the_script_announces_the_tasks_it_ends() {
     assert_eq!(heard().await, vec![a, c]);
     assert_eq!(heard().await, vec![b]);
     store.delete_namespace().await.unwrap();
+}
+
+/// In a process that both ends tasks and waits for them, a listener hears the ends
+/// its own calls make in memory, from any `Store` on the same namespace, once the call
+/// has returned; another namespace's ends are not heard.
+#[tokio::test]
+async fn this_process_hears_its_own_ends_in_memory() {
+    let other = store().await;
+    let store = store().await;
+    let mut here = store.finished_here();
+    let ours = batch(EndpointId::new(), 2);
+    let tasks = [new_task(), new_task()];
+    store
+        .create_tasks(&ours, &tasks, Actor::WebService)
+        .await
+        .unwrap();
+    let [a, b] = tasks.map(|t| t.task_id);
+    let theirs = batch_of_one(&other).await;
+    other
+        .apply(&[event(theirs, EventKind::Cancelled, 0)])
+        .await
+        .unwrap();
+
+    // A second Store on this namespace (as the forwarder's beside the web-service's).
+    let forwarder = ferry_store::Store::connect(&url_of(&store), store.namespace(), 600)
+        .await
+        .unwrap();
+    forwarder
+        .apply(&[event(a, EventKind::Queued, 0), event(b, EventKind::Cancelled, 0)])
+        .await
+        .unwrap();
+    forwarder
+        .apply(&[event(a, EventKind::Cancelled, 0)])
+        .await
+        .unwrap();
+    // Ending it again announces nothing.
+    forwarder
+        .apply(&[event(a, EventKind::Cancelled, 0)])
+        .await
+        .unwrap();
+
+    let heard = here
+        .try_recv()
+        .expect("b's end was announced when its call returned");
+    assert_eq!(&heard[..], &[b]);
+    assert_eq!(&here.try_recv().unwrap()[..], &[a]);
+    assert!(
+        here.try_recv().is_err(),
+        "nothing else: not the other namespace's, not a again"
+    );
+    store.delete_namespace().await.unwrap();
+    other.delete_namespace().await.unwrap();
+}
+
+async fn batch_of_one(store: &ferry_store::Store) -> TaskId {
+    let task = new_task();
+    store
+        .create_tasks(
+            &batch(EndpointId::new(), 1),
+            std::slice::from_ref(&task),
+            Actor::WebService,
+        )
+        .await
+        .unwrap();
+    task.task_id
 }
 
 /// A watched batch's stream gets every step; its last cursor tells a reader whether it

@@ -1,7 +1,10 @@
 //! Long polls: requests that wait for tasks to finish (`?wait_secs=` on
 //! `GET /v1/tasks/{id}`, `wait_secs` in `POST /v1/tasks/status`) sleep until the
 //! transition script announces one of their tasks (see `Store::finished_tasks`), then
-//! read the records again. One subscription per web-service serves every waiter.
+//! read the records again. One subscription per web-service serves every waiter. In a
+//! process that also records results (`ferry-server`), the ends its own forwarder
+//! records wake waiters in memory too (`Store::finished_here`), before Redis's message
+//! comes back around.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -79,12 +82,20 @@ impl Waiters {
 
     /// Wakes whoever waits for one of the announced tasks (`ids`: space-separated).
     pub fn finished(&self, ids: &str) {
+        self.wake(ids.split(' ').filter_map(|id| id.parse::<TaskId>().ok()));
+    }
+
+    /// Wakes whoever waits for one of `ids`.
+    pub fn ended(&self, ids: &[TaskId]) {
+        self.wake(ids.iter().copied());
+    }
+
+    fn wake(&self, ids: impl Iterator<Item = TaskId>) {
         let by_task = self.by_task.lock().expect("waiters poisoned");
         if by_task.is_empty() {
             return;
         }
-        for id in ids.split(' ') {
-            let Ok(id) = id.parse::<TaskId>() else { continue };
+        for id in ids {
             for notify in by_task.get(&id).into_iter().flatten() {
                 notify.notify_one();
             }
@@ -99,8 +110,10 @@ impl Waiters {
     }
 
     /// Listens to the store's announcements for as long as the process runs,
-    /// subscribing again whenever the connection is lost.
+    /// subscribing again whenever the connection is lost; and to this process's own
+    /// (see [`Store::finished_here`]).
     pub async fn listen(self, store: Store) {
+        tokio::spawn(self.clone().listen_here(store.finished_here()));
         loop {
             match store.finished_tasks().await {
                 Ok(mut announcements) => {
@@ -114,6 +127,23 @@ impl Waiters {
                 Err(e) => tracing::warn!(error = %e, "cannot subscribe to finished tasks; trying again"),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+impl Waiters {
+    /// Wakes the waiters of what this process's own transition calls ended.
+    async fn listen_here(self, mut here: tokio::sync::broadcast::Receiver<ferry_store::EndedHere>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match here.recv().await {
+                Ok(ids) => self.ended(&ids),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "in-process announcements missed; waiters read again");
+                    self.wake_all();
+                }
+                Err(RecvError::Closed) => return,
+            }
         }
     }
 }
@@ -174,6 +204,35 @@ mod tests {
         let started = std::time::Instant::now();
         waiting.announced(Duration::from_millis(100)).await;
         assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn this_process_s_own_ends_wake_their_waiters_and_a_lag_wakes_all() {
+        let waiters = Waiters::default();
+        let (id, other) = (TaskId::new(), TaskId::new());
+        let mine = waiters.register(&[id]);
+        let theirs = waiters.register(&[other]);
+        let (sender, receiver) = tokio::sync::broadcast::channel::<ferry_store::EndedHere>(1);
+        tokio::spawn(waiters.clone().listen_here(receiver));
+        sender.send(vec![TaskId::new(), id].into()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), mine.announced(MAX_WAIT))
+            .await
+            .expect("an end announced in memory wakes its waiter");
+        let started = std::time::Instant::now();
+        theirs.announced(Duration::from_millis(100)).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "not another task's waiter"
+        );
+
+        // Two sends into a channel of one: the listener lags, so everyone reads again.
+        let (sender, receiver) = tokio::sync::broadcast::channel::<ferry_store::EndedHere>(1);
+        sender.send(vec![TaskId::new()].into()).unwrap();
+        sender.send(vec![TaskId::new()].into()).unwrap();
+        tokio::spawn(waiters.clone().listen_here(receiver));
+        tokio::time::timeout(Duration::from_secs(5), theirs.announced(MAX_WAIT))
+            .await
+            .expect("a lagging listener wakes every waiter");
     }
 
     #[test]

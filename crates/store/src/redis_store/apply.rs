@@ -141,6 +141,14 @@ impl Store {
                 }
             }
         }
+        self.announce_here(|| {
+            reports
+                .iter()
+                .zip(&out)
+                .filter(|(_, applied)| matches!(applied, Applied::Moved { to, .. } if to.is_terminal()))
+                .map(|(r, _)| r.task_id)
+                .collect()
+        });
         Ok(out)
     }
 }

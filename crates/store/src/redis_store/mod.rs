@@ -19,7 +19,7 @@ pub use tasks::{ByReference, RESULT_GROUP_BYTES};
 
 pub use credentials::{CredentialInfo, Principal, UserInfo};
 pub use events::{EventReader, EventWaker};
-pub use finished::FinishedTasks;
+pub use finished::{EndedHere, FinishedTasks};
 pub use idempotency::KeyClaim;
 pub use liveness::ForwarderSeen;
 pub use registry::LostClaim;

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Ferry on this machine: the web-service, the forwarder and a local endpoint, on an
-/// embedded store and broker unless `--redis` / `--amqp` name real ones. Ctrl-C stops it.
+/// Ferry on this machine: the server (web-service and forwarder in one process) and a
+/// local endpoint, on an embedded store and broker unless `--redis` / `--amqp` name real ones. Ctrl-C stops it.
 #[derive(clap::Parser, Debug)]
 #[command(name = "ferry dev", version)]
 pub(crate) struct Args {

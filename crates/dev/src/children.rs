@@ -1,4 +1,4 @@
-//! The three processes `ferry dev` runs: each in a process group of its own (so a
+//! The processes `ferry dev` runs (the server and the endpoint): each in a process group of its own (so a
 //! terminal's Ctrl-C reaches `ferry dev` alone, which stops them in order), told its
 //! parent's pid (`FERRY_PARENT_PID`: it stops if `ferry dev` dies, however it dies),
 //! logging to a file of its own.

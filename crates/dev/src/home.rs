@@ -8,7 +8,7 @@
 //!   and read when it starts;
 //! - `dev/endpoints/local/`: the local endpoint's directory (config, ID, `endpoint.log`,
 //!   and `runs/`, its tasks' run directories);
-//! - `dev/logs/`: the web-service's and the forwarder's logs.
+//! - `dev/logs/`: the server's log (`server.log`: the web-service and the forwarder).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};

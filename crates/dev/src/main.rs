@@ -1,12 +1,13 @@
-//! `ferry-dev`, run as `ferry dev`: Ferry on one machine with one command. It starts the
-//! web-service, the forwarder and a local endpoint as its children, by default on a
+//! `ferry-dev`, run as `ferry dev`: Ferry on one machine with one command. It starts
+//! `ferry-server` (the web-service and the forwarder in one process) and a local
+//! endpoint as its children, by default on a
 //! store and a broker embedded in this process (no Redis, no RabbitMQ), prints the URL,
 //! a token and the endpoint's ID, writes them to `$FERRY_HOME/client.json` (where the
 //! SDK's `Client()` finds them), and stops everything on Ctrl-C.
 //!
 //! The parts: [`home`] (the directories and files it keeps), [`backends`] (the embedded
 //! store and broker, or the Redis and RabbitMQ given), [`children`] (starting,
-//! watching and stopping the three processes), [`session`] (the order of it all).
+//! watching and stopping the processes), [`session`] (the order of it all).
 
 mod args;
 mod backends;

@@ -1,9 +1,10 @@
 //! One `ferry dev` from start to stop: check what could make it fail before starting
 //! anything (the home, the port, the endpoint's Python), start the backends, the
-//! web-service, a user, the forwarder and the endpoint, say where they are, then wait
-//! for Ctrl-C (or a child's death) and stop them in order: the endpoint first (it hands
-//! back what it holds while the forwarder still listens), then the forwarder and the
-//! web-service, then the embedded servers (the store writes its snapshot).
+//! server (`ferry-server`: the web-service and the forwarder in one process), a user
+//! and the endpoint, say where they are, then wait for Ctrl-C (or a child's death) and
+//! stop them in order: the endpoint first (it hands back what it holds while the
+//! forwarder still listens), then the server, then the embedded servers (the store
+//! writes its snapshot).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     outcome
 }
 
-/// Starts the three processes (pushed to `running` as they start, so the caller stops
+/// Starts the two processes (pushed to `running` as they start, so the caller stops
 /// whatever did), prints where they are, and waits for a signal or a death.
 async fn start_and_wait(
     args: &Args,
@@ -64,26 +65,17 @@ async fn start_and_wait(
             .env("FERRY_NAMESPACE", &args.namespace);
     };
 
-    let mut web = children::command("ferry-web-service");
-    service_env(&mut web);
-    web.env("FERRY_LISTEN", args.listen.to_string())
+    // The web-service and the forwarder in one process: a submission reaches the
+    // dispatcher in memory, a recorded result wakes the waiting request in memory.
+    let mut server = children::command("ferry-server");
+    service_env(&mut server);
+    server
+        .env("FERRY_LISTEN", args.listen.to_string())
         .env("FERRY_PUBLIC_AMQP_URL", &backends.endpoint_amqp_url);
-    running.push(Child::spawn(
-        "web-service",
-        web,
-        home.logs.join("web-service.log"),
-    )?);
+    running.push(Child::spawn("server", server, home.logs.join("server.log"))?);
     wait_serving(&url, running).await?;
 
     let token = user_token(home, &url, &service_env).await?;
-
-    let mut forwarder = children::command("ferry-forwarder");
-    service_env(&mut forwarder);
-    running.push(Child::spawn(
-        "forwarder",
-        forwarder,
-        home.logs.join("forwarder.log"),
-    )?);
 
     configure_endpoint(home, &url, &token, args.workers, python).await?;
     let mut endpoint = children::command("ferry-endpoint");

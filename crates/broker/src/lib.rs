@@ -124,8 +124,8 @@ struct InProcessQueues {
 static IN_PROCESS: OnceLock<InProcessQueues> = OnceLock::new();
 
 /// From now on every [`Broker`] this process connects keeps the queues `names` (full
-/// names, such as `<ns>.submissions`) in this process, in an embedded broker reached
-/// over in-memory pipes, and everything else on the broker its URL names: what
+/// names, such as `<ns>.submissions`) in this process, in an embedded broker whose
+/// queues it works on directly (no frame encoded), and everything else on the broker its URL names: what
 /// `ferry-server` does so that a submission goes from its web-service to its forwarder
 /// in memory. The queues' messages are lost with the process (a submission's tasks are
 /// written `received` before it is handed over, and the sweeper submits again what a
@@ -232,7 +232,7 @@ impl Broker {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone();
-                let local = embedded::Client::in_process(&kept.broker, &user).await?;
+                let local = embedded::Client::in_process(&kept.broker, &user);
                 Arc::new(overlay::Overlay::new(local, transport, names))
             }
             None => transport,

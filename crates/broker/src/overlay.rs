@@ -4,8 +4,8 @@
 //! through RabbitMQ (see [`crate::keep_in_process`]).
 //!
 //! The named queues live in an embedded broker in this process
-//! ([`crate::embedded::InProcess`]), reached over in-memory pipes with the embedded
-//! broker's rules (acks, prefetch, a closed connection's unacked messages redelivered);
+//! ([`crate::embedded::InProcess`]), whose queues each client works on directly (no
+//! frame encoded), with the embedded broker's rules (acks, prefetch, a closed connection's unacked messages redelivered);
 //! everything else (exchanges, other queues, alarms) goes to the real broker.
 
 use std::collections::HashSet;

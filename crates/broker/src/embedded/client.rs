@@ -1,19 +1,23 @@
-//! The client side of the embedded broker: a [`Transport`] over one TCP connection.
+//! The client side of the embedded broker: a [`Transport`] over one TCP connection, or
+//! straight onto the queues of a broker in this process ([`super::InProcess`]).
 //!
-//! Requests carry an id and are answered in any order; a writer task sends the frames
-//! queued by every handle in order, a reader task routes replies to their waiters and
-//! deliveries to their consumers. When the connection ends, every waiter gets an error
-//! and every consumer's stream ends.
+//! Over TCP, requests carry an id and are answered in any order; a writer task sends
+//! the frames queued by every handle in order, a reader task routes replies to their
+//! waiters and deliveries to their consumers. In the process, a request is carried out
+//! on the queues by the handle that makes it (no frame is encoded, no task woken) and
+//! only deliveries go through the reader. When the connection ends, every waiter gets
+//! an error and every consumer's stream ends.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -21,6 +25,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::Io;
 use super::protocol::{self, Answer, ClientFrame, Message, Op, ServerFrame};
+use super::queues::{ConnId, Queues};
 use crate::transport::{Acker, Deliveries, PendingConfirm, Properties, QueueSpec, RawDelivery, Transport};
 use crate::{Error, Result};
 
@@ -43,8 +48,19 @@ pub(crate) struct Client {
 }
 
 struct Inner {
-    out: mpsc::UnboundedSender<ClientFrame>,
+    link: Link,
     state: Arc<State>,
+}
+
+/// How a client's requests reach the broker.
+enum Link {
+    /// As frames over a byte stream, which a writer task sends.
+    Wire(mpsc::UnboundedSender<ClientFrame>),
+    /// Onto the queues of a broker in this process, as connection `conn`.
+    Direct {
+        queues: Arc<Mutex<Queues>>,
+        conn: ConnId,
+    },
 }
 
 /// What the reader task shares with the handles.
@@ -122,30 +138,72 @@ impl Client {
         Ok((Self::run(wire), url.user.to_owned()))
     }
 
-    /// Connects as `user` to an embedded broker in this process ([`super::InProcess`]).
-    pub(crate) async fn in_process(broker: &super::InProcess, user: &str) -> Result<Client> {
-        let wire = tokio::time::timeout(CONNECT_WITHIN, hello(broker.pipe(), user, None))
-            .await
-            .map_err(|_| Error::Embedded("the in-process broker did not answer".to_owned()))??;
-        Ok(Self::run(wire))
+    /// Connects as `user` to an embedded broker in this process ([`super::InProcess`]):
+    /// its requests are carried out on the broker's queues at once, and the deliveries
+    /// come to this runtime's reader task as values, never encoded.
+    pub(crate) fn in_process(broker: &super::InProcess, user: &str) -> Client {
+        let (queues, stopping) = broker.parts();
+        let (frames_tx, mut frames) = mpsc::unbounded_channel();
+        let conn = queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .connect(user.to_owned(), frames_tx);
+        let state = new_state();
+        let inner = Arc::new(Inner {
+            link: Link::Direct {
+                queues: queues.clone(),
+                conn,
+            },
+            state: state.clone(),
+        });
+        // The broker stopping ends the connection, as a server's would.
+        let mut stopped = Box::pin(stopping.cancelled_owned());
+        let frames = futures_util::stream::poll_fn(move |cx| {
+            if stopped.as_mut().poll(cx).is_ready() {
+                let reason = "the broker closed the connection: the embedded broker is stopping";
+                return Poll::Ready(Some(Err(reason.to_owned())));
+            }
+            frames.poll_recv(cx).map(|frame| frame.map(Ok))
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            read(frames, state, weak).await;
+            // Whatever ended it, its unacked messages go back to their queues.
+            queues
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .disconnect(conn);
+        });
+        Client { inner }
     }
 
     /// Starts the connection's writer and reader over `wire`, said hello on.
     fn run(wire: Wire) -> Client {
         let (out, rx) = mpsc::unbounded_channel();
-        let state = Arc::new(State {
-            next_id: AtomicU64::new(1),
-            waiters: Mutex::new(Some(HashMap::new())),
-            consumers: Mutex::new(Some(HashMap::new())),
-            lost: watch::channel(None).0,
-        });
+        let state = new_state();
         let (sink, frames) = wire.split();
         tokio::spawn(write(sink, rx));
-        tokio::spawn(read(frames, state.clone(), out.downgrade()));
-        Client {
-            inner: Arc::new(Inner { out, state }),
-        }
+        let inner = Arc::new(Inner {
+            link: Link::Wire(out),
+            state: state.clone(),
+        });
+        let frames = frames.map(|frame| match frame {
+            Err(e) => Err(format!("the connection failed: {e}")),
+            Ok(bytes) => protocol::decode::<ServerFrame>(&bytes)
+                .map_err(|e| format!("a bad frame from the broker: {e}")),
+        });
+        tokio::spawn(read(frames, state, Arc::downgrade(&inner)));
+        Client { inner }
     }
+}
+
+fn new_state() -> Arc<State> {
+    Arc::new(State {
+        next_id: AtomicU64::new(1),
+        waiters: Mutex::new(Some(HashMap::new())),
+        consumers: Mutex::new(Some(HashMap::new())),
+        lost: watch::channel(None).0,
+    })
 }
 
 /// Says hello as `user` over `stream` and waits for the server's welcome.
@@ -203,18 +261,19 @@ async fn write(mut sink: SplitSink<Wire, Bytes>, mut rx: mpsc::UnboundedReceiver
     let _ = sink.close().await;
 }
 
-/// Routes the server's frames until the connection ends, then fails every waiter and
-/// ends every consumer.
-async fn read(mut frames: SplitStream<Wire>, state: Arc<State>, out: mpsc::WeakUnboundedSender<ClientFrame>) {
+/// Routes the server's frames (or why they stopped) until the connection ends, then
+/// fails every waiter and ends every consumer. A delivery whose consumer is gone is
+/// given back through `inner`, while a handle is left.
+async fn read(
+    mut frames: impl Stream<Item = std::result::Result<ServerFrame, String>> + Unpin,
+    state: Arc<State>,
+    inner: Weak<Inner>,
+) {
     let reason = loop {
-        let bytes = match frames.next().await {
+        let frame = match frames.next().await {
             None => break "the connection was closed".to_owned(),
-            Some(Err(e)) => break format!("the connection failed: {e}"),
-            Some(Ok(bytes)) => bytes,
-        };
-        let frame = match protocol::decode::<ServerFrame>(&bytes) {
-            Ok(frame) => frame,
-            Err(e) => break format!("a bad frame from the broker: {e}"),
+            Some(Err(reason)) => break reason,
+            Some(Ok(frame)) => frame,
         };
         match frame {
             ServerFrame::Reply { id, outcome } => {
@@ -242,12 +301,9 @@ async fn read(mut frames: SplitStream<Wire>, state: Arc<State>, out: mpsc::WeakU
                 };
                 // Its consumer is gone: the message goes back for another.
                 if let Some(incoming) = refused
-                    && let Some(out) = out.upgrade()
+                    && let Some(inner) = inner.upgrade()
                 {
-                    let _ = out.send(ClientFrame::Request {
-                        id: 0,
-                        op: Op::Requeue { tag: incoming.tag },
-                    });
+                    inner.tell(Op::Requeue { tag: incoming.tag });
                 }
             }
             ServerFrame::Cancelled { consumer } => {
@@ -273,31 +329,71 @@ impl Inner {
         ))
     }
 
-    /// Sends a request; the receiver gets its reply.
+    /// Sends a request; the receiver gets its reply (at once, in the process).
     fn start(&self, op: Op) -> Result<oneshot::Receiver<std::result::Result<Answer, String>>> {
         let mut waiters = locked(&self.state.waiters);
         let Some(waiters) = waiters.as_mut() else {
             return Err(self.lost_error());
         };
-        let id = self.state.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        waiters.insert(id, tx);
-        if self.out.send(ClientFrame::Request { id, op }).is_err() {
-            waiters.remove(&id);
-            return Err(self.lost_error());
+        match &self.link {
+            Link::Wire(out) => {
+                let id = self.state.next_id.fetch_add(1, Ordering::Relaxed);
+                waiters.insert(id, tx);
+                if out.send(ClientFrame::Request { id, op }).is_err() {
+                    waiters.remove(&id);
+                    return Err(self.lost_error());
+                }
+            }
+            Link::Direct { queues, conn } => {
+                let _ = tx.send(locked(queues).handle(*conn, op));
+            }
         }
         Ok(rx)
     }
 
     /// Sends a request that wants no reply.
     fn tell(&self, op: Op) {
-        let _ = self.out.send(ClientFrame::Request { id: 0, op });
+        match &self.link {
+            Link::Wire(out) => {
+                let _ = out.send(ClientFrame::Request { id: 0, op });
+            }
+            Link::Direct { queues, conn } => {
+                if locked(&self.state.waiters).is_none() {
+                    return; // the connection is gone, and with it what it held
+                }
+                if let Err(e) = locked(queues).handle(*conn, op) {
+                    tracing::debug!(conn, error = %e, "an unanswered operation failed");
+                }
+            }
+        }
+    }
+
+    /// Ends the connection: its unacked messages go back to their queues.
+    fn close(&self) {
+        match &self.link {
+            Link::Wire(out) => {
+                let _ = out.send(ClientFrame::Close);
+            }
+            // Its frames' sender goes with it: the reader ends.
+            Link::Direct { queues, conn } => locked(queues).disconnect(*conn),
+        }
     }
 
     /// Sends a request and waits for its reply.
     async fn request(&self, op: Op) -> Result<Answer> {
         let rx = self.start(op)?;
         finish(rx, &self.state).await
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle gone closes the connection (over a wire, the writer ends when
+    /// its channel does).
+    fn drop(&mut self) {
+        if let Link::Direct { queues, conn } = &self.link {
+            locked(queues).disconnect(*conn);
+        }
     }
 }
 
@@ -506,7 +602,7 @@ impl Transport for Client {
     }
 
     async fn close(&self) {
-        let _ = self.inner.out.send(ClientFrame::Close);
+        self.inner.close();
         let _ = tokio::time::timeout(CLOSE_WITHIN, self.lost()).await;
     }
 }
@@ -514,6 +610,43 @@ impl Transport for Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In the process: a delivery comes as a value, an unacked one goes back when its
+    /// client is dropped, and the broker stopping ends its connections, saying so.
+    #[tokio::test]
+    async fn an_in_process_client_works_on_the_queues_and_ends_when_they_stop() {
+        let broker = super::super::InProcess::start().unwrap();
+        let first = Client::in_process(&broker, "web");
+        first.declare_queue("q", &QueueSpec::default()).await.unwrap();
+        let confirm = first
+            .publish("", "q", b"one", Properties::default())
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap());
+        let mut deliveries = first.consume("q", 1, "t").await.unwrap();
+        let delivery = deliveries.next().await.unwrap().unwrap();
+        assert_eq!((&delivery.body[..], delivery.redelivered), (&b"one"[..], false));
+        drop((delivery, deliveries, first));
+
+        let second = Client::in_process(&broker, "forwarder");
+        let mut deliveries = second.consume("q", 1, "t").await.unwrap();
+        let again = deliveries.next().await.unwrap().unwrap();
+        assert!(
+            again.redelivered,
+            "the dropped client's unacked message came back"
+        );
+        again.acker.ack().await.unwrap();
+        assert_eq!(second.queue_len("q").await.unwrap(), 0);
+
+        broker.shutdown().await;
+        let reason = tokio::time::timeout(Duration::from_secs(5), second.lost())
+            .await
+            .unwrap();
+        assert!(reason.contains("stopping"), "{reason}");
+        assert!(deliveries.next().await.is_none(), "the consumer's stream ended");
+        let e = second.queue_len("q").await.unwrap_err();
+        assert!(e.to_string().contains("stopping"), "{e}");
+    }
 
     #[test]
     fn urls_name_user_password_and_address() {

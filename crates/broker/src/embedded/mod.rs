@@ -41,8 +41,7 @@ mod server;
 pub(crate) use client::Client;
 pub use server::{InProcess, Server, ServerOptions};
 
-/// A byte stream a connection runs over: a TCP socket, or one end of an in-memory pipe
-/// ([`InProcess`]).
+/// A byte stream a connection runs over (a TCP socket).
 pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}

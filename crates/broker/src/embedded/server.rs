@@ -135,20 +135,18 @@ async fn accept(listener: TcpListener, shared: Shared, tasks: TaskTracker) {
     }
 }
 
-/// The embedded broker's queues served to connections inside this process, over
-/// in-memory pipes: no socket, no port, the same rules as [`Server`] (acks, prefetch,
-/// redelivery of what a closed connection held). What `ferry-server` keeps its
-/// submissions queue in (see [`crate::keep_in_process`]). It runs on a thread of its own
-/// (a runtime of one thread), so it serves brokers on any runtime of the process, for
-/// as long as the process lives; its messages are lost when the process ends.
+/// The embedded broker's queues served to connections inside this process: no socket,
+/// no port, no frame encoded (a client carries out its requests on the queues itself,
+/// and its deliveries come to it as values), the same rules as [`Server`] (acks,
+/// prefetch, redelivery of what a closed connection held). What `ferry-server` keeps its
+/// submissions queue in (see [`crate::keep_in_process`]). The expiry of idle queues runs
+/// on a thread of its own (a runtime of one thread), so it serves brokers on any
+/// runtime of the process, for as long as the process lives; its messages are lost
+/// when the process ends.
 pub struct InProcess {
     shared: Shared,
     tasks: TaskTracker,
-    runtime: tokio::runtime::Handle,
 }
-
-/// How many bytes an in-process pipe buffers each way before its writer waits.
-const PIPE_BYTES: usize = 1 << 20;
 
 impl InProcess {
     /// Starts one on a thread of its own.
@@ -168,22 +166,13 @@ impl InProcess {
         std::thread::Builder::new()
             .name("ferry-in-process-broker".to_owned())
             .spawn(move || runtime.block_on(cancel.cancelled()))?;
-        Ok(InProcess {
-            shared,
-            tasks,
-            runtime: handle,
-        })
+        Ok(InProcess { shared, tasks })
     }
 
-    /// A new connection: the server's end is served here, the client's end is returned
-    /// (the client says its hello over it).
-    pub(crate) fn pipe(&self) -> Box<dyn Io> {
-        let (client, server) = tokio::io::duplex(PIPE_BYTES);
-        self.tasks.spawn_on(
-            serve(Box::new(server), "in-process".to_owned(), self.shared.clone()),
-            &self.runtime,
-        );
-        Box::new(client)
+    /// Its queues, and the token cancelled when it stops, for clients in this process
+    /// ([`super::Client::in_process`]).
+    pub(crate) fn parts(&self) -> (Arc<Mutex<Queues>>, CancellationToken) {
+        (self.shared.queues.clone(), self.shared.cancel.clone())
     }
 
     /// Stops its thread without waiting (one that never served anything).

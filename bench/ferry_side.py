@@ -110,10 +110,11 @@ def release_stack(workers: int = 2, bin_dir: Path | None = None, warm: int = 1, 
     """A running stack of release binaries (`FERRY_BIN_DIR`, which `scripts/bench` sets
     for its `CARGO_TARGET_DIR`, else `target/release`), quiet, with a client and the no-op
     function registered and `warm` round trips made: `(stack, client, function_id)`.
-    `env`: more of the services' environment. `FERRY_BENCH_SERVER=1` runs the web-service
-    and the forwarder as one `ferry-server`."""
+    `env`: more of the services' environment. The web-service and the forwarder run as
+    one `ferry-server` (what `ferry dev` runs); `FERRY_BENCH_SERVER=0` runs the two
+    binaries instead."""
     default = Path(os.environ.get("FERRY_BIN_DIR") or ROOT / "target" / "release")
-    colocated = os.environ.get("FERRY_BENCH_SERVER") == "1"
+    colocated = os.environ.get("FERRY_BENCH_SERVER", "1") != "0"
     stack = Stack(workers=workers, bin_dir=bin_dir or default, colocated=colocated)
     stack.env["TEST_RUST_LOG"] = "warn"
     stack.env["RUST_LOG"] = "warn"

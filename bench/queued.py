@@ -3,7 +3,10 @@ stays queued (in RabbitMQ, its record in Redis); the web-service's and the forwa
 resident memory is sampled as the queue grows. They hold no per-task state, so their
 memory should stay flat.
 
-    python bench/queued.py [--tasks 1000000] [--session 100000]
+    python bench/queued.py [--tasks 1000000] [--session 100000] [--server]
+
+`--server` runs `ferry-server` (the two roles in one process, the submissions queue in
+its memory) instead of the two binaries.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=1_000_000)
     ap.add_argument("--session", type=int, default=100_000, help="tasks per request")
     ap.add_argument("--bin-dir", type=Path, default=ROOT / "target" / "release")
+    ap.add_argument("--server", action="store_true", help="ferry-server instead of the two binaries")
     args = ap.parse_args()
 
-    stack = Stack(workers=1, bin_dir=args.bin_dir)
+    stack = Stack(workers=1, bin_dir=args.bin_dir, colocated=args.server)
     stack.env["RUST_LOG"] = "warn"
     stack.env["FERRY_RESULT_TTL_SECS"] = "600"
     stack.start()
@@ -46,7 +50,8 @@ def main() -> int:
         # The endpoint goes away: whatever is submitted now waits in its queue.
         stack.procs["ferry-endpoint"].terminate()
         stack.procs["ferry-endpoint"].wait(timeout=60)
-        procs = {name: stack.procs[name].pid for name in ("ferry-web-service", "ferry-forwarder")}
+        services = ("ferry-server",) if args.server else ("ferry-web-service", "ferry-forwarder")
+        procs = {name: stack.procs[name].pid for name in services}
         base = {name: rss_kib(pid) for name, pid in procs.items()}
         print(f"{'queued':>10} " + " ".join(f"{n + ' MiB':>24}" for n in procs) + f" {'s':>6}")
         t0 = time.perf_counter()

@@ -28,6 +28,7 @@ next one, the host kills (SIGKILL) and reaps every child it has (a background
 
 from __future__ import annotations
 
+import _signal
 import io
 import json
 import os
@@ -74,6 +75,13 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 # How long ending a task's leftover processes may take (one stuck in the kernel resists).
 LEFTOVERS_WITHIN = 2.0
+
+
+def _handler(signum: int) -> Any:
+    """The signal's handler as installed (`_signal.getsignal`): what `signal.getsignal`
+    returns without wrapping the default ones in an enum, which cost more than the rest
+    of a no-op task's bookkeeping. Only compared with the host's own handlers."""
+    return _signal.getsignal(signum)
 
 
 def _become_subreaper() -> bool:
@@ -473,7 +481,7 @@ class Host:
         for a batch of one task."""
         if self.on_alarm is None:
             return False
-        ours = signal.getsignal(signal.SIGALRM) is self.on_alarm
+        ours = _handler(signal.SIGALRM) is self.on_alarm
         if not armed and self.pending and ours:
             signal.setitimer(signal.ITIMER_REAL, ANSWER_LATENCY, ANSWER_LATENCY)
             return True
@@ -609,10 +617,10 @@ class Host:
             if armed:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             del buf[:pos]
-            if self.control >= 0 and signal.getsignal(WITHDRAW_SIGNAL) is not self.on_withdraw:
+            if self.control >= 0 and _handler(WITHDRAW_SIGNAL) is not self.on_withdraw:
                 # A task took the signal for itself: withdrawals work again from here.
                 signal.signal(WITHDRAW_SIGNAL, self.on_withdraw)
-            if self.on_alarm is not None and signal.getsignal(signal.SIGALRM) is not self.on_alarm:
+            if self.on_alarm is not None and _handler(signal.SIGALRM) is not self.on_alarm:
                 # The same for the answer timer (a task's own alarm replaced it).
                 signal.signal(signal.SIGALRM, self.on_alarm)
             # Nothing complete is left to run: answer, then wait for more.

@@ -103,8 +103,10 @@ async fn serve(state: AppState, user: UserId, mut socket: WebSocket) -> anyhow::
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Only a socket following some session's progress wakes for the tick.
+        let following = watched.values().any(|w| w.progress.is_some());
         tokio::select! {
-            _ = tick.tick() => progress(&state, &mut socket, &mut watched).await?,
+            _ = tick.tick(), if following => progress(&state, &mut socket, &mut watched).await?,
             message = socket.recv() => {
                 let Some(message) = message else { break Ok(()) };
                 match message {

@@ -412,7 +412,9 @@ async fn commit(state: &AppState, prepared: Vec<Prepared>) -> ApiResult<Vec<Acce
 
 /// Each task's `submit` span in its trace (see `ferry_telemetry::trace`): from its
 /// record's creation to its publish (the first `published` were; the rest wait for the
-/// sweeper).
+/// sweeper). It starts no sooner than its task's id was made: the trace's root starts
+/// at that time (to the millisecond, from the id), and a child must not start before
+/// its root.
 fn traced(p: &Prepared, published: usize) {
     if !ferry_telemetry::trace::on() {
         return;
@@ -424,7 +426,9 @@ fn traced(p: &Prepared, published: usize) {
             "submit",
             spec.task_id.0.as_u128(),
             spec.task_id.to_string(),
-            p.batch.created_at,
+            spec.task_id
+                .created_micros()
+                .map_or(p.batch.created_at, |made| made.max(p.batch.created_at)),
             end,
         )
         .with("ferry.session_id", session.clone())

@@ -74,7 +74,12 @@ def test_a_server_killed_mid_session_loses_nothing_and_runs_nothing_twice(stack,
     for i in range(200):
         batch.add(fid, i, str(log))
     session = client.submit_session(stack.endpoint_id, batch)
-    time.sleep(0.3)
+    # Killed once tasks have run (each takes 20 ms on one of 2 workers: most are still
+    # to come, and the server holds their records and reports in flight).
+    deadline = time.monotonic() + 60
+    while not (log.exists() and log.read_text().count("\n") >= 10):
+        assert time.monotonic() < deadline, "no task ran within 60 s"
+        time.sleep(0.01)
     server = stack.procs["ferry-server"]
     server.send_signal(signal.SIGKILL)
     server.wait(timeout=10)

@@ -26,6 +26,9 @@ async fn main() -> anyhow::Result<()> {
     let sender = Broker::connect(&url, "ferry-hop", options.clone()).await?;
     let receiver = Broker::connect(&url, "ferry-hop", options).await?;
     let endpoint = EndpointId::new();
+    // The endpoint's queue is bound to the results exchange's dead letters: declare
+    // what it needs first.
+    sender.declare_core().await?;
     sender.declare_endpoint(endpoint).await?;
     let queue = sender.endpoint_queue(endpoint);
     let mut consumer = receiver.consume(&queue, 64, "hop").await?;

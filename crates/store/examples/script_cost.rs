@@ -2,7 +2,8 @@
 //! through what the web-service, forwarder and endpoint write under load (creation in
 //! batches of 10,000, `waiting-for-ep` and `waiting-for-nodes` in slices of 1,000, then
 //! each result with its steps in slices of 100), and Redis's own CPU counters are read
-//! around each phase. Repeatable where the end-to-end benchmark is noisy:
+//! around each phase. Repeatable where the end-to-end benchmark is noisy. Last, how long
+//! one lone task's record takes (a sequential round trip's), call by call:
 //!
 //!     cargo run --release -p ferry-store --example script_cost -- 20000
 
@@ -119,6 +120,56 @@ async fn main() -> anyhow::Result<()> {
         store.get_task_outcomes(chunk).await?;
     }
     phase.end(&mut admin, "read outcomes", n).await?;
+
+    // A sequential round trip's record: one task, in a session of its own, its whole
+    // life in one call (as the forwarder applies a lone result with the held
+    // `waiting-for-ep` step). Timed call by call from here (the round trip to Redis
+    // included), back to back and then 2 ms apart, as they come in a sequence of
+    // interactive round trips: a Redis that was idle, its caches cold, takes longer.
+    for (label, pause) in [("one task a call, back to back", 0), ("one task a call, 2 ms apart", 2)] {
+        let mut took = Vec::new();
+        for _ in 0..300 {
+            let task = NewTask {
+                task_id: TaskId::new(),
+                ..tasks[0].clone()
+            };
+            let batch = BatchRecord {
+                batch_id: BatchId::new(),
+                owner: UserId::new(),
+                endpoint_id: endpoint,
+                size: 1,
+                created_at: ferry_proto::time::now_micros(),
+                task_group: None,
+                deadline: None,
+                events: false,
+                callback_url: None,
+                callback_secret: None,
+            };
+            store.create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService).await?;
+            let id = task.task_id;
+            let finish = Finish {
+                success: true,
+                by_reference: false,
+                data: Bytes::from_static(b"01\ngANLAS4=\n"),
+                exception: Bytes::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+            };
+            let reports = [
+                report(id, EventKind::Queued, Actor::Forwarder, None),
+                report(id, EventKind::Received, Actor::Endpoint, None),
+                report(id, EventKind::Assigned, Actor::Endpoint, None),
+                report(id, EventKind::Started, Actor::Manager, None),
+                report(id, EventKind::Succeeded, Actor::Worker, Some(finish)),
+            ];
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            let at = Instant::now();
+            store.apply(&reports).await?;
+            took.push(at.elapsed());
+        }
+        took.sort();
+        println!("{label:<34} median {:>6.1} µs a call", took[took.len() / 2].as_secs_f64() * 1e6);
+    }
 
     store.delete_namespace().await?;
     Ok(())

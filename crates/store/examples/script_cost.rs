@@ -126,7 +126,10 @@ async fn main() -> anyhow::Result<()> {
     // `waiting-for-ep` step). Timed call by call from here (the round trip to Redis
     // included), back to back and then 2 ms apart, as they come in a sequence of
     // interactive round trips: a Redis that was idle, its caches cold, takes longer.
-    for (label, pause) in [("one task a call, back to back", 0), ("one task a call, 2 ms apart", 2)] {
+    for (label, pause) in [
+        ("one task a call, back to back", 0),
+        ("one task a call, 2 ms apart", 2),
+    ] {
         let mut took = Vec::new();
         for _ in 0..300 {
             let task = NewTask {
@@ -145,7 +148,9 @@ async fn main() -> anyhow::Result<()> {
                 callback_url: None,
                 callback_secret: None,
             };
-            store.create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService).await?;
+            store
+                .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)
+                .await?;
             let id = task.task_id;
             let finish = Finish {
                 success: true,
@@ -168,7 +173,10 @@ async fn main() -> anyhow::Result<()> {
             took.push(at.elapsed());
         }
         took.sort();
-        println!("{label:<34} median {:>6.1} µs a call", took[took.len() / 2].as_secs_f64() * 1e6);
+        println!(
+            "{label:<34} median {:>6.1} µs a call",
+            took[took.len() / 2].as_secs_f64() * 1e6
+        );
     }
 
     store.delete_namespace().await?;

@@ -165,8 +165,10 @@ pub(crate) async fn submit(
         batch_id,
         task_ids: ids,
         ..
-    } = crate::submit::to_completion(async move { crate::submit::accept(&state, user, submission).await })
-        .await?;
+    } = crate::submit::to_completion(
+        async move { crate::submit::accept(&state, user, submission, None).await },
+    )
+    .await?;
     let mut by_function = BTreeMap::new();
     let mut ids = ids.into_iter();
     for (key, count) in order {

@@ -59,19 +59,9 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<28} {:>12} {:>14}", "phase", "Redis µs/task", "wall µs/task");
     let phase = Phase::start(&mut admin).await?;
     for chunk in tasks.chunks(10_000) {
-        let batch = BatchRecord {
-            batch_id: BatchId::new(),
-            owner: UserId::new(),
-            endpoint_id: endpoint,
-            size: chunk.len() as u64,
-            created_at: ferry_proto::time::now_micros(),
-            task_group: None,
-            deadline: None,
-            events: false,
-            callback_url: None,
-            callback_secret: None,
-        };
-        store.create_tasks(&batch, chunk, Actor::WebService).await?;
+        store
+            .create_tasks(&session(endpoint, chunk.len()), chunk, Actor::WebService)
+            .await?;
     }
     phase.end(&mut admin, "received (create)", n).await?;
 
@@ -101,15 +91,12 @@ async fn main() -> anyhow::Result<()> {
         for &id in chunk {
             reports.push(report(id, EventKind::Assigned, Actor::Endpoint, None));
             reports.push(report(id, EventKind::Started, Actor::Manager, None));
-            let finish = Finish {
-                success: true,
-                by_reference: false,
-                data: Bytes::from_static(b"01\ngANLAS4=\n"),
-                exception: Bytes::new(),
-                stdout: String::new(),
-                stderr: String::new(),
-            };
-            reports.push(report(id, EventKind::Succeeded, Actor::Worker, Some(finish)));
+            reports.push(report(
+                id,
+                EventKind::Succeeded,
+                Actor::Worker,
+                Some(no_op_result()),
+            ));
         }
         store.apply(&reports).await?;
     }
@@ -136,36 +123,17 @@ async fn main() -> anyhow::Result<()> {
                 task_id: TaskId::new(),
                 ..tasks[0].clone()
             };
-            let batch = BatchRecord {
-                batch_id: BatchId::new(),
-                owner: UserId::new(),
-                endpoint_id: endpoint,
-                size: 1,
-                created_at: ferry_proto::time::now_micros(),
-                task_group: None,
-                deadline: None,
-                events: false,
-                callback_url: None,
-                callback_secret: None,
-            };
+            let one = std::slice::from_ref(&task);
             store
-                .create_tasks(&batch, std::slice::from_ref(&task), Actor::WebService)
+                .create_tasks(&session(endpoint, 1), one, Actor::WebService)
                 .await?;
             let id = task.task_id;
-            let finish = Finish {
-                success: true,
-                by_reference: false,
-                data: Bytes::from_static(b"01\ngANLAS4=\n"),
-                exception: Bytes::new(),
-                stdout: String::new(),
-                stderr: String::new(),
-            };
             let reports = [
                 report(id, EventKind::Queued, Actor::Forwarder, None),
                 report(id, EventKind::Received, Actor::Endpoint, None),
                 report(id, EventKind::Assigned, Actor::Endpoint, None),
                 report(id, EventKind::Started, Actor::Manager, None),
-                report(id, EventKind::Succeeded, Actor::Worker, Some(finish)),
+                report(id, EventKind::Succeeded, Actor::Worker, Some(no_op_result())),
             ];
             tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
             let at = Instant::now();
@@ -181,6 +149,34 @@ async fn main() -> anyhow::Result<()> {
 
     store.delete_namespace().await?;
     Ok(())
+}
+
+/// A session of `size` tasks on `endpoint`, of a user of its own.
+fn session(endpoint: EndpointId, size: usize) -> BatchRecord {
+    BatchRecord {
+        batch_id: BatchId::new(),
+        owner: UserId::new(),
+        endpoint_id: endpoint,
+        size: size as u64,
+        created_at: ferry_proto::time::now_micros(),
+        task_group: None,
+        deadline: None,
+        events: false,
+        callback_url: None,
+        callback_secret: None,
+    }
+}
+
+/// A no-op task's result, as its worker reports it.
+fn no_op_result() -> Finish {
+    Finish {
+        success: true,
+        by_reference: false,
+        data: Bytes::from_static(b"01\ngANLAS4=\n"),
+        exception: Bytes::new(),
+        stdout: String::new(),
+        stderr: String::new(),
+    }
 }
 
 /// Redis's CPU time (user + system, from `INFO cpu`) and the wall clock at a phase's start.

@@ -40,8 +40,28 @@ where
     F: FnOnce(B) -> Fut,
     Fut: std::future::Future<Output = ApiResult<T>>,
 {
+    once_with(state, user, headers, route, body, async {}, |body, ()| run(body)).await
+}
+
+/// [`once`], with `early` (a read `run` needs) made alongside the key's claim, in the
+/// same Redis round trip, and given to `run`; it is wasted when the request is not run.
+pub async fn once_with<B, T, E, F, Fut>(
+    state: &AppState,
+    user: UserId,
+    headers: &HeaderMap,
+    route: &str,
+    body: B,
+    early: impl std::future::Future<Output = E>,
+    run: F,
+) -> ApiResult<Json<T>>
+where
+    B: Serialize,
+    T: Serialize + DeserializeOwned,
+    F: FnOnce(B, E) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<T>>,
+{
     let Some(key) = headers.get(HEADER) else {
-        return run(body).await.map(Json);
+        return run(body, early.await).await.map(Json);
     };
     let key = key
         .to_str()
@@ -56,11 +76,11 @@ where
     hash.update(route.as_bytes());
     hash.update(serde_json::to_vec(&body).unwrap_or_default());
     let fingerprint = hex::encode(hash.finalize());
-    match state
-        .store
-        .claim_key(user, key, &fingerprint, PENDING_SECS)
-        .await?
-    {
+    let (claim, early) = tokio::join!(
+        state.store.claim_key(user, key, &fingerprint, PENDING_SECS),
+        early
+    );
+    match claim? {
         KeyClaim::Fresh => {}
         KeyClaim::InProgress => {
             return Err(ApiError {
@@ -87,7 +107,7 @@ where
             ));
         }
     }
-    match run(body).await {
+    match run(body, early).await {
         Ok(answer) => {
             let doc =
                 serde_json::to_string(&answer).map_err(|e| ApiError::unavailable("cannot encode", e))?;

@@ -95,7 +95,7 @@ pub async fn accept(
 ) -> ApiResult<Accepted> {
     let prepared = prepare(state, user, submission).await?;
     match room.filter(|r| r.endpoint == prepared.batch.endpoint_id) {
-        Some(room) => room.check(state, user, prepared.specs.len() as u64).await?,
+        Some(room) => room.check(state, user, prepared.specs.len() as u64)?,
         None => check_room(state, user, std::slice::from_ref(&prepared)).await?,
     }
     let mut accepted = commit(state, vec![prepared]).await?;
@@ -103,34 +103,30 @@ pub async fn accept(
 }
 
 /// The unfinished tasks of a user and of an endpoint (what [`check_room`] compares with
-/// the limits), read ahead: a submission starts the read as it comes, so that it
-/// travels to Redis with the idempotency key's claim rather than one round trip after
-/// it (a submission then reaches its endpoint a Redis round trip sooner). Read a little
-/// earlier than it would be, which changes nothing: submissions racing each other may
-/// pass a limit by one request's tasks either way.
+/// the limits), read ahead: a submission reads them as it comes, alongside its
+/// idempotency key's claim (in the same Redis round trip), rather than one round trip
+/// after it, so that it reaches its endpoint sooner. Read a little earlier than they
+/// would be, which changes nothing: submissions racing each other may pass a limit by
+/// one request's tasks either way.
 pub struct RoomAhead {
     endpoint: EndpointId,
-    read: tokio::task::JoinHandle<ferry_store::Result<(u64, u64)>>,
+    counts: ferry_store::Result<(u64, u64)>,
 }
 
 impl RoomAhead {
-    /// Starts the read for tasks of `user` on `endpoint`; `None` when no limit is set.
-    pub fn start(state: &AppState, user: UserId, endpoint: EndpointId) -> Option<Self> {
+    /// Reads the counts for tasks of `user` on `endpoint`; `None` when no limit is set.
+    pub async fn read(state: &AppState, user: UserId, endpoint: EndpointId) -> Option<Self> {
         let config = &state.config;
         if config.max_unfinished_per_user == 0 && config.max_unfinished_per_endpoint == 0 {
             return None;
         }
-        let store = state.store.clone();
-        let read = tokio::spawn(async move { store.unfinished(user, endpoint).await });
-        Some(Self { endpoint, read })
+        let counts = state.store.unfinished(user, endpoint).await;
+        Some(Self { endpoint, counts })
     }
 
     /// [`check_room`] for `n` tasks, with the counts read ahead.
-    async fn check(self, state: &AppState, user: UserId, n: u64) -> ApiResult<()> {
-        let (mine, its) = self
-            .read
-            .await
-            .map_err(|e| ApiError::unavailable("reading the unfinished tasks stopped", e))??;
+    fn check(self, state: &AppState, user: UserId, n: u64) -> ApiResult<()> {
+        let (mine, its) = self.counts?;
         room_for(state, user, self.endpoint, n, n, mine, its)
     }
 }

@@ -34,17 +34,25 @@ pub(crate) async fn submit(
     FerryJson(body): FerryJson<SubmitRequest>,
 ) -> ApiResult<Json<SubmitResponse>> {
     crate::submit::to_completion(async move {
-        // Read with the idempotency key's claim, not after it.
-        let room = crate::submit::RoomAhead::start(&state, user, body.endpoint_id);
-        crate::idempotency::once(&state, user, &headers, "/v1/tasks", body, |body| async {
-            let submission = submission(body, "")?;
-            let accepted = crate::submit::accept(&state, user, submission, room).await?;
-            Ok(SubmitResponse {
-                batch_id: accepted.batch_id,
-                task_ids: accepted.task_ids,
-                callback_secret: accepted.callback_secret,
-            })
-        })
+        // The limits' counts are read with the idempotency key's claim, not after it.
+        let room = crate::submit::RoomAhead::read(&state, user, body.endpoint_id);
+        crate::idempotency::once_with(
+            &state,
+            user,
+            &headers,
+            "/v1/tasks",
+            body,
+            room,
+            |body, room| async {
+                let submission = submission(body, "")?;
+                let accepted = crate::submit::accept(&state, user, submission, room).await?;
+                Ok(SubmitResponse {
+                    batch_id: accepted.batch_id,
+                    task_ids: accepted.task_ids,
+                    callback_secret: accepted.callback_secret,
+                })
+            },
+        )
         .await
     })
     .await

@@ -10,6 +10,7 @@ use ferry_proto::time::{Micros, now_micros};
 use ferry_proto::{Actor, EndpointId, Event, EventKind, TaskId};
 use ferry_store::{Report, Store};
 
+use crate::alive::Alive;
 use crate::held::{HOLD, Held};
 
 /// How often held `waiting-for-ep` records are checked for being overdue.
@@ -21,17 +22,20 @@ pub struct Dispatcher {
     store: Store,
     broker: Broker,
     held: Held,
+    /// Endpoints heard from lately, which need no check that they exist.
+    alive: Alive,
     /// Endpoint queues declared by this process (declaring is idempotent but costs a
     /// round trip).
     declared: Arc<Mutex<HashSet<EndpointId>>>,
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, broker: Broker, held: Held) -> Self {
+    pub fn new(store: Store, broker: Broker, held: Held, alive: Alive) -> Self {
         Self {
             store,
             broker,
             held,
+            alive,
             declared: Arc::default(),
         }
     }
@@ -95,7 +99,11 @@ impl Dispatcher {
             delivery.ack().await?;
             return Ok(());
         }
-        if !self.store.endpoint_exists(batch.endpoint_id).await? {
+        // An endpoint whose heartbeat was recorded lately cannot have been deleted
+        // since (see `crate::alive`): no Redis round trip on the task's way out.
+        if !self.alive.vouches_for(batch.endpoint_id)
+            && !self.store.endpoint_exists(batch.endpoint_id).await?
+        {
             return self.endpoint_gone(batch, delivery).await;
         }
         self.ensure_queue(batch.endpoint_id).await?;

@@ -18,6 +18,7 @@
 //! It keeps nothing that is not also in RabbitMQ or Redis (held records belong to
 //! submissions it has not acked): several forwarders can consume the same queues.
 
+pub mod alive;
 pub mod cancels;
 pub mod dispatch;
 pub mod held;
@@ -153,7 +154,9 @@ async fn run_once(
     // Held submissions wait unacked: at most half the consumer's prefetch of them, so
     // that new ones keep coming.
     let held = held::Held::new(usize::from(config.prefetch / 2));
-    let dispatcher = dispatch::Dispatcher::new(store.clone(), broker.clone(), held.clone());
+    // Endpoints heard from lately: the dispatcher need not ask Redis whether they exist.
+    let alive = alive::Alive::default();
+    let dispatcher = dispatch::Dispatcher::new(store.clone(), broker.clone(), held.clone(), alive.clone());
     let applier = reports::Applier::new(
         store.clone(),
         broker.clone(),
@@ -161,7 +164,8 @@ async fn run_once(
         config.endpoint_missed_heartbeats,
         config.backends.amqp_admin_url.is_some(),
     )
-    .with_metrics(metrics.clone());
+    .with_metrics(metrics.clone())
+    .with_alive(alive);
     let blocks = sweeper::watch_blocks(
         store.clone(),
         broker.clone(),

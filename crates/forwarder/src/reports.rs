@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ferry_proto::{EndpointId, Event, EventKind};
 use ferry_store::{Applied, Finish, Report, Store};
 
+use crate::alive::Alive;
 use crate::held::Held;
 use crate::metrics::{DeadLetter, ForwarderMetrics};
 
@@ -29,6 +30,8 @@ pub struct Applier {
     /// the endpoint it speaks for.
     identities: bool,
     metrics: Arc<ForwarderMetrics>,
+    /// Endpoints whose heartbeats were recorded lately (told to the dispatcher).
+    alive: Alive,
 }
 
 impl Applier {
@@ -40,7 +43,15 @@ impl Applier {
             missed_heartbeats,
             identities,
             metrics: Arc::default(),
+            alive: Alive::default(),
         }
+    }
+
+    /// Tells `alive` of the endpoints whose heartbeats it records (default: an `Alive`
+    /// of its own, which no one asks).
+    pub fn with_alive(mut self, alive: Alive) -> Self {
+        self.alive = alive;
+        self
     }
 
     /// Counts what it applies in `metrics` (default: metrics of its own, served nowhere).
@@ -125,11 +136,13 @@ impl Applier {
                     // The deadline runs on this side's clock: the endpoint's may differ.
                     let deadline = ferry_proto::time::now_micros()
                         + interval_ms.max(1) * 1000 * u64::from(self.missed_heartbeats.max(1));
-                    if !self
+                    if self
                         .store
                         .record_heartbeat(endpoint_id, at, interval_ms, &load, deadline)
                         .await?
                     {
+                        self.alive.heard(endpoint_id, at, interval_ms);
+                    } else {
                         tracing::warn!(%endpoint_id, "heartbeat from an unregistered endpoint");
                     }
                 }
